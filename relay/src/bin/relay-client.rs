@@ -1,0 +1,362 @@
+//! `relay-client`: join a room through relayd, send or receive a synthetic SRTP stream, and
+//! mint test credentials.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use base64::Engine as _;
+use clap::{Args, Parser, Subcommand};
+use relay::client::{write_rtp_header, Client, ClientConfig, Event};
+use relay::ids::{RoomId, Ssrc};
+use relay::proto::{DeclaredSsrc, StreamKind};
+use relay::srtp::{self, Profile};
+use relay::usersig::{self, PrivilegeMap, RoomRef};
+
+#[derive(Parser)]
+#[command(
+    name = "relay-client",
+    version,
+    about = "Join an edgerelay room, stream synthetic SRTP, report loss and auth failures; mint test UserSigs",
+    after_help = "Examples:\n  \
+relay-client usersig --sdkappid 1400000001 --secret $KEY --user alice\n  \
+relay-client run --relay 127.0.0.1:7000 --sdkappid 1400000001 --secret $KEY --user alice --room 42 --send-pps 50 --duration 10\n  \
+relay-client run --relay 127.0.0.1:7000 --sdkappid 1400000001 --secret $KEY --user bob --room 42 --duration 10\n  \
+relay-client run ... --bind 127.0.0.1:40000 --ssrc 1234 --print-srtp-params   # keys for ffmpeg"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Mint a UserSig, or a PrivateMapKey with --room and --privileges (for testing; the
+    /// secret belongs on your app server, not in clients).
+    Usersig(MintArgs),
+    /// Join a room and stream.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct MintArgs {
+    /// The app's SdkAppId.
+    #[arg(long)]
+    sdkappid: u64,
+    /// The app's secret key.
+    #[arg(long, env = "EDGERELAY_SECRET")]
+    secret: String,
+    /// The user id (TLS.identifier).
+    #[arg(long)]
+    user: String,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 86400)]
+    expire: u64,
+    /// Mint a PrivateMapKey for this room (digits: numeric room, otherwise a string room; `s:` forces string).
+    #[arg(long)]
+    room: Option<String>,
+    /// PrivateMapKey privileges: comma list of create,enter,send-audio,recv-audio,send-video,recv-video,all, or a number.
+    #[arg(long, default_value = "all")]
+    privileges: String,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// relayd's UDP address.
+    #[arg(long)]
+    relay: SocketAddr,
+    /// Local address to bind (a fixed port lets an external SRTP tool reuse the session).
+    #[arg(long, default_value = "0.0.0.0:0")]
+    bind: SocketAddr,
+    /// The app's SdkAppId.
+    #[arg(long)]
+    sdkappid: u64,
+    /// The user id; with --secret, a UserSig is minted locally.
+    #[arg(long, default_value = "relay-client")]
+    user: String,
+    /// App secret to mint the UserSig with (testing only).
+    #[arg(long, env = "EDGERELAY_SECRET", conflicts_with = "usersig")]
+    secret: Option<String>,
+    /// A ready UserSig.
+    #[arg(long)]
+    usersig: Option<String>,
+    /// A PrivateMapKey.
+    #[arg(long)]
+    private_map_key: Option<String>,
+    /// The room (digits: numeric room; `s:NAME` or other text: string room).
+    #[arg(long)]
+    room: String,
+    /// SRTP profile.
+    #[arg(long, default_value = "AES_CM_128_HMAC_SHA1_80")]
+    profile: Profile,
+    /// SSRC to send from (and declare). Default: random.
+    #[arg(long)]
+    ssrc: Option<u32>,
+    /// Declare the stream as audio instead of video.
+    #[arg(long)]
+    audio: bool,
+    /// Declare no stream: receive only.
+    #[arg(long)]
+    recv_only: bool,
+    /// Packets per second to send (0: receive only).
+    #[arg(long, default_value_t = 0)]
+    send_pps: u32,
+    /// RTP packet size in bytes (header + payload, before the SRTP tag).
+    #[arg(long, default_value_t = 1200)]
+    size: usize,
+    /// How long to run, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Initial RTP sequence number (e.g. 65500 to exercise ROC wrap).
+    #[arg(long, default_value_t = 0)]
+    seq: u16,
+    /// Join, print the negotiated SRTP keys as ffmpeg `-srtp_out_params`/`-srtp_in_params`
+    /// base64 (JSON), and exit without leaving.
+    #[arg(long)]
+    print_srtp_params: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Usersig(a) => mint(a),
+        Cmd::Run(a) => run(a),
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn parse_privileges(s: &str) -> Result<PrivilegeMap> {
+    if let Ok(n) = s.parse::<u32>() {
+        return Ok(PrivilegeMap(n));
+    }
+    let mut bits = 0;
+    for p in s.split(',') {
+        bits |= match p.trim() {
+            "create" => PrivilegeMap::CREATE.0,
+            "enter" => PrivilegeMap::ENTER.0,
+            "send-audio" => PrivilegeMap::SEND_AUDIO.0,
+            "recv-audio" => PrivilegeMap::RECV_AUDIO.0,
+            "send-video" => PrivilegeMap::SEND_VIDEO.0,
+            "recv-video" => PrivilegeMap::RECV_VIDEO.0,
+            "all" => PrivilegeMap::ALL.0,
+            other => {
+                bail!("unknown privilege {other:?}: use create,enter,send-audio,recv-audio,send-video,recv-video,all")
+            }
+        };
+    }
+    Ok(PrivilegeMap(bits))
+}
+
+fn mint(a: MintArgs) -> Result<()> {
+    let tok = match &a.room {
+        None => usersig::mint(a.secret.as_bytes(), a.sdkappid, &a.user, a.expire, unix_now(), None),
+        Some(r) => {
+            let room = RoomId::parse(r).map_err(|e| anyhow::anyhow!("--room {r:?}: {e}"))?;
+            let rr = match &room {
+                RoomId::Num(n) => RoomRef::Num(*n),
+                RoomId::Str(s) => RoomRef::Str(s),
+            };
+            usersig::mint_private_map_key(
+                a.secret.as_bytes(),
+                u32::try_from(a.sdkappid).context("--sdkappid must fit in 32 bits")?,
+                &a.user,
+                a.expire,
+                unix_now(),
+                rr,
+                parse_privileges(&a.privileges)?,
+            )
+        }
+    };
+    println!("{tok}");
+    Ok(())
+}
+
+#[derive(Default, serde::Serialize)]
+struct StreamReport {
+    received: u64,
+    duplicates: u64,
+    first_seq: Option<u64>,
+    last_index: u64,
+    lost: u64,
+}
+
+#[derive(Default, serde::Serialize)]
+struct Report {
+    session: Option<u64>,
+    joined: bool,
+    refused: Option<String>,
+    sent: u64,
+    received: u64,
+    auth_failures: u64,
+    replays: u64,
+    other_errors: u64,
+    streams: BTreeMap<u32, StreamReport>,
+    #[serde(skip)]
+    seen: BTreeMap<u32, std::collections::HashSet<u64>>,
+}
+
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    getrandom::getrandom(&mut b).expect("OS RNG");
+    u32::from_ne_bytes(b)
+}
+
+fn run(a: RunArgs) -> Result<()> {
+    let usersig = match (&a.usersig, &a.secret) {
+        (Some(t), _) => t.clone(),
+        (None, Some(s)) => usersig::mint(s.as_bytes(), a.sdkappid, &a.user, 86400, unix_now(), None),
+        (None, None) => bail!("give --usersig, or --secret to mint one (testing only)"),
+    };
+    let room = RoomId::parse(&a.room).map_err(|e| anyhow::anyhow!("--room {:?}: {e}", a.room))?;
+    let ssrc = Ssrc::new(a.ssrc.unwrap_or_else(|| random_u32() | 1)).context("--ssrc")?;
+    let kind = if a.audio { StreamKind::Audio } else { StreamKind::Video };
+    let ssrcs = if a.recv_only { vec![] } else { vec![DeclaredSsrc { ssrc, kind }] };
+    let cfg = ClientConfig {
+        sdkappid: u32::try_from(a.sdkappid).context("--sdkappid")?,
+        room,
+        usersig,
+        private_map_key: a.private_map_key.clone(),
+        profile: a.profile,
+        ssrcs,
+    };
+    let mut client = Client::new(cfg)?;
+    let sock = UdpSocket::bind(a.bind).with_context(|| format!("binding {}", a.bind))?;
+    sock.connect(a.relay).with_context(|| format!("connecting to {}", a.relay))?;
+    let mut report = Report::default();
+    let mut buf = [0u8; 2048];
+
+    // Join, retransmitting every 250 ms for up to 5 s.
+    let n = client.join(&mut buf)?;
+    let join = buf[..n].to_vec();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    sock.set_read_timeout(Some(Duration::from_millis(250)))?;
+    while report.session.is_none() && report.refused.is_none() {
+        if Instant::now() > deadline {
+            bail!("no answer from relay {} within 5 s", a.relay);
+        }
+        let _ = sock.send(&join);
+        let until = Instant::now() + Duration::from_millis(250);
+        while Instant::now() < until {
+            let Ok(n) = sock.recv(&mut buf) else { break };
+            match client.handle(&mut buf[..n]) {
+                Event::Joined { session } => {
+                    report.session = Some(session);
+                    report.joined = true;
+                    break;
+                }
+                Event::Refused { code, detail } => {
+                    report.refused = Some(format!("{}: {detail}", code.map_or("unknown", |c| c.name())));
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+    if let Some(r) = &report.refused {
+        if a.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            eprintln!("join refused: {r}");
+        }
+        std::process::exit(2);
+    }
+    let secrets = client.secrets().expect("joined");
+    if a.print_srtp_params {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let out = serde_json::json!({
+            "session": report.session,
+            "profile": a.profile.name(),
+            "local": sock.local_addr()?.to_string(),
+            "ssrc": ssrc.get(),
+            "srtp_out_params": b64.encode(secrets.c2r.key_salt()),
+            "srtp_in_params": b64.encode(secrets.r2c.key_salt()),
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    let (keepalive_secs, _) = client.timers().expect("joined");
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(a.duration);
+    let interval = if a.send_pps > 0 { Some(Duration::from_secs_f64(1.0 / f64::from(a.send_pps))) } else { None };
+    let mut next_send = start;
+    let mut next_keepalive = start + Duration::from_secs(keepalive_secs.into());
+    let mut seq = a.seq;
+    let size = a.size.clamp(12 + 12, 1400);
+    let pt = if a.audio { 111 } else { 96 };
+    let mut rbuf = [0u8; 2048];
+    while Instant::now() < end {
+        let now = Instant::now();
+        if let Some(iv) = interval {
+            if !a.recv_only {
+                let mut burst = 0;
+                while next_send <= now && burst < 64 {
+                    let h = write_rtp_header(&mut buf, pt, seq, report.sent as u32 * 3000, ssrc.get());
+                    let ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+                    buf[h..h + 8].copy_from_slice(&ns.to_be_bytes());
+                    buf[h + 8..h + 12].copy_from_slice(&(report.sent as u32).to_be_bytes());
+                    buf[h + 12..size].fill(0x5a);
+                    let n = client.protect_rtp(&mut buf, size)?;
+                    let _ = sock.send(&buf[..n]);
+                    report.sent += 1;
+                    seq = seq.wrapping_add(1);
+                    next_send += iv;
+                    burst += 1;
+                }
+            }
+        }
+        if now >= next_keepalive {
+            let n = client.keepalive(&mut buf)?;
+            let _ = sock.send(&buf[..n]);
+            next_keepalive += Duration::from_secs(keepalive_secs.into());
+        }
+        let wait = interval.map_or(Duration::from_millis(20), |_| next_send.saturating_duration_since(Instant::now()));
+        sock.set_read_timeout(Some(wait.clamp(Duration::from_micros(100), Duration::from_millis(20))))?;
+        while let Ok(n) = sock.recv(&mut rbuf) {
+            match client.handle(&mut rbuf[..n]) {
+                Event::Media { ssrc, rtcp: false, index, .. } => {
+                    report.received += 1;
+                    let s = report.streams.entry(ssrc).or_default();
+                    let seen = report.seen.entry(ssrc).or_default();
+                    if !seen.insert(index) {
+                        s.duplicates += 1;
+                    } else {
+                        s.received += 1;
+                        s.first_seq.get_or_insert(index);
+                        s.last_index = s.last_index.max(index);
+                    }
+                }
+                Event::MediaError(srtp::Error::AuthFailed) => report.auth_failures += 1,
+                Event::MediaError(srtp::Error::Replayed | srtp::Error::TooOld) => report.replays += 1,
+                Event::MediaError(_) => report.other_errors += 1,
+                _ => {}
+            }
+            sock.set_read_timeout(Some(Duration::from_micros(100)))?;
+        }
+    }
+    let n = client.leave(&mut buf)?;
+    let _ = sock.send(&buf[..n]);
+    for s in report.streams.values_mut() {
+        if let Some(f) = s.first_seq {
+            s.lost = (s.last_index - f + 1).saturating_sub(s.received);
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("session {:016x}: sent {}, received {}", report.session.unwrap_or(0), report.sent, report.received);
+        for (ssrc, s) in &report.streams {
+            println!("  from SSRC {ssrc:#010x}: received {}, lost {}, duplicates {}", s.received, s.lost, s.duplicates);
+        }
+        println!(
+            "auth failures {}, replays {}, other errors {}",
+            report.auth_failures, report.replays, report.other_errors
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,309 @@
+//! `relayd` configuration: the TOML file, validated at load time.
+//!
+//! Config structs are separate from live state (firecracker's rule): [`Config`] is what the
+//! operator wrote, checked once; the registry and workers are built from it. Unknown keys
+//! are errors, so a typo never silently falls back to a default.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::ids::SdkAppId;
+use crate::srtp::Profile;
+
+/// Errors loading or validating a config.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML does not parse or does not match the schema (unknown keys included).
+    #[error("{0}")]
+    Parse(#[from] toml::de::Error),
+    /// A value parsed but is not acceptable.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+fn invalid<T>(msg: impl Into<String>) -> Result<T, Error> {
+    Err(Error::Invalid(msg.into()))
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// UDP address for media and control, e.g. `0.0.0.0:7000`.
+    pub listen: SocketAddr,
+    /// Worker threads (one `SO_REUSEPORT` socket each). Default: one per core.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// Pin worker `i` to core `i mod cores`. Default true.
+    #[serde(default = "yes")]
+    pub pin_workers: bool,
+    /// Unix socket where `relayd stats` reads counters. Default: none.
+    #[serde(default)]
+    pub control_socket: Option<PathBuf>,
+    /// Session timing.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// The apps this relay serves.
+    #[serde(rename = "app", default)]
+    pub apps: Vec<AppConfig>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Session timing.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// How often idle clients should send a keepalive (told to them in join-ok).
+    pub keepalive_secs: u16,
+    /// A session that sends nothing (media or keepalive) for this long is expired.
+    pub session_secs: u16,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self { keepalive_secs: 5, session_secs: 30 }
+    }
+}
+
+/// One app.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// The TRTC SdkAppId.
+    pub sdkappid: u64,
+    /// The app's secret key (the UserSig HMAC key, used as its ASCII bytes).
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Read the secret from this file instead (first line, trimmed).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// Refuse joins that carry no PrivateMapKey.
+    #[serde(default)]
+    pub require_private_map_key: bool,
+    /// SRTP profiles clients may ask for. Default: all supported.
+    #[serde(default)]
+    pub profiles: Option<Vec<String>>,
+    /// Quotas.
+    #[serde(default)]
+    pub quotas: Quotas,
+}
+
+/// Per-app quotas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quotas {
+    /// Rooms alive at once.
+    pub max_rooms: u32,
+    /// Members in one room.
+    pub max_members_per_room: u32,
+    /// Sessions alive at once, over all rooms.
+    pub max_sessions: u32,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self { max_rooms: 1000, max_members_per_room: 50, max_sessions: 10_000 }
+    }
+}
+
+/// An app after validation.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// The id.
+    pub sdkappid: SdkAppId,
+    /// The UserSig key.
+    pub secret: Vec<u8>,
+    /// See [`AppConfig::require_private_map_key`].
+    pub require_private_map_key: bool,
+    /// Allowed profiles.
+    pub profiles: Vec<Profile>,
+    /// Quotas.
+    pub quotas: Quotas,
+}
+
+/// A validated config.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Worker count (resolved).
+    pub workers: usize,
+    /// Pin workers.
+    pub pin_workers: bool,
+    /// Stats socket.
+    pub control_socket: Option<PathBuf>,
+    /// Timing.
+    pub timeouts: Timeouts,
+    /// Apps.
+    pub apps: Vec<App>,
+}
+
+/// Most worker threads accepted.
+pub const MAX_WORKERS: usize = 256;
+
+impl Config {
+    /// Reads, parses and validates a file.
+    pub fn load(path: &Path) -> Result<Validated, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
+        Self::parse(&text)?.validate(path.parent())
+    }
+
+    /// Parses TOML text (no validation).
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Checks every value; `base` resolves relative `secret_file` paths.
+    pub fn validate(self, base: Option<&Path>) -> Result<Validated, Error> {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let workers = self.workers.unwrap_or(cores);
+        if workers == 0 || workers > MAX_WORKERS {
+            return invalid(format!("workers = {workers}: must be 1..={MAX_WORKERS}"));
+        }
+        let t = self.timeouts;
+        if t.keepalive_secs == 0 || t.session_secs == 0 {
+            return invalid("timeouts.keepalive_secs and timeouts.session_secs must be at least 1");
+        }
+        if t.keepalive_secs >= t.session_secs {
+            return invalid(format!(
+                "timeouts.keepalive_secs ({}) must be below timeouts.session_secs ({}), or idle clients expire",
+                t.keepalive_secs, t.session_secs
+            ));
+        }
+        if self.apps.is_empty() {
+            return invalid("no [[app]] configured: add at least one app with sdkappid and secret");
+        }
+        let mut seen = HashSet::new();
+        let mut apps = Vec::with_capacity(self.apps.len());
+        for a in self.apps {
+            let id =
+                SdkAppId::new(a.sdkappid).map_err(|e| Error::Invalid(format!("app sdkappid = {}: {e}", a.sdkappid)))?;
+            if !seen.insert(id) {
+                return invalid(format!("app {id} is configured twice"));
+            }
+            let secret = match (a.secret, a.secret_file) {
+                (Some(s), None) => s,
+                (None, Some(p)) => {
+                    let p = match base {
+                        Some(b) if p.is_relative() => b.join(p),
+                        _ => p,
+                    };
+                    let s = std::fs::read_to_string(&p).map_err(|e| {
+                        Error::Invalid(format!("app {id}: cannot read secret_file {}: {e}", p.display()))
+                    })?;
+                    s.lines().next().unwrap_or("").trim().to_owned()
+                }
+                (Some(_), Some(_)) => return invalid(format!("app {id}: set secret or secret_file, not both")),
+                (None, None) => return invalid(format!("app {id}: secret or secret_file is required")),
+            };
+            if secret.len() < 16 {
+                return invalid(format!("app {id}: secret must be at least 16 characters"));
+            }
+            let profiles = match a.profiles {
+                None => Profile::ALL.to_vec(),
+                Some(names) => {
+                    let mut v = Vec::new();
+                    for n in names {
+                        let p: Profile = n.parse().map_err(|_| {
+                            Error::Invalid(format!(
+                                "app {id}: unknown SRTP profile {n:?}; known: {}",
+                                Profile::ALL.map(|p| p.name()).join(", ")
+                            ))
+                        })?;
+                        v.push(p);
+                    }
+                    if v.is_empty() {
+                        return invalid(format!("app {id}: profiles must not be empty"));
+                    }
+                    v
+                }
+            };
+            let q = a.quotas;
+            if q.max_rooms == 0 || q.max_members_per_room < 2 || q.max_sessions == 0 {
+                return invalid(format!(
+                    "app {id}: quotas need max_rooms >= 1, max_members_per_room >= 2, max_sessions >= 1"
+                ));
+            }
+            apps.push(App {
+                sdkappid: id,
+                secret: secret.into_bytes(),
+                require_private_map_key: a.require_private_map_key,
+                profiles,
+                quotas: q,
+            });
+        }
+        Ok(Validated {
+            listen: self.listen,
+            workers,
+            pin_workers: self.pin_workers,
+            control_socket: self.control_socket,
+            timeouts: t,
+            apps,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen = "127.0.0.1:7000"
+workers = 2
+[timeouts]
+keepalive_secs = 2
+session_secs = 10
+[[app]]
+sdkappid = 1400000001
+secret = "0123456789abcdef0123"
+profiles = ["AES_CM_128_HMAC_SHA1_80"]
+[app.quotas]
+max_rooms = 3
+max_members_per_room = 4
+max_sessions = 10
+"#;
+
+    fn err(text: &str) -> String {
+        match Config::parse(text).and_then(|c| c.validate(None)) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn good_config_loads() {
+        let v = Config::parse(GOOD).unwrap().validate(None).unwrap();
+        assert_eq!(v.workers, 2);
+        assert_eq!(v.apps[0].profiles, vec![Profile::AesCm128HmacSha1_80]);
+        assert_eq!(v.apps[0].quotas.max_members_per_room, 4);
+    }
+
+    #[test]
+    fn errors_are_clear() {
+        assert!(err(&GOOD.replace("workers = 2", "wrokers = 2")).contains("unknown field `wrokers`"));
+        assert!(err(&GOOD.replace("workers = 2", "workers = 0")).contains("workers = 0"));
+        assert!(err(&GOOD.replace("keepalive_secs = 2", "keepalive_secs = 20")).contains("must be below"));
+        assert!(err(&GOOD.replace("1400000001", "0")).contains("sdkappid = 0"));
+        assert!(err(&GOOD.replace("0123456789abcdef0123", "short")).contains("at least 16"));
+        assert!(err(&GOOD.replace("AES_CM_128_HMAC_SHA1_80", "ROT13")).contains("unknown SRTP profile"));
+        assert!(err(&GOOD.replace("max_rooms = 3", "max_rooms = 0")).contains("quotas"));
+        assert!(err(&format!("{GOOD}\n[[app]]\nsdkappid = 1400000001\nsecret = \"0123456789abcdef0123\"\n"))
+            .contains("configured twice"));
+        assert!(err("listen = \"127.0.0.1:7000\"\n").contains("no [[app]]"));
+        assert!(err("listen = \"nope\"\n").contains("invalid socket address"));
+    }
+}

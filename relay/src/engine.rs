@@ -1,0 +1,261 @@
+//! The per-worker media engine: authenticate, replay-check, decrypt, and re-encrypt per
+//! receiver.
+//!
+//! Sans-IO: `handle(now, src, datagram, tx)` reads one SRTP/SRTCP datagram from a caller
+//! buffer and writes one protected copy per receiver into buffers the [`TxSink`] lends
+//! (which keep the sink's own headroom for Ethernet/IP/UDP headers). Nothing here
+//! allocates, locks or logs on the per-packet path; every drop is counted under a
+//! [`DropReason`].
+//!
+//! Each worker holds a replica of sessions and rooms, built from the registry's
+//! [`Update`]s between batches. A session's uplink receive state (ROC, replay windows)
+//! lives in the replica of the worker its source address hashes to, which is the only
+//! worker that ever sees its media. Downlink protection keeps the sender's packet index
+//! (RFC 3711 §3.3.1: SSRC, ROC and SEQ pass through unchanged), so it needs no mutable
+//! per-receiver state; the registry guarantees an SSRC is declared once per room, so no
+//! (receiver key, SSRC, index) is ever used for two payloads.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use crate::ids::{RoomKey, SessionId};
+use crate::proto::{self, StreamKind, MAX_SSRCS};
+use crate::registry::{SessionInfo, Update};
+use crate::srtp::{self, RtcpReceiver, RtpReceiver};
+use crate::stats::{DropReason, WorkerCounters};
+
+/// Where the engine writes outgoing datagrams.
+pub trait TxSink {
+    /// A buffer for one UDP payload (the sink keeps any header headroom in front of it),
+    /// or `None` when no transmit buffer is free.
+    fn buffer(&mut self) -> Option<&mut [u8]>;
+    /// Queues the first `len` bytes of the last buffer for `dst`.
+    fn commit(&mut self, dst: SocketAddr, len: usize);
+}
+
+/// What happened to one datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Authenticated and sent to this many receivers (at least one).
+    Forwarded(usize),
+    /// Dropped, and counted under this reason.
+    Dropped(DropReason),
+}
+
+struct Stream {
+    ssrc: u32,
+    kind: StreamKind,
+    rtp: RtpReceiver,
+    rtcp: RtcpReceiver,
+}
+
+struct Member {
+    info: Arc<SessionInfo>,
+    room: usize,
+    streams: [Option<Stream>; MAX_SSRCS],
+}
+
+/// One worker's replica and per-packet logic.
+pub struct Engine {
+    by_addr: HashMap<SocketAddr, usize>,
+    by_id: HashMap<SessionId, usize>,
+    members: Vec<Option<Member>>,
+    free_members: Vec<usize>,
+    room_index: HashMap<RoomKey, usize>,
+    rooms: Vec<Vec<usize>>,
+    free_rooms: Vec<usize>,
+    counters: Arc<WorkerCounters>,
+}
+
+impl Engine {
+    /// An empty engine counting into `counters`.
+    pub fn new(counters: Arc<WorkerCounters>) -> Self {
+        Self {
+            by_addr: HashMap::new(),
+            by_id: HashMap::new(),
+            members: Vec::new(),
+            free_members: Vec::new(),
+            room_index: HashMap::new(),
+            rooms: Vec::new(),
+            free_rooms: Vec::new(),
+            counters,
+        }
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &Arc<WorkerCounters> {
+        &self.counters
+    }
+
+    /// Sessions in this replica.
+    pub fn session_count(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Rooms in this replica.
+    pub fn room_count(&self) -> usize {
+        self.room_index.len()
+    }
+
+    /// Applies one registry update. Not on the per-packet path: may allocate.
+    pub fn apply(&mut self, u: &Update) {
+        match u {
+            Update::Up(info) => self.add(info.clone()),
+            Update::Down(id) => self.remove(*id),
+        }
+    }
+
+    fn add(&mut self, info: Arc<SessionInfo>) {
+        if self.by_id.contains_key(&info.id) {
+            return;
+        }
+        if let Some(&old) = self.by_addr.get(&info.addr) {
+            let old_id = self.members[old].as_ref().expect("indexed members exist").info.id;
+            self.remove(old_id);
+        }
+        let room = match self.room_index.get(&info.room) {
+            Some(&r) => r,
+            None => {
+                let r = match self.free_rooms.pop() {
+                    Some(r) => r,
+                    None => {
+                        self.rooms.push(Vec::new());
+                        self.rooms.len() - 1
+                    }
+                };
+                self.room_index.insert(info.room.clone(), r);
+                r
+            }
+        };
+        let mut streams: [Option<Stream>; MAX_SSRCS] = Default::default();
+        for (slot, d) in streams.iter_mut().zip(&info.ssrcs) {
+            *slot =
+                Some(Stream { ssrc: d.ssrc.get(), kind: d.kind, rtp: RtpReceiver::new(), rtcp: RtcpReceiver::new() });
+        }
+        let m = Member { info: info.clone(), room, streams };
+        let idx = match self.free_members.pop() {
+            Some(i) => {
+                self.members[i] = Some(m);
+                i
+            }
+            None => {
+                self.members.push(Some(m));
+                self.members.len() - 1
+            }
+        };
+        self.rooms[room].push(idx);
+        self.by_addr.insert(info.addr, idx);
+        self.by_id.insert(info.id, idx);
+    }
+
+    fn remove(&mut self, id: SessionId) {
+        let Some(idx) = self.by_id.remove(&id) else {
+            return;
+        };
+        let m = self.members[idx].take().expect("indexed members exist");
+        self.free_members.push(idx);
+        if self.by_addr.get(&m.info.addr) == Some(&idx) {
+            self.by_addr.remove(&m.info.addr);
+        }
+        let room = &mut self.rooms[m.room];
+        room.retain(|&i| i != idx);
+        if room.is_empty() {
+            self.room_index.remove(&m.info.room);
+            self.free_rooms.push(m.room);
+        }
+    }
+
+    /// Handles one SRTP or SRTCP datagram `buf` from `src` (decrypted in place). Every
+    /// outcome is counted.
+    pub fn handle(&mut self, now_ms: u64, src: SocketAddr, buf: &mut [u8], tx: &mut impl TxSink) -> Verdict {
+        let v = self.handle_inner(now_ms, src, buf, tx);
+        if let Verdict::Dropped(r) = v {
+            self.counters.count_drop(r);
+        }
+        v
+    }
+
+    fn handle_inner(&mut self, now_ms: u64, src: SocketAddr, buf: &mut [u8], tx: &mut impl TxSink) -> Verdict {
+        use Verdict::Dropped;
+        if proto::demux(buf) != proto::Demux::Media {
+            return Dropped(DropReason::NotRelayed);
+        }
+        let Some(&idx) = self.by_addr.get(&src) else {
+            return Dropped(DropReason::UnknownSession);
+        };
+        let rtcp = proto::is_rtcp(buf);
+        let ssrc_at = if rtcp { 4 } else { 8 };
+        let Some(ssrc) = buf.get(ssrc_at..ssrc_at + 4) else {
+            return Dropped(DropReason::Malformed);
+        };
+        let ssrc = u32::from_be_bytes([ssrc[0], ssrc[1], ssrc[2], ssrc[3]]);
+        let sender = self.members[idx].as_mut().expect("indexed members exist");
+        let Some(stream) = sender.streams.iter_mut().flatten().find(|s| s.ssrc == ssrc) else {
+            return Dropped(DropReason::UnknownSsrc);
+        };
+        if !rtcp && stream.kind == StreamKind::Rtcp {
+            return Dropped(DropReason::UnknownSsrc);
+        }
+        let kind = if rtcp { StreamKind::Rtcp } else { stream.kind };
+        let keys = &sender.info.uplink;
+        let res =
+            if rtcp { keys.unprotect_rtcp(&mut stream.rtcp, buf) } else { keys.unprotect_rtp(&mut stream.rtp, buf) };
+        let plain = match res {
+            Ok(u) => u,
+            Err(e) => return Dropped(drop_reason(e)),
+        };
+        sender.info.last_seen_ms.store(now_ms, Relaxed);
+        let room = sender.room;
+        self.counters.media_accepted.fetch_add(1, Relaxed);
+
+        let payload = &buf[..plain.len];
+        let mut sent = 0;
+        for &r in &self.rooms[room] {
+            if r == idx {
+                continue;
+            }
+            let recv = &self.members[r].as_ref().expect("room members exist").info;
+            if !recv.may_receive(kind) {
+                continue;
+            }
+            let Some(out) = tx.buffer() else {
+                self.counters.count_drop(DropReason::TxFull);
+                break;
+            };
+            let Some(dst) = out.get_mut(..plain.len) else {
+                self.counters.count_drop(DropReason::TooBig);
+                continue;
+            };
+            dst.copy_from_slice(payload);
+            let res = if rtcp {
+                recv.downlink.protect_rtcp(out, plain.len, plain.index as u32)
+            } else {
+                recv.downlink.protect_rtp(out, plain.len, plain.roc())
+            };
+            match res {
+                Ok(n) => {
+                    tx.commit(recv.addr, n);
+                    sent += 1;
+                }
+                Err(e) => self.counters.count_drop(drop_reason(e)),
+            }
+        }
+        if sent == 0 {
+            Dropped(DropReason::NoReceivers)
+        } else {
+            Verdict::Forwarded(sent)
+        }
+    }
+}
+
+fn drop_reason(e: srtp::Error) -> DropReason {
+    match e {
+        srtp::Error::AuthFailed => DropReason::AuthFailed,
+        srtp::Error::Replayed | srtp::Error::TooOld => DropReason::Replayed,
+        srtp::Error::BufferTooSmall => DropReason::TooBig,
+        srtp::Error::IndexExhausted => DropReason::IndexExhausted,
+        _ => DropReason::Malformed,
+    }
+}

@@ -1,0 +1,451 @@
+//! The socket backend: `relayd`'s threads around the sans-IO core.
+//!
+//! - **Workers** (one per `SO_REUSEPORT` socket, pinned to a core) receive batches with
+//!   `recvmmsg`, run media through their [`Engine`] replica, and send with `sendmmsg`.
+//!   Control datagrams (first byte 0–3) are copied into a bounded, preallocated channel to
+//!   the control thread; when it is full they are dropped and counted, never queued
+//!   without bound.
+//! - **The control thread** owns the [`Registry`]: it answers joins, keepalives and leaves,
+//!   expires idle sessions, and fans [`Update`]s out to every worker. A reply goes back
+//!   through the worker that received the request, after the updates, so by the time a
+//!   client reads join-ok the worker that will see its media already knows the session.
+//!   It also serves counters as JSON on an optional Unix socket (`relayd stats`).
+//!
+//! Shutdown: a signal sets a flag; every loop polls with a short timeout and exits.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::sys::{self, RecvBatch, SendBatch};
+use crate::config::Validated;
+use crate::engine::{Engine, TxSink};
+use crate::proto::{self, Demux};
+use crate::registry::{Now, Outcome, Registry, Update};
+use crate::stats::{DropReason, Snapshot, WorkerCounters};
+
+const SOCK: Token = Token(0);
+const WAKE: Token = Token(1);
+const STATS: Token = Token(2);
+/// Datagrams per `recvmmsg`.
+pub const RX_BATCH: usize = 32;
+/// Outgoing datagrams buffered per `sendmmsg`.
+pub const TX_BATCH: usize = 128;
+/// Capacity of the worker → control queue.
+pub const CONTROL_QUEUE: usize = 1024;
+const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+const REPLY_MAX: usize = 96;
+
+struct ControlIn {
+    worker: usize,
+    src: SocketAddr,
+    len: usize,
+    data: [u8; proto::MAX_LEN],
+}
+
+enum WorkerMsg {
+    Update(Update),
+    Reply { dst: SocketAddr, len: usize, data: [u8; REPLY_MAX] },
+}
+
+/// Monotonic milliseconds since `epoch`, the clock every thread shares.
+fn mono_ms(epoch: Instant) -> u64 {
+    epoch.elapsed().as_millis() as u64
+}
+
+fn now(epoch: Instant) -> Now {
+    let unix_secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    Now { mono_ms: mono_ms(epoch), unix_secs }
+}
+
+/// A running relay.
+pub struct Relay {
+    threads: Vec<JoinHandle<()>>,
+    counters: Vec<Arc<WorkerCounters>>,
+    local_addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    control_socket: Option<PathBuf>,
+}
+
+impl Relay {
+    /// Binds the sockets and starts the threads. `shutdown` is polled by every loop.
+    pub fn start(cfg: &Validated, registry: Registry, shutdown: &'static AtomicBool) -> io::Result<Self> {
+        let first = sys::bind_reuseport(cfg.listen, 8 << 20)?;
+        let local_addr = first.local_addr()?;
+        let mut sockets = vec![first];
+        for _ in 1..cfg.workers {
+            sockets.push(sys::bind_reuseport(local_addr, 8 << 20)?);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let epoch = Instant::now();
+        let (ctl_tx, ctl_rx) = crossbeam_channel::bounded::<ControlIn>(CONTROL_QUEUE);
+        let ctl_poll = Poll::new()?;
+        let ctl_waker = Arc::new(Waker::new(ctl_poll.registry(), WAKE)?);
+
+        let mut threads = Vec::new();
+        let mut counters = Vec::new();
+        let mut links = Vec::new();
+        for (i, sock) in sockets.into_iter().enumerate() {
+            let poll = Poll::new()?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+            let (tx, rx) = crossbeam_channel::unbounded::<WorkerMsg>();
+            let c = Arc::new(WorkerCounters::default());
+            counters.push(c.clone());
+            links.push((tx, waker));
+            let w = Worker {
+                index: i,
+                pin: cfg.pin_workers,
+                sock,
+                poll,
+                msgs: rx,
+                to_control: ctl_tx.clone(),
+                control_waker: ctl_waker.clone(),
+                engine: Engine::new(c),
+                epoch,
+                stop: stop.clone(),
+                shutdown,
+            };
+            threads.push(std::thread::Builder::new().name(format!("relay-worker-{i}")).spawn(move || w.run())?);
+        }
+
+        let stats = match &cfg.control_socket {
+            Some(p) => Some(bind_stats(p)?),
+            None => None,
+        };
+        let ctl = Control {
+            registry,
+            poll: ctl_poll,
+            rx: ctl_rx,
+            workers: links,
+            counters: counters.clone(),
+            stats,
+            epoch,
+            stop: stop.clone(),
+            shutdown,
+        };
+        threads.push(std::thread::Builder::new().name("relay-control".into()).spawn(move || ctl.run())?);
+        Ok(Self { threads, counters, local_addr, stop, control_socket: cfg.control_socket.clone() })
+    }
+
+    /// The bound address (resolves port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Sum of the workers' counters.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut s = Snapshot::default();
+        for c in &self.counters {
+            s.add_worker(c);
+        }
+        s
+    }
+
+    /// Stops every thread and waits for them.
+    pub fn stop(self) {
+        self.stop.store(true, Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        if let Some(p) = &self.control_socket {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    /// Waits until a shutdown signal, then stops.
+    pub fn wait(self, shutdown: &AtomicBool) {
+        while !shutdown.load(Relaxed) && !self.threads.iter().any(|t| t.is_finished()) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.stop();
+    }
+}
+
+fn bind_stats(p: &Path) -> io::Result<mio::net::UnixListener> {
+    if StdUnixStream::connect(p).is_ok() {
+        return Err(io::Error::new(io::ErrorKind::AddrInUse, format!("{} is in use by a running relayd", p.display())));
+    }
+    let _ = std::fs::remove_file(p);
+    if let Some(dir) = p.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    mio::net::UnixListener::bind(p)
+}
+
+struct Worker {
+    index: usize,
+    pin: bool,
+    sock: UdpSocket,
+    poll: Poll,
+    msgs: Receiver<WorkerMsg>,
+    to_control: Sender<ControlIn>,
+    control_waker: Arc<Waker>,
+    engine: Engine,
+    epoch: Instant,
+    stop: Arc<AtomicBool>,
+    shutdown: &'static AtomicBool,
+}
+
+/// The engine's [`TxSink`] over a `sendmmsg` batch: when the batch fills, it is flushed.
+struct SocketSink<'a> {
+    batch: &'a mut SendBatch,
+    sock: &'a UdpSocket,
+    counters: &'a WorkerCounters,
+}
+
+impl SocketSink<'_> {
+    fn flush(&mut self) {
+        let f = self.batch.flush(self.sock);
+        self.counters.tx_packets.fetch_add(f.sent as u64, Relaxed);
+        self.counters.tx_bytes.fetch_add(f.bytes as u64, Relaxed);
+        self.counters.drops[DropReason::TxFull as usize].fetch_add(f.dropped as u64, Relaxed);
+    }
+}
+
+impl TxSink for SocketSink<'_> {
+    fn buffer(&mut self) -> Option<&mut [u8]> {
+        if self.batch.is_full() {
+            self.flush();
+        }
+        self.batch.next_buffer()
+    }
+    fn commit(&mut self, dst: SocketAddr, len: usize) {
+        self.batch.push(dst, len);
+    }
+}
+
+impl Worker {
+    fn run(mut self) {
+        if self.pin {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            if let Err(e) = sys::pin_to_core(self.index % cores) {
+                tracing::warn!(worker = self.index, error = %e, "cannot pin worker to a core");
+            }
+        }
+        let fd = {
+            use std::os::fd::AsRawFd;
+            self.sock.as_raw_fd()
+        };
+        if let Err(e) = self.poll.registry().register(&mut mio::unix::SourceFd(&fd), SOCK, Interest::READABLE) {
+            tracing::error!(worker = self.index, error = %e, "cannot register socket");
+            return;
+        }
+        let mut events = Events::with_capacity(8);
+        let mut rx = RecvBatch::new(RX_BATCH);
+        let mut tx = SendBatch::new(TX_BATCH);
+        while !self.stop.load(Relaxed) && !self.shutdown.load(Relaxed) {
+            if let Err(e) = self.poll.poll(&mut events, Some(POLL_TIMEOUT)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(worker = self.index, error = %e, "poll failed");
+                    return;
+                }
+            }
+            self.drain_messages(&mut tx);
+            // Edge-triggered: read until the socket would block.
+            loop {
+                match rx.recv(&self.sock) {
+                    Ok(n) => self.process(&mut rx, n, &mut tx),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        tracing::warn!(worker = self.index, error = %e, "recvmmsg failed");
+                        break;
+                    }
+                }
+                // Apply control updates between batches so joins take effect promptly.
+                self.drain_messages(&mut tx);
+            }
+            let counters = self.engine.counters().clone();
+            SocketSink { batch: &mut tx, sock: &self.sock, counters: &counters }.flush();
+        }
+    }
+
+    fn drain_messages(&mut self, tx: &mut SendBatch) {
+        while let Ok(m) = self.msgs.try_recv() {
+            match m {
+                WorkerMsg::Update(u) => self.engine.apply(&u),
+                WorkerMsg::Reply { dst, len, data } => {
+                    let counters = self.engine.counters().clone();
+                    let mut sink = SocketSink { batch: tx, sock: &self.sock, counters: &counters };
+                    if let Some(b) = sink.buffer() {
+                        b[..len].copy_from_slice(&data[..len]);
+                        sink.commit(dst, len);
+                    }
+                }
+            }
+        }
+    }
+
+    fn process(&mut self, rx: &mut RecvBatch, n: usize, tx: &mut SendBatch) {
+        let now_ms = mono_ms(self.epoch);
+        let counters = self.engine.counters().clone();
+        let mut wake_control = false;
+        for i in 0..n {
+            let Some((src, data)) = rx.get(i) else {
+                counters.count_drop(DropReason::Malformed);
+                continue;
+            };
+            counters.rx(data.len());
+            match proto::demux(data) {
+                Demux::Media => {
+                    let mut sink = SocketSink { batch: tx, sock: &self.sock, counters: &counters };
+                    self.engine.handle(now_ms, src, data, &mut sink);
+                }
+                Demux::Control => {
+                    if data.len() > proto::MAX_LEN {
+                        counters.count_drop(DropReason::Malformed);
+                        continue;
+                    }
+                    let mut m = ControlIn { worker: self.index, src, len: data.len(), data: [0; proto::MAX_LEN] };
+                    m.data[..data.len()].copy_from_slice(data);
+                    match self.to_control.try_send(m) {
+                        Ok(()) => {
+                            counters.control_in.fetch_add(1, Relaxed);
+                            wake_control = true;
+                        }
+                        Err(TrySendError::Full(_)) => counters.count_drop(DropReason::ControlQueueFull),
+                        Err(TrySendError::Disconnected(_)) => counters.count_drop(DropReason::ControlQueueFull),
+                    }
+                }
+                Demux::Other => counters.count_drop(DropReason::NotRelayed),
+            }
+        }
+        if wake_control {
+            let _ = self.control_waker.wake();
+        }
+    }
+}
+
+struct Control {
+    registry: Registry,
+    poll: Poll,
+    rx: Receiver<ControlIn>,
+    workers: Vec<(Sender<WorkerMsg>, Arc<Waker>)>,
+    counters: Vec<Arc<WorkerCounters>>,
+    stats: Option<mio::net::UnixListener>,
+    epoch: Instant,
+    stop: Arc<AtomicBool>,
+    shutdown: &'static AtomicBool,
+}
+
+impl Control {
+    fn run(mut self) {
+        if let Some(l) = self.stats.as_mut() {
+            if let Err(e) = self.poll.registry().register(l, STATS, Interest::READABLE) {
+                tracing::error!(error = %e, "cannot register the stats socket");
+            }
+        }
+        let mut events = Events::with_capacity(8);
+        let mut updates = Vec::new();
+        let mut last_expiry = 0;
+        while !self.stop.load(Relaxed) && !self.shutdown.load(Relaxed) {
+            if let Err(e) = self.poll.poll(&mut events, Some(Duration::from_millis(250))) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "control poll failed");
+                    return;
+                }
+            }
+            let mut wake = vec![false; self.workers.len()];
+            while let Ok(m) = self.rx.try_recv() {
+                let now = now(self.epoch);
+                let mut reply = [0u8; REPLY_MAX];
+                let (outcome, n) = self.registry.handle(now, m.src, &m.data[..m.len], &mut reply, &mut updates);
+                log_outcome(m.src, outcome);
+                self.broadcast(&mut updates, &mut wake);
+                if let Some(len) = n {
+                    let _ = self.workers[m.worker].0.send(WorkerMsg::Reply { dst: m.src, len, data: reply });
+                    wake[m.worker] = true;
+                }
+            }
+            let now = now(self.epoch);
+            if now.mono_ms >= last_expiry + 1000 {
+                last_expiry = now.mono_ms;
+                let n = self.registry.expire(now, &mut updates);
+                if n > 0 {
+                    tracing::info!(expired = n, "expired idle sessions");
+                }
+                self.broadcast(&mut updates, &mut wake);
+            }
+            for (i, w) in wake.iter().enumerate() {
+                if *w {
+                    let _ = self.workers[i].1.wake();
+                }
+            }
+            if events.iter().any(|e| e.token() == STATS) {
+                self.serve_stats();
+            }
+        }
+    }
+
+    fn broadcast(&self, updates: &mut Vec<Update>, wake: &mut [bool]) {
+        if updates.is_empty() {
+            return;
+        }
+        for u in updates.drain(..) {
+            for (i, (tx, _)) in self.workers.iter().enumerate() {
+                let _ = tx.send(WorkerMsg::Update(u.clone()));
+                wake[i] = true;
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let mut s = Snapshot::default();
+        for c in &self.counters {
+            s.add_worker(c);
+        }
+        for (k, v) in self.registry.join_counts() {
+            s.joins.insert(k.to_owned(), v);
+        }
+        s.sessions = self.registry.session_count() as u64;
+        s.rooms = self.registry.room_count() as u64;
+        s
+    }
+
+    fn serve_stats(&mut self) {
+        use std::io::Write;
+        let Some(l) = self.stats.as_ref() else { return };
+        loop {
+            match l.accept() {
+                Ok((mut stream, _)) => {
+                    let body = serde_json::to_vec(&self.snapshot()).expect("snapshots serialize");
+                    // The reply is a few KiB: it fits the socket buffer, so a non-blocking
+                    // write either completes or the reader is broken.
+                    let _ = stream.write_all(&body);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "stats accept failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+fn log_outcome(src: SocketAddr, o: Outcome) {
+    match o {
+        Outcome::Joined(id) => tracing::info!(%src, session = %id, "join accepted"),
+        Outcome::Left(id) => tracing::info!(%src, session = %id, "session left"),
+        Outcome::Refused(code) => tracing::debug!(%src, code = code.name(), "join refused"),
+        Outcome::KeptAlive(_) | Outcome::Ignored => {}
+    }
+}
+
+/// Reads a counters snapshot from a running relayd's stats socket.
+pub fn read_stats(path: &Path) -> io::Result<Snapshot> {
+    use std::io::Read;
+    let mut s = StdUnixStream::connect(path)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    serde_json::from_slice(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}

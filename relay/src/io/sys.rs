@@ -1,0 +1,381 @@
+//! Thin, safe wrappers over the Linux syscalls the socket backend needs: `SO_REUSEPORT`
+//! sockets, `recvmmsg`/`sendmmsg` batches, CPU pinning and a shutdown signal flag.
+//!
+//! This is one of the two places `unsafe` is allowed (the other is AF_XDP). Every block
+//! says why it is sound. Batches own fixed buffers allocated once; a receive or send call
+//! only re-points the `iovec`s, so the per-packet path does not allocate.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Size of each datagram buffer (larger than any datagram the relay accepts).
+pub const BUF_LEN: usize = 2048;
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn sockaddr_from(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain old data; all-zero is a valid (AF_UNSPEC) value.
+    let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and suitably aligned for sockaddr_in.
+            unsafe { std::ptr::write(std::ptr::addr_of_mut!(ss).cast::<libc::sockaddr_in>(), sin) };
+            size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and suitably aligned for sockaddr_in6.
+            unsafe { std::ptr::write(std::ptr::addr_of_mut!(ss).cast::<libc::sockaddr_in6>(), sin6) };
+            size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (ss, len as libc::socklen_t)
+}
+
+fn sockaddr_to(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match libc::c_int::from(ss.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in; storage is aligned for it.
+            let sin = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6; storage is aligned for it.
+            let sin6 = unsafe { &*(ss as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+fn setsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int, v: libc::c_int) -> io::Result<()> {
+    // SAFETY: fd is an open socket; the option value points to a live c_int of the given size.
+    cvt(unsafe {
+        libc::setsockopt(fd, level, name, std::ptr::addr_of!(v).cast(), size_of::<libc::c_int>() as libc::socklen_t)
+    })
+    .map(drop)
+}
+
+/// Binds a non-blocking UDP socket with `SO_REUSEPORT`, so N workers can share `addr` and
+/// the kernel spreads flows across them by 4-tuple hash.
+pub fn bind_reuseport(addr: SocketAddr, buf_bytes: usize) -> io::Result<UdpSocket> {
+    let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    // SAFETY: plain socket(2) call; the result is checked.
+    let fd = cvt(unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: fd was just returned by socket(2) and is owned by nobody else.
+    let sock = unsafe { UdpSocket::from_raw_fd(fd) };
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    let size = libc::c_int::try_from(buf_bytes).unwrap_or(libc::c_int::MAX);
+    // Buffer sizes are best effort: the kernel caps them at rmem_max/wmem_max.
+    let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, size);
+    let _ = setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, size);
+    let (ss, len) = sockaddr_from(addr);
+    // SAFETY: ss holds a valid sockaddr of length len for this family.
+    cvt(unsafe { libc::bind(fd, std::ptr::addr_of!(ss).cast(), len) })?;
+    Ok(sock)
+}
+
+/// Pins the calling thread to `core`.
+pub fn pin_to_core(core: usize) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain old data; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { zeroed() };
+    // SAFETY: CPU_SET writes a bit inside `set`; `core` is reduced below CPU_SETSIZE.
+    unsafe { libc::CPU_SET(core % libc::CPU_SETSIZE as usize, &mut set) };
+    // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the given size.
+    cvt(unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) }).map(drop)
+}
+
+static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    SHUTDOWN.store(true, Ordering::SeqCst);
+}
+
+/// Installs SIGINT/SIGTERM handlers that set a flag, and returns it. The handler only
+/// stores to an atomic, which is async-signal-safe.
+pub fn shutdown_flag() -> io::Result<&'static AtomicBool> {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: sigaction is plain old data; all-zero is a valid starting value.
+        let mut sa: libc::sigaction = unsafe { zeroed() };
+        sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+        // SAFETY: sa is a valid sigaction whose handler is async-signal-safe.
+        cvt(unsafe { libc::sigaction(sig, &sa, std::ptr::null_mut()) })?;
+    }
+    Ok(&SHUTDOWN)
+}
+
+/// A batch of datagram buffers for `recvmmsg(2)`.
+pub struct RecvBatch {
+    bufs: Box<[[u8; BUF_LEN]]>,
+    addrs: Box<[libc::sockaddr_storage]>,
+    iov: Box<[libc::iovec]>,
+    hdrs: Box<[libc::mmsghdr]>,
+    n: usize,
+}
+
+// SAFETY: the raw pointers inside iovec/mmsghdr only ever point into this struct's own
+// boxed buffers and are rewritten before each use; nothing is shared across threads.
+unsafe impl Send for RecvBatch {}
+
+impl RecvBatch {
+    /// A batch of `cap` buffers.
+    pub fn new(cap: usize) -> Self {
+        Self {
+            bufs: vec![[0u8; BUF_LEN]; cap].into_boxed_slice(),
+            // SAFETY: all-zero is a valid sockaddr_storage.
+            addrs: vec![unsafe { zeroed::<libc::sockaddr_storage>() }; cap].into_boxed_slice(),
+            iov: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; cap].into_boxed_slice(),
+            // SAFETY: all-zero is a valid mmsghdr (null pointers, zero lengths).
+            hdrs: vec![unsafe { zeroed::<libc::mmsghdr>() }; cap].into_boxed_slice(),
+            n: 0,
+        }
+    }
+
+    /// Receives up to the batch size without blocking. Returns the count, or
+    /// `WouldBlock` when nothing is queued.
+    pub fn recv(&mut self, sock: &UdpSocket) -> io::Result<usize> {
+        for i in 0..self.bufs.len() {
+            self.iov[i] = libc::iovec { iov_base: self.bufs[i].as_mut_ptr().cast(), iov_len: BUF_LEN };
+            let h = &mut self.hdrs[i].msg_hdr;
+            h.msg_name = std::ptr::addr_of_mut!(self.addrs[i]).cast();
+            h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_iov = &mut self.iov[i];
+            h.msg_iovlen = 1;
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+            h.msg_flags = 0;
+        }
+        // SAFETY: every header points at live buffers owned by self, sized as declared;
+        // the kernel writes at most iov_len bytes and msg_namelen address bytes.
+        let r = unsafe {
+            libc::recvmmsg(
+                sock.as_raw_fd(),
+                self.hdrs.as_mut_ptr(),
+                self.hdrs.len() as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        self.n = cvt(r)? as usize;
+        Ok(self.n)
+    }
+
+    /// Datagram `i` of the last receive: source and bytes. Truncated datagrams
+    /// (`MSG_TRUNC`) and unknown address families yield `None`.
+    pub fn get(&mut self, i: usize) -> Option<(SocketAddr, &mut [u8])> {
+        if i >= self.n {
+            return None;
+        }
+        let h = &self.hdrs[i];
+        if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            return None;
+        }
+        let src = sockaddr_to(&self.addrs[i])?;
+        let len = (h.msg_len as usize).min(BUF_LEN);
+        Some((src, &mut self.bufs[i][..len]))
+    }
+}
+
+/// A batch of outgoing datagrams for `sendmmsg(2)`.
+pub struct SendBatch {
+    bufs: Box<[[u8; BUF_LEN]]>,
+    dsts: Box<[libc::sockaddr_storage]>,
+    dst_lens: Box<[libc::socklen_t]>,
+    lens: Box<[usize]>,
+    iov: Box<[libc::iovec]>,
+    hdrs: Box<[libc::mmsghdr]>,
+    n: usize,
+}
+
+// SAFETY: as for RecvBatch, the raw pointers only point into this struct's own buffers.
+unsafe impl Send for SendBatch {}
+
+/// What a flush did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flushed {
+    /// Datagrams the kernel took.
+    pub sent: usize,
+    /// Bytes in them.
+    pub bytes: usize,
+    /// Datagrams dropped because the socket would block or the send failed.
+    pub dropped: usize,
+}
+
+impl SendBatch {
+    /// A batch of `cap` buffers.
+    pub fn new(cap: usize) -> Self {
+        Self {
+            bufs: vec![[0u8; BUF_LEN]; cap].into_boxed_slice(),
+            // SAFETY: all-zero is a valid sockaddr_storage.
+            dsts: vec![unsafe { zeroed::<libc::sockaddr_storage>() }; cap].into_boxed_slice(),
+            dst_lens: vec![0; cap].into_boxed_slice(),
+            lens: vec![0; cap].into_boxed_slice(),
+            iov: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; cap].into_boxed_slice(),
+            // SAFETY: all-zero is a valid mmsghdr.
+            hdrs: vec![unsafe { zeroed::<libc::mmsghdr>() }; cap].into_boxed_slice(),
+            n: 0,
+        }
+    }
+
+    /// Queued datagrams.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Nothing queued.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// No free buffer left.
+    pub fn is_full(&self) -> bool {
+        self.n == self.bufs.len()
+    }
+
+    /// The next free buffer, or `None` when the batch is full.
+    pub fn next_buffer(&mut self) -> Option<&mut [u8]> {
+        self.bufs.get_mut(self.n).map(|b| &mut b[..])
+    }
+
+    /// Queues the first `len` bytes of the buffer [`next_buffer`](Self::next_buffer) gave.
+    pub fn push(&mut self, dst: SocketAddr, len: usize) {
+        if self.n >= self.bufs.len() {
+            return;
+        }
+        let (ss, sl) = sockaddr_from(dst);
+        self.dsts[self.n] = ss;
+        self.dst_lens[self.n] = sl;
+        self.lens[self.n] = len.min(BUF_LEN);
+        self.n += 1;
+    }
+
+    /// Sends everything queued. A datagram the kernel would not take now is dropped and
+    /// counted: a relay must not block on one slow path.
+    pub fn flush(&mut self, sock: &UdpSocket) -> Flushed {
+        let mut f = Flushed::default();
+        let mut start = 0;
+        for i in 0..self.n {
+            self.iov[i] = libc::iovec { iov_base: self.bufs[i].as_mut_ptr().cast(), iov_len: self.lens[i] };
+            let h = &mut self.hdrs[i].msg_hdr;
+            h.msg_name = std::ptr::addr_of_mut!(self.dsts[i]).cast();
+            h.msg_namelen = self.dst_lens[i];
+            h.msg_iov = &mut self.iov[i];
+            h.msg_iovlen = 1;
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+            h.msg_flags = 0;
+        }
+        while start < self.n {
+            // SAFETY: headers start..n point at live buffers and addresses owned by self.
+            let r = unsafe {
+                libc::sendmmsg(
+                    sock.as_raw_fd(),
+                    self.hdrs[start..].as_mut_ptr(),
+                    (self.n - start) as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if r <= 0 {
+                let e = io::Error::last_os_error();
+                if r == 0 || e.kind() == io::ErrorKind::WouldBlock {
+                    // Back-pressure: the socket buffer is full. Drop the rest of the batch.
+                    f.dropped += self.n - start;
+                    break;
+                }
+                // A per-destination error (e.g. ECONNREFUSED from an earlier ICMP error):
+                // skip the head datagram and carry on with the rest.
+                f.dropped += 1;
+                start += 1;
+                continue;
+            }
+            let r = r as usize;
+            f.sent += r;
+            f.bytes += self.lens[start..start + r].iter().sum::<usize>();
+            start += r;
+        }
+        self.n = 0;
+        f
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockaddr_round_trip() {
+        for a in ["127.0.0.1:7000", "[::1]:9", "[fe80::1%2]:443", "198.18.0.1:65535"] {
+            let a: SocketAddr = a.parse().unwrap();
+            let (ss, _) = sockaddr_from(a);
+            assert_eq!(sockaddr_to(&ss), Some(a));
+        }
+    }
+
+    #[test]
+    fn reuseport_batch_loopback() {
+        let a = bind_reuseport("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+        let addr = a.local_addr().unwrap();
+        let b = bind_reuseport(addr, 1 << 20).expect("a second socket shares the port");
+        drop(b);
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut tx = SendBatch::new(4);
+        for i in 0..3u8 {
+            let buf = tx.next_buffer().unwrap();
+            buf[..3].copy_from_slice(&[i, i, i]);
+            tx.push(addr, 3);
+        }
+        let f = tx.flush(&sender);
+        assert_eq!(f, Flushed { sent: 3, bytes: 9, dropped: 0 });
+        let mut rx = RecvBatch::new(8);
+        let mut got = 0;
+        for _ in 0..100 {
+            match rx.recv(&a) {
+                Ok(n) => {
+                    for i in 0..n {
+                        let (src, data) = rx.get(i).unwrap();
+                        assert_eq!(src, sender.local_addr().unwrap());
+                        assert_eq!(data.len(), 3);
+                        got += 1;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("recvmmsg: {e}"),
+            }
+            if got == 3 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(got, 3);
+        assert!(matches!(rx.recv(&a), Err(e) if e.kind() == io::ErrorKind::WouldBlock));
+    }
+}

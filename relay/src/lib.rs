@@ -1,0 +1,24 @@
+//! edgerelay's data plane: a media relay for real-time audio/video rooms.
+//!
+//! Clients join a room with a Tencent UserSig ([`usersig`]) over a small versioned control
+//! protocol ([`proto`]) that also agrees per-session, per-direction SRTP keys
+//! ([`handshake`]). The [`registry`] owns sessions, rooms and quotas; each worker's
+//! [`engine`] authenticates, replay-checks and decrypts SRTP/SRTCP ([`srtp`]) and
+//! re-encrypts it for every other member. Both are sans-IO; only [`io`] touches sockets.
+//! [`node`] wires them together in one thread for simulations, [`client`] is the matching
+//! client session, and [`wire`] has the zero-copy Ethernet/IP/UDP views the kernel-bypass
+//! backend builds frames with.
+
+pub mod client;
+pub mod config;
+pub mod engine;
+pub mod handshake;
+pub mod ids;
+pub mod io;
+pub mod node;
+pub mod proto;
+pub mod registry;
+pub mod srtp;
+pub mod stats;
+pub mod usersig;
+pub mod wire;

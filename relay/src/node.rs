@@ -1,0 +1,83 @@
+//! A whole relay in one thread: the registry plus one engine, with no I/O.
+//!
+//! `relayd` splits these across threads (control thread and workers); a `Node` wires them
+//! together directly so that deterministic simulations (virtual clock, fake clients) and
+//! microbenchmarks exercise exactly the code `relayd` runs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::config::Validated;
+use crate::engine::{Engine, TxSink, Verdict};
+use crate::proto::{self, Demux};
+use crate::registry::{Now, Outcome, Registry, Update};
+use crate::stats::{DropReason, WorkerCounters};
+
+/// What one datagram did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeResult {
+    /// A control message and its outcome.
+    Control(Outcome),
+    /// A media packet and its verdict.
+    Media(Verdict),
+    /// Neither: not relayed.
+    Dropped(DropReason),
+}
+
+/// Registry + engine.
+pub struct Node {
+    /// The registry.
+    pub registry: Registry,
+    /// The engine.
+    pub engine: Engine,
+    updates: Vec<Update>,
+}
+
+impl Node {
+    /// A node for a validated config.
+    pub fn new(registry: Registry) -> Self {
+        Self { registry, engine: Engine::new(Arc::new(WorkerCounters::default())), updates: Vec::new() }
+    }
+
+    /// Convenience: a node with the OS RNG.
+    pub fn from_config(cfg: &Validated) -> Self {
+        Self::new(Registry::new(cfg))
+    }
+
+    /// Handles one datagram; replies and forwarded media go to `tx`.
+    pub fn handle(&mut self, now: Now, src: SocketAddr, buf: &mut [u8], tx: &mut impl TxSink) -> NodeResult {
+        self.engine.counters().rx(buf.len());
+        match proto::demux(buf) {
+            Demux::Media => NodeResult::Media(self.engine.handle(now.mono_ms, src, buf, tx)),
+            Demux::Control => {
+                let Some(out) = tx.buffer() else {
+                    self.engine.counters().count_drop(DropReason::TxFull);
+                    return NodeResult::Dropped(DropReason::TxFull);
+                };
+                let (outcome, reply) = self.registry.handle(now, src, buf, out, &mut self.updates);
+                if let Some(n) = reply {
+                    tx.commit(src, n);
+                }
+                self.flush();
+                NodeResult::Control(outcome)
+            }
+            Demux::Other => {
+                self.engine.counters().count_drop(DropReason::NotRelayed);
+                NodeResult::Dropped(DropReason::NotRelayed)
+            }
+        }
+    }
+
+    /// Runs session expiry.
+    pub fn expire(&mut self, now: Now) -> usize {
+        let n = self.registry.expire(now, &mut self.updates);
+        self.flush();
+        n
+    }
+
+    fn flush(&mut self) {
+        for u in self.updates.drain(..) {
+            self.engine.apply(&u);
+        }
+    }
+}

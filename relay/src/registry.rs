@@ -1,0 +1,465 @@
+//! The authoritative session and room registry: joins, leaves, keepalives, expiry, quotas.
+//!
+//! Sans-IO: every call takes `now` and returns what to send and which [`Update`]s the data
+//! plane must apply. `relayd` runs it on its one control thread; the workers hold replicas
+//! ([`crate::engine::Engine`]) fed by the updates, so the per-packet path never touches
+//! this structure or a lock.
+//!
+//! Invariants:
+//! - a source address holds at most one session, and a user at most one session per room
+//!   (a re-join replaces the old one: that is how NAT rebinding is handled);
+//! - an SSRC is declared at most once in a room's lifetime. Downlink SRTP reuses the
+//!   sender's packet index under the receiver's key, so a second sender (or a restarted
+//!   one) with the same SSRC could make the relay encrypt two payloads under one
+//!   (key, SSRC, index). Refusing re-declared SSRCs rules that out without per-receiver
+//!   state on the fast path;
+//! - a join is refused before any HMAC when the refusal needs none (unknown app, wrong
+//!   app, missing privilege bits, quota, SSRC conflict); the UserSig HMAC runs once, and
+//!   the PrivateMapKey HMAC only after it succeeds.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use crate::config::{App, Timeouts, Validated};
+use crate::handshake::{KeyPair, SessionSecrets};
+use crate::ids::{RoomId, RoomKey, SdkAppId, SessionId, UserId};
+use crate::proto::{self, DeclaredSsrc, ErrorCode, Join, JoinError, JoinOk, MsgType, StreamKind, Ticket};
+use crate::srtp::{Profile, SessionKeys};
+use crate::usersig::{self, PrivilegeMap};
+
+/// Most SSRCs a room remembers (see the module invariants).
+pub const MAX_ROOM_SSRCS: usize = 4096;
+
+/// The time, as the registry needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic milliseconds (timeouts).
+    pub mono_ms: u64,
+    /// Unix seconds (credential expiry).
+    pub unix_secs: u64,
+}
+
+/// What the data plane knows about a session. Immutable except for `last_seen_ms`, which
+/// the worker that receives the session's media stores into.
+#[derive(Debug)]
+pub struct SessionInfo {
+    /// The id.
+    pub id: SessionId,
+    /// The room.
+    pub room: RoomKey,
+    /// The user.
+    pub user: UserId,
+    /// Where media comes from and goes to.
+    pub addr: SocketAddr,
+    /// Granted privileges.
+    pub privileges: PrivilegeMap,
+    /// Declared streams.
+    pub ssrcs: Vec<DeclaredSsrc>,
+    /// Client → relay SRTP keys.
+    pub uplink: SessionKeys,
+    /// Relay → client SRTP keys.
+    pub downlink: SessionKeys,
+    /// Last accepted media packet or keepalive, in `Now::mono_ms`.
+    pub last_seen_ms: AtomicU64,
+}
+
+impl SessionInfo {
+    /// Whether this member may receive a stream of `kind`.
+    pub fn may_receive(&self, kind: StreamKind) -> bool {
+        match kind {
+            StreamKind::Audio => self.privileges.contains(PrivilegeMap::RECV_AUDIO),
+            StreamKind::Video => self.privileges.contains(PrivilegeMap::RECV_VIDEO),
+            StreamKind::Rtcp => true,
+        }
+    }
+}
+
+/// A change the data plane must apply, in order.
+#[derive(Debug, Clone)]
+pub enum Update {
+    /// A session joined (or replaced an older one, whose `Down` came first).
+    Up(Arc<SessionInfo>),
+    /// A session ended.
+    Down(SessionId),
+}
+
+/// What a control message produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A join succeeded; the reply is join-ok.
+    Joined(SessionId),
+    /// A join was refused with this code.
+    Refused(ErrorCode),
+    /// A keepalive was accepted.
+    KeptAlive(SessionId),
+    /// A leave was accepted.
+    Left(SessionId),
+    /// The message was dropped without an answer (bad MAC, replayed counter, a type the
+    /// relay never receives).
+    Ignored,
+}
+
+struct AppState {
+    cfg: App,
+    rooms: u32,
+    sessions: u32,
+}
+
+#[derive(Default)]
+struct RoomState {
+    members: Vec<SessionId>,
+    ssrcs_used: HashSet<u32>,
+}
+
+struct Entry {
+    info: Arc<SessionInfo>,
+    secrets: SessionSecrets,
+    last_counter: u64,
+    last_ctrl_ms: u64,
+}
+
+/// A room as listed by [`Registry::rooms`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomView {
+    /// The room.
+    pub key: RoomKey,
+    /// Its members.
+    pub members: Vec<(SessionId, UserId)>,
+}
+
+/// The registry.
+pub struct Registry {
+    apps: HashMap<SdkAppId, AppState>,
+    rooms: HashMap<RoomKey, RoomState>,
+    sessions: HashMap<SessionId, Entry>,
+    by_addr: HashMap<SocketAddr, SessionId>,
+    by_user: HashMap<(RoomKey, UserId), SessionId>,
+    next_id: u64,
+    timeouts: Timeouts,
+    rng: Box<dyn FnMut() -> KeyPair + Send>,
+    joins: HashMap<&'static str, u64>,
+}
+
+struct Refusal(ErrorCode, &'static str);
+
+impl Registry {
+    /// A registry for the configured apps, drawing relay key shares from the OS RNG.
+    pub fn new(cfg: &Validated) -> Self {
+        Self::with_rng(cfg, Box::new(KeyPair::generate))
+    }
+
+    /// Same, with a caller-chosen key source (deterministic simulations).
+    pub fn with_rng(cfg: &Validated, rng: Box<dyn FnMut() -> KeyPair + Send>) -> Self {
+        let apps = cfg.apps.iter().map(|a| (a.sdkappid, AppState { cfg: a.clone(), rooms: 0, sessions: 0 })).collect();
+        Self {
+            apps,
+            rooms: HashMap::new(),
+            sessions: HashMap::new(),
+            by_addr: HashMap::new(),
+            by_user: HashMap::new(),
+            next_id: 1,
+            timeouts: cfg.timeouts,
+            rng,
+            joins: HashMap::new(),
+        }
+    }
+
+    /// Live sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Live rooms.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Join results so far, by `ok` or error-code name.
+    pub fn join_counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.joins.iter().map(|(k, v)| (*k, *v))
+    }
+
+    /// Lists rooms and their members, sorted.
+    pub fn rooms(&self) -> Vec<RoomView> {
+        let mut v: Vec<_> = self
+            .rooms
+            .iter()
+            .map(|(k, r)| RoomView {
+                key: k.clone(),
+                members: r.members.iter().map(|id| (*id, self.sessions[id].info.user.clone())).collect(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        v
+    }
+
+    /// Handles one control datagram from `src`. A reply, if any, is written to `reply` and
+    /// its length returned with the outcome; data-plane changes are appended to `updates`.
+    pub fn handle(
+        &mut self,
+        now: Now,
+        src: SocketAddr,
+        datagram: &[u8],
+        reply: &mut [u8],
+        updates: &mut Vec<Update>,
+    ) -> (Outcome, Option<usize>) {
+        let ty = match proto::parse_header(datagram) {
+            Ok((ty, _)) => ty,
+            Err(e) => return self.refuse(Refusal(e.code(), "malformed message"), datagram.len(), reply),
+        };
+        match ty {
+            MsgType::Join => self.join(now, src, datagram, reply, updates),
+            MsgType::Keepalive | MsgType::Leave => self.ticket(now, datagram, reply, updates),
+            MsgType::JoinOk | MsgType::JoinError | MsgType::KeepaliveAck => (Outcome::Ignored, None),
+        }
+    }
+
+    fn refuse(&mut self, r: Refusal, max_len: usize, reply: &mut [u8]) -> (Outcome, Option<usize>) {
+        *self.joins.entry(r.0.name()).or_default() += 1;
+        (Outcome::Refused(r.0), JoinError::write(r.0, r.1, reply, max_len))
+    }
+
+    fn join(
+        &mut self,
+        now: Now,
+        src: SocketAddr,
+        datagram: &[u8],
+        reply: &mut [u8],
+        updates: &mut Vec<Update>,
+    ) -> (Outcome, Option<usize>) {
+        match self.try_join(now, src, datagram, updates) {
+            Ok((id, ok)) => {
+                *self.joins.entry("ok").or_default() += 1;
+                let n = ok.write(reply).ok();
+                (Outcome::Joined(id), n)
+            }
+            Err(r) => self.refuse(r, datagram.len(), reply),
+        }
+    }
+
+    fn try_join(
+        &mut self,
+        now: Now,
+        src: SocketAddr,
+        datagram: &[u8],
+        updates: &mut Vec<Update>,
+    ) -> Result<(SessionId, JoinOk), Refusal> {
+        let j = Join::parse(datagram).map_err(|e| Refusal(e.code(), "malformed join"))?;
+        let app_id = SdkAppId::new(j.sdkappid.into()).map_err(|_| Refusal(ErrorCode::UnknownApp, "unknown app"))?;
+        let app = self.apps.get(&app_id).ok_or(Refusal(ErrorCode::UnknownApp, "unknown app"))?;
+        let profile = Profile::from_id(j.profile)
+            .filter(|p| app.cfg.profiles.contains(p))
+            .ok_or(Refusal(ErrorCode::UnsupportedProfile, "SRTP profile not enabled for this app"))?;
+
+        // Structure first, no HMAC yet.
+        let sig =
+            usersig::decode(j.usersig).map_err(|_| Refusal(ErrorCode::BadSignature, "UserSig does not decode"))?;
+        if sig.sdkappid != u64::from(j.sdkappid) {
+            return Err(Refusal(ErrorCode::WrongApp, "UserSig is for another SdkAppId"));
+        }
+        let user = UserId::new(&sig.identifier).map_err(|_| Refusal(ErrorCode::Malformed, "bad user id"))?;
+        let room = RoomKey { app: app_id, room: j.room.clone() };
+        let room_exists = self.rooms.contains_key(&room);
+        let pmk = match j.private_map_key {
+            None if app.cfg.require_private_map_key => {
+                return Err(Refusal(ErrorCode::PrivateMapKeyRequired, "this app requires a PrivateMapKey"));
+            }
+            None => None,
+            Some(t) => {
+                let p = usersig::decode(t)
+                    .map_err(|_| Refusal(ErrorCode::BadSignature, "PrivateMapKey does not decode"))?;
+                if p.sdkappid != sig.sdkappid {
+                    return Err(Refusal(ErrorCode::WrongApp, "PrivateMapKey is for another SdkAppId"));
+                }
+                if p.identifier != sig.identifier {
+                    return Err(Refusal(ErrorCode::WrongRoom, "PrivateMapKey is for another user"));
+                }
+                let buf =
+                    p.userbuf.as_deref().ok_or(Refusal(ErrorCode::BadSignature, "PrivateMapKey carries no userbuf"))?;
+                let ub = usersig::decode_userbuf(buf)
+                    .map_err(|_| Refusal(ErrorCode::BadSignature, "PrivateMapKey userbuf is malformed"))?;
+                let same_room = match (&j.room, &ub.room_str) {
+                    (RoomId::Str(s), Some(r)) => **s == **r,
+                    (RoomId::Num(n), None) => *n == ub.room_num,
+                    _ => false,
+                };
+                if !same_room || ub.sdkappid != j.sdkappid || ub.account != sig.identifier {
+                    return Err(Refusal(ErrorCode::WrongRoom, "PrivateMapKey is for another room"));
+                }
+                if u64::from(ub.expire_at) <= now.unix_secs {
+                    return Err(Refusal(ErrorCode::Expired, "PrivateMapKey has expired"));
+                }
+                Some((p, ub.privileges))
+            }
+        };
+        let privileges = pmk.as_ref().map_or(PrivilegeMap::ALL, |(_, p)| *p);
+        if !privileges.contains(PrivilegeMap::ENTER) {
+            return Err(Refusal(ErrorCode::NoPrivilege, "no enter-room privilege"));
+        }
+        if !room_exists && !privileges.contains(PrivilegeMap::CREATE) {
+            return Err(Refusal(ErrorCode::NoPrivilege, "no create-room privilege and the room does not exist"));
+        }
+        for d in j.declared() {
+            let needed = match d.kind {
+                StreamKind::Audio => PrivilegeMap::SEND_AUDIO,
+                StreamKind::Video => PrivilegeMap::SEND_VIDEO,
+                StreamKind::Rtcp => continue,
+            };
+            if !privileges.contains(needed) {
+                return Err(Refusal(ErrorCode::NoPrivilege, "no send privilege for a declared stream"));
+            }
+        }
+
+        // Quotas and SSRCs: a re-join by the same user, or from the same address, frees its
+        // old session first, so count as if it were gone.
+        let replaced_user = self.by_user.get(&(room.clone(), user.clone())).copied();
+        let replaced_addr = self.by_addr.get(&src).copied().filter(|id| Some(*id) != replaced_user);
+        let freed = [replaced_user, replaced_addr];
+        let freed_in_app = freed.iter().flatten().filter(|id| self.sessions[id].info.room.app == app_id).count();
+        let room_state = self.rooms.get(&room);
+        let members_after = room_state.map_or(0, |r| r.members.iter().filter(|m| !freed.contains(&Some(**m))).count());
+        let app = &self.apps[&app_id];
+        if app.sessions as usize - freed_in_app >= app.cfg.quotas.max_sessions as usize {
+            return Err(Refusal(ErrorCode::SessionQuota, "app session quota reached"));
+        }
+        if room_state.is_none() && app.rooms >= app.cfg.quotas.max_rooms {
+            return Err(Refusal(ErrorCode::RoomQuota, "app room quota reached"));
+        }
+        if members_after >= app.cfg.quotas.max_members_per_room as usize {
+            return Err(Refusal(ErrorCode::MemberQuota, "room member quota reached"));
+        }
+        if let Some(r) = room_state {
+            if j.declared().any(|d| r.ssrcs_used.contains(&d.ssrc.get())) {
+                return Err(Refusal(ErrorCode::SsrcConflict, "SSRC already used in this room; pick fresh SSRCs"));
+            }
+            if r.ssrcs_used.len() + j.declared().count() > MAX_ROOM_SSRCS {
+                return Err(Refusal(ErrorCode::SsrcConflict, "room SSRC history is full"));
+            }
+        }
+
+        // Now the MACs: UserSig once, then the PrivateMapKey.
+        let secret = &app.cfg.secret;
+        sig.verify(secret, now.unix_secs).map_err(credential_refusal)?;
+        if let Some((p, _)) = &pmk {
+            p.verify(secret, now.unix_secs).map_err(credential_refusal)?;
+        }
+
+        let relay = (self.rng)();
+        let secrets = relay
+            .agree(&j.key_share, datagram, &relay.public, profile)
+            .map_err(|_| Refusal(ErrorCode::BadKeyShare, "X25519 key share is of low order"))?;
+
+        for id in freed.into_iter().flatten() {
+            self.remove(id, updates);
+        }
+        let id = SessionId(self.next_id);
+        self.next_id += 1;
+        let info = Arc::new(SessionInfo {
+            id,
+            room: room.clone(),
+            user: user.clone(),
+            addr: src,
+            privileges,
+            ssrcs: j.declared().collect(),
+            uplink: secrets.c2r.session_keys(),
+            downlink: secrets.r2c.session_keys(),
+            last_seen_ms: AtomicU64::new(now.mono_ms),
+        });
+        let app = self.apps.get_mut(&app_id).expect("checked above");
+        app.sessions += 1;
+        let r = self.rooms.entry(room.clone()).or_insert_with(|| {
+            app.rooms += 1;
+            RoomState::default()
+        });
+        r.members.push(id);
+        r.ssrcs_used.extend(j.declared().map(|d| d.ssrc.get()));
+        self.by_addr.insert(src, id);
+        self.by_user.insert((room, user), id);
+        let ok = JoinOk {
+            session: id.0,
+            key_share: relay.public,
+            keepalive_secs: self.timeouts.keepalive_secs,
+            timeout_secs: self.timeouts.session_secs,
+            confirm: secrets.confirm(id.0),
+        };
+        self.sessions.insert(id, Entry { info: info.clone(), secrets, last_counter: 0, last_ctrl_ms: now.mono_ms });
+        updates.push(Update::Up(info));
+        Ok((id, ok))
+    }
+
+    fn ticket(
+        &mut self,
+        now: Now,
+        datagram: &[u8],
+        reply: &mut [u8],
+        updates: &mut Vec<Update>,
+    ) -> (Outcome, Option<usize>) {
+        let Ok(t) = Ticket::parse(datagram) else {
+            return (Outcome::Ignored, None);
+        };
+        let id = SessionId(t.session);
+        let Some(e) = self.sessions.get_mut(&id) else {
+            let n = JoinError::write(ErrorCode::UnknownSession, "unknown session: join again", reply, datagram.len());
+            return (Outcome::Refused(ErrorCode::UnknownSession), n);
+        };
+        if !e.secrets.verify_ticket(&t) || t.counter <= e.last_counter {
+            return (Outcome::Ignored, None);
+        }
+        e.last_counter = t.counter;
+        if t.ty == MsgType::Leave {
+            self.remove(id, updates);
+            return (Outcome::Left(id), None);
+        }
+        e.last_ctrl_ms = now.mono_ms;
+        let ack = e.secrets.ticket(MsgType::KeepaliveAck, t.session, t.counter);
+        (Outcome::KeptAlive(id), ack.write(reply).ok())
+    }
+
+    /// Expires sessions silent for longer than the session timeout.
+    pub fn expire(&mut self, now: Now, updates: &mut Vec<Update>) -> usize {
+        let limit = u64::from(self.timeouts.session_secs) * 1000;
+        let dead: Vec<SessionId> = self
+            .sessions
+            .values()
+            .filter(|e| {
+                let last = e.info.last_seen_ms.load(Relaxed).max(e.last_ctrl_ms);
+                now.mono_ms.saturating_sub(last) > limit
+            })
+            .map(|e| e.info.id)
+            .collect();
+        for id in &dead {
+            self.remove(*id, updates);
+        }
+        dead.len()
+    }
+
+    /// Ends a session (leave, expiry, replacement, or an operator's removal).
+    pub fn remove(&mut self, id: SessionId, updates: &mut Vec<Update>) -> bool {
+        let Some(e) = self.sessions.remove(&id) else {
+            return false;
+        };
+        let info = e.info;
+        self.by_addr.remove(&info.addr);
+        self.by_user.remove(&(info.room.clone(), info.user.clone()));
+        let app = self.apps.get_mut(&info.room.app).expect("sessions belong to configured apps");
+        app.sessions -= 1;
+        if let Some(r) = self.rooms.get_mut(&info.room) {
+            r.members.retain(|m| *m != id);
+            if r.members.is_empty() {
+                self.rooms.remove(&info.room);
+                app.rooms -= 1;
+            }
+        }
+        updates.push(Update::Down(id));
+        true
+    }
+}
+
+fn credential_refusal(e: usersig::Error) -> Refusal {
+    match e {
+        usersig::Error::Expired => Refusal(ErrorCode::Expired, "credential has expired"),
+        _ => Refusal(ErrorCode::BadSignature, "credential signature does not verify"),
+    }
+}

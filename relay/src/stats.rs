@@ -1,0 +1,193 @@
+//! Counters shared by the data plane and whoever reads them.
+//!
+//! [`DropReason`] is the one vocabulary for why a packet was not forwarded: the engine
+//! counts under it, `relayd stats` prints it, and later the XDP program and `/metrics` use
+//! the same names. Counters are `AtomicU64` with `Relaxed` increments: each worker owns its
+//! own [`WorkerCounters`], so increments never contend and readers only sum.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Why a datagram was dropped. `Copy`, and its [`name`](DropReason::name) is the metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DropReason {
+    /// Too short, bad RTP/RTCP header, or a control message that does not parse.
+    Malformed = 0,
+    /// First byte outside the RFC 7983 ranges the relay serves (0–3 and 128–191).
+    NotRelayed,
+    /// SRTP/SRTCP from a source address that holds no session.
+    UnknownSession,
+    /// An SSRC the session did not declare in its join.
+    UnknownSsrc,
+    /// The SRTP/SRTCP authentication tag did not verify.
+    AuthFailed,
+    /// The packet index was already seen, or is older than the replay window.
+    Replayed,
+    /// Authenticated, but no other member of the room may receive it.
+    NoReceivers,
+    /// A receiver was skipped because no transmit buffer was free.
+    TxFull,
+    /// The packet would not fit the transmit buffer once protected.
+    TooBig,
+    /// The control-message queue to the control thread was full.
+    ControlQueueFull,
+    /// A control message failed authentication, or names an unknown session.
+    ControlRejected,
+    /// The SRTCP index space is exhausted (2^31 packets); the session must re-join.
+    IndexExhausted,
+}
+
+impl DropReason {
+    /// Every reason, in counter-index order.
+    pub const ALL: [DropReason; 12] = [
+        Self::Malformed,
+        Self::NotRelayed,
+        Self::UnknownSession,
+        Self::UnknownSsrc,
+        Self::AuthFailed,
+        Self::Replayed,
+        Self::NoReceivers,
+        Self::TxFull,
+        Self::TooBig,
+        Self::ControlQueueFull,
+        Self::ControlRejected,
+        Self::IndexExhausted,
+    ];
+
+    /// The metric label.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::NotRelayed => "not_relayed",
+            Self::UnknownSession => "unknown_session",
+            Self::UnknownSsrc => "unknown_ssrc",
+            Self::AuthFailed => "auth_failed",
+            Self::Replayed => "replayed",
+            Self::NoReceivers => "no_receivers",
+            Self::TxFull => "tx_full",
+            Self::TooBig => "too_big",
+            Self::ControlQueueFull => "control_queue_full",
+            Self::ControlRejected => "control_rejected",
+            Self::IndexExhausted => "index_exhausted",
+        }
+    }
+}
+
+/// One worker's counters. Only that worker increments them.
+#[derive(Debug, Default)]
+pub struct WorkerCounters {
+    /// Datagrams received.
+    pub rx_packets: AtomicU64,
+    /// Bytes received (UDP payload).
+    pub rx_bytes: AtomicU64,
+    /// Datagrams sent (media and control replies).
+    pub tx_packets: AtomicU64,
+    /// Bytes sent (UDP payload).
+    pub tx_bytes: AtomicU64,
+    /// Media packets accepted (authenticated and replay-checked).
+    pub media_accepted: AtomicU64,
+    /// Control datagrams handed to the control thread.
+    pub control_in: AtomicU64,
+    /// Drops by reason, indexed by `DropReason as usize`.
+    pub drops: [AtomicU64; DropReason::ALL.len()],
+}
+
+impl WorkerCounters {
+    /// Counts one drop.
+    #[inline]
+    pub fn count_drop(&self, reason: DropReason) {
+        self.drops[reason as usize].fetch_add(1, Relaxed);
+    }
+    /// Reads one drop counter.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize].load(Relaxed)
+    }
+    /// Counts a received datagram.
+    #[inline]
+    pub fn rx(&self, bytes: usize) {
+        self.rx_packets.fetch_add(1, Relaxed);
+        self.rx_bytes.fetch_add(bytes as u64, Relaxed);
+    }
+    /// Counts a sent datagram.
+    #[inline]
+    pub fn tx(&self, bytes: usize) {
+        self.tx_packets.fetch_add(1, Relaxed);
+        self.tx_bytes.fetch_add(bytes as u64, Relaxed);
+    }
+}
+
+/// A point-in-time sum over counters, for printing and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    /// See [`WorkerCounters::rx_packets`].
+    pub rx_packets: u64,
+    /// See [`WorkerCounters::rx_bytes`].
+    pub rx_bytes: u64,
+    /// See [`WorkerCounters::tx_packets`].
+    pub tx_packets: u64,
+    /// See [`WorkerCounters::tx_bytes`].
+    pub tx_bytes: u64,
+    /// See [`WorkerCounters::media_accepted`].
+    pub media_accepted: u64,
+    /// See [`WorkerCounters::control_in`].
+    pub control_in: u64,
+    /// Drops by [`DropReason::name`].
+    pub drops: std::collections::BTreeMap<String, u64>,
+    /// Join results by code name (`ok` or a [`crate::proto::ErrorCode`] name).
+    pub joins: std::collections::BTreeMap<String, u64>,
+    /// Live sessions.
+    pub sessions: u64,
+    /// Live rooms.
+    pub rooms: u64,
+}
+
+impl Snapshot {
+    /// Adds one worker's counters.
+    pub fn add_worker(&mut self, w: &WorkerCounters) {
+        self.rx_packets += w.rx_packets.load(Relaxed);
+        self.rx_bytes += w.rx_bytes.load(Relaxed);
+        self.tx_packets += w.tx_packets.load(Relaxed);
+        self.tx_bytes += w.tx_bytes.load(Relaxed);
+        self.media_accepted += w.media_accepted.load(Relaxed);
+        self.control_in += w.control_in.load(Relaxed);
+        for r in DropReason::ALL {
+            *self.drops.entry(r.name().to_owned()).or_default() += w.drops(r);
+        }
+    }
+    /// One drop counter by reason.
+    pub fn drop_count(&self, r: DropReason) -> u64 {
+        self.drops.get(r.name()).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_is_in_index_order_and_names_are_unique() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+        let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::ALL.len());
+    }
+
+    #[test]
+    fn snapshot_sums_workers() {
+        let a = WorkerCounters::default();
+        let b = WorkerCounters::default();
+        a.rx(100);
+        b.rx(50);
+        a.count_drop(DropReason::Replayed);
+        b.count_drop(DropReason::Replayed);
+        let mut s = Snapshot::default();
+        s.add_worker(&a);
+        s.add_worker(&b);
+        assert_eq!(s.rx_packets, 2);
+        assert_eq!(s.rx_bytes, 150);
+        assert_eq!(s.drop_count(DropReason::Replayed), 2);
+    }
+}

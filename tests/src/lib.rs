@@ -1,0 +1,303 @@
+//! Helpers for the integration tests: start a real `relayd`, drive real clients.
+//!
+//! The binaries come from the workspace target directory, so run
+//! `cargo build --workspace --bins` first (the README's test command does). Every helper
+//! cleans up on `Drop`, so a failing test leaks no process or file.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use relay::client::{write_rtp_header, Client, ClientConfig, Event};
+use relay::ids::{RoomId, Ssrc};
+use relay::proto::{DeclaredSsrc, ErrorCode, StreamKind};
+use relay::srtp::Profile;
+use relay::stats::Snapshot;
+
+/// Whether we run under CI (`CI=true`): there a missing tool or kernel feature fails.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Skips (returns true) on a laptop, panics under CI, with a one-line reason.
+pub fn skip_or_fail(reason: &str) -> bool {
+    if in_ci() {
+        panic!("required under CI=true: {reason}");
+    }
+    eprintln!("SKIPPED: {reason}");
+    true
+}
+
+/// Path of a workspace binary.
+pub fn bin(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let p = target.join(profile).join(name);
+    assert!(p.exists(), "{} is missing: run `cargo build --workspace --bins` first", p.display());
+    p
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A fresh private directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates it.
+    pub fn new(tag: &str) -> Self {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let p = std::env::temp_dir().join(format!("edgerelay-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A free UDP port on loopback (best effort: another process may take it).
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Two test apps.
+pub const APP_A: u32 = 1_400_000_001;
+/// The second app.
+pub const APP_B: u32 = 1_400_000_002;
+/// App A's secret.
+pub const SECRET_A: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
+/// App B's secret.
+pub const SECRET_B: &str = "b0a1c2d3e4f5061728394a5b6c7d8e9fb0a1c2d3e4f5061728394a5b6c7d8e9f";
+
+/// The default two-app config body (without `listen`/`control_socket`).
+pub fn two_app_config(session_secs: u16, extra_a: &str) -> String {
+    format!(
+        r#"workers = 2
+[timeouts]
+keepalive_secs = 1
+session_secs = {session_secs}
+[[app]]
+sdkappid = {APP_A}
+secret = "{SECRET_A}"
+{extra_a}
+[app.quotas]
+max_rooms = 10
+max_members_per_room = 8
+max_sessions = 40
+[[app]]
+sdkappid = {APP_B}
+secret = "{SECRET_B}"
+"#
+    )
+}
+
+/// A running relayd, killed on drop.
+pub struct Relayd {
+    child: Child,
+    /// Its UDP address.
+    pub addr: SocketAddr,
+    /// Its stats socket.
+    pub stats_socket: PathBuf,
+    _dir: TempDir,
+}
+
+impl Relayd {
+    /// Starts relayd with `body` (a config without `listen` and `control_socket`) and waits
+    /// until it serves.
+    pub fn start(body: &str) -> Self {
+        let dir = TempDir::new("relayd");
+        let port = free_udp_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let stats_socket = dir.0.join("relayd.sock");
+        let cfg = format!("listen = \"{addr}\"\ncontrol_socket = \"{}\"\n{body}", stats_socket.display());
+        let path = dir.0.join("relayd.toml");
+        std::fs::write(&path, cfg).unwrap();
+        let log = std::fs::File::create(dir.0.join("relayd.log")).unwrap();
+        let child = Command::new(bin("relayd"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "relay=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn relayd");
+        let r = Self { child, addr, stats_socket, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while relay::io::socket::read_stats(&r.stats_socket).is_err() {
+            assert!(Instant::now() < deadline, "relayd did not come up: {}", r.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        r
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Snapshot {
+        relay::io::socket::read_stats(&self.stats_socket).expect("read relayd stats")
+    }
+
+    /// relayd's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.0.join("relayd.log")).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; returns the exit status success.
+    pub fn terminate(mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Polls the counters until `pred` holds (or panics after `secs`).
+    pub fn wait_for(&self, secs: u64, what: &str, pred: impl Fn(&Snapshot) -> bool) -> Snapshot {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let s = self.stats();
+            if pred(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}: {s:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Relayd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Mints a UserSig valid for a day.
+pub fn usersig(secret: &str, app: u32, user: &str) -> String {
+    relay::usersig::mint(secret.as_bytes(), app.into(), user, 86400, unix_now(), None)
+}
+
+/// A media packet a peer received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// RTP SSRC.
+    pub ssrc: u32,
+    /// Packet index.
+    pub index: u64,
+    /// Decrypted RTP packet.
+    pub packet: Vec<u8>,
+}
+
+/// A test client over a real UDP socket.
+pub struct Peer {
+    /// The socket.
+    pub sock: UdpSocket,
+    /// The sans-IO client.
+    pub client: Client,
+    relay: SocketAddr,
+    seq: u16,
+    /// Media that failed SRTP checks at this peer.
+    pub media_errors: u64,
+}
+
+impl Peer {
+    /// A peer that will join `room` of `app` as `user`, sending from `ssrc` (video) if set.
+    pub fn new(relay: SocketAddr, app: u32, secret: &str, user: &str, room: RoomId, ssrc: Option<u32>) -> Self {
+        let cfg = ClientConfig {
+            sdkappid: app,
+            room,
+            usersig: usersig(secret, app, user),
+            private_map_key: None,
+            profile: Profile::AesCm128HmacSha1_80,
+            ssrcs: ssrc
+                .map(|s| DeclaredSsrc { ssrc: Ssrc::new(s).unwrap(), kind: StreamKind::Video })
+                .into_iter()
+                .collect(),
+        };
+        Self::with_config(relay, cfg)
+    }
+
+    /// A peer with an explicit client config.
+    pub fn with_config(relay: SocketAddr, cfg: ClientConfig) -> Self {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        Self { sock, client: Client::new(cfg).unwrap(), relay, seq: 1000, media_errors: 0 }
+    }
+
+    /// Joins, retrying for up to 5 s; returns the session or the refusal.
+    pub fn join(&mut self) -> Result<u64, (Option<ErrorCode>, String)> {
+        let mut buf = [0u8; 2048];
+        let n = self.client.join(&mut buf).expect("encode join");
+        let join = buf[..n].to_vec();
+        self.sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        for _ in 0..25 {
+            self.sock.send_to(&join, self.relay).unwrap();
+            while let Ok(n) = self.sock.recv(&mut buf) {
+                match self.client.handle(&mut buf[..n]) {
+                    Event::Joined { session } => return Ok(session),
+                    Event::Refused { code, detail } => return Err((code, detail)),
+                    _ => {}
+                }
+            }
+        }
+        panic!("no answer to join from {}", self.relay);
+    }
+
+    /// Protects and sends one RTP packet from `ssrc`; returns the SRTP bytes sent.
+    pub fn send_rtp(&mut self, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+        let mut buf = [0u8; 2048];
+        let h = write_rtp_header(&mut buf, 96, self.seq, u32::from(self.seq) * 3000, ssrc);
+        self.seq = self.seq.wrapping_add(1);
+        buf[h..h + payload.len()].copy_from_slice(payload);
+        let n = self.client.protect_rtp(&mut buf, h + payload.len()).expect("protect");
+        self.sock.send_to(&buf[..n], self.relay).unwrap();
+        buf[..n].to_vec()
+    }
+
+    /// Sends raw bytes to the relay.
+    pub fn send_raw(&self, bytes: &[u8]) {
+        self.sock.send_to(bytes, self.relay).unwrap();
+    }
+
+    /// Sends a keepalive.
+    pub fn keepalive(&mut self) {
+        let mut buf = [0u8; 128];
+        let n = self.client.keepalive(&mut buf).unwrap();
+        self.send_raw(&buf[..n]);
+    }
+
+    /// Sends a leave.
+    pub fn leave(&mut self) {
+        let mut buf = [0u8; 128];
+        let n = self.client.leave(&mut buf).unwrap();
+        self.send_raw(&buf[..n]);
+    }
+
+    /// Receives media until `quiet` passes with nothing new.
+    pub fn drain(&mut self, quiet: Duration) -> Vec<Received> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 2048];
+        self.sock.set_read_timeout(Some(quiet)).unwrap();
+        while let Ok(n) = self.sock.recv(&mut buf) {
+            match self.client.handle(&mut buf[..n]) {
+                Event::Media { ssrc, rtcp: false, len, index } => {
+                    out.push(Received { ssrc, index, packet: buf[..len].to_vec() })
+                }
+                Event::MediaError(_) => self.media_errors += 1,
+                _ => {}
+            }
+        }
+        out
+    }
+}
