@@ -169,7 +169,8 @@ fn time_raw_gcm(pkts: &[Vec<u8>], fanout: usize) -> f64 {
     // Make a valid ciphertext of the same size so the open succeeds.
     let n = pkts[0].len() - 16;
     let mut sealed = pkts[0][..n].to_vec();
-    let tag = aead.encrypt_in_place_detached(&nonce, &sealed[..12].to_vec(), &mut sealed[12..]).unwrap();
+    let (aad, body) = sealed.split_at_mut(12);
+    let tag = aead.encrypt_in_place_detached(&nonce, aad, body).unwrap();
     let mut work = [0u8; 2048];
     let mut outs = vec![[0u8; 2048]; fanout];
     let t = Instant::now();

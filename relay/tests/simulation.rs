@@ -35,6 +35,9 @@ impl TxSink for VecSink {
     }
 }
 
+/// Datagrams the relay emitted: destination and bytes.
+type Emitted = Vec<(SocketAddr, Vec<u8>)>;
+
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -110,7 +113,7 @@ impl Sim {
     }
 
     /// Sends a datagram from `from`; returns the result and what the relay emitted.
-    fn send(&mut self, from: SocketAddr, bytes: &[u8]) -> (NodeResult, Vec<(SocketAddr, Vec<u8>)>) {
+    fn send(&mut self, from: SocketAddr, bytes: &[u8]) -> (NodeResult, Emitted) {
         let mut buf = bytes.to_vec();
         let mut sink = VecSink::default();
         let r = self.node.handle(self.now, from, &mut buf, &mut sink);
@@ -134,7 +137,7 @@ impl Sim {
         }
     }
 
-    fn rtp(&mut self, f: &mut Fake, ssrc: u32, payload: &[u8]) -> (NodeResult, Vec<(SocketAddr, Vec<u8>)>, Vec<u8>) {
+    fn rtp(&mut self, f: &mut Fake, ssrc: u32, payload: &[u8]) -> (NodeResult, Emitted, Vec<u8>) {
         let mut buf = [0u8; 2048];
         let h = write_rtp_header(&mut buf, 96, f.seq, 0, ssrc);
         f.seq = f.seq.wrapping_add(1);
