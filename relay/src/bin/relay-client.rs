@@ -181,7 +181,7 @@ fn mint(a: MintArgs) -> Result<()> {
 struct StreamReport {
     received: u64,
     duplicates: u64,
-    first_seq: Option<u64>,
+    first_index: Option<u64>,
     last_index: u64,
     lost: u64,
 }
@@ -327,7 +327,7 @@ fn run(a: RunArgs) -> Result<()> {
                         s.duplicates += 1;
                     } else {
                         s.received += 1;
-                        s.first_seq.get_or_insert(index);
+                        s.first_index.get_or_insert(index);
                         s.last_index = s.last_index.max(index);
                     }
                 }
@@ -342,7 +342,7 @@ fn run(a: RunArgs) -> Result<()> {
     let n = client.leave(&mut buf)?;
     let _ = sock.send(&buf[..n]);
     for s in report.streams.values_mut() {
-        if let Some(f) = s.first_seq {
+        if let Some(f) = s.first_index {
             s.lost = (s.last_index - f + 1).saturating_sub(s.received);
         }
     }
