@@ -460,6 +460,7 @@ impl Registry {
 fn credential_refusal(e: usersig::Error) -> Refusal {
     match e {
         usersig::Error::Expired => Refusal(ErrorCode::Expired, "credential has expired"),
+        usersig::Error::NotYetValid => Refusal(ErrorCode::Expired, "credential is not valid yet: check the clock"),
         _ => Refusal(ErrorCode::BadSignature, "credential signature does not verify"),
     }
 }
