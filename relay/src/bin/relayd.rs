@@ -85,6 +85,7 @@ fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().cmd {
         Cmd::Run { config, listen, workers } => run(config, listen, workers),
@@ -142,20 +143,28 @@ fn run(config: PathBuf, listen: Option<std::net::SocketAddr>, workers: Option<us
 }
 
 fn print_table(s: &Snapshot) {
-    println!("{:<28} {:>14}", "sessions", s.sessions);
-    println!("{:<28} {:>14}", "rooms", s.rooms);
-    println!("{:<28} {:>14}", "rx packets", s.rx_packets);
-    println!("{:<28} {:>14}", "rx bytes", s.rx_bytes);
-    println!("{:<28} {:>14}", "tx packets", s.tx_packets);
-    println!("{:<28} {:>14}", "tx bytes", s.tx_bytes);
-    println!("{:<28} {:>14}", "media accepted", s.media_accepted);
-    println!("{:<28} {:>14}", "control messages", s.control_in);
-    println!("drops by reason:");
+    use std::fmt::Write as _;
+    let mut t = String::new();
+    for (k, v) in [
+        ("sessions", s.sessions),
+        ("rooms", s.rooms),
+        ("rx packets", s.rx_packets),
+        ("rx bytes", s.rx_bytes),
+        ("tx packets", s.tx_packets),
+        ("tx bytes", s.tx_bytes),
+        ("media accepted", s.media_accepted),
+        ("control messages", s.control_in),
+    ] {
+        let _ = writeln!(t, "{k:<28} {v:>14}");
+    }
+    let _ = writeln!(t, "drops by reason:");
     for (k, v) in &s.drops {
-        println!("  {k:<26} {v:>14}");
+        let _ = writeln!(t, "  {k:<26} {v:>14}");
     }
-    println!("joins by result:");
+    let _ = writeln!(t, "joins by result:");
     for (k, v) in &s.joins {
-        println!("  {k:<26} {v:>14}");
+        let _ = writeln!(t, "  {k:<26} {v:>14}");
     }
+    // A closed pipe (`relayd stats | head`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), t.as_bytes());
 }
