@@ -303,6 +303,10 @@ fn loads_pins_by_name_and_layouts_match() {
     }
     let xsks = MapInfo::from_pin(prog.fs.dir.join(maps::XSKS)).expect("xsks pinned");
     assert_eq!(xsks.map_type().expect("known type"), aya::maps::MapType::XskMap);
+    let info = prog.xdp().info().expect("program info");
+    let verified = info.verified_instruction_count().expect("kernel reports verified instructions");
+    eprintln!("verifier: {verified} instructions processed (limit 1000000)");
+    assert!(verified < 100_000, "verifier complexity grew to {verified} instructions");
     let stats = MapInfo::from_pin(prog.fs.dir.join(maps::STATS)).expect("stats pinned");
     assert_eq!(stats.max_entries() as usize, Reason::ALL.len());
 
