@@ -57,10 +57,88 @@ pub struct Config {
     /// The apps this relay serves.
     #[serde(rename = "app", default)]
     pub apps: Vec<AppConfig>,
+    /// Data-plane backend.
+    #[serde(default)]
+    pub backend: Backend,
+    /// XDP backend settings (required when `backend = "xdp"`).
+    #[serde(default)]
+    pub xdp: Option<XdpSettings>,
+    /// After setup, switch from root to this user (e.g. `"nobody"`) and keep no capabilities.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 fn yes() -> bool {
     true
+}
+
+/// Which data plane carries the packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Plain UDP sockets (`SO_REUSEPORT`, `recvmmsg`/`sendmmsg`): runs anywhere, unprivileged.
+    #[default]
+    Socket,
+    /// XDP filter in the kernel plus AF_XDP sockets: needs root (or CAP_BPF + CAP_NET_ADMIN).
+    Xdp,
+}
+
+/// AF_XDP socket mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XskMode {
+    /// Zero-copy where the driver supports it, else copy.
+    #[default]
+    Auto,
+    /// Always copy mode (veth supports only this).
+    Copy,
+    /// Zero-copy or fail.
+    Zerocopy,
+}
+
+/// The `[xdp]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XdpSettings {
+    /// The interface to attach to and open AF_XDP sockets on.
+    pub iface: String,
+    /// RX queues to serve (one worker each). Default: all of the interface's RX queues.
+    #[serde(default)]
+    pub queues: Option<u32>,
+    /// AF_XDP mode.
+    #[serde(default)]
+    pub mode: XskMode,
+    /// Next hop for destinations that are not on-link; default: the kernel's routes.
+    #[serde(default)]
+    pub gateway: Option<std::net::IpAddr>,
+    /// Control messages (joins) per second per source address, in the kernel; 0 = unlimited.
+    #[serde(default = "default_join_rate")]
+    pub join_rate_per_sec: u64,
+    /// Join bucket size.
+    #[serde(default = "default_join_burst")]
+    pub join_burst: u64,
+    /// SRTP packets per second per source address, in the kernel; 0 = unlimited.
+    #[serde(default = "default_pps_rate")]
+    pub pps_rate_per_sec: u64,
+    /// Packet bucket size.
+    #[serde(default = "default_pps_burst")]
+    pub pps_burst: u64,
+    /// Pin maps under /sys/fs/bpf/edgerelay so limits and the blocklist survive restarts.
+    #[serde(default = "yes")]
+    pub pin_maps: bool,
+}
+
+fn default_join_rate() -> u64 {
+    20
+}
+fn default_join_burst() -> u64 {
+    40
+}
+fn default_pps_rate() -> u64 {
+    20_000
+}
+fn default_pps_burst() -> u64 {
+    40_000
 }
 
 /// Session timing.
@@ -150,6 +228,12 @@ pub struct Validated {
     pub timeouts: Timeouts,
     /// Apps.
     pub apps: Vec<App>,
+    /// Backend.
+    pub backend: Backend,
+    /// XDP settings (present when `backend` is `Xdp`).
+    pub xdp: Option<XdpSettings>,
+    /// User to switch to after setup.
+    pub user: Option<String>,
 }
 
 /// Most worker threads accepted.
@@ -246,14 +330,51 @@ impl Config {
                 quotas: q,
             });
         }
-        Ok(Validated {
+        let mut v = Validated {
             listen: self.listen,
             workers,
             pin_workers: self.pin_workers,
             control_socket: self.control_socket,
             timeouts: t,
             apps,
-        })
+            backend: self.backend,
+            xdp: self.xdp,
+            user: self.user,
+        };
+        v.check_backend()?;
+        Ok(v)
+    }
+}
+
+impl Validated {
+    /// Checks the backend settings; call again after command-line overrides.
+    pub fn check_backend(&mut self) -> Result<(), Error> {
+        if let Some(u) = &self.user {
+            if u.is_empty() || u.len() > 32 {
+                return invalid(format!("user = {u:?}: must be a user name"));
+            }
+        }
+        match self.backend {
+            Backend::Socket => Ok(()),
+            Backend::Xdp => {
+                let Some(x) = &self.xdp else {
+                    return invalid("backend = \"xdp\" needs an [xdp] table with at least iface = \"...\"");
+                };
+                if x.iface.is_empty() || x.iface.len() >= 16 {
+                    return invalid(format!("xdp.iface = {:?}: not an interface name", x.iface));
+                }
+                if self.listen.ip().is_unspecified() || self.listen.port() == 0 {
+                    return invalid(format!(
+                        "listen = {}: the XDP backend builds frames itself, so it needs the interface's own address and a fixed port",
+                        self.listen
+                    ));
+                }
+                if x.queues == Some(0) {
+                    return invalid("xdp.queues must be at least 1");
+                }
+                Ok(())
+            }
+        }
     }
 }
 
@@ -305,5 +426,12 @@ max_sessions = 10
             .contains("configured twice"));
         assert!(err("listen = \"127.0.0.1:7000\"\n").contains("no [[app]]"));
         assert!(err("listen = \"nope\"\n").contains("invalid socket address"));
+        assert!(err(&format!("backend = \"xdp\"\n{GOOD}")).contains("[xdp] table"));
+        assert!(err(&format!(
+            "backend = \"xdp\"\n{}\n[xdp]\niface = \"eth0\"\n",
+            GOOD.replace("127.0.0.1", "0.0.0.0")
+        ))
+        .contains("needs the interface's own address"));
+        assert!(err(&format!("backend = \"ebpf\"\n{GOOD}")).contains("unknown variant `ebpf`"));
     }
 }

@@ -103,7 +103,7 @@ impl Engine {
     pub fn apply(&mut self, u: &Update) {
         match u {
             Update::Up(info) => self.add(info.clone()),
-            Update::Down(id) => self.remove(*id),
+            Update::Down(info) => self.remove(info.id),
         }
     }
 

@@ -82,7 +82,7 @@ pub enum Update {
     /// A session joined (or replaced an older one, whose `Down` came first).
     Up(Arc<SessionInfo>),
     /// A session ended.
-    Down(SessionId),
+    Down(Arc<SessionInfo>),
 }
 
 /// What a control message produced.
@@ -452,7 +452,7 @@ impl Registry {
                 app.rooms -= 1;
             }
         }
-        updates.push(Update::Down(id));
+        updates.push(Update::Down(info));
         true
     }
 }

@@ -139,6 +139,9 @@ pub struct Snapshot {
     pub sessions: u64,
     /// Live rooms.
     pub rooms: u64,
+    /// XDP verdicts by reason, in packets (XDP backend only).
+    #[serde(default)]
+    pub xdp: std::collections::BTreeMap<String, u64>,
 }
 
 impl Snapshot {

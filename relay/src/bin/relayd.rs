@@ -165,6 +165,12 @@ fn print_table(s: &Snapshot) {
     for (k, v) in &s.joins {
         let _ = writeln!(t, "  {k:<26} {v:>14}");
     }
+    if !s.xdp.is_empty() {
+        let _ = writeln!(t, "XDP verdicts (packets, in the kernel):");
+        for (k, v) in &s.xdp {
+            let _ = writeln!(t, "  {k:<26} {v:>14}");
+        }
+    }
     // A closed pipe (`relayd stats | head`) is not an error worth a panic.
     let _ = std::io::Write::write_all(&mut std::io::stdout(), t.as_bytes());
 }

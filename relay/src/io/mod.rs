@@ -6,3 +6,4 @@
 
 pub mod socket;
 pub mod sys;
+pub mod xdp;

@@ -26,6 +26,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::sys::{self, RecvBatch, SendBatch};
+use super::xdp::XdpFilter;
 use crate::config::Validated;
 use crate::engine::{Engine, TxSink};
 use crate::proto::{self, Demux};
@@ -127,6 +128,7 @@ impl Relay {
             workers: links,
             counters: counters.clone(),
             stats,
+            filter: None,
             epoch,
             stop: stop.clone(),
             shutdown,
@@ -331,6 +333,8 @@ struct Control {
     workers: Vec<(Sender<WorkerMsg>, Arc<Waker>)>,
     counters: Vec<Arc<WorkerCounters>>,
     stats: Option<mio::net::UnixListener>,
+    /// The XDP filter and the relay address sessions are keyed with (XDP backend only).
+    filter: Option<(XdpFilter, SocketAddr)>,
     epoch: Instant,
     stop: Arc<AtomicBool>,
     shutdown: &'static AtomicBool,
@@ -385,11 +389,22 @@ impl Control {
         }
     }
 
-    fn broadcast(&self, updates: &mut Vec<Update>, wake: &mut [bool]) {
+    /// Sends updates to every worker, after opening or closing the session's 5-tuple in the
+    /// kernel filter, so the first media packet after join-ok is already let through.
+    fn broadcast(&mut self, updates: &mut Vec<Update>, wake: &mut [bool]) {
         if updates.is_empty() {
             return;
         }
         for u in updates.drain(..) {
+            if let Some((f, local)) = self.filter.as_mut() {
+                let r = match &u {
+                    Update::Up(info) => f.add_session(info.addr, *local, info.id.0),
+                    Update::Down(info) => f.remove_session(info.addr, *local),
+                };
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "cannot update the XDP sessions map");
+                }
+            }
             for (i, (tx, _)) in self.workers.iter().enumerate() {
                 let _ = tx.send(WorkerMsg::Update(u.clone()));
                 wake[i] = true;
@@ -407,6 +422,16 @@ impl Control {
         }
         s.sessions = self.registry.session_count() as u64;
         s.rooms = self.registry.room_count() as u64;
+        if let Some((f, _)) = &self.filter {
+            match f.counters() {
+                Ok(c) => {
+                    for r in c {
+                        s.xdp.insert(r.reason.name().to_owned(), r.packets);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read XDP counters"),
+            }
+        }
         s
     }
 

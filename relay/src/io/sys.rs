@@ -133,6 +133,46 @@ pub fn shutdown_flag() -> io::Result<&'static AtomicBool> {
     Ok(&SHUTDOWN)
 }
 
+/// Switches the process from root to `user` after setup: supplementary groups cleared,
+/// group and user ids set (real, effective and saved), `PR_SET_NO_NEW_PRIVS` set. Going from
+/// uid 0 to a non-zero uid clears every capability, which is what relayd wants: BPF maps,
+/// AF_XDP sockets and links are already open and need no capability to use.
+pub fn drop_privileges(user: &str) -> io::Result<()> {
+    let name = std::ffi::CString::new(user).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "user name"))?;
+    // SAFETY: name is a valid C string; getpwnam returns a pointer into static storage or
+    // null, which is read before any other libc call could overwrite it.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    if pw.is_null() {
+        return Err(io::Error::new(io::ErrorKind::NotFound, format!("no such user {user:?}")));
+    }
+    // SAFETY: pw is non-null and points to a valid passwd record (see above).
+    let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+    // SAFETY: plain syscalls with valid arguments; results are checked. Order matters:
+    // groups and gid before uid, because after setresuid we may no longer change them.
+    unsafe {
+        cvt(libc::setgroups(0, std::ptr::null()))?;
+        cvt(libc::setresgid(gid, gid, gid))?;
+        cvt(libc::setresuid(uid, uid, uid))?;
+        cvt(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+    }
+    Ok(())
+}
+
+/// The effective capability set of this process, from `/proc/self/status` (`CapEff`).
+pub fn effective_capabilities() -> io::Result<u64> {
+    let s = std::fs::read_to_string("/proc/self/status")?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no CapEff in /proc/self/status"))
+}
+
+/// Whether the process runs as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// A batch of datagram buffers for `recvmmsg(2)`.
 pub struct RecvBatch {
     bufs: Box<[[u8; BUF_LEN]]>,
@@ -162,7 +202,7 @@ impl RecvBatch {
 
     /// Receives up to the batch size without blocking. Returns the count, or
     /// `WouldBlock` when nothing is queued.
-    pub fn recv(&mut self, sock: &UdpSocket) -> io::Result<usize> {
+    pub fn recv(&mut self, sock: &impl AsRawFd) -> io::Result<usize> {
         for i in 0..self.bufs.len() {
             self.iov[i] = libc::iovec { iov_base: self.bufs[i].as_mut_ptr().cast(), iov_len: BUF_LEN };
             let h = &mut self.hdrs[i].msg_hdr;
@@ -280,7 +320,7 @@ impl SendBatch {
 
     /// Sends everything queued. A datagram the kernel would not take now is dropped and
     /// counted: a relay must not block on one slow path.
-    pub fn flush(&mut self, sock: &UdpSocket) -> Flushed {
+    pub fn flush(&mut self, sock: &impl AsRawFd) -> Flushed {
         let mut f = Flushed::default();
         let mut start = 0;
         for i in 0..self.n {

@@ -1,0 +1,230 @@
+//! The XDP filter: loads edgerelay's XDP program (crate `xdp-prog`), attaches it, and keeps
+//! its maps in step with relayd.
+//!
+//! The program drops flood traffic in the kernel and redirects the rest to AF_XDP sockets
+//! (DESIGN.md "Data path"). Userspace owns four things here:
+//! - the `config` map (relay port range, per-source join and packet rates), changeable at
+//!   run time;
+//! - the `sessions` map: every session's 5-tuple, inserted before its join-ok is sent and
+//!   removed when it ends, so media from unknown sources never reaches userspace;
+//! - the `xsks` map: one AF_XDP socket per RX queue;
+//! - reading the per-CPU `stats` counters.
+//!
+//! Maps are pinned under [`xdp_prog::PIN_DIR`] so the blocklist and limits survive a relayd
+//! restart and can be inspected with `bpftool`. Attaching prefers driver (native) mode and
+//! falls back to generic (SKB) mode with a warning. aya attaches through a BPF link where the
+//! kernel has them, so a crashed relayd leaves nothing attached; a program attached the
+//! legacy way (for example with `ip link set dev IF xdp obj ...`) is replaced after a
+//! warning. Dropping the [`XdpFilter`] detaches.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+
+use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, XskMap};
+use aya::programs::{Xdp, XdpMode};
+use aya::{Ebpf, EbpfLoader};
+use xdp_prog::{maps, Counter, Session, SessionKey};
+pub use xdp_prog::{BlockEntry, Config as FilterConfig, Reason};
+
+/// Errors of the XDP filter.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The object did not load (verifier, BTF, pinning, permissions).
+    #[error("loading the XDP program: {0}")]
+    Load(#[from] aya::EbpfError),
+    /// The program could not be loaded into the kernel or attached.
+    #[error("XDP program on {iface}: {source}")]
+    Program {
+        /// The interface.
+        iface: String,
+        /// aya's error.
+        source: aya::programs::ProgramError,
+    },
+    /// A map operation failed.
+    #[error("XDP map {map}: {source}")]
+    Map {
+        /// The map.
+        map: &'static str,
+        /// aya's error.
+        source: aya::maps::MapError,
+    },
+    /// A map the object must have is missing.
+    #[error("XDP object has no map {0}")]
+    MissingMap(&'static str),
+    /// Source and destination of a session are of different families.
+    #[error("session addresses {0} and {1} are of different families")]
+    Family(SocketAddr, SocketAddr),
+}
+
+fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> Error {
+    move |source| Error::Map { map, source }
+}
+
+/// How the program ended up attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attached {
+    /// Native XDP in the driver.
+    Driver,
+    /// Generic XDP in the network stack (slower; a warning was logged).
+    Skb,
+}
+
+/// Summed packet and byte counters for one verdict reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReasonCount {
+    /// The reason.
+    pub reason: Reason,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes (whole frames).
+    pub bytes: u64,
+}
+
+/// The loaded (and possibly attached) program and its maps.
+pub struct XdpFilter {
+    ebpf: Ebpf,
+    config: Array<MapData, FilterConfig>,
+    sessions: BpfHashMap<MapData, SessionKey, Session>,
+    xsks: XskMap<MapData>,
+    stats: PerCpuArray<MapData, Counter>,
+    blocklist_v4: LpmTrie<MapData, [u8; 4], BlockEntry>,
+    blocklist_v6: LpmTrie<MapData, [u8; 16], BlockEntry>,
+    iface: String,
+}
+
+impl XdpFilter {
+    /// Loads the program into the kernel (not attached yet), pinning maps under
+    /// `pin_dir` (normally [`xdp_prog::PIN_DIR`]), and writes `config`.
+    pub fn load(iface: &str, pin_dir: Option<&str>, config: FilterConfig) -> Result<Self, Error> {
+        let mut loader = EbpfLoader::new();
+        if let Some(dir) = pin_dir {
+            std::fs::create_dir_all(dir).ok();
+            loader.default_map_pin_directory(dir);
+        }
+        let mut ebpf = loader.load(xdp_prog::OBJECT)?;
+        let program_err = |source| Error::Program { iface: iface.to_owned(), source };
+        let prog: &mut Xdp =
+            ebpf.program_mut(xdp_prog::PROGRAM).ok_or(Error::MissingMap("program"))?.try_into().map_err(program_err)?;
+        prog.load().map_err(|source| Error::Program { iface: iface.to_owned(), source })?;
+        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(Error::MissingMap(name));
+        let mut config_map = Array::try_from(take(maps::CONFIG)?).map_err(map_err(maps::CONFIG))?;
+        let sessions = BpfHashMap::try_from(take(maps::SESSIONS)?).map_err(map_err(maps::SESSIONS))?;
+        let xsks = XskMap::try_from(take(maps::XSKS)?).map_err(map_err(maps::XSKS))?;
+        let stats = PerCpuArray::try_from(take(maps::STATS)?).map_err(map_err(maps::STATS))?;
+        let blocklist_v4 = LpmTrie::try_from(take(maps::BLOCKLIST_V4)?).map_err(map_err(maps::BLOCKLIST_V4))?;
+        let blocklist_v6 = LpmTrie::try_from(take(maps::BLOCKLIST_V6)?).map_err(map_err(maps::BLOCKLIST_V6))?;
+        config_map.set(0, config, 0).map_err(map_err(maps::CONFIG))?;
+        Ok(Self {
+            ebpf,
+            config: config_map,
+            sessions,
+            xsks,
+            stats,
+            blocklist_v4,
+            blocklist_v6,
+            iface: iface.to_owned(),
+        })
+    }
+
+    /// Attaches to the interface: driver mode, else SKB mode with a warning. A program
+    /// attached there the legacy way (a crashed process, or `ip link`) is detached first.
+    pub fn attach(&mut self) -> Result<Attached, Error> {
+        let iface = self.iface.clone();
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(xdp_prog::PROGRAM)
+            .expect("checked at load")
+            .try_into()
+            .map_err(|source| Error::Program { iface: iface.clone(), source })?;
+        let mut busy_cleared = false;
+        loop {
+            match prog.attach(&iface, XdpMode::Driver) {
+                Ok(_) => return Ok(Attached::Driver),
+                Err(e) if is_busy(&e) && !busy_cleared => {
+                    tracing::warn!(%iface, "another XDP program is attached; replacing it");
+                    detach_legacy(&iface);
+                    busy_cleared = true;
+                }
+                Err(e) => {
+                    tracing::warn!(%iface, error = %e, "native XDP attach failed; falling back to SKB (generic) mode");
+                    return prog
+                        .attach(&iface, XdpMode::Skb)
+                        .map(|_| Attached::Skb)
+                        .map_err(|source| Error::Program { iface: iface.clone(), source });
+                }
+            }
+        }
+    }
+
+    /// Updates the run-time limits and ports.
+    pub fn set_config(&mut self, config: FilterConfig) -> Result<(), Error> {
+        self.config.set(0, config, 0).map_err(map_err(maps::CONFIG))
+    }
+
+    /// Registers the AF_XDP socket for RX `queue`.
+    pub fn register_socket(&mut self, queue: u32, fd: impl AsRawFd) -> Result<(), Error> {
+        self.xsks.set(queue, fd, 0).map_err(map_err(maps::XSKS))
+    }
+
+    /// Lets media from `src` to `dst` (the relay's address) through.
+    pub fn add_session(&mut self, src: SocketAddr, dst: SocketAddr, id: u64) -> Result<(), Error> {
+        let key = SessionKey::new(src, dst).ok_or(Error::Family(src, dst))?;
+        self.sessions.insert(key, Session { id }, 0).map_err(map_err(maps::SESSIONS))
+    }
+
+    /// Stops letting media from `src` through. Removing an absent key is not an error.
+    pub fn remove_session(&mut self, src: SocketAddr, dst: SocketAddr) -> Result<(), Error> {
+        let key = SessionKey::new(src, dst).ok_or(Error::Family(src, dst))?;
+        match self.sessions.remove(&key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(maps::SESSIONS)(e)),
+        }
+    }
+
+    /// Blocks a prefix until `expires_ns` (CLOCK_BOOTTIME; 0 = forever).
+    pub fn block(&mut self, ip: IpAddr, prefix_len: u32, expires_ns: u64) -> Result<(), Error> {
+        let v = BlockEntry { expires_ns };
+        match ip {
+            IpAddr::V4(a) => self
+                .blocklist_v4
+                .insert(&LpmKey::new(prefix_len.min(32), a.octets()), v, 0)
+                .map_err(map_err(maps::BLOCKLIST_V4)),
+            IpAddr::V6(a) => self
+                .blocklist_v6
+                .insert(&LpmKey::new(prefix_len.min(128), a.octets()), v, 0)
+                .map_err(map_err(maps::BLOCKLIST_V6)),
+        }
+    }
+
+    /// Counters summed over CPUs, one per reason.
+    pub fn counters(&self) -> Result<Vec<ReasonCount>, Error> {
+        let mut out = Vec::with_capacity(Reason::ALL.len());
+        for reason in Reason::ALL {
+            let per_cpu = self.stats.get(&(reason as u32), 0).map_err(map_err(maps::STATS))?;
+            let (packets, bytes) = per_cpu.iter().fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes));
+            out.push(ReasonCount { reason, packets, bytes });
+        }
+        Ok(out)
+    }
+}
+
+fn is_busy(e: &aya::programs::ProgramError) -> bool {
+    use aya::programs::{ProgramError, XdpError};
+    let code = match e {
+        ProgramError::SyscallError(s) => s.io_error.raw_os_error(),
+        ProgramError::XdpError(XdpError::NetlinkError(n)) => n.raw_os_error(),
+        _ => None,
+    };
+    code == Some(libc::EBUSY) || code == Some(libc::EEXIST)
+}
+
+/// Detaches a legacy (netlink-attached) XDP program from `iface` with iproute2.
+fn detach_legacy(iface: &str) {
+    for mode in ["xdp", "xdpgeneric", "xdpdrv"] {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "set", "dev", iface, mode, "off"])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
