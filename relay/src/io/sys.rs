@@ -173,6 +173,23 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Makes sure a BPF filesystem is mounted at `dir` (normally `/sys/fs/bpf`), mounting one
+/// if not: pinned maps need it, and some systems do not mount it by default.
+pub fn ensure_bpffs(dir: &str) -> io::Result<()> {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let c = std::ffi::CString::new(dir).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: statfs is plain old data; all-zero is a valid value to be overwritten.
+    let mut st: libc::statfs = unsafe { zeroed() };
+    // SAFETY: c is a valid C string and st a valid out-pointer.
+    cvt(unsafe { libc::statfs(c.as_ptr(), &mut st) })?;
+    if st.f_type as i64 == BPF_FS_MAGIC {
+        return Ok(());
+    }
+    let bpf = std::ffi::CString::new("bpf").expect("no NUL");
+    // SAFETY: all pointers are valid C strings; no mount data.
+    cvt(unsafe { libc::mount(bpf.as_ptr(), c.as_ptr(), bpf.as_ptr(), 0, std::ptr::null()) }).map(drop)
+}
+
 /// A batch of datagram buffers for `recvmmsg(2)`.
 pub struct RecvBatch {
     bufs: Box<[[u8; BUF_LEN]]>,
