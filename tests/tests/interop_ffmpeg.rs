@@ -115,7 +115,7 @@ fn run_case(dir: &Path, recv_key: Option<&str>, seq: u16) -> u32 {
     let out = recv.wait_with_output().unwrap();
     let progress = String::from_utf8_lossy(&out.stdout);
     let frames =
-        progress.lines().filter_map(|l| l.strip_prefix("frame=")).last().map_or(0, |n| n.trim().parse().unwrap());
+        progress.lines().filter_map(|l| l.strip_prefix("frame=")).next_back().map_or(0, |n| n.trim().parse().unwrap());
     let s = relayd.stats();
     eprintln!(
         "seq {seq}, key {recv_key:?}: {frames}/{FRAMES} frames; relay accepted {} media packets, sent {}, drops {:?}",
