@@ -35,11 +35,13 @@ pub enum DropReason {
     ControlRejected,
     /// The SRTCP index space is exhausted (2^31 packets); the session must re-join.
     IndexExhausted,
+    /// AF_XDP transmit: the next hop's MAC (or a local address of the family) is unknown.
+    NoRoute,
 }
 
 impl DropReason {
     /// Every reason, in counter-index order.
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         Self::Malformed,
         Self::NotRelayed,
         Self::UnknownSession,
@@ -52,6 +54,7 @@ impl DropReason {
         Self::ControlQueueFull,
         Self::ControlRejected,
         Self::IndexExhausted,
+        Self::NoRoute,
     ];
 
     /// The metric label.
@@ -69,6 +72,7 @@ impl DropReason {
             Self::ControlQueueFull => "control_queue_full",
             Self::ControlRejected => "control_rejected",
             Self::IndexExhausted => "index_exhausted",
+            Self::NoRoute => "no_route",
         }
     }
 }
