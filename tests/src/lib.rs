@@ -15,6 +15,8 @@ use relay::proto::{DeclaredSsrc, ErrorCode, StreamKind};
 use relay::srtp::Profile;
 use relay::stats::Snapshot;
 
+pub mod net;
+
 /// Whether we run under CI (`CI=true`): there a missing tool or kernel feature fails.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
@@ -111,18 +113,30 @@ pub struct Relayd {
 }
 
 impl Relayd {
-    /// Starts relayd with `body` (a config without `listen` and `control_socket`) and waits
-    /// until it serves.
+    /// Starts relayd on loopback with `body` (a config without `listen` and
+    /// `control_socket`) and waits until it serves.
     pub fn start(body: &str) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+        Self::start_with(addr, body, None)
+    }
+
+    /// Starts relayd listening on `addr`, inside network namespace `netns` if given.
+    pub fn start_with(addr: SocketAddr, body: &str, netns: Option<&str>) -> Self {
         let dir = TempDir::new("relayd");
-        let port = free_udp_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let stats_socket = dir.0.join("relayd.sock");
         let cfg = format!("listen = \"{addr}\"\ncontrol_socket = \"{}\"\n{body}", stats_socket.display());
         let path = dir.0.join("relayd.toml");
         std::fs::write(&path, cfg).unwrap();
         let log = std::fs::File::create(dir.0.join("relayd.log")).unwrap();
-        let child = Command::new(bin("relayd"))
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin("relayd"));
+                c
+            }
+            None => Command::new(bin("relayd")),
+        };
+        let child = cmd
             .args(["run", "--config"])
             .arg(&path)
             .env("RUST_LOG", "relay=debug")
@@ -130,9 +144,12 @@ impl Relayd {
             .stderr(log)
             .spawn()
             .expect("spawn relayd");
-        let r = Self { child, addr, stats_socket, _dir: dir };
+        let mut r = Self { child, addr, stats_socket, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         while relay::io::socket::read_stats(&r.stats_socket).is_err() {
+            if let Ok(Some(st)) = r.child.try_wait() {
+                panic!("relayd exited with {st}: {}", r.log());
+            }
             assert!(Instant::now() < deadline, "relayd did not come up: {}", r.log());
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -229,9 +246,13 @@ impl Peer {
         Self::with_config(relay, cfg)
     }
 
-    /// A peer with an explicit client config.
+    /// A peer with an explicit client config, on loopback.
     pub fn with_config(relay: SocketAddr, cfg: ClientConfig) -> Self {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        Self::with_socket(UdpSocket::bind("127.0.0.1:0").unwrap(), relay, cfg)
+    }
+
+    /// A peer on a given socket (e.g. one created inside a client namespace).
+    pub fn with_socket(sock: UdpSocket, relay: SocketAddr, cfg: ClientConfig) -> Self {
         Self { sock, client: Client::new(cfg).unwrap(), relay, seq: 1000, media_errors: 0 }
     }
 

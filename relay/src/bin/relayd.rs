@@ -40,7 +40,8 @@ TRTC UserSig (optionally a PrivateMapKey), agree per-session keys with the relay
 and every packet a member sends is authenticated, replay-checked and re-encrypted with each \
 other member's own keys.",
     after_help = "Examples:\n  relayd run --config relayd.toml\n  relayd check --config relayd.toml\n  \
-relayd stats --socket /run/edgerelay/relayd.sock\n  relayd example-config > relayd.toml\n\n\
+relayd stats --socket /run/edgerelay/relayd.sock\n  relayd example-config > relayd.toml\n  \
+relayd run --config relayd.toml --backend xdp --iface eth0     # kernel-bypass data plane (root)\n\n\
 Logging: RUST_LOG=relay=debug shows refused joins."
 )]
 struct Cli {
@@ -58,9 +59,15 @@ enum Cmd {
         /// Override `listen` from the config, e.g. 127.0.0.1:7000.
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
-        /// Override `workers` from the config.
+        /// Override `workers` from the config (socket backend).
         #[arg(long)]
         workers: Option<usize>,
+        /// Override `backend`: `socket` (UDP sockets) or `xdp` (XDP filter + AF_XDP).
+        #[arg(long)]
+        backend: Option<relay::config::Backend>,
+        /// With the XDP backend: the interface to attach to (sets `[xdp] iface`).
+        #[arg(long)]
+        iface: Option<String>,
     },
     /// Validate a config file and print what it would run.
     Check {
@@ -88,7 +95,7 @@ fn main() -> Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().cmd {
-        Cmd::Run { config, listen, workers } => run(config, listen, workers),
+        Cmd::Run { config, listen, workers, backend, iface } => run(config, listen, workers, backend, iface),
         Cmd::Check { config } => {
             let v = Config::load(&config)?;
             println!("config OK: listen {} with {} worker(s)", v.listen, v.workers);
@@ -124,7 +131,13 @@ fn main() -> Result<()> {
     }
 }
 
-fn run(config: PathBuf, listen: Option<std::net::SocketAddr>, workers: Option<usize>) -> Result<()> {
+fn run(
+    config: PathBuf,
+    listen: Option<std::net::SocketAddr>,
+    workers: Option<usize>,
+    backend: Option<relay::config::Backend>,
+    iface: Option<String>,
+) -> Result<()> {
     let mut cfg = Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
     if let Some(l) = listen {
         cfg.listen = l;
@@ -133,10 +146,30 @@ fn run(config: PathBuf, listen: Option<std::net::SocketAddr>, workers: Option<us
         anyhow::ensure!((1..=relay::config::MAX_WORKERS).contains(&w), "--workers must be 1..=256");
         cfg.workers = w;
     }
+    if let Some(b) = backend {
+        cfg.backend = b;
+    }
+    if let Some(i) = iface {
+        match cfg.xdp.as_mut() {
+            Some(x) => x.iface = i,
+            None => {
+                cfg.xdp = Some(toml::from_str(&format!("iface = {i:?}")).context("--iface")?);
+            }
+        }
+    }
+    cfg.check_backend()?;
     let shutdown = sys::shutdown_flag().context("installing signal handlers")?;
     let relay = Relay::start(&cfg, Registry::new(&cfg), shutdown)
         .with_context(|| format!("starting relay on {}", cfg.listen))?;
-    tracing::info!(listen = %relay.local_addr(), workers = cfg.workers, apps = cfg.apps.len(), "relayd ready");
+    if let Some(user) = &cfg.user {
+        sys::drop_privileges(user).with_context(|| format!("switching to user {user}"))?;
+        tracing::info!(
+            user,
+            capabilities = format!("{:#x}", sys::effective_capabilities().unwrap_or(u64::MAX)),
+            "dropped privileges"
+        );
+    }
+    tracing::info!(listen = %relay.local_addr(), backend = ?cfg.backend, apps = cfg.apps.len(), "relayd ready");
     relay.wait(shutdown);
     tracing::info!("relayd stopped");
     Ok(())

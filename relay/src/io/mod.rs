@@ -13,3 +13,4 @@ pub mod netns;
 pub mod socket;
 pub mod sys;
 pub mod xdp;
+mod xdp_worker;

@@ -127,6 +127,8 @@ pub struct VethPair {
     pub name_a: String,
     /// The end in namespace `b`.
     pub name_b: String,
+    /// RX/TX queues on each end.
+    pub queues: u32,
     ns_a: String,
 }
 
@@ -134,13 +136,41 @@ impl VethPair {
     /// Creates `veth` ends in `a` and `b`, assigns each the given CIDR addresses (IPv6
     /// addresses get `nodad`) and brings both up.
     pub fn new(a: &NetNs, addrs_a: &[&str], b: &NetNs, addrs_b: &[&str]) -> io::Result<Self> {
+        Self::with_queues(a, addrs_a, b, addrs_b, 1)
+    }
+
+    /// As [`new`](Self::new), with `queues` RX and TX queues on each end (for multi-queue
+    /// AF_XDP tests).
+    pub fn with_queues(a: &NetNs, addrs_a: &[&str], b: &NetNs, addrs_b: &[&str], queues: u32) -> io::Result<Self> {
         let name_a = unique_name("va");
         let name_b = unique_name("vb");
+        let q = queues.max(1).to_string();
         run(
             "ip",
-            &["link", "add", &name_a, "netns", a.name(), "type", "veth", "peer", "name", &name_b, "netns", b.name()],
+            &[
+                "link",
+                "add",
+                &name_a,
+                "netns",
+                a.name(),
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &name_b,
+                "netns",
+                b.name(),
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
+            ],
         )?;
-        let pair = Self { name_a, name_b, ns_a: a.name().to_owned() };
+        let pair = Self { name_a, name_b, queues: queues.max(1), ns_a: a.name().to_owned() };
         for (ns, dev, addrs) in [(a, &pair.name_a, addrs_a), (b, &pair.name_b, addrs_b)] {
             for addr in addrs {
                 if addr.contains(':') {

@@ -25,9 +25,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use super::afxdp::{LocalEndpoint, XskConfig, XskMode, XskPort};
+use super::netlink::RouteSocket;
 use super::sys::{self, RecvBatch, SendBatch};
-use super::xdp::XdpFilter;
-use crate::config::Validated;
+use super::xdp::{FilterConfig, XdpFilter};
+use super::xdp_worker::XdpWorker;
+use crate::config::{Backend, Validated, XdpSettings, XskMode as CfgXskMode};
 use crate::engine::{Engine, TxSink};
 use crate::proto::{self, Demux};
 use crate::registry::{Now, Outcome, Registry, Update};
@@ -45,20 +48,20 @@ pub const CONTROL_QUEUE: usize = 1024;
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 const REPLY_MAX: usize = 96;
 
-struct ControlIn {
-    worker: usize,
-    src: SocketAddr,
-    len: usize,
-    data: [u8; proto::MAX_LEN],
+pub(super) struct ControlIn {
+    pub worker: usize,
+    pub src: SocketAddr,
+    pub len: usize,
+    pub data: [u8; proto::MAX_LEN],
 }
 
-enum WorkerMsg {
+pub(super) enum WorkerMsg {
     Update(Update),
     Reply { dst: SocketAddr, len: usize, data: [u8; REPLY_MAX] },
 }
 
 /// Monotonic milliseconds since `epoch`, the clock every thread shares.
-fn mono_ms(epoch: Instant) -> u64 {
+pub(super) fn mono_ms(epoch: Instant) -> u64 {
     epoch.elapsed().as_millis() as u64
 }
 
@@ -77,45 +80,88 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Binds the sockets and starts the threads. `shutdown` is polled by every loop.
+    /// Binds the sockets (or attaches XDP and opens AF_XDP sockets) and starts the threads.
+    /// `shutdown` is polled by every loop.
     pub fn start(cfg: &Validated, registry: Registry, shutdown: &'static AtomicBool) -> io::Result<Self> {
-        let first = sys::bind_reuseport(cfg.listen, 8 << 20)?;
-        let local_addr = first.local_addr()?;
-        let mut sockets = vec![first];
-        for _ in 1..cfg.workers {
-            sockets.push(sys::bind_reuseport(local_addr, 8 << 20)?);
-        }
         let stop = Arc::new(AtomicBool::new(false));
         let epoch = Instant::now();
         let (ctl_tx, ctl_rx) = crossbeam_channel::bounded::<ControlIn>(CONTROL_QUEUE);
         let ctl_poll = Poll::new()?;
         let ctl_waker = Arc::new(Waker::new(ctl_poll.registry(), WAKE)?);
-
         let mut threads = Vec::new();
         let mut counters = Vec::new();
         let mut links = Vec::new();
-        for (i, sock) in sockets.into_iter().enumerate() {
+        // What every worker shares; `spawn` adds one worker's channel and counters.
+        let mut spawn = |name: String,
+                         make: &mut dyn FnMut(Poll, Receiver<WorkerMsg>, Engine) -> Box<dyn FnOnce() + Send>|
+         -> io::Result<()> {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
             let (tx, rx) = crossbeam_channel::unbounded::<WorkerMsg>();
             let c = Arc::new(WorkerCounters::default());
             counters.push(c.clone());
             links.push((tx, waker));
-            let w = Worker {
-                index: i,
-                pin: cfg.pin_workers,
-                sock,
-                poll,
-                msgs: rx,
-                to_control: ctl_tx.clone(),
-                control_waker: ctl_waker.clone(),
-                engine: Engine::new(c),
-                epoch,
-                stop: stop.clone(),
-                shutdown,
-            };
-            threads.push(std::thread::Builder::new().name(format!("relay-worker-{i}")).spawn(move || w.run())?);
-        }
+            let run = make(poll, rx, Engine::new(c));
+            threads.push(std::thread::Builder::new().name(name).spawn(run)?);
+            Ok(())
+        };
+
+        let (local_addr, filter) = match cfg.backend {
+            Backend::Socket => {
+                let first = sys::bind_reuseport(cfg.listen, 8 << 20)?;
+                let local_addr = first.local_addr()?;
+                let mut sockets = vec![first];
+                for _ in 1..cfg.workers {
+                    sockets.push(sys::bind_reuseport(local_addr, 8 << 20)?);
+                }
+                for (i, sock) in sockets.into_iter().enumerate() {
+                    let mut sock = Some(sock);
+                    spawn(format!("relay-worker-{i}"), &mut |poll, msgs, engine| {
+                        let w = Worker {
+                            index: i,
+                            pin: cfg.pin_workers,
+                            sock: sock.take().expect("one worker per socket"),
+                            poll,
+                            msgs,
+                            to_control: ctl_tx.clone(),
+                            control_waker: ctl_waker.clone(),
+                            engine,
+                            epoch,
+                            stop: stop.clone(),
+                            shutdown,
+                        };
+                        Box::new(move || w.run())
+                    })?;
+                }
+                (local_addr, None)
+            }
+            Backend::Xdp => {
+                let x = cfg.xdp.as_ref().expect("validated: backend xdp has [xdp]");
+                let (filter, ports) = open_xdp(cfg, x)?;
+                for (q, port) in ports.into_iter().enumerate() {
+                    let mut port = Some(port);
+                    spawn(format!("relay-xdp-q{q}"), &mut |poll, msgs, engine| {
+                        let mut port = port.take().expect("one worker per queue");
+                        port.set_worker_counters(engine.counters().clone());
+                        let w = XdpWorker {
+                            index: q,
+                            pin: cfg.pin_workers,
+                            port,
+                            poll,
+                            msgs,
+                            to_control: ctl_tx.clone(),
+                            control_waker: ctl_waker.clone(),
+                            engine,
+                            epoch,
+                            stop: stop.clone(),
+                            shutdown,
+                        };
+                        Box::new(move || w.run())
+                    })?;
+                }
+                (cfg.listen, Some((filter, cfg.listen)))
+            }
+        };
 
         let stats = match &cfg.control_socket {
             Some(p) => Some(bind_stats(p)?),
@@ -128,7 +174,7 @@ impl Relay {
             workers: links,
             counters: counters.clone(),
             stats,
-            filter: None,
+            filter,
             epoch,
             stop: stop.clone(),
             shutdown,
@@ -463,6 +509,71 @@ fn log_outcome(src: SocketAddr, o: Outcome) {
         Outcome::Refused(code) => tracing::debug!(%src, code = code.name(), "join refused"),
         Outcome::KeptAlive(_) | Outcome::Ignored => {}
     }
+}
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// Attaches the XDP program to the interface and opens one AF_XDP socket per RX queue.
+fn open_xdp(cfg: &Validated, x: &XdpSettings) -> io::Result<(XdpFilter, Vec<XskPort>)> {
+    let ifindex = super::netns::ifindex(&x.iface).map_err(|e| io_err(format!("interface {}: {e}", x.iface)))?;
+    let queues = x.queues.unwrap_or_else(|| rx_queues(&x.iface));
+    let pin = if x.pin_maps {
+        sys::ensure_bpffs("/sys/fs/bpf").map_err(|e| io_err(format!("mounting bpffs at /sys/fs/bpf: {e}")))?;
+        Some(xdp_prog::PIN_DIR)
+    } else {
+        None
+    };
+    let port = cfg.listen.port();
+    let fc = FilterConfig {
+        port_lo: port,
+        port_hi: port,
+        flags: 0,
+        join_rate_per_sec: x.join_rate_per_sec,
+        join_burst: x.join_burst,
+        pps_rate_per_sec: x.pps_rate_per_sec,
+        pps_burst: x.pps_burst,
+    };
+    let mut filter = XdpFilter::load(&x.iface, pin, fc).map_err(io_err)?;
+    let mac = RouteSocket::open()?
+        .link_mac(ifindex)
+        .map_err(io_err)?
+        .ok_or_else(|| io_err(format!("interface {} has no MAC address", x.iface)))?;
+    let local = LocalEndpoint {
+        mac,
+        v4: cfg.listen.is_ipv4().then_some(cfg.listen),
+        v6: cfg.listen.is_ipv6().then_some(cfg.listen),
+    };
+    let mode = match x.mode {
+        CfgXskMode::Auto => XskMode::Auto,
+        CfgXskMode::Copy => XskMode::Copy,
+        CfgXskMode::Zerocopy => XskMode::ZeroCopy,
+    };
+    let mut ports = Vec::new();
+    for q in 0..queues {
+        let mut p = XskPort::open(ifindex, q, XskConfig { mode, ..XskConfig::default() })
+            .map_err(|e| io_err(format!("AF_XDP socket on {} queue {q}: {e}", x.iface)))?;
+        p.set_local(local);
+        if let Some(gw) = x.gateway {
+            p.neighbors_mut().set_gateway(gw);
+        }
+        filter.register_socket(q, p.fd()).map_err(io_err)?;
+        tracing::info!(iface = %x.iface, queue = q, mode = ?p.mode(), "AF_XDP socket open");
+        ports.push(p);
+    }
+    // Attach last: until now nothing was redirected to sockets that did not exist yet.
+    let how = filter.attach().map_err(io_err)?;
+    tracing::info!(iface = %x.iface, attached = ?how, queues, "XDP program attached");
+    Ok((filter, ports))
+}
+
+/// The interface's RX queue count from sysfs (1 if unknown).
+fn rx_queues(iface: &str) -> u32 {
+    std::fs::read_dir(format!("/sys/class/net/{iface}/queues"))
+        .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count() as u32)
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// Reads a counters snapshot from a running relayd's stats socket.

@@ -49,6 +49,10 @@ pub enum Error {
         /// aya's error.
         source: aya::maps::MapError,
     },
+    /// The BPF filesystem is not mounted and could not be mounted, or the pin directory
+    /// cannot be created.
+    #[error("BPF filesystem: {0}")]
+    Bpffs(String),
     /// A map the object must have is missing.
     #[error("XDP object has no map {0}")]
     MissingMap(&'static str),
@@ -91,17 +95,32 @@ pub struct XdpFilter {
     blocklist_v4: LpmTrie<MapData, [u8; 4], BlockEntry>,
     blocklist_v6: LpmTrie<MapData, [u8; 16], BlockEntry>,
     iface: String,
+    /// A private pin directory, removed on drop (when the caller did not ask for pinning).
+    private_pin: Option<std::path::PathBuf>,
 }
 
 impl XdpFilter {
     /// Loads the program into the kernel (not attached yet), pinning maps under
     /// `pin_dir` (normally [`xdp_prog::PIN_DIR`]), and writes `config`.
+    ///
+    /// Every map is declared pin-by-name, so aya always pins: with `pin_dir` `None` the maps
+    /// go to a private directory that is removed on drop, so instances never share maps.
     pub fn load(iface: &str, pin_dir: Option<&str>, config: FilterConfig) -> Result<Self, Error> {
+        static PRIVATE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let mut loader = EbpfLoader::new();
-        if let Some(dir) = pin_dir {
-            std::fs::create_dir_all(dir).ok();
-            loader.default_map_pin_directory(dir);
-        }
+        super::sys::ensure_bpffs("/sys/fs/bpf").map_err(|e| Error::Bpffs(e.to_string()))?;
+        let private_pin = match pin_dir {
+            Some(_) => None,
+            None => {
+                let n = PRIVATE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Some(std::path::PathBuf::from(format!("/sys/fs/bpf/edgerelay-private-{}-{n}", std::process::id())))
+            }
+        };
+        let dir = private_pin
+            .as_deref()
+            .map_or_else(|| std::path::PathBuf::from(pin_dir.unwrap_or_default()), |p| p.to_owned());
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Bpffs(format!("{}: {e}", dir.display())))?;
+        loader.default_map_pin_directory(&dir);
         let mut ebpf = loader.load(xdp_prog::OBJECT)?;
         let program_err = |source| Error::Program { iface: iface.to_owned(), source };
         let prog: &mut Xdp =
@@ -124,6 +143,7 @@ impl XdpFilter {
             blocklist_v4,
             blocklist_v6,
             iface: iface.to_owned(),
+            private_pin,
         })
     }
 
@@ -206,6 +226,19 @@ impl XdpFilter {
             out.push(ReasonCount { reason, packets, bytes });
         }
         Ok(out)
+    }
+}
+
+impl Drop for XdpFilter {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.private_pin {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 

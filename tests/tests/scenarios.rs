@@ -1,8 +1,11 @@
-//! The relay-core scenarios against a real `relayd` process on loopback.
+//! The relay-core scenarios against a real `relayd` process, each run twice: on loopback
+//! with the socket backend, and in network namespaces with the XDP backend (`xdp_*`,
+//! root only; skipped on a laptop, required under CI).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use edgerelay_tests::net::Net;
 use edgerelay_tests::*;
 use relay::client::ClientConfig;
 use relay::ids::{RoomId, Ssrc};
@@ -13,9 +16,8 @@ use relay::usersig::{self, PrivilegeMap, RoomRef};
 
 const QUIET: Duration = Duration::from_millis(300);
 
-#[test]
-fn two_apps_three_rooms_four_members_each_receive_exactly_their_room() {
-    let relayd = Relayd::start(&two_app_config(30, ""));
+fn two_apps_three_rooms_four_members_each_receive_exactly_their_room(net: &Net) {
+    let relayd = net.relayd(&two_app_config(30, ""));
     let mut peers = Vec::new();
     for (app, secret) in [(APP_A, SECRET_A), (APP_B, SECRET_B)] {
         // Both apps use the same room numbers: isolation is per (SdkAppId, RoomId).
@@ -23,7 +25,7 @@ fn two_apps_three_rooms_four_members_each_receive_exactly_their_room() {
             for m in 0..4u32 {
                 let ssrc = app % 1000 * 100_000 + room * 100 + m + 1;
                 let user = format!("u{room}-{m}");
-                let mut p = Peer::new(relayd.addr, app, secret, &user, RoomId::Num(room), Some(ssrc));
+                let mut p = net.peer(&relayd, app, secret, &user, RoomId::Num(room), Some(ssrc));
                 p.join().expect("join");
                 peers.push((app, room, ssrc, p));
             }
@@ -82,24 +84,23 @@ fn cfg_with(usersig: String, pmk: Option<String>, app: u32, room: RoomId, ssrcs:
     ClientConfig { sdkappid: app, room, usersig, private_map_key: pmk, profile: Profile::AesCm128HmacSha1_80, ssrcs }
 }
 
-#[test]
-fn bad_credentials_are_refused_with_the_right_code() {
-    let relayd = Relayd::start(&two_app_config(30, ""));
+fn bad_credentials_are_refused_with_the_right_code(net: &Net) {
+    let relayd = net.relayd(&two_app_config(30, ""));
     let now = unix_now();
     let room = RoomId::Num(7);
     let video = vec![DeclaredSsrc { ssrc: Ssrc::new(77).unwrap(), kind: StreamKind::Video }];
 
     let expired = usersig::mint(SECRET_A.as_bytes(), APP_A.into(), "old", 60, now - 3600, None);
-    let mut p = Peer::with_config(relayd.addr, cfg_with(expired, None, APP_A, room.clone(), video.clone()));
+    let mut p = net.peer_with_config(&relayd, cfg_with(expired, None, APP_A, room.clone(), video.clone()));
     assert_eq!(refusal(&mut p), ErrorCode::Expired);
 
     let forged = usersig::mint(b"not-the-app-secret-at-all-000000", APP_A.into(), "mallory", 86400, now, None);
-    let mut p = Peer::with_config(relayd.addr, cfg_with(forged, None, APP_A, room.clone(), video.clone()));
+    let mut p = net.peer_with_config(&relayd, cfg_with(forged, None, APP_A, room.clone(), video.clone()));
     assert_eq!(refusal(&mut p), ErrorCode::BadSignature);
 
     // A valid UserSig of app B presented to app A.
     let wrong_app = usersig(SECRET_B, APP_B, "bob");
-    let mut p = Peer::with_config(relayd.addr, cfg_with(wrong_app, None, APP_A, room.clone(), video.clone()));
+    let mut p = net.peer_with_config(&relayd, cfg_with(wrong_app, None, APP_A, room.clone(), video.clone()));
     assert_eq!(refusal(&mut p), ErrorCode::WrongApp);
 
     // A PrivateMapKey for room 8 used to enter room 7.
@@ -112,20 +113,20 @@ fn bad_credentials_are_refused_with_the_right_code() {
         RoomRef::Num(8),
         PrivilegeMap::ALL,
     );
-    let mut p = Peer::with_config(
-        relayd.addr,
+    let mut p = net.peer_with_config(
+        &relayd,
         cfg_with(usersig(SECRET_A, APP_A, "carol"), Some(pmk), APP_A, room.clone(), video.clone()),
     );
     assert_eq!(refusal(&mut p), ErrorCode::WrongRoom);
 
-    let mut p = Peer::with_config(
-        relayd.addr,
+    let mut p = net.peer_with_config(
+        &relayd,
         cfg_with(usersig(SECRET_A, 1_400_000_999, "dave"), None, 1_400_000_999, room.clone(), video.clone()),
     );
     assert_eq!(refusal(&mut p), ErrorCode::UnknownApp);
 
     // Malformed: a truncated join is answered with its code, never a crash.
-    let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let probe = net.client_socket(0);
     probe.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     probe.send_to(&[1, 1, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0], relayd.addr).unwrap();
     let mut buf = [0u8; 256];
@@ -141,9 +142,8 @@ fn bad_credentials_are_refused_with_the_right_code() {
     assert_eq!(s.sessions, 0);
 }
 
-#[test]
-fn receive_only_private_map_key_cannot_publish() {
-    let relayd = Relayd::start(&two_app_config(30, ""));
+fn receive_only_private_map_key_cannot_publish(net: &Net) {
+    let relayd = net.relayd(&two_app_config(30, ""));
     let now = unix_now();
     let room = RoomId::Str("webinar".into());
     let recv_only = PrivilegeMap(PrivilegeMap::ENTER.0 | PrivilegeMap::RECV_AUDIO.0 | PrivilegeMap::RECV_VIDEO.0);
@@ -159,18 +159,18 @@ fn receive_only_private_map_key_cannot_publish() {
         )
     };
     // The host creates the room and publishes.
-    let mut host = Peer::new(relayd.addr, APP_A, SECRET_A, "host", room.clone(), Some(1));
+    let mut host = net.peer(&relayd, APP_A, SECRET_A, "host", room.clone(), Some(1));
     host.join().unwrap();
     // The viewer may not declare a stream to publish.
     let video = vec![DeclaredSsrc { ssrc: Ssrc::new(2).unwrap(), kind: StreamKind::Video }];
-    let mut v = Peer::with_config(
-        relayd.addr,
+    let mut v = net.peer_with_config(
+        &relayd,
         cfg_with(usersig(SECRET_A, APP_A, "viewer"), Some(pmk()), APP_A, room.clone(), video),
     );
     assert_eq!(refusal(&mut v), ErrorCode::NoPrivilege);
     // Without streams it joins and receives.
-    let mut v = Peer::with_config(
-        relayd.addr,
+    let mut v = net.peer_with_config(
+        &relayd,
         cfg_with(usersig(SECRET_A, APP_A, "viewer"), Some(pmk()), APP_A, room.clone(), vec![]),
     );
     v.join().unwrap();
@@ -195,18 +195,17 @@ fn receive_only_private_map_key_cannot_publish() {
         RoomRef::Str("empty"),
         recv_only,
     );
-    let mut v2 = Peer::with_config(
-        relayd.addr,
+    let mut v2 = net.peer_with_config(
+        &relayd,
         cfg_with(usersig(SECRET_A, APP_A, "viewer"), Some(pmk_other), APP_A, RoomId::Str("empty".into()), vec![]),
     );
     assert_eq!(refusal(&mut v2), ErrorCode::NoPrivilege);
 }
 
-#[test]
-fn replayed_and_tampered_packets_are_dropped_and_counted() {
-    let relayd = Relayd::start(&two_app_config(30, ""));
-    let mut a = Peer::new(relayd.addr, APP_A, SECRET_A, "alice", RoomId::Num(1), Some(10));
-    let mut b = Peer::new(relayd.addr, APP_A, SECRET_A, "bob", RoomId::Num(1), Some(20));
+fn replayed_and_tampered_packets_are_dropped_and_counted(net: &Net) {
+    let relayd = net.relayd(&two_app_config(30, ""));
+    let mut a = net.peer(&relayd, APP_A, SECRET_A, "alice", RoomId::Num(1), Some(10));
+    let mut b = net.peer(&relayd, APP_A, SECRET_A, "bob", RoomId::Num(1), Some(20));
     a.join().unwrap();
     b.join().unwrap();
     let pkt = a.send_rtp(10, b"original");
@@ -227,11 +226,10 @@ fn replayed_and_tampered_packets_are_dropped_and_counted() {
     assert_eq!(b.media_errors, 0);
 }
 
-#[test]
-fn room_disappears_after_last_member_leaves() {
-    let relayd = Relayd::start(&two_app_config(30, ""));
-    let mut a = Peer::new(relayd.addr, APP_A, SECRET_A, "alice", RoomId::Num(5), Some(1));
-    let mut b = Peer::new(relayd.addr, APP_A, SECRET_A, "bob", RoomId::Num(5), Some(2));
+fn room_disappears_after_last_member_leaves(net: &Net) {
+    let relayd = net.relayd(&two_app_config(30, ""));
+    let mut a = net.peer(&relayd, APP_A, SECRET_A, "alice", RoomId::Num(5), Some(1));
+    let mut b = net.peer(&relayd, APP_A, SECRET_A, "bob", RoomId::Num(5), Some(2));
     a.join().unwrap();
     b.join().unwrap();
     relayd.wait_for(3, "one room, two sessions", |s| s.rooms == 1 && s.sessions == 2);
@@ -239,16 +237,21 @@ fn room_disappears_after_last_member_leaves() {
     relayd.wait_for(3, "one session left", |s| s.rooms == 1 && s.sessions == 1);
     b.leave();
     relayd.wait_for(3, "room destroyed", |s| s.rooms == 0 && s.sessions == 0);
-    // After the room is gone, its sessions' packets are unknown.
+    // After the room is gone, its sessions' packets are unknown: with XDP the kernel drops
+    // them and userspace never sees them.
     a.send_raw(&[0x80, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    relayd.wait_for(3, "unknown_session drop", |s| s.drop_count(DropReason::UnknownSession) >= 1);
+    if net.is_xdp() {
+        let s = relayd.wait_for(3, "kernel unknown_session drop", |s| s.xdp.get("unknown_session") >= Some(&1));
+        assert_eq!(s.drop_count(DropReason::UnknownSession), 0);
+    } else {
+        relayd.wait_for(3, "unknown_session drop", |s| s.drop_count(DropReason::UnknownSession) >= 1);
+    }
 }
 
-#[test]
-fn silent_sessions_expire_and_keepalives_hold_them() {
-    let relayd = Relayd::start(&two_app_config(2, ""));
-    let mut quiet = Peer::new(relayd.addr, APP_A, SECRET_A, "quiet", RoomId::Num(3), Some(1));
-    let mut chatty = Peer::new(relayd.addr, APP_A, SECRET_A, "chatty", RoomId::Num(3), Some(2));
+fn silent_sessions_expire_and_keepalives_hold_them(net: &Net) {
+    let relayd = net.relayd(&two_app_config(2, ""));
+    let mut quiet = net.peer(&relayd, APP_A, SECRET_A, "quiet", RoomId::Num(3), Some(1));
+    let mut chatty = net.peer(&relayd, APP_A, SECRET_A, "chatty", RoomId::Num(3), Some(2));
     quiet.join().unwrap();
     chatty.join().unwrap();
     relayd.wait_for(3, "two sessions", |s| s.sessions == 2);
@@ -261,17 +264,18 @@ fn silent_sessions_expire_and_keepalives_hold_them() {
     assert_eq!(s.rooms, 1);
 }
 
-#[test]
-fn nat_rebinding_rejoin_moves_the_session() {
-    let relayd = Relayd::start(&two_app_config(30, ""));
-    let mut a = Peer::new(relayd.addr, APP_A, SECRET_A, "alice", RoomId::Num(9), Some(100));
-    let mut b = Peer::new(relayd.addr, APP_A, SECRET_A, "bob", RoomId::Num(9), Some(200));
+fn nat_rebinding_rejoin_moves_the_session(net: &Net) {
+    let relayd = net.relayd(&two_app_config(30, ""));
+    let mut a = net.peer(&relayd, APP_A, SECRET_A, "alice", RoomId::Num(9), Some(100));
+    let mut b = net.peer(&relayd, APP_A, SECRET_A, "bob", RoomId::Num(9), Some(200));
     a.join().unwrap();
     b.join().unwrap();
     a.send_rtp(100, b"before");
     assert_eq!(b.drain(QUIET).len(), 1);
-    // Alice's NAT rebinds: same credentials, new source port. She re-joins with a fresh SSRC.
-    let mut a2 = Peer::new(relayd.addr, APP_A, SECRET_A, "alice", RoomId::Num(9), Some(101));
+    // Alice's NAT rebinds: same credentials, new source address and port. She re-joins with
+    // a fresh SSRC.
+    let mut a2 = net.peer(&relayd, APP_A, SECRET_A, "alice", RoomId::Num(9), Some(101));
+    a2.sock = net.client_socket(1);
     a2.join().unwrap();
     let s = relayd.wait_for(3, "session replaced", |s| s.sessions == 2);
     assert_eq!(s.rooms, 1);
@@ -283,6 +287,35 @@ fn nat_rebinding_rejoin_moves_the_session() {
     assert_eq!(a2.drain(QUIET).len(), 1);
     assert!(a.drain(QUIET).is_empty(), "the old address gets nothing");
     // Re-declaring the old SSRC is refused: it was used in this room.
-    let mut a3 = Peer::new(relayd.addr, APP_A, SECRET_A, "alice", RoomId::Num(9), Some(100));
+    let mut a3 = net.peer(&relayd, APP_A, SECRET_A, "alice", RoomId::Num(9), Some(100));
     assert_eq!(refusal(&mut a3), ErrorCode::SsrcConflict);
+}
+
+/// Runs each scenario on loopback (socket backend) and in namespaces (XDP backend).
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod socket_backend {
+            $(#[test] fn $name() { super::$name(&super::Net::loopback()) })*
+        }
+        mod xdp_backend {
+            $(#[test] fn $name() { if let Some(n) = super::Net::xdp(1) { super::$name(&n) } })*
+        }
+    };
+}
+
+on_both_backends!(
+    two_apps_three_rooms_four_members_each_receive_exactly_their_room,
+    bad_credentials_are_refused_with_the_right_code,
+    receive_only_private_map_key_cannot_publish,
+    replayed_and_tampered_packets_are_dropped_and_counted,
+    room_disappears_after_last_member_leaves,
+    silent_sessions_expire_and_keepalives_hold_them,
+    nat_rebinding_rejoin_moves_the_session
+);
+
+#[test]
+fn xdp_backend_two_queues_two_workers() {
+    if let Some(n) = Net::xdp(2) {
+        two_apps_three_rooms_four_members_each_receive_exactly_their_room(&n);
+    }
 }

@@ -1,0 +1,173 @@
+//! The XDP backend's worker: one per RX queue, pinned, owning one [`XskPort`].
+//!
+//! Same contract as the socket worker (see [`super::socket`]): media goes through the
+//! worker's [`Engine`] replica, control datagrams to the control thread, replies and
+//! updates come back on the worker's channel. The differences are the frames: the XDP
+//! program has already dropped unknown sources and floods, so what arrives here is parsed
+//! with [`wire::parse_udp`], decrypted in place in the UMEM frame, and re-encrypted into TX
+//! frames whose Ethernet/IP/UDP headers [`XskTx`](super::afxdp::XskTx) writes in front.
+//!
+//! Next-hop MACs come from the kernel's neighbour and route tables, refreshed once a second
+//! outside the packet path, plus what the worker learns from the source MAC of control
+//! frames (a client's first frame is its join, so its reply never waits for ARP).
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::afxdp::XskPort;
+use super::netlink::RouteSocket;
+use super::socket::{mono_ms, ControlIn, WorkerMsg};
+use super::sys;
+use crate::engine::Engine;
+use crate::proto::{self, Demux};
+use crate::stats::DropReason;
+use crate::wire::{self, EthernetAddress};
+
+const PORT: Token = Token(0);
+/// How often the neighbour cache is refreshed from the kernel.
+const NEIGHBOR_REFRESH: Duration = Duration::from_secs(1);
+/// Source MACs learned per batch at most (from control frames only).
+const LEARN_MAX: usize = 16;
+
+pub(super) struct XdpWorker {
+    pub index: usize,
+    pub pin: bool,
+    pub port: XskPort,
+    pub poll: Poll,
+    pub msgs: Receiver<WorkerMsg>,
+    pub to_control: Sender<ControlIn>,
+    pub control_waker: Arc<Waker>,
+    pub engine: Engine,
+    pub epoch: Instant,
+    pub stop: Arc<AtomicBool>,
+    pub shutdown: &'static AtomicBool,
+}
+
+impl XdpWorker {
+    pub fn run(mut self) {
+        if self.pin {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            if let Err(e) = sys::pin_to_core(self.index % cores) {
+                tracing::warn!(worker = self.index, error = %e, "cannot pin worker to a core");
+            }
+        }
+        let fd = self.port.fd();
+        if let Err(e) = self.poll.registry().register(&mut mio::unix::SourceFd(&fd), PORT, Interest::READABLE) {
+            tracing::error!(worker = self.index, error = %e, "cannot register the AF_XDP socket");
+            return;
+        }
+        let mut route = match RouteSocket::open() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(worker = self.index, error = %e, "no netlink socket: next hops only from learned MACs");
+                None
+            }
+        };
+        let mut next_refresh = Instant::now();
+        let mut events = Events::with_capacity(8);
+        while !self.stop.load(Relaxed) && !self.shutdown.load(Relaxed) {
+            if Instant::now() >= next_refresh {
+                if let Some(r) = route.as_mut() {
+                    if let Err(e) = self.port.neighbors_mut().refresh(r) {
+                        tracing::warn!(worker = self.index, error = %e, "neighbour refresh failed");
+                    }
+                }
+                next_refresh = Instant::now() + NEIGHBOR_REFRESH;
+            }
+            if let Err(e) = self.poll.poll(&mut events, Some(Duration::from_millis(10))) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    tracing::error!(worker = self.index, error = %e, "poll failed");
+                    return;
+                }
+            }
+            self.drain_messages();
+            loop {
+                let n = self.batch();
+                if let Err(e) = self.port.kick() {
+                    tracing::warn!(worker = self.index, error = %e, "AF_XDP kick failed");
+                }
+                if n == 0 {
+                    break;
+                }
+                self.drain_messages();
+            }
+        }
+    }
+
+    fn drain_messages(&mut self) {
+        let mut sent = false;
+        while let Ok(m) = self.msgs.try_recv() {
+            match m {
+                WorkerMsg::Update(u) => self.engine.apply(&u),
+                WorkerMsg::Reply { dst, len, data } => {
+                    self.port.send_to(dst, &data[..len]);
+                    sent = true;
+                }
+            }
+        }
+        if sent {
+            let _ = self.port.kick();
+        }
+    }
+
+    /// One RX batch. Returns the number of frames.
+    fn batch(&mut self) -> usize {
+        let now_ms = mono_ms(self.epoch);
+        let Self { index, port, engine, to_control, control_waker, .. } = self;
+        let counters = engine.counters().clone();
+        let mut wake = false;
+        let mut learned: [Option<(IpAddr, EthernetAddress)>; LEARN_MAX] = [None; LEARN_MAX];
+        let mut n_learned = 0;
+        let n = port.rx_batch(|frame, tx| {
+            let Ok(meta) = wire::parse_udp(frame) else {
+                counters.count_drop(DropReason::Malformed);
+                return;
+            };
+            let Some(payload) = frame.get_mut(meta.payload.clone()) else {
+                counters.count_drop(DropReason::Malformed);
+                return;
+            };
+            counters.rx(payload.len());
+            match proto::demux(payload) {
+                Demux::Media => {
+                    engine.handle(now_ms, meta.src, payload, tx);
+                }
+                Demux::Control => {
+                    if payload.len() > proto::MAX_LEN {
+                        counters.count_drop(DropReason::Malformed);
+                        return;
+                    }
+                    if n_learned < LEARN_MAX {
+                        learned[n_learned] = Some((meta.src.ip(), meta.src_mac));
+                        n_learned += 1;
+                    }
+                    let mut m =
+                        ControlIn { worker: *index, src: meta.src, len: payload.len(), data: [0; proto::MAX_LEN] };
+                    m.data[..payload.len()].copy_from_slice(payload);
+                    match to_control.try_send(m) {
+                        Ok(()) => {
+                            counters.control_in.fetch_add(1, Relaxed);
+                            wake = true;
+                        }
+                        Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                            counters.count_drop(DropReason::ControlQueueFull)
+                        }
+                    }
+                }
+                Demux::Other => counters.count_drop(DropReason::NotRelayed),
+            }
+        });
+        for (ip, mac) in learned.iter().flatten() {
+            port.neighbors_mut().insert(*ip, *mac);
+        }
+        if wake {
+            let _ = control_waker.wake();
+        }
+        n
+    }
+}

@@ -1,0 +1,117 @@
+//! Where a scenario runs: loopback with the socket backend, or network namespaces joined by
+//! a veth pair with relayd on the XDP backend. The same scenario code runs on both.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+
+use relay::client::ClientConfig;
+use relay::ids::RoomId;
+use relay::io::netns::{NetNs, VethPair};
+use relay::io::xdp::{FilterConfig, XdpFilter};
+
+use crate::{free_udp_port, skip_or_fail, Peer, Relayd};
+
+/// Relay side of the veth.
+pub const RELAY_IP: &str = "198.18.0.1";
+/// Client side of the veth (more client addresses: .3, .4, ...).
+pub const CLIENT_IP: &str = "198.18.0.2";
+
+/// A test network.
+pub struct Net {
+    xdp: Option<XdpNet>,
+}
+
+struct XdpNet {
+    // Field order is drop order: the filter detaches before the namespaces go.
+    _client_pass: XdpFilter,
+    veth: VethPair,
+    client_ns: NetNs,
+    relay_ns: NetNs,
+}
+
+impl Net {
+    /// Loopback, socket backend.
+    pub fn loopback() -> Self {
+        Self { xdp: None }
+    }
+
+    /// Two namespaces and a veth pair with `queues` queues; relayd on the XDP backend with one
+    /// worker per queue. `None` (skipped) when not root, and a panic under CI.
+    pub fn xdp(queues: u32) -> Option<Self> {
+        if !relay::io::sys::is_root() {
+            skip_or_fail("the XDP backend needs root (network namespaces, BPF, AF_XDP)");
+            return None;
+        }
+        let relay_ns = NetNs::new("rly").expect("create relay namespace");
+        let client_ns = NetNs::new("cli").expect("create client namespace");
+        let veth = VethPair::with_queues(
+            &relay_ns,
+            &[&format!("{RELAY_IP}/24")],
+            &client_ns,
+            &[&format!("{CLIENT_IP}/24"), "198.18.0.3/24", "198.18.0.4/24"],
+            queues,
+        )
+        .expect("create veth pair");
+        // Frames redirected or sent to a veth are dropped unless the peer runs XDP too; the
+        // edgerelay program with an empty config passes everything.
+        let client_pass = {
+            let _g = client_ns.enter().expect("enter client namespace");
+            let mut f = XdpFilter::load(&veth.name_b, None, FilterConfig::default()).expect("load pass program");
+            f.attach().expect("attach pass program");
+            f
+        };
+        Some(Self { xdp: Some(XdpNet { _client_pass: client_pass, veth, client_ns, relay_ns }) })
+    }
+
+    /// Whether this is the XDP network.
+    pub fn is_xdp(&self) -> bool {
+        self.xdp.is_some()
+    }
+
+    /// Starts relayd with `body` (apps and timeouts; no `listen`, `control_socket`, backend).
+    pub fn relayd(&self, body: &str) -> Relayd {
+        match &self.xdp {
+            None => Relayd::start(body),
+            Some(x) => {
+                let addr: SocketAddr = format!("{RELAY_IP}:7000").parse().unwrap();
+                let queues = x.veth.queues;
+                let body = format!(
+                    "backend = \"xdp\"\n{}\n[xdp]\niface = \"{}\"\nqueues = {queues}\nmode = \"copy\"\npin_maps = false\n\
+                     join_rate_per_sec = 0\npps_rate_per_sec = 0\n",
+                    body.replace("workers = 2\n", ""),
+                    x.veth.name_a
+                );
+                Relayd::start_with(addr, &body, Some(x.relay_ns.name()))
+            }
+        }
+    }
+
+    /// A UDP socket for a client: loopback, or client address `n` (0-based) in the client
+    /// namespace.
+    pub fn client_socket(&self, n: usize) -> UdpSocket {
+        match &self.xdp {
+            None => UdpSocket::bind("127.0.0.1:0").unwrap(),
+            Some(x) => {
+                let _g = x.client_ns.enter().expect("enter client namespace");
+                let ip: IpAddr = format!("198.18.0.{}", 2 + n % 3).parse().unwrap();
+                UdpSocket::bind((ip, 0)).unwrap()
+            }
+        }
+    }
+
+    /// A peer as [`Peer::new`], on this network.
+    pub fn peer(&self, relayd: &Relayd, app: u32, secret: &str, user: &str, room: RoomId, ssrc: Option<u32>) -> Peer {
+        let mut p = Peer::new(relayd.addr, app, secret, user, room, ssrc);
+        p.sock = self.client_socket(0);
+        p
+    }
+
+    /// A peer as [`Peer::with_config`], on this network.
+    pub fn peer_with_config(&self, relayd: &Relayd, cfg: ClientConfig) -> Peer {
+        Peer::with_socket(self.client_socket(0), relayd.addr, cfg)
+    }
+
+    /// A port nobody uses on the client side (loopback only; namespaces are private).
+    pub fn free_port(&self) -> u16 {
+        free_udp_port()
+    }
+}
