@@ -49,6 +49,9 @@ fn echo_through_xsk_port_with_neighbour_resolution() {
 
     let (mut port, mut rs) = {
         let _g = topo.relay_ns.enter().unwrap();
+        let zc = XskPort::open(topo.relay_if, 0, XskConfig { mode: XskMode::ZeroCopy, ..Default::default() });
+        let err = zc.err().expect("veth has no zero-copy AF_XDP");
+        eprintln!("zero-copy refused as expected: {err}");
         let cfg = XskConfig { frames: 4096, mode: XskMode::Auto, ..Default::default() };
         let port = XskPort::open(topo.relay_if, 0, cfg).expect("open XskPort on queue 0");
         (port, RouteSocket::open().unwrap())

@@ -85,6 +85,9 @@ pub struct XskConfig {
     /// TX ring entries.
     pub tx_size: u32,
     /// Fill ring entries; the port keeps this many frames given to the kernel for receive.
+    /// Make it larger than `rx_size` (the default is twice): then a full RX ring, not an
+    /// empty fill ring, is what stops the kernel when the worker falls behind, and
+    /// `rx_fill_ring_empty_descs` stays 0.
     pub fill_size: u32,
     /// Completion ring entries.
     pub completion_size: u32,
@@ -99,8 +102,8 @@ impl Default for XskConfig {
         Self {
             frame_size: 2048,
             frames: 4096,
-            rx_size: 2048,
-            tx_size: 2048,
+            rx_size: 1024,
+            tx_size: 1024,
             fill_size: 2048,
             completion_size: 2048,
             mode: XskMode::Auto,
