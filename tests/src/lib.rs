@@ -307,9 +307,21 @@ impl Peer {
 
     /// Receives media until `quiet` passes with nothing new.
     pub fn drain(&mut self, quiet: Duration) -> Vec<Received> {
+        self.sock.set_read_timeout(Some(quiet)).unwrap();
+        self.receive_while_ready()
+    }
+
+    /// Receives whatever media is queued now, without waiting.
+    pub fn poll(&mut self) -> Vec<Received> {
+        self.sock.set_nonblocking(true).unwrap();
+        let out = self.receive_while_ready();
+        self.sock.set_nonblocking(false).unwrap();
+        out
+    }
+
+    fn receive_while_ready(&mut self) -> Vec<Received> {
         let mut out = Vec::new();
         let mut buf = [0u8; 2048];
-        self.sock.set_read_timeout(Some(quiet)).unwrap();
         while let Ok(n) = self.sock.recv(&mut buf) {
             match self.client.handle(&mut buf[..n]) {
                 Event::Media { ssrc, rtcp: false, len, index } => {

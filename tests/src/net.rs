@@ -68,15 +68,20 @@ impl Net {
     }
 
     /// Starts relayd with `body` (apps and timeouts; no `listen`, `control_socket`, backend).
+    /// On XDP the kernel's rate limits are off.
     pub fn relayd(&self, body: &str) -> Relayd {
+        self.relayd_with_limits(body, "join_rate_per_sec = 0\npps_rate_per_sec = 0\n")
+    }
+
+    /// As [`relayd`](Self::relayd), with `limits` as extra `[xdp]` keys.
+    pub fn relayd_with_limits(&self, body: &str, limits: &str) -> Relayd {
         match &self.xdp {
             None => Relayd::start(body),
             Some(x) => {
                 let addr: SocketAddr = format!("{RELAY_IP}:7000").parse().unwrap();
                 let queues = x.veth.queues;
                 let body = format!(
-                    "backend = \"xdp\"\n{}\n[xdp]\niface = \"{}\"\nqueues = {queues}\nmode = \"copy\"\npin_maps = false\n\
-                     join_rate_per_sec = 0\npps_rate_per_sec = 0\n",
+                    "backend = \"xdp\"\n{}\n[xdp]\niface = \"{}\"\nqueues = {queues}\nmode = \"copy\"\npin_maps = false\n{limits}",
                     body.replace("workers = 2\n", ""),
                     x.veth.name_a
                 );

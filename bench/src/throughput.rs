@@ -1,0 +1,304 @@
+//! The throughput scenario.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use mio::{Events, Interest, Poll, Token};
+use relay::client::{write_rtp_header, Client, ClientConfig, Event};
+use relay::config::Backend;
+use relay::ids::{RoomId, Ssrc};
+use relay::io::netns::{NetNs, VethPair};
+use relay::io::sys::{RecvBatch, SendBatch};
+use relay::io::xdp::{FilterConfig, XdpFilter};
+use relay::proto::{DeclaredSsrc, StreamKind};
+use relay::srtp::Profile;
+
+const APP: u32 = 1_400_000_001;
+const SECRET: &str = "bench-secret-0123456789abcdef0123456789";
+const RELAY_IP: &str = "198.18.0.1";
+const CLIENT_IP: &str = "198.18.0.2";
+const PORT: u16 = 7000;
+
+/// `relay-bench throughput` options.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Backends to compare.
+    #[arg(long, value_delimiter = ',', default_value = "socket,xdp")]
+    backends: Vec<Backend>,
+    /// Receivers per room.
+    #[arg(long, value_delimiter = ',', default_value = "1,4")]
+    fanout: Vec<usize>,
+    /// RTP packet size before the SRTP tag.
+    #[arg(long, default_value_t = 1200)]
+    size: usize,
+    /// SRTP profile.
+    #[arg(long, default_value = "AES_CM_128_HMAC_SHA1_80")]
+    profile: Profile,
+    /// Runs per configuration (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Packets the sender blasts per run (pre-protected; the first tenth is warm-up).
+    #[arg(long, default_value_t = 1_000_000)]
+    packets: usize,
+    /// Path of relayd (default: next to this binary).
+    #[arg(long)]
+    relayd: Option<PathBuf>,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+struct Topology {
+    relay_ns: NetNs,
+    client_ns: NetNs,
+    veth: VethPair,
+    _client_pass: Option<XdpFilter>,
+}
+
+fn topology(backend: Backend) -> Result<Topology> {
+    let relay_ns = NetNs::new("rly").context("creating the relay namespace (root needed)")?;
+    let client_ns = NetNs::new("cli")?;
+    let veth = VethPair::new(&relay_ns, &[&format!("{RELAY_IP}/24")], &client_ns, &[&format!("{CLIENT_IP}/24")])?;
+    // Redirect and TX towards a veth need an XDP program on the peer too; the edgerelay
+    // program with an empty config passes everything.
+    let client_pass = if backend == Backend::Xdp {
+        let _g = client_ns.enter()?;
+        let mut f = XdpFilter::load(&veth.name_b, None, FilterConfig::default())?;
+        f.attach()?;
+        Some(f)
+    } else {
+        None
+    };
+    Ok(Topology { relay_ns, client_ns, veth, _client_pass: client_pass })
+}
+
+struct Relayd {
+    child: Child,
+    _dir: tempdir::Dir,
+}
+
+mod tempdir {
+    /// A private temporary directory removed on drop.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Dir {
+        pub fn new() -> std::io::Result<Self> {
+            let p = std::env::temp_dir().join(format!(
+                "relay-bench-{}-{:?}",
+                std::process::id(),
+                std::time::Instant::now()
+            ));
+            let p = std::path::PathBuf::from(p.to_string_lossy().replace([' ', '{', '}', ':', ','], ""));
+            std::fs::create_dir_all(&p)?;
+            Ok(Self(p))
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl Drop for Relayd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_relayd(bin: &Path, topo: &Topology, backend: Backend) -> Result<Relayd> {
+    let dir = tempdir::Dir::new()?;
+    let mut cfg = format!(
+        "listen = \"{RELAY_IP}:{PORT}\"\nworkers = 1\nbackend = \"{}\"\n\
+         [[app]]\nsdkappid = {APP}\nsecret = \"{SECRET}\"\n\
+         [app.quotas]\nmax_rooms = 100\nmax_members_per_room = 64\nmax_sessions = 1000\n",
+        if backend == Backend::Xdp { "xdp" } else { "socket" }
+    );
+    if backend == Backend::Xdp {
+        cfg += &format!(
+            "[xdp]\niface = \"{}\"\nmode = \"copy\"\npin_maps = false\npps_rate_per_sec = 0\njoin_rate_per_sec = 0\n",
+            topo.veth.name_a
+        );
+    }
+    let path = dir.0.join("relayd.toml");
+    std::fs::write(&path, cfg)?;
+    let log = std::fs::File::create(dir.0.join("relayd.log"))?;
+    let child = Command::new("ip")
+        .args(["netns", "exec", topo.relay_ns.name()])
+        .arg(bin)
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("spawning relayd")?;
+    Ok(Relayd { child, _dir: dir })
+}
+
+struct Member {
+    sock: UdpSocket,
+    client: Client,
+}
+
+fn join(topo: &Topology, user: &str, ssrc: Option<u32>, profile: Profile) -> Result<Member> {
+    let sock = {
+        let _g = topo.client_ns.enter()?;
+        UdpSocket::bind(format!("{CLIENT_IP}:0"))?
+    };
+    let relay: SocketAddr = format!("{RELAY_IP}:{PORT}").parse()?;
+    sock.connect(relay)?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let mut client = Client::new(ClientConfig {
+        sdkappid: APP,
+        room: RoomId::Num(1),
+        usersig: relay::usersig::mint(SECRET.as_bytes(), APP.into(), user, 3600, now, None),
+        private_map_key: None,
+        profile,
+        ssrcs: ssrc
+            .map(|s| DeclaredSsrc { ssrc: Ssrc::new(s).expect("nonzero"), kind: StreamKind::Video })
+            .into_iter()
+            .collect(),
+    })?;
+    let mut buf = [0u8; 2048];
+    let n = client.join(&mut buf)?;
+    let join = buf[..n].to_vec();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+    for _ in 0..50 {
+        sock.send(&join)?;
+        while let Ok(n) = sock.recv(&mut buf) {
+            match client.handle(&mut buf[..n]) {
+                Event::Joined { .. } => {
+                    sock.set_nonblocking(true)?;
+                    return Ok(Member { sock, client });
+                }
+                Event::Refused { code, detail } => bail!("join refused: {code:?} {detail}"),
+                _ => {}
+            }
+        }
+    }
+    bail!("relayd did not answer the join")
+}
+
+fn packets(m: &mut Member, ssrc: u32, seq: &mut u16, n: usize, size: usize) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::with_capacity(n);
+    let mut buf = [0u8; 2048];
+    for _ in 0..n {
+        let h = write_rtp_header(&mut buf, 96, *seq, 0, ssrc);
+        *seq = seq.wrapping_add(1);
+        buf[h..size].fill(0x42);
+        let len = m.client.protect_rtp(&mut buf, size)?;
+        out.push(buf[..len].to_vec());
+    }
+    Ok(out)
+}
+
+/// One measurement: send every packet in `pkts` as fast as the socket takes them while the
+/// receivers count; rates are taken after a short warm-up until the sender is done.
+fn blast(sender: &UdpSocket, pkts: &[Vec<u8>], receivers: &[UdpSocket]) -> Result<(f64, f64)> {
+    let received = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let socks: Vec<UdpSocket> = receivers.iter().map(|s| s.try_clone()).collect::<Result<_, _>>()?;
+    let counter = {
+        let (received, done) = (received.clone(), done.clone());
+        std::thread::spawn(move || -> Result<()> {
+            let mut poll = Poll::new()?;
+            let mut socks: Vec<mio::net::UdpSocket> = socks.into_iter().map(mio::net::UdpSocket::from_std).collect();
+            for (i, s) in socks.iter_mut().enumerate() {
+                poll.registry().register(s, Token(i), Interest::READABLE)?;
+            }
+            let mut batch = RecvBatch::new(64);
+            let mut events = Events::with_capacity(64);
+            while !done.load(Relaxed) {
+                poll.poll(&mut events, Some(Duration::from_millis(50)))?;
+                for e in events.iter() {
+                    while let Ok(n) = batch.recv(&socks[e.token().0]) {
+                        received.fetch_add(n as u64, Relaxed);
+                    }
+                }
+            }
+            Ok(())
+        })
+    };
+    let dst = sender.peer_addr()?;
+    let mut tx = SendBatch::new(64);
+    let warmup = pkts.len() / 10;
+    let mut mark = None;
+    let mut sent = 0u64;
+    for chunk in pkts.chunks(64) {
+        for p in chunk {
+            tx.next_buffer().expect("batch of 64")[..p.len()].copy_from_slice(p);
+            tx.push(dst, p.len());
+        }
+        // Back-pressure from the local socket: retry until the kernel takes the batch.
+        sent += tx.flush(sender).sent as u64;
+        if mark.is_none() && sent as usize >= warmup {
+            mark = Some((sent, received.load(Relaxed), Instant::now()));
+        }
+    }
+    let (s0, r0, t0) = mark.context("no packets sent")?;
+    let dt = t0.elapsed().as_secs_f64();
+    let r1 = received.load(Relaxed);
+    std::thread::sleep(Duration::from_millis(200));
+    done.store(true, Relaxed);
+    counter.join().expect("counter thread")?;
+    Ok(((sent - s0) as f64 / dt, (r1 - r0) as f64 / dt))
+}
+
+fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+/// Runs the scenario and prints a table.
+pub fn run(a: Args) -> Result<()> {
+    let relayd = match a.relayd {
+        Some(p) => p,
+        None => std::env::current_exe()?.with_file_name("relayd"),
+    };
+    let mut rows = Vec::new();
+    for &fanout in &a.fanout {
+        for &backend in &a.backends {
+            let (mut offered, mut forwarded) = (Vec::new(), Vec::new());
+            for _ in 0..a.runs {
+                let topo = topology(backend)?;
+                let _relayd = start_relayd(&relayd, &topo, backend)?;
+                std::thread::sleep(Duration::from_millis(300));
+                let mut sender = join(&topo, "sender", Some(0x5eed), a.profile)?;
+                let receivers: Vec<Member> =
+                    (0..fanout).map(|i| join(&topo, &format!("r{i}"), None, a.profile)).collect::<Result<_>>()?;
+                let mut seq = 0;
+                let pkts = packets(&mut sender, 0x5eed, &mut seq, a.packets, a.size)?;
+                let socks: Vec<UdpSocket> = receivers.iter().map(|m| m.sock.try_clone()).collect::<Result<_, _>>()?;
+                let (o, f) = blast(&sender.sock, &pkts, &socks)?;
+                offered.push(o);
+                forwarded.push(f / fanout as f64);
+            }
+            let (m, lo, hi) = median(forwarded);
+            let (om, _, _) = median(offered);
+            println!(
+                "{:<7} fanout {fanout}: {:>9.0} pkt/s in [{:.0}-{:.0}] ({:>9.0} out), offered {:.0}, {} runs",
+                format!("{backend:?}").to_lowercase(),
+                m,
+                lo,
+                hi,
+                m * fanout as f64,
+                om,
+                a.runs
+            );
+            rows.push(
+                serde_json::json!({"backend": format!("{backend:?}").to_lowercase(), "fanout": fanout, "size": a.size,
+                "profile": a.profile.name(), "runs": a.runs, "in_pps_median": m, "in_pps_min": lo, "in_pps_max": hi,
+                "offered_pps_median": om}),
+            );
+        }
+    }
+    if let Some(p) = a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&rows)?)?;
+    }
+    Ok(())
+}
