@@ -166,6 +166,17 @@ impl Relayd {
         std::fs::read_to_string(self._dir.0.join("relayd.log")).unwrap_or_default()
     }
 
+    /// The relayd process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills relayd with SIGKILL (a crash) and reaps it.
+    pub fn crash(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits for a clean exit; returns the exit status success.
     pub fn terminate(mut self) -> bool {
         let pid = self.child.id().to_string();

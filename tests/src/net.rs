@@ -62,6 +62,26 @@ impl Net {
         Some(Self { xdp: Some(XdpNet { _client_pass: client_pass, veth, client_ns, relay_ns }) })
     }
 
+    /// `ip -d link show` of the relay's interface (XDP only).
+    pub fn relay_link(&self) -> String {
+        let x = self.xdp.as_ref().expect("XDP network");
+        let out = std::process::Command::new("ip")
+            .args(["-n", x.relay_ns.name(), "-d", "link", "show", "dev", &x.veth.name_a])
+            .output()
+            .expect("ip link show");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `ip ARGS` in the relay namespace (XDP only).
+    pub fn relay_ip(&self, args: &[&str]) -> std::io::Result<()> {
+        self.xdp.as_ref().expect("XDP network").relay_ns.ip(args)
+    }
+
+    /// The relay's interface name (XDP only).
+    pub fn relay_iface(&self) -> &str {
+        &self.xdp.as_ref().expect("XDP network").veth.name_a
+    }
+
     /// Whether this is the XDP network.
     pub fn is_xdp(&self) -> bool {
         self.xdp.is_some()
