@@ -155,6 +155,7 @@ impl Relay {
                             epoch,
                             stop: stop.clone(),
                             shutdown,
+                            learned: std::collections::HashMap::new(),
                         };
                         Box::new(move || w.run())
                     })?;

@@ -46,7 +46,14 @@ pub(super) struct XdpWorker {
     pub epoch: Instant,
     pub stop: Arc<AtomicBool>,
     pub shutdown: &'static AtomicBool,
+    /// MACs learned from control frames; re-applied after each kernel refresh (which
+    /// replaces the cache). Bounded by [`LEARNED_MAX`].
+    pub learned: std::collections::HashMap<IpAddr, EthernetAddress>,
 }
+
+/// Learned MACs kept at most; beyond it the table starts over (the kernel's table and
+/// new control frames refill it).
+const LEARNED_MAX: usize = 65_536;
 
 impl XdpWorker {
     pub fn run(mut self) {
@@ -75,6 +82,9 @@ impl XdpWorker {
                 if let Some(r) = route.as_mut() {
                     if let Err(e) = self.port.neighbors_mut().refresh(r) {
                         tracing::warn!(worker = self.index, error = %e, "neighbour refresh failed");
+                    }
+                    for (ip, mac) in &self.learned {
+                        self.port.neighbors_mut().insert(*ip, *mac);
                     }
                 }
                 next_refresh = Instant::now() + NEIGHBOR_REFRESH;
@@ -118,7 +128,7 @@ impl XdpWorker {
     /// One RX batch. Returns the number of frames.
     fn batch(&mut self) -> usize {
         let now_ms = mono_ms(self.epoch);
-        let Self { index, port, engine, to_control, control_waker, .. } = self;
+        let Self { index, port, engine, to_control, control_waker, learned: known, .. } = self;
         let counters = engine.counters().clone();
         let mut wake = false;
         let mut learned: [Option<(IpAddr, EthernetAddress)>; LEARN_MAX] = [None; LEARN_MAX];
@@ -163,7 +173,13 @@ impl XdpWorker {
             }
         });
         for (ip, mac) in learned.iter().flatten() {
-            port.neighbors_mut().insert(*ip, *mac);
+            if known.get(ip) != Some(mac) {
+                if known.len() >= LEARNED_MAX {
+                    known.clear();
+                }
+                known.insert(*ip, *mac);
+                port.neighbors_mut().insert(*ip, *mac);
+            }
         }
         if wake {
             let _ = control_waker.wake();
