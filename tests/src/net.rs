@@ -18,6 +18,7 @@ pub const CLIENT_IP: &str = "198.18.0.2";
 /// A test network.
 pub struct Net {
     xdp: Option<XdpNet>,
+    v6: bool,
 }
 
 struct XdpNet {
@@ -31,12 +32,22 @@ struct XdpNet {
 impl Net {
     /// Loopback, socket backend.
     pub fn loopback() -> Self {
-        Self { xdp: None }
+        Self { xdp: None, v6: false }
     }
 
     /// Two namespaces and a veth pair with `queues` queues; relayd on the XDP backend with one
     /// worker per queue. `None` (skipped) when not root, and a panic under CI.
     pub fn xdp(queues: u32) -> Option<Self> {
+        Self::xdp_family(queues, false)
+    }
+
+    /// As [`xdp`](Self::xdp), but clients and relay talk IPv6 (the benchmarking prefix
+    /// 2001:2::/48 of RFC 5180).
+    pub fn xdp_v6() -> Option<Self> {
+        Self::xdp_family(1, true)
+    }
+
+    fn xdp_family(queues: u32, v6: bool) -> Option<Self> {
         if !relay::io::sys::is_root() {
             skip_or_fail("the XDP backend needs root (network namespaces, BPF, AF_XDP)");
             return None;
@@ -45,9 +56,16 @@ impl Net {
         let client_ns = NetNs::new("cli").expect("create client namespace");
         let veth = VethPair::with_queues(
             &relay_ns,
-            &[&format!("{RELAY_IP}/24")],
+            &[&format!("{RELAY_IP}/24"), "2001:2::1/64"],
             &client_ns,
-            &[&format!("{CLIENT_IP}/24"), "198.18.0.3/24", "198.18.0.4/24"],
+            &[
+                &format!("{CLIENT_IP}/24"),
+                "198.18.0.3/24",
+                "198.18.0.4/24",
+                "2001:2::2/64",
+                "2001:2::3/64",
+                "2001:2::4/64",
+            ],
             queues,
         )
         .expect("create veth pair");
@@ -59,7 +77,7 @@ impl Net {
             f.attach().expect("attach pass program");
             f
         };
-        Some(Self { xdp: Some(XdpNet { _client_pass: client_pass, veth, client_ns, relay_ns }) })
+        Some(Self { xdp: Some(XdpNet { _client_pass: client_pass, veth, client_ns, relay_ns }), v6 })
     }
 
     /// `ip -d link show` of the relay's interface (XDP only).
@@ -98,7 +116,11 @@ impl Net {
         match &self.xdp {
             None => Relayd::start(body),
             Some(x) => {
-                let addr: SocketAddr = format!("{RELAY_IP}:7000").parse().unwrap();
+                let addr: SocketAddr = if self.v6 {
+                    "[2001:2::1]:7000".parse().unwrap()
+                } else {
+                    format!("{RELAY_IP}:7000").parse().unwrap()
+                };
                 let queues = x.veth.queues;
                 let body = format!(
                     "backend = \"xdp\"\n{}\n[xdp]\niface = \"{}\"\nqueues = {queues}\nmode = \"copy\"\npin_maps = false\n{limits}",
@@ -117,7 +139,11 @@ impl Net {
             None => UdpSocket::bind("127.0.0.1:0").unwrap(),
             Some(x) => {
                 let _g = x.client_ns.enter().expect("enter client namespace");
-                let ip: IpAddr = format!("198.18.0.{}", 2 + n % 3).parse().unwrap();
+                let ip: IpAddr = if self.v6 {
+                    format!("2001:2::{}", 2 + n % 3).parse().unwrap()
+                } else {
+                    format!("198.18.0.{}", 2 + n % 3).parse().unwrap()
+                };
                 UdpSocket::bind((ip, 0)).unwrap()
             }
         }

@@ -314,6 +314,14 @@ on_both_backends!(
 );
 
 #[test]
+fn xdp_backend_ipv6() {
+    if let Some(n) = Net::xdp_v6() {
+        two_apps_three_rooms_four_members_each_receive_exactly_their_room(&n);
+        nat_rebinding_rejoin_moves_the_session(&n);
+    }
+}
+
+#[test]
 fn xdp_backend_two_queues_two_workers() {
     if let Some(n) = Net::xdp(2) {
         two_apps_three_rooms_four_members_each_receive_exactly_their_room(&n);
