@@ -79,7 +79,14 @@ fn topology(backend: Backend) -> Result<Topology> {
 
 struct Relayd {
     child: Child,
+    stats: PathBuf,
     _dir: tempdir::Dir,
+}
+
+impl Relayd {
+    fn snapshot(&self) -> Result<relay::stats::Snapshot> {
+        relay::io::socket::read_stats(&self.stats).context("reading relayd stats")
+    }
 }
 
 mod tempdir {
@@ -113,10 +120,12 @@ impl Drop for Relayd {
 
 fn start_relayd(bin: &Path, topo: &Topology, backend: Backend) -> Result<Relayd> {
     let dir = tempdir::Dir::new()?;
+    let stats = dir.0.join("relayd.sock");
     let mut cfg = format!(
-        "listen = \"{RELAY_IP}:{PORT}\"\nworkers = 1\nbackend = \"{}\"\n\
+        "listen = \"{RELAY_IP}:{PORT}\"\nworkers = 1\ncontrol_socket = \"{}\"\nbackend = \"{}\"\n\
          [[app]]\nsdkappid = {APP}\nsecret = \"{SECRET}\"\n\
          [app.quotas]\nmax_rooms = 100\nmax_members_per_room = 64\nmax_sessions = 1000\n",
+        stats.display(),
         if backend == Backend::Xdp { "xdp" } else { "socket" }
     );
     if backend == Backend::Xdp {
@@ -137,7 +146,15 @@ fn start_relayd(bin: &Path, topo: &Topology, backend: Backend) -> Result<Relayd>
         .stderr(log)
         .spawn()
         .context("spawning relayd")?;
-    Ok(Relayd { child, _dir: dir })
+    let r = Relayd { child, stats, _dir: dir };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while r.snapshot().is_err() {
+        if Instant::now() > deadline {
+            bail!("relayd did not start: {}", std::fs::read_to_string(r._dir.0.join("relayd.log")).unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(r)
 }
 
 struct Member {
@@ -199,7 +216,7 @@ fn packets(m: &mut Member, ssrc: u32, seq: &mut u16, n: usize, size: usize) -> R
 
 /// One measurement: send every packet in `pkts` as fast as the socket takes them while the
 /// receivers count; rates are taken after a short warm-up until the sender is done.
-fn blast(sender: &UdpSocket, pkts: &[Vec<u8>], receivers: &[UdpSocket]) -> Result<(f64, f64)> {
+fn blast(relayd: &Relayd, sender: &UdpSocket, pkts: &[Vec<u8>], receivers: &[UdpSocket]) -> Result<Rates> {
     let received = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let socks: Vec<UdpSocket> = receivers.iter().map(|s| s.try_clone()).collect::<Result<_, _>>()?;
@@ -237,16 +254,35 @@ fn blast(sender: &UdpSocket, pkts: &[Vec<u8>], receivers: &[UdpSocket]) -> Resul
         // Back-pressure from the local socket: retry until the kernel takes the batch.
         sent += tx.flush(sender).sent as u64;
         if mark.is_none() && sent as usize >= warmup {
-            mark = Some((sent, received.load(Relaxed), Instant::now()));
+            mark = Some((sent, received.load(Relaxed), relayd.snapshot()?, Instant::now()));
         }
     }
-    let (s0, r0, t0) = mark.context("no packets sent")?;
+    let (s0, r0, snap0, t0) = mark.context("no packets sent")?;
+    let snap1 = relayd.snapshot()?;
     let dt = t0.elapsed().as_secs_f64();
     let r1 = received.load(Relaxed);
     std::thread::sleep(Duration::from_millis(200));
     done.store(true, Relaxed);
     counter.join().expect("counter thread")?;
-    Ok(((sent - s0) as f64 / dt, (r1 - r0) as f64 / dt))
+    let rate = |a: u64, b: u64| (b - a) as f64 / dt;
+    Ok(Rates {
+        offered: rate(s0, sent),
+        accepted: rate(snap0.media_accepted, snap1.media_accepted),
+        relay_tx: rate(snap0.tx_packets, snap1.tx_packets),
+        received: rate(r0, r1),
+    })
+}
+
+/// Packets per second over the measured window.
+struct Rates {
+    /// What the generator's socket took.
+    offered: f64,
+    /// What relayd authenticated (its input rate).
+    accepted: f64,
+    /// What relayd transmitted.
+    relay_tx: f64,
+    /// What the receivers counted.
+    received: f64,
 }
 
 fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
@@ -263,31 +299,37 @@ pub fn run(a: Args) -> Result<()> {
     let mut rows = Vec::new();
     for &fanout in &a.fanout {
         for &backend in &a.backends {
-            let (mut offered, mut forwarded) = (Vec::new(), Vec::new());
+            let (mut offered, mut forwarded, mut received) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..a.runs {
                 let topo = topology(backend)?;
-                let _relayd = start_relayd(&relayd, &topo, backend)?;
-                std::thread::sleep(Duration::from_millis(300));
+                let relayd_proc = start_relayd(&relayd, &topo, backend)?;
                 let mut sender = join(&topo, "sender", Some(0x5eed), a.profile)?;
                 let receivers: Vec<Member> =
                     (0..fanout).map(|i| join(&topo, &format!("r{i}"), None, a.profile)).collect::<Result<_>>()?;
                 let mut seq = 0;
                 let pkts = packets(&mut sender, 0x5eed, &mut seq, a.packets, a.size)?;
                 let socks: Vec<UdpSocket> = receivers.iter().map(|m| m.sock.try_clone()).collect::<Result<_, _>>()?;
-                let (o, f) = blast(&sender.sock, &pkts, &socks)?;
-                offered.push(o);
-                forwarded.push(f / fanout as f64);
+                let r = blast(&relayd_proc, &sender.sock, &pkts, &socks)?;
+                offered.push(r.offered);
+                forwarded.push(r.accepted);
+                received.push(r.received / fanout as f64);
+                eprintln!(
+                    "  run: offered {:.0}, relay accepted {:.0} and sent {:.0}, receivers counted {:.0} pkt/s",
+                    r.offered, r.accepted, r.relay_tx, r.received
+                );
             }
             let (m, lo, hi) = median(forwarded);
             let (om, _, _) = median(offered);
+            let (rm, _, _) = median(received);
             println!(
-                "{:<7} fanout {fanout}: {:>9.0} pkt/s in [{:.0}-{:.0}] ({:>9.0} out), offered {:.0}, {} runs",
+                "{:<7} fanout {fanout}: {:>9.0} pkt/s in [{:.0}-{:.0}] ({:>9.0} out), offered {:.0}, received per receiver {:.0}, {} runs",
                 format!("{backend:?}").to_lowercase(),
                 m,
                 lo,
                 hi,
                 m * fanout as f64,
                 om,
+                rm,
                 a.runs
             );
             rows.push(
