@@ -3,18 +3,15 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use mio::{Events, Interest, Poll, Token};
 use relay::client::{write_rtp_header, Client, ClientConfig, Event};
 use relay::config::Backend;
 use relay::ids::{RoomId, Ssrc};
 use relay::io::netns::{NetNs, VethPair};
-use relay::io::sys::{RecvBatch, SendBatch};
-use relay::io::xdp::{FilterConfig, XdpFilter};
+use relay::io::sys::SendBatch;
+use relay::io::xdp::{FilterConfig, Reason, XdpFilter};
 use relay::proto::{DeclaredSsrc, StreamKind};
 use relay::srtp::Profile;
 
@@ -57,24 +54,26 @@ struct Topology {
     relay_ns: NetNs,
     client_ns: NetNs,
     veth: VethPair,
-    _client_pass: Option<XdpFilter>,
+    sink: XdpFilter,
 }
 
-fn topology(backend: Backend) -> Result<Topology> {
+fn topology() -> Result<Topology> {
     let relay_ns = NetNs::new("rly").context("creating the relay namespace (root needed)")?;
     let client_ns = NetNs::new("cli")?;
     let veth = VethPair::new(&relay_ns, &[&format!("{RELAY_IP}/24")], &client_ns, &[&format!("{CLIENT_IP}/24")])?;
-    // Redirect and TX towards a veth need an XDP program on the peer too; the edgerelay
-    // program with an empty config passes everything.
-    let client_pass = if backend == Backend::Xdp {
+    // The receivers' side runs the edgerelay program as a counting sink: media towards the
+    // clients' ports (1024-65535) matches no session there and is dropped and counted in
+    // XDP, so no receiver socket work competes with relayd for the two cores; control
+    // replies (join-ok) still pass to the sockets. For the XDP backend it is also the XDP
+    // program the peer of a veth needs for redirect and TX to work.
+    let sink = {
         let _g = client_ns.enter()?;
-        let mut f = XdpFilter::load(&veth.name_b, None, FilterConfig::default())?;
+        let cfg = FilterConfig { port_lo: 1024, port_hi: 65535, ..FilterConfig::default() };
+        let mut f = XdpFilter::load(&veth.name_b, None, cfg)?;
         f.attach()?;
-        Some(f)
-    } else {
-        None
+        f
     };
-    Ok(Topology { relay_ns, client_ns, veth, _client_pass: client_pass })
+    Ok(Topology { relay_ns, client_ns, veth, sink })
 }
 
 struct Relayd {
@@ -214,33 +213,14 @@ fn packets(m: &mut Member, ssrc: u32, seq: &mut u16, n: usize, size: usize) -> R
     Ok(out)
 }
 
+/// Media packets the sink counted (dropped as `unknown_session` on the clients' side).
+fn sunk(topo: &Topology) -> Result<u64> {
+    Ok(topo.sink.counters()?.iter().find(|c| c.reason == Reason::UnknownSession).map_or(0, |c| c.packets))
+}
+
 /// One measurement: send every packet in `pkts` as fast as the socket takes them while the
-/// receivers count; rates are taken after a short warm-up until the sender is done.
-fn blast(relayd: &Relayd, sender: &UdpSocket, pkts: &[Vec<u8>], receivers: &[UdpSocket]) -> Result<Rates> {
-    let received = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicBool::new(false));
-    let socks: Vec<UdpSocket> = receivers.iter().map(|s| s.try_clone()).collect::<Result<_, _>>()?;
-    let counter = {
-        let (received, done) = (received.clone(), done.clone());
-        std::thread::spawn(move || -> Result<()> {
-            let mut poll = Poll::new()?;
-            let mut socks: Vec<mio::net::UdpSocket> = socks.into_iter().map(mio::net::UdpSocket::from_std).collect();
-            for (i, s) in socks.iter_mut().enumerate() {
-                poll.registry().register(s, Token(i), Interest::READABLE)?;
-            }
-            let mut batch = RecvBatch::new(64);
-            let mut events = Events::with_capacity(64);
-            while !done.load(Relaxed) {
-                poll.poll(&mut events, Some(Duration::from_millis(50)))?;
-                for e in events.iter() {
-                    while let Ok(n) = batch.recv(&socks[e.token().0]) {
-                        received.fetch_add(n as u64, Relaxed);
-                    }
-                }
-            }
-            Ok(())
-        })
-    };
+/// sink counts; rates are taken after a warm-up (the first tenth) until the sender is done.
+fn blast(topo: &Topology, relayd: &Relayd, sender: &UdpSocket, pkts: &[Vec<u8>]) -> Result<Rates> {
     let dst = sender.peer_addr()?;
     let mut tx = SendBatch::new(64);
     let warmup = pkts.len() / 10;
@@ -251,19 +231,15 @@ fn blast(relayd: &Relayd, sender: &UdpSocket, pkts: &[Vec<u8>], receivers: &[Udp
             tx.next_buffer().expect("batch of 64")[..p.len()].copy_from_slice(p);
             tx.push(dst, p.len());
         }
-        // Back-pressure from the local socket: retry until the kernel takes the batch.
         sent += tx.flush(sender).sent as u64;
         if mark.is_none() && sent as usize >= warmup {
-            mark = Some((sent, received.load(Relaxed), relayd.snapshot()?, Instant::now()));
+            mark = Some((sent, sunk(topo)?, relayd.snapshot()?, Instant::now()));
         }
     }
     let (s0, r0, snap0, t0) = mark.context("no packets sent")?;
     let snap1 = relayd.snapshot()?;
+    let r1 = sunk(topo)?;
     let dt = t0.elapsed().as_secs_f64();
-    let r1 = received.load(Relaxed);
-    std::thread::sleep(Duration::from_millis(200));
-    done.store(true, Relaxed);
-    counter.join().expect("counter thread")?;
     let rate = |a: u64, b: u64| (b - a) as f64 / dt;
     Ok(Rates {
         offered: rate(s0, sent),
@@ -301,20 +277,20 @@ pub fn run(a: Args) -> Result<()> {
         for &backend in &a.backends {
             let (mut offered, mut forwarded, mut received) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..a.runs {
-                let topo = topology(backend)?;
+                let topo = topology()?;
                 let relayd_proc = start_relayd(&relayd, &topo, backend)?;
                 let mut sender = join(&topo, "sender", Some(0x5eed), a.profile)?;
                 let receivers: Vec<Member> =
                     (0..fanout).map(|i| join(&topo, &format!("r{i}"), None, a.profile)).collect::<Result<_>>()?;
                 let mut seq = 0;
                 let pkts = packets(&mut sender, 0x5eed, &mut seq, a.packets, a.size)?;
-                let socks: Vec<UdpSocket> = receivers.iter().map(|m| m.sock.try_clone()).collect::<Result<_, _>>()?;
-                let r = blast(&relayd_proc, &sender.sock, &pkts, &socks)?;
+                let r = blast(&topo, &relayd_proc, &sender.sock, &pkts)?;
+                drop(receivers);
                 offered.push(r.offered);
                 forwarded.push(r.accepted);
                 received.push(r.received / fanout as f64);
                 eprintln!(
-                    "  run: offered {:.0}, relay accepted {:.0} and sent {:.0}, receivers counted {:.0} pkt/s",
+                    "  run: offered {:.0}, relay accepted {:.0} and sent {:.0}, the sink counted {:.0} pkt/s",
                     r.offered, r.accepted, r.relay_tx, r.received
                 );
             }
