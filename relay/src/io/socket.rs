@@ -274,10 +274,7 @@ impl TxSink for SocketSink<'_> {
 impl Worker {
     fn run(mut self) {
         if self.pin {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            if let Err(e) = sys::pin_to_core(self.index % cores) {
-                tracing::warn!(worker = self.index, error = %e, "cannot pin worker to a core");
-            }
+            pin_worker(self.index);
         }
         let fd = {
             use std::os::fd::AsRawFd;
@@ -348,22 +345,7 @@ impl Worker {
                     let mut sink = SocketSink { batch: tx, sock: &self.sock, counters: &counters };
                     self.engine.handle(now_ms, src, data, &mut sink);
                 }
-                Demux::Control => {
-                    if data.len() > proto::MAX_LEN {
-                        counters.count_drop(DropReason::Malformed);
-                        continue;
-                    }
-                    let mut m = ControlIn { worker: self.index, src, len: data.len(), data: [0; proto::MAX_LEN] };
-                    m.data[..data.len()].copy_from_slice(data);
-                    match self.to_control.try_send(m) {
-                        Ok(()) => {
-                            counters.control_in.fetch_add(1, Relaxed);
-                            wake_control = true;
-                        }
-                        Err(TrySendError::Full(_)) => counters.count_drop(DropReason::ControlQueueFull),
-                        Err(TrySendError::Disconnected(_)) => counters.count_drop(DropReason::ControlQueueFull),
-                    }
-                }
+                Demux::Control => wake_control |= enqueue_control(&self.to_control, self.index, src, data, &counters),
                 Demux::Other => counters.count_drop(DropReason::NotRelayed),
             }
         }
@@ -509,6 +491,42 @@ fn log_outcome(src: SocketAddr, o: Outcome) {
         Outcome::Left(id) => tracing::info!(%src, session = %id, "session left"),
         Outcome::Refused(code) => tracing::debug!(%src, code = code.name(), "join refused"),
         Outcome::KeptAlive(_) | Outcome::Ignored => {}
+    }
+}
+
+/// Pins worker `index` to core `index mod cores`, warning if the kernel refuses.
+pub(super) fn pin_worker(index: usize) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if let Err(e) = sys::pin_to_core(index % cores) {
+        tracing::warn!(worker = index, error = %e, "cannot pin worker to a core");
+    }
+}
+
+/// Copies a control datagram into the bounded queue to the control thread. Returns whether
+/// it was queued (the caller then wakes the control thread once per batch); oversize
+/// datagrams and a full queue are counted drops.
+pub(super) fn enqueue_control(
+    to_control: &Sender<ControlIn>,
+    worker: usize,
+    src: SocketAddr,
+    data: &[u8],
+    counters: &WorkerCounters,
+) -> bool {
+    if data.len() > proto::MAX_LEN {
+        counters.count_drop(DropReason::Malformed);
+        return false;
+    }
+    let mut m = ControlIn { worker, src, len: data.len(), data: [0; proto::MAX_LEN] };
+    m.data[..data.len()].copy_from_slice(data);
+    match to_control.try_send(m) {
+        Ok(()) => {
+            counters.control_in.fetch_add(1, Relaxed);
+            true
+        }
+        Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+            counters.count_drop(DropReason::ControlQueueFull);
+            false
+        }
     }
 }
 

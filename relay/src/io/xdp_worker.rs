@@ -16,13 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::afxdp::XskPort;
 use super::netlink::RouteSocket;
-use super::socket::{mono_ms, ControlIn, WorkerMsg};
-use super::sys;
+use super::socket::{enqueue_control, mono_ms, ControlIn, WorkerMsg};
 use crate::engine::Engine;
 use crate::proto::{self, Demux};
 use crate::stats::DropReason;
@@ -58,10 +57,7 @@ const LEARNED_MAX: usize = 65_536;
 impl XdpWorker {
     pub fn run(mut self) {
         if self.pin {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            if let Err(e) = sys::pin_to_core(self.index % cores) {
-                tracing::warn!(worker = self.index, error = %e, "cannot pin worker to a core");
-            }
+            super::socket::pin_worker(self.index);
         }
         let fd = self.port.fd();
         if let Err(e) = self.poll.registry().register(&mut mio::unix::SourceFd(&fd), PORT, Interest::READABLE) {
@@ -148,24 +144,11 @@ impl XdpWorker {
                     engine.handle(now_ms, meta.src, payload, tx);
                 }
                 Demux::Control => {
-                    if payload.len() > proto::MAX_LEN {
-                        counters.count_drop(DropReason::Malformed);
-                        return;
-                    }
-                    if n_learned < LEARN_MAX {
-                        learned[n_learned] = Some((meta.src.ip(), meta.src_mac));
-                        n_learned += 1;
-                    }
-                    let mut m =
-                        ControlIn { worker: *index, src: meta.src, len: payload.len(), data: [0; proto::MAX_LEN] };
-                    m.data[..payload.len()].copy_from_slice(payload);
-                    match to_control.try_send(m) {
-                        Ok(()) => {
-                            counters.control_in.fetch_add(1, Relaxed);
-                            wake = true;
-                        }
-                        Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                            counters.count_drop(DropReason::ControlQueueFull)
+                    if enqueue_control(to_control, *index, meta.src, payload, &counters) {
+                        wake = true;
+                        if n_learned < LEARN_MAX {
+                            learned[n_learned] = Some((meta.src.ip(), meta.src_mac));
+                            n_learned += 1;
                         }
                     }
                 }
