@@ -100,6 +100,18 @@ impl Net {
         &self.xdp.as_ref().expect("XDP network").veth.name_a
     }
 
+    /// An attacker in a namespace of its own, routed to the relay through the client
+    /// namespace (198.19.0.2 → 198.19.0.1 → the relay), and sockets for it. XDP only.
+    pub fn attacker(&self) -> Attacker {
+        let x = self.xdp.as_ref().expect("XDP network");
+        let ns = NetNs::new("atk").expect("create attacker namespace");
+        let veth = VethPair::new(&x.client_ns, &["198.19.0.1/24"], &ns, &["198.19.0.2/24"]).expect("attacker veth");
+        ns.ip(&["route", "add", "default", "via", "198.19.0.1"]).expect("attacker route");
+        x.relay_ns.ip(&["route", "add", "198.19.0.0/24", "via", CLIENT_IP]).expect("relay route to the attacker");
+        crate::net::sysctl(&x.client_ns, "net.ipv4.ip_forward=1");
+        Attacker { _veth: veth, ns }
+    }
+
     /// Whether this is the XDP network.
     pub fn is_xdp(&self) -> bool {
         self.xdp.is_some()
@@ -165,4 +177,27 @@ impl Net {
     pub fn free_port(&self) -> u16 {
         free_udp_port()
     }
+}
+
+/// An attacker namespace (see [`Net::attacker`]); torn down on drop.
+pub struct Attacker {
+    // Drop order: the veth before its namespace.
+    _veth: VethPair,
+    ns: NetNs,
+}
+
+impl Attacker {
+    /// A UDP socket bound in the attacker's namespace.
+    pub fn socket(&self) -> UdpSocket {
+        let _g = self.ns.enter().expect("enter attacker namespace");
+        UdpSocket::bind("198.19.0.2:0").unwrap()
+    }
+}
+
+fn sysctl(ns: &NetNs, kv: &str) {
+    let st = std::process::Command::new("ip")
+        .args(["netns", "exec", ns.name(), "sysctl", "-q", "-w", kv])
+        .status()
+        .expect("run sysctl");
+    assert!(st.success(), "sysctl {kv} in {}", ns.name());
 }

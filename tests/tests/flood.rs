@@ -31,11 +31,13 @@ fn xdp_drops_the_flood_in_the_kernel_and_media_keeps_flowing() {
         rooms.push((room * 10, tx, rx));
     }
 
-    // The attacker: its own address, many source ports (all unknown 5-tuples), three kinds of
-    // packets, as fast as one thread can send them.
+    // The attacker: its own namespace, routed to the relay through the clients' namespace;
+    // many source ports (all unknown 5-tuples), three kinds of packets, as fast as one
+    // thread can send them.
+    let attacker = net.attacker();
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
-    let attackers: Vec<_> = (0..16).map(|_| net.client_socket(2)).collect();
+    let attackers: Vec<_> = (0..16).map(|_| attacker.socket()).collect();
     let target = relayd.addr;
     let flood = {
         let (stop, sent) = (stop.clone(), sent.clone());
