@@ -42,9 +42,10 @@ impl TxSink for Sink {
     fn buffer(&mut self) -> Option<&mut [u8]> {
         self.bufs.get_mut(self.used).map(|b| &mut b[..])
     }
-    fn commit(&mut self, _dst: SocketAddr, len: usize) {
+    fn commit(&mut self, _dst: SocketAddr, len: usize) -> bool {
         self.used += 1;
         self.last_len = len;
+        true
     }
 }
 

@@ -31,14 +31,16 @@ pub trait TxSink {
     /// A buffer for one UDP payload (the sink keeps any header headroom in front of it),
     /// or `None` when no transmit buffer is free.
     fn buffer(&mut self) -> Option<&mut [u8]>;
-    /// Queues the first `len` bytes of the last buffer for `dst`.
-    fn commit(&mut self, dst: SocketAddr, len: usize);
+    /// Queues the first `len` bytes of the last buffer for `dst`. Returns false when the
+    /// sink dropped it (and counted why, e.g. no route to `dst`).
+    fn commit(&mut self, dst: SocketAddr, len: usize) -> bool;
 }
 
 /// What happened to one datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Authenticated and sent to this many receivers (at least one).
+    /// Authenticated and handed to the sink for this many receivers; 0 when every
+    /// receiver was skipped for lack of transmit buffers (counted as `tx_full` per receiver).
     Forwarded(usize),
     /// Dropped, and counted under this reason.
     Dropped(DropReason),
@@ -212,7 +214,9 @@ impl Engine {
 
         let payload = &buf[..plain.len];
         let mut sent = 0;
-        for &r in &self.rooms[room] {
+        let mut not_sent = None;
+        let members = &self.rooms[room];
+        for (i, &r) in members.iter().enumerate() {
             if r == idx {
                 continue;
             }
@@ -221,12 +225,19 @@ impl Engine {
                 continue;
             }
             let Some(out) = tx.buffer() else {
-                self.counters.count_drop(DropReason::TxFull);
+                // Every receiver from here on is skipped: count each.
+                let skipped = members[i..]
+                    .iter()
+                    .filter(|&&m| m != idx && self.members[m].as_ref().is_some_and(|x| x.info.may_receive(kind)))
+                    .count() as u64;
+                self.counters.drops[DropReason::TxFull as usize].fetch_add(skipped, Relaxed);
+                not_sent = Some(DropReason::TxFull);
                 break;
             };
             let Some(dst) = out.get_mut(..plain.len) else {
-                self.counters.count_drop(DropReason::TooBig);
-                continue;
+                // Same size for every receiver: none of them fits.
+                not_sent = Some(DropReason::TooBig);
+                break;
             };
             dst.copy_from_slice(payload);
             let res = if rtcp {
@@ -236,16 +247,25 @@ impl Engine {
             };
             match res {
                 Ok(n) => {
-                    tx.commit(recv.addr, n);
-                    sent += 1;
+                    if tx.commit(recv.addr, n) {
+                        sent += 1;
+                    }
                 }
                 Err(e) => self.counters.count_drop(drop_reason(e)),
             }
         }
-        if sent == 0 {
-            Dropped(DropReason::NoReceivers)
-        } else {
-            Verdict::Forwarded(sent)
+        match (sent, not_sent) {
+            (0, Some(DropReason::TxFull)) => {
+                // Already counted per skipped receiver; do not count the packet again.
+                Verdict::Forwarded(0)
+            }
+            (0, Some(r)) => Dropped(r),
+            (0, None) => Dropped(DropReason::NoReceivers),
+            (n, Some(DropReason::TooBig)) => {
+                self.counters.count_drop(DropReason::TooBig);
+                Verdict::Forwarded(n)
+            }
+            (n, _) => Verdict::Forwarded(n),
         }
     }
 }

@@ -55,6 +55,9 @@ impl Node {
                     return NodeResult::Dropped(DropReason::TxFull);
                 };
                 let (outcome, reply) = self.registry.handle(now, src, buf, out, &mut self.updates);
+                if outcome == Outcome::Ignored {
+                    self.engine.counters().count_drop(DropReason::ControlRejected);
+                }
                 if let Some(n) = reply {
                     tx.commit(src, n);
                 }

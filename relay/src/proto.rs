@@ -142,13 +142,16 @@ pub enum ErrorCode {
     PrivateMapKeyRequired = 15,
     /// The session named by a keepalive or leave does not exist (re-join).
     UnknownSession = 16,
-    /// The relay is shedding load; retry later.
+    /// The relay is shedding load or could not install the session; retry later.
     Overloaded = 17,
+    /// The source address holds another user's session (it expires when that client goes
+    /// silent).
+    AddressInUse = 18,
 }
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         Self::Malformed,
         Self::UnsupportedVersion,
         Self::UnknownApp,
@@ -166,6 +169,7 @@ impl ErrorCode {
         Self::PrivateMapKeyRequired,
         Self::UnknownSession,
         Self::Overloaded,
+        Self::AddressInUse,
     ];
 
     /// Decodes a wire code.
@@ -193,6 +197,7 @@ impl ErrorCode {
             Self::PrivateMapKeyRequired => "private_map_key_required",
             Self::UnknownSession => "unknown_session",
             Self::Overloaded => "overloaded",
+            Self::AddressInUse => "address_in_use",
         }
     }
 }

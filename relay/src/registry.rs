@@ -12,7 +12,11 @@
 //!   sender's packet index under the receiver's key, so a second sender (or a restarted
 //!   one) with the same SSRC could make the relay encrypt two payloads under one
 //!   (key, SSRC, index). Refusing re-declared SSRCs rules that out without per-receiver
-//!   state on the fast path;
+//!   state on the fast path. The history dies with the room, which is safe: every
+//!   receiver key dies with its session, so none outlives the room. One user may use up at
+//!   most [`MAX_USER_SSRCS`] of a room's history;
+//! - a join may take over a source address only from the same user of the same app, so a
+//!   spoofed join cannot end someone else's session;
 //! - a join is refused before any HMAC when the refusal needs none (unknown app, wrong
 //!   app, missing privilege bits, quota, SSRC conflict); the UserSig HMAC runs once, and
 //!   the PrivateMapKey HMAC only after it succeeds.
@@ -31,6 +35,9 @@ use crate::usersig::{self, PrivilegeMap};
 
 /// Most SSRCs a room remembers (see the module invariants).
 pub const MAX_ROOM_SSRCS: usize = 4096;
+/// Most SSRCs one user may use up in one room's history, so that no single member can
+/// exhaust [`MAX_ROOM_SSRCS`] by re-joining.
+pub const MAX_USER_SSRCS: u32 = 64;
 
 /// The time, as the registry needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,8 +68,22 @@ pub struct SessionInfo {
     pub uplink: SessionKeys,
     /// Relay → client SRTP keys.
     pub downlink: SessionKeys,
-    /// Last accepted media packet or keepalive, in `Now::mono_ms`.
-    pub last_seen_ms: AtomicU64,
+    /// Last accepted media packet or keepalive, in `Now::mono_ms`. On a cache line of its
+    /// own: the receiving worker stores to it per packet while other workers read the keys
+    /// and address above.
+    pub last_seen_ms: CacheLine<AtomicU64>,
+}
+
+/// A value alone on its 64-byte cache line (no false sharing with its neighbours).
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct CacheLine<T>(pub T);
+
+impl<T> std::ops::Deref for CacheLine<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 impl SessionInfo {
@@ -111,6 +132,7 @@ struct AppState {
 struct RoomState {
     members: Vec<SessionId>,
     ssrcs_used: HashSet<u32>,
+    ssrcs_by_user: HashMap<UserId, u32>,
 }
 
 struct Entry {
@@ -316,6 +338,15 @@ impl Registry {
         // old session first, so count as if it were gone.
         let replaced_user = self.by_user.get(&(room.clone(), user.clone())).copied();
         let replaced_addr = self.by_addr.get(&src).copied().filter(|id| Some(*id) != replaced_user);
+        // A join may take over an address only from the same user of the same app (moving
+        // rooms); otherwise anyone able to spoof a source address could end another
+        // client's session.
+        if let Some(other) = replaced_addr {
+            let o = &self.sessions[&other].info;
+            if o.room.app != app_id || o.user != user {
+                return Err(Refusal(ErrorCode::AddressInUse, "this address holds another user's session"));
+            }
+        }
         let freed = [replaced_user, replaced_addr];
         let freed_in_app = freed.iter().flatten().filter(|id| self.sessions[id].info.room.app == app_id).count();
         let room_state = self.rooms.get(&room);
@@ -336,6 +367,10 @@ impl Registry {
             }
             if r.ssrcs_used.len() + j.declared().count() > MAX_ROOM_SSRCS {
                 return Err(Refusal(ErrorCode::SsrcConflict, "room SSRC history is full"));
+            }
+            let used = r.ssrcs_by_user.get(&user).copied().unwrap_or(0);
+            if used + j.declared().count() as u32 > MAX_USER_SSRCS {
+                return Err(Refusal(ErrorCode::SsrcConflict, "this user has used too many SSRCs in this room"));
             }
         }
 
@@ -365,7 +400,7 @@ impl Registry {
             ssrcs: j.declared().collect(),
             uplink: secrets.c2r.session_keys(),
             downlink: secrets.r2c.session_keys(),
-            last_seen_ms: AtomicU64::new(now.mono_ms),
+            last_seen_ms: CacheLine(AtomicU64::new(now.mono_ms)),
         });
         let app = self.apps.get_mut(&app_id).expect("checked above");
         app.sessions += 1;
@@ -375,6 +410,7 @@ impl Registry {
         });
         r.members.push(id);
         r.ssrcs_used.extend(j.declared().map(|d| d.ssrc.get()));
+        *r.ssrcs_by_user.entry(user.clone()).or_default() += j.declared().count() as u32;
         self.by_addr.insert(src, id);
         self.by_user.insert((room, user), id);
         let ok = JoinOk {

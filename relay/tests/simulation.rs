@@ -30,8 +30,9 @@ impl TxSink for VecSink {
         self.scratch.resize(2048, 0);
         Some(&mut self.scratch)
     }
-    fn commit(&mut self, dst: SocketAddr, len: usize) {
+    fn commit(&mut self, dst: SocketAddr, len: usize) -> bool {
         self.out.push((dst, self.scratch[..len].to_vec()));
+        true
     }
 }
 
@@ -342,4 +343,93 @@ fn seeded_random_traffic_never_crosses_rooms() {
             assert_eq!(deliver(f, &out).len(), 1);
         }
     }
+}
+
+#[test]
+fn an_address_cannot_be_taken_over_by_another_user() {
+    let cfg = config("");
+    let mut sim = Sim::new(&cfg, 21);
+    let p = Profile::AesCm128HmacSha1_80;
+    let mut a = sim.fake(1, "a", RoomId::Num(1), &[], p);
+    sim.join(&mut a).unwrap();
+    // Another user's join from the same (spoofable) address is refused...
+    let mut b = sim.fake(1, "b", RoomId::Num(1), &[], p);
+    assert_eq!(sim.join(&mut b), Err(ErrorCode::AddressInUse));
+    assert_eq!(sim.node.registry.session_count(), 1);
+    // ...while the same user may move rooms from it.
+    let mut a2 = sim.fake(1, "a", RoomId::Num(2), &[], p);
+    sim.join(&mut a2).unwrap();
+    assert_eq!(sim.node.registry.session_count(), 1);
+    assert_eq!(sim.node.registry.room_count(), 1);
+}
+
+#[test]
+fn one_user_cannot_exhaust_a_rooms_ssrc_history() {
+    let cfg = config("[app.quotas]\nmax_rooms = 10\nmax_members_per_room = 10\nmax_sessions = 100\n");
+    let mut sim = Sim::new(&cfg, 22);
+    let p = Profile::AesCm128HmacSha1_80;
+    // A member who stays keeps the room (and its SSRC history) alive; an emptied room
+    // forgets its history, which is safe because no receiver key outlives it.
+    let mut keeper = sim.fake(1999, "keeper", RoomId::Num(1), &[], p);
+    sim.join(&mut keeper).unwrap();
+    let mut ssrc = 1000;
+    let mut joins: u16 = 0;
+    loop {
+        assert!(joins < 100, "the per-user SSRC cap never applied");
+        let ssrcs: Vec<(u32, StreamKind)> = (0..8).map(|i| (ssrc + i, StreamKind::Video)).collect();
+        ssrc += 8;
+        let mut f = sim.fake(2000 + joins, "rejoiner", RoomId::Num(1), &ssrcs, p);
+        match sim.join(&mut f) {
+            Ok(_) => joins += 1,
+            Err(e) => {
+                assert_eq!(e, ErrorCode::SsrcConflict);
+                break;
+            }
+        }
+    }
+    assert_eq!(u32::from(joins) * 8, relay::registry::MAX_USER_SSRCS);
+    // Others can still join with streams.
+    let mut other = sim.fake(3000, "other", RoomId::Num(1), &[(1, StreamKind::Audio)], p);
+    sim.join(&mut other).unwrap();
+}
+
+/// A sink with no transmit buffers at all.
+struct FullSink;
+
+impl TxSink for FullSink {
+    fn buffer(&mut self) -> Option<&mut [u8]> {
+        None
+    }
+    fn commit(&mut self, _dst: SocketAddr, _len: usize) -> bool {
+        false
+    }
+}
+
+#[test]
+fn tx_full_is_counted_once_per_skipped_receiver_and_rejected_tickets_are_counted() {
+    let cfg = config("");
+    let mut sim = Sim::new(&cfg, 23);
+    let p = Profile::AesCm128HmacSha1_80;
+    let mut a = sim.fake(1, "a", RoomId::Num(1), &[(7, StreamKind::Video)], p);
+    sim.join(&mut a).unwrap();
+    for (port, user) in [(2, "b"), (3, "c"), (4, "d")] {
+        let mut f = sim.fake(port, user, RoomId::Num(1), &[], p);
+        sim.join(&mut f).unwrap();
+    }
+    let mut buf = [0u8; 2048];
+    let h = write_rtp_header(&mut buf, 96, 1, 0, 7);
+    let n = a.client.protect_rtp(&mut buf, h + 100).unwrap();
+    let r = sim.node.handle(sim.now, a.addr, &mut buf[..n], &mut FullSink);
+    assert_eq!(r, NodeResult::Media(Verdict::Forwarded(0)));
+    let c = sim.node.engine.counters();
+    assert_eq!(c.drops(DropReason::TxFull), 3);
+    assert_eq!(c.drops(DropReason::NoReceivers), 0);
+    // A keepalive with a bad MAC is dropped and counted.
+    let mut ka = [0u8; 64];
+    let n = a.client.keepalive(&mut ka).unwrap();
+    ka[n - 1] ^= 1;
+    let (r, out) = sim.send(a.addr, &ka[..n]);
+    assert_eq!(r, NodeResult::Control(Outcome::Ignored));
+    assert!(out.is_empty());
+    assert_eq!(sim.node.engine.counters().drops(DropReason::ControlRejected), 1);
 }

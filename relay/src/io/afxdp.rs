@@ -718,8 +718,8 @@ impl TxSink for XskTx<'_> {
         self.st.pending.as_mut().and_then(|p| p.get_mut(HEADROOM..))
     }
 
-    fn commit(&mut self, dst: SocketAddr, len: usize) {
-        self.commit_frame(dst, len);
+    fn commit(&mut self, dst: SocketAddr, len: usize) -> bool {
+        self.commit_frame(dst, len)
     }
 }
 

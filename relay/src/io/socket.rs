@@ -32,7 +32,9 @@ use super::xdp::{FilterConfig, XdpFilter};
 use super::xdp_worker::XdpWorker;
 use crate::config::{Backend, Validated, XdpSettings, XskMode as CfgXskMode};
 use crate::engine::{Engine, TxSink};
+use crate::ids::SessionId;
 use crate::proto::{self, Demux};
+use crate::proto::{ErrorCode, JoinError};
 use crate::registry::{Now, Outcome, Registry, Update};
 use crate::stats::{DropReason, Snapshot, WorkerCounters};
 
@@ -168,7 +170,10 @@ impl Relay {
             Some(p) => Some(bind_stats(p)?),
             None => None,
         };
+        let own = Arc::new(WorkerCounters::default());
+        counters.push(own.clone());
         let ctl = Control {
+            own,
             registry,
             poll: ctl_poll,
             rx: ctl_rx,
@@ -266,8 +271,9 @@ impl TxSink for SocketSink<'_> {
         }
         self.batch.next_buffer()
     }
-    fn commit(&mut self, dst: SocketAddr, len: usize) {
+    fn commit(&mut self, dst: SocketAddr, len: usize) -> bool {
         self.batch.push(dst, len);
+        true
     }
 }
 
@@ -364,6 +370,8 @@ struct Control {
     stats: Option<mio::net::UnixListener>,
     /// The XDP filter and the relay address sessions are keyed with (XDP backend only).
     filter: Option<(XdpFilter, SocketAddr)>,
+    /// The control thread's own counters (rejected control messages); part of `counters`.
+    own: Arc<WorkerCounters>,
     epoch: Instant,
     stop: Arc<AtomicBool>,
     shutdown: &'static AtomicBool,
@@ -390,9 +398,27 @@ impl Control {
             while let Ok(m) = self.rx.try_recv() {
                 let now = now(self.epoch);
                 let mut reply = [0u8; REPLY_MAX];
-                let (outcome, n) = self.registry.handle(now, m.src, &m.data[..m.len], &mut reply, &mut updates);
+                let (outcome, mut n) = self.registry.handle(now, m.src, &m.data[..m.len], &mut reply, &mut updates);
                 log_outcome(m.src, outcome);
-                self.broadcast(&mut updates, &mut wake);
+                if outcome == Outcome::Ignored {
+                    self.own.count_drop(DropReason::ControlRejected);
+                }
+                let failed = self.broadcast(&mut updates, &mut wake);
+                if !failed.is_empty() {
+                    // The kernel would drop this session's media: take the join back.
+                    for id in &failed {
+                        self.registry.remove(*id, &mut updates);
+                    }
+                    self.broadcast(&mut updates, &mut wake);
+                    if matches!(outcome, Outcome::Joined(id) if failed.contains(&id)) {
+                        n = JoinError::write(
+                            ErrorCode::Overloaded,
+                            "cannot install the session now; retry",
+                            &mut reply,
+                            m.len,
+                        );
+                    }
+                }
                 if let Some(len) = n {
                     let _ = self.workers[m.worker].0.send(WorkerMsg::Reply { dst: m.src, len, data: reply });
                     wake[m.worker] = true;
@@ -405,7 +431,7 @@ impl Control {
                 if n > 0 {
                     tracing::info!(expired = n, "expired idle sessions");
                 }
-                self.broadcast(&mut updates, &mut wake);
+                self.broadcast_all(&mut updates, &mut wake);
             }
             for (i, w) in wake.iter().enumerate() {
                 if *w {
@@ -420,10 +446,10 @@ impl Control {
 
     /// Sends updates to every worker, after opening or closing the session's 5-tuple in the
     /// kernel filter, so the first media packet after join-ok is already let through.
-    fn broadcast(&mut self, updates: &mut Vec<Update>, wake: &mut [bool]) {
-        if updates.is_empty() {
-            return;
-        }
+    /// Returns the sessions whose 5-tuple could not be installed in the kernel filter
+    /// (map full): they were not sent to the workers and must be removed.
+    fn broadcast(&mut self, updates: &mut Vec<Update>, wake: &mut [bool]) -> Vec<SessionId> {
+        let mut failed = Vec::new();
         for u in updates.drain(..) {
             if let Some((f, local)) = self.filter.as_mut() {
                 let r = match &u {
@@ -432,12 +458,29 @@ impl Control {
                 };
                 if let Err(e) = r {
                     tracing::error!(error = %e, "cannot update the XDP sessions map");
+                    if let Update::Up(info) = &u {
+                        failed.push(info.id);
+                        continue;
+                    }
                 }
             }
             for (i, (tx, _)) in self.workers.iter().enumerate() {
                 let _ = tx.send(WorkerMsg::Update(u.clone()));
                 wake[i] = true;
             }
+        }
+        failed
+    }
+
+    /// Broadcasts, and takes back any session the kernel filter refused (expiry and removal
+    /// paths, where no reply needs rewriting).
+    fn broadcast_all(&mut self, updates: &mut Vec<Update>, wake: &mut [bool]) {
+        let mut failed = self.broadcast(updates, wake);
+        while !failed.is_empty() {
+            for id in failed.drain(..) {
+                self.registry.remove(id, updates);
+            }
+            failed = self.broadcast(updates, wake);
         }
     }
 

@@ -134,6 +134,16 @@ impl XdpFilter {
         let blocklist_v4 = LpmTrie::try_from(take(maps::BLOCKLIST_V4)?).map_err(map_err(maps::BLOCKLIST_V4))?;
         let blocklist_v6 = LpmTrie::try_from(take(maps::BLOCKLIST_V6)?).map_err(map_err(maps::BLOCKLIST_V6))?;
         config_map.set(0, config, 0).map_err(map_err(maps::CONFIG))?;
+        // A pinned `sessions` map outlives relayd; its entries belong to sessions that died
+        // with the previous process. Start empty, so unknown sources stay in the kernel.
+        let mut sessions = sessions;
+        let stale: Vec<SessionKey> = sessions.keys().filter_map(Result::ok).collect();
+        for k in &stale {
+            let _ = sessions.remove(k);
+        }
+        if !stale.is_empty() {
+            tracing::info!(stale = stale.len(), "cleared sessions left in the pinned map by an earlier relayd");
+        }
         Ok(Self {
             ebpf,
             config: config_map,

@@ -45,10 +45,14 @@ pub(super) struct XdpWorker {
     pub epoch: Instant,
     pub stop: Arc<AtomicBool>,
     pub shutdown: &'static AtomicBool,
-    /// MACs learned from control frames; re-applied after each kernel refresh (which
-    /// replaces the cache). Bounded by [`LEARNED_MAX`].
-    pub learned: std::collections::HashMap<IpAddr, EthernetAddress>,
+    /// MACs learned from control frames, with when. They only fill gaps in the kernel's
+    /// table (the kernel wins), are re-applied after each refresh (which replaces the
+    /// cache) and are forgotten after [`LEARNED_TTL`]. Bounded by [`LEARNED_MAX`].
+    pub learned: std::collections::HashMap<IpAddr, (EthernetAddress, Instant)>,
 }
+
+/// How long a learned MAC is used without being seen again.
+const LEARNED_TTL: Duration = Duration::from_secs(60);
 
 /// Learned MACs kept at most; beyond it the table starts over (the kernel's table and
 /// new control frames refill it).
@@ -72,6 +76,7 @@ impl XdpWorker {
             }
         };
         let mut next_refresh = Instant::now();
+        let mut last_warn: Option<Instant> = None;
         let mut events = Events::with_capacity(8);
         while !self.stop.load(Relaxed) && !self.shutdown.load(Relaxed) {
             if Instant::now() >= next_refresh {
@@ -79,8 +84,12 @@ impl XdpWorker {
                     if let Err(e) = self.port.neighbors_mut().refresh(r) {
                         tracing::warn!(worker = self.index, error = %e, "neighbour refresh failed");
                     }
-                    for (ip, mac) in &self.learned {
-                        self.port.neighbors_mut().insert(*ip, *mac);
+                    let now = Instant::now();
+                    self.learned.retain(|_, (_, at)| now.duration_since(*at) < LEARNED_TTL);
+                    for (ip, (mac, _)) in &self.learned {
+                        if self.port.neighbors().lookup(*ip).is_none() {
+                            self.port.neighbors_mut().insert(*ip, *mac);
+                        }
                     }
                 }
                 next_refresh = Instant::now() + NEIGHBOR_REFRESH;
@@ -95,7 +104,11 @@ impl XdpWorker {
             loop {
                 let n = self.batch();
                 if let Err(e) = self.port.kick() {
-                    tracing::warn!(worker = self.index, error = %e, "AF_XDP kick failed");
+                    // At most one warning a second: a vanished interface fails every kick.
+                    if last_warn.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(1)) {
+                        tracing::warn!(worker = self.index, error = %e, "AF_XDP kick failed");
+                        last_warn = Some(Instant::now());
+                    }
                 }
                 if n == 0 {
                     break;
@@ -155,13 +168,16 @@ impl XdpWorker {
                 Demux::Other => counters.count_drop(DropReason::NotRelayed),
             }
         });
-        for (ip, mac) in learned.iter().flatten() {
-            if known.get(ip) != Some(mac) {
+        if n_learned > 0 {
+            let now = Instant::now();
+            for (ip, mac) in learned.iter().flatten() {
                 if known.len() >= LEARNED_MAX {
                     known.clear();
                 }
-                known.insert(*ip, *mac);
-                port.neighbors_mut().insert(*ip, *mac);
+                known.insert(*ip, (*mac, now));
+                if port.neighbors().lookup(*ip).is_none() {
+                    port.neighbors_mut().insert(*ip, *mac);
+                }
             }
         }
         if wake {
