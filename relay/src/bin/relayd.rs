@@ -14,6 +14,8 @@ const EXAMPLE_CONFIG: &str = r#"# relayd.toml
 listen = "0.0.0.0:7000"        # UDP port for media (SRTP) and control (join/keepalive)
 workers = 2                    # one SO_REUSEPORT socket + pinned thread each; default: cores
 control_socket = "/run/edgerelay/relayd.sock"   # for `relayd stats`
+# backend = "xdp"              # XDP filter + AF_XDP (root); listen must be the interface's address
+# user = "nobody"              # drop to this user after setup (no capabilities kept)
 
 [timeouts]
 keepalive_secs = 5             # told to clients in join-ok
@@ -28,6 +30,12 @@ profiles = ["AES_CM_128_HMAC_SHA1_80", "AEAD_AES_128_GCM"]
 max_rooms = 1000
 max_members_per_room = 50
 max_sessions = 10000
+
+# [xdp]                        # with backend = "xdp"
+# iface = "eth0"
+# mode = "auto"                # auto | copy | zerocopy
+# join_rate_per_sec = 20       # per source address, in the kernel
+# pps_rate_per_sec = 20000
 "#;
 
 #[derive(Parser)]
