@@ -26,7 +26,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::afxdp::{LocalEndpoint, XskConfig, XskMode, XskPort};
-use super::netlink::RouteSocket;
+use super::netlink::{Neighbor, Route, RouteSocket};
 use super::sys::{self, RecvBatch, SendBatch};
 use super::xdp::{FilterConfig, XdpFilter};
 use super::xdp_worker::XdpWorker;
@@ -59,7 +59,14 @@ pub(super) struct ControlIn {
 
 pub(super) enum WorkerMsg {
     Update(Update),
-    Reply { dst: SocketAddr, len: usize, data: [u8; REPLY_MAX] },
+    Reply {
+        dst: SocketAddr,
+        len: usize,
+        data: [u8; REPLY_MAX],
+    },
+    /// The kernel's neighbour and route tables, dumped by the control thread (XDP backend),
+    /// so workers never block on netlink.
+    Neighbors(Arc<(Vec<Neighbor>, Vec<Route>)>),
 }
 
 /// Monotonic milliseconds since `epoch`, the clock every thread shares.
@@ -174,6 +181,7 @@ impl Relay {
         counters.push(own.clone());
         let ctl = Control {
             own,
+            route: None,
             registry,
             poll: ctl_poll,
             rx: ctl_rx,
@@ -323,6 +331,7 @@ impl Worker {
     fn drain_messages(&mut self, tx: &mut SendBatch) {
         while let Ok(m) = self.msgs.try_recv() {
             match m {
+                WorkerMsg::Neighbors(_) => {}
                 WorkerMsg::Update(u) => self.engine.apply(&u),
                 WorkerMsg::Reply { dst, len, data } => {
                     let counters = self.engine.counters().clone();
@@ -372,6 +381,8 @@ struct Control {
     filter: Option<(XdpFilter, SocketAddr)>,
     /// The control thread's own counters (rejected control messages); part of `counters`.
     own: Arc<WorkerCounters>,
+    /// Netlink socket for the neighbour dumps (XDP backend), opened on first use.
+    route: Option<RouteSocket>,
     epoch: Instant,
     stop: Arc<AtomicBool>,
     shutdown: &'static AtomicBool,
@@ -387,6 +398,13 @@ impl Control {
         let mut events = Events::with_capacity(8);
         let mut updates = Vec::new();
         let mut last_expiry = 0;
+        let mut first = vec![false; self.workers.len()];
+        self.push_neighbors(&mut first);
+        for (i, w) in first.iter().enumerate() {
+            if *w {
+                let _ = self.workers[i].1.wake();
+            }
+        }
         while !self.stop.load(Relaxed) && !self.shutdown.load(Relaxed) {
             if let Err(e) = self.poll.poll(&mut events, Some(Duration::from_millis(250))) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -427,6 +445,7 @@ impl Control {
             let now = now(self.epoch);
             if now.mono_ms >= last_expiry + 1000 {
                 last_expiry = now.mono_ms;
+                self.push_neighbors(&mut wake);
                 let n = self.registry.expire(now, &mut updates);
                 if n > 0 {
                     tracing::info!(expired = n, "expired idle sessions");
@@ -470,6 +489,34 @@ impl Control {
             }
         }
         failed
+    }
+
+    /// XDP backend: dumps the kernel's neighbour and route tables and sends them to every
+    /// worker (once a second, from here, so the workers never wait on netlink).
+    fn push_neighbors(&mut self, wake: &mut [bool]) {
+        if self.filter.is_none() {
+            return;
+        }
+        if self.route.is_none() {
+            match RouteSocket::open() {
+                Ok(r) => self.route = Some(r),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no netlink socket: next hops only from learned MACs");
+                    return;
+                }
+            }
+        }
+        let r = self.route.as_mut().expect("opened above");
+        match r.neighbors().and_then(|n| Ok((n, r.routes()?))) {
+            Ok(tables) => {
+                let tables = Arc::new(tables);
+                for (i, (tx, _)) in self.workers.iter().enumerate() {
+                    let _ = tx.send(WorkerMsg::Neighbors(tables.clone()));
+                    wake[i] = true;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "neighbour table dump failed"),
+        }
     }
 
     /// Broadcasts, and takes back any session the kernel filter refused (expiry and removal

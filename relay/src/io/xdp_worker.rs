@@ -7,8 +7,8 @@
 //! with [`wire::parse_udp`], decrypted in place in the UMEM frame, and re-encrypted into TX
 //! frames whose Ethernet/IP/UDP headers [`XskTx`](super::afxdp::XskTx) writes in front.
 //!
-//! Next-hop MACs come from the kernel's neighbour and route tables, refreshed once a second
-//! outside the packet path, plus what the worker learns from the source MAC of control
+//! Next-hop MACs come from the kernel's neighbour and route tables, which the control thread
+//! dumps once a second and sends here (so a worker never waits on netlink), plus what the worker learns from the source MAC of control
 //! frames (a client's first frame is its join, so its reply never waits for ARP).
 
 use std::net::IpAddr;
@@ -20,7 +20,6 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::afxdp::XskPort;
-use super::netlink::RouteSocket;
 use super::socket::{enqueue_control, mono_ms, ControlIn, WorkerMsg};
 use crate::engine::Engine;
 use crate::proto::{self, Demux};
@@ -28,8 +27,6 @@ use crate::stats::DropReason;
 use crate::wire::{self, EthernetAddress};
 
 const PORT: Token = Token(0);
-/// How often the neighbour cache is refreshed from the kernel.
-const NEIGHBOR_REFRESH: Duration = Duration::from_secs(1);
 /// Source MACs learned per batch at most (from control frames only).
 const LEARN_MAX: usize = 16;
 
@@ -68,32 +65,9 @@ impl XdpWorker {
             tracing::error!(worker = self.index, error = %e, "cannot register the AF_XDP socket");
             return;
         }
-        let mut route = match RouteSocket::open() {
-            Ok(r) => Some(r),
-            Err(e) => {
-                tracing::warn!(worker = self.index, error = %e, "no netlink socket: next hops only from learned MACs");
-                None
-            }
-        };
-        let mut next_refresh = Instant::now();
         let mut last_warn: Option<Instant> = None;
         let mut events = Events::with_capacity(8);
         while !self.stop.load(Relaxed) && !self.shutdown.load(Relaxed) {
-            if Instant::now() >= next_refresh {
-                if let Some(r) = route.as_mut() {
-                    if let Err(e) = self.port.neighbors_mut().refresh(r) {
-                        tracing::warn!(worker = self.index, error = %e, "neighbour refresh failed");
-                    }
-                    let now = Instant::now();
-                    self.learned.retain(|_, (_, at)| now.duration_since(*at) < LEARNED_TTL);
-                    for (ip, (mac, _)) in &self.learned {
-                        if self.port.neighbors().lookup(*ip).is_none() {
-                            self.port.neighbors_mut().insert(*ip, *mac);
-                        }
-                    }
-                }
-                next_refresh = Instant::now() + NEIGHBOR_REFRESH;
-            }
             if let Err(e) = self.poll.poll(&mut events, Some(Duration::from_millis(10))) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     tracing::error!(worker = self.index, error = %e, "poll failed");
@@ -123,6 +97,17 @@ impl XdpWorker {
         while let Ok(m) = self.msgs.try_recv() {
             match m {
                 WorkerMsg::Update(u) => self.engine.apply(&u),
+                WorkerMsg::Neighbors(tables) => {
+                    let (neighbors, routes) = &*tables;
+                    self.port.neighbors_mut().apply(neighbors, routes);
+                    let now = Instant::now();
+                    self.learned.retain(|_, (_, at)| now.duration_since(*at) < LEARNED_TTL);
+                    for (ip, (mac, _)) in &self.learned {
+                        if self.port.neighbors().lookup(*ip).is_none() {
+                            self.port.neighbors_mut().insert(*ip, *mac);
+                        }
+                    }
+                }
                 WorkerMsg::Reply { dst, len, data } => {
                     self.port.send_to(dst, &data[..len]);
                     sent = true;
