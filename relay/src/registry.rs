@@ -355,7 +355,16 @@ impl Registry {
         if app.sessions as usize - freed_in_app >= app.cfg.quotas.max_sessions as usize {
             return Err(Refusal(ErrorCode::SessionQuota, "app session quota reached"));
         }
-        if room_state.is_none() && app.rooms >= app.cfg.quotas.max_rooms {
+        // Rooms of this app that the freed sessions leave empty (a user moving rooms).
+        let rooms_freed = freed
+            .iter()
+            .flatten()
+            .filter(|id| {
+                let r = &self.sessions[id].info.room;
+                r.app == app_id && *r != room && self.rooms.get(r).is_some_and(|st| st.members.len() == 1)
+            })
+            .count() as u32;
+        if room_state.is_none() && app.rooms - rooms_freed >= app.cfg.quotas.max_rooms {
             return Err(Refusal(ErrorCode::RoomQuota, "app room quota reached"));
         }
         if members_after >= app.cfg.quotas.max_members_per_room as usize {

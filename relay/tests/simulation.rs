@@ -234,10 +234,21 @@ fn quotas_are_enforced_with_distinct_codes() {
     assert_eq!(sim.join(&mut f), Err(ErrorCode::RoomQuota));
     let mut f = next(&mut sim, "e", 1);
     assert_eq!(sim.join(&mut f), Err(ErrorCode::MemberQuota));
+
     // A re-join of an existing member is not a new member.
     let mut f = next(&mut sim, "a", 1);
     sim.join(&mut f).unwrap();
     assert_eq!(sim.node.registry.session_count(), 4);
+
+    let cfg = config("[app.quotas]\nmax_rooms = 1\nmax_members_per_room = 10\nmax_sessions = 10\n");
+    let mut sim = Sim::new(&cfg, 14);
+    let mut alone = sim.fake(500, "solo", RoomId::Num(1), &[], p);
+    sim.join(&mut alone).unwrap();
+    let mut moved = sim.fake(500, "solo", RoomId::Num(2), &[], p);
+    sim.join(&mut moved).unwrap();
+    assert_eq!(sim.node.registry.room_count(), 1);
+    let mut other = sim.fake(501, "other", RoomId::Num(3), &[], p);
+    assert_eq!(sim.join(&mut other), Err(ErrorCode::RoomQuota));
 
     let cfg = config("[app.quotas]\nmax_rooms = 10\nmax_members_per_room = 10\nmax_sessions = 2\n");
     let mut sim = Sim::new(&cfg, 10);
