@@ -398,13 +398,11 @@ impl Control {
         let mut events = Events::with_capacity(8);
         let mut updates = Vec::new();
         let mut last_expiry = 0;
-        let mut first = vec![false; self.workers.len()];
-        self.push_neighbors(&mut first);
-        for (i, w) in first.iter().enumerate() {
-            if *w {
-                let _ = self.workers[i].1.wake();
-            }
-        }
+        // Which workers got messages this round (reused: the control loop allocates only
+        // what the registry needs).
+        let mut wake = vec![false; self.workers.len()];
+        self.push_neighbors(&mut wake);
+        self.wake_workers(&mut wake);
         while !self.stop.load(Relaxed) && !self.shutdown.load(Relaxed) {
             if let Err(e) = self.poll.poll(&mut events, Some(Duration::from_millis(250))) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -412,7 +410,6 @@ impl Control {
                     return;
                 }
             }
-            let mut wake = vec![false; self.workers.len()];
             while let Ok(m) = self.rx.try_recv() {
                 let now = now(self.epoch);
                 let mut reply = [0u8; REPLY_MAX];
@@ -452,11 +449,7 @@ impl Control {
                 }
                 self.broadcast_all(&mut updates, &mut wake);
             }
-            for (i, w) in wake.iter().enumerate() {
-                if *w {
-                    let _ = self.workers[i].1.wake();
-                }
-            }
+            self.wake_workers(&mut wake);
             if events.iter().any(|e| e.token() == STATS) {
                 self.serve_stats();
             }
@@ -489,6 +482,15 @@ impl Control {
             }
         }
         failed
+    }
+
+    /// Wakes the workers marked in `wake` and clears the marks.
+    fn wake_workers(&self, wake: &mut [bool]) {
+        for (i, w) in wake.iter_mut().enumerate() {
+            if std::mem::take(w) {
+                let _ = self.workers[i].1.wake();
+            }
+        }
     }
 
     /// XDP backend: dumps the kernel's neighbour and route tables and sends them to every
