@@ -179,8 +179,7 @@ impl Relayd {
 
     /// Sends SIGTERM and waits for a clean exit; returns the exit status success.
     pub fn terminate(mut self) -> bool {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = relay::io::sys::terminate(self.child.id());
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(st)) = self.child.try_wait() {

@@ -108,7 +108,11 @@ impl Net {
         let veth = VethPair::new(&x.client_ns, &["198.19.0.1/24"], &ns, &["198.19.0.2/24"]).expect("attacker veth");
         ns.ip(&["route", "add", "default", "via", "198.19.0.1"]).expect("attacker route");
         x.relay_ns.ip(&["route", "add", "198.19.0.0/24", "via", CLIENT_IP]).expect("relay route to the attacker");
-        crate::net::sysctl(&x.client_ns, "net.ipv4.ip_forward=1");
+        {
+            // /proc/sys/net follows the opening thread's network namespace.
+            let _g = x.client_ns.enter().expect("enter client namespace");
+            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").expect("enable forwarding in the client namespace");
+        }
         Attacker { _veth: veth, ns }
     }
 
@@ -192,12 +196,4 @@ impl Attacker {
         let _g = self.ns.enter().expect("enter attacker namespace");
         UdpSocket::bind("198.19.0.2:0").unwrap()
     }
-}
-
-fn sysctl(ns: &NetNs, kv: &str) {
-    let st = std::process::Command::new("ip")
-        .args(["netns", "exec", ns.name(), "sysctl", "-q", "-w", kv])
-        .status()
-        .expect("run sysctl");
-    assert!(st.success(), "sysctl {kv} in {}", ns.name());
 }

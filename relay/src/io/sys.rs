@@ -167,6 +167,13 @@ pub fn effective_capabilities() -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no CapEff in /proc/self/status"))
 }
 
+/// Sends SIGTERM to process `pid` (tests and tools that stop a relayd they started).
+pub fn terminate(pid: u32) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: kill has no memory-safety preconditions; the result is checked.
+    cvt(unsafe { libc::kill(pid, libc::SIGTERM) }).map(drop)
+}
+
 /// Whether the process runs as root.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
