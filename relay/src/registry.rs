@@ -480,6 +480,23 @@ impl Registry {
         dead.len()
     }
 
+    /// Ends every session of a room (an operator's dismissal); returns how many.
+    pub fn dismiss_room(&mut self, key: &RoomKey, updates: &mut Vec<Update>) -> usize {
+        let ids = self.rooms.get(key).map(|r| r.members.clone()).unwrap_or_default();
+        for id in &ids {
+            self.remove(*id, updates);
+        }
+        ids.len()
+    }
+
+    /// Ends one user's session in a room; returns whether there was one.
+    pub fn remove_user(&mut self, key: &RoomKey, user: &UserId, updates: &mut Vec<Update>) -> bool {
+        match self.by_user.get(&(key.clone(), user.clone())).copied() {
+            Some(id) => self.remove(id, updates),
+            None => false,
+        }
+    }
+
     /// Ends a session (leave, expiry, replacement, or an operator's removal).
     pub fn remove(&mut self, id: SessionId, updates: &mut Vec<Update>) -> bool {
         let Some(e) = self.sessions.remove(&id) else {

@@ -291,6 +291,43 @@ fn nat_rebinding_rejoin_moves_the_session(net: &Net) {
     assert_eq!(refusal(&mut a3), ErrorCode::SsrcConflict);
 }
 
+fn operator_dismisses_rooms_and_removes_users(net: &Net) {
+    use relay::io::mgmt::{request, Request};
+    let relayd = net.relayd(&two_app_config(30, ""));
+    let mut a = net.peer(&relayd, APP_A, SECRET_A, "a", RoomId::Num(4), Some(1));
+    let mut b = net.peer(&relayd, APP_A, SECRET_A, "b", RoomId::Num(4), Some(2));
+    let mut c = net.peer(&relayd, APP_A, SECRET_A, "c", RoomId::Str("other".into()), Some(3));
+    let mut d = net.peer(&relayd, APP_A, SECRET_A, "d", RoomId::Str("other".into()), None);
+    for p in [&mut a, &mut b, &mut c, &mut d] {
+        p.join().unwrap();
+    }
+    relayd.wait_for(3, "four sessions", |s| s.sessions == 4);
+    let r = request(
+        &relayd.stats_socket,
+        &Request::RemoveUser { sdkappid: APP_A.into(), room: "4".into(), user: "b".into() },
+    )
+    .unwrap();
+    assert_eq!((r.ok, r.removed), (true, Some(1)));
+    a.send_rtp(1, b"b is gone");
+    assert!(b.drain(QUIET).is_empty(), "a removed user receives nothing");
+    let r = request(&relayd.stats_socket, &Request::DismissRoom { sdkappid: APP_A.into(), room: "s:other".into() })
+        .unwrap();
+    assert_eq!((r.ok, r.removed), (true, Some(2)));
+    c.send_rtp(3, b"dismissed");
+    assert!(d.drain(QUIET).is_empty(), "a dismissed room relays nothing");
+    let s = relayd.wait_for(3, "one session left", |s| s.sessions == 1 && s.rooms == 1);
+    assert_eq!(s.joins.get("ok"), Some(&4));
+    // Bad requests get a clear error, not a crash.
+    let r = request(&relayd.stats_socket, &Request::DismissRoom { sdkappid: 0, room: "4".into() }).unwrap();
+    assert!(!r.ok && r.error.unwrap().contains("sdkappid 0"));
+    let r = request(
+        &relayd.stats_socket,
+        &Request::Block { ip: "198.19.0.0".parse().unwrap(), prefix_len: 24, ttl_secs: 60 },
+    )
+    .unwrap();
+    assert_eq!(r.ok, net.is_xdp(), "blocking needs the XDP backend: {r:?}");
+}
+
 /// Runs each scenario on loopback (socket backend) and in namespaces (XDP backend).
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -304,6 +341,7 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
+    operator_dismisses_rooms_and_removes_users,
     two_apps_three_rooms_four_members_each_receive_exactly_their_room,
     bad_credentials_are_refused_with_the_right_code,
     receive_only_private_map_key_cannot_publish,

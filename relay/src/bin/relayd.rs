@@ -48,7 +48,8 @@ TRTC UserSig (optionally a PrivateMapKey), agree per-session keys with the relay
 and every packet a member sends is authenticated, replay-checked and re-encrypted with each \
 other member's own keys.",
     after_help = "Examples:\n  relayd run --config relayd.toml\n  relayd check --config relayd.toml\n  \
-relayd stats --socket /run/edgerelay/relayd.sock\n  relayd example-config > relayd.toml\n  \
+relayd stats --socket /run/edgerelay/relayd.sock\n  relayd ctl dismiss-room --sdkappid 1400000001 --room 42\n  \
+relayd example-config > relayd.toml\n  \
 relayd run --config relayd.toml --backend xdp --iface eth0     # kernel-bypass data plane (root)\n\n\
 Logging: RUST_LOG=relay=debug shows refused joins."
 )]
@@ -92,8 +93,50 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Act on a running relayd through its management socket.
+    Ctl {
+        /// The control socket path from the config.
+        #[arg(short, long, default_value = "/run/edgerelay/relayd.sock")]
+        socket: PathBuf,
+        #[command(subcommand)]
+        action: CtlAction,
+    },
     /// Print an annotated example config.
     ExampleConfig,
+}
+
+#[derive(Subcommand)]
+enum CtlAction {
+    /// End every session in a room.
+    DismissRoom {
+        /// The app.
+        #[arg(long)]
+        sdkappid: u64,
+        /// The room: digits for a numeric room, `s:NAME` for a string room.
+        #[arg(long)]
+        room: String,
+    },
+    /// End one user's session in a room.
+    RemoveUser {
+        /// The app.
+        #[arg(long)]
+        sdkappid: u64,
+        /// The room.
+        #[arg(long)]
+        room: String,
+        /// The user id.
+        #[arg(long)]
+        user: String,
+    },
+    /// Drop a source prefix in the kernel (XDP backend), e.g. `--cidr 198.51.100.0/24 --ttl 600`.
+    Block {
+        /// Address/prefix length.
+        #[arg(long)]
+        cidr: String,
+        /// Seconds until the entry expires (0 = never).
+        #[arg(long, default_value_t = 600)]
+        ttl: u64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -129,6 +172,34 @@ fn main() -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
                 print_table(&s);
+            }
+            Ok(())
+        }
+        Cmd::Ctl { socket, action } => {
+            use relay::io::mgmt::{request, Request};
+            let req = match action {
+                CtlAction::DismissRoom { sdkappid, room } => Request::DismissRoom { sdkappid, room },
+                CtlAction::RemoveUser { sdkappid, room, user } => Request::RemoveUser { sdkappid, room, user },
+                CtlAction::Block { cidr, ttl } => {
+                    let (ip, len) = cidr.split_once('/').unwrap_or((&cidr, ""));
+                    let ip: std::net::IpAddr = ip.parse().with_context(|| format!("--cidr {cidr}: bad address"))?;
+                    let max = if ip.is_ipv4() { 32 } else { 128 };
+                    let prefix_len = if len.is_empty() {
+                        max
+                    } else {
+                        len.parse().with_context(|| format!("--cidr {cidr}: bad prefix length"))?
+                    };
+                    anyhow::ensure!(prefix_len <= max, "--cidr {cidr}: prefix length above {max}");
+                    Request::Block { ip, prefix_len, ttl_secs: ttl }
+                }
+            };
+            let r = request(&socket, &req).with_context(|| format!("talking to relayd at {}", socket.display()))?;
+            if !r.ok {
+                anyhow::bail!("relayd refused: {}", r.error.unwrap_or_default());
+            }
+            match r.removed {
+                Some(n) => println!("ok: {n} session(s) ended"),
+                None => println!("ok"),
             }
             Ok(())
         }

@@ -8,6 +8,7 @@
 //! [`netns`] (syscalls), each block with its `SAFETY` comment.
 
 pub mod afxdp;
+pub mod mgmt;
 pub mod netlink;
 pub mod netns;
 pub mod socket;

@@ -26,13 +26,14 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::afxdp::{LocalEndpoint, XskConfig, XskMode, XskPort};
+use super::mgmt;
 use super::netlink::{Neighbor, Route, RouteSocket};
 use super::sys::{self, RecvBatch, SendBatch};
 use super::xdp::{FilterConfig, XdpFilter};
 use super::xdp_worker::XdpWorker;
 use crate::config::{Backend, Validated, XdpSettings, XskMode as CfgXskMode};
 use crate::engine::{Engine, TxSink};
-use crate::ids::SessionId;
+use crate::ids::{RoomId, RoomKey, SdkAppId, SessionId, UserId};
 use crate::proto::{self, Demux};
 use crate::proto::{ErrorCode, JoinError};
 use crate::registry::{Now, Outcome, Registry, Update};
@@ -451,7 +452,8 @@ impl Control {
             }
             self.wake_workers(&mut wake);
             if events.iter().any(|e| e.token() == STATS) {
-                self.serve_stats();
+                self.serve_mgmt(&mut wake);
+                self.wake_workers(&mut wake);
             }
         }
     }
@@ -556,24 +558,78 @@ impl Control {
         s
     }
 
-    fn serve_stats(&mut self) {
-        use std::io::Write;
-        let Some(l) = self.stats.as_ref() else { return };
+    /// Serves the management socket: one request per connection (see [`super::mgmt`]).
+    fn serve_mgmt(&mut self, wake: &mut [bool]) {
         loop {
-            match l.accept() {
-                Ok((mut stream, _)) => {
-                    let body = serde_json::to_vec(&self.snapshot()).expect("snapshots serialize");
-                    // The reply is a few KiB: it fits the socket buffer, so a non-blocking
-                    // write either completes or the reader is broken.
-                    let _ = stream.write_all(&body);
-                }
+            let Some(l) = self.stats.as_ref() else { return };
+            let stream = match l.accept() {
+                Ok((s, _)) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
-                    tracing::warn!(error = %e, "stats accept failed");
+                    tracing::warn!(error = %e, "management accept failed");
                     break;
                 }
+            };
+            let mut s = StdUnixStream::from(std::os::fd::OwnedFd::from(stream));
+            if s.set_nonblocking(false).is_err() {
+                continue;
             }
+            let allowed = sys::peer_uid(&s).is_ok_and(|uid| uid == 0 || uid == sys::euid());
+            let resp = if !allowed {
+                mgmt::Response::error("permission denied: only root or relayd's user may manage relayd")
+            } else {
+                match mgmt::read_request(&mut s) {
+                    Ok(req) => self.execute(req, wake),
+                    Err(e) => mgmt::Response::error(e),
+                }
+            };
+            mgmt::write_response(&mut s, &resp);
         }
+    }
+
+    fn execute(&mut self, req: mgmt::Request, wake: &mut [bool]) -> mgmt::Response {
+        use mgmt::{Request, Response};
+        let room_key = |sdkappid: u64, room: &str| -> Result<RoomKey, String> {
+            let app = SdkAppId::new(sdkappid).map_err(|e| format!("sdkappid {sdkappid}: {e}"))?;
+            let room = RoomId::parse(room).map_err(|e| format!("room {room:?}: {e}"))?;
+            Ok(RoomKey { app, room })
+        };
+        let mut updates = Vec::new();
+        let resp = match req {
+            Request::Stats {} => Response { ok: true, stats: Some(self.snapshot()), ..Response::default() },
+            Request::DismissRoom { sdkappid, room } => match room_key(sdkappid, &room) {
+                Ok(k) => {
+                    let n = self.registry.dismiss_room(&k, &mut updates);
+                    tracing::info!(room = %k, sessions = n, "room dismissed by the operator");
+                    Response { ok: true, removed: Some(n as u64), ..Response::default() }
+                }
+                Err(e) => Response::error(e),
+            },
+            Request::RemoveUser { sdkappid, room, user } => match (room_key(sdkappid, &room), UserId::new(&user)) {
+                (Ok(k), Ok(u)) => {
+                    let n = u64::from(self.registry.remove_user(&k, &u, &mut updates));
+                    tracing::info!(room = %k, user = %u, removed = n, "user removed by the operator");
+                    Response { ok: true, removed: Some(n), ..Response::default() }
+                }
+                (Err(e), _) => Response::error(e),
+                (_, Err(e)) => Response::error(format!("user {user:?}: {e}")),
+            },
+            Request::Block { ip, prefix_len, ttl_secs } => match self.filter.as_mut() {
+                None => Response::error("blocking needs the XDP backend"),
+                Some((f, _)) => {
+                    let expires = if ttl_secs == 0 { 0 } else { xdp_prog::boot_time_ns() + ttl_secs * 1_000_000_000 };
+                    match f.block(ip, prefix_len, expires) {
+                        Ok(()) => {
+                            tracing::info!(%ip, prefix_len, ttl_secs, "source blocked by the operator");
+                            Response { ok: true, ..Response::default() }
+                        }
+                        Err(e) => Response::error(e.to_string()),
+                    }
+                }
+            },
+        };
+        self.broadcast_all(&mut updates, wake);
+        resp
     }
 }
 
@@ -687,12 +743,8 @@ fn rx_queues(iface: &str) -> u32 {
         .max(1)
 }
 
-/// Reads a counters snapshot from a running relayd's stats socket.
+/// Reads a counters snapshot from a running relayd's management socket.
 pub fn read_stats(path: &Path) -> io::Result<Snapshot> {
-    use std::io::Read;
-    let mut s = StdUnixStream::connect(path)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf)?;
-    serde_json::from_slice(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    let r = mgmt::request(path, &mgmt::Request::Stats {})?;
+    r.stats.ok_or_else(|| io::Error::other(r.error.unwrap_or_else(|| "no stats in the answer".into())))
 }

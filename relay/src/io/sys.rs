@@ -174,6 +174,30 @@ pub fn terminate(pid: u32) -> io::Result<()> {
     cvt(unsafe { libc::kill(pid, libc::SIGTERM) }).map(drop)
 }
 
+/// The uid of the process at the other end of a connected Unix socket (`SO_PEERCRED`).
+pub fn peer_uid(sock: &impl AsRawFd) -> io::Result<u32> {
+    // SAFETY: ucred is plain old data; all-zero is valid.
+    let mut cred: libc::ucred = unsafe { zeroed() };
+    let mut len = size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: the fd is an open socket; cred and len are valid out-pointers of that size.
+    cvt(unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            std::ptr::addr_of_mut!(cred).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(cred.uid)
+}
+
+/// The effective uid of this process.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// Whether the process runs as root.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
