@@ -88,7 +88,7 @@ pub fn request(path: &Path, req: &Request) -> io::Result<Response> {
 
 /// Reads one bounded request line from a connected client.
 pub(super) fn read_request(s: &mut UnixStream) -> Result<Request, String> {
-    s.set_read_timeout(Some(Duration::from_millis(500))).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_millis(200))).map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
     let mut r = io::BufReader::new(io::Read::take(&mut *s, MAX_REQUEST as u64 + 1));
     r.read_until(b'\n', &mut buf).map_err(|e| format!("reading the request: {e}"))?;
