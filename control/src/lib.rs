@@ -7,4 +7,5 @@
 //! - [`store`]: the embedded redb store of apps, API keys and the append-only audit log.
 #![forbid(unsafe_code)]
 
+pub mod keys;
 pub mod tc3;
