@@ -106,6 +106,19 @@ impl SecretKey {
         random_base62(SECRET_KEY_LEN).map(SecretKey)
     }
 
+    /// A fresh random app secret for TLSSigAPIv2: 64 lowercase hex digits (256 bits), the
+    /// shape of the keys Tencent's console issues.
+    pub fn generate_app_secret() -> Result<Self, KeyError> {
+        let mut bytes = [0u8; 32];
+        getrandom::getrandom(&mut bytes).map_err(KeyError::Rng)?;
+        Ok(SecretKey(hex::encode(bytes)))
+    }
+
+    /// Wraps an existing secret, e.g. an app secret imported from Tencent's console.
+    pub fn from_exposed(secret: String) -> Self {
+        SecretKey(secret)
+    }
+
     /// The key's characters, to sign or verify with, or to show once at creation.
     pub fn expose(&self) -> &str {
         &self.0
@@ -245,6 +258,9 @@ mod tests {
         assert!(a.secret_key.expose().bytes().all(|c| c.is_ascii_alphanumeric()));
         assert_ne!(a.secret_id, b.secret_id);
         assert_ne!(a.secret_key, b.secret_key);
+        let app = SecretKey::generate_app_secret().unwrap();
+        assert_eq!(app.expose().len(), 64);
+        assert!(app.expose().bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert!(!format!("{a:?}").contains(a.secret_key.expose()));
         assert!(!is_secret_id("AKID") && !is_secret_id(&format!("AKIE{}", &a.secret_id[4..])));
     }
