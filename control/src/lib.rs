@@ -8,4 +8,5 @@
 #![forbid(unsafe_code)]
 
 pub mod keys;
+pub mod store;
 pub mod tc3;
