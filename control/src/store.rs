@@ -606,6 +606,45 @@ mod tests {
         assert_eq!(next.seq, 5);
     }
 
+    const KILL_CHILD_ENV: &str = "RELAY_CONTROL_KILL9_STORE";
+
+    /// The child half of `committed_changes_survive_kill_9`: commits, says so, then waits to
+    /// be killed (it fails if it is not). A no-op when run as an ordinary test.
+    #[test]
+    fn kill_9_child() {
+        let Some(path) = std::env::var_os(KILL_CHILD_ENV) else { return };
+        let store = Store::open(path).unwrap();
+        for id in 1..=20 {
+            store.create_app(&App::new(id, secret("k"), QUOTAS, u64::from(id)), &actor(u64::from(id))).unwrap();
+        }
+        // On a line of its own: libtest has already printed `test ... ` without a newline.
+        println!("\ncommitted");
+        // Bounded, so an orphaned child cannot outlive a crashed parent for long.
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        panic!("not killed within 60 s");
+    }
+
+    #[test]
+    fn committed_changes_survive_kill_9() {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let dir = TempDir::new("kill9");
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "store::tests::kill_9_child", "--nocapture", "--test-threads=1"])
+            .env(KILL_CHILD_ENV, dir.file())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let committed = BufReader::new(stdout).lines().map_while(Result::ok).any(|l| l == "committed");
+        child.kill().unwrap(); // SIGKILL: no destructor, no clean close.
+        child.wait().unwrap();
+        assert!(committed, "the child never reported its commits");
+        let store = Store::open(dir.file()).unwrap();
+        assert_eq!(store.list_apps().unwrap().len(), 20);
+        assert_eq!(store.audit_range(0, u64::MAX, 100).unwrap().len(), 20);
+    }
+
     #[test]
     fn verification_lookup_through_the_store() {
         use crate::tc3::{sign, ReplayCache, Request, Scope, Verifier};
