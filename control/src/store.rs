@@ -1,0 +1,669 @@
+//! The embedded store of `relay-control`: apps, API keys and the append-only audit log, in
+//! one redb file.
+//!
+//! Invariants:
+//! - Every change is one redb write transaction, and the audit entry of a successful change is
+//!   written in that same transaction: a change and its audit record land together or not at
+//!   all. redb commits with `Durability::Immediate` (fsync), so a committed change survives
+//!   `kill -9` and power loss.
+//! - A change that fails (unknown app, revoked key, ...) writes nothing; the caller records the
+//!   refusal with [`Store::append_audit`], in its own transaction.
+//! - The audit log is append-only: the store has no way to change or delete an entry. Entries
+//!   are keyed by `(time, sequence)`, the sequence being a counter kept in the same file, so
+//!   entries of the same second keep their order.
+//!
+//! Secrets at rest: HMAC verification (TC3 for API keys, TLSSigAPIv2 for UserSigs) needs the
+//! shared secret itself, not a hash of it, so API SecretKeys and app secrets are stored in
+//! clear. They are protected by the file's permissions: the store file is created with mode
+//! 0600 (owner read/write only) before redb opens it, an existing file is tightened to 0600 at
+//! open, and the daemon runs as its own unprivileged user. Backups of the file must be treated
+//! as secrets. Records are JSON values inside redb tables.
+
+use std::fs::{self, OpenOptions};
+use std::net::IpAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{ApiKey, KeyError, SecretKey};
+
+const APPS: TableDefinition<u32, &[u8]> = TableDefinition::new("apps");
+const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
+const AUDIT: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("audit");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const AUDIT_SEQ: &str = "audit_seq";
+
+/// Mode of the store file: owner read and write only.
+pub const STORE_FILE_MODE: u32 = 0o600;
+/// Most secrets an app holds: the current one and one still inside its overlap window.
+pub const MAX_APP_SECRETS: usize = 2;
+/// Longest `who` or `what` of an audit entry, in bytes.
+pub const MAX_AUDIT_FIELD_LEN: usize = 256;
+/// Upper bound of every quota.
+pub const MAX_QUOTA: u32 = 1_000_000;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// redb failed (I/O, corruption, transaction or table error). Boxed: it is large.
+    #[error("database: {0}")]
+    Db(Box<redb::Error>),
+    /// Creating or securing the store file failed.
+    #[error("store file: {0}")]
+    Io(#[from] std::io::Error),
+    /// A record could not be encoded or decoded.
+    #[error("record encoding: {0}")]
+    Encoding(#[from] serde_json::Error),
+    /// An app with this SdkAppId exists.
+    #[error("app {0} already exists")]
+    AppExists(u32),
+    /// No app has this SdkAppId.
+    #[error("app {0} not found")]
+    AppNotFound(u32),
+    /// An API key with this SecretId exists.
+    #[error("api key already exists")]
+    KeyExists,
+    /// No API key has this SecretId.
+    #[error("api key not found")]
+    KeyNotFound,
+    /// The key operation was refused (revoked, already rotated, ...).
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A quota is 0 or above [`MAX_QUOTA`].
+    #[error("quota out of range")]
+    InvalidQuotas,
+    /// An app secret is empty, longer than 128 bytes or not printable ASCII.
+    #[error("invalid app secret")]
+    InvalidAppSecret,
+    /// An audit `who` or `what` is longer than [`MAX_AUDIT_FIELD_LEN`] bytes.
+    #[error("audit field too long")]
+    AuditFieldTooLong,
+}
+
+macro_rules! redb_error {
+    ($($t:ident),*) => {$(
+        impl From<redb::$t> for StoreError {
+            fn from(e: redb::$t) -> Self {
+                StoreError::Db(Box::new(e.into()))
+            }
+        }
+    )*};
+}
+redb_error!(Error, DatabaseError, TransactionError, TableError, StorageError, CommitError);
+
+/// Per-app limits, enforced by relayd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quotas {
+    /// Most concurrent rooms.
+    pub max_rooms: u32,
+    /// Most members of one room.
+    pub max_members_per_room: u32,
+}
+
+impl Quotas {
+    fn check(&self) -> Result<(), StoreError> {
+        let ok = |q: u32| (1..=MAX_QUOTA).contains(&q);
+        if ok(self.max_rooms) && ok(self.max_members_per_room) {
+            Ok(())
+        } else {
+            Err(StoreError::InvalidQuotas)
+        }
+    }
+}
+
+/// One secret of an app, used to mint and verify its UserSigs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSecret {
+    /// The key, as given to TLSSigAPIv2.
+    pub key: SecretKey,
+    /// When it was created.
+    pub created_at: u64,
+    /// When it stops being accepted (exclusive); `None` for the current secret.
+    pub expires_at: Option<u64>,
+}
+
+/// An app: an SdkAppId, its secrets and its quotas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct App {
+    /// The app's identifier.
+    pub sdkappid: u32,
+    /// Newest first; at most [`MAX_APP_SECRETS`]. The first has no expiry.
+    pub secrets: Vec<AppSecret>,
+    /// Its limits.
+    pub quotas: Quotas,
+    /// When it was created.
+    pub created_at: u64,
+}
+
+fn check_app_secret(secret: &SecretKey) -> Result<(), StoreError> {
+    let s = secret.expose();
+    if s.is_empty() || s.len() > 128 || !s.bytes().all(|c| c.is_ascii_graphic()) {
+        return Err(StoreError::InvalidAppSecret);
+    }
+    Ok(())
+}
+
+impl App {
+    /// A new app with one secret.
+    pub fn new(sdkappid: u32, secret: SecretKey, quotas: Quotas, now: u64) -> Self {
+        App {
+            sdkappid,
+            secrets: vec![AppSecret { key: secret, created_at: now, expires_at: None }],
+            quotas,
+            created_at: now,
+        }
+    }
+
+    /// Secrets accepted at `now`, newest first.
+    pub fn usable_secrets(&self, now: u64) -> impl Iterator<Item = &SecretKey> {
+        self.secrets.iter().filter(move |s| s.expires_at.is_none_or(|e| now < e)).map(|s| &s.key)
+    }
+
+    /// Makes `secret` current; the previous one stays usable for `overlap` seconds. Expired
+    /// secrets are dropped, and so is the oldest when more than [`MAX_APP_SECRETS`] remain.
+    pub fn rotate_secret(&mut self, secret: SecretKey, now: u64, overlap: u64) {
+        for s in &mut self.secrets {
+            let until = now.saturating_add(overlap);
+            s.expires_at = Some(s.expires_at.map_or(until, |e| e.min(until)));
+        }
+        self.secrets.retain(|s| s.expires_at.is_none_or(|e| now < e));
+        self.secrets.insert(0, AppSecret { key: secret, created_at: now, expires_at: None });
+        self.secrets.truncate(MAX_APP_SECRETS);
+    }
+}
+
+/// Who makes a change, from where, and when.
+#[derive(Debug, Clone, Copy)]
+pub struct Actor<'a> {
+    /// The SecretId (or `bootstrap`) of the caller.
+    pub who: &'a str,
+    /// The caller's address.
+    pub source_ip: IpAddr,
+    /// Unix seconds.
+    pub now: u64,
+}
+
+/// How an audited call ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Outcome {
+    /// The change was made.
+    Success,
+    /// The call was refused or failed; nothing changed.
+    Failure {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One audit log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditEntry {
+    /// Position in the log, strictly increasing.
+    pub seq: u64,
+    /// When (Unix seconds).
+    pub at: u64,
+    /// Who: a SecretId, or `bootstrap`.
+    pub who: String,
+    /// What: the call and its target, e.g. `create_app 1400000000`.
+    pub what: String,
+    /// From where.
+    pub source_ip: IpAddr,
+    /// The result.
+    pub outcome: Outcome,
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    Ok(serde_json::to_vec(value)?)
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+fn append_in(
+    txn: &WriteTransaction,
+    actor: &Actor<'_>,
+    what: &str,
+    outcome: Outcome,
+) -> Result<AuditEntry, StoreError> {
+    if actor.who.len() > MAX_AUDIT_FIELD_LEN || what.len() > MAX_AUDIT_FIELD_LEN {
+        return Err(StoreError::AuditFieldTooLong);
+    }
+    let mut meta = txn.open_table(META)?;
+    let seq = meta.get(AUDIT_SEQ)?.map_or(0, |v| v.value()) + 1;
+    meta.insert(AUDIT_SEQ, seq)?;
+    let entry = AuditEntry {
+        seq,
+        at: actor.now,
+        who: actor.who.to_owned(),
+        what: what.to_owned(),
+        source_ip: actor.source_ip,
+        outcome,
+    };
+    txn.open_table(AUDIT)?.insert((actor.now, seq), encode(&entry)?.as_slice())?;
+    Ok(entry)
+}
+
+/// The store. Cheap to share behind an `Arc`; redb serializes writers.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens the store at `path`, creating it with mode 0600 if missing.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(STORE_FILE_MODE).open(path)?;
+        fs::set_permissions(path, fs::Permissions::from_mode(STORE_FILE_MODE))?;
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        txn.open_table(APPS)?;
+        txn.open_table(KEYS)?;
+        txn.open_table(AUDIT)?;
+        txn.open_table(META)?;
+        txn.commit()?;
+        Ok(Store { db })
+    }
+
+    /// Runs `change` and records it as `what` by `actor`, in one write transaction.
+    fn change<T>(
+        &self,
+        actor: &Actor<'_>,
+        what: &str,
+        change: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let txn = self.db.begin_write()?;
+        let out = change(&txn)?;
+        append_in(&txn, actor, what, Outcome::Success)?;
+        txn.commit()?;
+        Ok(out)
+    }
+
+    /// Appends an entry on its own, for refused or failed calls.
+    pub fn append_audit(&self, actor: &Actor<'_>, what: &str, outcome: Outcome) -> Result<AuditEntry, StoreError> {
+        let txn = self.db.begin_write()?;
+        let entry = append_in(&txn, actor, what, outcome)?;
+        txn.commit()?;
+        Ok(entry)
+    }
+
+    /// Audit entries with `from <= at <= to`, oldest first, at most `limit`.
+    pub fn audit_range(&self, from: u64, to: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let table = self.db.begin_read()?.open_table(AUDIT)?;
+        let mut out = Vec::new();
+        for row in table.range((from, 0)..=(to, u64::MAX))?.take(limit) {
+            out.push(decode(row?.1.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Creates an app.
+    pub fn create_app(&self, app: &App, actor: &Actor<'_>) -> Result<(), StoreError> {
+        app.quotas.check()?;
+        app.secrets.iter().try_for_each(|s| check_app_secret(&s.key))?;
+        self.change(actor, &format!("create_app {}", app.sdkappid), |txn| {
+            let mut t = txn.open_table(APPS)?;
+            if t.get(app.sdkappid)?.is_some() {
+                return Err(StoreError::AppExists(app.sdkappid));
+            }
+            t.insert(app.sdkappid, encode(app)?.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// The app `sdkappid`, if any.
+    pub fn get_app(&self, sdkappid: u32) -> Result<Option<App>, StoreError> {
+        let t = self.db.begin_read()?.open_table(APPS)?;
+        t.get(sdkappid)?.map(|v| decode(v.value())).transpose()
+    }
+
+    /// All apps, by SdkAppId.
+    pub fn list_apps(&self) -> Result<Vec<App>, StoreError> {
+        let t = self.db.begin_read()?.open_table(APPS)?;
+        t.iter()?.map(|row| decode(row?.1.value())).collect()
+    }
+
+    fn update_app(
+        &self,
+        sdkappid: u32,
+        actor: &Actor<'_>,
+        what: &str,
+        f: impl FnOnce(&mut App),
+    ) -> Result<App, StoreError> {
+        self.change(actor, what, |txn| {
+            let mut t = txn.open_table(APPS)?;
+            let mut app: App = match t.get(sdkappid)? {
+                Some(v) => decode(v.value())?,
+                None => return Err(StoreError::AppNotFound(sdkappid)),
+            };
+            f(&mut app);
+            t.insert(sdkappid, encode(&app)?.as_slice())?;
+            Ok(app)
+        })
+    }
+
+    /// Replaces the quotas of an app.
+    pub fn update_quotas(&self, sdkappid: u32, quotas: Quotas, actor: &Actor<'_>) -> Result<App, StoreError> {
+        quotas.check()?;
+        self.update_app(sdkappid, actor, &format!("update_quotas {sdkappid}"), |app| app.quotas = quotas)
+    }
+
+    /// Rotates an app's secret; see [`App::rotate_secret`].
+    pub fn rotate_app_secret(
+        &self,
+        sdkappid: u32,
+        secret: SecretKey,
+        overlap: u64,
+        actor: &Actor<'_>,
+    ) -> Result<App, StoreError> {
+        check_app_secret(&secret)?;
+        let now = actor.now;
+        self.update_app(sdkappid, actor, &format!("rotate_app_secret {sdkappid}"), |app| {
+            app.rotate_secret(secret, now, overlap)
+        })
+    }
+
+    /// Deletes an app.
+    pub fn delete_app(&self, sdkappid: u32, actor: &Actor<'_>) -> Result<(), StoreError> {
+        self.change(actor, &format!("delete_app {sdkappid}"), |txn| match txn.open_table(APPS)?.remove(sdkappid)? {
+            Some(_) => Ok(()),
+            None => Err(StoreError::AppNotFound(sdkappid)),
+        })
+    }
+
+    /// Stores a new API key (e.g. from [`ApiKey::generate`]).
+    pub fn insert_key(&self, key: &ApiKey, actor: &Actor<'_>) -> Result<(), StoreError> {
+        self.change(actor, &format!("create_key {} {:?}", key.secret_id, key.role), |txn| {
+            let mut t = txn.open_table(KEYS)?;
+            if t.get(key.secret_id.as_str())?.is_some() {
+                return Err(StoreError::KeyExists);
+            }
+            t.insert(key.secret_id.as_str(), encode(key)?.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// The API key `secret_id`, whatever its state.
+    pub fn get_key(&self, secret_id: &str) -> Result<Option<ApiKey>, StoreError> {
+        let t = self.db.begin_read()?.open_table(KEYS)?;
+        t.get(secret_id)?.map(|v| decode(v.value())).transpose()
+    }
+
+    /// All API keys, by SecretId.
+    pub fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        let t = self.db.begin_read()?.open_table(KEYS)?;
+        t.iter()?.map(|row| decode(row?.1.value())).collect()
+    }
+
+    /// The key `secret_id` if it is usable at `now`: what TC3 verification looks up.
+    pub fn usable_key(&self, secret_id: &str, now: u64) -> Result<Option<ApiKey>, StoreError> {
+        Ok(self.get_key(secret_id)?.filter(|k| k.is_usable(now)))
+    }
+
+    fn update_key<T>(
+        &self,
+        secret_id: &str,
+        actor: &Actor<'_>,
+        what: &str,
+        f: impl FnOnce(&mut ApiKey, &mut redb::Table<'_, &'static str, &'static [u8]>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.change(actor, what, |txn| {
+            let mut t = txn.open_table(KEYS)?;
+            let mut key: ApiKey = match t.get(secret_id)? {
+                Some(v) => decode(v.value())?,
+                None => return Err(StoreError::KeyNotFound),
+            };
+            let out = f(&mut key, &mut t)?;
+            t.insert(secret_id, encode(&key)?.as_slice())?;
+            Ok(out)
+        })
+    }
+
+    /// Rotates an API key: stores its successor and returns it (to show its SecretKey once).
+    pub fn rotate_key(&self, secret_id: &str, overlap: u64, actor: &Actor<'_>) -> Result<ApiKey, StoreError> {
+        let now = actor.now;
+        self.update_key(secret_id, actor, &format!("rotate_key {secret_id}"), |key, t| {
+            let next = key.rotate(now, overlap)?;
+            if t.get(next.secret_id.as_str())?.is_some() {
+                return Err(StoreError::KeyExists);
+            }
+            t.insert(next.secret_id.as_str(), encode(&next)?.as_slice())?;
+            Ok(next)
+        })
+    }
+
+    /// Revokes an API key at once.
+    pub fn revoke_key(&self, secret_id: &str, actor: &Actor<'_>) -> Result<(), StoreError> {
+        let now = actor.now;
+        self.update_key(secret_id, actor, &format!("revoke_key {secret_id}"), |key, _| Ok(key.revoke(now)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::keys::Role;
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let mut bytes = [0u8; 8];
+            getrandom::getrandom(&mut bytes).expect("OS RNG");
+            let dir = std::env::temp_dir().join(format!("relay-control-{name}-{}", hex::encode(bytes)));
+            fs::create_dir_all(&dir).expect("create temp dir");
+            TempDir(dir)
+        }
+        fn file(&self) -> PathBuf {
+            self.0.join("control.redb")
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn actor(now: u64) -> Actor<'static> {
+        Actor { who: "AKIDtest", source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), now }
+    }
+
+    fn secret(s: &str) -> SecretKey {
+        SecretKey::from_exposed(s.to_owned())
+    }
+
+    const QUOTAS: Quotas = Quotas { max_rooms: 10, max_members_per_room: 50 };
+
+    #[test]
+    fn file_is_private() {
+        let dir = TempDir::new("mode");
+        drop(Store::open(dir.file()).unwrap());
+        assert_eq!(fs::metadata(dir.file()).unwrap().permissions().mode() & 0o777, 0o600);
+        fs::set_permissions(dir.file(), fs::Permissions::from_mode(0o644)).unwrap();
+        drop(Store::open(dir.file()).unwrap());
+        assert_eq!(fs::metadata(dir.file()).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn apps_round_trip_and_persist() {
+        let dir = TempDir::new("apps");
+        let app = App::new(1_400_000_000, secret("s1"), QUOTAS, 100);
+        {
+            let store = Store::open(dir.file()).unwrap();
+            store.create_app(&app, &actor(100)).unwrap();
+            assert!(matches!(store.create_app(&app, &actor(101)), Err(StoreError::AppExists(1_400_000_000))));
+            assert_eq!(store.get_app(1_400_000_000).unwrap(), Some(app.clone()));
+            let q = Quotas { max_rooms: 20, ..QUOTAS };
+            assert_eq!(store.update_quotas(1_400_000_000, q, &actor(102)).unwrap().quotas, q);
+            let bad = Quotas { max_rooms: 0, ..QUOTAS };
+            assert!(matches!(store.update_quotas(1_400_000_000, bad, &actor(103)), Err(StoreError::InvalidQuotas)));
+            assert!(matches!(store.update_quotas(7, q, &actor(103)), Err(StoreError::AppNotFound(7))));
+            store.create_app(&App::new(1_400_000_001, secret("t"), QUOTAS, 104), &actor(104)).unwrap();
+        }
+        let store = Store::open(dir.file()).unwrap();
+        let apps = store.list_apps().unwrap();
+        assert_eq!(apps.iter().map(|a| a.sdkappid).collect::<Vec<_>>(), [1_400_000_000, 1_400_000_001]);
+        assert_eq!(apps[0].quotas.max_rooms, 20);
+        store.delete_app(1_400_000_001, &actor(105)).unwrap();
+        assert!(matches!(store.delete_app(1_400_000_001, &actor(106)), Err(StoreError::AppNotFound(_))));
+        assert_eq!(store.get_app(1_400_000_001).unwrap(), None);
+    }
+
+    #[test]
+    fn app_secret_rotation_overlap() {
+        let dir = TempDir::new("rotate");
+        let store = Store::open(dir.file()).unwrap();
+        store.create_app(&App::new(1, secret("old"), QUOTAS, 0), &actor(0)).unwrap();
+        let app = store.rotate_app_secret(1, secret("new"), 60, &actor(100)).unwrap();
+        let usable = |app: &App, now| app.usable_secrets(now).map(|s| s.expose().to_owned()).collect::<Vec<_>>();
+        assert_eq!(usable(&app, 159), ["new", "old"]);
+        assert_eq!(usable(&app, 160), ["new"]);
+        // A second rotation inside the window keeps two secrets, newest first.
+        let app = store.rotate_app_secret(1, secret("newer"), 60, &actor(120)).unwrap();
+        assert_eq!(app.secrets.len(), MAX_APP_SECRETS);
+        assert_eq!(usable(&app, 121), ["newer", "new"]);
+        assert!(matches!(store.rotate_app_secret(1, secret(""), 60, &actor(130)), Err(StoreError::InvalidAppSecret)));
+        assert!(matches!(
+            store.rotate_app_secret(1, secret("a b"), 60, &actor(130)),
+            Err(StoreError::InvalidAppSecret)
+        ));
+    }
+
+    #[test]
+    fn keys_round_trip_rotate_revoke_persist() {
+        let dir = TempDir::new("keys");
+        let key = ApiKey::generate(Role::Operator, "ops", 10).unwrap();
+        let next;
+        {
+            let store = Store::open(dir.file()).unwrap();
+            store.insert_key(&key, &actor(10)).unwrap();
+            assert!(matches!(store.insert_key(&key, &actor(11)), Err(StoreError::KeyExists)));
+            assert_eq!(store.get_key(&key.secret_id).unwrap(), Some(key.clone()));
+            next = store.rotate_key(&key.secret_id, 30, &actor(20)).unwrap();
+            assert!(store.usable_key(&key.secret_id, 49).unwrap().is_some());
+            assert!(store.usable_key(&key.secret_id, 50).unwrap().is_none());
+            assert!(matches!(
+                store.rotate_key(&key.secret_id, 30, &actor(21)),
+                Err(StoreError::Key(KeyError::AlreadyRotated))
+            ));
+            assert!(matches!(store.revoke_key("AKIDnone", &actor(21)), Err(StoreError::KeyNotFound)));
+        }
+        let store = Store::open(dir.file()).unwrap();
+        assert_eq!(store.list_keys().unwrap().len(), 2);
+        assert_eq!(store.usable_key(&next.secret_id, 1000).unwrap(), Some(next.clone()));
+        store.revoke_key(&next.secret_id, &actor(1000)).unwrap();
+        assert_eq!(store.usable_key(&next.secret_id, 1000).unwrap(), None);
+        assert!(matches!(store.revoke_key(&next.secret_id, &actor(1001)), Err(StoreError::Key(KeyError::Revoked))));
+    }
+
+    #[test]
+    fn audit_is_ordered_atomic_and_queryable() {
+        let dir = TempDir::new("audit");
+        {
+            let store = Store::open(dir.file()).unwrap();
+            store.create_app(&App::new(5, secret("k"), QUOTAS, 200), &actor(200)).unwrap();
+            // Failed changes write no audit entry of their own...
+            assert!(store.create_app(&App::new(5, secret("k"), QUOTAS, 200), &actor(200)).is_err());
+            // ...the caller records the refusal.
+            let refused = Outcome::Failure { reason: "app exists".into() };
+            store.append_audit(&actor(200), "create_app 5", refused.clone()).unwrap();
+            store.update_quotas(5, QUOTAS, &actor(100)).unwrap(); // a clock that went back
+            store.delete_app(5, &actor(300)).unwrap();
+            assert!(matches!(
+                store.append_audit(&actor(300), &"x".repeat(MAX_AUDIT_FIELD_LEN + 1), Outcome::Success),
+                Err(StoreError::AuditFieldTooLong)
+            ));
+        }
+        let store = Store::open(dir.file()).unwrap();
+        let all = store.audit_range(0, u64::MAX, 100).unwrap();
+        let summary: Vec<_> = all.iter().map(|e| (e.seq, e.at, e.what.as_str())).collect();
+        assert_eq!(
+            summary,
+            [(3, 100, "update_quotas 5"), (1, 200, "create_app 5"), (2, 200, "create_app 5"), (4, 300, "delete_app 5")]
+        );
+        assert_eq!(all[2].outcome, Outcome::Failure { reason: "app exists".into() });
+        assert_eq!((all[0].who.as_str(), all[0].source_ip), ("AKIDtest", IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        let mid: Vec<_> = store.audit_range(150, 250, 100).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(mid, [1, 2]);
+        assert_eq!(store.audit_range(0, u64::MAX, 1).unwrap().len(), 1);
+        assert!(store.audit_range(250, 150, 100).unwrap().is_empty());
+        let next = store.append_audit(&actor(400), "login", Outcome::Success).unwrap();
+        assert_eq!(next.seq, 5);
+    }
+
+    const KILL_CHILD_ENV: &str = "RELAY_CONTROL_KILL9_STORE";
+
+    /// The child half of `committed_changes_survive_kill_9`: commits, says so, then waits to
+    /// be killed (it fails if it is not). A no-op when run as an ordinary test.
+    #[test]
+    fn kill_9_child() {
+        let Some(path) = std::env::var_os(KILL_CHILD_ENV) else { return };
+        let store = Store::open(path).unwrap();
+        for id in 1..=20 {
+            store.create_app(&App::new(id, secret("k"), QUOTAS, u64::from(id)), &actor(u64::from(id))).unwrap();
+        }
+        // On a line of its own: libtest has already printed `test ... ` without a newline.
+        println!("\ncommitted");
+        // Bounded, so an orphaned child cannot outlive a crashed parent for long.
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        panic!("not killed within 60 s");
+    }
+
+    #[test]
+    fn committed_changes_survive_kill_9() {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let dir = TempDir::new("kill9");
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "store::tests::kill_9_child", "--nocapture", "--test-threads=1"])
+            .env(KILL_CHILD_ENV, dir.file())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let committed = BufReader::new(stdout).lines().map_while(Result::ok).any(|l| l == "committed");
+        child.kill().unwrap(); // SIGKILL: no destructor, no clean close.
+        child.wait().unwrap();
+        assert!(committed, "the child never reported its commits");
+        let store = Store::open(dir.file()).unwrap();
+        assert_eq!(store.list_apps().unwrap().len(), 20);
+        assert_eq!(store.audit_range(0, u64::MAX, 100).unwrap().len(), 20);
+    }
+
+    #[test]
+    fn verification_lookup_through_the_store() {
+        use crate::tc3::{sign, ReplayCache, Request, Scope, Verifier};
+        let dir = TempDir::new("tc3");
+        let store = Store::open(dir.file()).unwrap();
+        let key = ApiKey::generate(Role::Admin, "root", 0).unwrap();
+        store.insert_key(&key, &actor(0)).unwrap();
+        let headers = [("content-type", "application/json"), ("host", "control.local")];
+        let req = Request { method: "POST", uri: "/", query: "", headers: &headers, payload: b"{}" };
+        let now = 1_700_000_000;
+        let scope = Scope { timestamp: now, service: "trtc" };
+        let signed = sign(&key.secret_id, key.secret_key.expose().as_bytes(), &scope, &req).unwrap();
+        let verify = |cache: &mut ReplayCache| {
+            Verifier::new("trtc").verify(&signed.authorization, &now.to_string(), &req, now, cache, |id| {
+                store.usable_key(id, now).ok().flatten().map(|k| k.secret_key.expose().to_owned())
+            })
+        };
+        assert_eq!(verify(&mut ReplayCache::new(4)).unwrap().secret_id, key.secret_id);
+        store.revoke_key(&key.secret_id, &actor(now)).unwrap();
+        assert_eq!(verify(&mut ReplayCache::new(4)), Err(crate::tc3::Tc3Error::UnknownSecretId));
+    }
+}
