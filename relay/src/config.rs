@@ -203,14 +203,67 @@ impl Default for Quotas {
 pub struct App {
     /// The id.
     pub sdkappid: SdkAppId,
-    /// The UserSig key.
-    pub secret: Vec<u8>,
+    /// The UserSig keys, newest first: during a rotation the previous key stays valid for
+    /// an overlap window (pushed by relay-control; a TOML file has one).
+    pub secrets: Vec<Vec<u8>>,
     /// See [`AppConfig::require_private_map_key`].
     pub require_private_map_key: bool,
     /// Allowed profiles.
     pub profiles: Vec<Profile>,
     /// Quotas.
     pub quotas: Quotas,
+}
+
+impl App {
+    /// Validates one app's settings (from the TOML file or a push from relay-control).
+    /// `secrets` are newest first; at most two (current and, during a rotation, previous).
+    pub fn new(
+        sdkappid: SdkAppId,
+        secrets: Vec<String>,
+        require_private_map_key: bool,
+        profiles: Option<Vec<String>>,
+        quotas: Quotas,
+    ) -> Result<Self, Error> {
+        let id = sdkappid;
+        if secrets.is_empty() || secrets.len() > 2 {
+            return invalid(format!("app {id}: give one secret, or two during a rotation (newest first)"));
+        }
+        if secrets.iter().any(|s| s.len() < 16) {
+            return invalid(format!("app {id}: secret must be at least 16 characters"));
+        }
+        let profiles = match profiles {
+            None => Profile::ALL.to_vec(),
+            Some(names) => {
+                let mut v = Vec::new();
+                for n in names {
+                    let p: Profile = n.parse().map_err(|_| {
+                        Error::Invalid(format!(
+                            "app {id}: unknown SRTP profile {n:?}; known: {}",
+                            Profile::ALL.map(|p| p.name()).join(", ")
+                        ))
+                    })?;
+                    v.push(p);
+                }
+                if v.is_empty() {
+                    return invalid(format!("app {id}: profiles must not be empty"));
+                }
+                v
+            }
+        };
+        let q = quotas;
+        if q.max_rooms == 0 || q.max_members_per_room < 2 || q.max_sessions == 0 {
+            return invalid(format!(
+                "app {id}: quotas need max_rooms >= 1, max_members_per_room >= 2, max_sessions >= 1"
+            ));
+        }
+        Ok(Self {
+            sdkappid,
+            secrets: secrets.into_iter().map(String::into_bytes).collect(),
+            require_private_map_key,
+            profiles,
+            quotas: q,
+        })
+    }
 }
 
 /// A validated config.
@@ -294,41 +347,7 @@ impl Config {
                 (Some(_), Some(_)) => return invalid(format!("app {id}: set secret or secret_file, not both")),
                 (None, None) => return invalid(format!("app {id}: secret or secret_file is required")),
             };
-            if secret.len() < 16 {
-                return invalid(format!("app {id}: secret must be at least 16 characters"));
-            }
-            let profiles = match a.profiles {
-                None => Profile::ALL.to_vec(),
-                Some(names) => {
-                    let mut v = Vec::new();
-                    for n in names {
-                        let p: Profile = n.parse().map_err(|_| {
-                            Error::Invalid(format!(
-                                "app {id}: unknown SRTP profile {n:?}; known: {}",
-                                Profile::ALL.map(|p| p.name()).join(", ")
-                            ))
-                        })?;
-                        v.push(p);
-                    }
-                    if v.is_empty() {
-                        return invalid(format!("app {id}: profiles must not be empty"));
-                    }
-                    v
-                }
-            };
-            let q = a.quotas;
-            if q.max_rooms == 0 || q.max_members_per_room < 2 || q.max_sessions == 0 {
-                return invalid(format!(
-                    "app {id}: quotas need max_rooms >= 1, max_members_per_room >= 2, max_sessions >= 1"
-                ));
-            }
-            apps.push(App {
-                sdkappid: id,
-                secret: secret.into_bytes(),
-                require_private_map_key: a.require_private_map_key,
-                profiles,
-                quotas: q,
-            });
+            apps.push(App::new(id, vec![secret], a.require_private_map_key, a.profiles, a.quotas)?);
         }
         let mut v = Validated {
             listen: self.listen,

@@ -384,8 +384,8 @@ impl Registry {
         }
 
         // Now the MACs: UserSig once, then the PrivateMapKey.
-        let secret = &app.cfg.secret;
-        sig.verify(secret, now.unix_secs).map_err(credential_refusal)?;
+        // One HMAC with the current secret; during a rotation, one more with the previous.
+        let secret = verify_with_any(&app.cfg.secrets, |k| sig.verify(k, now.unix_secs)).map_err(credential_refusal)?;
         if let Some((p, _)) = &pmk {
             p.verify(secret, now.unix_secs).map_err(credential_refusal)?;
         }
@@ -480,6 +480,25 @@ impl Registry {
         dead.len()
     }
 
+    /// Replaces the app set (a push from relay-control). Live sessions of apps that remain
+    /// keep running whatever changed (a secret rotation does not end them); sessions of
+    /// apps that are gone end. Quotas apply to new joins. Returns the sessions ended.
+    pub fn set_apps(&mut self, apps: Vec<App>, updates: &mut Vec<Update>) -> usize {
+        let keep: HashSet<SdkAppId> = apps.iter().map(|a| a.sdkappid).collect();
+        let gone: Vec<SessionId> =
+            self.sessions.values().filter(|e| !keep.contains(&e.info.room.app)).map(|e| e.info.id).collect();
+        for id in &gone {
+            self.remove(*id, updates);
+        }
+        let mut next = HashMap::new();
+        for cfg in apps {
+            let (rooms, sessions) = self.apps.get(&cfg.sdkappid).map_or((0, 0), |a| (a.rooms, a.sessions));
+            next.insert(cfg.sdkappid, AppState { cfg, rooms, sessions });
+        }
+        self.apps = next;
+        gone.len()
+    }
+
     /// Ends every session of a room (an operator's dismissal); returns how many.
     pub fn dismiss_room(&mut self, key: &RoomKey, updates: &mut Vec<Update>) -> usize {
         let ids = self.rooms.get(key).map(|r| r.members.clone()).unwrap_or_default();
@@ -517,6 +536,23 @@ impl Registry {
         updates.push(Update::Down(info));
         true
     }
+}
+
+/// Verifies with each secret in turn (newest first) and returns the one that matched; any
+/// error other than a bad signature (expiry) stops the search.
+fn verify_with_any(
+    secrets: &[Vec<u8>],
+    verify: impl Fn(&[u8]) -> Result<(), usersig::Error>,
+) -> Result<&[u8], usersig::Error> {
+    let mut last = usersig::Error::BadSignature;
+    for k in secrets {
+        match verify(k) {
+            Ok(()) => return Ok(k),
+            Err(usersig::Error::BadSignature) => last = usersig::Error::BadSignature,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
 }
 
 fn credential_refusal(e: usersig::Error) -> Refusal {

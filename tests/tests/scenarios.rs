@@ -238,7 +238,8 @@ fn room_disappears_after_last_member_leaves(net: &Net) {
     b.leave();
     relayd.wait_for(3, "room destroyed", |s| s.rooms == 0 && s.sessions == 0);
     // After the room is gone, its sessions' packets are unknown: with XDP the kernel drops
-    // them and userspace never sees them.
+    // them and userspace never sees them. (Workers apply the removal between batches.)
+    std::thread::sleep(Duration::from_millis(100));
     a.send_raw(&[0x80, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     if net.is_xdp() {
         let s = relayd.wait_for(3, "kernel unknown_session drop", |s| s.xdp.get("unknown_session") >= Some(&1));
@@ -308,11 +309,15 @@ fn operator_dismisses_rooms_and_removes_users(net: &Net) {
     )
     .unwrap();
     assert_eq!((r.ok, r.removed), (true, Some(1)));
+    // Workers apply removals between batches: give them a moment (the answer comes from
+    // the registry, which is already updated).
+    std::thread::sleep(Duration::from_millis(100));
     a.send_rtp(1, b"b is gone");
     assert!(b.drain(QUIET).is_empty(), "a removed user receives nothing");
     let r = request(&relayd.stats_socket, &Request::DismissRoom { sdkappid: APP_A.into(), room: "s:other".into() })
         .unwrap();
     assert_eq!((r.ok, r.removed), (true, Some(2)));
+    std::thread::sleep(Duration::from_millis(100));
     c.send_rtp(3, b"dismissed");
     assert!(d.drain(QUIET).is_empty(), "a dismissed room relays nothing");
     let s = relayd.wait_for(3, "one session left", |s| s.sessions == 1 && s.rooms == 1);
@@ -326,6 +331,47 @@ fn operator_dismisses_rooms_and_removes_users(net: &Net) {
     )
     .unwrap();
     assert_eq!(r.ok, net.is_xdp(), "blocking needs the XDP backend: {r:?}");
+}
+
+fn pushed_app_changes_keep_live_sessions(net: &Net) {
+    use relay::io::mgmt::{request, AppSpec, Request};
+    const NEW_SECRET: &str = "rotated-secret-0123456789abcdef";
+    let relayd = net.relayd(&two_app_config(30, ""));
+    let mut a = net.peer(&relayd, APP_A, SECRET_A, "a", RoomId::Num(6), Some(61));
+    let mut b = net.peer(&relayd, APP_A, SECRET_A, "b", RoomId::Num(6), None);
+    let mut other = net.peer(&relayd, APP_B, SECRET_B, "x", RoomId::Num(6), None);
+    for p in [&mut a, &mut b, &mut other] {
+        p.join().unwrap();
+    }
+    let spec = |secrets: &[&str]| AppSpec {
+        sdkappid: APP_A.into(),
+        secrets: secrets.iter().map(|s| s.to_string()).collect(),
+        require_private_map_key: false,
+        profiles: None,
+        quotas: Default::default(),
+    };
+    let app_b = AppSpec { sdkappid: APP_B.into(), secrets: vec![SECRET_B.into()], ..spec(&[]) };
+    let push = |apps: Vec<AppSpec>| request(&relayd.stats_socket, &Request::SetApps { apps }).unwrap();
+    // Rotation with overlap: both secrets admit joins.
+    let r = push(vec![spec(&[NEW_SECRET, SECRET_A]), app_b.clone()]);
+    assert_eq!((r.ok, r.removed), (true, Some(0)), "{r:?}");
+    net.peer(&relayd, APP_A, SECRET_A, "c", RoomId::Num(7), None).join().unwrap();
+    net.peer(&relayd, APP_A, NEW_SECRET, "d", RoomId::Num(7), None).join().unwrap();
+    // Overlap over: the old secret is refused, live sessions carry on.
+    assert!(push(vec![spec(&[NEW_SECRET]), app_b.clone()]).ok);
+    let mut late = net.peer(&relayd, APP_A, SECRET_A, "e", RoomId::Num(7), None);
+    assert_eq!(late.join().unwrap_err().0, Some(ErrorCode::BadSignature));
+    a.send_rtp(61, b"still here");
+    assert_eq!(b.drain(QUIET).len(), 1, "a rotation keeps live sessions");
+    // A bad push changes nothing.
+    let r = push(vec![spec(&["short"])]);
+    assert!(!r.ok && r.error.unwrap().contains("at least 16"));
+    assert_eq!(relayd.stats().sessions, 5);
+    // Removing app B ends its sessions only.
+    let r = push(vec![spec(&[NEW_SECRET])]);
+    assert_eq!((r.ok, r.removed), (true, Some(1)));
+    let s = relayd.wait_for(3, "app B's session gone", |s| s.sessions == 4);
+    assert_eq!(s.rooms, 2);
 }
 
 /// Runs each scenario on loopback (socket backend) and in namespaces (XDP backend).
@@ -342,6 +388,7 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     operator_dismisses_rooms_and_removes_users,
+    pushed_app_changes_keep_live_sessions,
     two_apps_three_rooms_four_members_each_receive_exactly_their_room,
     bad_credentials_are_refused_with_the_right_code,
     receive_only_private_map_key_cannot_publish,

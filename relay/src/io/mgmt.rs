@@ -39,6 +39,12 @@ pub enum Request {
         /// The user id.
         user: String,
     },
+    /// Replace the app set (relay-control's push). Sessions of apps that remain keep
+    /// running (a secret rotation keeps live sessions); sessions of removed apps end.
+    SetApps {
+        /// Every app relayd should serve.
+        apps: Vec<AppSpec>,
+    },
     /// Drop a source prefix in the kernel (XDP backend) for `ttl_secs` (0 = until removed).
     Block {
         /// The address.
@@ -48,6 +54,25 @@ pub enum Request {
         /// Lifetime in seconds.
         ttl_secs: u64,
     },
+}
+
+/// One app in a [`Request::SetApps`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSpec {
+    /// The SdkAppId.
+    pub sdkappid: u64,
+    /// UserSig secrets, newest first (two during a rotation's overlap).
+    pub secrets: Vec<String>,
+    /// Refuse joins without a PrivateMapKey.
+    #[serde(default)]
+    pub require_private_map_key: bool,
+    /// Allowed SRTP profiles (default: all).
+    #[serde(default)]
+    pub profiles: Option<Vec<String>>,
+    /// Quotas.
+    #[serde(default)]
+    pub quotas: crate::config::Quotas,
 }
 
 /// A management response.

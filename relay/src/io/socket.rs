@@ -614,6 +614,37 @@ impl Control {
                 (Err(e), _) => Response::error(e),
                 (_, Err(e)) => Response::error(format!("user {user:?}: {e}")),
             },
+            Request::SetApps { apps } => {
+                let mut valid = Vec::with_capacity(apps.len());
+                let mut err = None;
+                for a in apps {
+                    match SdkAppId::new(a.sdkappid).map_err(|e| format!("sdkappid {}: {e}", a.sdkappid)).and_then(
+                        |id| {
+                            crate::config::App::new(id, a.secrets, a.require_private_map_key, a.profiles, a.quotas)
+                                .map_err(|e| e.to_string())
+                        },
+                    ) {
+                        Ok(app) if valid.iter().any(|v: &crate::config::App| v.sdkappid == app.sdkappid) => {
+                            err = Some(format!("app {} given twice", app.sdkappid));
+                            break;
+                        }
+                        Ok(app) => valid.push(app),
+                        Err(e) => {
+                            err = Some(e);
+                            break;
+                        }
+                    }
+                }
+                match err {
+                    // All or nothing: a bad push leaves the running config as it was.
+                    Some(e) => Response::error(e),
+                    None => {
+                        let n = self.registry.set_apps(valid, &mut updates);
+                        tracing::info!(ended = n, "apps replaced by a push");
+                        Response { ok: true, removed: Some(n as u64), ..Response::default() }
+                    }
+                }
+            }
             Request::Block { ip, prefix_len, ttl_secs } => match self.filter.as_mut() {
                 None => Response::error("blocking needs the XDP backend"),
                 Some((f, _)) => {
