@@ -101,19 +101,29 @@ impl Relay {
         let mut threads = Vec::new();
         let mut counters = Vec::new();
         let mut links = Vec::new();
-        // What every worker shares; `spawn` adds one worker's channel and counters.
-        let mut spawn = |name: String,
-                         make: &mut dyn FnMut(Poll, Receiver<WorkerMsg>, Engine) -> Box<dyn FnOnce() + Send>|
-         -> io::Result<()> {
+        // `spawn` builds what every worker shares (a `WorkerCore`: its channel, poll, engine
+        // and counters), and `make` wraps it into a backend's worker.
+        let mut spawn = |index: usize, name: String, make: &mut dyn FnMut(WorkerCore) -> Box<dyn FnOnce() + Send>| {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
             let (tx, rx) = crossbeam_channel::unbounded::<WorkerMsg>();
             let c = Arc::new(WorkerCounters::default());
             counters.push(c.clone());
             links.push((tx, waker));
-            let run = make(poll, rx, Engine::new(c));
+            let run = make(WorkerCore {
+                index,
+                pin: cfg.pin_workers,
+                poll,
+                msgs: rx,
+                to_control: ctl_tx.clone(),
+                control_waker: ctl_waker.clone(),
+                engine: Engine::new(c),
+                epoch,
+                stop: stop.clone(),
+                shutdown,
+            });
             threads.push(std::thread::Builder::new().name(name).spawn(run)?);
-            Ok(())
+            io::Result::Ok(())
         };
 
         let (local_addr, filter) = match cfg.backend {
@@ -126,20 +136,8 @@ impl Relay {
                 }
                 for (i, sock) in sockets.into_iter().enumerate() {
                     let mut sock = Some(sock);
-                    spawn(format!("relay-worker-{i}"), &mut |poll, msgs, engine| {
-                        let w = Worker {
-                            index: i,
-                            pin: cfg.pin_workers,
-                            sock: sock.take().expect("one worker per socket"),
-                            poll,
-                            msgs,
-                            to_control: ctl_tx.clone(),
-                            control_waker: ctl_waker.clone(),
-                            engine,
-                            epoch,
-                            stop: stop.clone(),
-                            shutdown,
-                        };
+                    spawn(i, format!("relay-worker-{i}"), &mut |core| {
+                        let w = Worker { core, sock: sock.take().expect("one worker per socket") };
                         Box::new(move || w.run())
                     })?;
                 }
@@ -150,23 +148,10 @@ impl Relay {
                 let (filter, ports) = open_xdp(cfg, x)?;
                 for (q, port) in ports.into_iter().enumerate() {
                     let mut port = Some(port);
-                    spawn(format!("relay-xdp-q{q}"), &mut |poll, msgs, engine| {
+                    spawn(q, format!("relay-xdp-q{q}"), &mut |core| {
                         let mut port = port.take().expect("one worker per queue");
-                        port.set_worker_counters(engine.counters().clone());
-                        let w = XdpWorker {
-                            index: q,
-                            pin: cfg.pin_workers,
-                            port,
-                            poll,
-                            msgs,
-                            to_control: ctl_tx.clone(),
-                            control_waker: ctl_waker.clone(),
-                            engine,
-                            epoch,
-                            stop: stop.clone(),
-                            shutdown,
-                            learned: std::collections::HashMap::new(),
-                        };
+                        port.set_worker_counters(core.engine.counters().clone());
+                        let w = XdpWorker { core, port, learned: std::collections::HashMap::new() };
                         Box::new(move || w.run())
                     })?;
                 }
@@ -243,18 +228,37 @@ fn bind_stats(p: &Path) -> io::Result<mio::net::UnixListener> {
     mio::net::UnixListener::bind(p)
 }
 
+/// What every worker has, whatever its backend.
+pub(super) struct WorkerCore {
+    pub index: usize,
+    pub pin: bool,
+    pub poll: Poll,
+    pub msgs: Receiver<WorkerMsg>,
+    pub to_control: Sender<ControlIn>,
+    pub control_waker: Arc<Waker>,
+    pub engine: Engine,
+    pub epoch: Instant,
+    pub stop: Arc<AtomicBool>,
+    pub shutdown: &'static AtomicBool,
+}
+
+impl WorkerCore {
+    /// Pins the thread if configured (call first thing on the worker's thread).
+    pub fn pin(&self) {
+        if self.pin {
+            pin_worker(self.index);
+        }
+    }
+
+    /// Until stop or a shutdown signal.
+    pub fn running(&self) -> bool {
+        !self.stop.load(Relaxed) && !self.shutdown.load(Relaxed)
+    }
+}
+
 struct Worker {
-    index: usize,
-    pin: bool,
+    core: WorkerCore,
     sock: UdpSocket,
-    poll: Poll,
-    msgs: Receiver<WorkerMsg>,
-    to_control: Sender<ControlIn>,
-    control_waker: Arc<Waker>,
-    engine: Engine,
-    epoch: Instant,
-    stop: Arc<AtomicBool>,
-    shutdown: &'static AtomicBool,
 }
 
 /// The engine's [`TxSink`] over a `sendmmsg` batch: when the batch fills, it is flushed.
@@ -288,24 +292,22 @@ impl TxSink for SocketSink<'_> {
 
 impl Worker {
     fn run(mut self) {
-        if self.pin {
-            pin_worker(self.index);
-        }
+        self.core.pin();
         let fd = {
             use std::os::fd::AsRawFd;
             self.sock.as_raw_fd()
         };
-        if let Err(e) = self.poll.registry().register(&mut mio::unix::SourceFd(&fd), SOCK, Interest::READABLE) {
-            tracing::error!(worker = self.index, error = %e, "cannot register socket");
+        if let Err(e) = self.core.poll.registry().register(&mut mio::unix::SourceFd(&fd), SOCK, Interest::READABLE) {
+            tracing::error!(worker = self.core.index, error = %e, "cannot register socket");
             return;
         }
         let mut events = Events::with_capacity(8);
         let mut rx = RecvBatch::new(RX_BATCH);
         let mut tx = SendBatch::new(TX_BATCH);
-        while !self.stop.load(Relaxed) && !self.shutdown.load(Relaxed) {
-            if let Err(e) = self.poll.poll(&mut events, Some(POLL_TIMEOUT)) {
+        while self.core.running() {
+            if let Err(e) = self.core.poll.poll(&mut events, Some(POLL_TIMEOUT)) {
                 if e.kind() != io::ErrorKind::Interrupted {
-                    tracing::error!(worker = self.index, error = %e, "poll failed");
+                    tracing::error!(worker = self.core.index, error = %e, "poll failed");
                     return;
                 }
             }
@@ -317,25 +319,25 @@ impl Worker {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
-                        tracing::warn!(worker = self.index, error = %e, "recvmmsg failed");
+                        tracing::warn!(worker = self.core.index, error = %e, "recvmmsg failed");
                         break;
                     }
                 }
                 // Apply control updates between batches so joins take effect promptly.
                 self.drain_messages(&mut tx);
             }
-            let counters = self.engine.counters().clone();
+            let counters = self.core.engine.counters().clone();
             SocketSink { batch: &mut tx, sock: &self.sock, counters: &counters }.flush();
         }
     }
 
     fn drain_messages(&mut self, tx: &mut SendBatch) {
-        while let Ok(m) = self.msgs.try_recv() {
+        while let Ok(m) = self.core.msgs.try_recv() {
             match m {
                 WorkerMsg::Neighbors(_) => {}
-                WorkerMsg::Update(u) => self.engine.apply(&u),
+                WorkerMsg::Update(u) => self.core.engine.apply(&u),
                 WorkerMsg::Reply { dst, len, data } => {
-                    let counters = self.engine.counters().clone();
+                    let counters = self.core.engine.counters().clone();
                     let mut sink = SocketSink { batch: tx, sock: &self.sock, counters: &counters };
                     if let Some(b) = sink.buffer() {
                         b[..len].copy_from_slice(&data[..len]);
@@ -347,8 +349,8 @@ impl Worker {
     }
 
     fn process(&mut self, rx: &mut RecvBatch, n: usize, tx: &mut SendBatch) {
-        let now_ms = mono_ms(self.epoch);
-        let counters = self.engine.counters().clone();
+        let now_ms = mono_ms(self.core.epoch);
+        let counters = self.core.engine.counters().clone();
         let mut wake_control = false;
         for i in 0..n {
             let Some((src, data)) = rx.get(i) else {
@@ -359,14 +361,16 @@ impl Worker {
             match proto::demux(data) {
                 Demux::Media => {
                     let mut sink = SocketSink { batch: tx, sock: &self.sock, counters: &counters };
-                    self.engine.handle(now_ms, src, data, &mut sink);
+                    self.core.engine.handle(now_ms, src, data, &mut sink);
                 }
-                Demux::Control => wake_control |= enqueue_control(&self.to_control, self.index, src, data, &counters),
+                Demux::Control => {
+                    wake_control |= enqueue_control(&self.core.to_control, self.core.index, src, data, &counters)
+                }
                 Demux::Other => counters.count_drop(DropReason::NotRelayed),
             }
         }
         if wake_control {
-            let _ = self.control_waker.wake();
+            let _ = self.core.control_waker.wake();
         }
     }
 }

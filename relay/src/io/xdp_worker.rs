@@ -12,16 +12,12 @@
 //! frames (a client's first frame is its join, so its reply never waits for ARP).
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Token};
 
 use super::afxdp::XskPort;
-use super::socket::{enqueue_control, mono_ms, ControlIn, WorkerMsg};
-use crate::engine::Engine;
+use super::socket::{enqueue_control, mono_ms, WorkerCore, WorkerMsg};
 use crate::proto::{self, Demux};
 use crate::stats::DropReason;
 use crate::wire::{self, EthernetAddress};
@@ -31,17 +27,8 @@ const PORT: Token = Token(0);
 const LEARN_MAX: usize = 16;
 
 pub(super) struct XdpWorker {
-    pub index: usize,
-    pub pin: bool,
+    pub core: WorkerCore,
     pub port: XskPort,
-    pub poll: Poll,
-    pub msgs: Receiver<WorkerMsg>,
-    pub to_control: Sender<ControlIn>,
-    pub control_waker: Arc<Waker>,
-    pub engine: Engine,
-    pub epoch: Instant,
-    pub stop: Arc<AtomicBool>,
-    pub shutdown: &'static AtomicBool,
     /// MACs learned from control frames, with when. They only fill gaps in the kernel's
     /// table (the kernel wins), are re-applied after each refresh (which replaces the
     /// cache) and are forgotten after [`LEARNED_TTL`]. Bounded by [`LEARNED_MAX`].
@@ -57,20 +44,18 @@ const LEARNED_MAX: usize = 65_536;
 
 impl XdpWorker {
     pub fn run(mut self) {
-        if self.pin {
-            super::socket::pin_worker(self.index);
-        }
+        self.core.pin();
         let fd = self.port.fd();
-        if let Err(e) = self.poll.registry().register(&mut mio::unix::SourceFd(&fd), PORT, Interest::READABLE) {
-            tracing::error!(worker = self.index, error = %e, "cannot register the AF_XDP socket");
+        if let Err(e) = self.core.poll.registry().register(&mut mio::unix::SourceFd(&fd), PORT, Interest::READABLE) {
+            tracing::error!(worker = self.core.index, error = %e, "cannot register the AF_XDP socket");
             return;
         }
         let mut last_warn: Option<Instant> = None;
         let mut events = Events::with_capacity(8);
-        while !self.stop.load(Relaxed) && !self.shutdown.load(Relaxed) {
-            if let Err(e) = self.poll.poll(&mut events, Some(Duration::from_millis(10))) {
+        while self.core.running() {
+            if let Err(e) = self.core.poll.poll(&mut events, Some(Duration::from_millis(10))) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
-                    tracing::error!(worker = self.index, error = %e, "poll failed");
+                    tracing::error!(worker = self.core.index, error = %e, "poll failed");
                     return;
                 }
             }
@@ -80,7 +65,7 @@ impl XdpWorker {
                 if let Err(e) = self.port.kick() {
                     // At most one warning a second: a vanished interface fails every kick.
                     if last_warn.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(1)) {
-                        tracing::warn!(worker = self.index, error = %e, "AF_XDP kick failed");
+                        tracing::warn!(worker = self.core.index, error = %e, "AF_XDP kick failed");
                         last_warn = Some(Instant::now());
                     }
                 }
@@ -94,9 +79,9 @@ impl XdpWorker {
 
     fn drain_messages(&mut self) {
         let mut sent = false;
-        while let Ok(m) = self.msgs.try_recv() {
+        while let Ok(m) = self.core.msgs.try_recv() {
             match m {
-                WorkerMsg::Update(u) => self.engine.apply(&u),
+                WorkerMsg::Update(u) => self.core.engine.apply(&u),
                 WorkerMsg::Neighbors(tables) => {
                     let (neighbors, routes) = &*tables;
                     self.port.neighbors_mut().apply(neighbors, routes);
@@ -121,8 +106,9 @@ impl XdpWorker {
 
     /// One RX batch. Returns the number of frames.
     fn batch(&mut self) -> usize {
-        let now_ms = mono_ms(self.epoch);
-        let Self { index, port, engine, to_control, control_waker, learned: known, .. } = self;
+        let now_ms = mono_ms(self.core.epoch);
+        let Self { core, port, learned: known } = self;
+        let WorkerCore { index, engine, to_control, control_waker, .. } = core;
         let counters = engine.counters().clone();
         let mut wake = false;
         let mut learned: [Option<(IpAddr, EthernetAddress)>; LEARN_MAX] = [None; LEARN_MAX];
