@@ -8,6 +8,8 @@
 //! - the `sessions` map: every session's 5-tuple, inserted before its join-ok is sent and
 //!   removed when it ends, so media from unknown sources never reaches userspace;
 //! - the `xsks` map: one AF_XDP socket per RX queue;
+//! - the blocklist tries: entries added, removed and listed by the operator (expired ones are
+//!   deleted when listed);
 //! - reading the per-CPU `stats` counters.
 //!
 //! Maps are pinned under [`xdp_prog::PIN_DIR`] so the blocklist and limits survive a relayd
@@ -59,6 +61,16 @@ pub enum Error {
     /// Source and destination of a session are of different families.
     #[error("session addresses {0} and {1} are of different families")]
     Family(SocketAddr, SocketAddr),
+    /// A blocklist prefix length beyond the address (32 for IPv4, 128 for IPv6).
+    #[error("prefix length {prefix_len} is too long for {ip} (at most {max})")]
+    PrefixLen {
+        /// The address.
+        ip: IpAddr,
+        /// The prefix length given.
+        prefix_len: u32,
+        /// The longest allowed.
+        max: u32,
+    },
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> Error {
@@ -83,6 +95,35 @@ pub struct ReasonCount {
     pub packets: u64,
     /// Bytes (whole frames).
     pub bytes: u64,
+}
+
+/// A live blocklist entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Block {
+    /// The prefix's address, bits past the prefix zero.
+    pub ip: IpAddr,
+    /// The prefix length.
+    pub prefix_len: u32,
+    /// When it expires, in [`xdp_prog::boot_time_ns`] time; 0 = never.
+    pub expires_ns: u64,
+}
+
+/// `ip` with every bit past `prefix_len` cleared, or an error if the prefix is too long.
+pub fn prefix(ip: IpAddr, prefix_len: u32) -> Result<IpAddr, Error> {
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    if prefix_len > max {
+        return Err(Error::PrefixLen { ip, prefix_len, max });
+    }
+    Ok(match ip {
+        IpAddr::V4(a) => {
+            let mask = u32::MAX.checked_shl(32 - prefix_len).unwrap_or(0);
+            IpAddr::V4((u32::from(a) & mask).into())
+        }
+        IpAddr::V6(a) => {
+            let mask = u128::MAX.checked_shl(128 - prefix_len).unwrap_or(0);
+            IpAddr::V6((u128::from(a) & mask).into())
+        }
+    })
 }
 
 /// The loaded (and possibly attached) program and its maps.
@@ -212,19 +253,76 @@ impl XdpFilter {
         }
     }
 
-    /// Blocks a prefix until `expires_ns` (CLOCK_BOOTTIME; 0 = forever).
+    /// Blocks a prefix until `expires_ns` (CLOCK_BOOTTIME; 0 = forever). Bits of `ip` past
+    /// the prefix are ignored; an existing entry for the prefix is replaced.
     pub fn block(&mut self, ip: IpAddr, prefix_len: u32, expires_ns: u64) -> Result<(), Error> {
         let v = BlockEntry { expires_ns };
-        match ip {
+        match prefix(ip, prefix_len)? {
             IpAddr::V4(a) => self
                 .blocklist_v4
-                .insert(&LpmKey::new(prefix_len.min(32), a.octets()), v, 0)
+                .insert(&LpmKey::new(prefix_len, a.octets()), v, 0)
                 .map_err(map_err(maps::BLOCKLIST_V4)),
             IpAddr::V6(a) => self
                 .blocklist_v6
-                .insert(&LpmKey::new(prefix_len.min(128), a.octets()), v, 0)
+                .insert(&LpmKey::new(prefix_len, a.octets()), v, 0)
                 .map_err(map_err(maps::BLOCKLIST_V6)),
         }
+    }
+
+    /// Removes the entry for exactly this prefix; returns whether there was one.
+    pub fn unblock(&mut self, ip: IpAddr, prefix_len: u32) -> Result<bool, Error> {
+        let r = match prefix(ip, prefix_len)? {
+            IpAddr::V4(a) => self.blocklist_v4.remove(&LpmKey::new(prefix_len, a.octets())),
+            IpAddr::V6(a) => self.blocklist_v6.remove(&LpmKey::new(prefix_len, a.octets())),
+        };
+        match r {
+            Ok(()) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(e) => Err(map_err(if ip.is_ipv4() { maps::BLOCKLIST_V4 } else { maps::BLOCKLIST_V6 })(e)),
+        }
+    }
+
+    /// Every blocklist entry that has not expired at `now_ns`, IPv4 first. Expired entries
+    /// (which the program already ignores) are deleted, so they do not fill the map.
+    pub fn blocklist(&mut self, now_ns: u64) -> Result<Vec<Block>, Error> {
+        let live = |e: &BlockEntry| e.expires_ns == 0 || e.expires_ns > now_ns;
+        let mut out = Vec::new();
+        let mut expired4 = Vec::new();
+        for item in self.blocklist_v4.iter() {
+            let (k, v) = item.map_err(map_err(maps::BLOCKLIST_V4))?;
+            if live(&v) {
+                let ip = IpAddr::from(k.data());
+                out.push(Block { ip, prefix_len: k.prefix_len(), expires_ns: v.expires_ns });
+            } else {
+                expired4.push(k);
+            }
+        }
+        let mut expired6 = Vec::new();
+        for item in self.blocklist_v6.iter() {
+            let (k, v) = item.map_err(map_err(maps::BLOCKLIST_V6))?;
+            if live(&v) {
+                let ip = IpAddr::from(k.data());
+                out.push(Block { ip, prefix_len: k.prefix_len(), expires_ns: v.expires_ns });
+            } else {
+                expired6.push(k);
+            }
+        }
+        // Deleting while iterating would restart the kernel's walk; delete afterwards.
+        for k in &expired4 {
+            let _ = self.blocklist_v4.remove(k);
+        }
+        for k in &expired6 {
+            let _ = self.blocklist_v6.remove(k);
+        }
+        if !expired4.is_empty() || !expired6.is_empty() {
+            tracing::debug!(expired = expired4.len() + expired6.len(), "deleted expired blocklist entries");
+        }
+        Ok(out)
+    }
+
+    /// The current `config` entry.
+    pub fn config(&self) -> Result<FilterConfig, Error> {
+        self.config.get(&0, 0).map_err(map_err(maps::CONFIG))
     }
 
     /// Counters summed over CPUs, one per reason.
@@ -269,5 +367,23 @@ fn detach_legacy(iface: &str) {
             .args(["link", "set", "dev", iface, mode, "off"])
             .stderr(std::process::Stdio::null())
             .status();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_are_masked_and_bounded() {
+        let p = |ip: &str, len| prefix(ip.parse().unwrap(), len).map(|a| a.to_string());
+        assert_eq!(p("198.18.5.77", 24).unwrap(), "198.18.5.0");
+        assert_eq!(p("198.18.5.77", 32).unwrap(), "198.18.5.77");
+        assert_eq!(p("198.18.5.77", 0).unwrap(), "0.0.0.0");
+        assert_eq!(p("2001:2::ffff", 64).unwrap(), "2001:2::");
+        assert_eq!(p("2001:2::ffff", 128).unwrap(), "2001:2::ffff");
+        assert_eq!(p("2001:2::ffff", 0).unwrap(), "::");
+        assert!(p("198.18.5.77", 33).unwrap_err().to_string().contains("at most 32"));
+        assert!(p("2001:2::1", 129).unwrap_err().to_string().contains("at most 128"));
     }
 }
