@@ -728,8 +728,19 @@ impl Control {
             Request::Rooms { sdkappid, limit } => self.rooms(sdkappid, limit),
             Request::GetLimits {} => Response { limits: Some(self.current_limits()), ..Response::ok() },
             Request::SetLimits(l) => self.set_limits(l),
-            // Pending: the XDP program's per-source drop map.
-            Request::Offenders { limit: _ } => Response { offenders: Some(Vec::new()), ..Response::ok() },
+            Request::Offenders { limit } => match &self.filter {
+                None => Response { offenders: Some(Vec::new()), ..Response::ok() },
+                Some((f, _)) => match f.offenders(limit.unwrap_or(mgmt::OFFENDERS_DEFAULT_LIMIT) as usize) {
+                    Ok(list) => {
+                        let offenders = list
+                            .into_iter()
+                            .map(|(ip, dropped_packets)| mgmt::Offender { ip, dropped_packets })
+                            .collect();
+                        Response { offenders: Some(offenders), ..Response::ok() }
+                    }
+                    Err(e) => Response::error(e.to_string()),
+                },
+            },
         };
         self.broadcast_all(&mut updates, wake);
         resp

@@ -10,7 +10,7 @@
 //! - the `xsks` map: one AF_XDP socket per RX queue;
 //! - the blocklist tries: entries added, removed and listed by the operator (expired ones are
 //!   deleted when listed);
-//! - reading the per-CPU `stats` counters.
+//! - reading the per-CPU `stats` counters and the per-source `offenders` drop counts.
 //!
 //! Maps are pinned under [`xdp_prog::PIN_DIR`] so the blocklist and limits survive a relayd
 //! restart and can be inspected with `bpftool`. Attaching prefers driver (native) mode and
@@ -23,10 +23,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 
 use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, XskMap};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, XskMap};
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
-use xdp_prog::{maps, Counter, Session, SessionKey};
+use xdp_prog::{maps, Counter, Session, SessionKey, SrcKey};
 pub use xdp_prog::{BlockEntry, Config as FilterConfig, Reason};
 
 /// Errors of the XDP filter.
@@ -135,6 +135,7 @@ pub struct XdpFilter {
     stats: PerCpuArray<MapData, Counter>,
     blocklist_v4: LpmTrie<MapData, [u8; 4], BlockEntry>,
     blocklist_v6: LpmTrie<MapData, [u8; 16], BlockEntry>,
+    offenders: PerCpuHashMap<MapData, SrcKey, u64>,
     iface: String,
     /// A private pin directory, removed on drop (when the caller did not ask for pinning).
     private_pin: Option<std::path::PathBuf>,
@@ -174,6 +175,7 @@ impl XdpFilter {
         let stats = PerCpuArray::try_from(take(maps::STATS)?).map_err(map_err(maps::STATS))?;
         let blocklist_v4 = LpmTrie::try_from(take(maps::BLOCKLIST_V4)?).map_err(map_err(maps::BLOCKLIST_V4))?;
         let blocklist_v6 = LpmTrie::try_from(take(maps::BLOCKLIST_V6)?).map_err(map_err(maps::BLOCKLIST_V6))?;
+        let offenders = PerCpuHashMap::try_from(take(maps::OFFENDERS)?).map_err(map_err(maps::OFFENDERS))?;
         config_map.set(0, config, 0).map_err(map_err(maps::CONFIG))?;
         // A pinned `sessions` map outlives relayd; its entries belong to sessions that died
         // with the previous process. Start empty, so unknown sources stay in the kernel.
@@ -193,6 +195,7 @@ impl XdpFilter {
             stats,
             blocklist_v4,
             blocklist_v6,
+            offenders,
             iface: iface.to_owned(),
             private_pin,
         })
@@ -317,6 +320,26 @@ impl XdpFilter {
         if !expired4.is_empty() || !expired6.is_empty() {
             tracing::debug!(expired = expired4.len() + expired6.len(), "deleted expired blocklist entries");
         }
+        Ok(out)
+    }
+
+    /// The sources with the most dropped packets (summed over CPUs), highest first, at most
+    /// `limit`. The map holds at most [`xdp_prog::OFFENDERS_MAX`] sources.
+    pub fn offenders(&self, limit: usize) -> Result<Vec<(IpAddr, u64)>, Error> {
+        let mut out = Vec::new();
+        for item in self.offenders.iter() {
+            let (k, per_cpu) = match item {
+                Ok(kv) => kv,
+                // Evicted between listing its key and reading it.
+                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(e) => return Err(map_err(maps::OFFENDERS)(e)),
+            };
+            if let Some(ip) = k.ip() {
+                out.push((ip, per_cpu.iter().fold(0u64, |a, n| a.saturating_add(*n))));
+            }
+        }
+        out.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        out.truncate(limit);
         Ok(out)
     }
 
