@@ -73,6 +73,16 @@ pub enum Error {
     },
 }
 
+/// Whether a map operation failed only because the key is absent (aya reports a delete's
+/// `ENOENT` as a syscall error, a lookup's as `KeyNotFound`).
+fn not_found(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
 fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> Error {
     move |source| Error::Map { map, source }
 }
@@ -251,7 +261,8 @@ impl XdpFilter {
     pub fn remove_session(&mut self, src: SocketAddr, dst: SocketAddr) -> Result<(), Error> {
         let key = SessionKey::new(src, dst).ok_or(Error::Family(src, dst))?;
         match self.sessions.remove(&key) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Ok(()) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
             Err(e) => Err(map_err(maps::SESSIONS)(e)),
         }
     }
@@ -280,7 +291,7 @@ impl XdpFilter {
         };
         match r {
             Ok(()) => Ok(true),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+            Err(e) if not_found(&e) => Ok(false),
             Err(e) => Err(map_err(if ip.is_ipv4() { maps::BLOCKLIST_V4 } else { maps::BLOCKLIST_V6 })(e)),
         }
     }
@@ -331,7 +342,7 @@ impl XdpFilter {
             let (k, per_cpu) = match item {
                 Ok(kv) => kv,
                 // Evicted between listing its key and reading it.
-                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(e) if not_found(&e) => continue,
                 Err(e) => return Err(map_err(maps::OFFENDERS)(e)),
             };
             if let Some(ip) = k.ip() {
