@@ -161,6 +161,11 @@ impl Relayd {
         relay::io::socket::read_stats(&self.stats_socket).expect("read relayd stats")
     }
 
+    /// One management request on a fresh connection; panics if relayd cannot be reached.
+    pub fn mgmt(&self, req: &relay::io::mgmt::Request) -> relay::io::mgmt::Response {
+        relay::io::mgmt::request(&self.stats_socket, req).expect("relayd's management socket answers")
+    }
+
     /// relayd's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self._dir.0.join("relayd.log")).unwrap_or_default()
