@@ -207,17 +207,17 @@ impl Worker {
                     let answer = self.request(&req);
                     let _ = reply.send(answer);
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if self.conn.is_some() {
-                        if self.apps_due.is_some_and(|due| unix_now() >= due) {
-                            self.push(Change::Apps);
-                        } else {
-                            // Heartbeat: notices a restarted relayd.
-                            let _ = self.request(&Request::Stats {});
-                        }
+                // While disconnected, the top of the loop reconnects once `next_beat` passes.
+                Err(mpsc::RecvTimeoutError::Timeout) if self.conn.is_some() => {
+                    if self.apps_due.is_some_and(|due| unix_now() >= due) {
+                        self.push(Change::Apps);
+                    } else {
+                        // Heartbeat: notices a restarted relayd.
+                        let _ = self.request(&Request::Stats {});
                     }
                     next_beat = Instant::now() + RETRY_INTERVAL;
                 }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
         }
