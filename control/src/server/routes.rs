@@ -41,8 +41,8 @@ pub const MAX_SDKAPPID: u64 = u32::MAX as u64;
 pub const MAX_OVERLAP_SECS: u64 = 604_800;
 /// Longest UserSig lifetime, seconds (365 days).
 pub const MAX_USERSIG_SECS: u64 = 31_536_000;
-/// Longest user id a UserSig is minted for.
-pub const MAX_USER_ID_LEN: usize = 64;
+/// Longest user id a UserSig is minted for: relayd refuses longer ones at join.
+pub const MAX_USER_ID_LEN: usize = UserId::MAX_LEN;
 /// Longest blocklist TTL, seconds (30 days).
 pub const MAX_BLOCK_TTL_SECS: u64 = 2_592_000;
 /// Most user ids in one Tencent `RemoveUser`.
