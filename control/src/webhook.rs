@@ -2,7 +2,8 @@
 //!
 //! [`run`] drains the monitor's bounded event queue in order, so a resolve is never posted
 //! before its firing. Each event is logged with `tracing` (firing at `warn`, resolved at
-//! `info`) whether or not a webhook is configured. A POST has a timeout and a bounded number
+//! `info`) whether or not a webhook is configured. Redirects are not followed (the configured
+//! URL is the only destination). A POST has a timeout and a bounded number
 //! of retries with exponential backoff; connection errors, timeouts, 408, 429 and 5xx are
 //! retried, any other status is final. A delivery that still fails counts in
 //! `ControlCounters::webhook_failures` and is logged; the queue moves on, so one dead receiver
@@ -133,6 +134,8 @@ impl WebhookSender {
     pub fn new(cfg: WebhookConfig, counters: Arc<ControlCounters>) -> Result<Self, WebhookError> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(cfg.timeout_ms))
+            // The configured URL is the only destination: a redirect could point anywhere.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("edgerelay-relay-control/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(WebhookError::Client)?;
