@@ -246,6 +246,8 @@ pub enum Decision {
         ttl_secs: u64,
         /// The measured drop rate that triggered it (a lower bound).
         drops_per_sec: u64,
+        /// The threshold it crossed (`pps_threshold`).
+        threshold: u64,
     },
     /// The block of `cidr` reached its TTL: remove it.
     Unblock {
@@ -256,9 +258,11 @@ pub enum Decision {
 
 impl Decision {
     /// The blocklist reason text for a block (at most 128 bytes).
-    pub fn reason(&self, threshold: u64) -> Option<String> {
+    pub fn reason(&self) -> Option<String> {
         match self {
-            Self::Block { drops_per_sec, .. } => Some(format!("autoblock: {drops_per_sec} drops/s over {threshold}/s")),
+            Self::Block { drops_per_sec, threshold, .. } => {
+                Some(format!("autoblock: {drops_per_sec} drops/s over {threshold}/s"))
+            }
             Self::Unblock { .. } => None,
         }
     }
@@ -359,7 +363,12 @@ impl Detector {
                 continue;
             }
             self.blocked.insert(ip, now + ttl);
-            out.push(Decision::Block { cidr: Cidr::host(ip), ttl_secs: self.cfg.ttl_secs, drops_per_sec: rate });
+            out.push(Decision::Block {
+                cidr: Cidr::host(ip),
+                ttl_secs: self.cfg.ttl_secs,
+                drops_per_sec: rate,
+                threshold: self.cfg.pps_threshold,
+            });
         }
         if self.tracked.len() > self.cfg.max_tracked {
             let mut by_age: Vec<(Instant, IpAddr)> = self.tracked.iter().map(|(ip, t)| (t.seen, *ip)).collect();
@@ -472,7 +481,7 @@ mod tests {
         assert_eq!(blocked(&d), ["198.18.0.9/32"]);
         let Decision::Block { ttl_secs, drops_per_sec, .. } = d[0] else { panic!("a block") };
         assert_eq!((ttl_secs, drops_per_sec), (60, 5000));
-        assert_eq!(d[0].reason(1000).as_deref(), Some("autoblock: 5000 drops/s over 1000/s"));
+        assert_eq!(d[0].reason().as_deref(), Some("autoblock: 5000 drops/s over 1000/s"));
         // Not re-emitted while the block lives, though drops (now blocklisted) continue.
         for _ in 0..50 {
             assert!(sim.poll(&[("198.18.0.9", 5000)]).is_empty());

@@ -192,11 +192,6 @@ impl MonitorCore {
         Self { evaluator: Evaluator::new(alerts, now), detector: Detector::new(autoblock), counters, offenders_limit }
     }
 
-    /// The autoblock threshold, for [`Decision::reason`].
-    pub fn pps_threshold(&self) -> u64 {
-        self.detector.config().pps_threshold
-    }
-
     /// One poll: `stats` and `offenders` are `None` when their op failed.
     pub fn step(
         &mut self,
@@ -208,7 +203,12 @@ impl MonitorCore {
     ) -> StepOutput {
         let counter = if stats.is_some() { &self.counters.relayd_polls_ok } else { &self.counters.relayd_polls_failed };
         counter.fetch_add(1, Relaxed);
-        let offenders = offenders.filter(|_| stats.is_some());
+        // A misbehaving relayd could answer more than asked: the detector's memory is capped
+        // anyway, but the completeness heuristic needs the bound.
+        let offenders = offenders.filter(|_| stats.is_some()).map(|mut list| {
+            list.truncate(self.offenders_limit as usize);
+            list
+        });
         let decisions = match &offenders {
             Some(list) => {
                 let complete = list.len() < self.offenders_limit as usize;
@@ -254,8 +254,6 @@ pub struct MonitorHandle {
     pub latest: watch::Receiver<Option<Arc<Latest>>>,
     /// Autoblock decisions to apply to the store and relayd. Dropping it stops the monitor.
     pub decisions: mpsc::Receiver<Decision>,
-    /// The autoblock threshold, for [`Decision::reason`].
-    pub pps_threshold: u64,
     /// The poll loop.
     pub task: JoinHandle<()>,
     /// The alert delivery task (logs and webhook); ends after the poll loop.
@@ -282,7 +280,6 @@ pub fn spawn<L: RelaydLink>(
     autoblock.validate()?;
     let sender = alerts.webhook.clone().map(|w| WebhookSender::new(w, counters.clone())).transpose()?;
     let mut core = MonitorCore::new(alerts, autoblock, counters.clone(), settings.offenders_limit, Instant::now());
-    let pps_threshold = core.pps_threshold();
     let (alert_tx, alert_rx) = mpsc::channel(settings.alert_queue);
     let (decision_tx, decisions) = mpsc::channel(settings.decision_queue);
     let (latest_tx, latest) = watch::channel(None);
@@ -319,7 +316,7 @@ pub fn spawn<L: RelaydLink>(
             let out = core.step(Instant::now(), unix_now(), stats, offenders, cert);
             for d in out.decisions {
                 match &d {
-                    Decision::Block { cidr, drops_per_sec, ttl_secs } => {
+                    Decision::Block { cidr, drops_per_sec, ttl_secs, .. } => {
                         tracing::warn!(%cidr, drops_per_sec, ttl_secs, "autoblock: blocking a flooding source");
                     }
                     Decision::Unblock { cidr } => tracing::info!(%cidr, "autoblock: block expired"),
@@ -338,7 +335,7 @@ pub fn spawn<L: RelaydLink>(
             latest_tx.send_replace(Some(Arc::new(out.latest)));
         }
     });
-    Ok(MonitorHandle { latest, decisions, pps_threshold, task, alerts_task })
+    Ok(MonitorHandle { latest, decisions, task, alerts_task })
 }
 
 #[cfg(test)]
@@ -384,7 +381,10 @@ mod tests {
         assert!(quiet.alerts.is_empty() && quiet.decisions.is_empty());
         // 10k drops/s from 500 ms on: the first poll that sees it blocks and fires.
         let out = poll(&mut core, 1000, 5000);
-        assert_eq!(out.decisions, [Decision::Block { cidr: Cidr::host(attacker), ttl_secs: 3, drops_per_sec: 10_000 }]);
+        assert_eq!(
+            out.decisions,
+            [Decision::Block { cidr: Cidr::host(attacker), ttl_secs: 3, drops_per_sec: 10_000, threshold: 500 }]
+        );
         assert_eq!(out.alerts.len(), 1);
         assert_eq!((out.alerts[0].rule, out.alerts[0].status), (Rule::Flood, AlertStatus::Firing));
         assert_eq!(out.latest.firing, [Rule::Flood]);
@@ -436,6 +436,17 @@ mod tests {
         assert_eq!(decisions, [Decision::Unblock { cidr: Cidr::host(attacker) }], "the TTL runs without relayd");
         assert_eq!(counters.relayd_polls_failed.load(Relaxed), 10);
         assert_eq!(counters.relayd_polls_ok.load(Relaxed), 2);
+    }
+
+    #[test]
+    fn an_oversized_offender_list_is_cut_to_the_limit() {
+        let (mut core, _, start) = core();
+        let list: Vec<Offender> = (0..10u8)
+            .map(|i| Offender { ip: IpAddr::from([198, 18, 0, i]), dropped_packets: 100 - u64::from(i) })
+            .collect();
+        let out = core.step(start, 0, Some(stats(0, vec![])), Some(list), None);
+        assert_eq!(out.latest.observation.offenders.len(), 4);
+        assert_eq!(out.latest.observation.offenders[0].dropped_packets, 100);
     }
 
     #[test]

@@ -173,8 +173,11 @@ async fn flood_is_blocked_within_two_seconds_and_its_alert_fires_then_resolves()
         .expect("monitor running");
     let blocked_after = flood_start.elapsed();
     let attacker: IpAddr = ATTACKER.parse().expect("addr");
+    let reason = decision.reason().unwrap_or_default();
+    assert!(reason.starts_with("autoblock: ") && reason.ends_with("over 1000/s"), "{reason}");
     match decision {
-        Decision::Block { cidr, ttl_secs, drops_per_sec } => {
+        Decision::Block { cidr, ttl_secs, drops_per_sec, threshold } => {
+            assert_eq!(threshold, 1_000);
             assert_eq!(cidr, Cidr::host(attacker));
             assert_eq!(ttl_secs, 60);
             assert!(drops_per_sec > 1_000, "measured {drops_per_sec}/s");
