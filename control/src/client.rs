@@ -6,7 +6,8 @@
 //!   path and query are taken from the [`url::Url`] handed to the transport (so percent
 //!   encoding cannot differ between what is signed and what is sent), the `Host` header is
 //!   set explicitly to the endpoint's `host:port`, and `Content-Type` is always sent and
-//!   signed. A fresh `X-TC-Timestamp` is taken per request.
+//!   signed. A fresh `X-TC-Timestamp` is taken per request, and a random [`NONCE_HEADER`] is
+//!   signed too, so repeating a request within the same second is not taken for a replay.
 //! - Trust is explicit: either a CA certificate file (webpki verification of name and chain)
 //!   or a SHA-256 pin of the daemon's self-signed certificate (the pin is the authority; the
 //!   name is not checked, as the certificate was generated for the node, not a DNS name).
@@ -53,6 +54,12 @@ pub const ENV_CERT_SHA256: &str = "EDGERELAY_CERT_SHA256";
 pub const ENV_SERVICE: &str = "EDGERELAY_SERVICE";
 /// The content type sent with every request.
 pub const JSON: &str = "application/json";
+/// A random value signed with every request, so that two identical requests within one
+/// second (one timestamp) still differ and the server's replay cache does not refuse the
+/// second. TC3 allows signing any header; the Tencent SDKs sign only the required pair.
+pub const NONCE_HEADER: &str = "X-Edgerelay-Nonce";
+/// The headers the client signs (sorted, lowercase).
+const SIGNED_HEADERS: [&str; 3] = ["content-type", "host", "x-edgerelay-nonce"];
 /// Largest response body read; larger bodies are an error, not a truncation.
 pub const MAX_RESPONSE_BYTES: u64 = 16 << 20;
 /// Connect timeout.
@@ -111,6 +118,9 @@ pub enum ClientError {
     /// The request could not be signed (a header is missing or repeated).
     #[error("signing: {0}")]
     Sign(#[from] Tc3Error),
+    /// The system's random number generator failed (for the request nonce).
+    #[error("random nonce: {0}")]
+    Nonce(String),
     /// The server could not be reached, the TLS handshake failed (including a pin mismatch),
     /// or the connection broke.
     #[error("{endpoint} unreachable: {detail}")]
@@ -661,7 +671,14 @@ impl Client {
         url: &url::Url,
         timestamp: u64,
     ) -> Result<Vec<(String, String)>, ClientError> {
-        let headers = [("Content-Type", call.content_type.as_str()), ("Host", self.endpoint.authority())];
+        let mut nonce = [0; 8];
+        getrandom::getrandom(&mut nonce).map_err(|e| ClientError::Nonce(e.to_string()))?;
+        let nonce = hex::encode(nonce);
+        let headers = [
+            ("Content-Type", call.content_type.as_str()),
+            ("Host", self.endpoint.authority()),
+            (NONCE_HEADER, nonce.as_str()),
+        ];
         let req = tc3::Request {
             method: call.method.as_str(),
             uri: url.path(),
@@ -670,10 +687,17 @@ impl Client {
             payload: &call.body,
         };
         let scope = tc3::Scope { timestamp, service: &self.service };
-        let signed = tc3::sign(&self.secret_id, self.secret_key.expose().as_bytes(), &scope, &req)?;
+        let signed = tc3::sign_with_headers(
+            &self.secret_id,
+            self.secret_key.expose().as_bytes(),
+            &scope,
+            &req,
+            &SIGNED_HEADERS,
+        )?;
         Ok(vec![
             ("Host".into(), self.endpoint.authority().to_owned()),
             ("Content-Type".into(), call.content_type.clone()),
+            (NONCE_HEADER.into(), nonce),
             ("X-TC-Timestamp".into(), timestamp.to_string()),
             ("Authorization".into(), signed.authorization),
         ])
@@ -886,6 +910,28 @@ mod tests {
         verify(&seen, unix_now()).unwrap();
         seen.target = "/v1/audit?limit=6".into();
         assert_eq!(verify(&seen, unix_now()).unwrap_err(), Tc3Error::SignatureMismatch);
+    }
+
+    #[test]
+    fn identical_requests_in_one_second_are_not_replays() {
+        let client = Client::new(&creds(8443, Trust::Pin([0; 32])), DEFAULT_TIMEOUT).unwrap();
+        let call = Call::new(Method::Get, &["v1", "apps"]);
+        let url = call.url(client.endpoint()).unwrap();
+        let mut cache = ReplayCache::new(8);
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let headers = client.signed_headers(&call, &url, 1_700_000_000).unwrap();
+            let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            let value = |name: &str| pairs.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).unwrap().1;
+            let req = tc3::Request { method: "GET", uri: "/v1/apps", query: "", headers: &pairs, payload: b"" };
+            Verifier::new(DEFAULT_SERVICE)
+                .verify(value("authorization"), value("x-tc-timestamp"), &req, 1_700_000_000, &mut cache, |id| {
+                    (id == ID).then_some(KEY)
+                })
+                .expect("the second identical request is not a replay");
+            seen.push(value("authorization").to_owned());
+        }
+        assert_ne!(seen[0], seen[1]);
     }
 
     #[test]
