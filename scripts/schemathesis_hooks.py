@@ -5,7 +5,7 @@ EDGERELAY_SECRET_ID / EDGERELAY_SECRET_KEY (and EDGERELAY_SERVICE, default "trtc
 
 The signature is computed on the final prepared request (a `requests` auth object runs after
 the body is serialized), over exactly the path, query, Host and body that are sent. Like
-`control::client`, it also signs a random X-Edgerelay-Nonce header so that two identical
+`control::client`, it also signs a random X-TC-Nonce header so that two identical
 requests in the same second are not refused as replays.
 
 On import the signer checks itself against Tencent's documented example signature
@@ -22,7 +22,7 @@ import time
 import urllib.parse
 
 ALGORITHM = "TC3-HMAC-SHA256"
-NONCE_HEADER = "X-Edgerelay-Nonce"
+NONCE_HEADER = "X-TC-Nonce"
 DEFAULT_SERVICE = "trtc"
 
 

@@ -57,9 +57,10 @@ pub const JSON: &str = "application/json";
 /// A random value signed with every request, so that two identical requests within one
 /// second (one timestamp) still differ and the server's replay cache does not refuse the
 /// second. TC3 allows signing any header; the Tencent SDKs sign only the required pair.
-pub const NONCE_HEADER: &str = "X-Edgerelay-Nonce";
-/// The headers the client signs (sorted, lowercase).
-const SIGNED_HEADERS: [&str; 3] = ["content-type", "host", "x-edgerelay-nonce"];
+/// (Not a Tencent header: edgerelay's own convention, shared with the test harness.)
+pub const NONCE_HEADER: &str = "X-TC-Nonce";
+/// The headers the client signs (sorted, lowercase, `;`-separated).
+const SIGNED_HEADERS: &str = "content-type;host;x-tc-nonce";
 /// Largest response body read; larger bodies are an error, not a truncation.
 pub const MAX_RESPONSE_BYTES: u64 = 16 << 20;
 /// Connect timeout.
@@ -687,13 +688,8 @@ impl Client {
             payload: &call.body,
         };
         let scope = tc3::Scope { timestamp, service: &self.service };
-        let signed = tc3::sign_with_headers(
-            &self.secret_id,
-            self.secret_key.expose().as_bytes(),
-            &scope,
-            &req,
-            &SIGNED_HEADERS,
-        )?;
+        let signed =
+            tc3::sign_headers(&self.secret_id, self.secret_key.expose().as_bytes(), &scope, &req, SIGNED_HEADERS)?;
         Ok(vec![
             ("Host".into(), self.endpoint.authority().to_owned()),
             ("Content-Type".into(), call.content_type.clone()),
@@ -761,11 +757,11 @@ mod tests {
     const ID: &str = "AKIDtest0123456789";
     const KEY: &str = "test-secret-key-0123456789";
 
-    fn self_signed() -> rcgen::CertifiedKey<rcgen::KeyPair> {
+    fn self_signed() -> rcgen::CertifiedKey {
         rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap()
     }
 
-    fn fingerprint(cert: &rcgen::CertifiedKey<rcgen::KeyPair>) -> [u8; 32] {
+    fn fingerprint(cert: &rcgen::CertifiedKey) -> [u8; 32] {
         Sha256::digest(cert.cert.der().as_ref()).into()
     }
 
@@ -791,13 +787,12 @@ mod tests {
     /// A one-request HTTPS server on loopback answering `status` with `body`; the thread
     /// returns what it received, or `None` when the handshake or request failed.
     fn serve_once(
-        cert: &rcgen::CertifiedKey<rcgen::KeyPair>,
+        cert: &rcgen::CertifiedKey,
         status: &'static str,
         body: &'static str,
     ) -> (u16, std::thread::JoinHandle<Option<Seen>>) {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let key =
-            rustls::pki_types::PrivateKeyDer::from_pem_slice(cert.signing_key.serialize_pem().as_bytes()).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(cert.key_pair.serialize_pem().as_bytes()).unwrap();
         let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()

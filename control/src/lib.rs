@@ -5,10 +5,15 @@
 //! - [`tc3`]: TC3-HMAC-SHA256 request signing and verification (Tencent Cloud API v3), with
 //!   clock-skew and replay protection;
 //! - [`keys`]: API keys, their roles, generation, rotation and revocation;
-//! - [`store`]: the embedded redb store of apps, API keys and the append-only audit log.
+//! - [`store`]: the embedded redb store of apps, API keys, blocklist, limits and the
+//!   append-only audit log;
+//! - [`server`]: the `relay-control` HTTPS daemon (TLS, TC3 gate, routes, OpenAPI document,
+//!   the link that pushes the store's state to relayd).
 #![forbid(unsafe_code)]
+#![recursion_limit = "512"]
 
 pub mod client;
 pub mod keys;
+pub mod server;
 pub mod store;
 pub mod tc3;

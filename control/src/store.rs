@@ -1,5 +1,5 @@
-//! The embedded store of `relay-control`: apps, API keys and the append-only audit log, in
-//! one redb file.
+//! The embedded store of `relay-control`: apps, API keys, the source blocklist, the
+//! data-plane limits and the append-only audit log, in one redb file.
 //!
 //! Invariants:
 //! - Every change is one redb write transaction, and the audit entry of a successful change is
@@ -24,7 +24,7 @@ use std::net::IpAddr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -34,7 +34,10 @@ const APPS: TableDefinition<u32, &[u8]> = TableDefinition::new("apps");
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
 const AUDIT: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("audit");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const BLOCKS: TableDefinition<&str, &[u8]> = TableDefinition::new("blocklist");
+const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
 const AUDIT_SEQ: &str = "audit_seq";
+const LIMITS_KEY: &str = "limits";
 
 /// Mode of the store file: owner read and write only.
 pub const STORE_FILE_MODE: u32 = 0o600;
@@ -44,6 +47,12 @@ pub const MAX_APP_SECRETS: usize = 2;
 pub const MAX_AUDIT_FIELD_LEN: usize = 256;
 /// Upper bound of every quota.
 pub const MAX_QUOTA: u32 = 1_000_000;
+/// Longest reason of a blocklist entry, in bytes.
+pub const MAX_BLOCK_REASON_LEN: usize = 128;
+/// Most blocklist entries held (live ones; expired entries are pruned on every change).
+pub const MAX_BLOCKS: usize = 65_536;
+/// Upper bound of every rate and burst in [`Limits`].
+pub const MAX_LIMIT_RATE: u32 = 100_000_000;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +90,19 @@ pub enum StoreError {
     /// An audit `who` or `what` is longer than [`MAX_AUDIT_FIELD_LEN`] bytes.
     #[error("audit field too long")]
     AuditFieldTooLong,
+    /// A blocklist prefix is longer than its address family allows, has host bits set, or
+    /// its reason is too long or has control characters.
+    #[error("invalid blocklist entry: {0}")]
+    InvalidBlock(&'static str),
+    /// No live blocklist entry has this prefix.
+    #[error("blocklist entry not found")]
+    BlockNotFound,
+    /// The blocklist holds [`MAX_BLOCKS`] live entries.
+    #[error("blocklist full ({MAX_BLOCKS} entries)")]
+    BlocklistFull,
+    /// A rate or burst is above [`MAX_LIMIT_RATE`], a port is 0, or `port_min > port_max`.
+    #[error("invalid limits: {0}")]
+    InvalidLimits(&'static str),
 }
 
 macro_rules! redb_error {
@@ -139,6 +161,9 @@ pub struct App {
     pub quotas: Quotas,
     /// When it was created.
     pub created_at: u64,
+    /// Whether relayd refuses joins without a PrivateMapKey.
+    #[serde(default)]
+    pub require_private_map_key: bool,
 }
 
 fn check_app_secret(secret: &SecretKey) -> Result<(), StoreError> {
@@ -157,6 +182,7 @@ impl App {
             secrets: vec![AppSecret { key: secret, created_at: now, expires_at: None }],
             quotas,
             created_at: now,
+            require_private_map_key: false,
         }
     }
 
@@ -187,6 +213,123 @@ pub struct Actor<'a> {
     pub source_ip: IpAddr,
     /// Unix seconds.
     pub now: u64,
+    /// The call that makes the change, e.g. `POST /v1/apps`; written before the store's own
+    /// description in the audit entry's `what`. Empty outside the HTTP API.
+    pub via: &'a str,
+}
+
+/// Where a blocklist entry came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockSource {
+    /// An operator, through the API.
+    Api,
+    /// The automatic flood detector.
+    Auto,
+}
+
+/// One blocked source prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockEntry {
+    /// The network address (host bits zero).
+    pub ip: IpAddr,
+    /// The prefix length: at most 32 for IPv4, 128 for IPv6.
+    pub prefix_len: u8,
+    /// When it was added.
+    pub created_at: u64,
+    /// When it stops applying (exclusive); `None` until removed.
+    pub expires_at: Option<u64>,
+    /// Why (operator text, or the detector's summary).
+    pub reason: String,
+    /// Who added it.
+    pub source: BlockSource,
+}
+
+impl BlockEntry {
+    /// The prefix in `ip/len` form, also the entry's key.
+    pub fn cidr(&self) -> String {
+        format!("{}/{}", self.ip, self.prefix_len)
+    }
+
+    /// Whether the entry applies at `now`.
+    pub fn is_live(&self, now: u64) -> bool {
+        self.expires_at.is_none_or(|e| now < e)
+    }
+
+    /// Seconds left at `now` (0 for an entry without expiry), as relayd's `block` takes it.
+    pub fn ttl_at(&self, now: u64) -> u64 {
+        self.expires_at.map_or(0, |e| e.saturating_sub(now).max(1))
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        let max = if self.ip.is_ipv4() { 32 } else { 128 };
+        if self.prefix_len > max {
+            return Err(StoreError::InvalidBlock("prefix length longer than the address"));
+        }
+        if mask(self.ip, self.prefix_len) != self.ip {
+            return Err(StoreError::InvalidBlock("host bits set after the prefix"));
+        }
+        if self.reason.len() > MAX_BLOCK_REASON_LEN || self.reason.chars().any(char::is_control) {
+            return Err(StoreError::InvalidBlock("reason too long or has control characters"));
+        }
+        Ok(())
+    }
+}
+
+/// `ip` with every bit after the first `prefix_len` cleared (`prefix_len` is clamped).
+pub fn mask(ip: IpAddr, prefix_len: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let bits = u32::from(v4);
+            let m = u32::MAX.checked_shl(32 - u32::from(prefix_len.min(32))).unwrap_or(0);
+            IpAddr::V4((bits & m).into())
+        }
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let m = u128::MAX.checked_shl(128 - u32::from(prefix_len.min(128))).unwrap_or(0);
+            IpAddr::V6((bits & m).into())
+        }
+    }
+}
+
+fn block_key(ip: IpAddr, prefix_len: u8) -> String {
+    format!("{ip}/{prefix_len}")
+}
+
+/// relayd's per-source limits and relay port range (relayd's `set_limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// SRTP packets per second per source address (0 = unlimited).
+    pub pps_rate_per_sec: u32,
+    /// Burst of the packet bucket.
+    pub pps_burst: u32,
+    /// Control messages per second per source address (0 = unlimited).
+    pub join_rate_per_sec: u32,
+    /// Burst of the join bucket.
+    pub join_burst: u32,
+    /// Lowest relay UDP port.
+    pub port_min: u16,
+    /// Highest relay UDP port.
+    pub port_max: u16,
+}
+
+impl Limits {
+    /// Checks the bounds the API documents.
+    pub fn check(&self) -> Result<(), StoreError> {
+        let rates = [self.pps_rate_per_sec, self.pps_burst, self.join_rate_per_sec, self.join_burst];
+        if rates.iter().any(|&r| r > MAX_LIMIT_RATE) {
+            return Err(StoreError::InvalidLimits("a rate or burst is above 100000000"));
+        }
+        if self.port_min == 0 {
+            return Err(StoreError::InvalidLimits("port_min must be at least 1"));
+        }
+        if self.port_min > self.port_max {
+            return Err(StoreError::InvalidLimits("port_min must not exceed port_max"));
+        }
+        Ok(())
+    }
 }
 
 /// How an audited call ended.
@@ -234,20 +377,14 @@ fn append_in(
     what: &str,
     outcome: Outcome,
 ) -> Result<AuditEntry, StoreError> {
+    let what = if actor.via.is_empty() { what.to_owned() } else { format!("{} {what}", actor.via) };
     if actor.who.len() > MAX_AUDIT_FIELD_LEN || what.len() > MAX_AUDIT_FIELD_LEN {
         return Err(StoreError::AuditFieldTooLong);
     }
     let mut meta = txn.open_table(META)?;
     let seq = meta.get(AUDIT_SEQ)?.map_or(0, |v| v.value()) + 1;
     meta.insert(AUDIT_SEQ, seq)?;
-    let entry = AuditEntry {
-        seq,
-        at: actor.now,
-        who: actor.who.to_owned(),
-        what: what.to_owned(),
-        source_ip: actor.source_ip,
-        outcome,
-    };
+    let entry = AuditEntry { seq, at: actor.now, who: actor.who.to_owned(), what, source_ip: actor.source_ip, outcome };
     txn.open_table(AUDIT)?.insert((actor.now, seq), encode(&entry)?.as_slice())?;
     Ok(entry)
 }
@@ -270,6 +407,8 @@ impl Store {
         txn.open_table(KEYS)?;
         txn.open_table(AUDIT)?;
         txn.open_table(META)?;
+        txn.open_table(BLOCKS)?;
+        txn.open_table(SETTINGS)?;
         txn.commit()?;
         Ok(Store { db })
     }
@@ -358,6 +497,27 @@ impl Store {
     pub fn update_quotas(&self, sdkappid: u32, quotas: Quotas, actor: &Actor<'_>) -> Result<App, StoreError> {
         quotas.check()?;
         self.update_app(sdkappid, actor, &format!("update_quotas {sdkappid}"), |app| app.quotas = quotas)
+    }
+
+    /// Changes an app's quotas and/or its PrivateMapKey requirement, in one change.
+    pub fn update_app_settings(
+        &self,
+        sdkappid: u32,
+        quotas: Option<Quotas>,
+        require_private_map_key: Option<bool>,
+        actor: &Actor<'_>,
+    ) -> Result<App, StoreError> {
+        if let Some(q) = &quotas {
+            q.check()?;
+        }
+        self.update_app(sdkappid, actor, &format!("update_app {sdkappid}"), |app| {
+            if let Some(q) = quotas {
+                app.quotas = q;
+            }
+            if let Some(r) = require_private_map_key {
+                app.require_private_map_key = r;
+            }
+        })
     }
 
     /// Rotates an app's secret; see [`App::rotate_secret`].
@@ -449,6 +609,85 @@ impl Store {
         let now = actor.now;
         self.update_key(secret_id, actor, &format!("revoke_key {secret_id}"), |key, _| Ok(key.revoke(now)?))
     }
+
+    /// Adds a blocklist entry, replacing a live entry for the same prefix (a new TTL and
+    /// reason). Expired entries are pruned in the same transaction.
+    pub fn add_block(&self, entry: &BlockEntry, actor: &Actor<'_>) -> Result<(), StoreError> {
+        entry.check()?;
+        let what = format!("block {} ttl={}", entry.cidr(), entry.ttl_at(actor.now));
+        self.change(actor, &what, |txn| {
+            let mut t = txn.open_table(BLOCKS)?;
+            prune_blocks(&mut t, actor.now)?;
+            let key = block_key(entry.ip, entry.prefix_len);
+            if t.get(key.as_str())?.is_none() && t.len()? >= MAX_BLOCKS as u64 {
+                return Err(StoreError::BlocklistFull);
+            }
+            t.insert(key.as_str(), encode(entry)?.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// Removes the live blocklist entry for `ip/prefix_len`.
+    pub fn remove_block(&self, ip: IpAddr, prefix_len: u8, actor: &Actor<'_>) -> Result<BlockEntry, StoreError> {
+        let key = block_key(ip, prefix_len);
+        self.change(actor, &format!("unblock {key}"), |txn| {
+            let mut t = txn.open_table(BLOCKS)?;
+            prune_blocks(&mut t, actor.now)?;
+            let removed = t.remove(key.as_str())?.map(|v| decode::<BlockEntry>(v.value())).transpose()?;
+            removed.ok_or(StoreError::BlockNotFound)
+        })
+    }
+
+    /// Blocklist entries live at `now`, by prefix text.
+    pub fn list_blocks(&self, now: u64) -> Result<Vec<BlockEntry>, StoreError> {
+        let t = self.db.begin_read()?.open_table(BLOCKS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let e: BlockEntry = decode(row?.1.value())?;
+            if e.is_live(now) {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores the data-plane limits to push to relayd.
+    pub fn set_limits(&self, limits: &Limits, actor: &Actor<'_>) -> Result<(), StoreError> {
+        limits.check()?;
+        let what = format!(
+            "set_limits pps={}/{} join={}/{} ports={}-{}",
+            limits.pps_rate_per_sec,
+            limits.pps_burst,
+            limits.join_rate_per_sec,
+            limits.join_burst,
+            limits.port_min,
+            limits.port_max
+        );
+        self.change(actor, &what, |txn| {
+            txn.open_table(SETTINGS)?.insert(LIMITS_KEY, encode(limits)?.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// The stored limits, if an operator ever set them.
+    pub fn limits(&self) -> Result<Option<Limits>, StoreError> {
+        let t = self.db.begin_read()?.open_table(SETTINGS)?;
+        t.get(LIMITS_KEY)?.map(|v| decode(v.value())).transpose()
+    }
+}
+
+fn prune_blocks(t: &mut redb::Table<'_, &'static str, &'static [u8]>, now: u64) -> Result<(), StoreError> {
+    let mut expired = Vec::new();
+    for row in t.iter()? {
+        let (k, v) = row?;
+        if !decode::<BlockEntry>(v.value())?.is_live(now) {
+            expired.push(k.value().to_owned());
+        }
+    }
+    for k in expired {
+        t.remove(k.as_str())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -480,7 +719,7 @@ mod tests {
     }
 
     fn actor(now: u64) -> Actor<'static> {
-        Actor { who: "AKIDtest", source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), now }
+        Actor { who: "AKIDtest", source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), now, via: "" }
     }
 
     fn secret(s: &str) -> SecretKey {
@@ -604,6 +843,87 @@ mod tests {
         assert!(store.audit_range(250, 150, 100).unwrap().is_empty());
         let next = store.append_audit(&actor(400), "login", Outcome::Success).unwrap();
         assert_eq!(next.seq, 5);
+    }
+
+    #[test]
+    fn blocklist_and_limits() {
+        use std::net::Ipv6Addr;
+        let dir = TempDir::new("blocks");
+        let v4 = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
+        let entry = |ip, len, expires_at| BlockEntry {
+            ip,
+            prefix_len: len,
+            created_at: 100,
+            expires_at,
+            reason: "flood".into(),
+            source: BlockSource::Api,
+        };
+        {
+            let store = Store::open(dir.file()).unwrap();
+            store.add_block(&entry(v4(198, 18, 5, 0), 24, None), &actor(100)).unwrap();
+            store.add_block(&entry(v4(198, 18, 6, 1), 32, Some(160)), &actor(100)).unwrap();
+            let v6: IpAddr = "2001:db8::".parse().unwrap();
+            store.add_block(&entry(v6, 32, Some(1000)), &actor(100)).unwrap();
+            for (bad, why) in [
+                (entry(v4(198, 18, 5, 1), 24, None), "host bits"),
+                (entry(v4(198, 18, 5, 0), 33, None), "prefix length"),
+                (entry(IpAddr::V6(Ipv6Addr::LOCALHOST), 129, None), "prefix length"),
+                (BlockEntry { reason: "a\nb".into(), ..entry(v4(1, 2, 3, 4), 32, None) }, "reason"),
+                (BlockEntry { reason: "r".repeat(129), ..entry(v4(1, 2, 3, 4), 32, None) }, "reason"),
+            ] {
+                let err = store.add_block(&bad, &actor(101)).unwrap_err();
+                assert!(matches!(&err, StoreError::InvalidBlock(m) if m.contains(why)), "{err}");
+            }
+            let live: Vec<_> = store.list_blocks(159).unwrap().iter().map(BlockEntry::cidr).collect();
+            assert_eq!(live, ["198.18.5.0/24", "198.18.6.1/32", "2001:db8::/32"]);
+            assert_eq!(store.list_blocks(160).unwrap().len(), 2);
+            assert!(matches!(store.remove_block(v4(198, 18, 6, 1), 32, &actor(170)), Err(StoreError::BlockNotFound)));
+            let limits = Limits {
+                pps_rate_per_sec: 100,
+                pps_burst: 200,
+                join_rate_per_sec: 5,
+                join_burst: 10,
+                port_min: 7000,
+                port_max: 7100,
+            };
+            assert_eq!(store.limits().unwrap(), None);
+            store.set_limits(&limits, &actor(180)).unwrap();
+            let bad = Limits { port_min: 8000, ..limits };
+            assert!(matches!(store.set_limits(&bad, &actor(181)), Err(StoreError::InvalidLimits(_))));
+            assert!(matches!(
+                store.set_limits(&Limits { pps_burst: MAX_LIMIT_RATE + 1, ..limits }, &actor(181)),
+                Err(StoreError::InvalidLimits(_))
+            ));
+        }
+        let store = Store::open(dir.file()).unwrap();
+        assert_eq!(store.limits().unwrap().map(|l| l.port_max), Some(7100));
+        let removed = store.remove_block(v4(198, 18, 5, 0), 24, &actor(200)).unwrap();
+        assert_eq!(removed.reason, "flood");
+        assert_eq!(store.list_blocks(200).unwrap().len(), 1);
+        let whats: Vec<_> = store.audit_range(0, u64::MAX, 100).unwrap().into_iter().map(|e| e.what).collect();
+        assert_eq!(
+            whats,
+            [
+                "block 198.18.5.0/24 ttl=0",
+                "block 198.18.6.1/32 ttl=60",
+                "block 2001:db8::/32 ttl=900",
+                "set_limits pps=100/200 join=5/10 ports=7000-7100",
+                "unblock 198.18.5.0/24"
+            ]
+        );
+        assert_eq!(mask("2001:db8::1".parse().unwrap(), 64), "2001:db8::".parse::<IpAddr>().unwrap());
+        assert_eq!(mask(v4(10, 1, 2, 3), 0), v4(0, 0, 0, 0));
+    }
+
+    #[test]
+    fn via_prefixes_the_audit_entry() {
+        let dir = TempDir::new("via");
+        let store = Store::open(dir.file()).unwrap();
+        let a = Actor { via: "POST /v1/apps", ..actor(5) };
+        store.create_app(&App::new(9, secret("k"), QUOTAS, 5), &a).unwrap();
+        let e = store.append_audit(&a, "refused", Outcome::Success).unwrap();
+        assert_eq!(e.what, "POST /v1/apps refused");
+        assert_eq!(store.audit_range(0, 10, 10).unwrap()[0].what, "POST /v1/apps create_app 9");
     }
 
     const KILL_CHILD_ENV: &str = "RELAY_CONTROL_KILL9_STORE";

@@ -231,25 +231,24 @@ fn signature_bytes(secret_key: &[u8], scope: &Scope<'_>, string_to_sign: &str) -
 /// Signs `req` with `content-type;host`, as the Tencent SDKs do.
 /// Fails only when the request lacks exactly one `content-type` and one `host` header.
 pub fn sign(secret_id: &str, secret_key: &[u8], scope: &Scope<'_>, req: &Request<'_>) -> Result<Signed, Tc3Error> {
-    sign_with_headers(secret_id, secret_key, scope, req, &REQUIRED_SIGNED_HEADERS)
+    sign_headers(secret_id, secret_key, scope, req, &REQUIRED_SIGNED_HEADERS.join(";"))
 }
 
-/// Signs `req` over `signed_headers`: lowercase names, sorted, unique, including
-/// [`REQUIRED_SIGNED_HEADERS`] (else [`Tc3Error::MalformedSignedHeaders`] or
-/// [`Tc3Error::RequiredHeaderUnsigned`]). Signing an extra header holding a random nonce makes
-/// two otherwise identical requests in the same second differ, so the replay cache does not
-/// refuse the second; the verifier accepts any such set.
-pub fn sign_with_headers(
+/// Signs `req` with the given signed headers (lowercase, sorted, unique, `;`-separated,
+/// including `content-type` and `host`; else [`Tc3Error::MalformedSignedHeaders`] or
+/// [`Tc3Error::RequiredHeaderUnsigned`], so a client cannot sign what the verifier refuses). Signing a per-request nonce header (e.g. `x-tc-nonce`) lets a
+/// client send the same request twice within a second without it being taken for a replay.
+pub fn sign_headers(
     secret_id: &str,
     secret_key: &[u8],
     scope: &Scope<'_>,
     req: &Request<'_>,
-    signed_headers: &[&str],
+    signed_headers: &str,
 ) -> Result<Signed, Tc3Error> {
-    let well_formed = !signed_headers.is_empty()
-        && signed_headers.len() <= MAX_SIGNED_HEADERS
-        && signed_headers.windows(2).all(|w| w[0] < w[1])
-        && signed_headers.iter().all(|n| {
+    let names: Vec<&str> = signed_headers.split(';').collect();
+    let well_formed = names.len() <= MAX_SIGNED_HEADERS
+        && names.windows(2).all(|w| w[0] < w[1])
+        && names.iter().all(|n| {
             !n.is_empty()
                 && n.len() <= MAX_HEADER_NAME_LEN
                 && n.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
@@ -257,11 +256,10 @@ pub fn sign_with_headers(
     if !well_formed {
         return Err(Tc3Error::MalformedSignedHeaders);
     }
-    if !REQUIRED_SIGNED_HEADERS.iter().all(|r| signed_headers.contains(r)) {
+    if !REQUIRED_SIGNED_HEADERS.iter().all(|r| names.contains(r)) {
         return Err(Tc3Error::RequiredHeaderUnsigned);
     }
-    let signed_headers = signed_headers.join(";");
-    let canonical = canonical_request(req, &signed_headers)?;
+    let canonical = canonical_request(req, signed_headers)?;
     let signature = hex::encode(signature_bytes(secret_key, scope, &string_to_sign(scope, &canonical)));
     let authorization = format!(
         "{ALGORITHM} Credential={secret_id}/{}/{}/{SCOPE_TERMINATOR}, SignedHeaders={signed_headers}, Signature={signature}",
@@ -540,29 +538,36 @@ mod tests {
     }
 
     #[test]
-    fn extra_signed_header_verifies_and_changes_the_signature() {
+    fn extra_signed_headers_verify() {
+        static WITH_NONCE: [(&str, &str); 3] =
+            [("content-type", "application/json"), ("host", "h"), ("x-tc-nonce", "0123456789abcdef")];
+        let req = request(&WITH_NONCE);
+        let s = sign_headers(ID, KEY.as_bytes(), &scope(), &req, "content-type;host;x-tc-nonce").unwrap();
+        assert!(s.authorization.contains("SignedHeaders=content-type;host;x-tc-nonce,"));
+        assert_ne!(s.signature, sign(ID, KEY.as_bytes(), &scope(), &req).unwrap().signature);
+        let v = verify_at(&s.authorization, "1551113065", &req, TS, &mut ReplayCache::new(8)).unwrap();
+        assert_eq!(v.secret_id, ID);
+    }
+
+    #[test]
+    fn signed_header_sets_are_checked_when_signing() {
         static WITH_NONCE: [(&str, &str); 3] = [
             ("Content-Type", "application/json; charset=utf-8"),
             ("Host", "cvm.tencentcloudapi.com"),
-            ("X-Edgerelay-Nonce", "0123456789abcdef"),
+            ("X-TC-Nonce", "0123456789abcdef"),
         ];
-        let names = ["content-type", "host", "x-edgerelay-nonce"];
         let req = request(&WITH_NONCE);
-        let s = sign_with_headers(ID, KEY.as_bytes(), &scope(), &req, &names).unwrap();
-        assert_ne!(s.signature, VECTOR);
-        assert!(s.authorization.contains("SignedHeaders=content-type;host;x-edgerelay-nonce,"), "{}", s.authorization);
-        verify_at(&s.authorization, "1551113065", &req, TS, &mut ReplayCache::new(8)).unwrap();
         // The required pair alone gives the SDKs' signature.
-        let plain = sign_with_headers(ID, KEY.as_bytes(), &scope(), &req, &REQUIRED_SIGNED_HEADERS).unwrap();
-        assert_eq!(plain.signature, VECTOR);
-        let bad: [(&[&str], Tc3Error); 4] = [
-            (&["host", "content-type"], Tc3Error::MalformedSignedHeaders),
-            (&["content-type", "host", "X-Nonce"], Tc3Error::MalformedSignedHeaders),
-            (&[], Tc3Error::MalformedSignedHeaders),
-            (&["content-type", "x-edgerelay-nonce"], Tc3Error::RequiredHeaderUnsigned),
+        assert_eq!(sign_headers(ID, KEY.as_bytes(), &scope(), &req, "content-type;host").unwrap().signature, VECTOR);
+        let bad = [
+            ("host;content-type", Tc3Error::MalformedSignedHeaders),
+            ("content-type;host;X-TC-Nonce", Tc3Error::MalformedSignedHeaders),
+            ("content-type;host;host", Tc3Error::MalformedSignedHeaders),
+            ("", Tc3Error::MalformedSignedHeaders),
+            ("content-type;x-tc-nonce", Tc3Error::RequiredHeaderUnsigned),
         ];
         for (names, want) in bad {
-            assert_eq!(sign_with_headers(ID, KEY.as_bytes(), &scope(), &req, names), Err(want), "{names:?}");
+            assert_eq!(sign_headers(ID, KEY.as_bytes(), &scope(), &req, names), Err(want), "{names:?}");
         }
     }
 

@@ -48,9 +48,13 @@ pub struct Config {
     /// Pin worker `i` to core `i mod cores`. Default true.
     #[serde(default = "yes")]
     pub pin_workers: bool,
-    /// Unix socket where `relayd stats` reads counters. Default: none.
+    /// Unix management socket (`relayd stats`, `relayd ctl`, relay-control). Default: none.
     #[serde(default)]
     pub control_socket: Option<PathBuf>,
+    /// Users, besides root and relayd's own user, that may use the management socket
+    /// (checked with `SO_PEERCRED`). Resolved to uids at load time; an unknown name is an error.
+    #[serde(default)]
+    pub control_users: Vec<String>,
     /// Session timing.
     #[serde(default)]
     pub timeouts: Timeouts,
@@ -275,8 +279,10 @@ pub struct Validated {
     pub workers: usize,
     /// Pin workers.
     pub pin_workers: bool,
-    /// Stats socket.
+    /// Management socket.
     pub control_socket: Option<PathBuf>,
+    /// Uids of [`Config::control_users`], resolved at load time.
+    pub control_uids: Vec<u32>,
     /// Timing.
     pub timeouts: Timeouts,
     /// Apps.
@@ -349,11 +355,20 @@ impl Config {
             };
             apps.push(App::new(id, vec![secret], a.require_private_map_key, a.profiles, a.quotas)?);
         }
+        let mut control_uids = Vec::with_capacity(self.control_users.len());
+        for name in &self.control_users {
+            match crate::io::sys::lookup_user(name) {
+                Ok(Some((uid, _))) => control_uids.push(uid),
+                Ok(None) => return invalid(format!("control_users: no such user {name:?}")),
+                Err(e) => return invalid(format!("control_users: cannot look up {name:?}: {e}")),
+            }
+        }
         let mut v = Validated {
             listen: self.listen,
             workers,
             pin_workers: self.pin_workers,
             control_socket: self.control_socket,
+            control_uids,
             timeouts: t,
             apps,
             backend: self.backend,
@@ -390,6 +405,16 @@ impl Validated {
                 }
                 if x.queues == Some(0) {
                     return invalid("xdp.queues must be at least 1");
+                }
+                for (key, v) in [
+                    ("join_rate_per_sec", x.join_rate_per_sec),
+                    ("join_burst", x.join_burst),
+                    ("pps_rate_per_sec", x.pps_rate_per_sec),
+                    ("pps_burst", x.pps_burst),
+                ] {
+                    if u32::try_from(v).is_err() {
+                        return invalid(format!("xdp.{key} = {v}: at most {}", u32::MAX));
+                    }
                 }
                 Ok(())
             }
@@ -452,5 +477,18 @@ max_sessions = 10
         ))
         .contains("needs the interface's own address"));
         assert!(err(&format!("backend = \"ebpf\"\n{GOOD}")).contains("unknown variant `ebpf`"));
+        assert!(err(&format!("control_users = [\"no-such-user-edgerelay\"]\n{GOOD}"))
+            .contains("control_users: no such user \"no-such-user-edgerelay\""));
+        assert!(err(&format!(
+            "backend = \"xdp\"\n{}\n[xdp]\niface = \"eth0\"\npps_rate_per_sec = 5000000000\n",
+            GOOD.replace("127.0.0.1", "192.0.2.1")
+        ))
+        .contains("xdp.pps_rate_per_sec = 5000000000: at most 4294967295"));
+    }
+
+    #[test]
+    fn control_users_resolve_to_uids() {
+        let v = Config::parse(&format!("control_users = [\"root\"]\n{GOOD}")).unwrap().validate(None).unwrap();
+        assert_eq!(v.control_uids, vec![0]);
     }
 }

@@ -142,15 +142,6 @@ struct Entry {
     last_ctrl_ms: u64,
 }
 
-/// A room as listed by [`Registry::rooms`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoomView {
-    /// The room.
-    pub key: RoomKey,
-    /// Its members.
-    pub members: Vec<(SessionId, UserId)>,
-}
-
 /// The registry.
 pub struct Registry {
     apps: HashMap<SdkAppId, AppState>,
@@ -203,18 +194,15 @@ impl Registry {
         self.joins.iter().map(|(k, v)| (*k, *v))
     }
 
-    /// Lists rooms and their members, sorted.
-    pub fn rooms(&self) -> Vec<RoomView> {
-        let mut v: Vec<_> = self
-            .rooms
-            .iter()
-            .map(|(k, r)| RoomView {
-                key: k.clone(),
-                members: r.members.iter().map(|id| (*id, self.sessions[id].info.user.clone())).collect(),
-            })
-            .collect();
-        v.sort_by(|a, b| a.key.cmp(&b.key));
-        v
+    /// Up to `limit` rooms (of `app` only, if given) sorted by key, each with its members'
+    /// sessions in join order. Only the listed rooms are cloned.
+    pub fn list_rooms(&self, app: Option<SdkAppId>, limit: usize) -> Vec<(&RoomKey, Vec<&SessionInfo>)> {
+        let mut keys: Vec<&RoomKey> = self.rooms.keys().filter(|k| app.is_none_or(|a| k.app == a)).collect();
+        keys.sort_unstable();
+        keys.truncate(limit);
+        keys.into_iter()
+            .map(|k| (k, self.rooms[k].members.iter().map(|id| &*self.sessions[id].info).collect()))
+            .collect()
     }
 
     /// Handles one control datagram from `src`. A reply, if any, is written to `reply` and

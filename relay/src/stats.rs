@@ -94,6 +94,10 @@ pub struct WorkerCounters {
     pub control_in: AtomicU64,
     /// Drops by reason, indexed by `DropReason as usize`.
     pub drops: [AtomicU64; DropReason::ALL.len()],
+    /// Heartbeat: the relay's monotonic milliseconds when the worker last finished a loop
+    /// iteration (or an RX batch). Workers wake at least every 100 ms, so a mark older
+    /// than that means the worker is stuck.
+    pub loop_mark_ms: AtomicU64,
 }
 
 impl WorkerCounters {
@@ -111,6 +115,15 @@ impl WorkerCounters {
     pub fn rx(&self, bytes: usize) {
         self.rx_packets.fetch_add(1, Relaxed);
         self.rx_bytes.fetch_add(bytes as u64, Relaxed);
+    }
+    /// Records that the worker finished a loop iteration at `now_ms`.
+    #[inline]
+    pub fn mark_loop(&self, now_ms: u64) {
+        self.loop_mark_ms.store(now_ms, Relaxed);
+    }
+    /// Milliseconds since the last [`mark_loop`](Self::mark_loop), as of `now_ms`.
+    pub fn lag_ms(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.loop_mark_ms.load(Relaxed))
     }
     /// Counts a sent datagram.
     #[inline]
@@ -146,6 +159,13 @@ pub struct Snapshot {
     /// XDP verdicts by reason, in packets (XDP backend only).
     #[serde(default)]
     pub xdp: std::collections::BTreeMap<String, u64>,
+    /// XDP verdicts by reason, in bytes of whole frames (XDP backend only).
+    #[serde(default)]
+    pub xdp_bytes: std::collections::BTreeMap<String, u64>,
+    /// Per worker, milliseconds since it last finished a loop iteration (see
+    /// [`WorkerCounters::loop_mark_ms`]); idle workers stay near or below 100.
+    #[serde(default)]
+    pub worker_lag_ms: Vec<u64>,
 }
 
 impl Snapshot {
@@ -196,5 +216,26 @@ mod tests {
         assert_eq!(s.rx_packets, 2);
         assert_eq!(s.rx_bytes, 150);
         assert_eq!(s.drop_count(DropReason::Replayed), 2);
+    }
+
+    #[test]
+    fn lag_is_time_since_the_last_mark() {
+        let w = WorkerCounters::default();
+        w.mark_loop(1_000);
+        assert_eq!(w.lag_ms(1_250), 250);
+        // A mark stored after the reader took `now` is no lag, not an underflow.
+        assert_eq!(w.lag_ms(900), 0);
+    }
+
+    #[test]
+    fn snapshots_from_older_relayds_still_parse() {
+        let s: Snapshot = serde_json::from_str(
+            r#"{"rx_packets":1,"rx_bytes":2,"tx_packets":3,"tx_bytes":4,"media_accepted":5,"control_in":6,
+                "drops":{},"joins":{},"sessions":0,"rooms":0}"#,
+        )
+        .unwrap();
+        assert!(s.worker_lag_ms.is_empty() && s.xdp_bytes.is_empty());
+        let back: Snapshot = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
     }
 }

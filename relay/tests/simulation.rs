@@ -444,3 +444,38 @@ fn tx_full_is_counted_once_per_skipped_receiver_and_rejected_tickets_are_counted
     assert!(out.is_empty());
     assert_eq!(sim.node.engine.counters().drops(DropReason::ControlRejected), 1);
 }
+
+#[test]
+fn rooms_are_listed_sorted_filtered_and_limited() {
+    use relay::ids::SdkAppId;
+    let cfg = config("[app.quotas]\nmax_rooms = 10\nmax_members_per_room = 10\nmax_sessions = 100\n");
+    let mut sim = Sim::new(&cfg, 21);
+    let p = Profile::AesCm128HmacSha1_80;
+    for (i, (user, room)) in
+        [("c", RoomId::Num(9)), ("a", RoomId::Str("lobby".into())), ("b", RoomId::Num(2)), ("d", RoomId::Num(9))]
+            .into_iter()
+            .enumerate()
+    {
+        let mut f = sim.fake(2000 + i as u16, user, room, &[(500 + i as u32, StreamKind::Audio)], p);
+        sim.join(&mut f).unwrap();
+    }
+    let reg = &sim.node.registry;
+    let all = reg.list_rooms(None, 100);
+    let listed: Vec<(String, Vec<(&str, u16)>)> = all
+        .iter()
+        .map(|(k, m)| (k.room.to_string(), m.iter().map(|s| (s.user.as_str(), s.addr.port())).collect()))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("2".to_owned(), vec![("b", 2002)]),
+            ("9".to_owned(), vec![("c", 2000), ("d", 2003)]),
+            ("s:lobby".to_owned(), vec![("a", 2001)]),
+        ]
+    );
+    let app = SdkAppId::new(APP.into()).unwrap();
+    assert_eq!(reg.list_rooms(Some(app), 100).len(), 3);
+    assert_eq!(reg.list_rooms(Some(SdkAppId::new(7).unwrap()), 100).len(), 0);
+    let first = reg.list_rooms(Some(app), 2);
+    assert_eq!(first.iter().map(|(k, _)| k.room.to_string()).collect::<Vec<_>>(), ["2", "9"]);
+}

@@ -15,6 +15,7 @@ use relay::proto::{DeclaredSsrc, ErrorCode, StreamKind};
 use relay::srtp::Profile;
 use relay::stats::Snapshot;
 
+pub mod control;
 pub mod control_plane;
 pub mod net;
 
@@ -160,6 +161,11 @@ impl Relayd {
     /// The counters.
     pub fn stats(&self) -> Snapshot {
         relay::io::socket::read_stats(&self.stats_socket).expect("read relayd stats")
+    }
+
+    /// One management request on a fresh connection; panics if relayd cannot be reached.
+    pub fn mgmt(&self, req: &relay::io::mgmt::Request) -> relay::io::mgmt::Response {
+        relay::io::mgmt::request(&self.stats_socket, req).expect("relayd's management socket answers")
     }
 
     /// relayd's log so far.

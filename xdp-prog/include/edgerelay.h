@@ -108,7 +108,11 @@ struct er_session {
 	__u64 id; /* the relay's session id */
 };
 
-/* `join_buckets` / `pps_buckets` (LRU_HASH) key: the source address. */
+/*
+ * `join_buckets` / `pps_buckets` (LRU_HASH) key: the source address. Also the
+ * key of `offenders` (LRU_PERCPU_HASH, value __u64: packets dropped from that
+ * source, per CPU).
+ */
 struct er_src_key {
 	__u8 family;
 	__u8 pad[3];

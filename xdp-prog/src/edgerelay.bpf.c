@@ -52,6 +52,15 @@
  * burst are read from `config` on every packet, so changes apply at once.
  * Buckets are shared by all CPUs without a lock (LRU hashes do not support
  * bpf_spin_lock); concurrent updates may admit a few extra packets.
+ *
+ * Offenders. Every drop of a packet whose IP source address was parsed (any
+ * drop reason: blocklisted, unknown session, rate limited, junk, malformed
+ * UDP...) also counts against that address in `offenders`, a small per-CPU
+ * LRU hash: per-CPU so the count is a plain increment, LRU so a flood of
+ * spoofed sources only evicts the quietest entries. relayd sums it over CPUs
+ * for its `offenders` operation, which relay-control's auto-blocker polls.
+ * Packets whose IP header does not parse have no trustworthy source and are
+ * only counted in `stats`.
  */
 
 #include <linux/bpf.h>
@@ -71,6 +80,7 @@
 #define ER_BUCKETS_MAX	 65536
 #define ER_BLOCKLIST_MAX 65536
 #define ER_XSKS_MAX	 64
+#define ER_OFFENDERS_MAX 4096
 
 /* 802.1Q tag: TCI and the encapsulated EtherType. */
 struct vlan_tag {
@@ -150,6 +160,14 @@ struct {
 } pps_buckets SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(max_entries, ER_OFFENDERS_MAX);
+	__type(key, struct er_src_key);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} offenders SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
 	__uint(max_entries, ER_XSKS_MAX);
 	__type(key, __u32);
@@ -175,6 +193,36 @@ static __always_inline int count(struct xdp_md *ctx, __u32 reason, int action)
 		c->bytes += ctx->data_end - ctx->data;
 	}
 	return action;
+}
+
+/*
+ * Counts one dropped packet against the source in k (family 0: not parsed,
+ * nothing to count). Global and __noinline so that the verifier checks it
+ * once, not at each of the drop sites that call it.
+ */
+__noinline int note_offender(const struct er_session_key *k)
+{
+	struct er_src_key key = {};
+	__u64 one = 1, *n;
+
+	if (!k || (k->family != ER_FAMILY_V4 && k->family != ER_FAMILY_V6))
+		return 0;
+	key.family = k->family;
+	__builtin_memcpy(key.addr, k->src_addr, 16);
+	n = bpf_map_lookup_elem(&offenders, &key);
+	if (n) {
+		*n += 1;
+		return 0;
+	}
+	/* A concurrent insert from another CPU wins; this one packet goes uncounted. */
+	bpf_map_update_elem(&offenders, &key, &one, BPF_NOEXIST);
+	return 0;
+}
+
+static __always_inline int drop(struct xdp_md *ctx, struct flow *f, __u32 reason)
+{
+	note_offender(&f->key);
+	return count(ctx, reason, XDP_DROP);
 }
 
 /*
@@ -415,11 +463,11 @@ int edgerelay(struct xdp_md *ctx)
 	if (r == ER_PASS_NOT_OURS || r == ER_PASS_FRAGMENT)
 		return count(ctx, r, XDP_PASS);
 	if (r >= 0)
-		return count(ctx, r, XDP_DROP);
+		return drop(ctx, &f, r);
 
 	udp = f.udp;
 	if ((void *)(udp + 1) > data_end || (void *)(udp + 1) > f.ip_end)
-		return count(ctx, ER_MALFORMED, XDP_DROP);
+		return drop(ctx, &f, ER_MALFORMED);
 	cfg = bpf_map_lookup_elem(&config, &zero);
 	if (!cfg)
 		return count(ctx, ER_PASS_NOT_OURS, XDP_PASS);
@@ -432,33 +480,33 @@ int edgerelay(struct xdp_md *ctx)
 	/* From here on the packet is addressed to the relay. */
 	now = bpf_ktime_get_boot_ns();
 	if (blocklisted(&f.key, now))
-		return count(ctx, ER_BLOCKLISTED, XDP_DROP);
+		return drop(ctx, &f, ER_BLOCKLISTED);
 	if (f.fragment)
-		return count(ctx, ER_FRAGMENT, XDP_DROP);
+		return drop(ctx, &f, ER_FRAGMENT);
 	if (f.ext_headers)
-		return count(ctx, ER_EXT_HEADER, XDP_DROP);
+		return drop(ctx, &f, ER_EXT_HEADER);
 	udp_len = bpf_ntohs(udp->len);
 	if (udp_len <= sizeof(*udp) || (void *)udp + udp_len > f.ip_end)
-		return count(ctx, ER_MALFORMED, XDP_DROP);
+		return drop(ctx, &f, ER_MALFORMED);
 	payload = (__u8 *)(udp + 1);
 	if ((void *)(payload + 1) > data_end)
-		return count(ctx, ER_MALFORMED, XDP_DROP);
+		return drop(ctx, &f, ER_MALFORMED);
 
 	/* RFC 7983 section 7. */
 	if (payload[0] <= 3) {
 		if (!bucket_take(&join_buckets, &f.key, cfg->join_rate_per_sec, cfg->join_burst,
 				 now))
-			return count(ctx, ER_JOIN_RATE_LIMITED, XDP_DROP);
+			return drop(ctx, &f, ER_JOIN_RATE_LIMITED);
 		return redirect(ctx, ER_REDIRECT_CONTROL);
 	}
 	if (payload[0] >= 128 && payload[0] <= 191) {
 		if (!bpf_map_lookup_elem(&sessions, &f.key))
-			return count(ctx, ER_UNKNOWN_SESSION, XDP_DROP);
+			return drop(ctx, &f, ER_UNKNOWN_SESSION);
 		if (!bucket_take(&pps_buckets, &f.key, cfg->pps_rate_per_sec, cfg->pps_burst, now))
-			return count(ctx, ER_RATE_LIMITED, XDP_DROP);
+			return drop(ctx, &f, ER_RATE_LIMITED);
 		return redirect(ctx, ER_REDIRECT_MEDIA);
 	}
-	return count(ctx, ER_NOT_RELAYED, XDP_DROP);
+	return drop(ctx, &f, ER_NOT_RELAYED);
 }
 
 char LICENSE[] SEC("license") = "MIT OR Apache-2.0";

@@ -52,11 +52,20 @@ pub mod maps {
     pub const JOIN_BUCKETS: &str = "join_buckets";
     /// `LRU_HASH`, key [`SrcKey`](crate::SrcKey), value [`Bucket`](crate::Bucket): packet limits.
     pub const PPS_BUCKETS: &str = "pps_buckets";
+    /// `LRU_PERCPU_HASH` of [`OFFENDERS_MAX`](crate::OFFENDERS_MAX) entries, key
+    /// [`SrcKey`](crate::SrcKey), value `u64`: packets dropped from that source (any drop
+    /// reason, once its IP source address parsed), per CPU.
+    pub const OFFENDERS: &str = "offenders";
     /// `XSKMAP`, key the RX queue index, value an AF_XDP socket fd.
     pub const XSKS: &str = "xsks";
     /// Every map, in declaration order.
-    pub const ALL: [&str; 8] = [CONFIG, STATS, BLOCKLIST_V4, BLOCKLIST_V6, SESSIONS, JOIN_BUCKETS, PPS_BUCKETS, XSKS];
+    pub const ALL: [&str; 9] =
+        [CONFIG, STATS, BLOCKLIST_V4, BLOCKLIST_V6, SESSIONS, JOIN_BUCKETS, PPS_BUCKETS, OFFENDERS, XSKS];
 }
+
+/// Entries of the `offenders` map: the sources tracked at once (least recently dropped
+/// evicted first).
+pub const OFFENDERS_MAX: u32 = 4096;
 
 /// `struct er_config`: the one entry of the `config` map. Read on every packet, so a change
 /// takes effect with the next one.
@@ -177,6 +186,16 @@ impl SrcKey {
     pub fn new(ip: IpAddr) -> Self {
         let (family, addr) = addr16(ip);
         Self { family, pad: [0; 3], addr }
+    }
+
+    /// The address back; `None` for an unknown family.
+    #[must_use]
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self.family {
+            FAMILY_V4 => Some(IpAddr::from([self.addr[0], self.addr[1], self.addr[2], self.addr[3]])),
+            FAMILY_V6 => Some(IpAddr::from(self.addr)),
+            _ => None,
+        }
     }
 }
 
@@ -396,6 +415,12 @@ mod tests {
     }
 
     #[test]
+    fn offenders_max_matches_the_c_define() {
+        let src = include_str!("edgerelay.bpf.c");
+        assert!(src.contains(&format!("#define ER_OFFENDERS_MAX {}", OFFENDERS_MAX)));
+    }
+
+    #[test]
     fn keys_from_addresses() {
         let k = SessionKey::new("192.0.2.1:4000".parse().unwrap(), "198.51.100.2:5000".parse().unwrap()).unwrap();
         assert_eq!(k.family, FAMILY_V4);
@@ -405,6 +430,9 @@ mod tests {
         assert_eq!((k.src_port, k.dst_port), (4000, 5000));
         assert!(SessionKey::new("192.0.2.1:4000".parse().unwrap(), "[::1]:5000".parse().unwrap()).is_none());
         let s = SrcKey::new("2001:db8::1".parse().unwrap());
+        assert_eq!(s.ip(), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(SrcKey::new("192.0.2.1".parse().unwrap()).ip(), Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(SrcKey { family: 0, ..s }.ip(), None);
         assert_eq!(s.family, FAMILY_V6);
         assert_eq!(s.addr, "2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
     }

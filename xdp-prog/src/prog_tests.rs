@@ -17,7 +17,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Array, HashMap, MapData, MapInfo, PerCpuArray};
+use aya::maps::{Array, HashMap, MapData, MapInfo, PerCpuArray, PerCpuHashMap};
 use aya::programs::Xdp;
 use aya::{Ebpf, EbpfLoader, TestRun, TestRunOptions};
 use relay::wire::{self, EthernetAddress};
@@ -221,6 +221,7 @@ impl Prog {
             maps::BLOCKLIST_V4 | maps::BLOCKLIST_V6 => aya::maps::Map::LpmTrie(data),
             maps::SESSIONS => aya::maps::Map::HashMap(data),
             maps::JOIN_BUCKETS | maps::PPS_BUCKETS => aya::maps::Map::LruHashMap(data),
+            maps::OFFENDERS => aya::maps::Map::PerCpuLruHashMap(data),
             _ => panic!("no test handle for {name}"),
         }
     }
@@ -245,6 +246,17 @@ impl Prog {
 
     fn buckets(&self, name: &str) -> HashMap<MapData, SrcKey, Bucket> {
         self.open(name).try_into().expect("lru hash")
+    }
+
+    /// `offenders`, summed over CPUs, by address.
+    fn offenders(&self) -> std::collections::BTreeMap<IpAddr, u64> {
+        let m: PerCpuHashMap<MapData, SrcKey, u64> = self.open(maps::OFFENDERS).try_into().expect("per-cpu lru hash");
+        m.iter()
+            .map(|item| {
+                let (k, per_cpu) = item.expect("offenders entry");
+                (k.ip().expect("a known family"), per_cpu.iter().sum())
+            })
+            .collect()
     }
 
     /// `stats`, summed over CPUs.
@@ -288,7 +300,7 @@ impl Prog {
 #[test]
 fn loads_pins_by_name_and_layouts_match() {
     let Some(prog) = Prog::load(CONFIG) else { return };
-    let sizes: [(&str, usize, usize); 7] = [
+    let sizes: [(&str, usize, usize); 8] = [
         (maps::CONFIG, 4, size_of::<Config>()),
         (maps::STATS, 4, size_of::<Counter>()),
         (maps::BLOCKLIST_V4, size_of::<Key<[u8; 4]>>(), size_of::<BlockEntry>()),
@@ -296,6 +308,7 @@ fn loads_pins_by_name_and_layouts_match() {
         (maps::SESSIONS, size_of::<SessionKey>(), size_of::<Session>()),
         (maps::JOIN_BUCKETS, size_of::<SrcKey>(), size_of::<Bucket>()),
         (maps::PPS_BUCKETS, size_of::<SrcKey>(), size_of::<Bucket>()),
+        (maps::OFFENDERS, size_of::<SrcKey>(), size_of::<u64>()),
     ];
     for (name, key, value) in sizes {
         let info = MapInfo::from_pin(prog.fs.dir.join(name)).unwrap_or_else(|e| panic!("{name} pinned: {e}"));
@@ -309,6 +322,9 @@ fn loads_pins_by_name_and_layouts_match() {
     assert!(verified < 100_000, "verifier complexity grew to {verified} instructions");
     let stats = MapInfo::from_pin(prog.fs.dir.join(maps::STATS)).expect("stats pinned");
     assert_eq!(stats.max_entries() as usize, Reason::ALL.len());
+    let offenders = MapInfo::from_pin(prog.fs.dir.join(maps::OFFENDERS)).expect("offenders pinned");
+    assert_eq!(offenders.map_type().expect("known type"), aya::maps::MapType::LruPerCpuHash);
+    assert_eq!(offenders.max_entries(), OFFENDERS_MAX);
 
     // A second load into the same directory reuses the pinned maps, as relayd does on restart:
     // it sees the first load's config, and both count into one `stats`.
@@ -707,4 +723,69 @@ fn packet_bucket_empties_and_refills_in_real_time() {
     // Huge rates and bursts do not overflow: everything passes.
     prog.set_config(Config { pps_rate_per_sec: u64::MAX, pps_burst: u64::MAX, ..config });
     assert_eq!(admitted(&prog, &media, 20, Reason::RateLimited), 20);
+}
+
+#[test]
+fn offenders_count_every_drop_by_source() {
+    let config = Config { pps_rate_per_sec: 1, pps_burst: 1, join_rate_per_sec: 1, join_burst: 1, ..CONFIG };
+    let Some(prog) = Prog::load(config) else { return };
+    prog.add_session(CLIENT_V4, RELAY_V4);
+    let media = frame(CLIENT_V4, RELAY_V4, MEDIA);
+    // Admitted traffic is no offence: the first packet of the session's bucket, the first join.
+    prog.expect(&media, XDP_PASS, Reason::NoSocket);
+    prog.expect(&frame("192.0.2.20:1", RELAY_V4, CONTROL), XDP_PASS, Reason::NoSocket);
+    assert!(prog.offenders().is_empty());
+
+    // Each kind of drop counts against its source.
+    prog.expect(&media, XDP_DROP, Reason::RateLimited);
+    prog.expect(&media, XDP_DROP, Reason::RateLimited);
+    prog.expect(&frame("192.0.2.20:1", RELAY_V4, CONTROL), XDP_DROP, Reason::JoinRateLimited);
+    for _ in 0..5 {
+        prog.expect(&frame("192.0.2.11:1", RELAY_V4, MEDIA), XDP_DROP, Reason::UnknownSession);
+    }
+    prog.expect(&frame("192.0.2.12:1", RELAY_V4, &[0x40]), XDP_DROP, Reason::NotRelayed);
+    prog.expect(&v4_frag(frame("192.0.2.13:1", RELAY_V4, MEDIA), true, 0), XDP_DROP, Reason::Fragment);
+    let mut bad_udp = frame("192.0.2.14:1", RELAY_V4, MEDIA);
+    put16(&mut bad_udp, ETH + 20 + 4, 7);
+    prog.expect(&bad_udp, XDP_DROP, Reason::Malformed);
+    prog.expect(&v6_ext(frame(CLIENT_V6, RELAY_V6, MEDIA), &[(HOPOPTS, opt8())]), XDP_DROP, Reason::ExtHeader);
+    prog.block_v6("2001:db8:9::", 48, 0);
+    prog.expect(&frame("[2001:db8:9::1]:1", RELAY_V6, MEDIA), XDP_DROP, Reason::Blocklisted);
+    prog.expect(&frame("[2001:db8:9::1]:2", RELAY_V6, CONTROL), XDP_DROP, Reason::Blocklisted);
+
+    // Not counted: passes, and drops whose IP header did not parse (no trustworthy source).
+    prog.expect(&frame("192.0.2.15:1", "198.51.100.1:22", MEDIA), XDP_PASS, Reason::PassNotOurs);
+    let mut bad_ip = frame("192.0.2.16:1", RELAY_V4, MEDIA);
+    bad_ip[ETH] = 0x44;
+    prog.expect(&bad_ip, XDP_DROP, Reason::Malformed);
+
+    let ip = |s: &str| -> IpAddr { s.parse().expect("test address") };
+    let expected: std::collections::BTreeMap<IpAddr, u64> = [
+        (sa(CLIENT_V4).ip(), 2),
+        (ip("192.0.2.20"), 1),
+        (ip("192.0.2.11"), 5),
+        (ip("192.0.2.12"), 1),
+        (ip("192.0.2.13"), 1),
+        (ip("192.0.2.14"), 1),
+        (sa(CLIENT_V6).ip(), 1),
+        (ip("2001:db8:9::1"), 2),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(prog.offenders(), expected);
+}
+
+#[test]
+fn offenders_map_stays_bounded_under_many_sources() {
+    let Some(prog) = Prog::load(CONFIG) else { return };
+    let n = OFFENDERS_MAX + 1000;
+    let mut last = String::new();
+    for i in 0..n {
+        last = format!("10.{}.{}.{}:1", i >> 16 & 0xff, i >> 8 & 0xff, i & 0xff);
+        assert_eq!(prog.run(&frame(&last, RELAY_V4, MEDIA)), XDP_DROP);
+    }
+    let tracked = prog.offenders();
+    assert!(tracked.len() <= OFFENDERS_MAX as usize, "{} entries", tracked.len());
+    assert!(tracked.len() > OFFENDERS_MAX as usize / 2, "only {} entries kept", tracked.len());
+    assert_eq!(tracked.get(&sa(&last).ip()), Some(&1), "the newest source is tracked");
 }

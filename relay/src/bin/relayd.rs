@@ -13,7 +13,8 @@ use relay::stats::Snapshot;
 const EXAMPLE_CONFIG: &str = r#"# relayd.toml
 listen = "0.0.0.0:7000"        # UDP port for media (SRTP) and control (join/keepalive)
 workers = 2                    # one SO_REUSEPORT socket + pinned thread each; default: cores
-control_socket = "/run/edgerelay/relayd.sock"   # for `relayd stats`
+control_socket = "/run/edgerelay/relayd.sock"   # for `relayd stats`, `relayd ctl`, relay-control
+# control_users = ["edgerelay-control"]         # may use the socket besides root and relayd's user
 # backend = "xdp"              # XDP filter + AF_XDP (root); listen must be the interface's address
 # user = "nobody"              # drop to this user after setup (no capabilities kept)
 
@@ -49,6 +50,8 @@ and every packet a member sends is authenticated, replay-checked and re-encrypte
 other member's own keys.",
     after_help = "Examples:\n  relayd run --config relayd.toml\n  relayd check --config relayd.toml\n  \
 relayd stats --socket /run/edgerelay/relayd.sock\n  relayd ctl dismiss-room --sdkappid 1400000001 --room 42\n  \
+relayd ctl rooms --sdkappid 1400000001\n  relayd ctl offenders --limit 20\n  \
+relayd ctl set-limits --pps-rate 5000 --pps-burst 10000 --join-rate 20 --join-burst 40\n  \
 relayd example-config > relayd.toml\n  \
 relayd run --config relayd.toml --backend xdp --iface eth0     # kernel-bypass data plane (root)\n\n\
 Logging: RUST_LOG=relay=debug shows refused joins."
@@ -93,11 +96,15 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Act on a running relayd through its management socket.
+    /// Act on a running relayd through its management socket (root, relayd's user, or a
+    /// `control_users` member).
     Ctl {
         /// The control socket path from the config.
         #[arg(short, long, default_value = "/run/edgerelay/relayd.sock")]
         socket: PathBuf,
+        /// Print relayd's JSON answer instead of text.
+        #[arg(long)]
+        json: bool,
         #[command(subcommand)]
         action: CtlAction,
     },
@@ -137,6 +144,53 @@ enum CtlAction {
         #[arg(long, default_value_t = 600)]
         ttl: u64,
     },
+    /// Remove a blocklist entry (XDP backend), e.g. `--cidr 198.51.100.0/24`.
+    Unblock {
+        /// Address/prefix length, exactly as blocked.
+        #[arg(long)]
+        cidr: String,
+    },
+    /// List the live blocklist entries.
+    Blocklist,
+    /// List rooms and their members.
+    Rooms {
+        /// Only this app's rooms.
+        #[arg(long)]
+        sdkappid: Option<u64>,
+        /// At most this many rooms (default 1000, at most 10000).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Print the per-source limits and relay port range in force.
+    Limits,
+    /// Change the per-source limits in the kernel at run time (XDP backend). Unset options
+    /// keep their current values; the port range must contain relayd's listen port.
+    SetLimits {
+        /// SRTP packets per second per source (0 = unlimited).
+        #[arg(long)]
+        pps_rate: Option<u32>,
+        /// Packet bucket size.
+        #[arg(long)]
+        pps_burst: Option<u32>,
+        /// Joins per second per source (0 = unlimited).
+        #[arg(long)]
+        join_rate: Option<u32>,
+        /// Join bucket size.
+        #[arg(long)]
+        join_burst: Option<u32>,
+        /// Lowest relay UDP port.
+        #[arg(long)]
+        port_min: Option<u16>,
+        /// Highest relay UDP port.
+        #[arg(long)]
+        port_max: Option<u16>,
+    },
+    /// List the sources the kernel dropped most packets from (XDP backend).
+    Offenders {
+        /// At most this many (default 256).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -175,39 +229,116 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Ctl { socket, action } => {
-            use relay::io::mgmt::{request, Request};
-            let req = match action {
-                CtlAction::DismissRoom { sdkappid, room } => Request::DismissRoom { sdkappid, room },
-                CtlAction::RemoveUser { sdkappid, room, user } => Request::RemoveUser { sdkappid, room, user },
-                CtlAction::Block { cidr, ttl } => {
-                    let (ip, len) = cidr.split_once('/').unwrap_or((&cidr, ""));
-                    let ip: std::net::IpAddr = ip.parse().with_context(|| format!("--cidr {cidr}: bad address"))?;
-                    let max = if ip.is_ipv4() { 32 } else { 128 };
-                    let prefix_len = if len.is_empty() {
-                        max
-                    } else {
-                        len.parse().with_context(|| format!("--cidr {cidr}: bad prefix length"))?
-                    };
-                    anyhow::ensure!(prefix_len <= max, "--cidr {cidr}: prefix length above {max}");
-                    Request::Block { ip, prefix_len, ttl_secs: ttl }
-                }
-            };
-            let r = request(&socket, &req).with_context(|| format!("talking to relayd at {}", socket.display()))?;
-            if !r.ok {
-                anyhow::bail!("relayd refused: {}", r.error.unwrap_or_default());
-            }
-            match r.removed {
-                Some(n) => println!("ok: {n} session(s) ended"),
-                None => println!("ok"),
-            }
-            Ok(())
-        }
+        Cmd::Ctl { socket, json, action } => ctl(&socket, json, action),
         Cmd::ExampleConfig => {
             print!("{EXAMPLE_CONFIG}");
             Ok(())
         }
     }
+}
+
+/// `address[/len]`; without a length, the whole address.
+fn parse_cidr(cidr: &str) -> Result<(std::net::IpAddr, u32)> {
+    let (ip, len) = cidr.split_once('/').unwrap_or((cidr, ""));
+    let ip: std::net::IpAddr = ip.parse().with_context(|| format!("--cidr {cidr}: bad address"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let prefix_len =
+        if len.is_empty() { max } else { len.parse().with_context(|| format!("--cidr {cidr}: bad prefix length"))? };
+    anyhow::ensure!(prefix_len <= max, "--cidr {cidr}: prefix length above {max}");
+    Ok((ip, prefix_len))
+}
+
+fn ctl(socket: &std::path::Path, json: bool, action: CtlAction) -> Result<()> {
+    use relay::io::mgmt::{Client, Request};
+    let mut client = Client::connect(socket, std::time::Duration::from_secs(10))
+        .with_context(|| format!("connecting to relayd at {} (is control_socket set?)", socket.display()))?;
+    let mut ask = |req: &Request| -> Result<relay::io::mgmt::Response> {
+        let r = client.request(req).with_context(|| format!("talking to relayd at {}", socket.display()))?;
+        if !r.ok {
+            anyhow::bail!("relayd refused: {}", r.error.unwrap_or_default());
+        }
+        Ok(r)
+    };
+    let req = match action {
+        CtlAction::DismissRoom { sdkappid, room } => Request::DismissRoom { sdkappid, room },
+        CtlAction::RemoveUser { sdkappid, room, user } => Request::RemoveUser { sdkappid, room, user },
+        CtlAction::Block { cidr, ttl } => {
+            let (ip, prefix_len) = parse_cidr(&cidr)?;
+            Request::Block { ip, prefix_len, ttl_secs: ttl }
+        }
+        CtlAction::Unblock { cidr } => {
+            let (ip, prefix_len) = parse_cidr(&cidr)?;
+            Request::Unblock { ip, prefix_len }
+        }
+        CtlAction::Blocklist => Request::Blocklist {},
+        CtlAction::Rooms { sdkappid, limit } => Request::Rooms { sdkappid, limit },
+        CtlAction::Limits => Request::GetLimits {},
+        CtlAction::SetLimits { pps_rate, pps_burst, join_rate, join_burst, port_min, port_max } => {
+            let cur = ask(&Request::GetLimits {})?.limits.context("relayd sent no limits")?;
+            Request::SetLimits(relay::io::mgmt::Limits {
+                pps_rate_per_sec: pps_rate.unwrap_or(cur.pps_rate_per_sec),
+                pps_burst: pps_burst.unwrap_or(cur.pps_burst),
+                join_rate_per_sec: join_rate.unwrap_or(cur.join_rate_per_sec),
+                join_burst: join_burst.unwrap_or(cur.join_burst),
+                port_min: port_min.unwrap_or(cur.port_min),
+                port_max: port_max.unwrap_or(cur.port_max),
+            })
+        }
+        CtlAction::Offenders { limit } => Request::Offenders { limit },
+    };
+    let r = ask(&req)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    use std::fmt::Write as _;
+    let mut t = String::new();
+    if let Some(rooms) = &r.rooms {
+        for room in rooms {
+            let _ = writeln!(t, "app {} room {} ({} member(s))", room.sdkappid, room.room, room.members.len());
+            for m in &room.members {
+                let dir = match (m.send, m.recv) {
+                    (true, true) => "send+recv",
+                    (true, false) => "send",
+                    (false, true) => "recv",
+                    (false, false) => "-",
+                };
+                let _ = writeln!(t, "  {:<32} {:<46} {dir}", m.user, m.addr);
+            }
+        }
+        let _ = writeln!(t, "{} room(s)", rooms.len());
+    } else if let Some(blocks) = &r.blocks {
+        for b in blocks {
+            let ttl = b.expires_in_secs.map_or("until removed".to_owned(), |s| format!("{s} s left"));
+            let _ = writeln!(t, "{:<44} {ttl}", format!("{}/{}", b.ip, b.prefix_len));
+        }
+        let _ = writeln!(t, "{} entr{}", blocks.len(), if blocks.len() == 1 { "y" } else { "ies" });
+    } else if let Some(l) = &r.limits {
+        let _ = writeln!(t, "pps_rate_per_sec  {}\npps_burst         {}", l.pps_rate_per_sec, l.pps_burst);
+        let _ = writeln!(t, "join_rate_per_sec {}\njoin_burst        {}", l.join_rate_per_sec, l.join_burst);
+        let _ = writeln!(t, "ports             {}..={}", l.port_min, l.port_max);
+    } else if let Some(offenders) = &r.offenders {
+        for o in offenders {
+            let _ = writeln!(t, "{:<40} {:>14}", o.ip, o.dropped_packets);
+        }
+        let _ = writeln!(t, "{} source(s)", offenders.len());
+    } else if let Some(n) = r.removed {
+        match req {
+            Request::Unblock { .. } if n == 0 => {
+                let _ = writeln!(t, "ok: there was no such entry");
+            }
+            Request::Unblock { .. } => {
+                let _ = writeln!(t, "ok: entry removed");
+            }
+            _ => {
+                let _ = writeln!(t, "ok: {n} session(s) ended");
+            }
+        }
+    } else {
+        let _ = writeln!(t, "ok");
+    }
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), t.as_bytes());
+    Ok(())
 }
 
 fn run(

@@ -9,13 +9,17 @@
 //!   expires idle sessions, and fans [`Update`]s out to every worker. A reply goes back
 //!   through the worker that received the request, after the updates, so by the time a
 //!   client reads join-ok the worker that will see its media already knows the session.
-//!   It also serves counters as JSON on an optional Unix socket (`relayd stats`).
+//!   It also serves the optional management socket ([`super::mgmt`]: counters, rooms,
+//!   operator actions, the XDP blocklist and limits), non-blocking on the same poll.
+//!
+//! Liveness: every worker wakes at least every 100 ms and stores a heartbeat
+//! ([`WorkerCounters::mark_loop`]) after each loop iteration and each RX batch; the control
+//! thread reports the age of each as `worker_lag_ms`.
 //!
 //! Shutdown: a signal sets a flag; every loop polls with a short timeout and exits.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -41,14 +45,19 @@ use crate::stats::{DropReason, Snapshot, WorkerCounters};
 
 const SOCK: Token = Token(0);
 const WAKE: Token = Token(1);
-const STATS: Token = Token(2);
+/// The management listener; its connections use tokens from [`MGMT_CONNS`] on.
+const MGMT: Token = Token(2);
+const MGMT_CONNS: usize = 16;
 /// Datagrams per `recvmmsg`.
 pub const RX_BATCH: usize = 32;
 /// Outgoing datagrams buffered per `sendmmsg`.
 pub const TX_BATCH: usize = 128;
 /// Capacity of the worker → control queue.
 pub const CONTROL_QUEUE: usize = 1024;
+/// Workers wait at most this long for traffic, so their heartbeat stays fresh.
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+/// How often the control thread deletes expired blocklist entries.
+const BLOCKLIST_PURGE_MS: u64 = 60_000;
 const REPLY_MAX: usize = 96;
 
 pub(super) struct ControlIn {
@@ -83,7 +92,10 @@ fn now(epoch: Instant) -> Now {
 /// A running relay.
 pub struct Relay {
     threads: Vec<JoinHandle<()>>,
+    /// The workers' counters, then the control thread's.
     counters: Vec<Arc<WorkerCounters>>,
+    workers: usize,
+    epoch: Instant,
     local_addr: SocketAddr,
     stop: Arc<AtomicBool>,
     control_socket: Option<PathBuf>,
@@ -159,10 +171,11 @@ impl Relay {
             }
         };
 
-        let stats = match &cfg.control_socket {
-            Some(p) => Some(bind_stats(p)?),
+        let mgmt = match &cfg.control_socket {
+            Some(p) => Some(mgmt::Server::bind(p, cfg.control_uids.clone(), ctl_poll.registry(), MGMT, MGMT_CONNS)?),
             None => None,
         };
+        let workers = counters.len();
         let own = Arc::new(WorkerCounters::default());
         counters.push(own.clone());
         let ctl = Control {
@@ -173,14 +186,16 @@ impl Relay {
             rx: ctl_rx,
             workers: links,
             counters: counters.clone(),
-            stats,
+            mgmt,
             filter,
+            limits: initial_limits(cfg),
+            listen_port: local_addr.port(),
             epoch,
             stop: stop.clone(),
             shutdown,
         };
         threads.push(std::thread::Builder::new().name("relay-control".into()).spawn(move || ctl.run())?);
-        Ok(Self { threads, counters, local_addr, stop, control_socket: cfg.control_socket.clone() })
+        Ok(Self { threads, counters, workers, epoch, local_addr, stop, control_socket: cfg.control_socket.clone() })
     }
 
     /// The bound address (resolves port 0).
@@ -188,13 +203,9 @@ impl Relay {
         self.local_addr
     }
 
-    /// Sum of the workers' counters.
+    /// Sum of the workers' counters, and each worker's lag.
     pub fn snapshot(&self) -> Snapshot {
-        let mut s = Snapshot::default();
-        for c in &self.counters {
-            s.add_worker(c);
-        }
-        s
+        sum_counters(&self.counters, self.workers, mono_ms(self.epoch))
     }
 
     /// Stops every thread and waits for them.
@@ -217,15 +228,39 @@ impl Relay {
     }
 }
 
-fn bind_stats(p: &Path) -> io::Result<mio::net::UnixListener> {
-    if StdUnixStream::connect(p).is_ok() {
-        return Err(io::Error::new(io::ErrorKind::AddrInUse, format!("{} is in use by a running relayd", p.display())));
+/// Sums `counters` (the first `workers` are the workers') and reads each worker's lag.
+fn sum_counters(counters: &[Arc<WorkerCounters>], workers: usize, now_ms: u64) -> Snapshot {
+    let mut s = Snapshot::default();
+    for c in counters {
+        s.add_worker(c);
     }
-    let _ = std::fs::remove_file(p);
-    if let Some(dir) = p.parent() {
-        std::fs::create_dir_all(dir)?;
+    s.worker_lag_ms = counters[..workers].iter().map(|c| c.lag_ms(now_ms)).collect();
+    s
+}
+
+/// The limits relayd starts with: the `[xdp]` settings, or (socket backend without them)
+/// no per-source limits, which is what the socket backend enforces.
+fn initial_limits(cfg: &Validated) -> mgmt::Limits {
+    let port = cfg.listen.port();
+    let u32_of = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+    match &cfg.xdp {
+        Some(x) => mgmt::Limits {
+            pps_rate_per_sec: u32_of(x.pps_rate_per_sec),
+            pps_burst: u32_of(x.pps_burst),
+            join_rate_per_sec: u32_of(x.join_rate_per_sec),
+            join_burst: u32_of(x.join_burst),
+            port_min: port,
+            port_max: port,
+        },
+        None => mgmt::Limits {
+            pps_rate_per_sec: 0,
+            pps_burst: 0,
+            join_rate_per_sec: 0,
+            join_burst: 0,
+            port_min: port,
+            port_max: port,
+        },
     }
-    mio::net::UnixListener::bind(p)
 }
 
 /// What every worker has, whatever its backend.
@@ -328,6 +363,7 @@ impl Worker {
             }
             let counters = self.core.engine.counters().clone();
             SocketSink { batch: &mut tx, sock: &self.sock, counters: &counters }.flush();
+            counters.mark_loop(mono_ms(self.core.epoch));
         }
     }
 
@@ -372,6 +408,7 @@ impl Worker {
         if wake_control {
             let _ = self.core.control_waker.wake();
         }
+        counters.mark_loop(now_ms);
     }
 }
 
@@ -381,9 +418,14 @@ struct Control {
     rx: Receiver<ControlIn>,
     workers: Vec<(Sender<WorkerMsg>, Arc<Waker>)>,
     counters: Vec<Arc<WorkerCounters>>,
-    stats: Option<mio::net::UnixListener>,
+    /// The management socket (if `control_socket` is set).
+    mgmt: Option<mgmt::Server>,
     /// The XDP filter and the relay address sessions are keyed with (XDP backend only).
     filter: Option<(XdpFilter, SocketAddr)>,
+    /// The limits in force (written to the filter's `config` map on the XDP backend).
+    limits: mgmt::Limits,
+    /// The UDP port relayd listens on: every port range must contain it.
+    listen_port: u16,
     /// The control thread's own counters (rejected control messages); part of `counters`.
     own: Arc<WorkerCounters>,
     /// Netlink socket for the neighbour dumps (XDP backend), opened on first use.
@@ -395,14 +437,19 @@ struct Control {
 
 impl Control {
     fn run(mut self) {
-        if let Some(l) = self.stats.as_mut() {
-            if let Err(e) = self.poll.registry().register(l, STATS, Interest::READABLE) {
-                tracing::error!(error = %e, "cannot register the stats socket");
-            }
-        }
-        let mut events = Events::with_capacity(8);
+        let mut events = Events::with_capacity(32);
         let mut updates = Vec::new();
         let mut last_expiry = 0;
+        let mut last_purge = 0;
+        // A second handle to the poll's registry, so connections can be (de)registered
+        // while requests borrow `self` mutably.
+        let mgmt_registry = match self.poll.registry().try_clone() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot clone the poll registry: the management socket is not served");
+                None
+            }
+        };
         // Which workers got messages this round (reused: the control loop allocates only
         // what the registry needs).
         let mut wake = vec![false; self.workers.len()];
@@ -454,9 +501,22 @@ impl Control {
                 }
                 self.broadcast_all(&mut updates, &mut wake);
             }
+            if now.mono_ms >= last_purge + BLOCKLIST_PURGE_MS {
+                last_purge = now.mono_ms;
+                if let Some((f, _)) = self.filter.as_mut() {
+                    if let Err(e) = f.blocklist(xdp_prog::boot_time_ns()) {
+                        tracing::warn!(error = %e, "cannot sweep expired blocklist entries");
+                    }
+                }
+            }
             self.wake_workers(&mut wake);
-            if events.iter().any(|e| e.token() == STATS) {
-                self.serve_mgmt(&mut wake);
+            if let (Some(reg), Some(mut server)) = (mgmt_registry.as_ref(), self.mgmt.take()) {
+                for e in &events {
+                    if server.owns(e.token()) {
+                        server.handle(reg, e.token(), &mut |req| self.execute(req, &mut wake));
+                    }
+                }
+                self.mgmt = Some(server);
                 self.wake_workers(&mut wake);
             }
         }
@@ -540,10 +600,7 @@ impl Control {
     }
 
     fn snapshot(&self) -> Snapshot {
-        let mut s = Snapshot::default();
-        for c in &self.counters {
-            s.add_worker(c);
-        }
+        let mut s = sum_counters(&self.counters, self.workers.len(), mono_ms(self.epoch));
         for (k, v) in self.registry.join_counts() {
             s.joins.insert(k.to_owned(), v);
         }
@@ -554,41 +611,13 @@ impl Control {
                 Ok(c) => {
                     for r in c {
                         s.xdp.insert(r.reason.name().to_owned(), r.packets);
+                        s.xdp_bytes.insert(r.reason.name().to_owned(), r.bytes);
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot read XDP counters"),
             }
         }
         s
-    }
-
-    /// Serves the management socket: one request per connection (see [`super::mgmt`]).
-    fn serve_mgmt(&mut self, wake: &mut [bool]) {
-        loop {
-            let Some(l) = self.stats.as_ref() else { return };
-            let stream = match l.accept() {
-                Ok((s, _)) => s,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "management accept failed");
-                    break;
-                }
-            };
-            let mut s = StdUnixStream::from(std::os::fd::OwnedFd::from(stream));
-            if s.set_nonblocking(false).is_err() {
-                continue;
-            }
-            let allowed = sys::peer_uid(&s).is_ok_and(|uid| uid == 0 || uid == sys::euid());
-            let resp = if !allowed {
-                mgmt::Response::error("permission denied: only root or relayd's user may manage relayd")
-            } else {
-                match mgmt::read_request(&mut s) {
-                    Ok(req) => self.execute(req, wake),
-                    Err(e) => mgmt::Response::error(e),
-                }
-            };
-            mgmt::write_response(&mut s, &resp);
-        }
     }
 
     fn execute(&mut self, req: mgmt::Request, wake: &mut [bool]) -> mgmt::Response {
@@ -652,19 +681,154 @@ impl Control {
             Request::Block { ip, prefix_len, ttl_secs } => match self.filter.as_mut() {
                 None => Response::error("blocking needs the XDP backend"),
                 Some((f, _)) => {
-                    let expires = if ttl_secs == 0 { 0 } else { xdp_prog::boot_time_ns() + ttl_secs * 1_000_000_000 };
+                    let expires = match ttl_secs {
+                        0 => 0,
+                        t => xdp_prog::boot_time_ns().saturating_add(t.saturating_mul(1_000_000_000)),
+                    };
                     match f.block(ip, prefix_len, expires) {
                         Ok(()) => {
                             tracing::info!(%ip, prefix_len, ttl_secs, "source blocked by the operator");
-                            Response { ok: true, ..Response::default() }
+                            Response::ok()
                         }
                         Err(e) => Response::error(e.to_string()),
                     }
                 }
             },
+            Request::Unblock { ip, prefix_len } => match self.filter.as_mut() {
+                None => Response::error("unblocking needs the XDP backend"),
+                Some((f, _)) => match f.unblock(ip, prefix_len) {
+                    Ok(found) => {
+                        tracing::info!(%ip, prefix_len, found, "source unblocked by the operator");
+                        Response { removed: Some(u64::from(found)), ..Response::ok() }
+                    }
+                    Err(e) => Response::error(e.to_string()),
+                },
+            },
+            Request::Blocklist {} => match self.filter.as_mut() {
+                None => Response { blocks: Some(Vec::new()), ..Response::ok() },
+                Some((f, _)) => {
+                    let now = xdp_prog::boot_time_ns();
+                    match f.blocklist(now) {
+                        Ok(list) => {
+                            let blocks = list
+                                .into_iter()
+                                .map(|b| mgmt::BlockInfo {
+                                    ip: b.ip,
+                                    prefix_len: b.prefix_len,
+                                    expires_in_secs: (b.expires_ns != 0)
+                                        .then(|| (b.expires_ns.saturating_sub(now)).div_ceil(1_000_000_000)),
+                                })
+                                .collect();
+                            Response { blocks: Some(blocks), ..Response::ok() }
+                        }
+                        Err(e) => Response::error(e.to_string()),
+                    }
+                }
+            },
+            Request::Rooms { sdkappid, limit } => self.rooms(sdkappid, limit),
+            Request::GetLimits {} => Response { limits: Some(self.current_limits()), ..Response::ok() },
+            Request::SetLimits(l) => self.set_limits(l),
+            Request::Offenders { limit } => match &self.filter {
+                None => Response { offenders: Some(Vec::new()), ..Response::ok() },
+                Some((f, _)) => match f.offenders(limit.unwrap_or(mgmt::OFFENDERS_DEFAULT_LIMIT) as usize) {
+                    Ok(list) => {
+                        let offenders = list
+                            .into_iter()
+                            .map(|(ip, dropped_packets)| mgmt::Offender { ip, dropped_packets })
+                            .collect();
+                        Response { offenders: Some(offenders), ..Response::ok() }
+                    }
+                    Err(e) => Response::error(e.to_string()),
+                },
+            },
         };
         self.broadcast_all(&mut updates, wake);
         resp
+    }
+}
+
+impl Control {
+    fn rooms(&self, sdkappid: Option<u64>, limit: Option<u32>) -> mgmt::Response {
+        use crate::usersig::PrivilegeMap as P;
+        use mgmt::{MemberInfo, Response, RoomInfo};
+        let limit = limit.unwrap_or(mgmt::ROOMS_DEFAULT_LIMIT);
+        if limit > mgmt::ROOMS_MAX_LIMIT {
+            return Response::error(format!("limit {limit}: at most {}", mgmt::ROOMS_MAX_LIMIT));
+        }
+        let app = match sdkappid.map(SdkAppId::new).transpose() {
+            Ok(a) => a,
+            Err(e) => return Response::error(format!("sdkappid {}: {e}", sdkappid.unwrap_or_default())),
+        };
+        let rooms = self
+            .registry
+            .list_rooms(app, limit as usize)
+            .into_iter()
+            .map(|(key, members)| RoomInfo {
+                sdkappid: key.app.get().into(),
+                room: mgmt::room_text(&key.room),
+                members: members
+                    .into_iter()
+                    .map(|m| MemberInfo {
+                        user: m.user.as_str().to_owned(),
+                        addr: m.addr.to_string(),
+                        send: m.privileges.contains(P::SEND_AUDIO) || m.privileges.contains(P::SEND_VIDEO),
+                        recv: m.privileges.contains(P::RECV_AUDIO) || m.privileges.contains(P::RECV_VIDEO),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Response { rooms: Some(rooms), ..Response::ok() }
+    }
+
+    /// The limits in force: read back from the kernel on the XDP backend.
+    fn current_limits(&self) -> mgmt::Limits {
+        let Some((f, _)) = &self.filter else { return self.limits };
+        match f.config() {
+            Ok(c) => {
+                let u32_of = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+                mgmt::Limits {
+                    pps_rate_per_sec: u32_of(c.pps_rate_per_sec),
+                    pps_burst: u32_of(c.pps_burst),
+                    join_rate_per_sec: u32_of(c.join_rate_per_sec),
+                    join_burst: u32_of(c.join_burst),
+                    port_min: c.port_lo,
+                    port_max: c.port_hi,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the XDP config map");
+                self.limits
+            }
+        }
+    }
+
+    fn set_limits(&mut self, l: mgmt::Limits) -> mgmt::Response {
+        use mgmt::Response;
+        let Some((f, _)) = self.filter.as_mut() else {
+            return Response::error(
+                "per-source limits need the xdp backend: this relayd runs the socket backend, which has none",
+            );
+        };
+        if let Err(e) = l.check(self.listen_port) {
+            return Response::error(e);
+        }
+        let fc = FilterConfig {
+            port_lo: l.port_min,
+            port_hi: l.port_max,
+            flags: 0,
+            join_rate_per_sec: l.join_rate_per_sec.into(),
+            join_burst: l.join_burst.into(),
+            pps_rate_per_sec: l.pps_rate_per_sec.into(),
+            pps_burst: l.pps_burst.into(),
+        };
+        match f.set_config(fc) {
+            Ok(()) => {
+                self.limits = l;
+                tracing::info!(limits = ?l, "limits changed");
+                Response { limits: Some(l), ..Response::ok() }
+            }
+            Err(e) => Response::error(e.to_string()),
+        }
     }
 }
 

@@ -133,20 +133,34 @@ pub fn shutdown_flag() -> io::Result<&'static AtomicBool> {
     Ok(&SHUTDOWN)
 }
 
+/// A user's uid and primary gid by name (`getpwnam_r`), `None` if there is no such user.
+pub fn lookup_user(user: &str) -> io::Result<Option<(u32, u32)>> {
+    let name = std::ffi::CString::new(user).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "user name"))?;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // SAFETY: passwd is plain old data; all-zero is valid.
+        let mut pw: libc::passwd = unsafe { zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: name is a valid C string; pw, buf (with its true length) and result are
+        // valid out-pointers that outlive the call. The strings pw points to live in buf,
+        // and only the integer ids are read from pw.
+        let rc = unsafe { libc::getpwnam_r(name.as_ptr(), &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut result) };
+        match rc {
+            0 if result.is_null() => return Ok(None),
+            0 => return Ok(Some((pw.pw_uid, pw.pw_gid))),
+            libc::ERANGE if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
+            e => return Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
 /// Switches the process from root to `user` after setup: supplementary groups cleared,
 /// group and user ids set (real, effective and saved), `PR_SET_NO_NEW_PRIVS` set. Going from
 /// uid 0 to a non-zero uid clears every capability, which is what relayd wants: BPF maps,
 /// AF_XDP sockets and links are already open and need no capability to use.
 pub fn drop_privileges(user: &str) -> io::Result<()> {
-    let name = std::ffi::CString::new(user).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "user name"))?;
-    // SAFETY: name is a valid C string; getpwnam returns a pointer into static storage or
-    // null, which is read before any other libc call could overwrite it.
-    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-    if pw.is_null() {
-        return Err(io::Error::new(io::ErrorKind::NotFound, format!("no such user {user:?}")));
-    }
-    // SAFETY: pw is non-null and points to a valid passwd record (see above).
-    let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+    let (uid, gid) =
+        lookup_user(user)?.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no such user {user:?}")))?;
     // SAFETY: plain syscalls with valid arguments; results are checked. Order matters:
     // groups and gid before uid, because after setresuid we may no longer change them.
     unsafe {
@@ -418,6 +432,13 @@ impl SendBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn users_resolve_by_name() {
+        assert_eq!(lookup_user("root").unwrap(), Some((0, 0)));
+        assert_eq!(lookup_user("no-such-user-edgerelay").unwrap(), None);
+        assert!(lookup_user("nul\0byte").is_err());
+    }
 
     #[test]
     fn sockaddr_round_trip() {

@@ -8,7 +8,9 @@
 //! - the `sessions` map: every session's 5-tuple, inserted before its join-ok is sent and
 //!   removed when it ends, so media from unknown sources never reaches userspace;
 //! - the `xsks` map: one AF_XDP socket per RX queue;
-//! - reading the per-CPU `stats` counters.
+//! - the blocklist tries: entries added, removed and listed by the operator (expired ones are
+//!   deleted when listed);
+//! - reading the per-CPU `stats` counters and the per-source `offenders` drop counts.
 //!
 //! Maps are pinned under [`xdp_prog::PIN_DIR`] so the blocklist and limits survive a relayd
 //! restart and can be inspected with `bpftool`. Attaching prefers driver (native) mode and
@@ -21,10 +23,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 
 use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, XskMap};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMap, XskMap};
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
-use xdp_prog::{maps, Counter, Session, SessionKey};
+use xdp_prog::{maps, Counter, Session, SessionKey, SrcKey};
 pub use xdp_prog::{BlockEntry, Config as FilterConfig, Reason};
 
 /// Errors of the XDP filter.
@@ -59,6 +61,26 @@ pub enum Error {
     /// Source and destination of a session are of different families.
     #[error("session addresses {0} and {1} are of different families")]
     Family(SocketAddr, SocketAddr),
+    /// A blocklist prefix length beyond the address (32 for IPv4, 128 for IPv6).
+    #[error("prefix length {prefix_len} is too long for {ip} (at most {max})")]
+    PrefixLen {
+        /// The address.
+        ip: IpAddr,
+        /// The prefix length given.
+        prefix_len: u32,
+        /// The longest allowed.
+        max: u32,
+    },
+}
+
+/// Whether a map operation failed only because the key is absent (aya reports a delete's
+/// `ENOENT` as a syscall error, a lookup's as `KeyNotFound`).
+fn not_found(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> Error {
@@ -85,6 +107,35 @@ pub struct ReasonCount {
     pub bytes: u64,
 }
 
+/// A live blocklist entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Block {
+    /// The prefix's address, bits past the prefix zero.
+    pub ip: IpAddr,
+    /// The prefix length.
+    pub prefix_len: u32,
+    /// When it expires, in [`xdp_prog::boot_time_ns`] time; 0 = never.
+    pub expires_ns: u64,
+}
+
+/// `ip` with every bit past `prefix_len` cleared, or an error if the prefix is too long.
+pub fn prefix(ip: IpAddr, prefix_len: u32) -> Result<IpAddr, Error> {
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    if prefix_len > max {
+        return Err(Error::PrefixLen { ip, prefix_len, max });
+    }
+    Ok(match ip {
+        IpAddr::V4(a) => {
+            let mask = u32::MAX.checked_shl(32 - prefix_len).unwrap_or(0);
+            IpAddr::V4((u32::from(a) & mask).into())
+        }
+        IpAddr::V6(a) => {
+            let mask = u128::MAX.checked_shl(128 - prefix_len).unwrap_or(0);
+            IpAddr::V6((u128::from(a) & mask).into())
+        }
+    })
+}
+
 /// The loaded (and possibly attached) program and its maps.
 pub struct XdpFilter {
     ebpf: Ebpf,
@@ -94,6 +145,7 @@ pub struct XdpFilter {
     stats: PerCpuArray<MapData, Counter>,
     blocklist_v4: LpmTrie<MapData, [u8; 4], BlockEntry>,
     blocklist_v6: LpmTrie<MapData, [u8; 16], BlockEntry>,
+    offenders: PerCpuHashMap<MapData, SrcKey, u64>,
     iface: String,
     /// A private pin directory, removed on drop (when the caller did not ask for pinning).
     private_pin: Option<std::path::PathBuf>,
@@ -133,6 +185,7 @@ impl XdpFilter {
         let stats = PerCpuArray::try_from(take(maps::STATS)?).map_err(map_err(maps::STATS))?;
         let blocklist_v4 = LpmTrie::try_from(take(maps::BLOCKLIST_V4)?).map_err(map_err(maps::BLOCKLIST_V4))?;
         let blocklist_v6 = LpmTrie::try_from(take(maps::BLOCKLIST_V6)?).map_err(map_err(maps::BLOCKLIST_V6))?;
+        let offenders = PerCpuHashMap::try_from(take(maps::OFFENDERS)?).map_err(map_err(maps::OFFENDERS))?;
         config_map.set(0, config, 0).map_err(map_err(maps::CONFIG))?;
         // A pinned `sessions` map outlives relayd; its entries belong to sessions that died
         // with the previous process. Start empty, so unknown sources stay in the kernel.
@@ -152,6 +205,7 @@ impl XdpFilter {
             stats,
             blocklist_v4,
             blocklist_v6,
+            offenders,
             iface: iface.to_owned(),
             private_pin,
         })
@@ -207,24 +261,102 @@ impl XdpFilter {
     pub fn remove_session(&mut self, src: SocketAddr, dst: SocketAddr) -> Result<(), Error> {
         let key = SessionKey::new(src, dst).ok_or(Error::Family(src, dst))?;
         match self.sessions.remove(&key) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Ok(()) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
             Err(e) => Err(map_err(maps::SESSIONS)(e)),
         }
     }
 
-    /// Blocks a prefix until `expires_ns` (CLOCK_BOOTTIME; 0 = forever).
+    /// Blocks a prefix until `expires_ns` (CLOCK_BOOTTIME; 0 = forever). Bits of `ip` past
+    /// the prefix are ignored; an existing entry for the prefix is replaced.
     pub fn block(&mut self, ip: IpAddr, prefix_len: u32, expires_ns: u64) -> Result<(), Error> {
         let v = BlockEntry { expires_ns };
-        match ip {
+        match prefix(ip, prefix_len)? {
             IpAddr::V4(a) => self
                 .blocklist_v4
-                .insert(&LpmKey::new(prefix_len.min(32), a.octets()), v, 0)
+                .insert(&LpmKey::new(prefix_len, a.octets()), v, 0)
                 .map_err(map_err(maps::BLOCKLIST_V4)),
             IpAddr::V6(a) => self
                 .blocklist_v6
-                .insert(&LpmKey::new(prefix_len.min(128), a.octets()), v, 0)
+                .insert(&LpmKey::new(prefix_len, a.octets()), v, 0)
                 .map_err(map_err(maps::BLOCKLIST_V6)),
         }
+    }
+
+    /// Removes the entry for exactly this prefix; returns whether there was one.
+    pub fn unblock(&mut self, ip: IpAddr, prefix_len: u32) -> Result<bool, Error> {
+        let r = match prefix(ip, prefix_len)? {
+            IpAddr::V4(a) => self.blocklist_v4.remove(&LpmKey::new(prefix_len, a.octets())),
+            IpAddr::V6(a) => self.blocklist_v6.remove(&LpmKey::new(prefix_len, a.octets())),
+        };
+        match r {
+            Ok(()) => Ok(true),
+            Err(e) if not_found(&e) => Ok(false),
+            Err(e) => Err(map_err(if ip.is_ipv4() { maps::BLOCKLIST_V4 } else { maps::BLOCKLIST_V6 })(e)),
+        }
+    }
+
+    /// Every blocklist entry that has not expired at `now_ns`, IPv4 first. Expired entries
+    /// (which the program already ignores) are deleted, so they do not fill the map.
+    pub fn blocklist(&mut self, now_ns: u64) -> Result<Vec<Block>, Error> {
+        let live = |e: &BlockEntry| e.expires_ns == 0 || e.expires_ns > now_ns;
+        let mut out = Vec::new();
+        let mut expired4 = Vec::new();
+        for item in self.blocklist_v4.iter() {
+            let (k, v) = item.map_err(map_err(maps::BLOCKLIST_V4))?;
+            if live(&v) {
+                let ip = IpAddr::from(k.data());
+                out.push(Block { ip, prefix_len: k.prefix_len(), expires_ns: v.expires_ns });
+            } else {
+                expired4.push(k);
+            }
+        }
+        let mut expired6 = Vec::new();
+        for item in self.blocklist_v6.iter() {
+            let (k, v) = item.map_err(map_err(maps::BLOCKLIST_V6))?;
+            if live(&v) {
+                let ip = IpAddr::from(k.data());
+                out.push(Block { ip, prefix_len: k.prefix_len(), expires_ns: v.expires_ns });
+            } else {
+                expired6.push(k);
+            }
+        }
+        // Deleting while iterating would restart the kernel's walk; delete afterwards.
+        for k in &expired4 {
+            let _ = self.blocklist_v4.remove(k);
+        }
+        for k in &expired6 {
+            let _ = self.blocklist_v6.remove(k);
+        }
+        if !expired4.is_empty() || !expired6.is_empty() {
+            tracing::debug!(expired = expired4.len() + expired6.len(), "deleted expired blocklist entries");
+        }
+        Ok(out)
+    }
+
+    /// The sources with the most dropped packets (summed over CPUs), highest first, at most
+    /// `limit`. The map holds at most [`xdp_prog::OFFENDERS_MAX`] sources.
+    pub fn offenders(&self, limit: usize) -> Result<Vec<(IpAddr, u64)>, Error> {
+        let mut out = Vec::new();
+        for item in self.offenders.iter() {
+            let (k, per_cpu) = match item {
+                Ok(kv) => kv,
+                // Evicted between listing its key and reading it.
+                Err(e) if not_found(&e) => continue,
+                Err(e) => return Err(map_err(maps::OFFENDERS)(e)),
+            };
+            if let Some(ip) = k.ip() {
+                out.push((ip, per_cpu.iter().fold(0u64, |a, n| a.saturating_add(*n))));
+            }
+        }
+        out.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// The current `config` entry.
+    pub fn config(&self) -> Result<FilterConfig, Error> {
+        self.config.get(&0, 0).map_err(map_err(maps::CONFIG))
     }
 
     /// Counters summed over CPUs, one per reason.
@@ -269,5 +401,23 @@ fn detach_legacy(iface: &str) {
             .args(["link", "set", "dev", iface, mode, "off"])
             .stderr(std::process::Stdio::null())
             .status();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_are_masked_and_bounded() {
+        let p = |ip: &str, len| prefix(ip.parse().unwrap(), len).map(|a| a.to_string());
+        assert_eq!(p("198.18.5.77", 24).unwrap(), "198.18.5.0");
+        assert_eq!(p("198.18.5.77", 32).unwrap(), "198.18.5.77");
+        assert_eq!(p("198.18.5.77", 0).unwrap(), "0.0.0.0");
+        assert_eq!(p("2001:2::ffff", 64).unwrap(), "2001:2::");
+        assert_eq!(p("2001:2::ffff", 128).unwrap(), "2001:2::ffff");
+        assert_eq!(p("2001:2::ffff", 0).unwrap(), "::");
+        assert!(p("198.18.5.77", 33).unwrap_err().to_string().contains("at most 32"));
+        assert!(p("2001:2::1", 129).unwrap_err().to_string().contains("at most 128"));
     }
 }

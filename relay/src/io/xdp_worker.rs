@@ -74,6 +74,7 @@ impl XdpWorker {
                 }
                 self.drain_messages();
             }
+            self.core.engine.counters().mark_loop(mono_ms(self.core.epoch));
         }
     }
 
@@ -154,6 +155,7 @@ impl XdpWorker {
         if wake {
             let _ = control_waker.wake();
         }
+        counters.mark_loop(now_ms);
         n
     }
 }

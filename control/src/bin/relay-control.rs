@@ -1,0 +1,148 @@
+//! `relay-control`: the edgerelay management daemon (HTTPS API, push to relayd).
+//!
+//! Thin: parses the command line, binds, drops privileges, opens the store and the
+//! certificate, then hands over to `control::server`.
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use control::keys::{ApiKey, Role};
+use control::server::{config::Config, push::Link, tls, unix_now, Server};
+use control::store::{Actor, Store};
+
+#[derive(Parser)]
+#[command(name = "relay-control", version, about = "edgerelay management daemon: HTTPS API, push to relayd")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the HTTPS API.
+    Serve {
+        /// The config file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Create the first admin API key and print it once (refuses if an admin key exists).
+    /// Run it while the daemon is stopped: a running daemon holds the store's lock.
+    BootstrapAdmin {
+        /// The config file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// A note on whose key this is.
+        #[arg(long, default_value = "bootstrap admin")]
+        label: String,
+    },
+    /// Print a commented example config.
+    ExampleConfig,
+}
+
+fn state_dir(cfg: &Config) -> anyhow::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&cfg.state_dir)
+        .with_context(|| format!("creating state_dir {}", cfg.state_dir.display()))
+}
+
+fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    state_dir(cfg)?;
+    Store::open(cfg.store_path()).with_context(|| format!("opening the store {}", cfg.store_path().display()))
+}
+
+fn bootstrap(config: &Path, label: &str) -> anyhow::Result<()> {
+    let cfg = Config::load(config)?;
+    let store = open_store(&cfg)?;
+    let now = unix_now();
+    if control::server::auth::has_admin(&store, now)? {
+        bail!("an admin key exists already; create further keys through the API");
+    }
+    let key = ApiKey::generate(Role::Admin, label, now)?;
+    let actor = Actor { who: "bootstrap", source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), now, via: "bootstrap-admin" };
+    store.insert_key(&key, &actor)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "SecretId: {}", key.secret_id)?;
+    writeln!(out, "SecretKey: {}", key.secret_key.expose())?;
+    writeln!(out, "# The SecretKey is shown only now. Keep it secret.")?;
+    Ok(())
+}
+
+fn serve(config: &Path) -> anyhow::Result<()> {
+    let cfg = Config::load(config)?;
+    let listener = std::net::TcpListener::bind(cfg.listen).with_context(|| format!("binding {}", cfg.listen))?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    if let Some(user) = &cfg.user {
+        if relay::io::sys::is_root() {
+            relay::io::sys::drop_privileges(user).with_context(|| format!("switching to user {user}"))?;
+            tracing::info!(user, "dropped privileges");
+        } else {
+            tracing::warn!(user, "not started as root; `user` ignored");
+        }
+    }
+    let store = Arc::new(open_store(&cfg)?);
+    let (cert, key) = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(c), Some(k)) => (c.clone(), k.clone()),
+        _ => {
+            let (c, k, fresh) = tls::ensure_self_signed(&cfg.state_dir, bound, unix_now())?;
+            if fresh {
+                tracing::info!(cert = %c.display(), "generated a self-signed certificate");
+            }
+            (c, k)
+        }
+    };
+    let certs = Arc::new(tls::CertStore::open(cert, key)?);
+    let link = match &cfg.relayd_socket {
+        Some(p) => Link::spawn(p.clone(), store.clone())?,
+        None => Link::disabled(),
+    };
+    let info = certs.info();
+    tracing::info!(fingerprint = %info.sha256, listen = %bound, "relay-control starting");
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "relay-control: certificate {}", info.sha256)?;
+        writeln!(out, "relay-control: listening on https://{bound}")?;
+        out.flush()?;
+    }
+    let server = Arc::new(Server::new(cfg, store, link, certs));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::info!("shutting down");
+        };
+        control::server::serve(server, listener, shutdown).await?;
+        anyhow::Ok(())
+    })?;
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().cmd {
+        Cmd::Serve { config } => serve(&config),
+        Cmd::BootstrapAdmin { config, label } => bootstrap(&config, &label),
+        Cmd::ExampleConfig => {
+            print!("{}", control::server::config::EXAMPLE);
+            Ok(())
+        }
+    }
+}

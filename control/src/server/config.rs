@@ -1,0 +1,247 @@
+//! The `relay-control` config file (TOML), validated at load.
+//!
+//! Unknown keys are errors at every level this module owns. The `[alerts]` and `[autoblock]`
+//! tables belong to the monitoring modules: they are kept here as raw TOML tables and handed
+//! to those modules, which parse them with their own `deny_unknown_fields` structs.
+//! Config is separate from live state: nothing here changes after load.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (unknown key, wrong type, ...).
+    #[error("parsing {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML error.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of its documented range.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// Request rate limits, per source address and per SecretId (token buckets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimits {
+    /// Requests per second from one source address (before authentication).
+    #[serde(default = "default_per_ip_per_sec")]
+    pub per_ip_per_sec: u32,
+    /// Burst for one source address.
+    #[serde(default = "default_per_ip_burst")]
+    pub per_ip_burst: u32,
+    /// Requests per second for one SecretId (after authentication).
+    #[serde(default = "default_per_key_per_sec")]
+    pub per_key_per_sec: u32,
+    /// Burst for one SecretId.
+    #[serde(default = "default_per_key_burst")]
+    pub per_key_burst: u32,
+}
+
+fn default_per_ip_per_sec() -> u32 {
+    20
+}
+fn default_per_ip_burst() -> u32 {
+    40
+}
+fn default_per_key_per_sec() -> u32 {
+    10
+}
+fn default_per_key_burst() -> u32 {
+    20
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            per_ip_per_sec: default_per_ip_per_sec(),
+            per_ip_burst: default_per_ip_burst(),
+            per_key_per_sec: default_per_key_per_sec(),
+            per_key_burst: default_per_key_burst(),
+        }
+    }
+}
+
+/// The daemon's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// HTTPS listen address.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Directory of the store (`control.redb`) and the generated certificate.
+    pub state_dir: PathBuf,
+    /// PEM certificate chain; with `tls_key`. Without both, a self-signed certificate is
+    /// generated in `state_dir` on first start.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// relayd's `control_socket`. Without it the daemon runs and reports relayd unreachable.
+    #[serde(default)]
+    pub relayd_socket: Option<PathBuf>,
+    /// Switch to this user after binding the listener, when started as root.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// TC3 service name in the credential scope.
+    #[serde(default = "default_service")]
+    pub service: String,
+    /// Request rate limits.
+    #[serde(default)]
+    pub rate_limits: RateLimits,
+    /// Bearer token that `/metrics` also accepts (for Prometheus scrapers).
+    #[serde(default)]
+    pub metrics_token: Option<String>,
+    /// Alert rules and webhook, parsed by the monitoring modules.
+    #[serde(default)]
+    pub alerts: Option<toml::Table>,
+    /// Automatic blocking thresholds, parsed by the monitoring modules.
+    #[serde(default)]
+    pub autoblock: Option<toml::Table>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8443))
+}
+
+fn default_service() -> String {
+    "trtc".into()
+}
+
+/// Shortest accepted `metrics_token`.
+pub const MIN_METRICS_TOKEN_LEN: usize = 16;
+
+impl Config {
+    /// Reads, parses and validates `path`. Relative paths in it are relative to its directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let mut cfg = Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse { path: path.to_owned(), source },
+            other => other,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [Some(&mut cfg.state_dir), cfg.tls_cert.as_mut(), cfg.tls_key.as_mut(), cfg.relayd_socket.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Parses and validates config text (paths are left as written).
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: PathBuf::from("<text>"), source: Box::new(e) })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return invalid("tls_cert and tls_key go together");
+        }
+        let s = &self.service;
+        if s.is_empty() || s.len() > 64 || !s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        {
+            return invalid("service must be 1-64 characters of a-z, 0-9 and -");
+        }
+        let r = &self.rate_limits;
+        if [r.per_ip_per_sec, r.per_ip_burst, r.per_key_per_sec, r.per_key_burst].contains(&0) {
+            return invalid("rate_limits values must be at least 1");
+        }
+        if let Some(t) = &self.metrics_token {
+            if t.len() < MIN_METRICS_TOKEN_LEN || !t.bytes().all(|c| c.is_ascii_graphic()) {
+                return invalid("metrics_token must be at least 16 printable ASCII characters");
+            }
+        }
+        if self.user.as_deref().is_some_and(str::is_empty) {
+            return invalid("user must not be empty");
+        }
+        Ok(())
+    }
+
+    /// The store file.
+    pub fn store_path(&self) -> PathBuf {
+        self.state_dir.join("control.redb")
+    }
+}
+
+/// A commented example config, printed by `relay-control example-config`.
+pub const EXAMPLE: &str = r#"# relay-control config. Unknown keys are errors.
+
+# HTTPS only; there is no plaintext listener.
+listen = "127.0.0.1:8443"
+# Store (control.redb, mode 0600) and, without tls_cert/tls_key, the generated certificate.
+state_dir = "/var/lib/edgerelay-control"
+# tls_cert = "/etc/edgerelay/control.crt"   # PEM chain; reloaded on SIGHUP and when changed
+# tls_key = "/etc/edgerelay/control.key"
+# relayd's control_socket; without it the API runs and reports relayd unreachable.
+relayd_socket = "/run/edgerelay/relayd.sock"
+# When started as root: switch to this user after binding the listener.
+# user = "edgerelay"
+# TC3-HMAC-SHA256 credential scope service.
+service = "trtc"
+# Optional bearer token Prometheus can use for /metrics (>= 16 characters).
+# metrics_token = "change-me-to-a-long-random-token"
+
+[rate_limits]
+per_ip_per_sec = 20
+per_ip_burst = 40
+per_key_per_sec = 10
+per_key_burst = 20
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_parses_with_defaults() {
+        let c = Config::parse(EXAMPLE).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8443".parse().unwrap());
+        assert_eq!(c.service, "trtc");
+        assert_eq!(c.rate_limits, RateLimits::default());
+        let minimal = Config::parse("state_dir = \"/tmp/x\"").unwrap();
+        assert_eq!(minimal.listen.port(), 8443);
+        assert!(minimal.relayd_socket.is_none() && minimal.tls_cert.is_none());
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        let err = |t: &str| Config::parse(t).unwrap_err().to_string();
+        assert!(err("state_dir = \"/x\"\nbogus = 1").contains("unknown field"));
+        assert!(err("state_dir = \"/x\"\n[rate_limits]\nper_ip = 1").contains("unknown field"));
+        assert!(err("state_dir = \"/x\"\ntls_cert = \"/c\"").contains("go together"));
+        assert!(err("state_dir = \"/x\"\nservice = \"TRTC\"").contains("service"));
+        assert!(err("state_dir = \"/x\"\nmetrics_token = \"short\"").contains("metrics_token"));
+        assert!(err("state_dir = \"/x\"\n[rate_limits]\nper_key_burst = 0").contains("at least 1"));
+        assert!(err("listen = \"127.0.0.1:8443\"").contains("state_dir"));
+    }
+
+    #[test]
+    fn monitoring_tables_are_kept_for_their_modules() {
+        let c = Config::parse("state_dir = \"/x\"\n[alerts]\nwebhook = \"https://h/\"\n[autoblock]\npps = 5").unwrap();
+        assert_eq!(c.alerts.unwrap()["webhook"].as_str(), Some("https://h/"));
+        assert_eq!(c.autoblock.unwrap()["pps"].as_integer(), Some(5));
+    }
+}

@@ -1,0 +1,237 @@
+//! The `relay-control` HTTPS daemon: the management API over TLS, the link to relayd, and
+//! the background tasks that keep both fresh.
+//!
+//! Threads: a tokio multi-thread runtime runs the accept loop, one task per connection
+//! (HTTP/1.1 over rustls), and the periodic tasks (certificate reload, rate-limit and replay
+//! cache pruning). Store writes (fsync) run on tokio's blocking pool. The relayd link is one
+//! dedicated OS thread with a blocking Unix-socket client ([`push`]).
+//!
+//! Invariants: no plaintext listener; every request passes [`auth::gate`]; a TLS handshake or
+//! an idle connection cannot hold a slot forever (handshake timeout, header-read timeout,
+//! connection cap); shutdown on SIGTERM/SIGINT stops accepting and lets in-flight requests
+//! finish for a bounded time.
+
+pub mod auth;
+pub mod config;
+pub mod errors;
+pub mod openapi;
+pub mod push;
+pub mod routes;
+pub mod tls;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::store::Store;
+use crate::tc3::{ReplayCache, Verifier};
+
+/// Most signatures the replay cache holds (one skew window's worth of requests).
+pub const REPLAY_CACHE_CAPACITY: usize = 200_000;
+/// Most TLS connections served at once.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Time a client has to finish the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client has to send a request's headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the certificate files are checked for changes.
+pub const CERT_POLL: Duration = Duration::from_secs(2);
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listener failed.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+    /// The TLS configuration failed.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+/// The daemon's own counters, for `/metrics` (rendered by the monitoring modules).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Responses by HTTP status.
+    pub requests: Mutex<BTreeMap<u16, u64>>,
+    /// Authentication failures by `AuthFailure.<Reason>` reason.
+    pub auth_failures: Mutex<BTreeMap<String, u64>>,
+    /// Requests refused by a rate limit.
+    pub rate_limited: AtomicU64,
+}
+
+/// What `/metrics` serves: the monitoring modules (`control::metrics`) supply it. Until the
+/// monitor is wired in, [`Server::new`] installs [`own_metrics`].
+pub type MetricsRenderer = Arc<dyn Fn(&Server) -> String + Send + Sync>;
+
+/// Shared state of the API.
+pub struct Server {
+    /// The loaded config.
+    pub cfg: config::Config,
+    /// The store.
+    pub store: Arc<Store>,
+    /// TC3 verification for the configured service.
+    pub verifier: Verifier,
+    /// Signatures seen within the skew window.
+    pub replay: Mutex<ReplayCache>,
+    /// Request rate limits.
+    pub limits: auth::RateLimits,
+    /// The relayd link.
+    pub link: push::Link,
+    /// The served certificate.
+    pub certs: Arc<tls::CertStore>,
+    /// Start time, for uptime.
+    pub started: Instant,
+    /// Counters for `/metrics`.
+    pub counters: Counters,
+    /// Renders `/metrics`.
+    pub metrics: MetricsRenderer,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("listen", &self.cfg.listen).finish_non_exhaustive()
+    }
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The integration point for `control::metrics`: the daemon's own counters and relayd
+/// reachability in Prometheus text format. The monitor replaces [`Server::metrics`] with a
+/// renderer that adds relayd's counters, alerts and autoblock.
+pub fn own_metrics(s: &Server) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    out.push_str("# HELP edgerelay_control_requests_total API responses by HTTP status.\n");
+    out.push_str("# TYPE edgerelay_control_requests_total counter\n");
+    for (status, n) in s.counters.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        let _ = writeln!(out, "edgerelay_control_requests_total{{status=\"{status}\"}} {n}");
+    }
+    out.push_str("# HELP edgerelay_control_auth_failures_total API authentication failures by reason.\n");
+    out.push_str("# TYPE edgerelay_control_auth_failures_total counter\n");
+    for (reason, n) in s.counters.auth_failures.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        let _ = writeln!(out, "edgerelay_control_auth_failures_total{{reason=\"{reason}\"}} {n}");
+    }
+    out.push_str("# HELP edgerelay_relayd_up Whether the management link to relayd is up and synced.\n");
+    out.push_str("# TYPE edgerelay_relayd_up gauge\n");
+    let _ = writeln!(out, "edgerelay_relayd_up {}", u8::from(s.link.reachable()));
+    out
+}
+
+impl Server {
+    /// Shared state for `cfg`, with `own_metrics` as the `/metrics` renderer.
+    pub fn new(cfg: config::Config, store: Arc<Store>, link: push::Link, certs: Arc<tls::CertStore>) -> Self {
+        Server {
+            verifier: Verifier::new(cfg.service.clone()),
+            replay: Mutex::new(ReplayCache::new(REPLAY_CACHE_CAPACITY)),
+            limits: auth::RateLimits::new(&cfg.rate_limits),
+            cfg,
+            store,
+            link,
+            certs,
+            started: Instant::now(),
+            counters: Counters::default(),
+            metrics: Arc::new(own_metrics),
+        }
+    }
+}
+
+/// Reloads the certificate on SIGHUP and when its files change; prunes caches. Runs until
+/// the runtime stops.
+fn spawn_housekeeping(st: Arc<Server>) -> std::io::Result<()> {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let certs = st.certs.clone();
+    tokio::spawn(async move {
+        let mut poll = tokio::time::interval(CERT_POLL);
+        loop {
+            let forced = tokio::select! {
+                _ = hup.recv() => true,
+                _ = poll.tick() => false,
+            };
+            let result = if forced { certs.reload().map(Some) } else { certs.reload_if_changed() };
+            match result {
+                Ok(Some(info)) => {
+                    tracing::info!(fingerprint = %info.sha256, not_after = info.not_after, "certificate reloaded");
+                    println!("relay-control: certificate {}", info.sha256);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "certificate reload failed; serving the previous one"),
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tick.tick().await;
+            st.limits.prune();
+            st.replay.lock().unwrap_or_else(|p| p.into_inner()).prune(unix_now());
+        }
+    });
+    Ok(())
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    st: Arc<Server>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(st.certs.clone())?);
+    spawn_housekeeping(st.clone())?;
+    let app = routes::router(st.clone());
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            drop(tcp); // over the connection cap: refuse at once
+            continue;
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
+            let _permit = permit;
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(auth::Peer(peer));
+                tower::ServiceExt::oneshot(app.clone(), req.map(axum::body::Body::new))
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).max_buf_size(256 * 1024);
+            if let Err(e) = builder.serve_connection(TokioIo::new(tls), svc).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let grace = tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} });
+    let _ = grace.await;
+    tasks.abort_all();
+    Ok(())
+}

@@ -1,0 +1,386 @@
+//! The OpenAPI 3.0.3 document served at `/v1/openapi.json`, written by hand.
+//!
+//! It is the contract the API is fuzzed against, so it must be exact: every status and body
+//! a route can return is declared, request schemas have `additionalProperties: false`, and
+//! every bound equals the one `routes.rs` enforces (the constants are shared). Text fields are
+//! printable ASCII (`pattern`), so a length in characters equals the length in bytes the
+//! server checks. Optional request fields are `nullable` because `null` reads as absent.
+
+use serde_json::{json, Map, Value};
+
+use super::routes::{
+    MAX_AUDIT_LIMIT, MAX_AUDIT_TIME, MAX_BLOCK_TTL_SECS, MAX_OVERLAP_SECS, MAX_SDKAPPID, MAX_USERSIG_SECS,
+    MAX_USER_IDS, MAX_USER_ID_LEN, TRTC_VERSION,
+};
+use crate::store::{MAX_BLOCK_REASON_LEN, MAX_LIMIT_RATE, MAX_QUOTA};
+
+const ASCII_NO_SPACE: &str = "^[!-~]*$";
+const ASCII: &str = "^[ -~]*$";
+const IPV4: &str = r"((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
+const IPV6: &str = concat!(
+    "(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|",
+    "([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|",
+    "([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|",
+    "([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|",
+    ":((:[0-9a-fA-F]{1,4}){1,7}|:))"
+);
+
+fn r(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn int(min: u64, max: u64) -> Value {
+    json!({"type": "integer", "format": "int64", "minimum": min, "maximum": max})
+}
+
+fn text(min: usize, max: usize, pattern: &str) -> Value {
+    json!({"type": "string", "minLength": min, "maxLength": max, "pattern": pattern})
+}
+
+fn nullable(mut v: Value) -> Value {
+    if v.get("$ref").is_some() {
+        v = json!({"allOf": [v]});
+    }
+    v["nullable"] = Value::Bool(true);
+    v
+}
+
+fn object(required: &[&str], props: Value) -> Value {
+    json!({"type": "object", "additionalProperties": false, "required": required, "properties": props})
+}
+
+fn response_object(props: Value) -> Value {
+    let required: Vec<&String> = props.as_object().map(|m| m.keys().collect()).unwrap_or_default();
+    json!({"type": "object", "required": required, "properties": props})
+}
+
+fn body(schema: Value) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": schema}}})
+}
+
+fn ok(desc: &str, schema: Value) -> Value {
+    json!({"description": desc, "headers": {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}},
+           "content": {"application/json": {"schema": schema}}})
+}
+
+fn no_content() -> Value {
+    json!({"description": "Done.", "headers": {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}}})
+}
+
+fn err(status: u16) -> (String, Value) {
+    (status.to_string(), json!({"$ref": format!("#/components/responses/E{status}")}))
+}
+
+/// One operation. `errors` are the statuses besides the always-possible 400, 401, 413, 429.
+fn op(summary: &str, id: &str, params: Value, req: Option<Value>, success: (u16, Value), errors: &[u16]) -> Value {
+    let mut responses = Map::new();
+    responses.insert(success.0.to_string(), success.1);
+    for s in [400, 401, 413, 429].iter().chain(errors) {
+        let (k, v) = err(*s);
+        responses.insert(k, v);
+    }
+    let mut o = json!({"summary": summary, "operationId": id, "parameters": params, "responses": responses});
+    if let Some(b) = req {
+        o["requestBody"] = b;
+    }
+    o
+}
+
+fn path_param(name: &str, schema: Value, desc: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "description": desc, "schema": schema})
+}
+
+fn query_param(name: &str, schema: Value, desc: &str) -> Value {
+    json!({"name": name, "in": "query", "required": false, "description": desc, "schema": schema})
+}
+
+fn sdkappid_param() -> Value {
+    path_param("sdkappid", int(1, MAX_SDKAPPID), "The app's SdkAppId.")
+}
+
+fn schemas() -> Value {
+    let quotas = object(
+        &["max_rooms", "max_members_per_room"],
+        json!({"max_rooms": int(1, MAX_QUOTA.into()), "max_members_per_room": int(1, MAX_QUOTA.into())}),
+    );
+    let rate = int(0, MAX_LIMIT_RATE.into());
+    let limits = object(
+        &["pps_rate_per_sec", "pps_burst", "join_rate_per_sec", "join_burst", "port_min", "port_max"],
+        json!({"pps_rate_per_sec": rate, "pps_burst": rate, "join_rate_per_sec": rate, "join_burst": rate,
+               "port_min": int(1, 65535), "port_max": int(1, 65535)}),
+    );
+    let secret_view = response_object(json!({
+        "created_at": {"type": "integer"}, "expires_at": {"type": "integer", "nullable": true}}));
+    let app_props = json!({
+        "sdkappid": {"type": "integer"}, "quotas": r("Quotas"),
+        "require_private_map_key": {"type": "boolean"}, "secrets": {"type": "array", "items": secret_view}});
+    let mut app_secret_props = app_props.clone();
+    app_secret_props["secret"] = json!({"type": "string", "description": "The new secret; shown only here."});
+    let cidr_pattern = format!("^({IPV4}(/(3[0-2]|[12]?[0-9]))?|{IPV6}(/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))?)$");
+    let pmk = json!({
+        "type": "object", "additionalProperties": false, "required": ["privileges"],
+        "description": "Exactly one of room_id and str_room_id.",
+        "properties": {
+            "room_id": int(1, u64::from(u32::MAX) - 1),
+            "str_room_id": text(1, 64, ASCII_NO_SPACE),
+            "privileges": int(0, 255)},
+        "oneOf": [{"required": ["room_id"], "not": {"required": ["str_room_id"]}},
+                  {"required": ["str_room_id"], "not": {"required": ["room_id"]}}]});
+    let user_ids =
+        json!({"type": "array", "minItems": 1, "maxItems": MAX_USER_IDS, "items": text(1, 32, ASCII_NO_SPACE)});
+    let t_app = int(1, MAX_SDKAPPID);
+    let t_num_room = int(1, u64::from(u32::MAX) - 1);
+    let t_str_room = text(1, 64, ASCII_NO_SPACE);
+    json!({
+        "Error": {"type": "object", "required": ["code", "message", "request_id"], "additionalProperties": false,
+                  "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "request_id": {"type": "string"}}},
+        "Quotas": quotas,
+        "Limits": limits,
+        "App": response_object(app_props),
+        "AppWithSecret": response_object(app_secret_props),
+        "CreateApp": object(&["sdkappid"], json!({
+            "sdkappid": int(1, MAX_SDKAPPID), "quotas": nullable(r("Quotas")),
+            "require_private_map_key": {"type": "boolean", "nullable": true}})),
+        "PatchApp": object(&[], json!({
+            "quotas": nullable(r("Quotas")), "require_private_map_key": {"type": "boolean", "nullable": true}})),
+        "Overlap": object(&["overlap_secs"], json!({"overlap_secs": int(0, MAX_OVERLAP_SECS)})),
+        "MintUserSig": object(&["user_id", "expire_secs"], json!({
+            "user_id": text(1, MAX_USER_ID_LEN, ASCII_NO_SPACE),
+            "expire_secs": int(1, MAX_USERSIG_SECS),
+            "private_map_key": nullable(pmk)})),
+        "UserSig": {"type": "object", "required": ["usersig"], "properties": {
+            "usersig": {"type": "string"}, "private_map_key": {"type": "string"}}},
+        "Room": response_object(json!({
+            "sdkappid": {"type": "integer"}, "room": {"type": "string"},
+            "members": {"type": "array", "items": response_object(json!({
+                "user": {"type": "string"}, "addr": {"type": "string"},
+                "send": {"type": "boolean"}, "recv": {"type": "boolean"}}))}})),
+        "BlockEntry": {"type": "object", "required": ["cidr", "ttl_secs", "reason", "source"], "properties": {
+            "cidr": {"type": "string"}, "ttl_secs": {"type": "integer"},
+            "expires_at": {"type": "integer", "nullable": true}, "reason": {"type": "string"},
+            "source": {"type": "string", "enum": ["api", "auto"]}}},
+        "AddBlock": object(&["cidr", "ttl_secs"], json!({
+            "cidr": {"type": "string", "minLength": 1, "maxLength": 49, "pattern": cidr_pattern,
+                     "description": "Address with optional /prefix_len; host bits are cleared."},
+            "ttl_secs": int(0, MAX_BLOCK_TTL_SECS),
+            "reason": nullable(text(0, MAX_BLOCK_REASON_LEN, ASCII))})),
+        "Key": response_object(json!({
+            "secret_id": {"type": "string"}, "role": {"type": "string", "enum": ["admin", "operator", "auditor"]},
+            "label": {"type": "string"}, "state": {"type": "string", "enum": ["active", "rotated", "revoked"]},
+            "created_at": {"type": "integer"}})),
+        "NewKey": response_object(json!({
+            "secret_id": {"type": "string"}, "secret_key": {"type": "string"},
+            "role": {"type": "string", "enum": ["admin", "operator", "auditor"]}, "label": {"type": "string"}})),
+        "CreateKey": object(&["role", "label"], json!({
+            "role": {"type": "string", "enum": ["admin", "operator", "auditor"]},
+            "label": text(0, crate::keys::MAX_LABEL_LEN, ASCII)})),
+        "AuditEntry": response_object(json!({
+            "time": {"type": "integer"}, "who": {"type": "string"}, "what": {"type": "string"},
+            "source_ip": {"type": "string"}, "outcome": {"type": "string"}})),
+        "Node": response_object(json!({
+            "control": response_object(json!({
+                "version": {"type": "string"}, "uptime_secs": {"type": "integer"},
+                "cert_sha256": {"type": "string"}, "cert_not_after": {"type": "integer"}})),
+            "relayd": {"type": "object", "required": ["reachable"], "properties": {
+                "reachable": {"type": "boolean"},
+                "stats": {"type": "object", "description": "relayd's counters (relay::stats::Snapshot)."}}}})),
+        "Health": response_object(json!({
+            "status": {"type": "string", "enum": ["ok", "degraded"]},
+            "checks": {"type": "array", "items": response_object(json!({
+                "name": {"type": "string"}, "ok": {"type": "boolean"}, "detail": {"type": "string"}}))}})),
+        "TDismissRoom": object(&["SdkAppId", "RoomId"], json!({"SdkAppId": t_app, "RoomId": t_num_room})),
+        "TDismissRoomByStrRoomId": object(&["SdkAppId", "RoomId"], json!({"SdkAppId": t_app, "RoomId": t_str_room})),
+        "TRemoveUser": object(&["SdkAppId", "RoomId", "UserIds"],
+            json!({"SdkAppId": t_app, "RoomId": t_num_room, "UserIds": user_ids})),
+        "TRemoveUserByStrRoomId": object(&["SdkAppId", "RoomId", "UserIds"],
+            json!({"SdkAppId": t_app, "RoomId": t_str_room, "UserIds": user_ids})),
+        "TEnvelope": {"type": "object", "required": ["Response"], "additionalProperties": false, "properties": {
+            "Response": {"type": "object", "required": ["RequestId"], "additionalProperties": false, "properties": {
+                "RequestId": {"type": "string"},
+                "Error": {"type": "object", "required": ["Code", "Message"], "additionalProperties": false,
+                          "properties": {"Code": {"type": "string"}, "Message": {"type": "string"}}}}}}},
+    })
+}
+
+fn error_responses() -> Value {
+    let mut m = Map::new();
+    for (status, desc) in [
+        (400, "InvalidParameter, MissingParameter or MalformedJson; the message names the field and bound."),
+        (401, "AuthFailure.<Reason>: TC3-HMAC-SHA256 verification failed."),
+        (403, "UnauthorizedOperation: the key's role does not allow this."),
+        (404, "ResourceNotFound."),
+        (409, "ResourceInUse: conflicts with the current state."),
+        (413, "RequestSizeLimitExceeded: body larger than 64 KiB."),
+        (415, "UnsupportedMediaType: the body must be application/json."),
+        (429, "RequestLimitExceeded: rate limit; see Retry-After."),
+        (503, "ResourceUnavailable.Relayd: relayd is not reachable."),
+    ] {
+        let mut headers = json!({"X-Request-Id": {"$ref": "#/components/headers/RequestId"}});
+        if status == 429 {
+            headers["Retry-After"] =
+                json!({"description": "Seconds to wait.", "schema": {"type": "integer", "minimum": 1}});
+        }
+        m.insert(
+            format!("E{status}"),
+            json!({"description": desc, "headers": headers,
+                   "content": {"application/json": {"schema": r("Error")}}}),
+        );
+    }
+    Value::Object(m)
+}
+
+/// The document.
+pub fn document() -> Value {
+    let none = json!([]);
+    let list = |item: &str, key: &str| response_object(json!({key: {"type": "array", "items": r(item)}}));
+    let room = path_param(
+        "room",
+        text(1, 66, ASCII_NO_SPACE),
+        "Digits for a numeric room (1..=4294967294), otherwise a string room; prefix s: to force a string room.",
+    );
+    let user = path_param("user", text(1, 32, ASCII_NO_SPACE), "The user id.");
+    let secret_id = path_param(
+        "secret_id",
+        json!({"type": "string", "pattern": "^AKID[0-9A-Za-z]{32}$", "minLength": 36, "maxLength": 36}),
+        "The key's SecretId.",
+    );
+    let ip = path_param(
+        "ip",
+        json!({"type": "string", "minLength": 2, "maxLength": 45, "pattern": format!("^({IPV4}|{IPV6})$")}),
+        "The prefix's address.",
+    );
+    let prefix_len = path_param("prefix_len", int(0, 128), "The prefix length (at most 32 for IPv4).");
+    let app = sdkappid_param();
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "edgerelay relay-control", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Management API of an edgerelay node. Every request is signed with TC3-HMAC-SHA256 (Tencent Cloud API v3); content-type and host must be signed."},
+        "servers": [{"url": "/"}],
+        "security": [{"tc3": []}],
+        "paths": {
+            "/": {"post": {
+                "summary": "Tencent TRTC-style actions (DismissRoom, RemoveUser, ...by StrRoomId).",
+                "operationId": "tencentAction",
+                "parameters": [
+                    {"name": "X-TC-Action", "in": "header", "required": true, "schema": {"type": "string",
+                     "enum": ["DismissRoom", "RemoveUser", "DismissRoomByStrRoomId", "RemoveUserByStrRoomId"]}},
+                    {"name": "X-TC-Version", "in": "header", "required": true,
+                     "schema": {"type": "string", "enum": [TRTC_VERSION]}},
+                    {"name": "X-TC-Region", "in": "header", "required": false,
+                     "schema": {"type": "string", "maxLength": 64}}],
+                "requestBody": body(json!({"oneOf": [r("TDismissRoom"), r("TRemoveUser"),
+                    r("TDismissRoomByStrRoomId"), r("TRemoveUserByStrRoomId")]})),
+                "responses": {"200": ok("Tencent envelope: success, or Response.Error for every failure (HTTP 200 as Tencent Cloud answers).", r("TEnvelope"))}}},
+            "/v1/openapi.json": {"get": op("This document.", "getOpenApi", none.clone(), None,
+                (200, ok("OpenAPI 3.0.3.", json!({"type": "object"}))), &[])},
+            "/v1/node": {"get": op("Node status.", "getNode", none.clone(), None, (200, ok("Status.", r("Node"))), &[])},
+            "/v1/node/health": {"get": op("Health checks.", "getHealth", none.clone(), None,
+                (200, ok("Checks.", r("Health"))), &[])},
+            "/v1/apps": {
+                "get": op("List apps.", "listApps", none.clone(), None, (200, ok("Apps.", list("App", "apps"))), &[]),
+                "post": op("Create an app; its secret is shown once.", "createApp", none.clone(), Some(body(r("CreateApp"))),
+                    (201, ok("Created.", r("AppWithSecret"))), &[403, 409, 415])},
+            "/v1/apps/{sdkappid}": {
+                "get": op("Get an app.", "getApp", json!([app]), None, (200, ok("The app.", r("App"))), &[404]),
+                "patch": op("Change quotas or the PrivateMapKey requirement.", "patchApp", json!([app]),
+                    Some(body(r("PatchApp"))), (200, ok("The app.", r("App"))), &[403, 404, 415]),
+                "delete": op("Delete an app; its sessions end.", "deleteApp", json!([app]), None,
+                    (204, no_content()), &[403, 404])},
+            "/v1/apps/{sdkappid}/rotate-secret": {"post": op("Rotate the app secret; the old one stays usable for overlap_secs.",
+                "rotateAppSecret", json!([app]), Some(body(r("Overlap"))), (200, ok("The app and its new secret.", r("AppWithSecret"))),
+                &[403, 404, 415])},
+            "/v1/apps/{sdkappid}/usersig": {"post": op("Mint a UserSig (and optionally a PrivateMapKey).", "mintUserSig",
+                json!([app]), Some(body(r("MintUserSig"))), (200, ok("Tokens.", r("UserSig"))), &[403, 404, 409, 415])},
+            "/v1/apps/{sdkappid}/rooms/{room}": {"delete": op("Dismiss a room: every member's session ends.", "dismissRoom",
+                json!([app, room]), None, (204, no_content()), &[403, 404, 503])},
+            "/v1/apps/{sdkappid}/rooms/{room}/users/{user}": {"delete": op("Remove a user from a room.", "removeUser",
+                json!([app, room, user]), None, (204, no_content()), &[403, 404, 503])},
+            "/v1/rooms": {"get": op("Live rooms and members, from relayd.", "listRooms", json!([
+                    query_param("sdkappid", int(1, MAX_SDKAPPID), "Only this app's rooms."),
+                    query_param("limit", int(1, relay::io::mgmt::ROOMS_MAX_LIMIT.into()), "At most this many rooms (default 1000).")]),
+                None, (200, ok("Rooms.", list("Room", "rooms"))), &[503])},
+            "/v1/blocklist": {
+                "get": op("Live blocklist entries.", "listBlocklist", none.clone(), None,
+                    (200, ok("Entries.", list("BlockEntry", "entries"))), &[]),
+                "post": op("Block a source prefix (ttl_secs 0 = until removed); replaces an entry for the same prefix.",
+                    "addBlock", none.clone(), Some(body(r("AddBlock"))), (201, ok("The entry.", r("BlockEntry"))), &[403, 409, 415])},
+            "/v1/blocklist/{ip}/{prefix_len}": {"delete": op("Remove a blocklist entry.", "removeBlock",
+                json!([ip, prefix_len]), None, (204, no_content()), &[403, 404])},
+            "/v1/limits": {
+                "get": op("Per-source limits and relay port range.", "getLimits", none.clone(), None,
+                    (200, ok("Limits.", r("Limits"))), &[503]),
+                "put": op("Replace the limits (relayd must accept them when reachable).", "putLimits", none.clone(),
+                    Some(body(r("Limits"))), (200, ok("Limits.", r("Limits"))), &[403, 415])},
+            "/v1/keys": {
+                "get": op("List API keys (never their secrets).", "listKeys", none.clone(), None,
+                    (200, ok("Keys.", list("Key", "keys"))), &[]),
+                "post": op("Create an API key (admin only); its SecretKey is shown once.", "createKey", none.clone(),
+                    Some(body(r("CreateKey"))), (201, ok("The key.", r("NewKey"))), &[403, 409, 415])},
+            "/v1/keys/{secret_id}": {"delete": op("Revoke a key at once (admin only).", "revokeKey", json!([secret_id]),
+                None, (204, no_content()), &[403, 404, 409])},
+            "/v1/keys/{secret_id}/rotate": {"post": op("Rotate a key (admin only); the old one stays usable for overlap_secs.",
+                "rotateKey", json!([secret_id]), Some(body(r("Overlap"))), (201, ok("The new key.", r("NewKey"))), &[403, 404, 409, 415])},
+            "/v1/audit": {"get": op("Audit log, oldest first.", "getAudit", json!([
+                    query_param("since", int(0, MAX_AUDIT_TIME), "From this Unix time (inclusive)."),
+                    query_param("until", int(0, MAX_AUDIT_TIME), "Up to this Unix time (inclusive)."),
+                    query_param("limit", int(1, MAX_AUDIT_LIMIT), "At most this many entries (default 100).")]),
+                None, (200, ok("Entries.", list("AuditEntry", "entries"))), &[])},
+            "/metrics": {"get": {
+                "summary": "Prometheus metrics (text format 0.0.4).", "operationId": "getMetrics",
+                "security": [{"tc3": []}, {"metricsToken": []}],
+                "responses": {
+                    "200": {"description": "Metrics.", "headers": {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}},
+                            "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    "400": {"$ref": "#/components/responses/E400"}, "401": {"$ref": "#/components/responses/E401"},
+                    "413": {"$ref": "#/components/responses/E413"}, "429": {"$ref": "#/components/responses/E429"}}}},
+        },
+        "components": {
+            "securitySchemes": {
+                "tc3": {"type": "apiKey", "in": "header", "name": "Authorization",
+                        "description": "TC3-HMAC-SHA256 with X-TC-Timestamp; signed headers must include content-type and host."},
+                "metricsToken": {"type": "http", "scheme": "bearer"}},
+            "headers": {"RequestId": {"description": "Unique id of this request.", "schema": {"type": "string"}}},
+            "responses": error_responses(),
+            "schemas": schemas(),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(s)) = m.get("$ref") {
+                    out.push(s.clone());
+                }
+                m.values().for_each(|x| refs(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_reference_resolves_and_request_schemas_are_closed() {
+        let doc = document();
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        assert!(all.len() > 50);
+        for r in all {
+            let ptr = r.trim_start_matches('#');
+            assert!(doc.pointer(ptr).is_some(), "dangling {r}");
+        }
+        for name in
+            ["CreateApp", "PatchApp", "Overlap", "MintUserSig", "AddBlock", "Limits", "CreateKey", "TRemoveUser"]
+        {
+            assert_eq!(doc["components"]["schemas"][name]["additionalProperties"], false, "{name}");
+        }
+        let ops = doc["paths"].as_object().unwrap().values().flat_map(|p| p.as_object().unwrap().values());
+        for o in ops {
+            assert!(o["responses"].as_object().is_some_and(|r| !r.is_empty()), "{o}");
+        }
+    }
+}

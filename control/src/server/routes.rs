@@ -1,0 +1,970 @@
+//! The API's routes and handlers.
+//!
+//! Every body is parsed strictly: unknown fields are refused, every number and string is
+//! bounded, and the message of a refusal names the field and the bound (`MalformedJson` for
+//! text that is not JSON, `MissingParameter` for an absent required field, `InvalidParameter`
+//! otherwise). The bounds here are the ones `openapi.rs` declares; keep them in step.
+//! Numbers are read as `u64` and range-checked here, so an out-of-range value gets a message
+//! with the field's name and range rather than serde's.
+//!
+//! A change commits to the store first (with its audit entry), then the relayd link is told
+//! ([`push::Link::changed`]); relayd actions (dismiss, remove user, rooms) go to relayd
+//! directly and answer 503 when the link is down.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json, Router};
+use relay::ids::{RoomId, UserId};
+use relay::io::mgmt::Request as Mgmt;
+use relay::usersig::{self, PrivilegeMap, RoomRef};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::{self, AuditNote, AuditedInStore, Ctx};
+use super::errors::ApiError;
+use super::push::Change;
+use super::Server;
+use crate::keys::{ApiKey, KeyState, Role, SecretKey};
+use crate::store::{self, App, BlockEntry, BlockSource, Limits, Quotas};
+
+/// Largest SdkAppId.
+pub const MAX_SDKAPPID: u64 = u32::MAX as u64;
+/// Longest rotation overlap, seconds (7 days).
+pub const MAX_OVERLAP_SECS: u64 = 604_800;
+/// Longest UserSig lifetime, seconds (365 days).
+pub const MAX_USERSIG_SECS: u64 = 31_536_000;
+/// Longest user id a UserSig is minted for.
+pub const MAX_USER_ID_LEN: usize = 64;
+/// Longest blocklist TTL, seconds (30 days).
+pub const MAX_BLOCK_TTL_SECS: u64 = 2_592_000;
+/// Most user ids in one Tencent `RemoveUser`.
+pub const MAX_USER_IDS: usize = 10;
+/// Most audit entries in one answer.
+pub const MAX_AUDIT_LIMIT: u64 = 1000;
+/// Largest `since`/`until` accepted (10 digits of Unix seconds).
+pub const MAX_AUDIT_TIME: u64 = 9_999_999_999;
+/// Quotas of an app created without them (relayd's defaults).
+pub const DEFAULT_QUOTAS: Quotas = Quotas { max_rooms: 1000, max_members_per_room: 50 };
+/// The Tencent API version `POST /` accepts.
+pub const TRTC_VERSION: &str = "2019-07-22";
+
+type ApiResult = Result<Response, ApiError>;
+
+/// The router with every route behind the gate.
+pub fn router(st: Arc<Server>) -> Router {
+    Router::new()
+        .route("/", post(tencent_action))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/node", get(node))
+        .route("/v1/node/health", get(health))
+        .route("/v1/apps", get(list_apps).post(create_app))
+        .route("/v1/apps/{sdkappid}", get(get_app).patch(patch_app).delete(delete_app))
+        .route("/v1/apps/{sdkappid}/rotate-secret", post(rotate_app_secret))
+        .route("/v1/apps/{sdkappid}/usersig", post(mint_usersig))
+        .route("/v1/apps/{sdkappid}/rooms/{room}", delete(dismiss_room))
+        .route("/v1/apps/{sdkappid}/rooms/{room}/users/{user}", delete(remove_user))
+        .route("/v1/rooms", get(list_rooms))
+        .route("/v1/blocklist", get(list_blocks).post(add_block))
+        .route("/v1/blocklist/{ip}/{prefix_len}", delete(remove_block))
+        .route("/v1/limits", get(get_limits).put(put_limits))
+        .route("/v1/keys", get(list_keys).post(create_key))
+        .route("/v1/keys/{secret_id}", delete(revoke_key))
+        .route("/v1/keys/{secret_id}/rotate", post(rotate_key))
+        .route("/v1/audit", get(audit))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::not_found("no such resource") })
+        .layer(from_fn_with_state(st.clone(), auth::gate))
+        .with_state(st)
+}
+
+// ---------------------------------------------------------------------------------------
+// Parsing helpers
+
+/// Parses a JSON body into `T` (which refuses unknown fields), classifying the error.
+pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                ApiError::malformed_json(format!("body is not valid JSON: {inner}"))
+            }
+            _ => {
+                let msg = inner.to_string();
+                let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+                if msg.starts_with("missing field") {
+                    let at = if path == "." { String::new() } else { format!(" in {path}") };
+                    ApiError::missing(format!("{msg}{at}"))
+                } else if path == "." {
+                    ApiError::invalid(msg)
+                } else {
+                    ApiError::invalid(format!("{path}: {msg}"))
+                }
+            }
+        }
+    })?;
+    de.end().map_err(|e| ApiError::malformed_json(format!("trailing characters after the JSON body: {e}")))?;
+    Ok(value)
+}
+
+fn in_range(field: &str, v: u64, lo: u64, hi: u64) -> Result<u64, ApiError> {
+    if (lo..=hi).contains(&v) {
+        Ok(v)
+    } else {
+        Err(ApiError::invalid(format!("{field} must be in {lo}..={hi}, got {v}")))
+    }
+}
+
+fn ascii_text(field: &str, s: &str, min: usize, max: usize, space: bool) -> Result<(), ApiError> {
+    let lo = if space { b' ' } else { b'!' };
+    if s.len() < min || s.len() > max || !s.bytes().all(|c| (lo..=b'~').contains(&c)) {
+        let what = if space { "printable ASCII" } else { "printable ASCII without spaces" };
+        return Err(ApiError::invalid(format!("{field} must be {min} to {max} characters of {what}")));
+    }
+    Ok(())
+}
+
+fn path_sdkappid(s: &str) -> Result<u32, ApiError> {
+    let v = parse_decimal("sdkappid", s)?;
+    Ok(in_range("sdkappid", v, 1, MAX_SDKAPPID)? as u32)
+}
+
+fn parse_decimal(field: &str, s: &str) -> Result<u64, ApiError> {
+    if s.is_empty() || s.len() > 20 || !s.bytes().all(|c| c.is_ascii_digit()) {
+        return Err(ApiError::invalid(format!("{field} must be a decimal integer")));
+    }
+    s.parse().map_err(|_| ApiError::invalid(format!("{field} is out of range")))
+}
+
+/// Parses a query string of `name=value` pairs with only `allowed` names, each at most once.
+fn parse_query<'a>(q: Option<&'a str>, allowed: &[&str]) -> Result<Vec<(&'a str, &'a str)>, ApiError> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if !allowed.contains(&k) {
+            return Err(ApiError::invalid(format!(
+                "unknown query parameter {:?}; allowed: {}",
+                k.chars().take(32).collect::<String>(),
+                allowed.join(", ")
+            )));
+        }
+        if out.iter().any(|(n, _)| *n == k) {
+            return Err(ApiError::invalid(format!("query parameter {k} given twice")));
+        }
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+fn query_u64(q: &[(&str, &str)], name: &str, lo: u64, hi: u64, default: u64) -> Result<u64, ApiError> {
+    match q.iter().find(|(k, _)| *k == name) {
+        Some((_, v)) => in_range(name, parse_decimal(name, v)?, lo, hi),
+        None => Ok(default),
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)?
+}
+
+fn stored<T: IntoResponse>(r: T) -> Response {
+    let mut r = r.into_response();
+    r.extensions_mut().insert(AuditedInStore);
+    r
+}
+
+fn noted<T: IntoResponse>(r: T, note: String) -> Response {
+    let mut r = r.into_response();
+    r.extensions_mut().insert(AuditNote(note));
+    r
+}
+
+fn app_exists(st: &Server, sdkappid: u32) -> Result<App, ApiError> {
+    st.store.get_app(sdkappid)?.ok_or_else(|| ApiError::not_found(format!("app {sdkappid} not found")))
+}
+
+// ---------------------------------------------------------------------------------------
+// Views
+
+fn app_view(a: &App, now: u64) -> Value {
+    let secrets: Vec<Value> = a
+        .secrets
+        .iter()
+        .filter(|s| s.expires_at.is_none_or(|e| now < e))
+        .map(|s| json!({"created_at": s.created_at, "expires_at": s.expires_at}))
+        .collect();
+    json!({
+        "sdkappid": a.sdkappid,
+        "quotas": {"max_rooms": a.quotas.max_rooms, "max_members_per_room": a.quotas.max_members_per_room},
+        "require_private_map_key": a.require_private_map_key,
+        "secrets": secrets,
+    })
+}
+
+fn with_secret(mut view: Value, secret: &SecretKey) -> Value {
+    view["secret"] = Value::String(secret.expose().to_owned());
+    view
+}
+
+fn block_view(e: &BlockEntry, now: u64) -> Value {
+    json!({
+        "cidr": e.cidr(),
+        "ttl_secs": e.expires_at.map_or(0, |x| x.saturating_sub(now)),
+        "expires_at": e.expires_at,
+        "reason": e.reason,
+        "source": match e.source { BlockSource::Api => "api", BlockSource::Auto => "auto" },
+    })
+}
+
+fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Admin => "admin",
+        Role::Operator => "operator",
+        Role::Auditor => "auditor",
+    }
+}
+
+fn key_view(k: &ApiKey) -> Value {
+    let state = match k.state {
+        KeyState::Active => "active",
+        KeyState::Rotated { .. } => "rotated",
+        KeyState::Revoked { .. } => "revoked",
+    };
+    json!({"secret_id": k.secret_id, "role": role_name(k.role), "label": k.label, "state": state, "created_at": k.created_at})
+}
+
+fn new_key_view(k: &ApiKey) -> Value {
+    json!({"secret_id": k.secret_id, "secret_key": k.secret_key.expose(), "role": role_name(k.role), "label": k.label})
+}
+
+fn limits_view(l: &Limits) -> Value {
+    json!({
+        "pps_rate_per_sec": l.pps_rate_per_sec, "pps_burst": l.pps_burst,
+        "join_rate_per_sec": l.join_rate_per_sec, "join_burst": l.join_burst,
+        "port_min": l.port_min, "port_max": l.port_max,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Node, OpenAPI, metrics
+
+async fn openapi() -> Json<Value> {
+    Json(super::openapi::document())
+}
+
+async fn node(State(st): State<Arc<Server>>) -> Json<Value> {
+    let cert = st.certs.info();
+    let stats = if st.link.reachable() { st.link.call(Mgmt::Stats {}).await.ok().and_then(|r| r.stats) } else { None };
+    let mut relayd = json!({"reachable": stats.is_some()});
+    if let Some(s) = stats {
+        relayd["stats"] = serde_json::to_value(s).unwrap_or(Value::Null);
+    }
+    Json(json!({
+        "control": {
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_secs": st.started.elapsed().as_secs(),
+            "cert_sha256": cert.sha256,
+            "cert_not_after": cert.not_after,
+        },
+        "relayd": relayd,
+    }))
+}
+
+/// Days before expiry at which the certificate check turns unhealthy.
+pub const CERT_WARN_DAYS: u64 = 14;
+
+async fn health(State(st): State<Arc<Server>>) -> Json<Value> {
+    let now = super::unix_now();
+    let store_ok = {
+        let s = st.store.clone();
+        blocking(move || Ok(s.list_keys().map(|k| k.len()).map_err(|e| e.to_string())))
+            .await
+            .unwrap_or_else(|e| Err(e.message))
+    };
+    let relayd_ok = st.link.reachable();
+    let relayd_detail = if relayd_ok {
+        "connected and synced".to_owned()
+    } else {
+        st.link
+            .status
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| "not connected".into())
+    };
+    let cert = st.certs.info();
+    let days_left = cert.not_after.saturating_sub(now) / 86_400;
+    let checks = [
+        ("store", store_ok.is_ok(), store_ok.map_or_else(|e| e, |n| format!("{n} api keys"))),
+        ("relayd", relayd_ok, relayd_detail),
+        ("certificate", days_left >= CERT_WARN_DAYS, format!("expires in {days_left} days")),
+    ];
+    let all_ok = checks.iter().all(|c| c.1);
+    let checks: Vec<Value> = checks.into_iter().map(|(n, ok, d)| json!({"name": n, "ok": ok, "detail": d})).collect();
+    Json(json!({"status": if all_ok { "ok" } else { "degraded" }, "checks": checks}))
+}
+
+async fn metrics(State(st): State<Arc<Server>>) -> Response {
+    let text = (st.metrics)(&st);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+// ---------------------------------------------------------------------------------------
+// Apps
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuotasIn {
+    max_rooms: u64,
+    max_members_per_room: u64,
+}
+
+impl QuotasIn {
+    fn check(&self) -> Result<Quotas, ApiError> {
+        let max = u64::from(store::MAX_QUOTA);
+        Ok(Quotas {
+            max_rooms: in_range("quotas.max_rooms", self.max_rooms, 1, max)? as u32,
+            max_members_per_room: in_range("quotas.max_members_per_room", self.max_members_per_room, 1, max)? as u32,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateApp {
+    sdkappid: u64,
+    #[serde(default)]
+    quotas: Option<QuotasIn>,
+    #[serde(default)]
+    require_private_map_key: Option<bool>,
+}
+
+async fn list_apps(State(st): State<Arc<Server>>) -> ApiResult {
+    let now = super::unix_now();
+    let apps: Vec<Value> = st.store.list_apps()?.iter().map(|a| app_view(a, now)).collect();
+    Ok(Json(json!({"apps": apps})).into_response())
+}
+
+async fn create_app(State(st): State<Arc<Server>>, Extension(ctx): Extension<Ctx>, body: Bytes) -> ApiResult {
+    let req: CreateApp = parse_body(&body)?;
+    let sdkappid = in_range("sdkappid", req.sdkappid, 1, MAX_SDKAPPID)? as u32;
+    let quotas = req.quotas.map(|q| q.check()).transpose()?.unwrap_or(DEFAULT_QUOTAS);
+    let secret = SecretKey::generate_app_secret().map_err(ApiError::internal)?;
+    let mut app = App::new(sdkappid, secret.clone(), quotas, ctx.now);
+    app.require_private_map_key = req.require_private_map_key.unwrap_or(false);
+    let (s, a) = (st.store.clone(), app.clone());
+    blocking(move || Ok(s.create_app(&a, &ctx.actor())?)).await?;
+    st.link.changed(Change::Apps);
+    Ok(stored((StatusCode::CREATED, Json(with_secret(app_view(&app, app.created_at), &secret)))))
+}
+
+async fn get_app(State(st): State<Arc<Server>>, Path(id): Path<String>) -> ApiResult {
+    let app = app_exists(&st, path_sdkappid(&id)?)?;
+    Ok(Json(app_view(&app, super::unix_now())).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchApp {
+    #[serde(default)]
+    quotas: Option<QuotasIn>,
+    #[serde(default)]
+    require_private_map_key: Option<bool>,
+}
+
+async fn patch_app(
+    State(st): State<Arc<Server>>,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let sdkappid = path_sdkappid(&id)?;
+    let req: PatchApp = parse_body(&body)?;
+    let quotas = req.quotas.map(|q| q.check()).transpose()?;
+    let (s, now) = (st.store.clone(), ctx.now);
+    let app =
+        blocking(move || Ok(s.update_app_settings(sdkappid, quotas, req.require_private_map_key, &ctx.actor())?))
+            .await?;
+    st.link.changed(Change::Apps);
+    Ok(stored(Json(app_view(&app, now))))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Overlap {
+    overlap_secs: u64,
+}
+
+async fn rotate_app_secret(
+    State(st): State<Arc<Server>>,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let sdkappid = path_sdkappid(&id)?;
+    let req: Overlap = parse_body(&body)?;
+    let overlap = in_range("overlap_secs", req.overlap_secs, 0, MAX_OVERLAP_SECS)?;
+    let secret = SecretKey::generate_app_secret().map_err(ApiError::internal)?;
+    let (s, k, now) = (st.store.clone(), secret.clone(), ctx.now);
+    let app = blocking(move || Ok(s.rotate_app_secret(sdkappid, k, overlap, &ctx.actor())?)).await?;
+    st.link.changed(Change::Apps);
+    Ok(stored(Json(with_secret(app_view(&app, now), &secret))))
+}
+
+async fn delete_app(
+    State(st): State<Arc<Server>>,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let sdkappid = path_sdkappid(&id)?;
+    let s = st.store.clone();
+    blocking(move || Ok(s.delete_app(sdkappid, &ctx.actor())?)).await?;
+    st.link.changed(Change::Apps);
+    Ok(stored(StatusCode::NO_CONTENT))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PmkIn {
+    #[serde(default)]
+    room_id: Option<u64>,
+    #[serde(default)]
+    str_room_id: Option<String>,
+    privileges: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MintUserSig {
+    user_id: String,
+    expire_secs: u64,
+    #[serde(default)]
+    private_map_key: Option<PmkIn>,
+}
+
+async fn mint_usersig(
+    State(st): State<Arc<Server>>,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let sdkappid = path_sdkappid(&id)?;
+    let req: MintUserSig = parse_body(&body)?;
+    ascii_text("user_id", &req.user_id, 1, MAX_USER_ID_LEN, false)?;
+    let expire = in_range("expire_secs", req.expire_secs, 1, MAX_USERSIG_SECS)?;
+    let pmk = match &req.private_map_key {
+        None => None,
+        Some(p) => {
+            let privileges = in_range("private_map_key.privileges", p.privileges, 0, 255)? as u32;
+            let room = match (p.room_id, p.str_room_id.as_deref()) {
+                (Some(n), None) => {
+                    RoomRef::Num(in_range("private_map_key.room_id", n, 1, u64::from(u32::MAX) - 1)? as u32)
+                }
+                (None, Some(s)) => {
+                    ascii_text("private_map_key.str_room_id", s, 1, RoomId::MAX_STR_LEN, false)?;
+                    RoomRef::Str(s)
+                }
+                _ => return Err(ApiError::invalid("private_map_key needs exactly one of room_id and str_room_id")),
+            };
+            Some((room, PrivilegeMap(privileges)))
+        }
+    };
+    let app = app_exists(&st, sdkappid)?;
+    let Some(key) = app.usable_secrets(ctx.now).next() else {
+        return Err(ApiError::conflict(format!("app {sdkappid} has no usable secret")));
+    };
+    let k = key.expose().as_bytes();
+    let sig = usersig::mint(k, u64::from(sdkappid), &req.user_id, expire, ctx.now, None);
+    let mut out = json!({"usersig": sig});
+    if let Some((room, privileges)) = pmk {
+        out["private_map_key"] =
+            Value::String(usersig::mint_private_map_key(k, sdkappid, &req.user_id, expire, ctx.now, room, privileges));
+    }
+    let note = format!("usersig {sdkappid} {} pmk={}", req.user_id, req.private_map_key.is_some());
+    Ok(noted(Json(out), note))
+}
+
+// ---------------------------------------------------------------------------------------
+// Rooms (relayd)
+
+fn path_room(s: &str) -> Result<RoomId, ApiError> {
+    RoomId::parse(s).map_err(|e| {
+        ApiError::invalid(format!(
+            "room: {e}; digits 1..=4294967294 for a numeric room, or 1 to 64 printable ASCII characters \
+             (prefix s: to force a string room)"
+        ))
+    })
+}
+
+async fn list_rooms(State(st): State<Arc<Server>>, RawQuery(q): RawQuery) -> ApiResult {
+    let q = parse_query(q.as_deref(), &["sdkappid", "limit"])?;
+    let sdkappid = match q.iter().find(|(k, _)| *k == "sdkappid") {
+        Some((_, v)) => Some(in_range("sdkappid", parse_decimal("sdkappid", v)?, 1, MAX_SDKAPPID)?),
+        None => None,
+    };
+    let limit = query_u64(&q, "limit", 1, u64::from(relay::io::mgmt::ROOMS_MAX_LIMIT), 1000)? as u32;
+    let resp = st.link.call(Mgmt::Rooms { sdkappid, limit: Some(limit) }).await?;
+    let rooms: Vec<Value> = resp
+        .rooms
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            let members: Vec<Value> = r
+                .members
+                .iter()
+                .map(|m| json!({"user": m.user, "addr": m.addr, "send": m.send, "recv": m.recv}))
+                .collect();
+            json!({"sdkappid": r.sdkappid, "room": r.room, "members": members})
+        })
+        .collect();
+    Ok(Json(json!({"rooms": rooms})).into_response())
+}
+
+async fn dismiss(st: &Server, sdkappid: u32, room: &RoomId) -> Result<u64, ApiError> {
+    app_exists(st, sdkappid)?;
+    let r = st.link.call(Mgmt::DismissRoom { sdkappid: u64::from(sdkappid), room: room.to_string() }).await?;
+    Ok(r.removed.unwrap_or(0))
+}
+
+async fn remove(st: &Server, sdkappid: u32, room: &RoomId, user: &UserId) -> Result<u64, ApiError> {
+    app_exists(st, sdkappid)?;
+    let req = Mgmt::RemoveUser { sdkappid: u64::from(sdkappid), room: room.to_string(), user: user.to_string() };
+    Ok(st.link.call(req).await?.removed.unwrap_or(0))
+}
+
+async fn dismiss_room(State(st): State<Arc<Server>>, Path((id, room)): Path<(String, String)>) -> ApiResult {
+    let (sdkappid, room) = (path_sdkappid(&id)?, path_room(&room)?);
+    let n = dismiss(&st, sdkappid, &room).await?;
+    if n == 0 {
+        return Err(ApiError::not_found(format!("room {room} of app {sdkappid} has no members")));
+    }
+    Ok(noted(StatusCode::NO_CONTENT, format!("dismiss_room {sdkappid} {room} removed={n}")))
+}
+
+async fn remove_user(
+    State(st): State<Arc<Server>>,
+    Path((id, room, user)): Path<(String, String, String)>,
+) -> ApiResult {
+    let (sdkappid, room) = (path_sdkappid(&id)?, path_room(&room)?);
+    let user = UserId::new(&user).map_err(|_| ApiError::invalid("user must be 1 to 32 printable ASCII characters"))?;
+    let n = remove(&st, sdkappid, &room, &user).await?;
+    if n == 0 {
+        return Err(ApiError::not_found(format!("user {user} is not in room {room} of app {sdkappid}")));
+    }
+    Ok(noted(StatusCode::NO_CONTENT, format!("remove_user {sdkappid} {room} {user}")))
+}
+
+// ---------------------------------------------------------------------------------------
+// Blocklist
+
+/// Parses `ip/len` (or a bare address, a host prefix) and clears host bits.
+pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), ApiError> {
+    let bad = || ApiError::invalid("cidr must be an IPv4 or IPv6 address with an optional /prefix_len");
+    let (ip, len) = match s.split_once('/') {
+        Some((ip, len)) => (ip, Some(len)),
+        None => (s, None),
+    };
+    let ip: IpAddr = ip.parse().map_err(|_| bad())?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        Some(l) => {
+            let v = parse_decimal("prefix_len", l).map_err(|_| bad())?;
+            in_range("prefix_len", v, 0, max)? as u8
+        }
+        None => max as u8,
+    };
+    Ok((store::mask(ip, len), len))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddBlock {
+    cidr: String,
+    ttl_secs: u64,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn list_blocks(State(st): State<Arc<Server>>) -> ApiResult {
+    let now = super::unix_now();
+    let entries: Vec<Value> = st.store.list_blocks(now)?.iter().map(|e| block_view(e, now)).collect();
+    Ok(Json(json!({"entries": entries})).into_response())
+}
+
+async fn add_block(State(st): State<Arc<Server>>, Extension(ctx): Extension<Ctx>, body: Bytes) -> ApiResult {
+    let req: AddBlock = parse_body(&body)?;
+    if req.cidr.len() > 49 {
+        return Err(ApiError::invalid("cidr must be at most 49 characters"));
+    }
+    let (ip, prefix_len) = parse_cidr(&req.cidr)?;
+    let ttl = in_range("ttl_secs", req.ttl_secs, 0, MAX_BLOCK_TTL_SECS)?;
+    let reason = req.reason.unwrap_or_default();
+    ascii_text("reason", &reason, 0, store::MAX_BLOCK_REASON_LEN, true)?;
+    let entry = BlockEntry {
+        ip,
+        prefix_len,
+        created_at: ctx.now,
+        expires_at: (ttl > 0).then(|| ctx.now + ttl),
+        reason,
+        source: BlockSource::Api,
+    };
+    let (s, e, now) = (st.store.clone(), entry.clone(), ctx.now);
+    blocking(move || Ok(s.add_block(&e, &ctx.actor())?)).await?;
+    st.link.changed(Change::Block(entry.clone()));
+    Ok(stored((StatusCode::CREATED, Json(block_view(&entry, now)))))
+}
+
+async fn remove_block(
+    State(st): State<Arc<Server>>,
+    Extension(ctx): Extension<Ctx>,
+    Path((ip, len)): Path<(String, String)>,
+) -> ApiResult {
+    if ip.len() > 45 || len.len() > 3 {
+        return Err(ApiError::invalid("ip must be an address of at most 45 characters, prefix_len 0..=128"));
+    }
+    let (ip, prefix_len) = parse_cidr(&format!("{ip}/{len}"))?;
+    let s = st.store.clone();
+    blocking(move || Ok(s.remove_block(ip, prefix_len, &ctx.actor())?)).await?;
+    st.link.changed(Change::Unblock(ip, prefix_len));
+    Ok(stored(StatusCode::NO_CONTENT))
+}
+
+// ---------------------------------------------------------------------------------------
+// Limits
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsIn {
+    pps_rate_per_sec: u64,
+    pps_burst: u64,
+    join_rate_per_sec: u64,
+    join_burst: u64,
+    port_min: u64,
+    port_max: u64,
+}
+
+async fn get_limits(State(st): State<Arc<Server>>) -> ApiResult {
+    if let Some(l) = st.store.limits()? {
+        return Ok(Json(limits_view(&l)).into_response());
+    }
+    let l = st
+        .link
+        .call(Mgmt::GetLimits {})
+        .await?
+        .limits
+        .ok_or_else(|| ApiError::relayd_unavailable("relayd answered get_limits without limits"))?;
+    let l = Limits {
+        pps_rate_per_sec: l.pps_rate_per_sec,
+        pps_burst: l.pps_burst,
+        join_rate_per_sec: l.join_rate_per_sec,
+        join_burst: l.join_burst,
+        port_min: l.port_min,
+        port_max: l.port_max,
+    };
+    Ok(Json(limits_view(&l)).into_response())
+}
+
+async fn put_limits(State(st): State<Arc<Server>>, Extension(ctx): Extension<Ctx>, body: Bytes) -> ApiResult {
+    let req: LimitsIn = parse_body(&body)?;
+    let rate = |f: &str, v: u64| in_range(f, v, 0, u64::from(store::MAX_LIMIT_RATE)).map(|v| v as u32);
+    let l = Limits {
+        pps_rate_per_sec: rate("pps_rate_per_sec", req.pps_rate_per_sec)?,
+        pps_burst: rate("pps_burst", req.pps_burst)?,
+        join_rate_per_sec: rate("join_rate_per_sec", req.join_rate_per_sec)?,
+        join_burst: rate("join_burst", req.join_burst)?,
+        port_min: in_range("port_min", req.port_min, 1, 65535)? as u16,
+        port_max: in_range("port_max", req.port_max, 1, 65535)? as u16,
+    };
+    if l.port_min > l.port_max {
+        return Err(ApiError::invalid(format!("port_min ({}) must not exceed port_max ({})", l.port_min, l.port_max)));
+    }
+    // relayd validates against its own ports: ask it first when it is there, so a refused
+    // change is never stored. When it is unreachable the change is stored and pushed on
+    // reconnect (where a refusal is logged).
+    if st.link.reachable() {
+        match st.link.call(super::push::limits_request(&l)).await {
+            Ok(_) | Err(super::push::LinkError::Unreachable(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let s = st.store.clone();
+    blocking(move || Ok(s.set_limits(&l, &ctx.actor())?)).await?;
+    Ok(stored(Json(limits_view(&l))))
+}
+
+// ---------------------------------------------------------------------------------------
+// API keys
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    role: String,
+    label: String,
+}
+
+async fn list_keys(State(st): State<Arc<Server>>) -> ApiResult {
+    let keys: Vec<Value> = st.store.list_keys()?.iter().map(key_view).collect();
+    Ok(Json(json!({"keys": keys})).into_response())
+}
+
+async fn create_key(State(st): State<Arc<Server>>, Extension(ctx): Extension<Ctx>, body: Bytes) -> ApiResult {
+    let req: CreateKey = parse_body(&body)?;
+    let role = match req.role.as_str() {
+        "admin" => Role::Admin,
+        "operator" => Role::Operator,
+        "auditor" => Role::Auditor,
+        _ => return Err(ApiError::invalid("role must be one of admin, operator, auditor")),
+    };
+    ascii_text("label", &req.label, 0, crate::keys::MAX_LABEL_LEN, true)?;
+    let key = ApiKey::generate(role, &req.label, ctx.now).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let (s, k) = (st.store.clone(), key.clone());
+    blocking(move || Ok(s.insert_key(&k, &ctx.actor())?)).await?;
+    Ok(stored((StatusCode::CREATED, Json(new_key_view(&key)))))
+}
+
+fn path_secret_id(s: &str) -> Result<String, ApiError> {
+    if !crate::keys::is_secret_id(s) {
+        return Err(ApiError::invalid("secret_id must be AKID followed by 32 letters or digits"));
+    }
+    Ok(s.to_owned())
+}
+
+async fn rotate_key(
+    State(st): State<Arc<Server>>,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let id = path_secret_id(&id)?;
+    let req: Overlap = parse_body(&body)?;
+    let overlap = in_range("overlap_secs", req.overlap_secs, 0, MAX_OVERLAP_SECS)?;
+    let s = st.store.clone();
+    let next = blocking(move || Ok(s.rotate_key(&id, overlap, &ctx.actor())?)).await?;
+    Ok(stored((StatusCode::CREATED, Json(new_key_view(&next)))))
+}
+
+async fn revoke_key(
+    State(st): State<Arc<Server>>,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let id = path_secret_id(&id)?;
+    let s = st.store.clone();
+    blocking(move || Ok(s.revoke_key(&id, &ctx.actor())?)).await?;
+    Ok(stored(StatusCode::NO_CONTENT))
+}
+
+// ---------------------------------------------------------------------------------------
+// Audit
+
+async fn audit(State(st): State<Arc<Server>>, RawQuery(q): RawQuery) -> ApiResult {
+    let q = parse_query(q.as_deref(), &["since", "until", "limit"])?;
+    let since = query_u64(&q, "since", 0, MAX_AUDIT_TIME, 0)?;
+    let until = query_u64(&q, "until", 0, MAX_AUDIT_TIME, MAX_AUDIT_TIME)?;
+    let limit = query_u64(&q, "limit", 1, MAX_AUDIT_LIMIT, 100)? as usize;
+    let entries: Vec<Value> = st
+        .store
+        .audit_range(since, until, limit)?
+        .iter()
+        .map(|e| {
+            let outcome = match &e.outcome {
+                store::Outcome::Success => "success".to_owned(),
+                store::Outcome::Failure { reason } => format!("failure: {reason}"),
+            };
+            json!({"time": e.at, "who": e.who, "what": e.what, "source_ip": e.source_ip.to_string(), "outcome": outcome})
+        })
+        .collect();
+    Ok(Json(json!({"entries": entries})).into_response())
+}
+
+// ---------------------------------------------------------------------------------------
+// Tencent Cloud API style actions (POST /)
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TDismissRoom {
+    #[serde(rename = "SdkAppId")]
+    sdkappid: u64,
+    #[serde(rename = "RoomId")]
+    room_id: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TDismissStrRoom {
+    #[serde(rename = "SdkAppId")]
+    sdkappid: u64,
+    #[serde(rename = "RoomId")]
+    room_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TRemoveUser {
+    #[serde(rename = "SdkAppId")]
+    sdkappid: u64,
+    #[serde(rename = "RoomId")]
+    room_id: u64,
+    #[serde(rename = "UserIds")]
+    user_ids: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TRemoveStrRoomUser {
+    #[serde(rename = "SdkAppId")]
+    sdkappid: u64,
+    #[serde(rename = "RoomId")]
+    room_id: String,
+    #[serde(rename = "UserIds")]
+    user_ids: Vec<String>,
+}
+
+fn t_app(v: u64) -> Result<u32, ApiError> {
+    Ok(in_range("SdkAppId", v, 1, MAX_SDKAPPID)? as u32)
+}
+
+fn t_num_room(v: u64) -> Result<RoomId, ApiError> {
+    RoomId::num(v).map_err(|_| ApiError::invalid(format!("RoomId must be in 1..=4294967294, got {v}")))
+}
+
+fn t_str_room(s: &str) -> Result<RoomId, ApiError> {
+    ascii_text("RoomId", s, 1, RoomId::MAX_STR_LEN, false)?;
+    RoomId::str(s).map_err(|e| ApiError::invalid(format!("RoomId: {e}")))
+}
+
+fn t_users(ids: &[String]) -> Result<Vec<UserId>, ApiError> {
+    if ids.is_empty() || ids.len() > MAX_USER_IDS {
+        return Err(ApiError::invalid(format!("UserIds must hold 1 to {MAX_USER_IDS} user ids")));
+    }
+    ids.iter()
+        .map(|u| {
+            UserId::new(u).map_err(|_| ApiError::invalid("UserIds items must be 1 to 32 printable ASCII characters"))
+        })
+        .collect()
+}
+
+async fn tencent_action(
+    State(st): State<Arc<Server>>,
+    Extension(ctx): Extension<Ctx>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let h = |n: &str| headers.get(n).map(|v| v.to_str().unwrap_or(""));
+    let Some(action) = h("x-tc-action") else {
+        return Err(ApiError::missing("missing X-TC-Action header"));
+    };
+    match h("x-tc-version") {
+        Some(TRTC_VERSION) => {}
+        _ => return Err(ApiError::new(StatusCode::BAD_REQUEST, "NoSuchVersion", "X-TC-Version must be 2019-07-22")),
+    }
+    if h("x-tc-region").is_some_and(|r| r.len() > 64) {
+        return Err(ApiError::invalid("X-TC-Region must be at most 64 characters"));
+    }
+    let room_gone = |app: u32, room: &RoomId| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "FailedOperation.RoomNotExist",
+            format!("room {room} of app {app} has no members"),
+        )
+    };
+    let note = match action {
+        "DismissRoom" | "DismissRoomByStrRoomId" => {
+            let (app, room) = if action == "DismissRoom" {
+                let r: TDismissRoom = parse_body(&body)?;
+                (t_app(r.sdkappid)?, t_num_room(r.room_id)?)
+            } else {
+                let r: TDismissStrRoom = parse_body(&body)?;
+                (t_app(r.sdkappid)?, t_str_room(&r.room_id)?)
+            };
+            let n = dismiss(&st, app, &room).await?;
+            if n == 0 {
+                return Err(room_gone(app, &room));
+            }
+            format!("{action} {app} {room} removed={n}")
+        }
+        "RemoveUser" | "RemoveUserByStrRoomId" => {
+            let (app, room, users) = if action == "RemoveUser" {
+                let r: TRemoveUser = parse_body(&body)?;
+                (t_app(r.sdkappid)?, t_num_room(r.room_id)?, t_users(&r.user_ids)?)
+            } else {
+                let r: TRemoveStrRoomUser = parse_body(&body)?;
+                (t_app(r.sdkappid)?, t_str_room(&r.room_id)?, t_users(&r.user_ids)?)
+            };
+            let mut n = 0;
+            for u in &users {
+                n += remove(&st, app, &room, u).await?;
+            }
+            format!("{action} {app} {room} users={} removed={n}", users.len())
+        }
+        other => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidAction",
+                format!("unknown action {:?}", other.chars().take(40).collect::<String>()),
+            ))
+        }
+    };
+    Ok(noted(Json(json!({"Response": {"RequestId": ctx.request_id}})), note))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_errors_are_classified_and_name_the_field() {
+        let e = parse_body::<CreateApp>(b"{").unwrap_err();
+        assert_eq!(e.code, "MalformedJson");
+        let e = parse_body::<CreateApp>(br#"{"sdkappid":1} x"#).unwrap_err();
+        assert_eq!(e.code, "MalformedJson");
+        let e = parse_body::<CreateApp>(b"{}").unwrap_err();
+        assert_eq!((e.code.as_str(), e.message.as_str()), ("MissingParameter", "missing field `sdkappid`"));
+        let e = parse_body::<CreateApp>(br#"{"sdkappid":1,"quotas":{"max_rooms":1}}"#).unwrap_err();
+        assert_eq!(e.code, "MissingParameter");
+        assert!(e.message.contains("max_members_per_room") && e.message.contains("quotas"), "{}", e.message);
+        let e = parse_body::<CreateApp>(br#"{"sdkappid":1,"extra":1}"#).unwrap_err();
+        assert_eq!(e.code, "InvalidParameter");
+        assert!(e.message.contains("extra"), "{}", e.message);
+        let e = parse_body::<CreateApp>(br#"{"sdkappid":"1"}"#).unwrap_err();
+        assert!(e.message.starts_with("sdkappid: invalid type"), "{}", e.message);
+        let e = parse_body::<CreateApp>(b"[]").unwrap_err();
+        assert_eq!(e.code, "InvalidParameter");
+        assert_eq!(
+            in_range("sdkappid", 0, 1, MAX_SDKAPPID).unwrap_err().message,
+            "sdkappid must be in 1..=4294967295, got 0"
+        );
+    }
+
+    #[test]
+    fn cidrs_are_parsed_and_normalized() {
+        assert_eq!(parse_cidr("198.18.5.7/24").unwrap(), ("198.18.5.0".parse().unwrap(), 24));
+        assert_eq!(parse_cidr("198.18.5.7").unwrap(), ("198.18.5.7".parse().unwrap(), 32));
+        assert_eq!(parse_cidr("2001:db8::1/32").unwrap(), ("2001:db8::".parse().unwrap(), 32));
+        for bad in ["198.18.5.0/33", "::/129", "x/1", "1.2.3.4/", "1.2.3.4/+1", "", "1.2.3.4/24/1"] {
+            assert!(parse_cidr(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn queries_are_strict() {
+        assert_eq!(parse_query(Some("since=1&limit=5"), &["since", "limit"]).unwrap().len(), 2);
+        assert!(parse_query(Some("since=1&since=2"), &["since"]).is_err());
+        assert!(parse_query(Some("bogus=1"), &["since"]).is_err());
+        let q = parse_query(Some("limit=0"), &["limit"]).unwrap();
+        assert!(query_u64(&q, "limit", 1, 1000, 100).is_err());
+        let q = parse_query(Some("limit=-1"), &["limit"]).unwrap();
+        assert!(query_u64(&q, "limit", 1, 1000, 100).is_err());
+        assert_eq!(query_u64(&[], "limit", 1, 1000, 100).unwrap(), 100);
+    }
+}
