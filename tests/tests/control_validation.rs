@@ -63,7 +63,6 @@ fn cases() -> Vec<Case> {
         c("sdkappid above u32", body(Method::Post, &apps, json!({"sdkappid": 4_294_967_296u64})), BAD, &["sdkappid"]),
         c("sdkappid negative", body(Method::Post, &apps, json!({"sdkappid": -1})), BAD, &["sdkappid"]),
         c("missing sdkappid", body(Method::Post, &apps, json!({})), BAD, &["sdkappid"]),
-        c("array body", body(Method::Post, &apps, json!([1400000002])), BAD, &[]),
         c("bad JSON", raw(Method::Post, &apps, b"{\"sdkappid\": ", JSON), BAD, &["json"]),
         c("wrong content-type", raw(Method::Post, &apps, b"sdkappid=1400000002", "text/plain"), &[415], &["json"]),
         c("body over 64 KiB", raw(Method::Post, &apps, big.as_bytes(), JSON), &[413], &["64 KiB"]),
@@ -101,15 +100,21 @@ fn cases() -> Vec<Case> {
         c("str_room_id too long", pmk(json!({"str_room_id": "r".repeat(65), "privileges": 1})), BAD, &["str_room_id"]),
         c(
             "bad CIDR prefix",
-            body(Method::Post, &["v1", "blocklist"], json!({"cidr": "198.18.5.0/33"})),
+            body(Method::Post, &["v1", "blocklist"], json!({"cidr": "198.18.5.0/33", "ttl_secs": 0})),
+            BAD,
+            &["prefix_len", "33"],
+        ),
+        c(
+            "CIDR not an address",
+            body(Method::Post, &["v1", "blocklist"], json!({"cidr": "relay.example/24", "ttl_secs": 0})),
             BAD,
             &["cidr"],
         ),
         c(
-            "CIDR not an address",
-            body(Method::Post, &["v1", "blocklist"], json!({"cidr": "relay.example/24"})),
+            "ttl missing",
+            body(Method::Post, &["v1", "blocklist"], json!({"cidr": "198.18.5.0/24"})),
             BAD,
-            &["cidr"],
+            &["ttl_secs"],
         ),
         c(
             "ttl too long",
@@ -119,7 +124,11 @@ fn cases() -> Vec<Case> {
         ),
         c(
             "reason too long",
-            body(Method::Post, &["v1", "blocklist"], json!({"cidr": "198.18.5.0/24", "reason": "r".repeat(129)})),
+            body(
+                Method::Post,
+                &["v1", "blocklist"],
+                json!({"cidr": "198.18.5.0/24", "ttl_secs": 0, "reason": "r".repeat(129)}),
+            ),
             BAD,
             &["reason"],
         ),
@@ -160,23 +169,39 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-fn check_error(resp: &Response, name: &str, status: &[u16], mentions: &[&str]) {
+/// Checks one answer; `Err` says what is wrong with it.
+fn check_error(resp: &Response, name: &str, status: &[u16], mentions: &[&str]) -> Result<(), String> {
     let text = resp.text();
-    assert!(resp.status < 500, "{name}: server error {}: {text}", resp.status);
-    assert!(status.contains(&resp.status), "{name}: status {} (want {status:?}): {text}", resp.status);
-    let header_id = resp.request_id.clone().unwrap_or_else(|| panic!("{name}: no X-Request-Id header"));
-    let e = resp.api_error().unwrap_or_else(|| panic!("{name}: not an error"));
-    assert!(!e.code.starts_with("HTTP "), "{name}: error body is not {{code, message, request_id}}: {text}");
-    assert_eq!(e.request_id, header_id, "{name}: request_id differs from X-Request-Id");
+    if resp.status >= 500 {
+        return Err(format!("{name}: server error {}: {text}", resp.status));
+    }
+    if !status.contains(&resp.status) {
+        return Err(format!("{name}: status {} (want {status:?}): {text}", resp.status));
+    }
+    let header_id = resp.request_id.clone().ok_or_else(|| format!("{name}: no X-Request-Id header"))?;
+    let e = resp.api_error().ok_or_else(|| format!("{name}: not an error"))?;
+    if e.code.starts_with("HTTP ") {
+        return Err(format!("{name}: error body is not {{code, message, request_id}}: {text}"));
+    }
+    if e.request_id != header_id {
+        return Err(format!("{name}: request_id {} differs from X-Request-Id {header_id}", e.request_id));
+    }
     let message = e.message.to_lowercase();
     for m in mentions {
-        assert!(message.contains(&m.to_lowercase()), "{name}: message {:?} does not name {m:?}", e.message);
+        if !message.contains(&m.to_lowercase()) {
+            return Err(format!("{name}: message {:?} does not name {m:?}", e.message));
+        }
     }
+    Ok(())
 }
+
+/// High enough that the table is never rate limited.
+const NO_RATE_LIMIT: &str =
+    "[rate_limits]\nper_ip_per_sec = 10000\nper_ip_burst = 10000\nper_key_per_sec = 10000\nper_key_burst = 10000\n";
 
 #[test]
 fn malformed_requests_are_refused_with_a_clear_message() {
-    let rc = RelayControl::start("");
+    let rc = RelayControl::start(NO_RATE_LIMIT);
     let client = rc.client();
     let created =
         client.send(&Call::json(Method::Post, &["v1", "apps"], &json!({"sdkappid": 1_400_000_001u64}))).unwrap();
@@ -187,12 +212,8 @@ fn malformed_requests_are_refused_with_a_clear_message() {
     let mut failures = Vec::new();
     for case in &cases {
         let resp = client.send(&case.call).unwrap();
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            check_error(&resp, case.name, case.status, case.mentions)
-        }));
-        if let Err(e) = r {
-            let msg = e.downcast_ref::<String>().cloned().unwrap_or_else(|| "panic".into());
-            failures.push(msg);
+        if let Err(e) = check_error(&resp, case.name, case.status, case.mentions) {
+            failures.push(e);
         }
     }
     // The app is untouched by the refused PATCH and rotation.
@@ -205,7 +226,7 @@ fn malformed_requests_are_refused_with_a_clear_message() {
 /// `{"Response":{"Error":{Code, Message},"RequestId"}}` envelope.
 #[test]
 fn trtc_actions_refuse_bad_parameters_in_the_envelope() {
-    let rc = RelayControl::start("");
+    let rc = RelayControl::start(NO_RATE_LIMIT);
     let client = rc.client();
     let eleven: Vec<String> = (0..11).map(|i| format!("u{i}")).collect();
     let cases: Vec<(&str, &str, Value, &str)> = vec![
@@ -234,4 +255,19 @@ fn trtc_actions_refuse_bad_parameters_in_the_envelope() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// SERVER DEVIATION (reported to the lead, not fixed here): a JSON array is accepted where
+/// an object is required. serde deserializes a struct from a sequence of its fields in
+/// order, so `POST /v1/apps` with `[1400000002]` creates app 1400000002 (201). The contract
+/// says bodies are strict JSON objects; the fix is in the daemon's body extractor (refuse
+/// anything but an object before deserializing).
+#[test]
+fn server_deviation_array_body_is_refused() {
+    let rc = RelayControl::start(NO_RATE_LIMIT);
+    let client = rc.client();
+    let resp = client.send(&body(Method::Post, &["v1", "apps"], json!([1400000002]))).unwrap();
+    check_error(&resp, "array body", &[400], &["object"]).unwrap();
+    let resp = client.send(&body(Method::Put, &["v1", "limits"], json!([1000, 2000, 10, 20, 7000, 7100]))).unwrap();
+    check_error(&resp, "array limits", &[400], &["object"]).unwrap();
 }

@@ -2,9 +2,11 @@
 //! exit code and stderr line of each failure class.
 
 use std::process::Output;
+use std::time::{Duration, Instant};
 
 use edgerelay_tests::control_plane::RelayControl;
 use edgerelay_tests::*;
+use relay::ids::RoomId;
 use serde_json::Value;
 
 fn stdout(o: &Output) -> String {
@@ -25,10 +27,28 @@ fn fails(o: &Output, code: i32, stderr_has: &str) {
     assert!(stderr(o).contains(stderr_has), "stderr {:?} lacks {stderr_has:?}", stderr(o));
 }
 
+/// High enough that only the rate-limit test is ever limited.
+const NO_RATE_LIMIT: &str =
+    "[rate_limits]\nper_ip_per_sec = 10000\nper_ip_burst = 10000\nper_key_per_sec = 10000\nper_key_burst = 10000\n";
+
+fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Everything an operator does, against a relay-control linked to a real relayd (socket
+/// backend on loopback).
 #[test]
-fn apps_keys_blocklist_limits_audit_round_trip() {
-    let rc = RelayControl::start("");
+fn apps_rooms_keys_blocklist_limits_audit_round_trip() {
+    let relayd = Relayd::start(&two_app_config(30, ""));
+    let rc = RelayControl::start(&format!("relayd_socket = \"{}\"\n{NO_RATE_LIMIT}", relayd.stats_socket.display()));
     let run = |args: &[&str]| rc.relayctl().args(args).output().unwrap();
+    wait_until(10, "relayd link up", || {
+        ok(run(&["node", "status"])).lines().any(|l| l.starts_with("relayd reachable:") && l.ends_with(" yes"))
+    });
 
     let created =
         ok(run(&["apps", "create", "--sdkappid", "1400000001", "--max-rooms", "10", "--max-members-per-room", "4"]));
@@ -70,6 +90,45 @@ fn apps_keys_blocklist_limits_audit_round_trip() {
     decoded.verify(secret.as_bytes(), unix_now()).unwrap();
     assert!(sig.contains("private_map_key:"), "{sig}");
 
+    // Two members in room 42, listed, one removed, then the room dismissed.
+    let room = RoomId::parse("42").unwrap();
+    let join = |user: &str| {
+        let mut p = Peer::new(relayd.addr, 1_400_000_001, &secret, user, room.clone(), None);
+        p.join().map(|_| p)
+    };
+    let mut joined = None;
+    wait_until(10, "the app pushed to relayd", || {
+        joined = join("alice").ok();
+        joined.is_some()
+    });
+    let _alice = joined.unwrap();
+    let _bob = join("bob").expect("bob joins");
+    let rooms = ok(run(&["rooms", "list", "--sdkappid", "1400000001"]));
+    assert!(
+        rooms.lines().next().unwrap().split_whitespace().eq(["SDKAPPID", "ROOM", "USER", "ADDR", "SEND", "RECV"]),
+        "{rooms}"
+    );
+    for user in ["alice", "bob"] {
+        assert!(
+            rooms
+                .lines()
+                .any(|l| l.split_whitespace().take(3).eq(["1400000001", "42", user]) && l.contains("127.0.0.1:")),
+            "{rooms}"
+        );
+    }
+    assert!(rooms.trim_end().ends_with("1 rooms"), "{rooms}");
+    let json: Value = serde_json::from_str(&ok(run(&["--json", "rooms", "list"]))).unwrap();
+    assert_eq!(json["rooms"][0]["members"].as_array().map(Vec::len), Some(2), "{json}");
+    ok(run(&["rooms", "remove-user", "1400000001", "42", "bob"]));
+    relayd.wait_for(5, "bob removed", |s| s.sessions == 1);
+    ok(run(&["rooms", "dismiss", "1400000001", "42"]));
+    relayd.wait_for(5, "room dismissed", |s| s.sessions == 0);
+    fails(&run(&["rooms", "dismiss", "1400000001", "42"]), 5, "ResourceNotFound");
+
+    let xdp = ok(run(&["xdp", "status"]));
+    assert!(xdp.contains("No XDP counters: relayd runs the socket backend"), "{xdp}");
+    assert!(xdp.contains("Per-source limits:"), "{xdp}");
+
     ok(run(&["blocklist", "add", "198.18.5.0/24", "--ttl-secs", "600", "--reason", "lab flood"]));
     let list = ok(run(&["blocklist", "list"]));
     assert!(
@@ -81,6 +140,10 @@ fn apps_keys_blocklist_limits_audit_round_trip() {
 
     let show = ok(run(&["limits", "show"]));
     assert!(show.contains("pps_rate_per_sec:"), "{show}");
+    // The socket backend has no per-source limits to set: relayd's error comes through.
+    let o = run(&["limits", "set", "--pps-rate-per-sec", "500"]);
+    assert_ne!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stderr(&o).contains("xdp"), "{}", stderr(&o));
 
     let key = ok(run(&["keys", "create", "--role", "auditor", "--label", "grafana"]));
     let auditor_id = key.lines().find_map(|l| l.strip_prefix("secret_id:")).unwrap().trim().to_owned();
@@ -118,7 +181,7 @@ fn apps_keys_blocklist_limits_audit_round_trip() {
 
 #[test]
 fn failure_classes_have_their_exit_codes() {
-    let rc = RelayControl::start("");
+    let rc = RelayControl::start(NO_RATE_LIMIT);
     let run = |args: &[&str]| rc.relayctl().args(args).output().unwrap();
 
     // Validation: 4, the server's message naming the field, and the request id.
@@ -179,7 +242,7 @@ fn rate_limited_calls_exit_6_with_retry_after() {
 
 #[test]
 fn node_openapi_metrics_and_xdp_status() {
-    let rc = RelayControl::start("");
+    let rc = RelayControl::start(NO_RATE_LIMIT);
     let run = |args: &[&str]| rc.relayctl().args(args).output().unwrap();
 
     let status = ok(run(&["node", "status"]));
