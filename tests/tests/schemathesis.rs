@@ -14,7 +14,9 @@ const INSTALL_FAILED: i32 = 77;
 #[test]
 fn schemathesis_finds_no_server_error_or_nonconforming_answer() {
     let bin_dir = bin("relayctl").parent().unwrap().to_owned();
-    assert!(bin_dir.join("relay-control").exists(), "run `cargo build --workspace --bins` first");
+    for b in ["relay-control", "relayd"] {
+        assert!(bin_dir.join(b).exists(), "{b} is missing: run `cargo build --workspace --bins` first");
+    }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/schemathesis");
     let out = Command::new(&script).env("RELAYCTL_BIN_DIR", &bin_dir).output().expect("run scripts/schemathesis");
     let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
