@@ -1,7 +1,8 @@
 //! `relay-control`: the management plane of edgerelay.
 //!
-//! This crate holds the daemon's foundation, all sans-IO apart from the store, the webhook
-//! sender and the monitor's poll loop:
+//! This crate holds the daemon's foundation, all sans-IO apart from the store, the client,
+//! the webhook sender and the monitor's poll loop:
+//! - [`client`]: the blocking, signing HTTPS client of `relayctl`;
 //! - [`tc3`]: TC3-HMAC-SHA256 request signing and verification (Tencent Cloud API v3), with
 //!   clock-skew and replay protection;
 //! - [`keys`]: API keys, their roles, generation, rotation and revocation;
@@ -17,6 +18,7 @@
 
 pub mod alerts;
 pub mod autoblock;
+pub mod client;
 pub mod keys;
 pub mod metrics;
 pub mod monitor;

@@ -234,8 +234,9 @@ pub fn sign(secret_id: &str, secret_key: &[u8], scope: &Scope<'_>, req: &Request
     sign_headers(secret_id, secret_key, scope, req, &REQUIRED_SIGNED_HEADERS.join(";"))
 }
 
-/// Signs `req` with the given signed headers (lowercase, sorted, `;`-separated, including
-/// `content-type` and `host`). Signing a per-request nonce header (e.g. `x-tc-nonce`) lets a
+/// Signs `req` with the given signed headers (lowercase, sorted, unique, `;`-separated,
+/// including `content-type` and `host`; else [`Tc3Error::MalformedSignedHeaders`] or
+/// [`Tc3Error::RequiredHeaderUnsigned`], so a client cannot sign what the verifier refuses). Signing a per-request nonce header (e.g. `x-tc-nonce`) lets a
 /// client send the same request twice within a second without it being taken for a replay.
 pub fn sign_headers(
     secret_id: &str,
@@ -244,6 +245,20 @@ pub fn sign_headers(
     req: &Request<'_>,
     signed_headers: &str,
 ) -> Result<Signed, Tc3Error> {
+    let names: Vec<&str> = signed_headers.split(';').collect();
+    let well_formed = names.len() <= MAX_SIGNED_HEADERS
+        && names.windows(2).all(|w| w[0] < w[1])
+        && names.iter().all(|n| {
+            !n.is_empty()
+                && n.len() <= MAX_HEADER_NAME_LEN
+                && n.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+        });
+    if !well_formed {
+        return Err(Tc3Error::MalformedSignedHeaders);
+    }
+    if !REQUIRED_SIGNED_HEADERS.iter().all(|r| names.contains(r)) {
+        return Err(Tc3Error::RequiredHeaderUnsigned);
+    }
     let canonical = canonical_request(req, signed_headers)?;
     let signature = hex::encode(signature_bytes(secret_key, scope, &string_to_sign(scope, &canonical)));
     let authorization = format!(
@@ -532,6 +547,28 @@ mod tests {
         assert_ne!(s.signature, sign(ID, KEY.as_bytes(), &scope(), &req).unwrap().signature);
         let v = verify_at(&s.authorization, "1551113065", &req, TS, &mut ReplayCache::new(8)).unwrap();
         assert_eq!(v.secret_id, ID);
+    }
+
+    #[test]
+    fn signed_header_sets_are_checked_when_signing() {
+        static WITH_NONCE: [(&str, &str); 3] = [
+            ("Content-Type", "application/json; charset=utf-8"),
+            ("Host", "cvm.tencentcloudapi.com"),
+            ("X-TC-Nonce", "0123456789abcdef"),
+        ];
+        let req = request(&WITH_NONCE);
+        // The required pair alone gives the SDKs' signature.
+        assert_eq!(sign_headers(ID, KEY.as_bytes(), &scope(), &req, "content-type;host").unwrap().signature, VECTOR);
+        let bad = [
+            ("host;content-type", Tc3Error::MalformedSignedHeaders),
+            ("content-type;host;X-TC-Nonce", Tc3Error::MalformedSignedHeaders),
+            ("content-type;host;host", Tc3Error::MalformedSignedHeaders),
+            ("", Tc3Error::MalformedSignedHeaders),
+            ("content-type;x-tc-nonce", Tc3Error::RequiredHeaderUnsigned),
+        ];
+        for (names, want) in bad {
+            assert_eq!(sign_headers(ID, KEY.as_bytes(), &scope(), &req, names), Err(want), "{names:?}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ use relay::srtp::Profile;
 use relay::stats::Snapshot;
 
 pub mod control;
+pub mod control_plane;
 pub mod net;
 
 /// Whether we run under CI (`CI=true`): there a missing tool or kernel feature fails.
