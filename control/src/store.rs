@@ -28,7 +28,7 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, Writ
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::keys::{ApiKey, KeyError, SecretKey};
+use crate::keys::{ApiKey, KeyError, Role, SecretKey};
 
 const APPS: TableDefinition<u32, &[u8]> = TableDefinition::new("apps");
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
@@ -97,6 +97,9 @@ pub enum StoreError {
     /// No live blocklist entry has this prefix.
     #[error("blocklist entry not found")]
     BlockNotFound,
+    /// Revoking this key would leave no usable admin key, locking every operator out.
+    #[error("this is the last usable admin key; create another admin key before revoking it")]
+    LastAdmin,
     /// The blocklist holds [`MAX_BLOCKS`] live entries.
     #[error("blocklist full ({MAX_BLOCKS} entries)")]
     BlocklistFull,
@@ -607,7 +610,20 @@ impl Store {
     /// Revokes an API key at once.
     pub fn revoke_key(&self, secret_id: &str, actor: &Actor<'_>) -> Result<(), StoreError> {
         let now = actor.now;
-        self.update_key(secret_id, actor, &format!("revoke_key {secret_id}"), |key, _| Ok(key.revoke(now)?))
+        self.update_key(secret_id, actor, &format!("revoke_key {secret_id}"), |key, t| {
+            if key.role == Role::Admin && key.is_usable(now) {
+                let mut other_admin = false;
+                for row in t.iter()? {
+                    let (id, v) = row?;
+                    let k: ApiKey = decode(v.value())?;
+                    other_admin |= id.value() != secret_id && k.role == Role::Admin && k.is_usable(now);
+                }
+                if !other_admin {
+                    return Err(StoreError::LastAdmin);
+                }
+            }
+            Ok(key.revoke(now)?)
+        })
     }
 
     /// Adds a blocklist entry, replacing a live entry for the same prefix (a new TTL and
@@ -983,6 +999,10 @@ mod tests {
             })
         };
         assert_eq!(verify(&mut ReplayCache::new(4)).unwrap().secret_id, key.secret_id);
+        // The last admin key cannot be revoked; with a second admin key it can.
+        assert!(matches!(store.revoke_key(&key.secret_id, &actor(now)), Err(StoreError::LastAdmin)));
+        assert!(store.usable_key(&key.secret_id, now).unwrap().is_some());
+        store.insert_key(&ApiKey::generate(Role::Admin, "second", now).unwrap(), &actor(now)).unwrap();
         store.revoke_key(&key.secret_id, &actor(now)).unwrap();
         assert_eq!(verify(&mut ReplayCache::new(4)), Err(crate::tc3::Tc3Error::UnknownSecretId));
     }

@@ -106,6 +106,10 @@ fn authentication_failures_are_401_and_audited() {
     assert_eq!(c.call("DELETE", &format!("/v1/keys/{}", op.secret_id), &Value::Null).status, 204);
     expect(&opc.call("GET", "/v1/apps", &Value::Null), "AuthFailure.SecretIdNotFound");
     expect(&opc.call("POST", "/v1/apps", &json!({"sdkappid": 5})), "AuthFailure.SecretIdNotFound");
+    // The only admin key cannot revoke itself: that would lock every operator out.
+    let own = c.call("DELETE", &format!("/v1/keys/{}", d.admin.secret_id), &Value::Null);
+    assert_eq!(own.status, 409, "revoking the last admin key: {}", String::from_utf8_lossy(&own.body));
+    assert_eq!(c.call("GET", "/v1/apps", &Value::Null).status, 200);
 
     let entries = audit(&c);
     let refused: Vec<&Value> = entries

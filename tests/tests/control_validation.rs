@@ -263,7 +263,7 @@ fn trtc_actions_refuse_bad_parameters_in_the_envelope() {
 /// says bodies are strict JSON objects; the fix is in the daemon's body extractor (refuse
 /// anything but an object before deserializing).
 #[test]
-fn server_deviation_array_body_is_refused() {
+fn array_bodies_are_refused() {
     let rc = RelayControl::start(NO_RATE_LIMIT);
     let client = rc.client();
     let resp = client.send(&body(Method::Post, &["v1", "apps"], json!([1400000002]))).unwrap();

@@ -132,7 +132,7 @@ impl From<crate::store::StoreError> for ApiError {
             S::InvalidQuotas => Self::invalid("quotas values must be in 1..=1000000"),
             S::InvalidBlock(m) => Self::invalid(format!("cidr: {m}")),
             S::BlockNotFound => Self::not_found("no live blocklist entry for this prefix"),
-            S::BlocklistFull => Self::conflict(e.to_string()),
+            S::BlocklistFull | S::LastAdmin => Self::conflict(e.to_string()),
             S::InvalidLimits(m) => Self::invalid(m),
             other => Self::internal(other),
         }

@@ -90,6 +90,14 @@ pub fn router(st: Arc<Server>) -> Router {
 
 /// Parses a JSON body into `T` (which refuses unknown fields), classifying the error.
 pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    // serde accepts a JSON array for a struct (fields by position); every body here is an object.
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') | None => {}
+        Some(_) if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() => {
+            return Err(ApiError::invalid("body must be a JSON object"));
+        }
+        Some(_) => {}
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
