@@ -287,7 +287,13 @@ fn print_systems(systems: &[System]) {
     for s in systems {
         let pps = Stat::of(&s.pps).map_or("-".into(), |x| x.fmt(0));
         let cpu = Stat::of(&s.cpu_us).map_or("-".into(), |x| x.fmt(2));
-        println!("{:<18} {:>32} {:>30}  {}", s.name, pps, cpu, s.error.as_deref().map_or(s.note.clone(), |e| format!("FAILED: {e}")));
+        println!(
+            "{:<18} {:>32} {:>30}  {}",
+            s.name,
+            pps,
+            cpu,
+            s.error.as_deref().map_or(s.note.clone(), |e| format!("FAILED: {e}"))
+        );
     }
 }
 
@@ -348,7 +354,10 @@ pub fn run_crypto(a: CryptoArgs, json_out: Option<PathBuf>) -> Result<()> {
 }
 
 fn crypto_json(figs: &[(crypto::Figure, Stat)]) -> Value {
-    json!(figs.iter().map(|(f, s)| json!({"source": f.source, "what": f.what, "size": f.size, "us_per_pkt": s})).collect::<Vec<_>>())
+    json!(figs
+        .iter()
+        .map(|(f, s)| json!({"source": f.source, "what": f.what, "size": f.size, "us_per_pkt": s}))
+        .collect::<Vec<_>>())
 }
 
 /// `compare` options.
@@ -385,7 +394,11 @@ fn sh(cmd: &str, args: &[&str]) -> String {
 fn environment() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     json!({
         "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -430,7 +443,9 @@ pub fn run_compare(a: CompareArgs) -> Result<()> {
             }
         }
         // The crypto ceiling: the raw primitives' cost over relayd's whole per-packet cost.
-        let raw = crypto.iter().find(|(f, _)| f.source == "raw" && f.what.starts_with("AES-128-CTR") && f.size == a.relay.size);
+        let raw = crypto
+            .iter()
+            .find(|(f, _)| f.source == "raw" && f.what.starts_with("AES-128-CTR") && f.size == a.relay.size);
         if let Some((_, raw)) = raw {
             let raw_runs = vec![raw.median; er.cpu_us.len()];
             ratios.push(json!({
@@ -441,7 +456,9 @@ pub fn run_compare(a: CompareArgs) -> Result<()> {
     }
     for what in ["AES-128-CTR + HMAC-SHA1-80", "AES-128-GCM"] {
         for &size in &a.crypto_sizes {
-            let f = |src: &str| crypto.iter().find(|(f, _)| f.source == src && f.what == what && f.size == size).map(|(_, s)| s.median);
+            let f = |src: &str| {
+                crypto.iter().find(|(f, _)| f.source == src && f.what == what && f.size == size).map(|(_, s)| s.median)
+            };
             if let (Some(raw), Some(eng)) = (f("raw"), f("edgerelay")) {
                 ratios.push(json!({"what": format!("raw / edgerelay SRTP code, {what}, {size} B (engine efficiency)"), "ratio": raw / eng}));
             }
@@ -509,7 +526,10 @@ fn markdown(report: &Value, systems: &[System], crypto: &[(crypto::Figure, Stat)
         };
         if r.get("pps_ratio").is_some() {
             md += &format!("| {what}: pkt/s | {} |\n", fmt(&r["pps_ratio"]));
-            md += &format!("| {what}: CPU per packet, baseline ÷ edgerelay | {} |\n", fmt(&r["cpu_per_pkt_ratio_base_over_edgerelay"]));
+            md += &format!(
+                "| {what}: CPU per packet, baseline ÷ edgerelay | {} |\n",
+                fmt(&r["cpu_per_pkt_ratio_base_over_edgerelay"])
+            );
         } else {
             md += &format!("| {what} | {} |\n", fmt(&r["ratio"]));
         }

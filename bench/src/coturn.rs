@@ -45,7 +45,11 @@ pub fn parse_progress(line: &str) -> Option<Progress> {
         let v = rest.split(", ").find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))?;
         v.trim().parse().ok()
     };
-    Some(Progress { second: second.trim().parse().ok()?, sent: field("tot_send_msgs")?, received: field("tot_recv_msgs")? })
+    Some(Progress {
+        second: second.trim().parse().ok()?,
+        sent: field("tot_send_msgs")?,
+        received: field("tot_recv_msgs")?,
+    })
 }
 
 /// A progress line with the time it arrived and turnserver's CPU seconds then.
@@ -150,7 +154,17 @@ pub fn run(bins: &Bins<'_>, cpus: Cpus, messages: u64, size: usize, clients: u32
     client
         .args(["-L", "127.0.0.1", "-e", "127.0.0.1", "-r", &peer_port.to_string(), "-p", &turn_port.to_string()])
         .args(["-W", SECRET, "-u", "benchuser", "-X", "-c"])
-        .args(["-n", &messages.to_string(), "-l", &size.to_string(), "-m", &clients.to_string(), "-z", "0", "127.0.0.1"])
+        .args([
+            "-n",
+            &messages.to_string(),
+            "-l",
+            &size.to_string(),
+            "-m",
+            &clients.to_string(),
+            "-z",
+            "0",
+            "127.0.0.1",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     let mut client = Guard::spawn(client, "turnutils_uclient")?;

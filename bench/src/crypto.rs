@@ -154,7 +154,8 @@ fn engine(profile: Profile, size: usize, secs: f64) -> Result<f64> {
     Ok(us)
 }
 
-/// One `+R:COUNT:NAME:SECONDS` line of `openssl speed -mr`: microseconds per operation.
+/// The `+R:COUNT:NAME:SECONDS` line of `openssl speed -mr` (SECONDS is user CPU time unless
+/// `-elapsed`): microseconds per operation.
 pub fn parse_openssl_mr(out: &str) -> Result<f64> {
     let line = out.lines().find(|l| l.starts_with("+R:")).context("openssl speed printed no +R: line")?;
     let f: Vec<&str> = line.split(':').collect();
@@ -178,7 +179,8 @@ fn openssl_speed(openssl: &Path, alg: &[&str], size: usize, secs: u32) -> Result
     if !out.status.success() {
         bail!("openssl speed {} failed: {}", alg.join(" "), String::from_utf8_lossy(&out.stderr));
     }
-    parse_openssl_mr(&String::from_utf8_lossy(&out.stdout))
+    // `+R:` goes to stderr, `+H:`/`+F:` to stdout.
+    parse_openssl_mr(&format!("{}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout)))
 }
 
 /// `openssl version`, first line.

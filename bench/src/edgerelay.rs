@@ -138,7 +138,14 @@ pub struct Member {
 }
 
 /// Joins `room` as `user` over `sock`, declaring `ssrc` (video) if given.
-pub fn join(sock: UdpSocket, relay: SocketAddr, room: u32, user: &str, ssrc: Option<u32>, profile: Profile) -> Result<Member> {
+pub fn join(
+    sock: UdpSocket,
+    relay: SocketAddr,
+    room: u32,
+    user: &str,
+    ssrc: Option<u32>,
+    profile: Profile,
+) -> Result<Member> {
     sock.connect(relay)?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     let mut client = Client::new(ClientConfig {
@@ -238,7 +245,9 @@ impl Target {
             }
         };
         let traffic = Traffic { tx, dst: self.relayd.addr, make: maker(sender, size), sink };
-        let p = load::probe(traffic, rate, search.probe_secs, self.relayd.pid(), cpus, search.max_loss)?;
+        let before = self.relayd.snapshot()?.tx_packets;
+        let mut p = load::probe(traffic, rate, search.probe_secs, self.relayd.pid(), cpus, search.max_loss)?;
+        p.relay_sent = Some(self.relayd.snapshot()?.tx_packets - before);
         if p.auth_failed > 0 {
             bail!("{} packets relayed by relayd ({:?}) failed the receiver's SRTP check", p.auth_failed, self.backend);
         }

@@ -98,6 +98,11 @@ pub struct Probe {
     pub cpu_us_per_pkt: Option<f64>,
     /// The verdict.
     pub outcome: Outcome,
+    /// Packets the relay says it sent, where it can say (relayd's counters): tells loss in
+    /// the relay from loss at the receiver.
+    pub relay_sent: Option<u64>,
+    /// Whether the recrypt check ran on a received packet and passed (rtpengine).
+    pub recrypt_checked: Option<bool>,
     /// The first packet the socket receiver got, as it arrived (for recrypt checks).
     #[serde(skip)]
     pub first_packet: Option<Vec<u8>>,
@@ -175,7 +180,11 @@ pub fn probe(traffic: Traffic<'_>, rate: f64, secs: f64, relay_pid: u32, cpus: C
     let received_now = || -> Result<u64> {
         Ok(match &counter {
             Some(f) => f()?,
-            None => counts.ok.load(Ordering::Relaxed) + counts.auth_failed.load(Ordering::Relaxed) + counts.other.load(Ordering::Relaxed),
+            None => {
+                counts.ok.load(Ordering::Relaxed)
+                    + counts.auth_failed.load(Ordering::Relaxed)
+                    + counts.other.load(Ordering::Relaxed)
+            }
         })
     };
 
@@ -246,6 +255,8 @@ pub fn probe(traffic: Traffic<'_>, rate: f64, secs: f64, relay_pid: u32, cpus: C
         relayed_pps: received as f64 / send_secs,
         cpu_us_per_pkt: (received > 0).then(|| (cpu1 - cpu0) * 1e6 / received as f64),
         outcome,
+        relay_sent: None,
+        recrypt_checked: None,
         first_packet,
     })
 }
@@ -292,10 +303,11 @@ pub fn search(args: &SearchArgs, mut probe: impl FnMut(f64) -> Result<Probe>) ->
     let mut run = |rate: f64, probes: &mut Vec<Probe>| -> Result<Probe> {
         let p = probe(rate)?;
         eprintln!(
-            "    {:>9.0} pps offered: received {:>9.0} pps, loss {:.3}%, relay CPU {} µs/pkt: {:?}",
+            "    {:>9.0} pps offered: received {:>9.0} pps, loss {:.3}%{}, relay CPU {} µs/pkt: {:?}",
             p.offered_pps,
             p.relayed_pps,
             p.loss * 100.0,
+            p.relay_sent.map_or(String::new(), |n| format!(" (relay sent {n} of {})", p.sent)),
             p.cpu_us_per_pkt.map_or("-".into(), |c| format!("{c:.2}")),
             p.outcome
         );
@@ -375,6 +387,8 @@ mod tests {
             relayed_pps: rate,
             cpu_us_per_pkt: None,
             outcome,
+            relay_sent: None,
+            recrypt_checked: None,
             first_packet: None,
         }
     }

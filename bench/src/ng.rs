@@ -140,7 +140,8 @@ fn decode_at(input: &[u8], pos: &mut usize, depth: usize) -> Result<Value> {
             let colon = find(input, *pos, b':')?;
             let len: usize = std::str::from_utf8(&input[*pos..colon])?.parse().context("bad bencode string length")?;
             let start = colon + 1;
-            let end = start.checked_add(len).filter(|&e| e <= input.len()).context("bencode string runs past the end")?;
+            let end =
+                start.checked_add(len).filter(|&e| e <= input.len()).context("bencode string runs past the end")?;
             *pos = end;
             Ok(Value::Bytes(input[start..end].to_vec()))
         }

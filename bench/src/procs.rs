@@ -110,7 +110,8 @@ pub fn parse_stat_cpu_ticks(stat: &str) -> Result<u64> {
 
 /// CPU time used so far by process `pid`, in seconds.
 pub fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
+    let stat =
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
     Ok(parse_stat_cpu_ticks(&stat)? as f64 / clock_ticks_per_sec() as f64)
 }
 
@@ -163,7 +164,8 @@ pub fn require(program: &str, package: &str, install: bool) -> Result<PathBuf> {
     };
     let install_args = ["install", "-y", "--no-install-recommends", package];
     // A stale package list is the usual reason for a failure: refresh it once and retry.
-    if !apt(&install_args)? && !(apt(&["update"])? && apt(&install_args)?) {
+    let installed = apt(&install_args)? || (apt(&["update"])? && apt(&install_args)?);
+    if !installed {
         bail!("`{cmd}` failed");
     }
     find_program(program).with_context(|| format!("{package} is installed but {program} is still not found"))

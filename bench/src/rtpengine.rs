@@ -78,7 +78,8 @@ impl Rtpengine {
             .args(["--num-threads=1", "--foreground", "--log-stderr", "--log-level=6"])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?);
-        let mut r = Self { guard: Guard::spawn(cmd, "rtpengine")?, ng: ng::Client::new(ng_addr)?, log, calls: 0, _dir: dir };
+        let mut r =
+            Self { guard: Guard::spawn(cmd, "rtpengine")?, ng: ng::Client::new(ng_addr)?, log, calls: 0, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             r.guard.check_alive().with_context(|| r.log_text())?;
@@ -179,6 +180,7 @@ impl Rtpengine {
         }
         if let Some(first) = &p.first_packet {
             check_recrypt(first, &call.key_a, &down)?;
+            p.recrypt_checked = Some(true);
         }
         let log = self.log_text();
         if log.get(log_from..).is_some_and(|l| l.contains(WEDGE_LINE)) {

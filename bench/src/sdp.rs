@@ -139,7 +139,8 @@ mod tests {
 
     #[test]
     fn crypto_line_variants() {
-        let c = parse_crypto("2 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz|2^20|1:4").unwrap();
+        let c =
+            parse_crypto("2 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz|2^20|1:4").unwrap();
         assert_eq!((c.tag, c.key_salt.len()), (2, 30));
         for bad in ["", "x AES inline:AAAA", "1 AES", "1 AES uri:x", "1 AES inline:!!!!"] {
             assert!(parse_crypto(bad).is_err(), "{bad}");
