@@ -56,16 +56,20 @@ impl Stat {
 /// Options shared by the SRTP relay baselines.
 #[derive(Clone, Debug, clap::Args)]
 pub struct RelayArgs {
-    /// Runs per system (each figure is the median, with min and max).
-    #[arg(long, default_value_t = 1)]
-    pub runs: usize,
+    /// Runs per system; each figure is the median, with min and max [default: 1 for
+    /// `baseline`, 5 for `compare`].
+    #[arg(long)]
+    pub runs: Option<usize>,
     /// RTP packet size in bytes, before the SRTP tag.
     #[arg(long, default_value_t = 1200)]
     pub size: usize,
-    /// edgerelay backends to measure beside the baseline, fan-out 1 (empty: none). The XDP
-    /// backend runs in network namespaces the bench creates (198.18.0.0/15).
+    /// edgerelay backends to measure beside the baseline, fan-out 1. The XDP backend runs in
+    /// network namespaces the bench creates (198.18.0.0/15).
     #[arg(long, value_delimiter = ',', default_value = "socket,xdp")]
     pub backends: Vec<Backend>,
+    /// Measure the baseline alone, without relayd.
+    #[arg(long)]
+    pub baseline_only: bool,
     /// Path of relayd (default: next to this binary).
     #[arg(long)]
     pub relayd: Option<PathBuf>,
@@ -200,18 +204,19 @@ fn backend_name(b: Backend) -> String {
 
 /// Runs rtpengine and the edgerelay backends side by side: `runs` interleaved rounds of a
 /// max-loss-free-rate search each.
-pub fn srtp_relays(a: &RelayArgs, cpus: Cpus) -> Result<Vec<System>> {
+pub fn srtp_relays(a: &RelayArgs, runs: usize, cpus: Cpus) -> Result<Vec<System>> {
     let rtpengine = procs::require("rtpengine", "rtpengine-daemon", a.install)?;
     let relayd = relayd_path(&a.relayd)?;
+    let backends: &[Backend] = if a.baseline_only { &[] } else { &a.backends };
     let mut systems = vec![System::new("rtpengine", RTPENGINE_NOTE)];
-    systems.extend(a.backends.iter().map(|&b| System::new(&backend_name(b), &edgerelay_note(b))));
-    for run in 1..=a.runs {
-        eprintln!("run {run}/{}: rtpengine", a.runs);
+    systems.extend(backends.iter().map(|&b| System::new(&backend_name(b), &edgerelay_note(b))));
+    for run in 1..=runs {
+        eprintln!("run {run}/{runs}: rtpengine");
         let found = Rtpengine::start(&rtpengine, cpus)
             .and_then(|mut r| load::search(&a.search, |rate| r.probe(rate, a.size, &a.search, cpus)));
         systems[0].record(found);
-        for (i, &b) in a.backends.iter().enumerate() {
-            eprintln!("run {run}/{}: {}", a.runs, backend_name(b));
+        for (i, &b) in backends.iter().enumerate() {
+            eprintln!("run {run}/{runs}: {}", backend_name(b));
             let found = Target::start(&relayd, b, cpus)
                 .and_then(|mut t| load::search(&a.search, |rate| t.probe(rate, a.size, &a.search, cpus)));
             systems[i + 1].record(found);
@@ -324,7 +329,7 @@ fn check(systems: &[System]) -> Result<()> {
 pub fn run_rtpengine(a: RelayArgs, json_out: Option<PathBuf>) -> Result<()> {
     let cpus = Cpus::detect();
     cpus.pin_load_thread();
-    let systems = srtp_relays(&a, cpus)?;
+    let systems = srtp_relays(&a, a.runs.unwrap_or(1), cpus)?;
     print_systems(&systems);
     print_ratios(&systems, "rtpengine");
     write_json(json_out.as_deref(), &json!({"systems": systems}))?;
@@ -417,8 +422,11 @@ pub fn run_compare(a: CompareArgs) -> Result<()> {
     let cpus = Cpus::detect();
     cpus.pin_load_thread();
     let env = environment();
-    let runs = a.relay.runs;
-    let mut systems = srtp_relays(&a.relay, cpus)?;
+    let runs = a.relay.runs.unwrap_or(5);
+    if runs < 5 {
+        eprintln!("note: {runs} runs; the report's medians need at least 5 to mean much");
+    }
+    let mut systems = srtp_relays(&a.relay, runs, cpus)?;
     let coturn_args = CoturnArgs {
         runs,
         size: a.relay.size,

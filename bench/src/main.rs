@@ -95,11 +95,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Baseline(Baseline::Rtpengine { args, json }) => baseline::run_rtpengine(args, json),
         Cmd::Baseline(Baseline::Coturn { args, json }) => baseline::run_coturn(args, json),
         Cmd::Baseline(Baseline::Crypto { args, json }) => baseline::run_crypto(args, json),
-        Cmd::Compare(mut a) => {
-            if !std::env::args().any(|x| x == "--runs" || x.starts_with("--runs=")) {
-                a.relay.runs = 5;
-            }
-            baseline::run_compare(a)
-        }
+        Cmd::Compare(a) => baseline::run_compare(a),
     }
 }
