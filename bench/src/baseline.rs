@@ -405,8 +405,11 @@ fn environment() -> Value {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
         })
         .unwrap_or_default();
+    let cpus = Cpus::detect();
     json!({
-        "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "cpus": cpus.relay + 1,
+        "relay_cpu": cpus.relay,
+        "load_cpu": cpus.load,
         "cpu_model": cpu,
         "kernel": sh("uname", &["-r"]),
         "loadavg_at_start": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
@@ -419,9 +422,10 @@ fn environment() -> Value {
 
 /// `compare`: every baseline side by side; JSON and Markdown in `--out`.
 pub fn run_compare(a: CompareArgs) -> Result<()> {
+    // Before pinning: the CPU count follows this thread's affinity.
     let cpus = Cpus::detect();
-    cpus.pin_load_thread();
     let env = environment();
+    cpus.pin_load_thread();
     let runs = a.relay.runs.unwrap_or(5);
     if runs < 5 {
         eprintln!("note: {runs} runs; the report's medians need at least 5 to mean much");
@@ -518,7 +522,11 @@ fn markdown(report: &Value, systems: &[System], crypto: &[(crypto::Figure, Stat)
         let pps = Stat::of(&s.pps).map_or("-".into(), |x| x.fmt(0));
         let cpu = Stat::of(&s.cpu_us).map_or("-".into(), |x| x.fmt(2));
         let mut stops = s.stopped_by.clone();
+        stops.sort();
         stops.dedup();
+        if stops.is_empty() {
+            stops.push("n/a".into());
+        }
         let note = s.error.as_deref().map_or(s.note.clone(), |e| format!("**FAILED**: {e}"));
         md += &format!("| {} | {pps} | {cpu} | {} | {note} |\n", s.name, stops.join(", "));
     }
@@ -546,6 +554,10 @@ fn markdown(report: &Value, systems: &[System], crypto: &[(crypto::Figure, Stat)
     for (f, s) in crypto {
         md += &format!("| {} | {} | {} | {} |\n", f.source, f.what, f.size, s.fmt(3));
     }
+    md += "\nCPU per packet is the relay process's own `utime + stime`. On loopback and veth the kernel's receive \
+           path up to the relay's socket (or AF_XDP ring) runs in the sender's context and is charged to the load \
+           tools, for every system alike. A `generator_limited` search stopped because the sender could not keep \
+           the rate: that figure is a floor, not the relay's limit.\n";
     md += "\ncoturn does no re-encryption: its figures are a forwarding cost, not an SRTP relay cost. \
            `openssl` rows are two AES-128-CTR plus two HMAC-SHA1 passes (or two AES-128-GCM passes) over the whole \
            packet from `openssl speed -mr -bytes N`.\n";
