@@ -211,11 +211,13 @@ pub fn srtp_relays(a: &RelayArgs, runs: usize, cpus: Cpus) -> Result<Vec<System>
     let mut systems = vec![System::new("rtpengine", RTPENGINE_NOTE)];
     systems.extend(backends.iter().map(|&b| System::new(&backend_name(b), &edgerelay_note(b))));
     for run in 1..=runs {
+        procs::check_interrupted()?;
         eprintln!("run {run}/{runs}: rtpengine");
         let found = Rtpengine::start(&rtpengine, cpus)
             .and_then(|mut r| load::search(&a.search, |rate| r.probe(rate, a.size, &a.search, cpus)));
         systems[0].record(found);
         for (i, &b) in backends.iter().enumerate() {
+            procs::check_interrupted()?;
             eprintln!("run {run}/{runs}: {}", backend_name(b));
             let found = Target::start(&relayd, b, cpus)
                 .and_then(|mut t| load::search(&a.search, |rate| t.probe(rate, a.size, &a.search, cpus)));
@@ -237,6 +239,7 @@ pub fn coturn_runs(a: &CoturnArgs, cpus: Cpus) -> Result<System> {
          payload forwarded as is; pps limited by the load client on the shared CPUs",
     );
     for run in 1..=a.runs {
+        procs::check_interrupted()?;
         eprintln!("run {run}/{}: coturn", a.runs);
         match coturn::run(&bins, cpus, a.messages, a.size, a.clients) {
             Ok(r) => {
@@ -267,6 +270,7 @@ pub fn crypto_runs(a: &CryptoArgs) -> Result<Vec<(crypto::Figure, Stat)>> {
     };
     let mut all: Vec<Vec<crypto::Figure>> = Vec::new();
     for run in 1..=a.runs {
+        procs::check_interrupted()?;
         eprintln!("run {run}/{}: crypto", a.runs);
         all.push(crypto::measure(&a.sizes, a.secs, openssl.as_deref())?);
     }

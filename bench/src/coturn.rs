@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::edgerelay::TempDir;
-use crate::procs::{cpu_seconds, Cpus, Guard};
+use crate::procs::{check_interrupted, cpu_seconds, Cpus, Guard};
 
 const SECRET: &str = "benchsecret";
 
@@ -184,6 +184,7 @@ pub fn run(bins: &Bins<'_>, cpus: Cpus, messages: u64, size: usize, clients: u32
     let mut t0 = None;
     let deadline = Instant::now() + Duration::from_secs(30 + total / 1000);
     loop {
+        check_interrupted()?;
         let Ok((at, cpu, line)) = rx.recv_timeout(Duration::from_secs(10)) else { break };
         let Some(progress) = parse_progress(&line) else { continue };
         let t0 = *t0.get_or_insert(at);

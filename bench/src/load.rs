@@ -22,7 +22,7 @@ use anyhow::{Context, Result};
 use relay::io::sys::{RecvBatch, SendBatch};
 use serde::Serialize;
 
-use crate::procs::{cpu_seconds, Cpus};
+use crate::procs::{check_interrupted, cpu_seconds, Cpus};
 
 /// Most packets the pacer sends in one go when it is behind.
 const BURST: usize = 32;
@@ -195,6 +195,7 @@ pub fn probe(traffic: Traffic<'_>, rate: f64, secs: f64, relay_pid: u32, cpus: C
     let cpu0 = cpu_seconds(relay_pid)?;
     let start = Instant::now();
     while made < total {
+        check_interrupted()?;
         let elapsed = start.elapsed().as_secs_f64();
         let due = ((elapsed * rate) as u64 + 1).min(total);
         if due <= made {
@@ -301,6 +302,7 @@ pub fn search(args: &SearchArgs, mut probe: impl FnMut(f64) -> Result<Probe>) ->
     let mut fail: Option<(f64, &'static str)> = None;
     let mut rate = args.start_pps.min(args.max_pps);
     let mut run = |rate: f64, probes: &mut Vec<Probe>| -> Result<Probe> {
+        check_interrupted()?;
         let p = probe(rate)?;
         eprintln!(
             "    {:>9.0} pps offered: received {:>9.0} pps, loss {:.3}%{}, relay CPU {} µs/pkt: {:?}",

@@ -90,7 +90,9 @@ enum Baseline {
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().cmd {
+    let cli = Cli::parse();
+    procs::catch_interrupts()?;
+    match cli.cmd {
         Cmd::Throughput(a) => throughput::run(a),
         Cmd::Baseline(Baseline::Rtpengine { args, json }) => baseline::run_rtpengine(args, json),
         Cmd::Baseline(Baseline::Coturn { args, json }) => baseline::run_coturn(args, json),

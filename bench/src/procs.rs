@@ -51,6 +51,25 @@ impl Drop for Guard {
     }
 }
 
+static INTERRUPT: OnceLock<&'static std::sync::atomic::AtomicBool> = OnceLock::new();
+
+/// Catches SIGINT and SIGTERM from now on, so [`check_interrupted`] can turn them into an
+/// error: the error unwinds through the [`Guard`]s and namespace guards, which tear down
+/// what the bench started (the default action would kill the bench and orphan them).
+pub fn catch_interrupts() -> Result<()> {
+    let flag = relay::io::sys::shutdown_flag().context("installing the SIGINT/SIGTERM handler")?;
+    let _ = INTERRUPT.set(flag);
+    Ok(())
+}
+
+/// Fails once SIGINT or SIGTERM has arrived (after [`catch_interrupts`]).
+pub fn check_interrupted() -> Result<()> {
+    match INTERRUPT.get() {
+        Some(f) if f.load(std::sync::atomic::Ordering::Relaxed) => bail!("interrupted"),
+        _ => Ok(()),
+    }
+}
+
 /// Where the bench runs its own threads and where the process under test runs. On a machine
 /// with a single CPU both are CPU 0 and nothing is pinned.
 #[derive(Clone, Copy, Debug)]
