@@ -22,7 +22,7 @@ use crate::crypto;
 use crate::edgerelay::{self, Target};
 use crate::load::{self, Found, SearchArgs};
 use crate::procs::{self, Cpus};
-use crate::rtpengine::Rtpengine;
+use crate::rtpengine::{Mode, Rtpengine};
 
 /// Median, min and max of one figure over the runs.
 #[derive(Clone, Copy, Debug, Serialize, PartialEq)]
@@ -70,6 +70,10 @@ pub struct RelayArgs {
     /// Measure the baseline alone, without relayd.
     #[arg(long)]
     pub baseline_only: bool,
+    /// rtpengine mode: `recrypt` (the comparison) or `passthrough` (same suite on both legs,
+    /// forwarded untouched; verified as such).
+    #[arg(long, value_enum, default_value = "recrypt")]
+    pub rtpengine_mode: Mode,
     /// Path of relayd (default: next to this binary).
     #[arg(long)]
     pub relayd: Option<PathBuf>,
@@ -187,6 +191,9 @@ fn relayd_path(p: &Option<PathBuf>) -> Result<PathBuf> {
 const RTPENGINE_NOTE: &str = "userspace (--table=-1), SRTP AES_CM_128_HMAC_SHA1_80 in, AES_CM_128_HMAC_SHA1_32 out: \
     real decrypt + re-encrypt, checked at the receiver; fresh call per probe";
 
+const RTPENGINE_PASSTHROUGH_NOTE: &str = "userspace (--table=-1), AES_CM_128_HMAC_SHA1_80 on both legs: A's key \
+    copied to B, ciphertext forwarded untouched (checked at the receiver), NO re-encryption; fresh call per probe";
+
 fn edgerelay_note(b: Backend) -> String {
     match b {
         Backend::Xdp => "relayd XDP backend (AF_XDP copy mode, veth in namespaces), 1 worker, fan-out 1, SRTP_80 \
@@ -208,12 +215,16 @@ pub fn srtp_relays(a: &RelayArgs, runs: usize, cpus: Cpus) -> Result<Vec<System>
     let rtpengine = procs::require("rtpengine", "rtpengine-daemon", a.install)?;
     let relayd = relayd_path(&a.relayd)?;
     let backends: &[Backend] = if a.baseline_only { &[] } else { &a.backends };
-    let mut systems = vec![System::new("rtpengine", RTPENGINE_NOTE)];
+    let (name, note) = match a.rtpengine_mode {
+        Mode::Recrypt => ("rtpengine", RTPENGINE_NOTE),
+        Mode::Passthrough => ("rtpengine-passthrough", RTPENGINE_PASSTHROUGH_NOTE),
+    };
+    let mut systems = vec![System::new(name, note)];
     systems.extend(backends.iter().map(|&b| System::new(&backend_name(b), &edgerelay_note(b))));
     for run in 1..=runs {
         procs::check_interrupted()?;
-        eprintln!("run {run}/{runs}: rtpengine");
-        let found = Rtpengine::start(&rtpengine, cpus)
+        eprintln!("run {run}/{runs}: {name}");
+        let found = Rtpengine::start(&rtpengine, cpus, a.rtpengine_mode)
             .and_then(|mut r| load::search(&a.search, |rate| r.probe(rate, a.size, &a.search, cpus)));
         systems[0].record(found);
         for (i, &b) in backends.iter().enumerate() {
@@ -335,7 +346,7 @@ pub fn run_rtpengine(a: RelayArgs, json_out: Option<PathBuf>) -> Result<()> {
     cpus.pin_load_thread();
     let systems = srtp_relays(&a, a.runs.unwrap_or(1), cpus)?;
     print_systems(&systems);
-    print_ratios(&systems, "rtpengine");
+    print_ratios(&systems, &systems[0].name);
     write_json(json_out.as_deref(), &json!({"systems": systems}))?;
     check(&systems)
 }

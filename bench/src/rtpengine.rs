@@ -9,6 +9,10 @@
 //! with rtpengine's B key, and every packet at B is verified with that key. A probe that fails
 //! the check fails the run.
 //!
+//! [`Mode::Passthrough`] answers with the same suite instead, so rtpengine forwards A's
+//! ciphertext untouched; the same check then must find that packets at B authenticate with
+//! A's key. It measures the cheaper forwarding mode, and shows the check is not vacuous.
+//!
 //! rtpengine stops reading a socket for good after its receive queue overflows five times
 //! (log line `UDP receive queue exceeded`), so every probe gets a fresh call, and a probe
 //! whose window logged that line has failed.
@@ -32,6 +36,25 @@ use crate::sdp;
 pub const WEDGE_LINE: &str = "UDP receive queue exceeded";
 const SSRC: u32 = 0x0bad_cafe;
 
+/// What rtpengine is made to do with the SRTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Different suites on the two legs: decrypt and re-encrypt every packet.
+    Recrypt,
+    /// The same suite on both legs: rtpengine copies A's key to B and forwards the bytes.
+    Passthrough,
+}
+
+impl Mode {
+    fn suite_b(self) -> Profile {
+        match self {
+            Mode::Recrypt => Profile::AesCm128HmacSha1_32,
+            Mode::Passthrough => Profile::AesCm128HmacSha1_80,
+        }
+    }
+}
+
 /// A running rtpengine, killed on drop.
 pub struct Rtpengine {
     // Drop order: the process before its directory.
@@ -39,6 +62,7 @@ pub struct Rtpengine {
     ng: ng::Client,
     log: PathBuf,
     calls: u64,
+    mode: Mode,
     _dir: TempDir,
 }
 
@@ -62,7 +86,7 @@ fn random_key_salt() -> Result<Vec<u8>> {
 impl Rtpengine {
     /// Starts `bin` pinned to the relay CPU, listening for ng on a free loopback port, media
     /// ports in a 200-port range below the ephemeral range.
-    pub fn start(bin: &Path, cpus: Cpus) -> Result<Self> {
+    pub fn start(bin: &Path, cpus: Cpus, mode: Mode) -> Result<Self> {
         let dir = TempDir::new("rtpengine")?;
         let ng_addr = UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
         let cli = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
@@ -78,8 +102,14 @@ impl Rtpengine {
             .args(["--num-threads=1", "--foreground", "--log-stderr", "--log-level=6"])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?);
-        let mut r =
-            Self { guard: Guard::spawn(cmd, "rtpengine")?, ng: ng::Client::new(ng_addr)?, log, calls: 0, _dir: dir };
+        let mut r = Self {
+            guard: Guard::spawn(cmd, "rtpengine")?,
+            ng: ng::Client::new(ng_addr)?,
+            log,
+            calls: 0,
+            mode,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             r.guard.check_alive().with_context(|| r.log_text())?;
@@ -117,10 +147,11 @@ impl Rtpengine {
             ("ICE", Value::str("remove")),
         ]))?;
         let for_b = sdp::parse(&reply.get("sdp").and_then(Value::as_str).context("offer reply without sdp")?)?;
-        // B takes rtpengine's own SHA1_32 line: a different suite forces decrypt + re-encrypt.
-        let line_b = for_b.suite(Profile::AesCm128HmacSha1_32.name())?;
+        // Recrypt: B takes rtpengine's own SHA1_32 line, and the different suite forces a
+        // decrypt + re-encrypt. Passthrough: B takes the SHA1_80 line, which carries A's key.
+        let line_b = for_b.suite(self.mode.suite_b().name())?;
         let key_b = line_b.key_salt.clone();
-        line_b.key_and_salt(Profile::AesCm128HmacSha1_32)?;
+        line_b.key_and_salt(self.mode.suite_b())?;
         let answer_sdp = sdp::build(2, b.local_addr()?.port(), &line_b.line);
         let reply = self.ng.request(&Value::dict([
             ("command", Value::str("answer")),
@@ -146,13 +177,13 @@ impl Rtpengine {
             .map(drop)
     }
 
-    /// One probe at `rate` on a fresh call; fails if the recrypt check fails.
+    /// One probe at `rate` on a fresh call; fails if the recrypt check disagrees with the mode.
     pub fn probe(&mut self, rate: f64, size: usize, search: &SearchArgs, cpus: Cpus) -> Result<Probe> {
         let call = self.offer_answer()?;
         let log_from = std::fs::metadata(&self.log).map_or(0, |m| m.len() as usize);
         let keys = |profile: Profile, ks: &[u8]| SessionKeys::new(profile, &ks[..16], &ks[16..30]);
         let up = keys(Profile::AesCm128HmacSha1_80, &call.key_a)?;
-        let down = keys(Profile::AesCm128HmacSha1_32, &call.key_b)?;
+        let down = keys(self.mode.suite_b(), &call.key_b)?;
         let (mut seq, mut sender) = (1u16, RtpSender::default());
         let make = Box::new(move |buf: &mut [u8]| -> Result<usize> {
             let h = write_rtp_header(buf, 0, seq, u32::from(seq).wrapping_mul(160), SSRC);
@@ -161,7 +192,7 @@ impl Rtpengine {
             seq = seq.wrapping_add(1);
             Ok(up.protect_rtp(buf, size, roc)?)
         });
-        let down_rx = keys(Profile::AesCm128HmacSha1_32, &call.key_b)?;
+        let down_rx = keys(self.mode.suite_b(), &call.key_b)?;
         let mut rx = RtpReceiver::new();
         let verify = Box::new(move |buf: &mut [u8]| down_rx.unprotect_rtp(&mut rx, buf).map(drop));
         let traffic = Traffic {
@@ -179,8 +210,15 @@ impl Rtpengine {
             bail!("{} packets at B failed authentication with rtpengine's B key", p.auth_failed);
         }
         if let Some(first) = &p.first_packet {
-            check_recrypt(first, &call.key_a, &down)?;
-            p.recrypt_checked = Some(true);
+            let recrypted = recrypted(first, &call.key_a, &down)?;
+            if recrypted != (self.mode == Mode::Recrypt) {
+                bail!(
+                    "recrypt check failed in {:?} mode: a packet at B {} with A's key",
+                    self.mode,
+                    if recrypted { "does not authenticate" } else { "authenticates" }
+                );
+            }
+            p.recrypt_checked = Some(recrypted);
         }
         let log = self.log_text();
         if log.get(log_from..).is_some_and(|l| l.contains(WEDGE_LINE)) {
@@ -190,19 +228,20 @@ impl Rtpengine {
     }
 }
 
-/// The recrypt check on a packet received at B: it must not authenticate with A's key under
-/// either suite, and must authenticate with rtpengine's B key (`down`).
-pub fn check_recrypt(packet: &[u8], key_a: &[u8], down: &SessionKeys) -> Result<()> {
+/// The recrypt check on a packet received at B. It must authenticate with rtpengine's B key
+/// (`down`), else this is an error. Then: `false` if it also authenticates with A's key under
+/// either suite (forwarded as is), `true` if it does not (re-encrypted).
+pub fn recrypted(packet: &[u8], key_a: &[u8], down: &SessionKeys) -> Result<bool> {
     let seq = relay::srtp::rtp_seq(packet)?;
+    down.unprotect_rtp_at(&mut packet.to_vec(), u64::from(seq))
+        .context("recrypt check: a packet at B does not authenticate with rtpengine's B key")?;
     for profile in [Profile::AesCm128HmacSha1_80, Profile::AesCm128HmacSha1_32] {
         let a = SessionKeys::new(profile, &key_a[..16], &key_a[16..30])?;
         if a.unprotect_rtp_at(&mut packet.to_vec(), u64::from(seq)).is_ok() {
-            bail!("recrypt check failed: a packet at B authenticates with A's key ({profile}): rtpengine forwarded it without re-encrypting");
+            return Ok(false);
         }
     }
-    down.unprotect_rtp_at(&mut packet.to_vec(), u64::from(seq))
-        .context("recrypt check failed: a packet at B does not authenticate with rtpengine's B key")?;
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -224,12 +263,13 @@ mod tests {
         let a80 = SessionKeys::new(Profile::AesCm128HmacSha1_80, &key_a[..16], &key_a[16..]).unwrap();
         let a32 = SessionKeys::new(Profile::AesCm128HmacSha1_32, &key_a[..16], &key_a[16..]).unwrap();
         let b32 = SessionKeys::new(Profile::AesCm128HmacSha1_32, &key_b[..16], &key_b[16..]).unwrap();
-        // Re-encrypted with B's key: passes.
-        check_recrypt(&packet(&b32, 5), &key_a, &b32).unwrap();
-        // Forwarded byte for byte (A's key), under either suite: fails.
-        assert!(check_recrypt(&packet(&a80, 5), &key_a, &b32).is_err());
-        assert!(check_recrypt(&packet(&a32, 5), &key_a, &b32).is_err());
-        // Garbage: fails.
-        assert!(check_recrypt(&[0x80, 0, 0, 5], &key_a, &b32).is_err());
+        // Re-encrypted with B's key.
+        assert!(recrypted(&packet(&b32, 5), &key_a, &b32).unwrap());
+        // Forwarded byte for byte (B's key is A's, under either suite).
+        assert!(!recrypted(&packet(&a80, 5), &key_a, &a80).unwrap());
+        assert!(!recrypted(&packet(&a32, 5), &key_a, &a32).unwrap());
+        // Not what rtpengine said it would send to B, or garbage: an error.
+        assert!(recrypted(&packet(&a80, 5), &key_a, &b32).is_err());
+        assert!(recrypted(&[0x80, 0, 0, 5], &key_a, &b32).is_err());
     }
 }

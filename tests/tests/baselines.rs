@@ -94,6 +94,38 @@ fn rtpengine_recrypts_and_relayd_runs_beside_it() {
 }
 
 #[test]
+fn rtpengine_passthrough_is_seen_as_forwarding() {
+    if !ensure("rtpengine", "rtpengine-daemon") {
+        return;
+    }
+    let dir = TempDir::new("baseline-passthrough");
+    let json = dir.0.join("p.json");
+    // The same suite on both legs: rtpengine forwards A's ciphertext, and the check must say so.
+    let v = bench(
+        &[
+            "baseline",
+            "rtpengine",
+            "--rtpengine-mode",
+            "passthrough",
+            "--baseline-only",
+            "--probe-secs",
+            "1",
+            "--start-pps",
+            "200",
+            "--max-pps",
+            "200",
+        ],
+        &json,
+    );
+    let s = system(&v, "rtpengine-passthrough");
+    assert!(s["error"].is_null(), "{}", s["error"]);
+    let probes = s["searches"][0]["probes"].as_array().unwrap();
+    assert_eq!(probes.len(), 1);
+    assert!(probes[0]["received"].as_u64().unwrap() > 150, "{}", probes[0]);
+    assert_eq!(probes[0]["recrypt_checked"], false, "{}", probes[0]);
+}
+
+#[test]
 fn coturn_relays_through_an_allocation() {
     if !ensure("turnserver", "coturn") || !ensure("turnutils_uclient", "coturn") {
         return;
