@@ -492,7 +492,39 @@ pub fn run_compare(a: CompareArgs) -> Result<()> {
         }
     }
 
+    // Issue 5's goals, measured here: pps ratios per run against the target.
+    let mut goals = Vec::new();
+    let floor = |s: &System| s.stopped_by.iter().any(|w| w == "generator_limited" || w == "max_pps");
+    for (num, den, target, what) in [
+        ("edgerelay-xdp", "edgerelay-socket", 2.0, "XDP backend vs socket backend, loss-free pkt/s"),
+        ("edgerelay-xdp", "rtpengine", 4.0, "edgerelay (XDP) vs rtpengine userspace recrypt, fan-out 1, pkt/s"),
+        ("edgerelay-xdp", "coturn", 2.0, "edgerelay (XDP) vs coturn relay, pkt/s"),
+    ] {
+        if let (Some(n), Some(d)) = (get(num), get(den)) {
+            let r = ratio(&n.pps, &d.pps);
+            goals.push(json!({
+                "goal": what, "target": target, "ratio": r,
+                "met": r.map(|r| r.median >= target),
+                "floor": floor(n),
+            }));
+        }
+    }
+    let size = a.relay.size;
+    let srtp = |src: &str| {
+        crypto
+            .iter()
+            .find(|(f, _)| f.source == src && f.what.starts_with("AES-128-CTR") && f.size == size)
+            .map(|(_, s)| s.median)
+    };
+    if let (Some(raw), Some(eng)) = (srtp("raw"), srtp("edgerelay")) {
+        goals.push(json!({
+            "goal": format!("engine vs raw crypto cost (raw ÷ edgerelay SRTP code, AES-CM + HMAC-SHA1-80, {size} B)"),
+            "target": 0.85, "ratio": raw / eng, "met": raw / eng >= 0.85, "floor": false,
+        }));
+    }
+
     let report = json!({
+        "goals": goals,
         "environment": env,
         "loadavg_at_end": loadavg_end,
         "size": a.relay.size,
@@ -564,6 +596,24 @@ fn markdown(report: &Value, systems: &[System], crypto: &[(crypto::Figure, Stat)
         } else {
             md += &format!("| {what} | {} |\n", fmt(&r["ratio"]));
         }
+    }
+    md += "\n## Goals (issue 5)\n\n| goal | target | measured | met |\n|---|---|---|---|\n";
+    for g in report["goals"].as_array().into_iter().flatten() {
+        let r = &g["ratio"];
+        let measured = match (r["median"].as_f64(), r["min"].as_f64(), r["max"].as_f64(), r.as_f64()) {
+            (Some(m), Some(lo), Some(hi), _) => format!("{m:.2}× [{lo:.2}–{hi:.2}]"),
+            (_, _, _, Some(x)) => format!("{:.0}%", x * 100.0),
+            _ => "-".into(),
+        };
+        let met = match (g["met"].as_bool(), g["floor"].as_bool()) {
+            (Some(true), _) => "yes",
+            (Some(false), Some(true)) => "no (a floor: the generator or --max-pps limited edgerelay)",
+            (Some(false), _) => "no",
+            _ => "-",
+        };
+        let target = g["target"].as_f64().unwrap_or(0.0);
+        let target = if target < 1.0 { format!("≥ {:.0}%", target * 100.0) } else { format!("≥ {target}×") };
+        md += &format!("| {} | {target} | {measured} | {met} |\n", g["goal"].as_str().unwrap_or_default());
     }
     md += "\n## Crypto per packet (decrypt + re-encrypt)\n\n| source | primitives | size | µs per packet |\n|---|---|---|---|\n";
     for (f, s) in crypto {
