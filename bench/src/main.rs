@@ -1,13 +1,30 @@
-//! `relay-bench`: measures edgerelay in network namespaces it builds and tears down.
+//! `relay-bench`: measures edgerelay, and the relays its users would run instead, on this
+//! machine, side by side in one run.
 //!
-//! `throughput` runs the same relay scenario over the socket backend and the XDP backend,
-//! side by side in one run: a namespace for relayd (one worker, pinned) and one for the
-//! clients, joined by a veth pair with addresses from 198.18.0.0/15. A sender streams
-//! pre-protected SRTP into a room with `fanout` receivers as fast as it can; the receivers
-//! count what arrives. Each figure is the median of `--runs` runs, with min and max.
+//! - `throughput` runs the same relay scenario over the socket backend and the XDP backend: a
+//!   namespace for relayd (one worker) and one for the clients, joined by a veth pair with
+//!   addresses from 198.18.0.0/15. A sender streams pre-protected SRTP into a room with
+//!   `fanout` receivers as fast as it can; an XDP sink counts what arrives.
+//! - `baseline rtpengine|coturn|crypto` and `compare` measure the baselines of issue 5:
+//!   rtpengine re-encrypting SRTP, coturn forwarding TURN, the raw crypto ceiling, and relayd
+//!   under the same load (see `baseline.rs`).
+//!
+//! Each figure is the median of `--runs` runs, with min and max. Everything the bench starts
+//! (processes, namespaces) is torn down on exit and on failure.
 #![forbid(unsafe_code)]
 
+mod baseline;
+mod coturn;
+mod crypto;
+mod edgerelay;
+mod load;
+mod ng;
+mod procs;
+mod rtpengine;
+mod sdp;
 mod throughput;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -22,10 +39,64 @@ struct Cli {
 enum Cmd {
     /// Forwarded packets per second, socket backend vs XDP backend.
     Throughput(throughput::Args),
+    /// One baseline, measured beside edgerelay where that applies.
+    #[command(subcommand)]
+    Baseline(Baseline),
+    /// Every baseline and edgerelay side by side (default 5 runs each); writes report.json
+    /// and report.md to --out.
+    ///
+    /// Needs root for the XDP backend; installs rtpengine and coturn with --install.
+    Compare(baseline::CompareArgs),
+}
+
+#[derive(Subcommand)]
+enum Baseline {
+    /// rtpengine (userspace, really re-encrypting SRTP) vs relayd at fan-out 1.
+    ///
+    /// Starts `rtpengine --table=-1` on loopback, sets up a fresh call per probe over its ng
+    /// protocol with a different SRTP suite on each leg (so it must decrypt and re-encrypt;
+    /// checked at the receiver), sends paced SRTP and searches for the maximum loss-free
+    /// rate; then the same for relayd's backends. Reports pps and each relay's CPU µs per
+    /// packet. If rtpengine is missing: apt-get install -y --no-install-recommends
+    /// rtpengine-daemon (or pass --install as root).
+    Rtpengine {
+        #[command(flatten)]
+        args: baseline::RelayArgs,
+        /// Write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// coturn relaying through a TURN allocation, loaded by turnutils_uclient.
+    ///
+    /// coturn does no re-encryption. Reports relayed pps (sent + echoed) from the client's
+    /// per-second progress and turnserver's CPU µs per packet. If coturn is missing:
+    /// apt-get install -y --no-install-recommends coturn (or pass --install as root).
+    Coturn {
+        #[command(flatten)]
+        args: baseline::CoturnArgs,
+        /// Write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// The raw per-packet crypto cost: RustCrypto primitives, edgerelay's SRTP code and
+    /// `openssl speed`, for a decrypt + re-encrypt at each size.
+    Crypto {
+        #[command(flatten)]
+        args: baseline::CryptoArgs,
+        /// Write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().cmd {
+    let cli = Cli::parse();
+    procs::catch_interrupts()?;
+    match cli.cmd {
         Cmd::Throughput(a) => throughput::run(a),
+        Cmd::Baseline(Baseline::Rtpengine { args, json }) => baseline::run_rtpengine(args, json),
+        Cmd::Baseline(Baseline::Coturn { args, json }) => baseline::run_coturn(args, json),
+        Cmd::Baseline(Baseline::Crypto { args, json }) => baseline::run_crypto(args, json),
+        Cmd::Compare(a) => baseline::run_compare(a),
     }
 }

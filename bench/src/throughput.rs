@@ -1,25 +1,21 @@
 //! The throughput scenario.
 
-use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::UdpSocket;
+use std::path::PathBuf;
+use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
-use relay::client::{write_rtp_header, Client, ClientConfig, Event};
+use anyhow::{Context, Result};
+use relay::client::write_rtp_header;
 use relay::config::Backend;
-use relay::ids::{RoomId, Ssrc};
 use relay::io::netns::{NetNs, VethPair};
 use relay::io::sys::SendBatch;
 use relay::io::xdp::{FilterConfig, Reason, XdpFilter};
-use relay::proto::{DeclaredSsrc, StreamKind};
 use relay::srtp::Profile;
 
-const APP: u32 = 1_400_000_001;
-const SECRET: &str = "bench-secret-0123456789abcdef0123456789";
-const RELAY_IP: &str = "198.18.0.1";
-const CLIENT_IP: &str = "198.18.0.2";
-const PORT: u16 = 7000;
+use crate::edgerelay::{self, Member, Relayd};
+pub(crate) const RELAY_IP: &str = "198.18.0.1";
+pub(crate) const CLIENT_IP: &str = "198.18.0.2";
+pub(crate) const PORT: u16 = 7000;
 
 /// `relay-bench throughput` options.
 #[derive(clap::Args)]
@@ -50,14 +46,17 @@ pub struct Args {
     json: Option<PathBuf>,
 }
 
-struct Topology {
-    relay_ns: NetNs,
-    client_ns: NetNs,
-    veth: VethPair,
-    sink: XdpFilter,
+/// The namespace topology: relayd's namespace and the clients', joined by a veth pair, with
+/// the counting sink on the clients' end.
+pub(crate) struct Topology {
+    // Field order is drop order: the sink detaches before the veth and namespaces go.
+    pub(crate) sink: XdpFilter,
+    pub(crate) veth: VethPair,
+    pub(crate) client_ns: NetNs,
+    pub(crate) relay_ns: NetNs,
 }
 
-fn topology() -> Result<Topology> {
+pub(crate) fn topology() -> Result<Topology> {
     let relay_ns = NetNs::new("rly").context("creating the relay namespace (root needed)")?;
     let client_ns = NetNs::new("cli")?;
     let veth = VethPair::new(&relay_ns, &[&format!("{RELAY_IP}/24")], &client_ns, &[&format!("{CLIENT_IP}/24")])?;
@@ -76,128 +75,14 @@ fn topology() -> Result<Topology> {
     Ok(Topology { relay_ns, client_ns, veth, sink })
 }
 
-struct Relayd {
-    child: Child,
-    stats: PathBuf,
-    _dir: tempdir::Dir,
-}
-
-impl Relayd {
-    fn snapshot(&self) -> Result<relay::stats::Snapshot> {
-        relay::io::socket::read_stats(&self.stats).context("reading relayd stats")
-    }
-}
-
-mod tempdir {
-    /// A private temporary directory removed on drop.
-    pub struct Dir(pub std::path::PathBuf);
-    impl Dir {
-        pub fn new() -> std::io::Result<Self> {
-            let p = std::env::temp_dir().join(format!(
-                "relay-bench-{}-{:?}",
-                std::process::id(),
-                std::time::Instant::now()
-            ));
-            let p = std::path::PathBuf::from(p.to_string_lossy().replace([' ', '{', '}', ':', ','], ""));
-            std::fs::create_dir_all(&p)?;
-            Ok(Self(p))
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-impl Drop for Relayd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_relayd(bin: &Path, topo: &Topology, backend: Backend) -> Result<Relayd> {
-    let dir = tempdir::Dir::new()?;
-    let stats = dir.0.join("relayd.sock");
-    let mut cfg = format!(
-        "listen = \"{RELAY_IP}:{PORT}\"\nworkers = 1\ncontrol_socket = \"{}\"\nbackend = \"{}\"\n\
-         [[app]]\nsdkappid = {APP}\nsecret = \"{SECRET}\"\n\
-         [app.quotas]\nmax_rooms = 100\nmax_members_per_room = 64\nmax_sessions = 1000\n",
-        stats.display(),
-        if backend == Backend::Xdp { "xdp" } else { "socket" }
-    );
-    if backend == Backend::Xdp {
-        cfg += &format!(
-            "[xdp]\niface = \"{}\"\nmode = \"copy\"\npin_maps = false\npps_rate_per_sec = 0\njoin_rate_per_sec = 0\n",
-            topo.veth.name_a
-        );
-    }
-    let path = dir.0.join("relayd.toml");
-    std::fs::write(&path, cfg)?;
-    let log = std::fs::File::create(dir.0.join("relayd.log"))?;
-    let child = Command::new("ip")
-        .args(["netns", "exec", topo.relay_ns.name()])
-        .arg(bin)
-        .args(["run", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .context("spawning relayd")?;
-    let r = Relayd { child, stats, _dir: dir };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while r.snapshot().is_err() {
-        if Instant::now() > deadline {
-            bail!("relayd did not start: {}", std::fs::read_to_string(r._dir.0.join("relayd.log")).unwrap_or_default());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(r)
-}
-
-struct Member {
-    sock: UdpSocket,
-    client: Client,
-}
-
 fn join(topo: &Topology, user: &str, ssrc: Option<u32>, profile: Profile) -> Result<Member> {
     let sock = {
         let _g = topo.client_ns.enter()?;
         UdpSocket::bind(format!("{CLIENT_IP}:0"))?
     };
-    let relay: SocketAddr = format!("{RELAY_IP}:{PORT}").parse()?;
-    sock.connect(relay)?;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
-    let mut client = Client::new(ClientConfig {
-        sdkappid: APP,
-        room: RoomId::Num(1),
-        usersig: relay::usersig::mint(SECRET.as_bytes(), APP.into(), user, 3600, now, None),
-        private_map_key: None,
-        profile,
-        ssrcs: ssrc
-            .map(|s| DeclaredSsrc { ssrc: Ssrc::new(s).expect("nonzero"), kind: StreamKind::Video })
-            .into_iter()
-            .collect(),
-    })?;
-    let mut buf = [0u8; 2048];
-    let n = client.join(&mut buf)?;
-    let join = buf[..n].to_vec();
-    sock.set_read_timeout(Some(Duration::from_millis(200)))?;
-    for _ in 0..50 {
-        sock.send(&join)?;
-        while let Ok(n) = sock.recv(&mut buf) {
-            match client.handle(&mut buf[..n]) {
-                Event::Joined { .. } => {
-                    sock.set_nonblocking(true)?;
-                    return Ok(Member { sock, client });
-                }
-                Event::Refused { code, detail } => bail!("join refused: {code:?} {detail}"),
-                _ => {}
-            }
-        }
-    }
-    bail!("relayd did not answer the join")
+    let m = edgerelay::join(sock, format!("{RELAY_IP}:{PORT}").parse()?, 1, user, ssrc, profile)?;
+    m.sock.set_nonblocking(true)?;
+    Ok(m)
 }
 
 fn packets(m: &mut Member, ssrc: u32, seq: &mut u16, n: usize, size: usize) -> Result<Vec<Vec<u8>>> {
@@ -214,7 +99,7 @@ fn packets(m: &mut Member, ssrc: u32, seq: &mut u16, n: usize, size: usize) -> R
 }
 
 /// Media packets the sink counted (dropped as `unknown_session` on the clients' side).
-fn sunk(topo: &Topology) -> Result<u64> {
+pub(crate) fn sunk(topo: &Topology) -> Result<u64> {
     Ok(topo.sink.counters()?.iter().find(|c| c.reason == Reason::UnknownSession).map_or(0, |c| c.packets))
 }
 
@@ -278,7 +163,7 @@ pub fn run(a: Args) -> Result<()> {
             let (mut offered, mut forwarded, mut received) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..a.runs {
                 let topo = topology()?;
-                let relayd_proc = start_relayd(&relayd, &topo, backend)?;
+                let relayd_proc = edgerelay::start(&relayd, Some(&topo), backend, None)?;
                 let mut sender = join(&topo, "sender", Some(0x5eed), a.profile)?;
                 let receivers: Vec<Member> =
                     (0..fanout).map(|i| join(&topo, &format!("r{i}"), None, a.profile)).collect::<Result<_>>()?;

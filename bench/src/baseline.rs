@@ -1,0 +1,643 @@
+//! `relay-bench baseline …` and `relay-bench compare`: edgerelay against what its users would
+//! run instead, on the same machine, in the same run.
+//!
+//! Every system is measured `--runs` times; the runs of different systems are interleaved
+//! (run 1 of each, then run 2 of each, …) so a noisy minute on the shared machine hits all of
+//! them alike. Each figure is reported as median, min and max over the runs. Ratios are taken
+//! per run (run i of edgerelay over run i of the baseline) and summarised the same way.
+//!
+//! Beside packets per second, every relay's CPU time per relayed packet is reported: the load
+//! tools share the machine's CPUs with the relay, so pps alone mixes the relay's cost with the
+//! tools' cost, while CPU µs per packet compares fairly.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use relay::config::Backend;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::coturn;
+use crate::crypto;
+use crate::edgerelay::{self, Target};
+use crate::load::{self, Found, SearchArgs};
+use crate::procs::{self, Cpus};
+use crate::rtpengine::{Mode, Rtpengine};
+
+/// Median, min and max of one figure over the runs.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
+pub struct Stat {
+    /// The median (the upper one for an even count).
+    pub median: f64,
+    /// The smallest value.
+    pub min: f64,
+    /// The largest value.
+    pub max: f64,
+    /// How many runs.
+    pub n: usize,
+}
+
+impl Stat {
+    /// Summarises `values`; `None` if there are none.
+    pub fn of(values: &[f64]) -> Option<Stat> {
+        let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        Some(Stat { median: v[v.len() / 2], min: v[0], max: v[v.len() - 1], n: v.len() })
+    }
+
+    fn fmt(&self, digits: usize) -> String {
+        format!("{:.d$} [{:.d$}–{:.d$}]", self.median, self.min, self.max, d = digits)
+    }
+}
+
+/// Options shared by the SRTP relay baselines.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RelayArgs {
+    /// Runs per system; each figure is the median, with min and max [default: 1 for
+    /// `baseline`, 5 for `compare`].
+    #[arg(long)]
+    pub runs: Option<usize>,
+    /// RTP packet size in bytes, before the SRTP tag.
+    #[arg(long, default_value_t = 1200)]
+    pub size: usize,
+    /// edgerelay backends to measure beside the baseline, fan-out 1. The XDP backend runs in
+    /// network namespaces the bench creates (198.18.0.0/15).
+    #[arg(long, value_delimiter = ',', default_value = "socket,xdp")]
+    pub backends: Vec<Backend>,
+    /// Measure the baseline alone, without relayd.
+    #[arg(long)]
+    pub baseline_only: bool,
+    /// rtpengine mode: `recrypt` (the comparison) or `passthrough` (same suite on both legs,
+    /// forwarded untouched; verified as such).
+    #[arg(long, value_enum, default_value = "recrypt")]
+    pub rtpengine_mode: Mode,
+    /// Path of relayd (default: next to this binary).
+    #[arg(long)]
+    pub relayd: Option<PathBuf>,
+    /// Install missing Debian packages with apt-get (needs root).
+    #[arg(long)]
+    pub install: bool,
+    #[command(flatten)]
+    pub search: SearchArgs,
+}
+
+/// `baseline coturn` options.
+#[derive(Clone, Debug, clap::Args)]
+pub struct CoturnArgs {
+    /// Runs (each figure is the median, with min and max).
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 1200)]
+    pub size: usize,
+    /// Messages each client sends (`turnutils_uclient -n`).
+    #[arg(long, default_value_t = 60_000)]
+    pub messages: u64,
+    /// Clients (`turnutils_uclient -m`).
+    #[arg(long, default_value_t = 1)]
+    pub clients: u32,
+    /// Install coturn with apt-get if it is missing (needs root).
+    #[arg(long)]
+    pub install: bool,
+}
+
+/// `baseline crypto` options.
+#[derive(Clone, Debug, clap::Args)]
+pub struct CryptoArgs {
+    /// Runs (each figure is the median, with min and max).
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
+    /// Packet sizes.
+    #[arg(long, value_delimiter = ',', default_value = "200,1200")]
+    pub sizes: Vec<usize>,
+    /// CPU seconds per in-process measurement (OpenSSL runs whole seconds, at least 1).
+    #[arg(long, default_value_t = 0.5)]
+    pub secs: f64,
+    /// Skip `openssl speed`.
+    #[arg(long)]
+    pub no_openssl: bool,
+}
+
+/// One system's runs.
+#[derive(Clone, Debug, Serialize)]
+pub struct System {
+    /// Short name, e.g. `rtpengine`, `edgerelay-socket`.
+    pub name: String,
+    /// What it does to each packet, and caveats.
+    pub note: String,
+    /// Relayed packets per second per run (max loss-free rate for SRTP relays).
+    pub pps: Vec<f64>,
+    /// Relay CPU µs per relayed packet per run.
+    pub cpu_us: Vec<f64>,
+    /// Why each search stopped (SRTP relays).
+    pub stopped_by: Vec<String>,
+    /// Every probe of every run (SRTP relays).
+    pub searches: Vec<Found>,
+    /// The first error, if a run failed.
+    pub error: Option<String>,
+}
+
+impl System {
+    fn new(name: &str, note: &str) -> Self {
+        Self {
+            name: name.into(),
+            note: note.into(),
+            pps: vec![],
+            cpu_us: vec![],
+            stopped_by: vec![],
+            searches: vec![],
+            error: None,
+        }
+    }
+
+    fn record(&mut self, found: Result<Found>) {
+        match found {
+            Ok(f) => {
+                if let Some(b) = &f.best {
+                    self.pps.push(b.relayed_pps);
+                    self.cpu_us.push(b.cpu_us_per_pkt.unwrap_or(f64::NAN));
+                } else {
+                    self.pps.push(0.0);
+                    self.cpu_us.push(f64::NAN);
+                }
+                self.stopped_by.push(f.stopped_by.into());
+                self.searches.push(f);
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn fail(&mut self, e: anyhow::Error) {
+        eprintln!("  {} failed: {e:#}", self.name);
+        self.error.get_or_insert(format!("{e:#}"));
+    }
+
+    fn summary(&self) -> Value {
+        json!({
+            "name": self.name, "note": self.note,
+            "pps": Stat::of(&self.pps), "cpu_us_per_pkt": Stat::of(&self.cpu_us),
+            "stopped_by": self.stopped_by, "error": self.error,
+        })
+    }
+}
+
+fn relayd_path(p: &Option<PathBuf>) -> Result<PathBuf> {
+    p.clone().map_or_else(edgerelay::default_relayd, Ok)
+}
+
+const RTPENGINE_NOTE: &str = "userspace (--table=-1), SRTP AES_CM_128_HMAC_SHA1_80 in, AES_CM_128_HMAC_SHA1_32 out: \
+    real decrypt + re-encrypt, checked at the receiver; fresh call per probe";
+
+const RTPENGINE_PASSTHROUGH_NOTE: &str = "userspace (--table=-1), AES_CM_128_HMAC_SHA1_80 on both legs: A's key \
+    copied to B, ciphertext forwarded untouched (checked at the receiver), NO re-encryption; fresh call per probe";
+
+fn edgerelay_note(b: Backend) -> String {
+    match b {
+        Backend::Xdp => "relayd XDP backend (AF_XDP copy mode, veth in namespaces), 1 worker, fan-out 1, SRTP_80 \
+            decrypt + re-encrypt; relayed packets counted by an XDP sink"
+            .into(),
+        _ => "relayd socket backend on loopback, 1 worker, fan-out 1, SRTP_80 decrypt + re-encrypt, every packet \
+            verified at the receiver"
+            .into(),
+    }
+}
+
+fn backend_name(b: Backend) -> String {
+    format!("edgerelay-{}", format!("{b:?}").to_lowercase())
+}
+
+/// Runs rtpengine and the edgerelay backends side by side: `runs` interleaved rounds of a
+/// max-loss-free-rate search each.
+pub fn srtp_relays(a: &RelayArgs, runs: usize, cpus: Cpus) -> Result<Vec<System>> {
+    let rtpengine = procs::require("rtpengine", "rtpengine-daemon", a.install)?;
+    let relayd = relayd_path(&a.relayd)?;
+    let backends: &[Backend] = if a.baseline_only { &[] } else { &a.backends };
+    let (name, note) = match a.rtpengine_mode {
+        Mode::Recrypt => ("rtpengine", RTPENGINE_NOTE),
+        Mode::Passthrough => ("rtpengine-passthrough", RTPENGINE_PASSTHROUGH_NOTE),
+    };
+    let mut systems = vec![System::new(name, note)];
+    systems.extend(backends.iter().map(|&b| System::new(&backend_name(b), &edgerelay_note(b))));
+    for run in 1..=runs {
+        procs::check_interrupted()?;
+        eprintln!("run {run}/{runs}: {name}");
+        let found = Rtpengine::start(&rtpengine, cpus, a.rtpengine_mode)
+            .and_then(|mut r| load::search(&a.search, |rate| r.probe(rate, a.size, &a.search, cpus)));
+        systems[0].record(found);
+        for (i, &b) in backends.iter().enumerate() {
+            procs::check_interrupted()?;
+            eprintln!("run {run}/{runs}: {}", backend_name(b));
+            let found = Target::start(&relayd, b, cpus)
+                .and_then(|mut t| load::search(&a.search, |rate| t.probe(rate, a.size, &a.search, cpus)));
+            systems[i + 1].record(found);
+        }
+    }
+    Ok(systems)
+}
+
+/// Runs coturn `runs` times.
+pub fn coturn_runs(a: &CoturnArgs, cpus: Cpus) -> Result<System> {
+    let server = procs::require("turnserver", "coturn", a.install)?;
+    let peer = procs::require("turnutils_peer", "coturn", a.install)?;
+    let uclient = procs::require("turnutils_uclient", "coturn", a.install)?;
+    let bins = coturn::Bins { server: &server, peer: &peer, uclient: &uclient };
+    let mut sys = System::new(
+        "coturn",
+        "TURN relay (turnutils_uclient through an allocation to turnutils_peer, echoed): NO re-encryption, \
+         payload forwarded as is; pps limited by the load client on the shared CPUs",
+    );
+    for run in 1..=a.runs {
+        procs::check_interrupted()?;
+        eprintln!("run {run}/{}: coturn", a.runs);
+        match coturn::run(&bins, cpus, a.messages, a.size, a.clients) {
+            Ok(r) => {
+                eprintln!(
+                    "    relayed {:.0} pps over {:.1} s, turnserver {:.2} µs/pkt, loss {:.2}%",
+                    r.relayed_pps,
+                    r.window_secs,
+                    r.cpu_us_per_pkt,
+                    r.loss * 100.0
+                );
+                sys.pps.push(r.relayed_pps);
+                sys.cpu_us.push(r.cpu_us_per_pkt);
+            }
+            Err(e) => sys.fail(e),
+        }
+    }
+    Ok(sys)
+}
+
+/// Crypto figures over `runs` runs, keyed by (source, what, size).
+pub fn crypto_runs(a: &CryptoArgs) -> Result<Vec<(crypto::Figure, Stat)>> {
+    let openssl = if a.no_openssl {
+        None
+    } else {
+        Some(procs::find_program("openssl").ok_or_else(|| {
+            anyhow::anyhow!("openssl is missing: {} (or pass --no-openssl)", procs::install_command("openssl"))
+        })?)
+    };
+    let mut all: Vec<Vec<crypto::Figure>> = Vec::new();
+    for run in 1..=a.runs {
+        procs::check_interrupted()?;
+        eprintln!("run {run}/{}: crypto", a.runs);
+        all.push(crypto::measure(&a.sizes, a.secs, openssl.as_deref())?);
+    }
+    let first = all.first().cloned().unwrap_or_default();
+    Ok(first
+        .into_iter()
+        .filter_map(|f| {
+            let v: Vec<f64> =
+                all.iter().filter_map(|r| crypto::find(r, f.source, f.what, f.size)).map(|x| x.us_per_pkt).collect();
+            Stat::of(&v).map(|s| (f, s))
+        })
+        .collect())
+}
+
+/// Per-run ratios `num[i] / den[i]`, summarised.
+fn ratio(num: &[f64], den: &[f64]) -> Option<Stat> {
+    let r: Vec<f64> = num.iter().zip(den).filter(|(_, d)| **d > 0.0).map(|(n, d)| n / d).collect();
+    Stat::of(&r)
+}
+
+fn print_systems(systems: &[System]) {
+    println!("{:<18} {:>32} {:>30}  note", "system", "relayed pps median [min–max]", "CPU µs/pkt median [min–max]");
+    for s in systems {
+        let pps = Stat::of(&s.pps).map_or("-".into(), |x| x.fmt(0));
+        let cpu = Stat::of(&s.cpu_us).map_or("-".into(), |x| x.fmt(2));
+        println!(
+            "{:<18} {:>32} {:>30}  {}",
+            s.name,
+            pps,
+            cpu,
+            s.error.as_deref().map_or(s.note.clone(), |e| format!("FAILED: {e}"))
+        );
+    }
+}
+
+fn print_ratios(systems: &[System], base: &str) {
+    let Some(b) = systems.iter().find(|s| s.name == base) else { return };
+    for s in systems.iter().filter(|s| s.name.starts_with("edgerelay")) {
+        if let (Some(p), Some(c)) = (ratio(&s.pps, &b.pps), ratio(&b.cpu_us, &s.cpu_us)) {
+            println!("{} / {base}: {} × the pps, {} × less CPU per packet", s.name, p.fmt(2), c.fmt(2));
+        }
+    }
+}
+
+fn write_json(path: Option<&Path>, v: &Value) -> Result<()> {
+    if let Some(p) = path {
+        std::fs::write(p, serde_json::to_string_pretty(v)?)?;
+    }
+    Ok(())
+}
+
+fn check(systems: &[System]) -> Result<()> {
+    match systems.iter().find(|s| s.error.is_some()) {
+        Some(s) => bail!("{} failed: {}", s.name, s.error.as_deref().unwrap_or_default()),
+        None => Ok(()),
+    }
+}
+
+/// `baseline rtpengine`.
+pub fn run_rtpengine(a: RelayArgs, json_out: Option<PathBuf>) -> Result<()> {
+    let cpus = Cpus::detect();
+    cpus.pin_load_thread();
+    let systems = srtp_relays(&a, a.runs.unwrap_or(1), cpus)?;
+    print_systems(&systems);
+    print_ratios(&systems, &systems[0].name);
+    write_json(json_out.as_deref(), &json!({"systems": systems}))?;
+    check(&systems)
+}
+
+/// `baseline coturn`.
+pub fn run_coturn(a: CoturnArgs, json_out: Option<PathBuf>) -> Result<()> {
+    let cpus = Cpus::detect();
+    cpus.pin_load_thread();
+    let sys = coturn_runs(&a, cpus)?;
+    print_systems(std::slice::from_ref(&sys));
+    write_json(json_out.as_deref(), &json!({"systems": [sys]}))?;
+    check(&[sys])
+}
+
+/// `baseline crypto`.
+pub fn run_crypto(a: CryptoArgs, json_out: Option<PathBuf>) -> Result<()> {
+    let cpus = Cpus::detect();
+    cpus.pin_load_thread();
+    let figs = crypto_runs(&a)?;
+    println!("{:<10} {:<28} {:>5}  µs per decrypt + re-encrypt, median [min–max]", "source", "primitives", "size");
+    for (f, s) in &figs {
+        println!("{:<10} {:<28} {:>5}  {}", f.source, f.what, f.size, s.fmt(3));
+    }
+    write_json(json_out.as_deref(), &crypto_json(&figs))
+}
+
+fn crypto_json(figs: &[(crypto::Figure, Stat)]) -> Value {
+    json!(figs
+        .iter()
+        .map(|(f, s)| json!({"source": f.source, "what": f.what, "size": f.size, "us_per_pkt": s}))
+        .collect::<Vec<_>>())
+}
+
+/// `compare` options.
+#[derive(Clone, Debug, clap::Args)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    pub relay: RelayArgs,
+    /// Messages per coturn client per run.
+    #[arg(long, default_value_t = 60_000)]
+    pub coturn_messages: u64,
+    /// coturn load clients.
+    #[arg(long, default_value_t = 1)]
+    pub coturn_clients: u32,
+    /// Crypto packet sizes.
+    #[arg(long, value_delimiter = ',', default_value = "200,1200")]
+    pub crypto_sizes: Vec<usize>,
+    /// Output directory for report.json and report.md.
+    #[arg(long, default_value = "target/bench-report")]
+    pub out: PathBuf,
+}
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| {
+            let s = if o.stdout.is_empty() { o.stderr } else { o.stdout };
+            String::from_utf8_lossy(&s).lines().find(|l| !l.trim().is_empty()).unwrap_or_default().trim().to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// The machine and versions, for the report.
+fn environment() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let cpus = Cpus::detect();
+    json!({
+        "cpus": cpus.relay + 1,
+        "relay_cpu": cpus.relay,
+        "load_cpu": cpus.load,
+        "cpu_model": cpu,
+        "kernel": sh("uname", &["-r"]),
+        "loadavg_at_start": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+        "rtpengine": procs::find_program("rtpengine").map(|p| sh(&p.to_string_lossy(), &["--version"])),
+        "coturn": procs::find_program("turnserver").map(|p| sh(&p.to_string_lossy(), &["--version"])),
+        "openssl": procs::find_program("openssl").and_then(|p| crypto::openssl_version(&p).ok()),
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+    })
+}
+
+/// `compare`: every baseline side by side; JSON and Markdown in `--out`.
+pub fn run_compare(a: CompareArgs) -> Result<()> {
+    // Before pinning: the CPU count follows this thread's affinity.
+    let cpus = Cpus::detect();
+    let env = environment();
+    cpus.pin_load_thread();
+    let runs = a.relay.runs.unwrap_or(5);
+    if runs < 5 {
+        eprintln!("note: {runs} runs; the report's medians need at least 5 to mean much");
+    }
+    let mut systems = srtp_relays(&a.relay, runs, cpus)?;
+    let coturn_args = CoturnArgs {
+        runs,
+        size: a.relay.size,
+        messages: a.coturn_messages,
+        clients: a.coturn_clients,
+        install: a.relay.install,
+    };
+    systems.push(coturn_runs(&coturn_args, cpus)?);
+    let crypto = crypto_runs(&CryptoArgs { runs, sizes: a.crypto_sizes.clone(), secs: 0.5, no_openssl: false })?;
+    let loadavg_end = std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_string();
+
+    let get = |n: &str| systems.iter().find(|s| s.name == n);
+    let mut ratios = Vec::new();
+    for er in systems.iter().filter(|s| s.name.starts_with("edgerelay")) {
+        for base in ["rtpengine", "coturn"] {
+            if let Some(b) = get(base) {
+                ratios.push(json!({
+                    "what": format!("{} / {base}", er.name),
+                    "pps_ratio": ratio(&er.pps, &b.pps),
+                    "cpu_per_pkt_ratio_base_over_edgerelay": ratio(&b.cpu_us, &er.cpu_us),
+                }));
+            }
+        }
+        // The crypto ceiling: the raw primitives' cost over relayd's whole per-packet cost.
+        let raw = crypto
+            .iter()
+            .find(|(f, _)| f.source == "raw" && f.what.starts_with("AES-128-CTR") && f.size == a.relay.size);
+        if let Some((_, raw)) = raw {
+            let raw_runs = vec![raw.median; er.cpu_us.len()];
+            ratios.push(json!({
+                "what": format!("raw crypto / {} CPU per packet (share of the packet cost that is crypto)", er.name),
+                "ratio": ratio(&raw_runs, &er.cpu_us),
+            }));
+        }
+    }
+    for what in ["AES-128-CTR + HMAC-SHA1-80", "AES-128-GCM"] {
+        for &size in &a.crypto_sizes {
+            let f = |src: &str| {
+                crypto.iter().find(|(f, _)| f.source == src && f.what == what && f.size == size).map(|(_, s)| s.median)
+            };
+            if let (Some(raw), Some(eng)) = (f("raw"), f("edgerelay")) {
+                ratios.push(json!({"what": format!("raw / edgerelay SRTP code, {what}, {size} B (engine efficiency)"), "ratio": raw / eng}));
+            }
+        }
+    }
+
+    // Issue 5's goals, measured here: pps ratios per run against the target.
+    let mut goals = Vec::new();
+    let floor = |s: &System| s.stopped_by.iter().any(|w| w == "generator_limited" || w == "max_pps");
+    for (num, den, target, what) in [
+        ("edgerelay-xdp", "edgerelay-socket", 2.0, "XDP backend vs socket backend, loss-free pkt/s"),
+        ("edgerelay-xdp", "rtpengine", 4.0, "edgerelay (XDP) vs rtpengine userspace recrypt, fan-out 1, pkt/s"),
+        ("edgerelay-xdp", "coturn", 2.0, "edgerelay (XDP) vs coturn relay, pkt/s"),
+    ] {
+        if let (Some(n), Some(d)) = (get(num), get(den)) {
+            let r = ratio(&n.pps, &d.pps);
+            goals.push(json!({
+                "goal": what, "target": target, "ratio": r,
+                "met": r.map(|r| r.median >= target),
+                "floor": floor(n),
+            }));
+        }
+    }
+    let size = a.relay.size;
+    let srtp = |src: &str| {
+        crypto
+            .iter()
+            .find(|(f, _)| f.source == src && f.what.starts_with("AES-128-CTR") && f.size == size)
+            .map(|(_, s)| s.median)
+    };
+    if let (Some(raw), Some(eng)) = (srtp("raw"), srtp("edgerelay")) {
+        goals.push(json!({
+            "goal": format!("engine vs raw crypto cost (raw ÷ edgerelay SRTP code, AES-CM + HMAC-SHA1-80, {size} B)"),
+            "target": 0.85, "ratio": raw / eng, "met": raw / eng >= 0.85, "floor": false,
+        }));
+    }
+
+    let report = json!({
+        "goals": goals,
+        "environment": env,
+        "loadavg_at_end": loadavg_end,
+        "size": a.relay.size,
+        "search": a.relay.search,
+        "systems": systems.iter().map(System::summary).collect::<Vec<_>>(),
+        "ratios": ratios,
+        "crypto": crypto_json(&crypto),
+        "runs_detail": systems,
+    });
+    std::fs::create_dir_all(&a.out)?;
+    std::fs::write(a.out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+    let md = markdown(&report, &systems, &crypto);
+    std::fs::write(a.out.join("report.md"), &md)?;
+    println!("{md}");
+    eprintln!("wrote {} and {}", a.out.join("report.json").display(), a.out.join("report.md").display());
+    check(&systems)
+}
+
+fn markdown(report: &Value, systems: &[System], crypto: &[(crypto::Figure, Stat)]) -> String {
+    let env = &report["environment"];
+    let mut md = String::from("# edgerelay vs baselines\n\n");
+    md += &format!("Command: `{}`\n\n", env["command"].as_str().unwrap_or_default());
+    md += &format!(
+        "Machine: {} × {}, kernel {}; load average at start `{}`, at end `{}`. rtpengine {}, coturn {}, {}.\n\n",
+        env["cpus"],
+        env["cpu_model"].as_str().unwrap_or_default(),
+        env["kernel"].as_str().unwrap_or_default(),
+        env["loadavg_at_start"].as_str().unwrap_or_default(),
+        report["loadavg_at_end"].as_str().unwrap_or_default(),
+        env["rtpengine"].as_str().unwrap_or("-"),
+        env["coturn"].as_str().unwrap_or("-"),
+        env["openssl"].as_str().unwrap_or("-"),
+    );
+    md += &format!(
+        "RTP packets of {} bytes. Each figure: median [min–max] over the runs. SRTP relays: maximum loss-free rate \
+         (≤ {}% loss) found by search; relay pinned to one CPU, load tools on the other.\n\n",
+        report["size"],
+        report["search"]["max_loss"].as_f64().unwrap_or(0.0) * 100.0
+    );
+    md += "| system | relayed pkt/s | relay CPU µs per packet | search stopped by | what it does |\n|---|---|---|---|---|\n";
+    for s in systems {
+        let pps = Stat::of(&s.pps).map_or("-".into(), |x| x.fmt(0));
+        let cpu = Stat::of(&s.cpu_us).map_or("-".into(), |x| x.fmt(2));
+        let mut stops = s.stopped_by.clone();
+        stops.sort();
+        stops.dedup();
+        if stops.is_empty() {
+            stops.push("n/a".into());
+        }
+        let note = s.error.as_deref().map_or(s.note.clone(), |e| format!("**FAILED**: {e}"));
+        md += &format!("| {} | {pps} | {cpu} | {} | {note} |\n", s.name, stops.join(", "));
+    }
+    md += "\n## Ratios\n\n| ratio | median [min–max] |\n|---|---|\n";
+    for r in report["ratios"].as_array().into_iter().flatten() {
+        let what = r["what"].as_str().unwrap_or_default();
+        let fmt = |v: &Value| -> String {
+            match (v["median"].as_f64(), v["min"].as_f64(), v["max"].as_f64(), v.as_f64()) {
+                (Some(m), Some(lo), Some(hi), _) => format!("{m:.2} [{lo:.2}–{hi:.2}]"),
+                (_, _, _, Some(x)) => format!("{x:.2}"),
+                _ => "-".into(),
+            }
+        };
+        if r.get("pps_ratio").is_some() {
+            md += &format!("| {what}: pkt/s | {} |\n", fmt(&r["pps_ratio"]));
+            md += &format!(
+                "| {what}: CPU per packet, baseline ÷ edgerelay | {} |\n",
+                fmt(&r["cpu_per_pkt_ratio_base_over_edgerelay"])
+            );
+        } else {
+            md += &format!("| {what} | {} |\n", fmt(&r["ratio"]));
+        }
+    }
+    md += "\n## Goals (issue 5)\n\n| goal | target | measured | met |\n|---|---|---|---|\n";
+    for g in report["goals"].as_array().into_iter().flatten() {
+        let r = &g["ratio"];
+        let measured = match (r["median"].as_f64(), r["min"].as_f64(), r["max"].as_f64(), r.as_f64()) {
+            (Some(m), Some(lo), Some(hi), _) => format!("{m:.2}× [{lo:.2}–{hi:.2}]"),
+            (_, _, _, Some(x)) => format!("{:.0}%", x * 100.0),
+            _ => "-".into(),
+        };
+        let met = match (g["met"].as_bool(), g["floor"].as_bool()) {
+            (Some(true), _) => "yes",
+            (Some(false), Some(true)) => "no (a floor: the generator or --max-pps limited edgerelay)",
+            (Some(false), _) => "no",
+            _ => "-",
+        };
+        let target = g["target"].as_f64().unwrap_or(0.0);
+        let target = if target < 1.0 { format!("≥ {:.0}%", target * 100.0) } else { format!("≥ {target}×") };
+        md += &format!("| {} | {target} | {measured} | {met} |\n", g["goal"].as_str().unwrap_or_default());
+    }
+    md += "\n## Crypto per packet (decrypt + re-encrypt)\n\n| source | primitives | size | µs per packet |\n|---|---|---|---|\n";
+    for (f, s) in crypto {
+        md += &format!("| {} | {} | {} | {} |\n", f.source, f.what, f.size, s.fmt(3));
+    }
+    md += "\nCPU per packet is the relay process's own `utime + stime`. On loopback and veth the kernel's receive \
+           path up to the relay's socket (or AF_XDP ring) runs in the sender's context and is charged to the load \
+           tools, for every system alike. A `generator_limited` search stopped because the sender could not keep \
+           the rate: that figure is a floor, not the relay's limit.\n";
+    md += "\ncoturn does no re-encryption: its figures are a forwarding cost, not an SRTP relay cost. \
+           `openssl` rows are two AES-128-CTR plus two HMAC-SHA1 passes (or two AES-128-GCM passes) over the whole \
+           packet from `openssl speed -mr -bytes N`.\n";
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_is_median_min_max() {
+        assert_eq!(Stat::of(&[3.0, 1.0, 2.0, 9.0, 5.0]), Some(Stat { median: 3.0, min: 1.0, max: 9.0, n: 5 }));
+        assert_eq!(Stat::of(&[f64::NAN]), None);
+        assert_eq!(Stat::of(&[]), None);
+        assert_eq!(ratio(&[10.0, 20.0, 30.0], &[5.0, 0.0, 10.0]), Some(Stat { median: 3.0, min: 2.0, max: 3.0, n: 2 }));
+    }
+}

@@ -1,0 +1,256 @@
+//! edgerelay itself under the baseline load: relayd with one worker, pinned to the relay CPU,
+//! on loopback (socket backend) or in the namespace topology of [`crate::throughput`] (XDP
+//! backend), fan-out 1, driven by the same pacer and search as rtpengine.
+//!
+//! Every probe joins a fresh sender and receiver into a fresh room with real keys from the
+//! join handshake ([`relay::client`]), so no probe inherits state from an earlier one. On
+//! loopback the receiver verifies every packet with its downlink key; in the namespace
+//! topology the clients' XDP counting sink counts the relayed packets instead (no receiver
+//! socket work on the shared CPUs).
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use relay::client::{write_rtp_header, Client, ClientConfig, Event};
+use relay::config::Backend;
+use relay::ids::{RoomId, Ssrc};
+use relay::proto::{DeclaredSsrc, StreamKind};
+use relay::srtp::Profile;
+
+use crate::load::{self, MakePacket, Probe, SearchArgs, Sink, Traffic, Verify};
+use crate::procs::{Cpus, Guard};
+use crate::throughput::{self, Topology};
+
+const APP: u32 = 1_400_000_001;
+const SECRET: &str = "bench-secret-0123456789abcdef0123456789";
+const SSRC: u32 = 0x5eed;
+
+/// A private temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates `relay-bench-{tag}-{pid}-{nanos}` under the temp dir.
+    pub fn new(tag: &str) -> std::io::Result<Self> {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let p = std::env::temp_dir().join(format!("relay-bench-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p)?;
+        Ok(Self(p))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running relayd, killed on drop.
+pub struct Relayd {
+    // Field order is drop order: the process goes before its directory.
+    guard: Guard,
+    stats: PathBuf,
+    /// Its UDP address.
+    pub addr: SocketAddr,
+    dir: TempDir,
+}
+
+impl Relayd {
+    /// Its counters.
+    pub fn snapshot(&self) -> Result<relay::stats::Snapshot> {
+        relay::io::socket::read_stats(&self.stats).context("reading relayd stats")
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.guard.pid()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("relayd.log")).unwrap_or_default()
+    }
+}
+
+/// The default relayd: next to this binary.
+pub fn default_relayd() -> Result<PathBuf> {
+    Ok(std::env::current_exe()?.with_file_name("relayd"))
+}
+
+/// Starts relayd with one worker: on loopback (`topo` `None`, socket backend only) or in the
+/// relay namespace of `topo`; pinned to the relay CPU when `cpus` is given.
+pub fn start(bin: &Path, topo: Option<&Topology>, backend: Backend, cpus: Option<Cpus>) -> Result<Relayd> {
+    if !bin.is_file() {
+        bail!("relayd not found at {} (build it: cargo build --release -p relay, or pass --relayd)", bin.display());
+    }
+    let dir = TempDir::new("relayd")?;
+    let stats = dir.0.join("relayd.sock");
+    let addr: SocketAddr = match topo {
+        Some(_) => format!("{}:{}", throughput::RELAY_IP, throughput::PORT).parse()?,
+        None => UdpSocket::bind("127.0.0.1:0")?.local_addr()?,
+    };
+    let mut cfg = format!(
+        "listen = \"{addr}\"\nworkers = 1\ncontrol_socket = \"{}\"\nbackend = \"{}\"\n\
+         [[app]]\nsdkappid = {APP}\nsecret = \"{SECRET}\"\n\
+         [app.quotas]\nmax_rooms = 10000\nmax_members_per_room = 64\nmax_sessions = 10000\n",
+        stats.display(),
+        if backend == Backend::Xdp { "xdp" } else { "socket" }
+    );
+    if backend == Backend::Xdp {
+        let topo = topo.context("the XDP backend runs in the namespace topology")?;
+        cfg += &format!(
+            "[xdp]\niface = \"{}\"\nmode = \"copy\"\npin_maps = false\npps_rate_per_sec = 0\njoin_rate_per_sec = 0\n",
+            topo.veth.name_a
+        );
+    }
+    let path = dir.0.join("relayd.toml");
+    std::fs::write(&path, cfg)?;
+    let log = std::fs::File::create(dir.0.join("relayd.log"))?;
+    let cpus = cpus.unwrap_or(Cpus { relay: 0, load: 0, pinned: false });
+    let mut cmd = match topo {
+        // `ip netns exec` execs relayd, so the pid stays relayd's.
+        Some(t) => {
+            let mut c = cpus.command(cpus.relay, Path::new("ip"));
+            c.args(["netns", "exec", t.relay_ns.name()]).arg(bin);
+            c
+        }
+        None => cpus.command(cpus.relay, bin),
+    };
+    cmd.args(["run", "--config"]).arg(&path).stdout(Stdio::null()).stderr(log);
+    let mut r = Relayd { guard: Guard::spawn(cmd, "relayd")?, stats, addr, dir };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while r.snapshot().is_err() {
+        if r.guard.check_alive().is_err() || Instant::now() > deadline {
+            bail!("relayd did not start: {}", r.log());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(r)
+}
+
+/// A joined client and its socket.
+pub struct Member {
+    /// The socket, connected to relayd.
+    pub sock: UdpSocket,
+    /// The client.
+    pub client: Client,
+}
+
+/// Joins `room` as `user` over `sock`, declaring `ssrc` (video) if given.
+pub fn join(
+    sock: UdpSocket,
+    relay: SocketAddr,
+    room: u32,
+    user: &str,
+    ssrc: Option<u32>,
+    profile: Profile,
+) -> Result<Member> {
+    sock.connect(relay)?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let mut client = Client::new(ClientConfig {
+        sdkappid: APP,
+        room: RoomId::Num(room),
+        usersig: relay::usersig::mint(SECRET.as_bytes(), APP.into(), user, 3600, now, None),
+        private_map_key: None,
+        profile,
+        ssrcs: ssrc
+            .and_then(|s| Ssrc::new(s).ok())
+            .map(|s| DeclaredSsrc { ssrc: s, kind: StreamKind::Video })
+            .into_iter()
+            .collect(),
+    })?;
+    let mut buf = [0u8; 2048];
+    let n = client.join(&mut buf)?;
+    let join = buf[..n].to_vec();
+    sock.set_nonblocking(false)?;
+    sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+    for _ in 0..50 {
+        sock.send(&join)?;
+        while let Ok(n) = sock.recv(&mut buf) {
+            match client.handle(&mut buf[..n]) {
+                Event::Joined { .. } => return Ok(Member { sock, client }),
+                Event::Refused { code, detail } => bail!("join refused: {code:?} {detail}"),
+                _ => {}
+            }
+        }
+    }
+    bail!("relayd did not answer the join")
+}
+
+/// A packet maker for `member`: RTP of `size` bytes from [`SSRC`], protected with its keys.
+pub fn maker(member: Member, size: usize) -> MakePacket {
+    let Member { mut client, .. } = member;
+    let mut seq = 1u16;
+    Box::new(move |buf| {
+        let h = write_rtp_header(buf, 96, seq, u32::from(seq).wrapping_mul(3000), SSRC);
+        seq = seq.wrapping_add(1);
+        buf.get_mut(h..size).context("packet size below the RTP header")?.fill(0x42);
+        Ok(client.protect_rtp(buf, size)?)
+    })
+}
+
+/// A receiver check for `client`: only downlink media that authenticates passes.
+pub fn verifier(mut client: Client) -> Verify {
+    Box::new(move |buf| match client.handle(buf) {
+        Event::Media { .. } => Ok(()),
+        Event::MediaError(e) => Err(e),
+        // Nothing but media is expected during a probe.
+        _ => Err(relay::srtp::Error::TooShort),
+    })
+}
+
+/// relayd under test, with its network.
+pub struct Target {
+    // Drop order: relayd before the namespaces it runs in.
+    relayd: Relayd,
+    topo: Option<Topology>,
+    backend: Backend,
+    rooms: u32,
+}
+
+impl Target {
+    /// Starts relayd on `backend`: socket on loopback, XDP in a fresh namespace topology.
+    pub fn start(bin: &Path, backend: Backend, cpus: Cpus) -> Result<Self> {
+        let topo = match backend {
+            Backend::Xdp => Some(throughput::topology()?),
+            _ => None,
+        };
+        let relayd = start(bin, topo.as_ref(), backend, Some(cpus))?;
+        Ok(Self { relayd, topo, backend, rooms: 0 })
+    }
+
+    fn socket(&self) -> Result<UdpSocket> {
+        match &self.topo {
+            Some(t) => {
+                let _g = t.client_ns.enter()?;
+                Ok(relay::io::sys::bind_reuseport(format!("{}:0", throughput::CLIENT_IP).parse()?, 4 << 20)?)
+            }
+            None => Ok(relay::io::sys::bind_reuseport("127.0.0.1:0".parse()?, 4 << 20)?),
+        }
+    }
+
+    /// One probe at `rate`: a fresh room with one sender and one receiver.
+    pub fn probe(&mut self, rate: f64, size: usize, search: &SearchArgs, cpus: Cpus) -> Result<Probe> {
+        self.rooms += 1;
+        let profile = Profile::AesCm128HmacSha1_80;
+        let sender = join(self.socket()?, self.relayd.addr, self.rooms, "sender", Some(SSRC), profile)?;
+        let receiver = join(self.socket()?, self.relayd.addr, self.rooms, "receiver", None, profile)?;
+        let tx = sender.sock.try_clone()?;
+        let (sink, _keep) = match &self.topo {
+            Some(t) => (Sink::Counter(Box::new(|| throughput::sunk(t))), Some(receiver)),
+            None => {
+                let Member { sock, client } = receiver;
+                (Sink::Socket { sock, verify: verifier(client) }, None)
+            }
+        };
+        let traffic = Traffic { tx, dst: self.relayd.addr, make: maker(sender, size), sink };
+        let before = self.relayd.snapshot()?.tx_packets;
+        let mut p = load::probe(traffic, rate, search.probe_secs, self.relayd.pid(), cpus, search.max_loss)?;
+        p.relay_sent = Some(self.relayd.snapshot()?.tx_packets - before);
+        if p.auth_failed > 0 {
+            bail!("{} packets relayed by relayd ({:?}) failed the receiver's SRTP check", p.auth_failed, self.backend);
+        }
+        Ok(p)
+    }
+}
