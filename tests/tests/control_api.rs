@@ -465,3 +465,28 @@ fn metrics_take_the_bearer_token_or_a_signature() {
     elsewhere.headers = vec![("Authorization".into(), "Bearer 0123456789abcdef-token".into())];
     assert_eq!(c.send(&elsewhere).response.status, 401);
 }
+
+#[test]
+fn serves_as_the_configured_unprivileged_user() {
+    if !relay::io::sys::is_root() && edgerelay_tests::skip_or_fail("dropping privileges needs root") {
+        return;
+    }
+    let (uid, _) = relay::io::sys::lookup_user("nobody").unwrap().expect("user nobody exists");
+    // bootstrap-admin runs as root and creates the store; serve hands the state dir to `nobody`.
+    let d = ControlDaemon::start("user = \"nobody\"");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    let uids: Vec<u32> = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .unwrap()
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(uids, vec![uid; 4], "real, effective, saved and fs uid");
+    let caps = status.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap().trim();
+    assert_eq!(u64::from_str_radix(caps, 16).unwrap(), 0, "no capabilities left");
+    // The store is still readable and writable.
+    let c = d.admin_client();
+    assert_eq!(c.call("POST", "/v1/apps", &json!({"sdkappid": 1400000201u32})).status, 201);
+    assert_eq!(c.call("GET", "/v1/apps/1400000201", &Value::Null).status, 200);
+}

@@ -53,6 +53,24 @@ fn state_dir(cfg: &Config) -> anyhow::Result<()> {
         .with_context(|| format!("creating state_dir {}", cfg.state_dir.display()))
 }
 
+/// Gives `state_dir` and the files in it (store, generated certificate and key, possibly
+/// created by a root `bootstrap-admin`) to `user`, so the daemon can still open them once it
+/// runs as that user. Files stay 0600 and the directory 0700.
+fn hand_state_dir_to(cfg: &Config, user: &str) -> anyhow::Result<()> {
+    let (uid, gid) = relay::io::sys::lookup_user(user)
+        .with_context(|| format!("looking up user {user}"))?
+        .with_context(|| format!("no such user {user:?} (config key `user`)"))?;
+    state_dir(cfg)?;
+    std::os::unix::fs::chown(&cfg.state_dir, Some(uid), Some(gid))
+        .with_context(|| format!("giving {} to {user}", cfg.state_dir.display()))?;
+    for entry in std::fs::read_dir(&cfg.state_dir)? {
+        let path = entry?.path();
+        std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+            .with_context(|| format!("giving {} to {user}", path.display()))?;
+    }
+    Ok(())
+}
+
 fn open_store(cfg: &Config) -> anyhow::Result<Store> {
     state_dir(cfg)?;
     Store::open(cfg.store_path()).with_context(|| format!("opening the store {}", cfg.store_path().display()))
@@ -82,6 +100,7 @@ fn serve(config: &Path) -> anyhow::Result<()> {
     let bound = listener.local_addr()?;
     if let Some(user) = &cfg.user {
         if relay::io::sys::is_root() {
+            hand_state_dir_to(&cfg, user)?;
             relay::io::sys::drop_privileges(user).with_context(|| format!("switching to user {user}"))?;
             tracing::info!(user, "dropped privileges");
         } else {
