@@ -49,12 +49,12 @@ pub enum WebhookConfigError {
 /// Why one delivery failed (after its retries).
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
-    /// The HTTP client could not be built (TLS backend initialisation).
-    #[error("building the HTTP client: {0}")]
-    Client(reqwest::Error),
+    /// The configuration was refused (see [`WebhookConfig::validate`]).
+    #[error("webhook config: {0}")]
+    Config(#[from] WebhookConfigError),
     /// The request failed: connection, TLS, or timeout.
     #[error("request failed: {0}")]
-    Request(reqwest::Error),
+    Request(String),
     /// The receiver answered with a status other than 2xx.
     #[error("receiver answered HTTP {0}")]
     Status(u16),
@@ -104,7 +104,7 @@ impl WebhookConfig {
         if self.url.len() > MAX_URL_LEN {
             return Err(WebhookConfigError::BadUrl(format!("{} bytes", self.url.len())));
         }
-        let url = reqwest::Url::parse(&self.url).map_err(|e| WebhookConfigError::BadUrl(e.to_string()))?;
+        let url = url::Url::parse(&self.url).map_err(|e| WebhookConfigError::BadUrl(e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
             return Err(WebhookConfigError::BadUrl(format!("scheme {:?}", url.scheme())));
         }
@@ -125,39 +125,51 @@ impl WebhookConfig {
 #[derive(Debug, Clone)]
 pub struct WebhookSender {
     cfg: WebhookConfig,
-    client: reqwest::Client,
+    agent: ureq::Agent,
     counters: Arc<ControlCounters>,
 }
 
 impl WebhookSender {
-    /// A sender for a validated config.
+    /// A sender for `cfg`, which is validated first.
     pub fn new(cfg: WebhookConfig, counters: Arc<ControlCounters>) -> Result<Self, WebhookError> {
-        let client = reqwest::Client::builder()
+        cfg.validate()?;
+        // The same blocking client as relayctl (ureq on rustls), run on tokio's blocking pool.
+        let agent = ureq::AgentBuilder::new()
             .timeout(Duration::from_millis(cfg.timeout_ms))
             // The configured URL is the only destination: a redirect could point anywhere.
-            .redirect(reqwest::redirect::Policy::none())
+            .redirects(0)
             .user_agent(concat!("edgerelay-relay-control/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(WebhookError::Client)?;
-        Ok(Self { cfg, client, counters })
+            .build();
+        Ok(Self { cfg, agent, counters })
+    }
+
+    /// One POST; `Ok(status)` for any HTTP answer.
+    async fn post(&self, body: Arc<Vec<u8>>) -> Result<u16, WebhookError> {
+        let (agent, url) = (self.agent.clone(), self.cfg.url.clone());
+        let r = tokio::task::spawn_blocking(move || {
+            match agent.post(&url).set("Content-Type", "application/json").send_bytes(&body) {
+                Ok(resp) => Ok(resp.status()),
+                Err(ureq::Error::Status(code, _)) => Ok(code),
+                Err(e) => Err(WebhookError::Request(e.to_string())),
+            }
+        })
+        .await;
+        r.map_err(|e| WebhookError::Request(format!("delivery task: {e}")))?
     }
 
     /// Delivers one event with retries; counts the outcome.
     pub async fn deliver(&self, ev: &AlertEvent) -> Result<(), WebhookError> {
+        let body = Arc::new(serde_json::to_vec(ev).map_err(|e| WebhookError::Request(format!("encoding: {e}")))?);
         let mut backoff = Duration::from_millis(self.cfg.retry_backoff_ms);
         let mut attempt = 0;
         loop {
-            let (err, retryable) = match self.client.post(&self.cfg.url).json(ev).send().await {
-                Ok(resp) if resp.status().is_success() => {
+            let (err, retryable) = match self.post(body.clone()).await {
+                Ok(s) if (200..300).contains(&s) => {
                     self.counters.webhook_sent.fetch_add(1, Relaxed);
                     return Ok(());
                 }
-                Ok(resp) => {
-                    let s = resp.status();
-                    let retryable = s.is_server_error() || s.as_u16() == 408 || s.as_u16() == 429;
-                    (WebhookError::Status(s.as_u16()), retryable)
-                }
-                Err(e) => (WebhookError::Request(e), true),
+                Ok(s) => ((WebhookError::Status(s)), s >= 500 || s == 408 || s == 429),
+                Err(e) => (e, true),
             };
             if !retryable || attempt >= self.cfg.max_retries {
                 self.counters.webhook_failures.fetch_add(1, Relaxed);
