@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use control::alerts::AlertsConfig;
 use control::autoblock::{AutoblockConfig, Cidr, Decision, Offender};
 use control::metrics::{render, ControlCounters};
-use control::monitor::{spawn, LinkError, MonitorSettings, RelaydLink, RelaydStats};
+use control::monitor::{spawn, LinkError, MonitorSettings, RelaydLink};
 use control::webhook::WebhookConfig;
 use relay::stats::Snapshot;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -77,15 +77,15 @@ impl FakeRelayd {
 
 impl RelaydLink for FakeRelayd {
     /// Answered from a blocking thread, as a link over relayd's blocking client would be.
-    async fn stats(&mut self) -> Result<RelaydStats, LinkError> {
+    async fn stats(&mut self) -> Result<Snapshot, LinkError> {
         let this = self.clone();
         let drops = tokio::task::spawn_blocking(move || this.offenders_now().iter().map(|o| o.dropped_packets).sum())
             .await
             .map_err(|e| LinkError::Unreachable(e.to_string()))?;
-        let mut snapshot = Snapshot::default();
+        let mut snapshot = Snapshot { worker_lag_ms: vec![2, 3], ..Snapshot::default() };
         snapshot.xdp.insert("rate_limited".into(), drops);
         snapshot.xdp.insert("redirect_media".into(), 1000);
-        Ok(RelaydStats { snapshot, worker_lag_ms: vec![2, 3], ..RelaydStats::default() })
+        Ok(snapshot)
     }
 
     async fn offenders(&mut self, limit: u32) -> Result<Vec<Offender>, LinkError> {
