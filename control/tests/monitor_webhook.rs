@@ -208,7 +208,10 @@ async fn flood_is_blocked_within_two_seconds_and_its_alert_fires_then_resolves()
     let flood_stop = Instant::now();
     relayd.set_attacker_rate(0);
     let resolved = timeout(Duration::from_secs(5), hooks.recv()).await.expect("resolve webhook").expect("receiver");
-    assert!(flood_stop.elapsed() >= Duration::from_millis(400), "resolved only after a poll without the flood");
+    // The resolve needs a poll interval in which the flood was at most a tenth: ~450 ms after
+    // the stop with regular polls, less when a slow poll shortened the measured interval that
+    // follows it (seen on a loaded machine), never at once.
+    assert!(flood_stop.elapsed() >= Duration::from_millis(200), "resolved only after a poll without the flood");
     assert_eq!(resolved["status"], "resolved");
     assert_eq!(resolved["rule"], "flood");
     assert_eq!(resolved["started_at"], firing["started_at"]);
