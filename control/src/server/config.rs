@@ -36,12 +36,25 @@ pub enum ConfigError {
     /// A value is out of its documented range.
     #[error("invalid config: {0}")]
     Invalid(String),
-    /// `[alerts]` (or `[alerts.*]`) holds a value out of range or a bad webhook URL.
+    /// `[alerts]` (or `[alerts.*]`) holds a value out of range or a bad webhook URL. The
+    /// message is the whole story (not a `source`, so reports do not repeat it).
     #[error("invalid config: {0}")]
-    Alerts(#[from] AlertsConfigError),
+    Alerts(AlertsConfigError),
     /// `[autoblock]` holds a value out of range.
     #[error("invalid config: {0}")]
-    Autoblock(#[from] AutoblockError),
+    Autoblock(AutoblockError),
+}
+
+impl From<AlertsConfigError> for ConfigError {
+    fn from(e: AlertsConfigError) -> Self {
+        ConfigError::Alerts(e)
+    }
+}
+
+impl From<AutoblockError> for ConfigError {
+    fn from(e: AutoblockError) -> Self {
+        ConfigError::Autoblock(e)
+    }
 }
 
 /// Request rate limits, per source address and per SecretId (token buckets).
