@@ -379,8 +379,7 @@ impl Evaluator {
 
     /// Drops per second (engine + XDP, and XDP alone) since the previous poll with counters.
     fn rates(&mut self, now: Instant, obs: &Observation) -> (Option<u64>, Option<u64>) {
-        let Some(stats) = &obs.stats else { return (None, None) };
-        let s = &stats.snapshot;
+        let Some(s) = &obs.stats else { return (None, None) };
         let xdp_drops =
             s.xdp.iter().filter(|(r, _)| xdp_verdict_is_drop(r)).map(|(_, v)| *v).fold(0u64, u64::saturating_add);
         let engine_drops = s.drops.values().fold(0u64, |a, v| a.saturating_add(*v));
@@ -508,7 +507,6 @@ mod tests {
     use relay::stats::Snapshot;
 
     use super::*;
-    use crate::monitor::RelaydStats;
 
     const T0: u64 = 1_700_000_000;
 
@@ -552,19 +550,11 @@ mod tests {
             self.t += Duration::from_millis(500);
             self.engine += engine_pps / 2;
             self.xdp += xdp_pps / 2;
-            let mut s = Snapshot::default();
+            let mut s = Snapshot { worker_lag_ms: self.lags.clone(), ..Snapshot::default() };
             s.drops.insert("auth_failed".into(), self.engine);
             s.xdp.insert("rate_limited".into(), self.xdp);
             s.xdp.insert("redirect_media".into(), self.t.as_millis() as u64 * 1000);
-            let obs = Observation {
-                stats: self.up.then(|| RelaydStats {
-                    snapshot: s,
-                    worker_lag_ms: self.lags.clone(),
-                    xdp_bytes: BTreeMap::new(),
-                }),
-                offenders: Vec::new(),
-                cert_not_after: self.cert,
-            };
+            let obs = Observation { stats: self.up.then_some(s), offenders: Vec::new(), cert_not_after: self.cert };
             self.ev.evaluate(self.start + self.t, T0 + self.t.as_secs(), &obs, blocks)
         }
 

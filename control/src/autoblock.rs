@@ -226,14 +226,8 @@ impl AutoblockConfig {
     }
 }
 
-/// One source's cumulative kernel drop count, as relayd's `offenders` op reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Offender {
-    /// The source address.
-    pub ip: IpAddr,
-    /// Packets dropped from it so far (summed over CPUs).
-    pub dropped_packets: u64,
-}
+/// One source's cumulative kernel drop count: relayd's `offenders` op answers these.
+pub use relay::io::mgmt::Offender;
 
 /// What the daemon should do.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -189,8 +189,7 @@ pub fn render(latest: Option<&Latest>, counters: &ControlCounters) -> String {
     let up = obs.is_some_and(|o| o.stats.is_some());
     w.family("edgerelay_relayd_up", Kind::Gauge, "1 when the last poll of relayd succeeded.").sample(&[], u8::from(up));
 
-    if let Some(stats) = obs.and_then(|o| o.stats.as_ref()) {
-        let s = &stats.snapshot;
+    if let Some(s) = obs.and_then(|o| o.stats.as_ref()) {
         for (name, help, v) in [
             ("edgerelay_rx_packets_total", "Datagrams received by relayd's workers.", s.rx_packets),
             ("edgerelay_rx_bytes_total", "UDP payload bytes received by relayd's workers.", s.rx_bytes),
@@ -219,10 +218,10 @@ pub fn render(latest: Option<&Latest>, counters: &ControlCounters) -> String {
                 f.sample(&[("verdict", verdict)], v);
             }
         }
-        if !stats.xdp_bytes.is_empty() {
+        if !s.xdp_bytes.is_empty() {
             let mut f =
                 w.family("edgerelay_xdp_bytes_total", Kind::Counter, "Bytes seen by the XDP program, by verdict.");
-            for (verdict, v) in &stats.xdp_bytes {
+            for (verdict, v) in &s.xdp_bytes {
                 f.sample(&[("verdict", verdict)], v);
             }
         }
@@ -237,7 +236,7 @@ pub fn render(latest: Option<&Latest>, counters: &ControlCounters) -> String {
             Kind::Gauge,
             "Time since each relayd worker last finished a loop iteration.",
         );
-        for (i, lag) in stats.worker_lag_ms.iter().enumerate() {
+        for (i, lag) in s.worker_lag_ms.iter().enumerate() {
             f.sample(&[("worker", &i.to_string())], ms_as_secs(*lag));
         }
     }
@@ -318,7 +317,7 @@ mod tests {
     use relay::stats::Snapshot;
 
     use super::*;
-    use crate::monitor::{Observation, RelaydStats};
+    use crate::monitor::Observation;
 
     /// A strict reader of the 0.0.4 text format: returns the samples as
     /// (family, series text, value) and panics on any grammar violation.
@@ -399,7 +398,7 @@ mod tests {
         }
     }
 
-    fn latest_with(stats: Option<RelaydStats>) -> Latest {
+    fn latest_with(stats: Option<Snapshot>) -> Latest {
         Latest {
             observation: Observation { stats, offenders: Vec::new(), cert_not_after: Some(1_900_000_000) },
             firing: vec![Rule::Flood],
@@ -407,8 +406,16 @@ mod tests {
         }
     }
 
-    fn full_stats() -> RelaydStats {
-        let mut s = Snapshot { rx_packets: 10, rx_bytes: 1000, sessions: 3, rooms: 1, ..Snapshot::default() };
+    fn full_stats() -> Snapshot {
+        let mut s = Snapshot {
+            rx_packets: 10,
+            rx_bytes: 1000,
+            sessions: 3,
+            rooms: 1,
+            worker_lag_ms: vec![3, 1250],
+            xdp_bytes: BTreeMap::from([("redirect_media".to_owned(), 700)]),
+            ..Snapshot::default()
+        };
         s.drops.insert("replayed".into(), 4);
         s.drops.insert("auth_failed".into(), 1);
         s.xdp.insert("redirect_media".into(), 7);
@@ -417,11 +424,7 @@ mod tests {
         s.xdp.insert("rate_limited".into(), 5);
         s.joins.insert("ok".into(), 2);
         s.joins.insert("bad \"sig\"\\\nx".into(), 1);
-        RelaydStats {
-            snapshot: s,
-            worker_lag_ms: vec![3, 1250],
-            xdp_bytes: BTreeMap::from([("redirect_media".to_owned(), 700)]),
-        }
+        s
     }
 
     #[test]

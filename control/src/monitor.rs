@@ -13,10 +13,8 @@
 //! [`ControlCounters`]). A slow or hung relayd costs at most `poll_timeout` per poll and is
 //! reported as unreachable. The task ends when the daemon drops the decision receiver.
 //!
-//! relayd's stats carry two fields the `Snapshot` of this branch lacks (worker lags, XDP
-//! bytes), so [`RelaydStats`] carries them next to the snapshot; the link fills them.
+//! The daemon's link over relayd's management socket is `control::server::monitoring::MgmtLink`.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -63,22 +61,11 @@ pub enum MonitorError {
     Settings(&'static str),
 }
 
-/// What relayd's `stats` op answers.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RelaydStats {
-    /// The counters.
-    pub snapshot: Snapshot,
-    /// Per worker: ms since it last finished a loop iteration (`Snapshot.worker_lag_ms`).
-    pub worker_lag_ms: Vec<u64>,
-    /// XDP verdicts in bytes (`Snapshot.xdp_bytes`).
-    pub xdp_bytes: BTreeMap<String, u64>,
-}
-
 /// The result of one poll.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Observation {
     /// relayd's counters; `None` when the poll failed (relayd unreachable).
-    pub stats: Option<RelaydStats>,
+    pub stats: Option<Snapshot>,
     /// Cumulative per-source kernel drops, highest first (empty when the poll failed).
     pub offenders: Vec<Offender>,
     /// Expiry of relay-control's TLS certificate, Unix seconds, when known.
@@ -109,7 +96,7 @@ pub struct Latest {
 /// reconnect after a call that did not complete.
 pub trait RelaydLink: Send + 'static {
     /// The `stats` op.
-    fn stats(&mut self) -> impl Future<Output = Result<RelaydStats, LinkError>> + Send;
+    fn stats(&mut self) -> impl Future<Output = Result<Snapshot, LinkError>> + Send;
     /// The `offenders` op with this `limit`.
     fn offenders(&mut self, limit: u32) -> impl Future<Output = Result<Vec<Offender>, LinkError>> + Send;
 }
@@ -197,7 +184,7 @@ impl MonitorCore {
         &mut self,
         now: Instant,
         unix_secs: u64,
-        stats: Option<RelaydStats>,
+        stats: Option<Snapshot>,
         offenders: Option<Vec<Offender>>,
         cert_not_after: Option<u64>,
     ) -> StepOutput {
@@ -345,10 +332,10 @@ mod tests {
     use super::*;
     use crate::autoblock::Cidr;
 
-    fn stats(xdp_drops: u64, lags: Vec<u64>) -> RelaydStats {
-        let mut s = Snapshot::default();
+    fn stats(xdp_drops: u64, lags: Vec<u64>) -> Snapshot {
+        let mut s = Snapshot { worker_lag_ms: lags, ..Snapshot::default() };
         s.xdp.insert("rate_limited".into(), xdp_drops);
-        RelaydStats { snapshot: s, worker_lag_ms: lags, xdp_bytes: BTreeMap::new() }
+        s
     }
 
     fn core() -> (MonitorCore, Arc<ControlCounters>, Instant) {

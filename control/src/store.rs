@@ -260,6 +260,12 @@ impl BlockEntry {
         self.expires_at.is_none_or(|e| now < e)
     }
 
+    /// Whether the entry's prefix contains the whole prefix `ip/prefix_len` (same family,
+    /// same or shorter prefix).
+    pub fn covers(&self, ip: IpAddr, prefix_len: u8) -> bool {
+        self.ip.is_ipv4() == ip.is_ipv4() && self.prefix_len <= prefix_len && mask(ip, self.prefix_len) == self.ip
+    }
+
     /// Seconds left at `now` (0 for an entry without expiry), as relayd's `block` takes it.
     pub fn ttl_at(&self, now: u64) -> u64 {
         self.expires_at.map_or(0, |e| e.saturating_sub(now).max(1))
@@ -654,6 +660,77 @@ impl Store {
         })
     }
 
+    /// Adds `entry` unless a live entry already covers its prefix ([`BlockEntry::covers`]);
+    /// then that entry is returned and nothing is written. The check and the insert are one
+    /// transaction, so an automatic block never replaces an operator's entry added meanwhile.
+    pub fn add_block_unless_covered(
+        &self,
+        entry: &BlockEntry,
+        actor: &Actor<'_>,
+    ) -> Result<Option<BlockEntry>, StoreError> {
+        entry.check()?;
+        let txn = self.db.begin_write()?;
+        let covering = {
+            let mut t = txn.open_table(BLOCKS)?;
+            prune_blocks(&mut t, actor.now)?;
+            let mut covering = None;
+            for row in t.iter()? {
+                let e: BlockEntry = decode(row?.1.value())?;
+                if e.covers(entry.ip, entry.prefix_len) {
+                    covering = Some(e);
+                    break;
+                }
+            }
+            if covering.is_none() {
+                if t.len()? >= MAX_BLOCKS as u64 {
+                    return Err(StoreError::BlocklistFull);
+                }
+                t.insert(block_key(entry.ip, entry.prefix_len).as_str(), encode(entry)?.as_slice())?;
+            }
+            covering
+        };
+        if covering.is_some() {
+            txn.abort()?;
+            return Ok(covering);
+        }
+        let what = format!("block {} ttl={}", entry.cidr(), entry.ttl_at(actor.now));
+        append_in(&txn, actor, &what, Outcome::Success)?;
+        txn.commit()?;
+        Ok(None)
+    }
+
+    /// Removes the live entry for `ip/prefix_len` only if `source` added it, so the detector
+    /// releasing its block never lifts an operator's entry for the same prefix. Returns the
+    /// entry and whether it was removed (when another source holds the prefix nothing is
+    /// written); `BlockNotFound` when no live entry has the prefix.
+    pub fn remove_block_from(
+        &self,
+        ip: IpAddr,
+        prefix_len: u8,
+        source: BlockSource,
+        actor: &Actor<'_>,
+    ) -> Result<(BlockEntry, bool), StoreError> {
+        let key = block_key(ip, prefix_len);
+        let txn = self.db.begin_write()?;
+        let found = {
+            let mut t = txn.open_table(BLOCKS)?;
+            prune_blocks(&mut t, actor.now)?;
+            let found = t.get(key.as_str())?.map(|v| decode::<BlockEntry>(v.value())).transpose()?;
+            let found = found.ok_or(StoreError::BlockNotFound)?;
+            if found.source == source {
+                t.remove(key.as_str())?;
+            }
+            found
+        };
+        if found.source != source {
+            txn.abort()?;
+            return Ok((found, false));
+        }
+        append_in(&txn, actor, &format!("unblock {key}"), Outcome::Success)?;
+        txn.commit()?;
+        Ok((found, true))
+    }
+
     /// Blocklist entries live at `now`, by prefix text.
     pub fn list_blocks(&self, now: u64) -> Result<Vec<BlockEntry>, StoreError> {
         let t = self.db.begin_read()?.open_table(BLOCKS)?;
@@ -929,6 +1006,49 @@ mod tests {
         );
         assert_eq!(mask("2001:db8::1".parse().unwrap(), 64), "2001:db8::".parse::<IpAddr>().unwrap());
         assert_eq!(mask(v4(10, 1, 2, 3), 0), v4(0, 0, 0, 0));
+    }
+
+    #[test]
+    fn automatic_blocks_respect_operator_entries() {
+        let dir = TempDir::new("autoblocks");
+        let store = Store::open(dir.file()).unwrap();
+        let v4 = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
+        let entry = |ip, len, source| BlockEntry {
+            ip,
+            prefix_len: len,
+            created_at: 100,
+            expires_at: Some(700),
+            reason: "r".into(),
+            source,
+        };
+        let audits = |s: &Store| s.audit_range(0, u64::MAX, 1000).unwrap().len();
+        // An operator's /24 covers the attacker: the automatic block is skipped, unwritten.
+        store.add_block(&entry(v4(198, 18, 5, 0), 24, BlockSource::Api), &actor(100)).unwrap();
+        let before = audits(&store);
+        let covering =
+            store.add_block_unless_covered(&entry(v4(198, 18, 5, 9), 32, BlockSource::Auto), &actor(101)).unwrap();
+        assert_eq!(covering.map(|e| e.cidr()), Some("198.18.5.0/24".to_owned()));
+        assert_eq!(audits(&store), before, "a skipped block writes no audit entry");
+        // Outside it: added, audited.
+        let auto = entry(v4(198, 18, 6, 9), 32, BlockSource::Auto);
+        assert_eq!(store.add_block_unless_covered(&auto, &actor(102)).unwrap(), None);
+        assert_eq!(audits(&store), before + 1);
+        assert!(store.list_blocks(103).unwrap().contains(&auto));
+        // Covered by itself (same prefix) or an IPv6 prefix never covers IPv4.
+        assert!(store.add_block_unless_covered(&auto, &actor(103)).unwrap().is_some());
+        assert!(!entry("::".parse().unwrap(), 0, BlockSource::Api).covers(v4(198, 18, 6, 9), 32));
+        assert!(!entry(v4(198, 18, 6, 9), 32, BlockSource::Api).covers(v4(198, 18, 6, 0), 24));
+        // The detector releases only its own entry.
+        let removed = store.remove_block_from(auto.ip, 32, BlockSource::Auto, &actor(104)).unwrap();
+        assert_eq!(removed, (auto.clone(), true));
+        assert!(matches!(
+            store.remove_block_from(auto.ip, 32, BlockSource::Auto, &actor(105)),
+            Err(StoreError::BlockNotFound)
+        ));
+        let (held, removed) = store.remove_block_from(v4(198, 18, 5, 0), 24, BlockSource::Auto, &actor(106)).unwrap();
+        assert!(!removed && held.source == BlockSource::Api, "an operator's entry stays");
+        assert_eq!(audits(&store), before + 2, "only the removal was audited");
+        assert_eq!(store.list_blocks(107).unwrap().len(), 1);
     }
 
     #[test]

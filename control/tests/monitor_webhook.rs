@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use control::alerts::AlertsConfig;
 use control::autoblock::{AutoblockConfig, Cidr, Decision, Offender};
 use control::metrics::{render, ControlCounters};
-use control::monitor::{spawn, LinkError, MonitorSettings, RelaydLink, RelaydStats};
+use control::monitor::{spawn, LinkError, MonitorSettings, RelaydLink};
 use control::webhook::WebhookConfig;
 use relay::stats::Snapshot;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -77,15 +77,15 @@ impl FakeRelayd {
 
 impl RelaydLink for FakeRelayd {
     /// Answered from a blocking thread, as a link over relayd's blocking client would be.
-    async fn stats(&mut self) -> Result<RelaydStats, LinkError> {
+    async fn stats(&mut self) -> Result<Snapshot, LinkError> {
         let this = self.clone();
         let drops = tokio::task::spawn_blocking(move || this.offenders_now().iter().map(|o| o.dropped_packets).sum())
             .await
             .map_err(|e| LinkError::Unreachable(e.to_string()))?;
-        let mut snapshot = Snapshot::default();
+        let mut snapshot = Snapshot { worker_lag_ms: vec![2, 3], ..Snapshot::default() };
         snapshot.xdp.insert("rate_limited".into(), drops);
         snapshot.xdp.insert("redirect_media".into(), 1000);
-        Ok(RelaydStats { snapshot, worker_lag_ms: vec![2, 3], ..RelaydStats::default() })
+        Ok(snapshot)
     }
 
     async fn offenders(&mut self, limit: u32) -> Result<Vec<Offender>, LinkError> {
@@ -208,7 +208,10 @@ async fn flood_is_blocked_within_two_seconds_and_its_alert_fires_then_resolves()
     let flood_stop = Instant::now();
     relayd.set_attacker_rate(0);
     let resolved = timeout(Duration::from_secs(5), hooks.recv()).await.expect("resolve webhook").expect("receiver");
-    assert!(flood_stop.elapsed() >= Duration::from_millis(400), "resolved only after a poll without the flood");
+    // The resolve needs a poll interval in which the flood was at most a tenth: ~450 ms after
+    // the stop with regular polls, less when a slow poll shortened the measured interval that
+    // follows it (seen on a loaded machine), never at once.
+    assert!(flood_stop.elapsed() >= Duration::from_millis(200), "resolved only after a poll without the flood");
     assert_eq!(resolved["status"], "resolved");
     assert_eq!(resolved["rule"], "flood");
     assert_eq!(resolved["started_at"], firing["started_at"]);

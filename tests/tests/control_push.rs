@@ -68,11 +68,12 @@ fn apps_usersigs_rotation_and_dismiss_through_the_api() {
         r.json()["usersig"].as_str().unwrap().to_owned()
     };
 
-    // The push is asynchronous: the first join may race it.
+    // The push is asynchronous: the first join may race it. The probe declares no SSRC: its
+    // leave may reach relayd after alice's join (another worker), which must not collide.
     let alice_sig = mint("alice");
     let mut alice = peer(&relayd, &alice_sig, 42, Some(1111));
     wait_until(5, "app pushed to relayd", || {
-        let mut probe = peer(&relayd, &alice_sig, 42, Some(1111));
+        let mut probe = peer(&relayd, &alice_sig, 42, None);
         probe.join().is_ok_and(|_| {
             probe.leave();
             true

@@ -1,7 +1,9 @@
-//! `relay-control`: the edgerelay management daemon (HTTPS API, push to relayd).
+//! `relay-control`: the edgerelay management daemon (HTTPS API, push to relayd, metrics,
+//! alerts, autoblock).
 //!
-//! Thin: parses the command line, binds, drops privileges, opens the store and the
-//! certificate, then hands over to `control::server`.
+//! Thin: parses the command line, loads the config (every section, `[alerts]` and
+//! `[autoblock]` included, is checked before anything binds), binds, drops privileges, opens
+//! the store and the certificate, then hands over to `control::server`.
 #![forbid(unsafe_code)]
 
 use std::io::Write;
@@ -17,7 +19,11 @@ use control::server::{config::Config, push::Link, tls, unix_now, Server};
 use control::store::{Actor, Store};
 
 #[derive(Parser)]
-#[command(name = "relay-control", version, about = "edgerelay management daemon: HTTPS API, push to relayd")]
+#[command(
+    name = "relay-control",
+    version,
+    about = "edgerelay management daemon: HTTPS API, push to relayd, metrics, alerts, autoblock"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -131,9 +137,9 @@ fn serve(config: &Path) -> anyhow::Result<()> {
         writeln!(out, "relay-control: listening on https://{bound}")?;
         out.flush()?;
     }
-    let server = Arc::new(Server::new(cfg, store, link, certs));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
+        let server = Server::start(cfg, store, link, certs)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;

@@ -22,7 +22,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -229,14 +228,14 @@ async fn admit(st: &Arc<Server>, req: Request, ctx: &mut Ctx) -> Result<Request,
     if let (Some(bearer), "/metrics") = (auth_value.and_then(|v| v.strip_prefix("Bearer ")), parts.uri.path()) {
         let ok = st.cfg.metrics_token.as_deref().is_some_and(|t| bool::from(t.as_bytes().ct_eq(bearer.as_bytes())));
         if !ok {
-            st.counters.auth_failure("InvalidToken");
+            st.counters.count_auth_failure("InvalidToken");
             return Err(ApiError::auth("InvalidToken", "metrics bearer token not accepted"));
         }
         ctx.who = "metrics-token".into();
         ctx.role = Some(Role::Auditor);
     } else {
         let (secret_id, role) = authenticate(st, &parts, &bytes, ctx.now).inspect_err(|e| {
-            st.counters.auth_failure(e.code.trim_start_matches("AuthFailure."));
+            st.counters.count_auth_failure(e.code.trim_start_matches("AuthFailure."));
         })?;
         ctx.who = secret_id;
         ctx.role = Some(role);
@@ -331,7 +330,7 @@ async fn finish(st: &Arc<Server>, ctx: &Ctx, audit: bool, envelope: bool, mut re
         Some(e) => render_error(&e, &ctx.request_id, envelope),
         None => resp,
     };
-    st.counters.request(resp.status().as_u16());
+    st.counters.count_request(resp.status().as_u16());
     if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
@@ -357,20 +356,6 @@ fn render_error(e: &ApiError, request_id: &str, envelope: bool) -> Response {
 /// Whether a usable admin key exists (for `bootstrap-admin`).
 pub fn has_admin(store: &crate::store::Store, now: u64) -> Result<bool, crate::store::StoreError> {
     Ok(store.list_keys()?.iter().any(|k| k.role == Role::Admin && k.is_usable(now)))
-}
-
-impl super::Counters {
-    fn auth_failure(&self, reason: &str) {
-        let mut m = self.auth_failures.lock().unwrap_or_else(|p| p.into_inner());
-        *m.entry(reason.to_owned()).or_default() += 1;
-    }
-    fn request(&self, status: u16) {
-        let mut m = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        *m.entry(status).or_default() += 1;
-        if status == 429 {
-            self.rate_limited.fetch_add(1, Ordering::Relaxed);
-        }
-    }
 }
 
 #[cfg(test)]

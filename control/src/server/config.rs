@@ -1,14 +1,18 @@
 //! The `relay-control` config file (TOML), validated at load.
 //!
-//! Unknown keys are errors at every level this module owns. The `[alerts]` and `[autoblock]`
-//! tables belong to the monitoring modules: they are kept here as raw TOML tables and handed
-//! to those modules, which parse them with their own `deny_unknown_fields` structs.
+//! Unknown keys are errors at every level, including `[alerts]` and `[autoblock]`, whose
+//! structs and bounds belong to the monitoring modules ([`AlertsConfig`], [`AutoblockConfig`])
+//! and are checked here at load, so a bad threshold or webhook URL stops the daemon before
+//! it binds anything, with a message naming the key.
 //! Config is separate from live state: nothing here changes after load.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::alerts::{AlertsConfig, AlertsConfigError};
+use crate::autoblock::{AutoblockConfig, AutoblockError};
 
 /// Why a config could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +36,25 @@ pub enum ConfigError {
     /// A value is out of its documented range.
     #[error("invalid config: {0}")]
     Invalid(String),
+    /// `[alerts]` (or `[alerts.*]`) holds a value out of range or a bad webhook URL. The
+    /// message is the whole story (not a `source`, so reports do not repeat it).
+    #[error("invalid config: {0}")]
+    Alerts(AlertsConfigError),
+    /// `[autoblock]` holds a value out of range.
+    #[error("invalid config: {0}")]
+    Autoblock(AutoblockError),
+}
+
+impl From<AlertsConfigError> for ConfigError {
+    fn from(e: AlertsConfigError) -> Self {
+        ConfigError::Alerts(e)
+    }
+}
+
+impl From<AutoblockError> for ConfigError {
+    fn from(e: AutoblockError) -> Self {
+        ConfigError::Autoblock(e)
+    }
 }
 
 /// Request rate limits, per source address and per SecretId (token buckets).
@@ -107,12 +130,12 @@ pub struct Config {
     /// Bearer token that `/metrics` also accepts (for Prometheus scrapers).
     #[serde(default)]
     pub metrics_token: Option<String>,
-    /// Alert rules and webhook, parsed by the monitoring modules.
+    /// Alert rules and the webhook (`control::alerts`).
     #[serde(default)]
-    pub alerts: Option<toml::Table>,
-    /// Automatic blocking thresholds, parsed by the monitoring modules.
+    pub alerts: AlertsConfig,
+    /// Automatic blocking of flooding sources (`control::autoblock`).
     #[serde(default)]
-    pub autoblock: Option<toml::Table>,
+    pub autoblock: AutoblockConfig,
 }
 
 fn default_listen() -> SocketAddr {
@@ -177,6 +200,8 @@ impl Config {
         if self.user.as_deref().is_some_and(str::is_empty) {
             return invalid("user must not be empty");
         }
+        self.alerts.validate()?;
+        self.autoblock.validate()?;
         Ok(())
     }
 
@@ -209,6 +234,54 @@ per_ip_per_sec = 20
 per_ip_burst = 40
 per_key_per_sec = 10
 per_key_burst = 20
+
+# Alert rules, evaluated on every poll of relayd (every 500 ms). Each rule fires once when
+# its condition has held for for_secs, and sends one resolve when it stops holding. Events
+# are logged; with [alerts.webhook] each is also POSTed as JSON
+# {status, rule, summary, labels, started_at, resolved_at?}.
+[alerts]
+# labels = { node = "edge-1" }   # added to every event (at most 16)
+
+# [alerts.webhook]
+# url = "https://alerts.example.net/edgerelay"   # http:// or https://, no redirects followed
+# timeout_ms = 5000        # per attempt, 100..=60000
+# max_retries = 3          # 0..=10; on connection errors, timeouts, 408, 429 and 5xx
+# retry_backoff_ms = 500   # 0..=60000, doubles per retry, at most 30 s
+
+[alerts.drop_rate]         # engine + XDP drops per second
+enabled = true
+per_sec = 5000             # 1..=1000000000
+for_secs = 60              # 0..=86400
+
+[alerts.flood]             # XDP drops per second, or an autoblock in the last autoblock_hold_secs
+enabled = true
+xdp_drops_per_sec = 20000  # 1..=1000000000
+autoblock_hold_secs = 30   # 0..=86400
+for_secs = 0               # 0..=86400
+
+[alerts.relayd_unreachable]
+enabled = true
+after_secs = 10            # no successful poll for this long, 1..=86400
+
+[alerts.worker_stalled]
+enabled = true
+lag_ms = 1000              # a relayd worker loop this late, 200..=3600000
+for_secs = 5               # 0..=86400
+
+[alerts.cert_expiry]
+enabled = true
+within_days = 14           # 1..=365
+
+# Automatic blocking: a source whose kernel drops (any reason: unknown session, rate
+# limited, junk, ...) exceed pps_threshold per second is blocklisted (/32 or /128, source
+# "auto") for ttl_secs, then released. A live entry that already covers it is left alone.
+[autoblock]
+enabled = true
+pps_threshold = 1000       # drops per second, 1..=1000000000
+ttl_secs = 600             # 1..=2592000
+max_tracked = 4096         # sources tracked, 16..=1048576
+max_blocks = 1024          # live autoblocks, 1..=1048576
+exempt = []                # CIDRs never blocked, e.g. ["198.51.100.0/24"] (at most 1024)
 "#;
 
 #[cfg(test)]
@@ -221,6 +294,8 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:8443".parse().unwrap());
         assert_eq!(c.service, "trtc");
         assert_eq!(c.rate_limits, RateLimits::default());
+        assert_eq!(c.alerts, AlertsConfig::default(), "the example documents the defaults");
+        assert_eq!(c.autoblock, AutoblockConfig::default(), "the example documents the defaults");
         let minimal = Config::parse("state_dir = \"/tmp/x\"").unwrap();
         assert_eq!(minimal.listen.port(), 8443);
         assert!(minimal.relayd_socket.is_none() && minimal.tls_cert.is_none());
@@ -239,9 +314,26 @@ mod tests {
     }
 
     #[test]
-    fn monitoring_tables_are_kept_for_their_modules() {
-        let c = Config::parse("state_dir = \"/x\"\n[alerts]\nwebhook = \"https://h/\"\n[autoblock]\npps = 5").unwrap();
-        assert_eq!(c.alerts.unwrap()["webhook"].as_str(), Some("https://h/"));
-        assert_eq!(c.autoblock.unwrap()["pps"].as_integer(), Some(5));
+    fn monitoring_sections_are_parsed_strictly_at_load() {
+        let c = Config::parse(
+            "state_dir = \"/x\"\n[alerts.webhook]\nurl = \"http://127.0.0.1:9/a\"\n[alerts.flood]\nfor_secs = 2\n\
+             [autoblock]\npps_threshold = 50\nexempt = [\"198.18.0.0/15\"]",
+        )
+        .unwrap();
+        assert_eq!(c.alerts.webhook.unwrap().url, "http://127.0.0.1:9/a");
+        assert_eq!(c.alerts.flood.for_secs, 2);
+        assert_eq!(c.autoblock.pps_threshold, 50);
+        assert!(c.autoblock.exempt[0].contains("198.19.1.1".parse().unwrap()));
+        let err = |t: &str| Config::parse(&format!("state_dir = \"/x\"\n{t}")).unwrap_err().to_string();
+        assert!(err("[alerts]\nwebhook = \"https://h/\"").contains("invalid type"));
+        assert!(err("[alerts.flood]\nbogus = 1").contains("unknown field"));
+        assert!(err("[autoblock]\npps = 5").contains("unknown field"));
+        assert!(err("[autoblock]\nexempt = [\"198.18.0.1/15\"]").contains("host bits"));
+        let e = err("[autoblock]\npps_threshold = 0");
+        assert!(e.contains("autoblock.pps_threshold = 0 is out of range"), "{e}");
+        let e = err("[alerts.worker_stalled]\nlag_ms = 10");
+        assert!(e.contains("alerts.worker_stalled.lag_ms = 10 is out of range"), "{e}");
+        let e = err("[alerts.webhook]\nurl = \"ftp://h/\"");
+        assert!(e.contains("alerts.webhook") && e.contains("http://"), "{e}");
     }
 }

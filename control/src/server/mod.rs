@@ -2,9 +2,11 @@
 //! the background tasks that keep both fresh.
 //!
 //! Threads: a tokio multi-thread runtime runs the accept loop, one task per connection
-//! (HTTP/1.1 over rustls), and the periodic tasks (certificate reload, rate-limit and replay
-//! cache pruning). Store writes (fsync) run on tokio's blocking pool. The relayd link is one
-//! dedicated OS thread with a blocking Unix-socket client ([`push`]).
+//! (HTTP/1.1 over rustls), the periodic tasks (certificate reload, rate-limit and replay
+//! cache pruning), and the monitor ([`monitoring`]: relayd polls every 500 ms, alert
+//! delivery, autoblock decisions). Store writes (fsync) and the monitor's blocking polls run
+//! on tokio's blocking pool. The relayd push link is one dedicated OS thread with a blocking
+//! Unix-socket client ([`push`]).
 //!
 //! Invariants: no plaintext listener; every request passes [`auth::gate`]; a TLS handshake or
 //! an idle connection cannot hold a slot forever (handshake timeout, header-read timeout,
@@ -14,20 +16,21 @@
 pub mod auth;
 pub mod config;
 pub mod errors;
+pub mod monitoring;
 pub mod openapi;
 pub mod push;
 pub mod routes;
 pub mod tls;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
+use crate::metrics::ControlCounters;
+use crate::monitor::Latest;
 use crate::store::Store;
 use crate::tc3::{ReplayCache, Verifier};
 
@@ -51,22 +54,10 @@ pub enum ServerError {
     /// The TLS configuration failed.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The monitor could not start (its HTTP client for the webhook).
+    #[error(transparent)]
+    Monitor(#[from] crate::monitor::MonitorError),
 }
-
-/// The daemon's own counters, for `/metrics` (rendered by the monitoring modules).
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Responses by HTTP status.
-    pub requests: Mutex<BTreeMap<u16, u64>>,
-    /// Authentication failures by `AuthFailure.<Reason>` reason.
-    pub auth_failures: Mutex<BTreeMap<String, u64>>,
-    /// Requests refused by a rate limit.
-    pub rate_limited: AtomicU64,
-}
-
-/// What `/metrics` serves: the monitoring modules (`control::metrics`) supply it. Until the
-/// monitor is wired in, [`Server::new`] installs [`own_metrics`].
-pub type MetricsRenderer = Arc<dyn Fn(&Server) -> String + Send + Sync>;
 
 /// Shared state of the API.
 pub struct Server {
@@ -86,10 +77,14 @@ pub struct Server {
     pub certs: Arc<tls::CertStore>,
     /// Start time, for uptime.
     pub started: Instant,
-    /// Counters for `/metrics`.
-    pub counters: Counters,
-    /// Renders `/metrics`.
-    pub metrics: MetricsRenderer,
+    /// The daemon's own counters (requests, auth failures, alerts, autoblock, polls), shared
+    /// with the monitor and the webhook sender.
+    pub counters: Arc<ControlCounters>,
+    /// The monitor's latest poll (`None` before the first), for `/metrics`.
+    pub latest: watch::Receiver<Option<Arc<Latest>>>,
+    /// The served certificate's expiry (Unix seconds), watched by the `cert_expiry` rule;
+    /// updated on every reload.
+    pub cert_not_after: watch::Sender<Option<u64>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -103,32 +98,20 @@ pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// The integration point for `control::metrics`: the daemon's own counters and relayd
-/// reachability in Prometheus text format. The monitor replaces [`Server::metrics`] with a
-/// renderer that adds relayd's counters, alerts and autoblock.
-pub fn own_metrics(s: &Server) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    out.push_str("# HELP edgerelay_control_requests_total API responses by HTTP status.\n");
-    out.push_str("# TYPE edgerelay_control_requests_total counter\n");
-    for (status, n) in s.counters.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-        let _ = writeln!(out, "edgerelay_control_requests_total{{status=\"{status}\"}} {n}");
-    }
-    out.push_str("# HELP edgerelay_control_auth_failures_total API authentication failures by reason.\n");
-    out.push_str("# TYPE edgerelay_control_auth_failures_total counter\n");
-    for (reason, n) in s.counters.auth_failures.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-        let _ = writeln!(out, "edgerelay_control_auth_failures_total{{reason=\"{reason}\"}} {n}");
-    }
-    out.push_str("# HELP edgerelay_relayd_up Whether the management link to relayd is up and synced.\n");
-    out.push_str("# TYPE edgerelay_relayd_up gauge\n");
-    let _ = writeln!(out, "edgerelay_relayd_up {}", u8::from(s.link.reachable()));
-    out
-}
-
 impl Server {
-    /// Shared state for `cfg`, with `own_metrics` as the `/metrics` renderer.
-    pub fn new(cfg: config::Config, store: Arc<Store>, link: push::Link, certs: Arc<tls::CertStore>) -> Self {
-        Server {
+    /// Shared state for `cfg`, with the monitor started (polling relayd, evaluating alerts,
+    /// delivering them) and its autoblock decisions applied by a task of their own. Must run
+    /// inside the tokio runtime.
+    pub fn start(
+        cfg: config::Config,
+        store: Arc<Store>,
+        link: push::Link,
+        certs: Arc<tls::CertStore>,
+    ) -> Result<Arc<Self>, ServerError> {
+        let counters = Arc::new(ControlCounters::default());
+        let (cert_not_after, cert_rx) = watch::channel(Some(certs.info().not_after));
+        let monitor = monitoring::start(&cfg, counters.clone(), cert_rx)?;
+        let st = Arc::new(Server {
             verifier: Verifier::new(cfg.service.clone()),
             replay: Mutex::new(ReplayCache::new(REPLAY_CACHE_CAPACITY)),
             limits: auth::RateLimits::new(&cfg.rate_limits),
@@ -137,9 +120,18 @@ impl Server {
             link,
             certs,
             started: Instant::now(),
-            counters: Counters::default(),
-            metrics: Arc::new(own_metrics),
-        }
+            counters,
+            latest: monitor.latest,
+            cert_not_after,
+        });
+        tokio::spawn(monitoring::apply_decisions(st.clone(), monitor.decisions));
+        Ok(st)
+    }
+
+    /// The `/metrics` body: relayd's counters from the monitor's latest poll, and ours.
+    pub fn render_metrics(&self) -> String {
+        let latest = self.latest.borrow().clone();
+        crate::metrics::render(latest.as_deref(), &self.counters)
     }
 }
 
@@ -147,7 +139,7 @@ impl Server {
 /// the runtime stops.
 fn spawn_housekeeping(st: Arc<Server>) -> std::io::Result<()> {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let certs = st.certs.clone();
+    let reloader = st.clone();
     tokio::spawn(async move {
         let mut poll = tokio::time::interval(CERT_POLL);
         loop {
@@ -155,10 +147,12 @@ fn spawn_housekeeping(st: Arc<Server>) -> std::io::Result<()> {
                 _ = hup.recv() => true,
                 _ = poll.tick() => false,
             };
+            let certs = &reloader.certs;
             let result = if forced { certs.reload().map(Some) } else { certs.reload_if_changed() };
             match result {
                 Ok(Some(info)) => {
                     tracing::info!(fingerprint = %info.sha256, not_after = info.not_after, "certificate reloaded");
+                    reloader.cert_not_after.send_replace(Some(info.not_after));
                     println!("relay-control: certificate {}", info.sha256);
                 }
                 Ok(None) => {}

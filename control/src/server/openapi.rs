@@ -158,7 +158,8 @@ fn schemas() -> Value {
         "BlockEntry": {"type": "object", "required": ["cidr", "ttl_secs", "reason", "source"], "properties": {
             "cidr": {"type": "string"}, "ttl_secs": {"type": "integer"},
             "expires_at": {"type": "integer", "nullable": true}, "reason": {"type": "string"},
-            "source": {"type": "string", "enum": ["api", "auto"]}}},
+            "source": {"type": "string", "enum": ["api", "auto"],
+                       "description": "api: added through the API; auto: added by the flood detector ([autoblock]), released at its TTL."}}},
         "AddBlock": object(&["cidr", "ttl_secs"], json!({
             "cidr": {"type": "string", "minLength": 1, "maxLength": 49, "pattern": cidr_pattern,
                      "description": "Address with optional /prefix_len; host bits are cleared."},
@@ -327,6 +328,7 @@ pub fn document() -> Value {
                 None, (200, ok("Entries.", list("AuditEntry", "entries"))), &[])},
             "/metrics": {"get": {
                 "summary": "Prometheus metrics (text format 0.0.4).", "operationId": "getMetrics",
+                "description": "relayd's counters from the monitor's latest poll (every 500 ms; omitted while relayd is unreachable, see edgerelay_relayd_up): packets and bytes, drops by layer and reason, XDP verdicts, joins by result, sessions, rooms, worker lag. Then relay-control's own: alerts firing and events, webhook deliveries, autoblock actions, relayd polls, API responses by status and authentication failures by reason.",
                 "security": [{"tc3": []}, {"metricsToken": []}],
                 "responses": {
                     "200": {"description": "Metrics.", "headers": {"X-Request-Id": {"$ref": "#/components/headers/RequestId"}},

@@ -323,7 +323,7 @@ async fn health(State(st): State<Arc<Server>>) -> Json<Value> {
 }
 
 async fn metrics(State(st): State<Arc<Server>>) -> Response {
-    let text = (st.metrics)(&st);
+    let text = st.render_metrics();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
