@@ -17,6 +17,7 @@ mod baseline;
 mod coturn;
 mod crypto;
 mod edgerelay;
+mod generator;
 mod load;
 mod ng;
 mod procs;

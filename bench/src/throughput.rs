@@ -1,4 +1,9 @@
-//! The throughput scenario.
+//! The throughput scenario: relayd (one worker, pinned to the relay CPU) in one namespace,
+//! the clients in another, a sender streaming pre-protected SRTP into a room of `fanout`
+//! receivers as fast as the generator ([`crate::generator`], pinned to the load CPU) can, and
+//! an XDP sink on the clients' veth counting what relayd sends. Rates are taken over the
+//! window after a warm-up tenth; relayd's CPU time over the same window gives its cost per
+//! accepted packet.
 
 use std::net::UdpSocket;
 use std::path::PathBuf;
@@ -8,11 +13,12 @@ use anyhow::{Context, Result};
 use relay::client::write_rtp_header;
 use relay::config::Backend;
 use relay::io::netns::{NetNs, VethPair};
-use relay::io::sys::SendBatch;
 use relay::io::xdp::{FilterConfig, Reason, XdpFilter};
 use relay::srtp::Profile;
 
 use crate::edgerelay::{self, Member, Relayd};
+use crate::generator::{self, Generator};
+use crate::procs::{self, Cpus};
 pub(crate) const RELAY_IP: &str = "198.18.0.1";
 pub(crate) const CLIENT_IP: &str = "198.18.0.2";
 pub(crate) const PORT: u16 = 7000;
@@ -38,6 +44,10 @@ pub struct Args {
     /// Packets the sender blasts per run (pre-protected; the first tenth is warm-up).
     #[arg(long, default_value_t = 1_000_000)]
     packets: usize,
+    /// Traffic generator: AF_XDP frames on the clients' veth (`auto` falls back to the UDP
+    /// socket if AF_XDP is unavailable) or a UDP socket with sendmmsg.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "auto")]
+    generator: Vec<generator::Kind>,
     /// Path of relayd (default: next to this binary).
     #[arg(long)]
     relayd: Option<PathBuf>,
@@ -103,34 +113,33 @@ pub(crate) fn sunk(topo: &Topology) -> Result<u64> {
     Ok(topo.sink.counters()?.iter().find(|c| c.reason == Reason::UnknownSession).map_or(0, |c| c.packets))
 }
 
-/// One measurement: send every packet in `pkts` as fast as the socket takes them while the
-/// sink counts; rates are taken after a warm-up (the first tenth) until the sender is done.
-fn blast(topo: &Topology, relayd: &Relayd, sender: &UdpSocket, pkts: &[Vec<u8>]) -> Result<Rates> {
-    let dst = sender.peer_addr()?;
-    let mut tx = SendBatch::new(64);
+/// One measurement: send every packet in `pkts` (prepared by `gen`) as fast as the generator
+/// takes them while the sink counts; rates are taken after a warm-up (the first tenth) until
+/// the generator is done.
+fn blast(topo: &Topology, relayd: &Relayd, gen: &mut Generator, sender: &UdpSocket, pkts: &[Vec<u8>]) -> Result<Rates> {
     let warmup = pkts.len() / 10;
     let mut mark = None;
     let mut sent = 0u64;
     for chunk in pkts.chunks(64) {
-        for p in chunk {
-            tx.next_buffer().expect("batch of 64")[..p.len()].copy_from_slice(p);
-            tx.push(dst, p.len());
-        }
-        sent += tx.flush(sender).sent as u64;
+        sent = gen.send(sender, chunk, sent)?;
         if mark.is_none() && sent as usize >= warmup {
-            mark = Some((sent, sunk(topo)?, relayd.snapshot()?, Instant::now()));
+            mark = Some((sent, sunk(topo)?, relayd.snapshot()?, procs::cpu_seconds(relayd.pid())?, Instant::now()));
         }
     }
-    let (s0, r0, snap0, t0) = mark.context("no packets sent")?;
+    let sent = gen.finish(sent)?;
+    let (s0, r0, snap0, cpu0, t0) = mark.context("no packets sent")?;
     let snap1 = relayd.snapshot()?;
+    let cpu1 = procs::cpu_seconds(relayd.pid())?;
     let r1 = sunk(topo)?;
     let dt = t0.elapsed().as_secs_f64();
-    let rate = |a: u64, b: u64| (b - a) as f64 / dt;
+    let rate = |a: u64, b: u64| b.saturating_sub(a) as f64 / dt;
+    let accepted = snap1.media_accepted.saturating_sub(snap0.media_accepted);
     Ok(Rates {
         offered: rate(s0, sent),
         accepted: rate(snap0.media_accepted, snap1.media_accepted),
         relay_tx: rate(snap0.tx_packets, snap1.tx_packets),
         received: rate(r0, r1),
+        cpu_us_per_pkt: if accepted == 0 { f64::NAN } else { (cpu1 - cpu0) * 1e6 / accepted as f64 },
     })
 }
 
@@ -144,6 +153,9 @@ struct Rates {
     relay_tx: f64,
     /// What the receivers counted.
     received: f64,
+    /// relayd's CPU time (user + system, in its process) per accepted packet, in µs. Softirq
+    /// work the kernel charges to whichever task it interrupts is not in it.
+    cpu_us_per_pkt: f64,
 }
 
 fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
@@ -153,55 +165,76 @@ fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
 
 /// Runs the scenario and prints a table.
 pub fn run(a: Args) -> Result<()> {
-    let relayd = match a.relayd {
-        Some(p) => p,
+    let relayd = match &a.relayd {
+        Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("relayd"),
     };
+    // Before pinning: the CPU count follows this thread's affinity.
+    let cpus = Cpus::detect();
+    cpus.pin_load_thread();
     let mut rows = Vec::new();
-    for &fanout in &a.fanout {
-        for &backend in &a.backends {
-            let (mut offered, mut forwarded, mut received) = (Vec::new(), Vec::new(), Vec::new());
-            for _ in 0..a.runs {
-                let topo = topology()?;
-                let relayd_proc = edgerelay::start(&relayd, Some(&topo), backend, None)?;
-                let mut sender = join(&topo, "sender", Some(0x5eed), a.profile)?;
-                let receivers: Vec<Member> =
-                    (0..fanout).map(|i| join(&topo, &format!("r{i}"), None, a.profile)).collect::<Result<_>>()?;
-                let mut seq = 0;
-                let pkts = packets(&mut sender, 0x5eed, &mut seq, a.packets, a.size)?;
-                let r = blast(&topo, &relayd_proc, &sender.sock, &pkts)?;
-                drop(receivers);
-                offered.push(r.offered);
-                forwarded.push(r.accepted);
-                received.push(r.received / fanout as f64);
-                eprintln!(
-                    "  run: offered {:.0}, relay accepted {:.0} and sent {:.0}, the sink counted {:.0} pkt/s",
-                    r.offered, r.accepted, r.relay_tx, r.received
-                );
+    for &kind in &a.generator {
+        for &fanout in &a.fanout {
+            for &backend in &a.backends {
+                rows.push(configuration(&a, &relayd, cpus, kind, fanout, backend)?);
             }
-            let (m, lo, hi) = median(forwarded);
-            let (om, _, _) = median(offered);
-            let (rm, _, _) = median(received);
-            println!(
-                "{:<7} fanout {fanout}: {:>9.0} pkt/s in [{:.0}-{:.0}] ({:>9.0} out), offered {:.0}, received per receiver {:.0}, {} runs",
-                format!("{backend:?}").to_lowercase(),
-                m,
-                lo,
-                hi,
-                m * fanout as f64,
-                om,
-                rm,
-                a.runs
-            );
-            rows.push(
-                serde_json::json!({"backend": format!("{backend:?}").to_lowercase(), "fanout": fanout, "size": a.size,
-                "profile": a.profile.name(), "runs": a.runs, "in_pps_median": m, "in_pps_min": lo, "in_pps_max": hi,
-                "offered_pps_median": om}),
-            );
         }
     }
-    if let Some(p) = a.json {
+    if let Some(p) = &a.json {
         std::fs::write(p, serde_json::to_string_pretty(&rows)?)?;
     }
     Ok(())
+}
+
+/// `runs` runs of one configuration, each in a fresh topology with a fresh relayd; prints the
+/// medians and returns them as a JSON row.
+fn configuration(
+    a: &Args,
+    relayd: &std::path::Path,
+    cpus: Cpus,
+    kind: generator::Kind,
+    fanout: usize,
+    backend: Backend,
+) -> Result<serde_json::Value> {
+    let (mut offered, mut forwarded, mut received, mut cpu) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut gen_name = "";
+    for _ in 0..a.runs {
+        procs::check_interrupted()?;
+        let topo = topology()?;
+        let relayd_proc = edgerelay::start(relayd, Some(&topo), backend, Some(cpus))?;
+        let mut sender = join(&topo, "sender", Some(0x5eed), a.profile)?;
+        let receivers: Vec<Member> =
+            (0..fanout).map(|i| join(&topo, &format!("r{i}"), None, a.profile)).collect::<Result<_>>()?;
+        let mut gen = Generator::open(kind, &topo)?;
+        gen_name = gen.name();
+        let mut seq = 0;
+        let payloads = packets(&mut sender, 0x5eed, &mut seq, a.packets, a.size)?;
+        let pkts = gen.prepare(&sender.sock, payloads)?;
+        let r = blast(&topo, &relayd_proc, &mut gen, &sender.sock, &pkts)?;
+        // The generator's socket goes before the topology it is bound in.
+        drop(gen);
+        drop(receivers);
+        offered.push(r.offered);
+        forwarded.push(r.accepted);
+        received.push(r.received / fanout as f64);
+        cpu.push(r.cpu_us_per_pkt);
+        eprintln!(
+            "  run: offered {:.0}, relay accepted {:.0} and sent {:.0}, the sink counted {:.0} pkt/s; relayd {:.2} µs CPU per accepted packet",
+            r.offered, r.accepted, r.relay_tx, r.received, r.cpu_us_per_pkt
+        );
+    }
+    let backend_name = format!("{backend:?}").to_lowercase();
+    let (m, lo, hi) = median(forwarded);
+    let (om, olo, ohi) = median(offered);
+    let (rm, _, _) = median(received);
+    let (cm, clo, chi) = median(cpu);
+    println!(
+        "{backend_name:<7} fanout {fanout} gen {gen_name:<6}: {m:>9.0} pkt/s in [{lo:.0}-{hi:.0}] ({:>9.0} out), offered {om:.0} [{olo:.0}-{ohi:.0}], received per receiver {rm:.0}, relayd {cm:.2} µs/pkt [{clo:.2}-{chi:.2}], {} runs",
+        m * fanout as f64,
+        a.runs
+    );
+    Ok(serde_json::json!({"backend": backend_name, "generator": gen_name, "fanout": fanout, "size": a.size,
+        "profile": a.profile.name(), "runs": a.runs, "in_pps_median": m, "in_pps_min": lo, "in_pps_max": hi,
+        "offered_pps_median": om, "offered_pps_min": olo, "offered_pps_max": ohi, "received_per_receiver_pps_median": rm,
+        "relayd_cpu_us_per_pkt_median": cm, "relayd_cpu_us_per_pkt_min": clo, "relayd_cpu_us_per_pkt_max": chi}))
 }
