@@ -113,6 +113,17 @@ pub(crate) fn sunk(topo: &Topology) -> Result<u64> {
     Ok(topo.sink.counters()?.iter().find(|c| c.reason == Reason::UnknownSession).map_or(0, |c| c.packets))
 }
 
+/// Packets the veth pair dropped so far: the clients' end's TX drops (veth counts a full
+/// peer ring there) plus the relay end's RX drops, from `ip -s -j link`.
+fn veth_drops(topo: &Topology) -> Result<u64> {
+    let stat = |ns: &str, dev: &str, dir: &str| -> Result<u64> {
+        let out = std::process::Command::new("ip").args(["-n", ns, "-s", "-j", "link", "show", "dev", dev]).output()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("parsing ip -s -j link")?;
+        v[0]["stats64"][dir]["dropped"].as_u64().with_context(|| format!("no {dir} drop counter for {dev}"))
+    };
+    Ok(stat(topo.client_ns.name(), &topo.veth.name_b, "tx")? + stat(topo.relay_ns.name(), &topo.veth.name_a, "rx")?)
+}
+
 /// One measurement: send every packet in `pkts` (prepared by `gen`) as fast as the generator
 /// takes them while the sink counts; rates are taken after a warm-up (the first tenth) until
 /// the generator is done.
@@ -128,6 +139,7 @@ fn blast(topo: &Topology, relayd: &Relayd, gen: &mut Generator, sender: &UdpSock
     }
     let sent = gen.finish(sent)?;
     let (s0, r0, snap0, cpu0, t0) = mark.context("no packets sent")?;
+    let veth_dropped = veth_drops(topo)?;
     let snap1 = relayd.snapshot()?;
     let cpu1 = procs::cpu_seconds(relayd.pid())?;
     let r1 = sunk(topo)?;
@@ -139,6 +151,14 @@ fn blast(topo: &Topology, relayd: &Relayd, gen: &mut Generator, sender: &UdpSock
         accepted: rate(snap0.media_accepted, snap1.media_accepted),
         relay_tx: rate(snap0.tx_packets, snap1.tx_packets),
         received: rate(r0, r1),
+        relay_rx: rate(snap0.rx_packets, snap1.rx_packets),
+        veth_dropped,
+        relay_drops: snap1
+            .drops
+            .iter()
+            .map(|(k, v)| (k.clone(), v.saturating_sub(snap0.drops.get(k).copied().unwrap_or(0))))
+            .filter(|(_, v)| *v > 0)
+            .collect(),
         cpu_us_per_pkt: if accepted == 0 { f64::NAN } else { (cpu1 - cpu0) * 1e6 / accepted as f64 },
     })
 }
@@ -153,6 +173,12 @@ struct Rates {
     relay_tx: f64,
     /// What the receivers counted.
     received: f64,
+    /// What relayd's worker received.
+    relay_rx: f64,
+    /// Packets the veth pair dropped in the whole run (warm-up included).
+    veth_dropped: u64,
+    /// relayd's drops by reason over the window.
+    relay_drops: Vec<(String, u64)>,
     /// relayd's CPU time (user + system, in its process) per accepted packet, in µs. Softirq
     /// work the kernel charges to whichever task it interrupts is not in it.
     cpu_us_per_pkt: f64,
@@ -219,8 +245,8 @@ fn configuration(
         received.push(r.received / fanout as f64);
         cpu.push(r.cpu_us_per_pkt);
         eprintln!(
-            "  run: offered {:.0}, relay accepted {:.0} and sent {:.0}, the sink counted {:.0} pkt/s; relayd {:.2} µs CPU per accepted packet",
-            r.offered, r.accepted, r.relay_tx, r.received, r.cpu_us_per_pkt
+            "  run: offered {:.0}, relay received {:.0}, accepted {:.0} and sent {:.0}, the sink counted {:.0} pkt/s; relayd {:.2} µs CPU per accepted packet; veth drops {} (whole run), relayd drops {:?}",
+            r.offered, r.relay_rx, r.accepted, r.relay_tx, r.received, r.cpu_us_per_pkt, r.veth_dropped, r.relay_drops
         );
     }
     let backend_name = format!("{backend:?}").to_lowercase();
