@@ -124,6 +124,20 @@ fn veth_drops(topo: &Topology) -> Result<u64> {
     Ok(stat(topo.client_ns.name(), &topo.veth.name_b, "tx")? + stat(topo.relay_ns.name(), &topo.veth.name_a, "rx")?)
 }
 
+/// Per-CPU jiffies from `/proc/stat`: (busy, softirq), where busy is everything but idle
+/// and iowait. Softirq time (the veth receive paths) is charged to no process, so this is
+/// where it shows.
+fn cpu_jiffies() -> Result<Vec<(u64, u64)>> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let mut out = Vec::new();
+    for line in stat.lines().filter(|l| l.starts_with("cpu") && !l.starts_with("cpu ")) {
+        let f: Vec<u64> = line.split_ascii_whitespace().skip(1).map(str::parse).collect::<Result<_, _>>()?;
+        let (total, idle) = (f.iter().sum::<u64>(), f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0));
+        out.push((total - idle, f.get(6).copied().unwrap_or(0)));
+    }
+    Ok(out)
+}
+
 /// One measurement: send every packet in `pkts` (prepared by `gen`) as fast as the generator
 /// takes them while the sink counts; rates are taken after a warm-up (the first tenth) until
 /// the generator is done.
@@ -134,11 +148,19 @@ fn blast(topo: &Topology, relayd: &Relayd, gen: &mut Generator, sender: &UdpSock
     for chunk in pkts.chunks(64) {
         sent = gen.send(sender, chunk, sent)?;
         if mark.is_none() && sent as usize >= warmup {
-            mark = Some((sent, sunk(topo)?, relayd.snapshot()?, procs::cpu_seconds(relayd.pid())?, Instant::now()));
+            mark = Some((
+                sent,
+                sunk(topo)?,
+                relayd.snapshot()?,
+                procs::cpu_seconds(relayd.pid())?,
+                cpu_jiffies()?,
+                Instant::now(),
+            ));
         }
     }
     let sent = gen.finish(sent)?;
-    let (s0, r0, snap0, cpu0, t0) = mark.context("no packets sent")?;
+    let (s0, r0, snap0, cpu0, jiffies0, t0) = mark.context("no packets sent")?;
+    let jiffies1 = cpu_jiffies()?;
     let veth_dropped = veth_drops(topo)?;
     let snap1 = relayd.snapshot()?;
     let cpu1 = procs::cpu_seconds(relayd.pid())?;
@@ -146,6 +168,12 @@ fn blast(topo: &Topology, relayd: &Relayd, gen: &mut Generator, sender: &UdpSock
     let dt = t0.elapsed().as_secs_f64();
     let rate = |a: u64, b: u64| b.saturating_sub(a) as f64 / dt;
     let accepted = snap1.media_accepted.saturating_sub(snap0.media_accepted);
+    let hz = procs::clock_ticks_per_sec() as f64 * dt;
+    let cpu_load = jiffies0
+        .iter()
+        .zip(&jiffies1)
+        .map(|(a, b)| (b.0.saturating_sub(a.0) as f64 / hz, b.1.saturating_sub(a.1) as f64 / hz))
+        .collect();
     Ok(Rates {
         offered: rate(s0, sent),
         accepted: rate(snap0.media_accepted, snap1.media_accepted),
@@ -159,6 +187,7 @@ fn blast(topo: &Topology, relayd: &Relayd, gen: &mut Generator, sender: &UdpSock
             .map(|(k, v)| (k.clone(), v.saturating_sub(snap0.drops.get(k).copied().unwrap_or(0))))
             .filter(|(_, v)| *v > 0)
             .collect(),
+        cpu_load,
         cpu_us_per_pkt: if accepted == 0 { f64::NAN } else { (cpu1 - cpu0) * 1e6 / accepted as f64 },
     })
 }
@@ -177,6 +206,8 @@ struct Rates {
     relay_rx: f64,
     /// Packets the veth pair dropped in the whole run (warm-up included).
     veth_dropped: u64,
+    /// Per CPU over the window: (busy, softirq) as fractions of the window.
+    cpu_load: Vec<(f64, f64)>,
     /// relayd's drops by reason over the window.
     relay_drops: Vec<(String, u64)>,
     /// relayd's CPU time (user + system, in its process) per accepted packet, in µs. Softirq
@@ -224,6 +255,7 @@ fn configuration(
 ) -> Result<serde_json::Value> {
     let (mut offered, mut forwarded, mut received, mut cpu) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut gen_name = "";
+    let mut details = Vec::new();
     for _ in 0..a.runs {
         procs::check_interrupted()?;
         let topo = topology()?;
@@ -245,8 +277,21 @@ fn configuration(
         received.push(r.received / fanout as f64);
         cpu.push(r.cpu_us_per_pkt);
         eprintln!(
-            "  run: offered {:.0}, relay received {:.0}, accepted {:.0} and sent {:.0}, the sink counted {:.0} pkt/s; relayd {:.2} µs CPU per accepted packet; veth drops {} (whole run), relayd drops {:?}",
-            r.offered, r.relay_rx, r.accepted, r.relay_tx, r.received, r.cpu_us_per_pkt, r.veth_dropped, r.relay_drops
+            "  run: offered {:.0}, relay received {:.0}, accepted {:.0} and sent {:.0}, the sink counted {:.0} pkt/s; relayd {:.2} µs CPU per accepted packet; veth drops {} (whole run), relayd drops {:?}; CPUs busy (softirq) {}",
+            r.offered,
+            r.relay_rx,
+            r.accepted,
+            r.relay_tx,
+            r.received,
+            r.cpu_us_per_pkt,
+            r.veth_dropped,
+            r.relay_drops,
+            r.cpu_load.iter().map(|(b, s)| format!("{:.0}% ({:.0}%)", b * 100.0, s * 100.0)).collect::<Vec<_>>().join(", ")
+        );
+        details.push(
+            serde_json::json!({"offered_pps": r.offered, "relay_rx_pps": r.relay_rx, "accepted_pps": r.accepted,
+            "relay_tx_pps": r.relay_tx, "sink_pps": r.received, "relayd_cpu_us_per_pkt": r.cpu_us_per_pkt,
+            "veth_dropped": r.veth_dropped, "cpu_busy_softirq": r.cpu_load}),
         );
     }
     let backend_name = format!("{backend:?}").to_lowercase();
@@ -262,5 +307,5 @@ fn configuration(
     Ok(serde_json::json!({"backend": backend_name, "generator": gen_name, "fanout": fanout, "size": a.size,
         "profile": a.profile.name(), "runs": a.runs, "in_pps_median": m, "in_pps_min": lo, "in_pps_max": hi,
         "offered_pps_median": om, "offered_pps_min": olo, "offered_pps_max": ohi, "received_per_receiver_pps_median": rm,
-        "relayd_cpu_us_per_pkt_median": cm, "relayd_cpu_us_per_pkt_min": clo, "relayd_cpu_us_per_pkt_max": chi}))
+        "relayd_cpu_us_per_pkt_median": cm, "relayd_cpu_us_per_pkt_min": clo, "relayd_cpu_us_per_pkt_max": chi, "runs_detail": details}))
 }

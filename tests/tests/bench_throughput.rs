@@ -1,0 +1,51 @@
+//! A short `relay-bench throughput` run with the AF_XDP generator, over both backends: the
+//! generator's frames must reach relayd (it accepts them, so they parsed and authenticated)
+//! and relayd's output must reach the counting sink.
+//!
+//! Needs root (namespaces, XDP, AF_XDP); without it, or without AF_XDP in the kernel, the
+//! test skips on a laptop and fails under `CI=true`. All traffic stays in the namespaces the
+//! bench creates, with addresses in 198.18.0.0/15.
+
+use std::process::Command;
+
+use edgerelay_tests::{bin, skip_or_fail, TempDir};
+use serde_json::Value;
+
+#[test]
+fn afxdp_generator_drives_relayd_on_both_backends() {
+    if !relay::io::sys::is_root() && skip_or_fail("relay-bench throughput needs root") {
+        return;
+    }
+    let dir = TempDir::new("bench-throughput");
+    let json = dir.0.join("throughput.json");
+    let out = Command::new(bin("relay-bench"))
+        .args(["throughput", "--generator", "afxdp", "--backends", "socket,xdp", "--fanout", "1"])
+        .args(["--runs", "1", "--packets", "20000", "--relayd"])
+        .arg(bin("relayd"))
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run relay-bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success()
+        && stderr.contains("opening the AF_XDP generator socket")
+        && skip_or_fail(&format!("AF_XDP is unavailable: {stderr}"))
+    {
+        return;
+    }
+    assert!(out.status.success(), "relay-bench failed:\n{stderr}\n{}", String::from_utf8_lossy(&out.stdout));
+    let rows: Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON written")).expect("valid JSON");
+    let rows = rows.as_array().expect("an array of rows");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for backend in ["socket", "xdp"] {
+        let r = rows.iter().find(|r| r["backend"] == backend).unwrap_or_else(|| panic!("no {backend} row: {rows:?}"));
+        assert_eq!(r["generator"], "afxdp", "{r}");
+        let num = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} missing in {r}"));
+        assert!(num("offered_pps_median") > 0.0, "the generator sent nothing: {r}");
+        assert!(num("in_pps_median") > 0.0, "relayd accepted none of the generator's packets: {r}");
+        assert!(num("received_per_receiver_pps_median") > 0.0, "the sink counted nothing: {r}");
+        assert!(num("in_pps_median") <= num("offered_pps_median") * 1.05, "relayd accepted more than was offered: {r}");
+        let cpu = num("relayd_cpu_us_per_pkt_median");
+        assert!(cpu > 0.0 && cpu < 10_000.0, "implausible relayd CPU per packet: {r}");
+    }
+}
