@@ -843,9 +843,25 @@ fn log_outcome(src: SocketAddr, o: Outcome) {
 
 /// Pins worker `index` to core `index mod cores`, warning if the kernel refuses.
 pub(super) fn pin_worker(index: usize) {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if let Err(e) = sys::pin_to_core(index % cores) {
-        tracing::warn!(worker = index, error = %e, "cannot pin worker to a core");
+    // The i-th CPU of the allowed set, not core i: under `taskset -c 1` worker 0 must stay on
+    // CPU 1 instead of moving to core 0.
+    let allowed = sys::allowed_cpus().unwrap_or_else(|e| {
+        tracing::warn!(worker = index, error = %e, "cannot read the CPU affinity mask");
+        Vec::new()
+    });
+    let core = worker_core(index, &allowed);
+    if let Err(e) = sys::pin_to_core(core) {
+        tracing::warn!(worker = index, core, error = %e, "cannot pin worker to a core");
+    }
+}
+
+/// The core for worker `index`: the `index`-th of the `allowed` CPUs, round robin (`index`
+/// itself when the mask is unknown).
+fn worker_core(index: usize, allowed: &[usize]) -> usize {
+    if allowed.is_empty() {
+        index
+    } else {
+        allowed[index % allowed.len()]
     }
 }
 
@@ -946,4 +962,19 @@ fn rx_queues(iface: &str) -> u32 {
 pub fn read_stats(path: &Path) -> io::Result<Snapshot> {
     let r = mgmt::request(path, &mgmt::Request::Stats {})?;
     r.stats.ok_or_else(|| io::Error::other(r.error.unwrap_or_else(|| "no stats in the answer".into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_core;
+
+    #[test]
+    fn workers_take_the_allowed_cpus_in_turn() {
+        // Under `taskset -c 1`: the only worker stays on CPU 1.
+        assert_eq!(worker_core(0, &[1]), 1);
+        assert_eq!(worker_core(1, &[1]), 1);
+        assert_eq!(worker_core(3, &[2, 5]), 5);
+        assert_eq!(worker_core(2, &[2, 5]), 2);
+        assert_eq!(worker_core(4, &[]), 4);
+    }
 }

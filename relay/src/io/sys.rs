@@ -114,6 +114,16 @@ pub fn pin_to_core(core: usize) -> io::Result<()> {
     cvt(unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) }).map(drop)
 }
 
+/// The CPUs the calling thread may run on (its affinity mask, e.g. from `taskset`), ascending.
+pub fn allowed_cpus() -> io::Result<Vec<usize>> {
+    // SAFETY: cpu_set_t is plain old data; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { zeroed() };
+    // SAFETY: pid 0 is the calling thread; `set` is a valid, writable cpu_set_t of that size.
+    cvt(unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) })?;
+    // SAFETY: CPU_ISSET reads a bit inside `set` for every index below CPU_SETSIZE.
+    Ok((0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect())
+}
+
 static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -432,6 +442,21 @@ impl SendBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn affinity_mask_reads_back_what_was_pinned() {
+        let allowed = allowed_cpus().unwrap();
+        assert!(!allowed.is_empty());
+        let last = *allowed.last().unwrap();
+        // In a thread of its own, so the test harness keeps its mask.
+        let pinned = std::thread::spawn(move || {
+            pin_to_core(last).unwrap();
+            allowed_cpus().unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(pinned, vec![last]);
+    }
 
     #[test]
     fn users_resolve_by_name() {
