@@ -90,8 +90,8 @@ pub fn start(bin: &Path, topo: Option<&Topology>, backend: Backend, cpus: Option
         Some(_) => format!("{}:{}", throughput::RELAY_IP, throughput::PORT).parse()?,
         None => UdpSocket::bind("127.0.0.1:0")?.local_addr()?,
     };
-    // `pin_workers = false`: taskset pins relayd; relayd's own pinning would move worker 0 to
-    // core 0 (index mod the cores it may use), onto the load CPU.
+    // `pin_workers = false`: taskset alone pins relayd (relayd releases before the affinity
+    // fix moved worker 0 to core 0, onto the load CPU).
     let mut cfg = format!(
         "listen = \"{addr}\"\nworkers = 1\npin_workers = false\ncontrol_socket = \"{}\"\nbackend = \"{}\"\n\
          [[app]]\nsdkappid = {APP}\nsecret = \"{SECRET}\"\n\
