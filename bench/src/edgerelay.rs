@@ -209,6 +209,10 @@ pub struct Target {
     topo: Option<Topology>,
     backend: Backend,
     rooms: u32,
+    /// Sockets of earlier probes' members, kept open for the target's life. Their sessions
+    /// outlive the probe (no leave is sent), and relayd refuses a join from an address that
+    /// holds another user's session (`address_in_use`), so their ports must not be reused.
+    spent: Vec<UdpSocket>,
 }
 
 impl Target {
@@ -219,7 +223,7 @@ impl Target {
             _ => None,
         };
         let relayd = start(bin, topo.as_ref(), backend, Some(cpus))?;
-        Ok(Self { relayd, topo, backend, rooms: 0 })
+        Ok(Self { relayd, topo, backend, rooms: 0, spent: Vec::new() })
     }
 
     fn socket(&self) -> Result<UdpSocket> {
@@ -238,6 +242,8 @@ impl Target {
         let profile = Profile::AesCm128HmacSha1_80;
         let sender = join(self.socket()?, self.relayd.addr, self.rooms, "sender", Some(SSRC), profile)?;
         let receiver = join(self.socket()?, self.relayd.addr, self.rooms, "receiver", None, profile)?;
+        self.spent.push(sender.sock.try_clone()?);
+        self.spent.push(receiver.sock.try_clone()?);
         let tx = sender.sock.try_clone()?;
         let (sink, _keep) = match &self.topo {
             Some(t) => (Sink::Counter(Box::new(|| throughput::sunk(t))), Some(receiver)),
