@@ -92,8 +92,12 @@ pub fn start(bin: &Path, topo: Option<&Topology>, backend: Backend, cpus: Option
     };
     // `pin_workers = false`: taskset alone pins relayd (relayd releases before the affinity
     // fix moved worker 0 to core 0, onto the load CPU).
+    // `session_secs = 3600`: bench members send no keepalives, and receivers send nothing at
+    // all; preparing a million packets in a debug build took longer than the default 30 s,
+    // and the sender's session expired before the blast (every packet `unknown_session`).
     let mut cfg = format!(
         "listen = \"{addr}\"\nworkers = 1\npin_workers = false\ncontrol_socket = \"{}\"\nbackend = \"{}\"\n\
+         [timeouts]\nkeepalive_secs = 5\nsession_secs = 3600\n\
          [[app]]\nsdkappid = {APP}\nsecret = \"{SECRET}\"\n\
          [app.quotas]\nmax_rooms = 10000\nmax_members_per_room = 64\nmax_sessions = 10000\n",
         stats.display(),

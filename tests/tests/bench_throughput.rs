@@ -12,7 +12,6 @@ use edgerelay_tests::{bin, skip_or_fail, TempDir};
 use serde_json::Value;
 
 #[test]
-#[ignore = "flaky (about 1 run in 5 the socket-backend row relays nothing: relayd accepts media but sends 0); run with --ignored while it is investigated"]
 fn afxdp_generator_drives_relayd_on_both_backends() {
     if !relay::io::sys::is_root() && skip_or_fail("relay-bench throughput needs root") {
         return;

@@ -50,7 +50,7 @@ const MGMT: Token = Token(2);
 const MGMT_CONNS: usize = 16;
 /// Datagrams per `recvmmsg`.
 pub const RX_BATCH: usize = 32;
-/// Outgoing datagrams buffered per `sendmmsg`.
+/// Outgoing datagrams buffered per `sendmmsg`; flushed after every RX batch (or when full).
 pub const TX_BATCH: usize = 128;
 /// Capacity of the worker → control queue.
 pub const CONTROL_QUEUE: usize = 1024;
@@ -347,10 +347,18 @@ impl Worker {
                 }
             }
             self.drain_messages(&mut tx);
+            let counters = self.core.engine.counters().clone();
             // Edge-triggered: read until the socket would block.
             loop {
                 match rx.recv(&self.sock) {
-                    Ok(n) => self.process(&mut rx, n, &mut tx),
+                    Ok(n) => {
+                        self.process(&mut rx, n, &mut tx);
+                        // Send what this batch produced before reading the next one: under a
+                        // sustained backlog the socket never runs dry, and holding output
+                        // until the TX batch fills would delay it by up to TX_BATCH packets'
+                        // worth of work (and, at a slow rate, indefinitely).
+                        SocketSink { batch: &mut tx, sock: &self.sock, counters: &counters }.flush();
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
@@ -361,7 +369,6 @@ impl Worker {
                 // Apply control updates between batches so joins take effect promptly.
                 self.drain_messages(&mut tx);
             }
-            let counters = self.core.engine.counters().clone();
             SocketSink { batch: &mut tx, sock: &self.sock, counters: &counters }.flush();
             counters.mark_loop(mono_ms(self.core.epoch));
         }
