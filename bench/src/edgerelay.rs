@@ -81,6 +81,18 @@ pub fn default_relayd() -> Result<PathBuf> {
 /// Starts relayd with one worker: on loopback (`topo` `None`, socket backend only) or in the
 /// relay namespace of `topo`; pinned to the relay CPU when `cpus` is given.
 pub fn start(bin: &Path, topo: Option<&Topology>, backend: Backend, cpus: Option<Cpus>) -> Result<Relayd> {
+    start_with(bin, topo, backend, cpus, false)
+}
+
+/// [`start`], and with `default_limits` the XDP backend keeps relayd's default per-source
+/// join and packet limits (as shipped) instead of turning them off for raw throughput.
+pub fn start_with(
+    bin: &Path,
+    topo: Option<&Topology>,
+    backend: Backend,
+    cpus: Option<Cpus>,
+    default_limits: bool,
+) -> Result<Relayd> {
     if !bin.is_file() {
         bail!("relayd not found at {} (build it: cargo build --release -p relay, or pass --relayd)", bin.display());
     }
@@ -106,8 +118,9 @@ pub fn start(bin: &Path, topo: Option<&Topology>, backend: Backend, cpus: Option
     if backend == Backend::Xdp {
         let topo = topo.context("the XDP backend runs in the namespace topology")?;
         cfg += &format!(
-            "[xdp]\niface = \"{}\"\nmode = \"copy\"\npin_maps = false\npps_rate_per_sec = 0\njoin_rate_per_sec = 0\n",
-            topo.veth.name_a
+            "[xdp]\niface = \"{}\"\nmode = \"copy\"\npin_maps = false\n{}",
+            topo.veth.name_a,
+            if default_limits { "" } else { "pps_rate_per_sec = 0\njoin_rate_per_sec = 0\n" }
         );
     }
     let path = dir.0.join("relayd.toml");
