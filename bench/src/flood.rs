@@ -36,6 +36,7 @@ use relay::srtp::Profile;
 use crate::edgerelay::{self, Member};
 use crate::generator::{self, Generator};
 use crate::procs::{self, Cpus};
+use crate::progress::Progress;
 use crate::throughput::{topology, Topology, CLIENT_IP, PORT, RELAY_IP};
 
 /// The receiver's port: below the sink's range (1024–65535), so its media is not sunk.
@@ -111,6 +112,8 @@ pub(crate) struct Run {
     latency_us: [(f64, f64); 2],
     /// Latency (µs) p50, p99 and p99.9 over the whole run (every phase).
     pub(crate) latency_all_us: [f64; 3],
+    /// The whole run's latency histogram (µs).
+    pub(crate) latency_all: Histogram<u64>,
     /// Packets sent and verified over the whole run.
     pub(crate) total_sent: u64,
     pub(crate) total_ok: u64,
@@ -278,6 +281,7 @@ pub(crate) fn run_once(a: &Params, relayd_bin: &std::path::Path, cpus: Cpus, bac
         flood_pps: flood_sent as f64 / secs,
         latency_us: [q(&h[0]), q(&h[1])],
         latency_all_us: all_q,
+        latency_all: all,
         total_sent: sent.load(Relaxed),
         total_ok: rx.ok.load(Relaxed),
         auth_failed: rx.auth_failed.load(Relaxed),
@@ -287,7 +291,7 @@ pub(crate) fn run_once(a: &Params, relayd_bin: &std::path::Path, cpus: Cpus, bac
     })
 }
 
-fn new_hist() -> Result<Histogram<u64>> {
+pub(crate) fn new_hist() -> Result<Histogram<u64>> {
     Histogram::new_with_bounds(1, 10_000_000, 3).context("latency histogram")
 }
 
@@ -391,9 +395,11 @@ pub fn run(a: Args) -> Result<()> {
     let cpus = Cpus::detect();
     cpus.pin_load_thread();
     let mut rows = Vec::new();
+    let progress = Progress::new((a.backends.len() * a.runs) as u64, "flood");
     for &backend in &a.backends {
         let mut runs = Vec::new();
         for i in 0..a.runs {
+            progress.step(format!("{backend:?} run {}", i + 1));
             let params = Params {
                 rate: a.legit_pps,
                 size: a.size,
@@ -402,13 +408,14 @@ pub fn run(a: Args) -> Result<()> {
                 kernel_limits: !a.no_limits,
             };
             let r = run_once(&params, &relayd, cpus, backend).with_context(|| format!("{backend:?} run {}", i + 1))?;
-            eprintln!(
+            progress.inc();
+            progress.note(&format!(
                 "  {backend:?} run {}: goodput {:.0} / {:.0} (flood) / {:.0} pkt/s (sent {:.0}/{:.0}/{:.0}); flood {:.0} pkt/s; latency p50/p99 {:.0}/{:.0} µs quiet, {:.0}/{:.0} µs flood; auth failures {}; engine drops {:?}; XDP {:?}",
                 i + 1,
                 r.goodput[0], r.goodput[1], r.goodput[2], r.sent[0], r.sent[1], r.sent[2], r.flood_pps,
                 r.latency_us[0].0, r.latency_us[0].1, r.latency_us[1].0, r.latency_us[1].1,
                 r.auth_failed, r.engine_drops, r.xdp
-            );
+            ));
             runs.push(r);
         }
         let ratio =
@@ -416,10 +423,10 @@ pub fn run(a: Args) -> Result<()> {
         let flood = median(runs.iter().map(|r| r.flood_pps).collect());
         let p99 = median(runs.iter().map(|r| r.latency_us[1].1).collect());
         let name = format!("{backend:?}").to_lowercase();
-        println!(
+        progress.out(&format!(
             "{name:<7} goodput under flood {:.1}% [{:.1}–{:.1}] of quiet; flood {:.0} pkt/s [{:.0}–{:.0}]; p99 latency under flood {:.0} µs [{:.0}–{:.0}]; {} runs",
             ratio.0 * 100.0, ratio.1 * 100.0, ratio.2 * 100.0, flood.0, flood.1, flood.2, p99.0, p99.1, p99.2, a.runs
-        );
+        ));
         rows.push(serde_json::json!({
             "backend": name, "kernel_limits": !a.no_limits, "legit_pps": a.legit_pps, "size": a.size, "seconds": a.seconds, "runs": a.runs,
             "goodput_ratio_median": ratio.0, "goodput_ratio_min": ratio.1, "goodput_ratio_max": ratio.2,

@@ -20,8 +20,9 @@ use anyhow::{bail, Context, Result};
 use relay::config::Backend;
 
 use crate::edgerelay;
-use crate::flood::{median, run_once, Params, Run};
+use crate::flood::{median, new_hist, run_once, Params, Run};
 use crate::procs::{self, Cpus};
+use crate::progress::Progress;
 
 /// Highest loss counted as loss-free.
 const MAX_LOSS: f64 = 0.001;
@@ -71,27 +72,41 @@ fn loss(r: &Run) -> f64 {
 }
 
 /// Whether a probe at `rate` passed, and whether the sender kept up.
-fn probe(a: &Args, relayd: &std::path::Path, cpus: Cpus, backend: Backend, rate: f64) -> Result<(bool, bool)> {
+fn probe(
+    a: &Args,
+    relayd: &std::path::Path,
+    cpus: Cpus,
+    backend: Backend,
+    rate: f64,
+    progress: &Progress,
+) -> Result<(bool, bool)> {
+    progress.step(format!("searching {backend:?}: {rate:.0} pkt/s"));
     let p = Params { rate, size: a.size, seconds: PROBE_SECS, flood: false, kernel_limits: false };
     let r = run_once(&p, relayd, cpus, backend)?;
     let kept_up = r.total_sent as f64 >= KEPT_UP * rate * PROBE_SECS;
     let pass = kept_up && loss(&r) <= MAX_LOSS;
-    eprintln!(
+    progress.note(&format!(
         "  search {backend:?} {rate:.0} pkt/s: sent {}, verified {}, loss {:.3}%{}",
         r.total_sent,
         r.total_ok,
         loss(&r) * 100.0,
         if kept_up { "" } else { " (the sender fell behind)" }
-    );
+    ));
     Ok((pass, kept_up))
 }
 
 /// The highest passing rate, and whether the sender was what stopped the search.
-fn search(a: &Args, relayd: &std::path::Path, cpus: Cpus, backend: Backend) -> Result<(f64, bool)> {
+fn search(
+    a: &Args,
+    relayd: &std::path::Path,
+    cpus: Cpus,
+    backend: Backend,
+    progress: &Progress,
+) -> Result<(f64, bool)> {
     let (mut lo, mut hi) = (0.0, a.start_pps);
     let mut generator_limited = loop {
         procs::check_interrupted()?;
-        let (pass, kept_up) = probe(a, relayd, cpus, backend, hi)?;
+        let (pass, kept_up) = probe(a, relayd, cpus, backend, hi, progress)?;
         if !pass {
             break !kept_up;
         }
@@ -103,7 +118,7 @@ fn search(a: &Args, relayd: &std::path::Path, cpus: Cpus, backend: Backend) -> R
     };
     for _ in 0..4 {
         let mid = (lo + hi) / 2.0;
-        let (pass, kept_up) = probe(a, relayd, cpus, backend, mid)?;
+        let (pass, kept_up) = probe(a, relayd, cpus, backend, mid, progress)?;
         if pass {
             lo = mid;
         } else {
@@ -118,6 +133,15 @@ fn search(a: &Args, relayd: &std::path::Path, cpus: Cpus, backend: Backend) -> R
     Ok((lo, generator_limited))
 }
 
+/// The latency CDF of all runs together: (quantile, µs) at 1% steps and the 99.9/99.99% tail.
+fn cdf(h: &hdrhistogram::Histogram<u64>) -> Vec<(f64, u64)> {
+    (1..=99)
+        .map(|i| f64::from(i) / 100.0)
+        .chain([0.995, 0.999, 0.9999, 1.0])
+        .map(|q| (q, h.value_at_quantile(q)))
+        .collect()
+}
+
 /// Runs the scenario and prints a table.
 pub fn run(a: Args) -> Result<()> {
     if a.runs == 0 || a.seconds < 1.5 || a.fractions.iter().any(|f| !(0.0..=1.0).contains(f) || *f == 0.0) {
@@ -130,36 +154,44 @@ pub fn run(a: Args) -> Result<()> {
     let cpus = Cpus::detect();
     cpus.pin_load_thread();
     let mut rows = Vec::new();
+    let progress = Progress::new((a.backends.len() * a.fractions.len() * a.runs) as u64, "latency");
     for &backend in &a.backends {
         let (max, limited) = match a.max_pps {
             Some(m) => (m, false),
-            None => search(&a, &relayd, cpus, backend).context("searching the maximum loss-free rate")?,
+            None => search(&a, &relayd, cpus, backend, &progress).context("searching the maximum loss-free rate")?,
         };
         let name = format!("{backend:?}").to_lowercase();
-        println!(
+        progress.out(&format!(
             "{name}: maximum loss-free rate {max:.0} pkt/s{}",
             if limited { " (a floor: the sender could not go faster)" } else { "" }
-        );
+        ));
         for &f in &a.fractions {
             let rate = max * f;
             let mut runs = Vec::new();
-            for _ in 0..a.runs {
+            for i in 0..a.runs {
                 procs::check_interrupted()?;
+                progress.step(format!("{backend:?} at {:.0}%, run {}", f * 100.0, i + 1));
                 let p = Params { rate, size: a.size, seconds: a.seconds, flood: false, kernel_limits: false };
                 runs.push(run_once(&p, &relayd, cpus, backend)?);
+                progress.inc();
             }
             let q = |i: usize| median(runs.iter().map(|r| r.latency_all_us[i]).collect());
             let (p50, p99, p999) = (q(0), q(1), q(2));
             let l = median(runs.iter().map(loss).collect());
-            println!(
+            let mut merged = new_hist()?;
+            for r in &runs {
+                merged.add(&r.latency_all).context("merging latency histograms")?;
+            }
+            progress.out(&format!(
                 "{name:<7} {:>3.0}% ({rate:>7.0} pkt/s): p50 {:.0} µs [{:.0}–{:.0}], p99 {:.0} µs [{:.0}–{:.0}], p99.9 {:.0} µs [{:.0}–{:.0}], loss {:.3}%, {} runs",
                 f * 100.0, p50.0, p50.1, p50.2, p99.0, p99.1, p99.2, p999.0, p999.1, p999.2, l.0 * 100.0, a.runs
-            );
+            ));
             rows.push(serde_json::json!({
                 "backend": name, "max_loss_free_pps": max, "max_generator_limited": limited, "fraction": f,
                 "rate_pps": rate, "size": a.size, "seconds": a.seconds, "runs": a.runs,
                 "p50_us": [p50.0, p50.1, p50.2], "p99_us": [p99.0, p99.1, p99.2], "p999_us": [p999.0, p999.1, p999.2],
                 "loss_median": l.0,
+                "cdf_us": cdf(&merged),
                 "runs_detail": runs.iter().map(|r| serde_json::json!({
                     "sent": r.total_sent, "verified": r.total_ok, "p50_p99_p999_us": r.latency_all_us,
                 })).collect::<Vec<_>>(),

@@ -22,7 +22,9 @@ mod generator;
 mod latency;
 mod load;
 mod ng;
+mod plots;
 mod procs;
+mod progress;
 mod rtpengine;
 mod sdp;
 mod throughput;
@@ -56,6 +58,10 @@ enum Cmd {
     /// SRTP tag and records the latency. The maximum rate is --max-pps or found by a search
     /// (doubling, then bisecting; a sender that cannot keep up makes it a floor, and says so).
     Latency(latency::Args),
+    /// SVG figures from the scenarios' JSON reports in --dir (baselines.json,
+    /// throughput.json, latency.json, flood.json): throughput by fan-out, every system at
+    /// fan-out 1, latency CDFs, goodput under flood over time.
+    Plot(plots::Args),
     /// One baseline, measured beside edgerelay where that applies.
     #[command(subcommand)]
     Baseline(Baseline),
@@ -113,6 +119,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Throughput(a) => throughput::run(a),
         Cmd::Flood(a) => flood::run(a),
         Cmd::Latency(a) => latency::run(a),
+        Cmd::Plot(a) => plots::run(a),
         Cmd::Baseline(Baseline::Rtpengine { args, json }) => baseline::run_rtpengine(args, json),
         Cmd::Baseline(Baseline::Coturn { args, json }) => baseline::run_coturn(args, json),
         Cmd::Baseline(Baseline::Crypto { args, json }) => baseline::run_crypto(args, json),

@@ -19,6 +19,7 @@ use relay::srtp::Profile;
 use crate::edgerelay::{self, Member, Relayd};
 use crate::generator::{self, Generator};
 use crate::procs::{self, Cpus};
+use crate::progress::Progress;
 pub(crate) const RELAY_IP: &str = "198.18.0.1";
 pub(crate) const CLIENT_IP: &str = "198.18.0.2";
 pub(crate) const PORT: u16 = 7000;
@@ -230,10 +231,12 @@ pub fn run(a: Args) -> Result<()> {
     let cpus = Cpus::detect();
     cpus.pin_load_thread();
     let mut rows = Vec::new();
+    let total = a.generator.len() * a.fanout.len() * a.backends.len() * a.runs;
+    let progress = Progress::new(total as u64, "throughput");
     for &kind in &a.generator {
         for &fanout in &a.fanout {
             for &backend in &a.backends {
-                rows.push(configuration(&a, &relayd, cpus, kind, fanout, backend)?);
+                rows.push(configuration(&a, &relayd, cpus, kind, fanout, backend, &progress)?);
             }
         }
     }
@@ -252,12 +255,14 @@ fn configuration(
     kind: generator::Kind,
     fanout: usize,
     backend: Backend,
+    progress: &Progress,
 ) -> Result<serde_json::Value> {
     let (mut offered, mut forwarded, mut received, mut cpu) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut gen_name = "";
     let mut details = Vec::new();
-    for _ in 0..a.runs {
+    for i in 0..a.runs {
         procs::check_interrupted()?;
+        progress.step(format!("{backend:?} fan-out {fanout}, {kind:?} generator, run {}", i + 1));
         let topo = topology()?;
         let relayd_proc = edgerelay::start(relayd, Some(&topo), backend, Some(cpus))?;
         let mut sender = join(&topo, "sender", Some(0x5eed), a.profile)?;
@@ -276,7 +281,8 @@ fn configuration(
         forwarded.push(r.accepted);
         received.push(r.received / fanout as f64);
         cpu.push(r.cpu_us_per_pkt);
-        eprintln!(
+        progress.inc();
+        progress.note(&format!(
             "  run: offered {:.0}, relay received {:.0}, accepted {:.0} and sent {:.0}, the sink counted {:.0} pkt/s; relayd {:.2} µs CPU per accepted packet; veth drops {} (whole run), relayd drops {:?}; CPUs busy (softirq) {}",
             r.offered,
             r.relay_rx,
@@ -287,7 +293,7 @@ fn configuration(
             r.veth_dropped,
             r.relay_drops,
             r.cpu_load.iter().map(|(b, s)| format!("{:.0}% ({:.0}%)", b * 100.0, s * 100.0)).collect::<Vec<_>>().join(", ")
-        );
+        ));
         details.push(
             serde_json::json!({"offered_pps": r.offered, "relay_rx_pps": r.relay_rx, "accepted_pps": r.accepted,
             "relay_tx_pps": r.relay_tx, "sink_pps": r.received, "relayd_cpu_us_per_pkt": r.cpu_us_per_pkt,
@@ -299,11 +305,11 @@ fn configuration(
     let (om, olo, ohi) = median(offered);
     let (rm, _, _) = median(received);
     let (cm, clo, chi) = median(cpu);
-    println!(
+    progress.out(&format!(
         "{backend_name:<7} fanout {fanout} gen {gen_name:<6}: {m:>9.0} pkt/s in [{lo:.0}-{hi:.0}] ({:>9.0} out), offered {om:.0} [{olo:.0}-{ohi:.0}], received per receiver {rm:.0}, relayd {cm:.2} µs/pkt [{clo:.2}-{chi:.2}], {} runs",
         m * fanout as f64,
         a.runs
-    );
+    ));
     Ok(serde_json::json!({"backend": backend_name, "generator": gen_name, "fanout": fanout, "size": a.size,
         "profile": a.profile.name(), "runs": a.runs, "in_pps_median": m, "in_pps_min": lo, "in_pps_max": hi,
         "offered_pps_median": om, "offered_pps_min": olo, "offered_pps_max": ohi, "received_per_receiver_pps_median": rm,
