@@ -111,7 +111,7 @@ pub fn start_with(
         "listen = \"{addr}\"\nworkers = 1\npin_workers = false\ncontrol_socket = \"{}\"\nbackend = \"{}\"\n\
          [timeouts]\nkeepalive_secs = 5\nsession_secs = 3600\n\
          [[app]]\nsdkappid = {APP}\nsecret = \"{SECRET}\"\n\
-         [app.quotas]\nmax_rooms = 10000\nmax_members_per_room = 64\nmax_sessions = 10000\n",
+         [app.quotas]\nmax_rooms = 10000\nmax_members_per_room = 64\nmax_sessions = 100000\n",
         stats.display(),
         if backend == Backend::Xdp { "xdp" } else { "socket" }
     );
