@@ -16,6 +16,8 @@
 //!   transmits to a veth are dropped unless the peer runs an XDP program too.
 //! - Clients and the attacker reach relayd only through the router, as on a real edge: relayd
 //!   sees each source address as it would on the internet, and the autoblock acts per source.
+//! - relayd and relay-control run at nice -10: the simulated clients and attacker share the
+//!   CPUs with them here, as other machines would not on a real edge.
 //! - [`Edge`] owns everything; its fields drop in reverse order of creation (processes, the
 //!   pass program, veth pairs, namespaces, the temporary directory), so an error or Ctrl-C at
 //!   any point tears down all of it.
@@ -185,10 +187,13 @@ impl Edge {
         )
     }
 
-    /// `ip netns exec NS` of the relay namespace, running `bin`.
+    /// `bin` in the relay namespace (`ip netns exec`), at nice -10. On a real edge node the
+    /// clients and the attacker are other machines; here they share this machine's CPUs with
+    /// relayd, and the node's daemons get the priority they would have there (`nice` and
+    /// `ip netns exec` both exec, so the pid is the daemon's).
     fn in_relay_ns(relay: &NetNs, bin: &Path) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", relay.name()]).arg(bin);
+        let mut c = Command::new("nice");
+        c.args(["-n", "-10", "ip", "netns", "exec", relay.name()]).arg(bin);
         c
     }
 

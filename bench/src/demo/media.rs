@@ -141,16 +141,32 @@ impl Clients {
         self.receivers.push(std::thread::spawn(move || receiver(m, room, idx, epoch, &stats, &stop)));
     }
 
-    /// Stops the publishers, lets the receivers drain for `drain`, stops them; the first
-    /// error of any thread.
-    pub fn finish(mut self, drain: Duration) -> Result<()> {
+    /// Stops the publishers, then waits until `drained()` says the receivers have everything,
+    /// or nothing more arrived for `quiet` (`progress()` is the total received so far), or
+    /// `max` passed; then stops the receivers. The first error of any thread.
+    pub fn finish(
+        mut self,
+        drained: impl Fn() -> bool,
+        progress: impl Fn() -> u64,
+        quiet: Duration,
+        max: Duration,
+    ) -> Result<()> {
         self.stop_publishers.store(true, Relaxed);
         let mut result = Ok(());
         for t in self.publishers.drain(..) {
             let r = t.join().map_err(|_| anyhow::anyhow!("a publisher thread panicked")).and_then(|r| r);
             result = result.and(r.context("publisher"));
         }
-        std::thread::sleep(drain);
+        // A loaded relayd may still be working through a queue: wait for it, within bounds.
+        let start = Instant::now();
+        let (mut last, mut last_change) = (progress(), Instant::now());
+        while !drained() && last_change.elapsed() < quiet && start.elapsed() < max {
+            std::thread::sleep(Duration::from_millis(50));
+            let now = progress();
+            if now != last {
+                (last, last_change) = (now, Instant::now());
+            }
+        }
         self.stop_receivers.store(true, Relaxed);
         for t in self.receivers.drain(..) {
             let r = t.join().map_err(|_| anyhow::anyhow!("a receiver thread panicked")).and_then(|r| r);

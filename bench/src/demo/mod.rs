@@ -24,6 +24,7 @@ mod media;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,7 +50,7 @@ pub struct Args {
     #[arg(long, default_value_t = 30)]
     seconds: u64,
     /// Packets per second each publisher sends.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 200)]
     pps: u64,
     /// The attacker's rate in packets per second; 0 sends as fast as one thread can.
     #[arg(long, default_value_t = 0)]
@@ -127,6 +128,8 @@ pub fn run(a: Args) -> Result<()> {
             s.print();
             bail!("the demo failed: {}", s.failures().join("; "))
         }
+        // Ctrl-C: everything is torn down as the guards drop; the logs would only be noise.
+        Err(e) if check_interrupted().is_err() => Err(e),
         Err(e) => Err(e.context(edge.logs())),
     }
 }
@@ -181,7 +184,7 @@ fn drive(a: &Args, edge: &mut Edge, screen: bool) -> Result<Summary> {
         edge.check_alive()?;
         if !clients.all_running() {
             // A thread ended early: `finish` returns its error.
-            clients.finish(Duration::ZERO)?;
+            clients.finish(|| true, || 0, Duration::ZERO, Duration::ZERO)?;
             bail!("a client thread ended early");
         }
         if flood.is_none() && start.elapsed() >= attack_at {
@@ -239,7 +242,14 @@ fn drive(a: &Args, edge: &mut Edge, screen: bool) -> Result<Summary> {
         f.stop();
         (f.sent(), f.started.elapsed())
     });
-    clients.finish(Duration::from_millis(500))?;
+    let drained = || {
+        rooms.iter().all(|r| {
+            let sent = r.stats.sent.load(Relaxed);
+            r.stats.receivers.iter().all(|x| x.received.load(Relaxed) >= sent)
+        })
+    };
+    let progress = || rooms.iter().flat_map(|r| &r.stats.receivers).map(|x| x.received.load(Relaxed)).sum();
+    clients.finish(drained, progress, Duration::from_millis(500), Duration::from_secs(5))?;
     let last = stats(&mut mgmt)?;
     Ok(Summary { rooms, first, last, attack, blocked, kernel_blocked, unknown_at_block, auto_cidr })
 }
@@ -287,7 +297,6 @@ fn percentiles(rooms: &[Room]) -> (Option<f64>, Option<f64>) {
 }
 
 fn room_line(r: &Room) -> RoomLine {
-    use std::sync::atomic::Ordering::Relaxed;
     let rx = &r.stats.receivers;
     RoomLine {
         name: r.name.clone(),
@@ -340,7 +349,6 @@ impl Summary {
 
     /// Every failed check, in words.
     fn failures(&self) -> Vec<String> {
-        use std::sync::atomic::Ordering::Relaxed;
         let mut out = Vec::new();
         for r in &self.rooms {
             let sent = r.stats.sent.load(Relaxed);
@@ -390,7 +398,6 @@ impl Summary {
     }
 
     fn print(&self) {
-        use std::sync::atomic::Ordering::Relaxed;
         println!();
         println!("=== edgerelay demo summary ===");
         for r in &self.rooms {
