@@ -45,7 +45,7 @@ pub struct RoomLine {
 
 /// Everything one redraw shows.
 pub struct Frame {
-    /// Seconds of media so far, and planned.
+    /// Seconds of media so far.
     pub elapsed: f64,
     /// The planned run.
     pub total: u64,

@@ -196,12 +196,12 @@ impl Edge {
         c.args(["-n", "-10", "ip", "netns", "exec", relay.name()]).arg(bin);
         c
     }
+}
 
-    /// Is relayd's kernel blocklist holding `cidr`?
-    pub fn kernel_blocks(&self, mgmt: &mut mgmt::Client, cidr: &str) -> Result<bool> {
-        let blocks = mgmt.request(&Request::Blocklist {})?.blocks.unwrap_or_default();
-        Ok(blocks.iter().any(|b| format!("{}/{}", b.ip, b.prefix_len) == cidr))
-    }
+/// Is relayd's kernel blocklist holding `cidr`?
+pub fn kernel_blocks(mgmt: &mut mgmt::Client, cidr: &str) -> Result<bool> {
+    let blocks = mgmt.request(&Request::Blocklist {})?.blocks.unwrap_or_default();
+    Ok(blocks.iter().any(|b| format!("{}/{}", b.ip, b.prefix_len) == cidr))
 }
 
 /// A random hex secret (the placeholder app's, never used by a client).

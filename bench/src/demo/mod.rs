@@ -215,7 +215,7 @@ fn drive(a: &Args, edge: &mut Edge, screen: bool) -> Result<Summary> {
                     unknown_at_block = stats(&mut mgmt)?.drop_count(relay::stats::DropReason::UnknownSession);
                 }
             }
-            if blocked.is_some() && kernel_blocked.is_none() && edge.kernel_blocks(&mut mgmt, &auto_cidr)? {
+            if blocked.is_some() && kernel_blocked.is_none() && edge::kernel_blocks(&mut mgmt, &auto_cidr)? {
                 kernel_blocked = Some(f.started.elapsed());
             }
         }
@@ -459,10 +459,17 @@ impl Summary {
             self.last.joins
         );
         if let Some((sent, dur)) = self.attack {
+            // Where the flood went. Its joins that the per-source bucket admitted (burst 40,
+            // then 20/s) reach relayd's control thread and are refused there.
+            let xdp = |k: &str| self.delta(|s| &s.xdp, k);
+            let dropped: u64 =
+                ["blocklisted", "unknown_session", "not_relayed", "join_rate_limited"].into_iter().map(xdp).sum();
             println!(
-                "attacker {ATTACKER_IP}: {sent} packets in {:.1} s ({:.0} pps): SRTP from unknown 5-tuples, junk, joins",
+                "attacker {ATTACKER_IP}: {sent} packets in {:.1} s ({:.0} pps): SRTP from unknown 5-tuples, junk, joins; the kernel dropped {dropped} ({:.2}%), {} of them as blocklisted",
                 dur.as_secs_f64(),
-                sent as f64 / dur.as_secs_f64().max(1e-3)
+                sent as f64 / dur.as_secs_f64().max(1e-3),
+                dropped as f64 * 100.0 / sent.max(1) as f64,
+                xdp("blocklisted")
             );
         }
         match (self.blocked, self.kernel_blocked) {
