@@ -493,3 +493,67 @@ impl Summary {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run where everything went right: one room, 1000 packets to each of two receivers,
+    /// the attacker blocked, the kernel counted blocklisted drops, the engine none.
+    fn good() -> Summary {
+        let stats = Arc::new(RoomStats::new(2).unwrap());
+        stats.sent.store(1000, Relaxed);
+        for rx in &stats.receivers {
+            rx.received.store(1000, Relaxed);
+        }
+        let room = Room { name: "app 1 room 1".into(), tag: RoomTag { tag: [0, 0], ssrc: 1 }, stats };
+        let mut last = Snapshot::default();
+        last.xdp.insert("blocklisted".into(), 5000);
+        last.drops.insert("unknown_session".into(), 0);
+        Summary {
+            rooms: vec![room],
+            first: Snapshot::default(),
+            last,
+            attack: Some((6000, Duration::from_secs(3))),
+            blocked: Some(Duration::from_millis(400)),
+            kernel_blocked: Some(Duration::from_millis(410)),
+            unknown_at_block: 0,
+            auto_cidr: format!("{ATTACKER_IP}/32"),
+        }
+    }
+
+    #[test]
+    fn a_good_run_passes() {
+        assert_eq!(good().failures(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn each_failed_check_is_named() {
+        let s = good();
+        s.rooms[0].stats.receivers[1].received.store(989, Relaxed);
+        assert!(s.failures().iter().any(|f| f.contains("receiver 1: 989/1000")), "{:?}", s.failures());
+        s.rooms[0].stats.receivers[1].received.store(990, Relaxed);
+        assert!(s.failures().is_empty(), "exactly 99% passes: {:?}", s.failures());
+        s.rooms[0].stats.receivers[0].auth_failed.store(1, Relaxed);
+        s.rooms[0].stats.receivers[0].foreign.store(2, Relaxed);
+        let f = s.failures();
+        assert!(f.iter().any(|f| f.contains("1 packets failed SRTP authentication")), "{f:?}");
+        assert!(f.iter().any(|f| f.contains("2 packets from another room or app")), "{f:?}");
+
+        let mut s = good();
+        s.blocked = None;
+        assert!(s.failures().iter().any(|f| f.contains("never auto-blocked")));
+        let mut s = good();
+        s.kernel_blocked = None;
+        assert!(s.failures().iter().any(|f| f.contains("kernel blocklist")));
+        let mut s = good();
+        s.last.drops.insert("unknown_session".into(), 3);
+        assert!(s.failures().iter().any(|f| f.contains("3 packets as unknown_session")));
+        let mut s = good();
+        s.last.xdp.clear();
+        assert!(s.failures().iter().any(|f| f.contains("never dropped a packet as blocklisted")));
+        let mut s = good();
+        s.attack = None;
+        assert!(s.failures().iter().any(|f| f.contains("never started")));
+    }
+}
