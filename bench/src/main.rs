@@ -1,6 +1,8 @@
 //! `relay-bench`: measures edgerelay, and the relays its users would run instead, on this
 //! machine, side by side in one run.
 //!
+//! - `demo` builds a virtual edge in network namespaces and shows relayd, relay-control and
+//!   the autoblock at work under a flood, with a live dashboard (see `demo/mod.rs`).
 //! - `throughput` runs the same relay scenario over the socket backend and the XDP backend: a
 //!   namespace for relayd (one worker) and one for the clients, joined by a veth pair with
 //!   addresses from 198.18.0.0/15. A sender streams pre-protected SRTP into a room with
@@ -16,6 +18,7 @@
 mod baseline;
 mod coturn;
 mod crypto;
+mod demo;
 mod edgerelay;
 mod flood;
 mod generator;
@@ -42,6 +45,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// The demo: a virtual edge in network namespaces (relayd on XDP, relay-control, two apps,
+    /// an attacker) with a live dashboard; exits 0 only if every room got its media and the
+    /// flood was contained and auto-blocked. Needs root.
+    Demo(demo::Args),
     /// Forwarded packets per second, socket backend vs XDP backend.
     Throughput(throughput::Args),
     /// Legitimate goodput and latency while a flood hits relayd, per backend.
@@ -116,6 +123,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     procs::catch_interrupts()?;
     match cli.cmd {
+        Cmd::Demo(a) => demo::run(a),
         Cmd::Throughput(a) => throughput::run(a),
         Cmd::Flood(a) => flood::run(a),
         Cmd::Latency(a) => latency::run(a),
