@@ -276,8 +276,7 @@ impl Joiner {
         let mut buf = [0u8; 2048];
         for slot in ready {
             // Edge-triggered: read until empty; the first answer ends the join.
-            loop {
-                let Some(p) = self.slots[slot].as_mut() else { break };
+            while let Some(p) = self.slots[slot].as_mut() {
                 let n = match p.sock.recv(&mut buf) {
                     Ok(n) => n,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,

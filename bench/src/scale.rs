@@ -100,6 +100,9 @@ pub struct StormArgs {
     /// relayd worker threads.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// The app's session quota in relayd (reaching it stops the storm as `configured_limit`).
+    #[arg(long, default_value_t = 4_000_000)]
+    pub max_sessions: u32,
     /// Most joins in flight (capped below this process's open-files limit).
     #[arg(long, default_value_t = 16_384)]
     pub window: usize,
@@ -701,7 +704,7 @@ pub fn storm_run(a: &StormArgs, bin: &Path, window: usize) -> Result<StormRun> {
         workers: a.workers,
         max_rooms: 1_000_000,
         max_members_per_room: a.per_room.max(2),
-        max_sessions: 4_000_000,
+        max_sessions: a.max_sessions,
     };
     let mut relayd = edgerelay::start_sized(bin, None, Backend::Socket, None, size)?;
     let (app, secret) = edgerelay::app();
@@ -810,7 +813,7 @@ pub fn run_storm(a: StormArgs) -> Result<()> {
                  counted when it is full; one control thread answers every join",
                 relay::io::socket::CONTROL_QUEUE
             ),
-            "quotas": "max_sessions 4000000, max_rooms 1000000 (not reached unless stated)",
+            "quotas": format!("max_sessions {}, max_rooms 1000000: reaching one stops the storm as configured_limit", a.max_sessions),
         },
         "summary": summary_json(&rows),
         "stopped_by": stopped,
