@@ -97,12 +97,15 @@ pub struct Size {
     pub max_members_per_room: u32,
     /// The app's `max_sessions`.
     pub max_sessions: u32,
+    /// XDP backend: keep relayd's default per-source join and packet limits (as shipped)
+    /// instead of turning them off.
+    pub default_limits: bool,
 }
 
 impl Default for Size {
     /// One worker; quotas for the probes of the baselines.
     fn default() -> Self {
-        Self { workers: 1, max_rooms: 10_000, max_members_per_room: 64, max_sessions: 10_000 }
+        Self { workers: 1, max_rooms: 10_000, max_members_per_room: 64, max_sessions: 100_000, default_limits: false }
     }
 }
 
@@ -115,6 +118,18 @@ pub fn app() -> (u32, &'static str) {
 /// relay namespace of `topo`; pinned to the relay CPU when `cpus` is given.
 pub fn start(bin: &Path, topo: Option<&Topology>, backend: Backend, cpus: Option<Cpus>) -> Result<Relayd> {
     start_sized(bin, topo, backend, cpus, Size::default())
+}
+
+/// [`start`], and with `default_limits` the XDP backend keeps relayd's default per-source
+/// join and packet limits (as shipped) instead of turning them off for raw throughput.
+pub fn start_with(
+    bin: &Path,
+    topo: Option<&Topology>,
+    backend: Backend,
+    cpus: Option<Cpus>,
+    default_limits: bool,
+) -> Result<Relayd> {
+    start_sized(bin, topo, backend, cpus, Size { default_limits, ..Size::default() })
 }
 
 /// [`start`] with a given [`Size`].
@@ -139,7 +154,7 @@ pub fn start_sized(
     // `session_secs = 3600`: bench members send no keepalives, and receivers send nothing at
     // all; preparing a million packets in a debug build took longer than the default 30 s,
     // and the sender's session expired before the blast (every packet `unknown_session`).
-    let Size { workers, max_rooms, max_members_per_room, max_sessions } = size;
+    let Size { workers, max_rooms, max_members_per_room, max_sessions, default_limits } = size;
     let mut cfg = format!(
         "listen = \"{addr}\"\nworkers = {workers}\npin_workers = false\ncontrol_socket = \"{}\"\nbackend = \"{}\"\n\
          [timeouts]\nkeepalive_secs = 5\nsession_secs = 3600\n\
@@ -152,8 +167,9 @@ pub fn start_sized(
     if backend == Backend::Xdp {
         let topo = topo.context("the XDP backend runs in the namespace topology")?;
         cfg += &format!(
-            "[xdp]\niface = \"{}\"\nmode = \"copy\"\npin_maps = false\npps_rate_per_sec = 0\njoin_rate_per_sec = 0\n",
-            topo.veth.name_a
+            "[xdp]\niface = \"{}\"\nmode = \"copy\"\npin_maps = false\n{}",
+            topo.veth.name_a,
+            if default_limits { "" } else { "pps_rate_per_sec = 0\njoin_rate_per_sec = 0\n" }
         );
     }
     let path = dir.0.join("relayd.toml");

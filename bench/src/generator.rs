@@ -96,6 +96,15 @@ impl Generator {
         }
     }
 
+    /// The (source, destination) MACs of the AF_XDP generator's frames; `None` for the
+    /// socket generator.
+    pub fn macs(&self) -> Option<(EthernetAddress, EthernetAddress)> {
+        match self {
+            Self::Socket { .. } => None,
+            Self::Afxdp { macs, .. } => Some(*macs),
+        }
+    }
+
     /// `afxdp` or `socket`.
     pub fn name(&self) -> &'static str {
         match self {

@@ -19,11 +19,15 @@ mod baseline;
 mod coturn;
 mod crypto;
 mod edgerelay;
+mod flood;
 mod generator;
 mod joins;
+mod latency;
 mod load;
 mod ng;
+mod plots;
 mod procs;
+mod progress;
 mod rtpengine;
 mod scale;
 mod sdp;
@@ -44,6 +48,24 @@ struct Cli {
 enum Cmd {
     /// Forwarded packets per second, socket backend vs XDP backend.
     Throughput(throughput::Args),
+    /// Legitimate goodput and latency while a flood hits relayd, per backend.
+    ///
+    /// A sender streams paced SRTP to a verifying receiver for --seconds: a third quiet, a
+    /// third under a flood of spoofed-source frames (unknown-source SRTP, junk, bogus joins)
+    /// from an AF_XDP generator at its maximum rate, a third quiet again. Reports flood
+    /// goodput as a share of quiet goodput, latency p50/p99, and where the flood was dropped
+    /// (relayd's userspace counters, the XDP verdicts).
+    Flood(flood::Args),
+    /// One-way latency p50/p99/p99.9 at fractions of the maximum loss-free rate, per backend.
+    ///
+    /// A paced sender stamps its send time into every packet; a receiver verifies each
+    /// SRTP tag and records the latency. The maximum rate is --max-pps or found by a search
+    /// (doubling, then bisecting; a sender that cannot keep up makes it a floor, and says so).
+    Latency(latency::Args),
+    /// SVG figures from the scenarios' JSON reports in --dir (baselines.json,
+    /// throughput.json, latency.json, flood.json): throughput by fan-out, every system at
+    /// fan-out 1, latency CDFs, goodput under flood over time.
+    Plot(plots::Args),
     /// One baseline, measured beside edgerelay where that applies.
     #[command(subcommand)]
     Baseline(Baseline),
@@ -105,6 +127,9 @@ fn main() -> anyhow::Result<()> {
     procs::catch_interrupts()?;
     match cli.cmd {
         Cmd::Throughput(a) => throughput::run(a),
+        Cmd::Flood(a) => flood::run(a),
+        Cmd::Latency(a) => latency::run(a),
+        Cmd::Plot(a) => plots::run(a),
         Cmd::Baseline(Baseline::Rtpengine { args, json }) => baseline::run_rtpengine(args, json),
         Cmd::Baseline(Baseline::Coturn { args, json }) => baseline::run_coturn(args, json),
         Cmd::Baseline(Baseline::Crypto { args, json }) => baseline::run_crypto(args, json),

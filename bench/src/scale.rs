@@ -289,6 +289,8 @@ pub fn scale_run(a: &ScaleArgs, bin: &Path) -> Result<ScaleRun> {
         max_rooms: a.rooms,
         max_members_per_room: per_room.max(2),
         max_sessions: a.sessions,
+        // Socket backend: there are no XDP limits to keep.
+        default_limits: false,
     };
     let mut relayd = edgerelay::start_sized(bin, None, Backend::Socket, None, size)?;
     let pid = relayd.pid();
@@ -705,6 +707,7 @@ pub fn storm_run(a: &StormArgs, bin: &Path, window: usize) -> Result<StormRun> {
         max_rooms: 1_000_000,
         max_members_per_room: a.per_room.max(2),
         max_sessions: a.max_sessions,
+        default_limits: false,
     };
     let mut relayd = edgerelay::start_sized(bin, None, Backend::Socket, None, size)?;
     let (app, secret) = edgerelay::app();

@@ -9,7 +9,7 @@ use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use relay::client::write_rtp_header;
 use relay::config::Backend;
 use relay::io::netns::{NetNs, VethPair};
@@ -19,9 +19,14 @@ use relay::srtp::Profile;
 use crate::edgerelay::{self, Member, Relayd};
 use crate::generator::{self, Generator};
 use crate::procs::{self, Cpus};
+use crate::progress::Progress;
 pub(crate) const RELAY_IP: &str = "198.18.0.1";
 pub(crate) const CLIENT_IP: &str = "198.18.0.2";
 pub(crate) const PORT: u16 = 7000;
+/// Packet sizes the scenario accepts: an RTP header plus a little, up to a 1500-byte MTU's
+/// room once the SRTP tag and the IP/UDP headers are added.
+const MIN_SIZE: usize = 20;
+const MAX_SIZE: usize = 1400;
 
 /// `relay-bench throughput` options.
 #[derive(clap::Args)]
@@ -32,12 +37,16 @@ pub struct Args {
     /// Receivers per room.
     #[arg(long, value_delimiter = ',', default_value = "1,4")]
     fanout: Vec<usize>,
-    /// RTP packet size before the SRTP tag.
-    #[arg(long, default_value_t = 1200)]
-    size: usize,
-    /// SRTP profile.
-    #[arg(long, default_value = "AES_CM_128_HMAC_SHA1_80")]
-    profile: Profile,
+    /// Rooms, each with one sender and `fanout` receivers; the packets of all senders are
+    /// interleaved (more than one room needs the AF_XDP generator).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    rooms: Vec<usize>,
+    /// RTP packet sizes before the SRTP tag.
+    #[arg(long, value_delimiter = ',', default_value = "1200")]
+    size: Vec<usize>,
+    /// SRTP profiles.
+    #[arg(long, value_delimiter = ',', default_value = "AES_CM_128_HMAC_SHA1_80")]
+    profile: Vec<Profile>,
     /// Runs per configuration (the median is reported).
     #[arg(long, default_value_t = 5)]
     runs: usize,
@@ -85,12 +94,12 @@ pub(crate) fn topology() -> Result<Topology> {
     Ok(Topology { relay_ns, client_ns, veth, sink })
 }
 
-fn join(topo: &Topology, user: &str, ssrc: Option<u32>, profile: Profile) -> Result<Member> {
+fn join(topo: &Topology, room: u32, user: &str, ssrc: Option<u32>, profile: Profile) -> Result<Member> {
     let sock = {
         let _g = topo.client_ns.enter()?;
         UdpSocket::bind(format!("{CLIENT_IP}:0"))?
     };
-    let m = edgerelay::join(sock, format!("{RELAY_IP}:{PORT}").parse()?, 1, user, ssrc, profile)?;
+    let m = edgerelay::join(sock, format!("{RELAY_IP}:{PORT}").parse()?, room, user, ssrc, profile)?;
     m.sock.set_nonblocking(true)?;
     Ok(m)
 }
@@ -230,12 +239,37 @@ pub fn run(a: Args) -> Result<()> {
     let cpus = Cpus::detect();
     cpus.pin_load_thread();
     let mut rows = Vec::new();
+    if a.rooms.contains(&0) || a.fanout.contains(&0) || a.runs == 0 {
+        bail!("--rooms, --fanout and --runs must be at least 1");
+    }
+    if a.rooms.iter().any(|&r| r > 1) && a.generator.contains(&generator::Kind::Socket) {
+        bail!("more than one room needs the AF_XDP generator (--generator afxdp or auto)");
+    }
+    if a.rooms.iter().any(|&r| r > a.packets) {
+        bail!("--packets must be at least the number of rooms");
+    }
+    if a.size.iter().any(|&s| !(MIN_SIZE..=MAX_SIZE).contains(&s)) {
+        bail!("--size must be between {MIN_SIZE} and {MAX_SIZE} bytes");
+    }
+    let total =
+        a.generator.len() * a.profile.len() * a.size.len() * a.rooms.len() * a.fanout.len() * a.backends.len() * a.runs;
+    let progress = Progress::new(total as u64, "throughput");
+    let mut shapes = Vec::new();
     for &kind in &a.generator {
-        for &fanout in &a.fanout {
-            for &backend in &a.backends {
-                rows.push(configuration(&a, &relayd, cpus, kind, fanout, backend)?);
+        for &profile in &a.profile {
+            for &size in &a.size {
+                for &rooms in &a.rooms {
+                    for &fanout in &a.fanout {
+                        for &backend in &a.backends {
+                            shapes.push(Shape { kind, profile, size, rooms, fanout, backend });
+                        }
+                    }
+                }
             }
         }
+    }
+    for shape in shapes {
+        rows.push(configuration(&a, &relayd, cpus, shape, &progress)?);
     }
     if let Some(p) = &a.json {
         std::fs::write(p, serde_json::to_string_pretty(&rows)?)?;
@@ -245,38 +279,94 @@ pub fn run(a: Args) -> Result<()> {
 
 /// `runs` runs of one configuration, each in a fresh topology with a fresh relayd; prints the
 /// medians and returns them as a JSON row.
+/// One configuration of the scenario.
+#[derive(Clone, Copy)]
+struct Shape {
+    kind: generator::Kind,
+    profile: Profile,
+    size: usize,
+    rooms: usize,
+    fanout: usize,
+    backend: Backend,
+}
+
+/// Each room's sender SSRC.
+fn sender_ssrc(room: usize) -> u32 {
+    0x5eed + room as u32
+}
+
 fn configuration(
     a: &Args,
     relayd: &std::path::Path,
     cpus: Cpus,
-    kind: generator::Kind,
-    fanout: usize,
-    backend: Backend,
+    shape: Shape,
+    progress: &Progress,
 ) -> Result<serde_json::Value> {
+    let Shape { kind, profile, size, rooms, fanout, backend } = shape;
     let (mut offered, mut forwarded, mut received, mut cpu) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut gen_name = "";
     let mut details = Vec::new();
-    for _ in 0..a.runs {
+    let mut invalid = 0usize;
+    for i in 0..a.runs {
         procs::check_interrupted()?;
+        progress.step(format!("{backend:?} {rooms} room(s) × fan-out {fanout}, {kind:?} generator, run {}", i + 1));
         let topo = topology()?;
         let relayd_proc = edgerelay::start(relayd, Some(&topo), backend, Some(cpus))?;
-        let mut sender = join(&topo, "sender", Some(0x5eed), a.profile)?;
-        let receivers: Vec<Member> =
-            (0..fanout).map(|i| join(&topo, &format!("r{i}"), None, a.profile)).collect::<Result<_>>()?;
+        let mut senders = Vec::with_capacity(rooms);
+        let mut receivers: Vec<Member> = Vec::with_capacity(rooms * fanout);
+        for room in 0..rooms {
+            let id = room as u32 + 1;
+            senders.push(join(&topo, id, &format!("s{room}"), Some(sender_ssrc(room)), profile)?);
+            for r in 0..fanout {
+                receivers.push(join(&topo, id, &format!("r{room}-{r}"), None, profile)?);
+            }
+        }
         let mut gen = Generator::open(kind, &topo)?;
         gen_name = gen.name();
-        let mut seq = 0;
-        let payloads = packets(&mut sender, 0x5eed, &mut seq, a.packets, a.size)?;
-        let pkts = gen.prepare(&sender.sock, payloads)?;
-        let r = blast(&topo, &relayd_proc, &mut gen, &sender.sock, &pkts)?;
+        if rooms > 1 && gen.macs().is_none() {
+            bail!("more than one room needs the AF_XDP generator, which is unavailable here");
+        }
+        // Each sender's share, prepared per sender and interleaved round-robin, so every
+        // room's stream is spread over the whole blast.
+        let mut per_sender = Vec::with_capacity(rooms);
+        for (room, s) in senders.iter_mut().enumerate() {
+            let mut seq = 0;
+            let n = a.packets / rooms + usize::from(room < a.packets % rooms);
+            let payloads = packets(s, sender_ssrc(room), &mut seq, n, size)?;
+            per_sender.push(gen.prepare(&s.sock, payloads)?.into_iter());
+        }
+        let mut pkts = Vec::with_capacity(a.packets);
+        while pkts.len() < a.packets {
+            for it in &mut per_sender {
+                pkts.extend(it.next());
+            }
+        }
+        let r = blast(&topo, &relayd_proc, &mut gen, &senders[0].sock, &pkts)?;
         // The generator's socket goes before the topology it is bound in.
         drop(gen);
         drop(receivers);
-        offered.push(r.offered);
-        forwarded.push(r.accepted);
-        received.push(r.received / fanout as f64);
-        cpu.push(r.cpu_us_per_pkt);
-        eprintln!(
+        drop(senders);
+        // Every packet the generator sends is authentic and sent once; relayd refusing any
+        // as forged or replayed means the input was damaged on the way (seen with the
+        // AF_XDP generator into the socket backend's deep socket backlog at fan-out 16,
+        // never with the socket generator). Such a run measures the damage, not relayd:
+        // it is reported and left out of the medians.
+        let damaged: u64 =
+            r.relay_drops.iter().filter(|(k, _)| k == "auth_failed" || k == "replayed").map(|(_, v)| v).sum();
+        let valid = damaged == 0;
+        if valid {
+            offered.push(r.offered);
+            forwarded.push(r.accepted);
+            received.push(r.received / (fanout * rooms) as f64);
+            cpu.push(r.cpu_us_per_pkt);
+        } else {
+            invalid += 1;
+            progress.note(&format!(
+                "  run left out: relayd refused {damaged} packets as forged or replayed (damaged input)"
+            ));
+        }
+        progress.inc();
+        progress.note(&format!(
             "  run: offered {:.0}, relay received {:.0}, accepted {:.0} and sent {:.0}, the sink counted {:.0} pkt/s; relayd {:.2} µs CPU per accepted packet; veth drops {} (whole run), relayd drops {:?}; CPUs busy (softirq) {}",
             r.offered,
             r.relay_rx,
@@ -287,25 +377,40 @@ fn configuration(
             r.veth_dropped,
             r.relay_drops,
             r.cpu_load.iter().map(|(b, s)| format!("{:.0}% ({:.0}%)", b * 100.0, s * 100.0)).collect::<Vec<_>>().join(", ")
-        );
+        ));
         details.push(
             serde_json::json!({"offered_pps": r.offered, "relay_rx_pps": r.relay_rx, "accepted_pps": r.accepted,
             "relay_tx_pps": r.relay_tx, "sink_pps": r.received, "relayd_cpu_us_per_pkt": r.cpu_us_per_pkt,
-            "veth_dropped": r.veth_dropped, "cpu_busy_softirq": r.cpu_load}),
+            "veth_dropped": r.veth_dropped, "cpu_busy_softirq": r.cpu_load, "valid": valid,
+            "relayd_drops": r.relay_drops.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()}),
         );
     }
     let backend_name = format!("{backend:?}").to_lowercase();
+    if forwarded.is_empty() {
+        progress.out(&format!(
+            "{backend_name:<7} {} {size} B rooms {rooms} fanout {fanout}: every run's input was damaged; no figure",
+            profile.name()
+        ));
+        return Ok(
+            serde_json::json!({"backend": backend_name, "generator": gen_name, "rooms": rooms, "fanout": fanout,
+            "size": size, "profile": profile.name(), "runs": a.runs, "valid_runs": 0, "runs_detail": details}),
+        );
+    }
     let (m, lo, hi) = median(forwarded);
     let (om, olo, ohi) = median(offered);
     let (rm, _, _) = median(received);
     let (cm, clo, chi) = median(cpu);
-    println!(
-        "{backend_name:<7} fanout {fanout} gen {gen_name:<6}: {m:>9.0} pkt/s in [{lo:.0}-{hi:.0}] ({:>9.0} out), offered {om:.0} [{olo:.0}-{ohi:.0}], received per receiver {rm:.0}, relayd {cm:.2} µs/pkt [{clo:.2}-{chi:.2}], {} runs",
+    progress.out(&format!(
+        "{backend_name:<7} {} {size} B rooms {rooms} fanout {fanout} gen {gen_name:<6}: {m:>9.0} pkt/s in [{lo:.0}-{hi:.0}] ({:>9.0} out), offered {om:.0} [{olo:.0}-{ohi:.0}], received per receiver {rm:.0}, relayd {cm:.2} µs/pkt [{clo:.2}-{chi:.2}], {} of {} runs",
+        profile.name(),
         m * fanout as f64,
+        a.runs - invalid,
         a.runs
-    );
-    Ok(serde_json::json!({"backend": backend_name, "generator": gen_name, "fanout": fanout, "size": a.size,
-        "profile": a.profile.name(), "runs": a.runs, "in_pps_median": m, "in_pps_min": lo, "in_pps_max": hi,
+    ));
+    Ok(
+        serde_json::json!({"backend": backend_name, "generator": gen_name, "rooms": rooms, "fanout": fanout, "size": size,
+        "profile": profile.name(), "runs": a.runs, "valid_runs": a.runs - invalid, "in_pps_median": m, "in_pps_min": lo, "in_pps_max": hi,
         "offered_pps_median": om, "offered_pps_min": olo, "offered_pps_max": ohi, "received_per_receiver_pps_median": rm,
-        "relayd_cpu_us_per_pkt_median": cm, "relayd_cpu_us_per_pkt_min": clo, "relayd_cpu_us_per_pkt_max": chi, "runs_detail": details}))
+        "relayd_cpu_us_per_pkt_median": cm, "relayd_cpu_us_per_pkt_min": clo, "relayd_cpu_us_per_pkt_max": chi, "runs_detail": details}),
+    )
 }

@@ -1,4 +1,5 @@
-//! A short `relay-bench throughput` run with the AF_XDP generator, over both backends: the
+//! A short `relay-bench throughput` run with the AF_XDP generator, over both backends, with
+//! one room and with three (the senders' packets interleaved): the
 //! generator's frames must reach relayd (it accepts them, so they parsed and authenticated)
 //! and relayd's output must reach the counting sink.
 //!
@@ -19,7 +20,7 @@ fn afxdp_generator_drives_relayd_on_both_backends() {
     let dir = TempDir::new("bench-throughput");
     let json = dir.0.join("throughput.json");
     let out = Command::new(bin("relay-bench"))
-        .args(["throughput", "--generator", "afxdp", "--backends", "socket,xdp", "--fanout", "1"])
+        .args(["throughput", "--generator", "afxdp", "--backends", "socket,xdp", "--fanout", "1", "--rooms", "1,3"])
         .args(["--runs", "1", "--packets", "20000", "--relayd"])
         .arg(bin("relayd"))
         .arg("--json")
@@ -36,9 +37,12 @@ fn afxdp_generator_drives_relayd_on_both_backends() {
     assert!(out.status.success(), "relay-bench failed:\n{stderr}\n{}", String::from_utf8_lossy(&out.stdout));
     let rows: Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON written")).expect("valid JSON");
     let rows = rows.as_array().expect("an array of rows");
-    assert_eq!(rows.len(), 2, "{rows:?}");
-    for backend in ["socket", "xdp"] {
-        let r = rows.iter().find(|r| r["backend"] == backend).unwrap_or_else(|| panic!("no {backend} row: {rows:?}"));
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for (backend, rooms) in [("socket", 1), ("xdp", 1), ("socket", 3), ("xdp", 3)] {
+        let r = rows
+            .iter()
+            .find(|r| r["backend"] == backend && r["rooms"] == rooms)
+            .unwrap_or_else(|| panic!("no {backend} row with {rooms} rooms: {rows:?}"));
         assert_eq!(r["generator"], "afxdp", "{r}");
         let num = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{k} missing in {r}"));
         assert!(num("offered_pps_median") > 0.0, "the generator sent nothing: {r}");

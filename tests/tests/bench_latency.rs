@@ -1,0 +1,39 @@
+//! A short `relay-bench latency` run on the XDP backend at a fixed rate: the receiver
+//! verifies every packet and the latency quantiles it reports are ordered and plausible.
+//!
+//! Needs root (namespaces, XDP, AF_XDP); without it the test skips on a laptop and fails
+//! under `CI=true`. All traffic stays in the namespaces the bench creates (198.18.0.0/15).
+
+use std::process::Command;
+
+use edgerelay_tests::{bin, skip_or_fail, TempDir};
+use serde_json::Value;
+
+#[test]
+fn latency_quantiles_are_measured_on_verified_packets() {
+    if !relay::io::sys::is_root() && skip_or_fail("relay-bench latency needs root") {
+        return;
+    }
+    let dir = TempDir::new("bench-latency");
+    let json = dir.0.join("latency.json");
+    let out = Command::new(bin("relay-bench"))
+        .args(["latency", "--backends", "xdp", "--max-pps", "200", "--fractions", "0.5", "--runs", "1"])
+        .args(["--seconds", "1.5", "--relayd"])
+        .arg(bin("relayd"))
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run relay-bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "relay-bench failed:\n{stderr}\n{}", String::from_utf8_lossy(&out.stdout));
+    let rows: Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON written")).expect("valid JSON");
+    let row = &rows.as_array().expect("an array of rows")[0];
+    assert_eq!(row["rate_pps"].as_f64(), Some(100.0), "{row}");
+    let run = &row["runs_detail"][0];
+    let (sent, verified) = (run["sent"].as_u64().unwrap(), run["verified"].as_u64().unwrap());
+    assert!(sent >= 120, "the sender sent too little at 100 pkt/s for 1.5 s: {row}");
+    assert!(verified * 100 >= sent * 98, "more than 2% lost at 100 pkt/s: {row}");
+    let q: Vec<f64> = run["p50_p99_p999_us"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!(q[0] >= 1.0 && q[0] <= q[1] && q[1] <= q[2], "quantiles out of order: {q:?}");
+    assert!(q[2] < 5_000_000.0, "p99.9 over 5 s is no latency measurement: {q:?}");
+}
