@@ -68,6 +68,14 @@ impl Relayd {
         self.guard.pid()
     }
 
+    /// Fails, with relayd's log, if it has exited.
+    pub fn check_alive(&mut self) -> Result<()> {
+        if let Err(e) = self.guard.check_alive() {
+            bail!("{e}: {}", self.log());
+        }
+        Ok(())
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.0.join("relayd.log")).unwrap_or_default()
     }
@@ -78,10 +86,38 @@ pub fn default_relayd() -> Result<PathBuf> {
     Ok(std::env::current_exe()?.with_file_name("relayd"))
 }
 
+/// relayd's size: workers and the bench app's quotas.
+#[derive(Clone, Copy, Debug)]
+pub struct Size {
+    /// Worker threads.
+    pub workers: usize,
+    /// The app's `max_rooms`.
+    pub max_rooms: u32,
+    /// The app's `max_members_per_room`.
+    pub max_members_per_room: u32,
+    /// The app's `max_sessions`.
+    pub max_sessions: u32,
+    /// XDP backend: keep relayd's default per-source join and packet limits (as shipped)
+    /// instead of turning them off.
+    pub default_limits: bool,
+}
+
+impl Default for Size {
+    /// One worker; quotas for the probes of the baselines.
+    fn default() -> Self {
+        Self { workers: 1, max_rooms: 10_000, max_members_per_room: 64, max_sessions: 100_000, default_limits: false }
+    }
+}
+
+/// The bench app's SdkAppId and secret.
+pub fn app() -> (u32, &'static str) {
+    (APP, SECRET)
+}
+
 /// Starts relayd with one worker: on loopback (`topo` `None`, socket backend only) or in the
 /// relay namespace of `topo`; pinned to the relay CPU when `cpus` is given.
 pub fn start(bin: &Path, topo: Option<&Topology>, backend: Backend, cpus: Option<Cpus>) -> Result<Relayd> {
-    start_with(bin, topo, backend, cpus, false)
+    start_sized(bin, topo, backend, cpus, Size::default())
 }
 
 /// [`start`], and with `default_limits` the XDP backend keeps relayd's default per-source
@@ -92,6 +128,17 @@ pub fn start_with(
     backend: Backend,
     cpus: Option<Cpus>,
     default_limits: bool,
+) -> Result<Relayd> {
+    start_sized(bin, topo, backend, cpus, Size { default_limits, ..Size::default() })
+}
+
+/// [`start`] with a given [`Size`].
+pub fn start_sized(
+    bin: &Path,
+    topo: Option<&Topology>,
+    backend: Backend,
+    cpus: Option<Cpus>,
+    size: Size,
 ) -> Result<Relayd> {
     if !bin.is_file() {
         bail!("relayd not found at {} (build it: cargo build --release -p relay, or pass --relayd)", bin.display());
@@ -107,11 +154,13 @@ pub fn start_with(
     // `session_secs = 3600`: bench members send no keepalives, and receivers send nothing at
     // all; preparing a million packets in a debug build took longer than the default 30 s,
     // and the sender's session expired before the blast (every packet `unknown_session`).
+    let Size { workers, max_rooms, max_members_per_room, max_sessions, default_limits } = size;
     let mut cfg = format!(
-        "listen = \"{addr}\"\nworkers = 1\npin_workers = false\ncontrol_socket = \"{}\"\nbackend = \"{}\"\n\
+        "listen = \"{addr}\"\nworkers = {workers}\npin_workers = false\ncontrol_socket = \"{}\"\nbackend = \"{}\"\n\
          [timeouts]\nkeepalive_secs = 5\nsession_secs = 3600\n\
          [[app]]\nsdkappid = {APP}\nsecret = \"{SECRET}\"\n\
-         [app.quotas]\nmax_rooms = 10000\nmax_members_per_room = 64\nmax_sessions = 100000\n",
+         [app.quotas]\nmax_rooms = {max_rooms}\nmax_members_per_room = {max_members_per_room}\n\
+         max_sessions = {max_sessions}\n",
         stats.display(),
         if backend == Backend::Xdp { "xdp" } else { "socket" }
     );

@@ -10,6 +10,8 @@
 //! - `baseline rtpengine|coturn|crypto` and `compare` measure the baselines of issue 5:
 //!   rtpengine re-encrypting SRTP, coturn forwarding TURN, the raw crypto ceiling, and relayd
 //!   under the same load (see `baseline.rs`).
+//! - `scale` and `join-storm` measure joins: relayd's memory with 100k sessions, and the join
+//!   rate it sustains (see `scale.rs`).
 //!
 //! Each figure is the median of `--runs` runs, with min and max. Everything the bench starts
 //! (processes, namespaces) is torn down on exit and on failure.
@@ -22,6 +24,7 @@ mod demo;
 mod edgerelay;
 mod flood;
 mod generator;
+mod joins;
 mod latency;
 mod load;
 mod ng;
@@ -29,6 +32,7 @@ mod plots;
 mod procs;
 mod progress;
 mod rtpengine;
+mod scale;
 mod sdp;
 mod throughput;
 
@@ -77,6 +81,12 @@ enum Cmd {
     ///
     /// Needs root for the XDP backend; installs rtpengine and coturn with --install.
     Compare(baseline::CompareArgs),
+    /// Many sessions at once (default 100k in 25k rooms): join time and relayd's memory,
+    /// against the goal of at most 512 MiB.
+    Scale(scale::ScaleArgs),
+    /// Joins at a rising rate until the first refusal or timeout: the join rate relayd
+    /// sustains, and what stopped it.
+    JoinStorm(scale::StormArgs),
 }
 
 #[derive(Subcommand)]
@@ -132,5 +142,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Baseline(Baseline::Coturn { args, json }) => baseline::run_coturn(args, json),
         Cmd::Baseline(Baseline::Crypto { args, json }) => baseline::run_crypto(args, json),
         Cmd::Compare(a) => baseline::run_compare(a),
+        Cmd::Scale(a) => scale::run_scale(a),
+        Cmd::JoinStorm(a) => scale::run_storm(a),
     }
 }

@@ -1,0 +1,124 @@
+//! `relay-bench scale` and `relay-bench join-storm` in a small form, with the debug binaries:
+//! the scale run must hold exactly the sessions and rooms it asked for (relayd's own counts),
+//! with no refusal or timeout, and plausible memory figures; the storm must report a
+//! sustained rate and name what stopped it, including a configured quota as such.
+//!
+//! Loopback only (127.0.0.1 for relayd, 127.100.0.0/16 for the members); needs no root.
+
+use std::process::Command;
+
+use edgerelay_tests::{bin, TempDir};
+use serde_json::Value;
+
+fn run_bench(args: &[&str], json: &std::path::Path) -> Value {
+    let out = Command::new(bin("relay-bench"))
+        .args(args)
+        .arg("--relayd")
+        .arg(bin("relayd"))
+        .arg("--json")
+        .arg(json)
+        .output()
+        .expect("run relay-bench");
+    assert!(
+        out.status.success(),
+        "relay-bench {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    serde_json::from_str(&std::fs::read_to_string(json).expect("JSON written")).expect("valid JSON")
+}
+
+fn num(v: &Value, path: &[&str]) -> f64 {
+    let mut x = v;
+    for p in path {
+        x = &x[*p];
+    }
+    x.as_f64().unwrap_or_else(|| panic!("{path:?} missing or not a number in {v}"))
+}
+
+#[test]
+fn scale_holds_exactly_the_sessions_asked_for() {
+    let dir = TempDir::new("bench-scale");
+    let json = dir.0.join("scale.json");
+    let r = run_bench(&["scale", "--sessions", "2000", "--rooms", "500", "--runs", "1", "--window", "64"], &json);
+    let runs = r["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 1);
+    let run = &runs[0];
+    assert_eq!(num(run, &["relayd_sessions"]), 2000.0, "{run}");
+    assert_eq!(num(run, &["relayd_rooms"]), 500.0, "{run}");
+    assert_eq!(num(run, &["ok"]), 2000.0, "{run}");
+    assert_eq!(num(run, &["timed_out"]), 0.0, "{run}");
+    assert!(run["refused"].as_object().is_some_and(|m| m.is_empty()), "{run}");
+    assert!(num(run, &["verified"]) >= 1.0, "no key confirmation checked: {run}");
+    let (before, after) = (num(run, &["before", "rss"]), num(run, &["after", "rss"]));
+    assert!(before > 1e6 && after > before, "relayd RSS before {before}, after {after}");
+    // 2000 sessions cost kilobytes each: between 500 B and 64 KiB per session.
+    let per = num(run, &["rss_bytes_per_session"]);
+    assert!((500.0..65536.0).contains(&per), "implausible {per} B per session");
+    assert!(num(run, &["after", "hwm"]) >= after);
+    assert!(num(run, &["joins_per_sec"]) > 0.0 && num(run, &["join_secs"]) > 0.0);
+    assert_eq!(r["goal"]["met"], Value::Bool(true), "2000 sessions fit in 512 MiB: {}", r["goal"]);
+    assert_eq!(num(&r, &["summary", "rss_after_mib", "n"]), 1.0);
+}
+
+#[test]
+fn join_storm_names_what_stopped_it() {
+    let dir = TempDir::new("bench-storm");
+    // A session quota of 250 with stages of 100 and 200 joins: the second stage hits it.
+    let json = dir.0.join("quota.json");
+    let r = run_bench(
+        &[
+            "join-storm",
+            "--runs",
+            "1",
+            "--start-rate",
+            "200",
+            "--factor",
+            "2",
+            "--stage-secs",
+            "0.5",
+            "--max-sessions",
+            "250",
+            "--timeout-ms",
+            "3000",
+        ],
+        &json,
+    );
+    let run = &r["runs"][0];
+    assert_eq!(run["stopped_by"], "configured_limit", "{run}");
+    assert!(run["stop_detail"].as_str().unwrap().contains("session_quota"), "{run}");
+    let stages = run["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 2, "{run}");
+    assert_eq!(num(&stages[0], &["ok"]), 100.0, "{run}");
+    assert_eq!(num(&stages[1], &["ok"]), 150.0, "the quota admits 150 more: {run}");
+    assert_eq!(num(&stages[1], &["refused", "session_quota"]), 50.0, "{run}");
+    assert_eq!(num(run, &["relayd_sessions"]), 250.0, "{run}");
+    assert_eq!(num(run, &["sustained_target"]), 200.0, "{run}");
+    let sustained = num(run, &["sustained_rate"]);
+    assert!(sustained > 50.0 && sustained < 400.0, "first stage paced at 200/s, sustained {sustained}");
+    assert!(num(&stages[0], &["relayd_cpus"]) > 0.0, "{run}");
+
+    // Without a quota, a capped ramp ends at the cap or at relayd's limit, named either way.
+    let json = dir.0.join("ramp.json");
+    let r = run_bench(
+        &[
+            "join-storm",
+            "--runs",
+            "1",
+            "--start-rate",
+            "100",
+            "--factor",
+            "2",
+            "--stage-secs",
+            "0.5",
+            "--max-rate",
+            "400",
+        ],
+        &json,
+    );
+    let run = &r["runs"][0];
+    let stopped = run["stopped_by"].as_str().unwrap();
+    assert!(["max_rate", "timeout", "generator_limited"].contains(&stopped), "{run}");
+    assert!(!run["stop_detail"].as_str().unwrap().is_empty());
+    assert!(num(&r, &["summary", "sustained_joins_per_sec", "median"]) > 0.0, "{r}");
+}
