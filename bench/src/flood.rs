@@ -117,7 +117,10 @@ pub(crate) struct Run {
     /// Packets sent and verified over the whole run.
     pub(crate) total_sent: u64,
     pub(crate) total_ok: u64,
-    auth_failed: u64,
+    pub(crate) auth_failed: u64,
+    /// Packets the receiver refused for another SRTP reason (replayed, malformed): relayd
+    /// must never send a packet twice or damaged.
+    pub(crate) other_errors: u64,
     /// relayd's drops (userspace) and XDP verdicts over the flood phase.
     engine_drops: Vec<(String, u64)>,
     xdp: Vec<(String, u64)>,
@@ -285,6 +288,7 @@ pub(crate) fn run_once(a: &Params, relayd_bin: &std::path::Path, cpus: Cpus, bac
         total_sent: sent.load(Relaxed),
         total_ok: rx.ok.load(Relaxed),
         auth_failed: rx.auth_failed.load(Relaxed),
+        other_errors: rx.other.load(Relaxed),
         engine_drops: diff(&s0.drops, &s1.drops),
         xdp: diff(&s0.xdp, &s1.xdp),
         timeline,
@@ -410,11 +414,11 @@ pub fn run(a: Args) -> Result<()> {
             let r = run_once(&params, &relayd, cpus, backend).with_context(|| format!("{backend:?} run {}", i + 1))?;
             progress.inc();
             progress.note(&format!(
-                "  {backend:?} run {}: goodput {:.0} / {:.0} (flood) / {:.0} pkt/s (sent {:.0}/{:.0}/{:.0}); flood {:.0} pkt/s; latency p50/p99 {:.0}/{:.0} µs quiet, {:.0}/{:.0} µs flood; auth failures {}; engine drops {:?}; XDP {:?}",
+                "  {backend:?} run {}: goodput {:.0} / {:.0} (flood) / {:.0} pkt/s (sent {:.0}/{:.0}/{:.0}); flood {:.0} pkt/s; latency p50/p99 {:.0}/{:.0} µs quiet, {:.0}/{:.0} µs flood; auth failures {}, other SRTP errors {}; engine drops {:?}; XDP {:?}",
                 i + 1,
                 r.goodput[0], r.goodput[1], r.goodput[2], r.sent[0], r.sent[1], r.sent[2], r.flood_pps,
                 r.latency_us[0].0, r.latency_us[0].1, r.latency_us[1].0, r.latency_us[1].1,
-                r.auth_failed, r.engine_drops, r.xdp
+                r.auth_failed, r.other_errors, r.engine_drops, r.xdp
             ));
             runs.push(r);
         }
@@ -434,7 +438,7 @@ pub fn run(a: Args) -> Result<()> {
             "runs_detail": runs.iter().map(|r| serde_json::json!({
                 "goodput_pps": r.goodput, "sent_pps": r.sent, "flood_pps": r.flood_pps,
                 "latency_us_p50_p99_quiet": r.latency_us[0], "latency_us_p50_p99_flood": r.latency_us[1],
-                "auth_failed": r.auth_failed, "engine_drops_during_flood": r.engine_drops.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                "auth_failed": r.auth_failed, "other_srtp_errors": r.other_errors, "engine_drops_during_flood": r.engine_drops.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
                 "xdp_verdicts_during_flood": r.xdp.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
                 "timeline_tick_ms": TICK.as_millis() as u64, "timeline_verified": r.timeline,
             })).collect::<Vec<_>>(),

@@ -194,6 +194,7 @@ pub fn run(a: Args) -> Result<()> {
                 "cdf_us": cdf(&merged),
                 "runs_detail": runs.iter().map(|r| serde_json::json!({
                     "sent": r.total_sent, "verified": r.total_ok, "p50_p99_p999_us": r.latency_all_us,
+                    "auth_failed": r.auth_failed, "other_srtp_errors": r.other_errors,
                 })).collect::<Vec<_>>(),
             }));
         }
