@@ -130,6 +130,18 @@ pub struct XdpSettings {
     /// Pin maps under /sys/fs/bpf/edgerelay so limits and the blocklist survive restarts.
     #[serde(default = "yes")]
     pub pin_maps: bool,
+    /// Entries of the kernel's `sessions` map: the most concurrent sessions the XDP backend
+    /// admits (a join beyond it is refused `overloaded`). Kernel memory is about 100 bytes
+    /// per entry, preallocated (the default, 262,144, is about 26 MiB).
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: u32,
+}
+
+/// Fewest and most `xdp.max_sessions` relayd accepts.
+pub const XDP_MAX_SESSIONS_RANGE: std::ops::RangeInclusive<u32> = 1024..=16_777_216;
+
+fn default_max_sessions() -> u32 {
+    crate::io::xdp::DEFAULT_MAX_SESSIONS
 }
 
 fn default_join_rate() -> u64 {
@@ -406,6 +418,14 @@ impl Validated {
                 if x.queues == Some(0) {
                     return invalid("xdp.queues must be at least 1");
                 }
+                if !XDP_MAX_SESSIONS_RANGE.contains(&x.max_sessions) {
+                    return invalid(format!(
+                        "xdp.max_sessions = {}: must be between {} and {}",
+                        x.max_sessions,
+                        XDP_MAX_SESSIONS_RANGE.start(),
+                        XDP_MAX_SESSIONS_RANGE.end()
+                    ));
+                }
                 for (key, v) in [
                     ("join_rate_per_sec", x.join_rate_per_sec),
                     ("join_burst", x.join_burst),
@@ -484,6 +504,14 @@ max_sessions = 10
             GOOD.replace("127.0.0.1", "192.0.2.1")
         ))
         .contains("xdp.pps_rate_per_sec = 5000000000: at most 4294967295"));
+        let xdp = |extra: &str| {
+            format!("backend = \"xdp\"\n{}\n[xdp]\niface = \"eth0\"\n{extra}", GOOD.replace("127.0.0.1", "192.0.2.1"))
+        };
+        assert!(err(&xdp("max_sessions = 100\n")).contains("xdp.max_sessions = 100: must be between 1024 and 16777216"));
+        let v = Config::parse(&xdp("")).unwrap();
+        assert_eq!(v.xdp.as_ref().map(|x| x.max_sessions), Some(262_144));
+        let v = Config::parse(&xdp("max_sessions = 200000\n")).unwrap().validate(None).unwrap();
+        assert_eq!(v.xdp.as_ref().map(|x| x.max_sessions), Some(200_000));
     }
 
     #[test]

@@ -61,3 +61,28 @@ fn xdp_attach_drop_privileges_detach_and_survive_a_crash() {
     std::thread::sleep(Duration::from_millis(200));
     assert!(!net.relay_link().contains("prog/xdp"), "program left attached: {}", net.relay_link());
 }
+
+/// The kernel's `sessions` map takes the configured size (`xdp.max_sessions`, default
+/// 262,144), so the XDP backend admits more than the 65,536 concurrent sessions the object
+/// declares: 100k sessions (issue 5's scale scenario) fit, and the map refuses only past
+/// its size.
+#[test]
+fn the_sessions_map_takes_its_configured_size() {
+    use relay::io::xdp::{FilterConfig, XdpFilter, DEFAULT_MAX_SESSIONS};
+    if !relay::io::sys::is_root() && skip_or_fail("loading the XDP program needs root") {
+        return;
+    }
+    let f = XdpFilter::load("lo", None, FilterConfig::default()).expect("load the XDP program");
+    assert_eq!(f.sessions_capacity(), DEFAULT_MAX_SESSIONS);
+    drop(f);
+
+    let size = 100_500;
+    let mut f = XdpFilter::load_sized("lo", None, FilterConfig::default(), size).expect("load the XDP program");
+    assert_eq!(f.sessions_capacity(), size);
+    let relay_addr: std::net::SocketAddr = "198.18.0.1:7000".parse().unwrap();
+    let src = |i: u32| std::net::SocketAddr::from(([198, 18, 128 + (i >> 16) as u8, (i >> 8) as u8], i as u16));
+    for i in 0..size {
+        f.add_session(src(i), relay_addr, u64::from(i)).unwrap_or_else(|e| panic!("session {i}: {e}"));
+    }
+    assert!(f.add_session(src(size), relay_addr, 0).is_err(), "a full sessions map must refuse");
+}

@@ -37,6 +37,7 @@ max_sessions = 10000
 # mode = "auto"                # auto | copy | zerocopy
 # join_rate_per_sec = 20       # per source address, in the kernel
 # pps_rate_per_sec = 20000
+# max_sessions = 262144        # kernel sessions map: concurrent sessions admitted (~100 B each)
 "#;
 
 #[derive(Parser)]

@@ -924,7 +924,7 @@ fn open_xdp(cfg: &Validated, x: &XdpSettings) -> io::Result<(XdpFilter, Vec<XskP
         pps_rate_per_sec: x.pps_rate_per_sec,
         pps_burst: x.pps_burst,
     };
-    let mut filter = XdpFilter::load(&x.iface, pin, fc).map_err(io_err)?;
+    let mut filter = XdpFilter::load_sized(&x.iface, pin, fc, x.max_sessions).map_err(io_err)?;
     let mac = RouteSocket::open()?
         .link_mac(ifindex)
         .map_err(io_err)?

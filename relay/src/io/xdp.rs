@@ -27,6 +27,9 @@ use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, PerCpuHashMa
 use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use xdp_prog::{maps, Counter, Session, SessionKey, SrcKey};
+
+/// Entries of the kernel `sessions` map unless configured (`xdp.max_sessions`).
+pub const DEFAULT_MAX_SESSIONS: u32 = 262_144;
 pub use xdp_prog::{BlockEntry, Config as FilterConfig, Reason};
 
 /// Errors of the XDP filter.
@@ -149,6 +152,8 @@ pub struct XdpFilter {
     iface: String,
     /// A private pin directory, removed on drop (when the caller did not ask for pinning).
     private_pin: Option<std::path::PathBuf>,
+    /// The `sessions` map's size, as the kernel reports it.
+    sessions_capacity: u32,
 }
 
 impl XdpFilter {
@@ -158,6 +163,18 @@ impl XdpFilter {
     /// Every map is declared pin-by-name, so aya always pins: with `pin_dir` `None` the maps
     /// go to a private directory that is removed on drop, so instances never share maps.
     pub fn load(iface: &str, pin_dir: Option<&str>, config: FilterConfig) -> Result<Self, Error> {
+        Self::load_sized(iface, pin_dir, config, DEFAULT_MAX_SESSIONS)
+    }
+
+    /// [`load`](Self::load) with a `sessions` map of `max_sessions` entries (the object
+    /// declares 65,536; the loader resizes it before creating the map). A map already pinned
+    /// under `pin_dir` by an earlier relayd is reused as it is, whatever its size.
+    pub fn load_sized(
+        iface: &str,
+        pin_dir: Option<&str>,
+        config: FilterConfig,
+        max_sessions: u32,
+    ) -> Result<Self, Error> {
         static PRIVATE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let mut loader = EbpfLoader::new();
         super::sys::ensure_bpffs("/sys/fs/bpf").map_err(|e| Error::Bpffs(e.to_string()))?;
@@ -173,6 +190,7 @@ impl XdpFilter {
             .map_or_else(|| std::path::PathBuf::from(pin_dir.unwrap_or_default()), |p| p.to_owned());
         std::fs::create_dir_all(&dir).map_err(|e| Error::Bpffs(format!("{}: {e}", dir.display())))?;
         loader.default_map_pin_directory(&dir);
+        loader.map_max_entries(maps::SESSIONS, max_sessions);
         let mut ebpf = loader.load(xdp_prog::OBJECT)?;
         let program_err = |source| Error::Program { iface: iface.to_owned(), source };
         let prog: &mut Xdp =
@@ -180,7 +198,19 @@ impl XdpFilter {
         prog.load().map_err(|source| Error::Program { iface: iface.to_owned(), source })?;
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(Error::MissingMap(name));
         let mut config_map = Array::try_from(take(maps::CONFIG)?).map_err(map_err(maps::CONFIG))?;
-        let sessions = BpfHashMap::try_from(take(maps::SESSIONS)?).map_err(map_err(maps::SESSIONS))?;
+        let sessions_data = take(maps::SESSIONS)?;
+        let sessions_capacity = match &sessions_data {
+            aya::maps::Map::HashMap(d) => d.info().map(|i| i.max_entries()).unwrap_or(0),
+            _ => 0,
+        };
+        if sessions_capacity != max_sessions {
+            tracing::warn!(
+                requested = max_sessions,
+                actual = sessions_capacity,
+                "the sessions map has another size than configured (a map pinned by an earlier relayd is reused as it is; remove it to resize)"
+            );
+        }
+        let sessions = BpfHashMap::try_from(sessions_data).map_err(map_err(maps::SESSIONS))?;
         let xsks = XskMap::try_from(take(maps::XSKS)?).map_err(map_err(maps::XSKS))?;
         let stats = PerCpuArray::try_from(take(maps::STATS)?).map_err(map_err(maps::STATS))?;
         let blocklist_v4 = LpmTrie::try_from(take(maps::BLOCKLIST_V4)?).map_err(map_err(maps::BLOCKLIST_V4))?;
@@ -208,7 +238,13 @@ impl XdpFilter {
             offenders,
             iface: iface.to_owned(),
             private_pin,
+            sessions_capacity,
         })
+    }
+
+    /// Entries the kernel's `sessions` map holds (the most concurrent sessions).
+    pub fn sessions_capacity(&self) -> u32 {
+        self.sessions_capacity
     }
 
     /// Attaches to the interface: driver mode, else SKB mode with a warning. A program
