@@ -184,10 +184,6 @@ impl System {
     }
 }
 
-fn relayd_path(p: &Option<PathBuf>) -> Result<PathBuf> {
-    p.clone().map_or_else(edgerelay::default_relayd, Ok)
-}
-
 const RTPENGINE_NOTE: &str = "userspace (--table=-1), SRTP AES_CM_128_HMAC_SHA1_80 in, AES_CM_128_HMAC_SHA1_32 out: \
     real decrypt + re-encrypt, checked at the receiver; fresh call per probe";
 
@@ -213,7 +209,7 @@ fn backend_name(b: Backend) -> String {
 /// max-loss-free-rate search each.
 pub fn srtp_relays(a: &RelayArgs, runs: usize, cpus: Cpus) -> Result<Vec<System>> {
     let rtpengine = procs::require("rtpengine", "rtpengine-daemon", a.install)?;
-    let relayd = relayd_path(&a.relayd)?;
+    let relayd = edgerelay::relayd_path(&a.relayd)?;
     let backends: &[Backend] = if a.baseline_only { &[] } else { &a.backends };
     let (name, note) = match a.rtpengine_mode {
         Mode::Recrypt => ("rtpengine", RTPENGINE_NOTE),

@@ -86,6 +86,11 @@ pub fn default_relayd() -> Result<PathBuf> {
     Ok(std::env::current_exe()?.with_file_name("relayd"))
 }
 
+/// `--relayd` if given, else [`default_relayd`].
+pub fn relayd_path(given: &Option<PathBuf>) -> Result<PathBuf> {
+    given.clone().map_or_else(default_relayd, Ok)
+}
+
 /// relayd's size: workers and the bench app's quotas.
 #[derive(Clone, Copy, Debug)]
 pub struct Size {

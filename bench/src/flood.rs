@@ -392,10 +392,7 @@ pub fn run(a: Args) -> Result<()> {
     if a.runs == 0 || a.seconds < 1.5 || a.legit_pps <= 0.0 {
         bail!("--runs must be at least 1, --seconds at least 1.5 and --legit-pps positive");
     }
-    let relayd = match &a.relayd {
-        Some(p) => p.clone(),
-        None => edgerelay::default_relayd()?,
-    };
+    let relayd = edgerelay::relayd_path(&a.relayd)?;
     let cpus = Cpus::detect();
     cpus.pin_load_thread();
     let mut rows = Vec::new();

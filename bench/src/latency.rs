@@ -147,10 +147,7 @@ pub fn run(a: Args) -> Result<()> {
     if a.runs == 0 || a.seconds < 1.5 || a.fractions.iter().any(|f| !(0.0..=1.0).contains(f) || *f == 0.0) {
         bail!("--runs must be at least 1, --seconds at least 1.5, and every fraction in (0, 1]");
     }
-    let relayd = match &a.relayd {
-        Some(p) => p.clone(),
-        None => edgerelay::default_relayd()?,
-    };
+    let relayd = edgerelay::relayd_path(&a.relayd)?;
     let cpus = Cpus::detect();
     cpus.pin_load_thread();
     let mut rows = Vec::new();

@@ -219,10 +219,6 @@ fn environment() -> Value {
     })
 }
 
-fn relayd_path(p: &Option<PathBuf>) -> Result<PathBuf> {
-    p.clone().map_or_else(edgerelay::default_relayd, Ok)
-}
-
 fn write_reports(report: &Value, md: &str, json_out: Option<&Path>, md_out: Option<&Path>) -> Result<()> {
     if let Some(p) = json_out {
         std::fs::write(p, serde_json::to_string_pretty(report)?).with_context(|| format!("writing {}", p.display()))?;
@@ -381,7 +377,7 @@ pub fn scale_run(a: &ScaleArgs, bin: &Path) -> Result<ScaleRun> {
 
 /// `relay-bench scale`.
 pub fn run_scale(a: ScaleArgs) -> Result<()> {
-    let bin = relayd_path(&a.relayd)?;
+    let bin = edgerelay::relayd_path(&a.relayd)?;
     let env = environment();
     if a.runs == 0 {
         bail!("--runs must be at least 1");
@@ -452,19 +448,24 @@ fn summary_markdown(rows: &[Row]) -> String {
     md
 }
 
-fn scale_markdown(report: &Value, rows: &[Row], runs: &[ScaleRun], a: &ScaleArgs) -> String {
+/// A report's title, command and machine lines, from its `environment`.
+fn report_header(report: &Value, title: &str) -> String {
     let env = &report["environment"];
-    let mut md = String::from("# relay-bench scale\n\n");
-    md += &format!("Command: `{}`\n\n", env["command"].as_str().unwrap_or_default());
-    md += &format!(
-        "Machine: {} × {}, kernel {}, {} UTC; load average at start `{}`, at end `{}`.\n\n",
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    format!(
+        "# relay-bench {title}\n\nCommand: `{}`\n\nMachine: {} × {}, kernel {}, {} UTC; load average at start `{}`, at end `{}`.\n\n",
+        text(&env["command"]),
         env["cpus"],
-        env["cpu_model"].as_str().unwrap_or_default(),
-        env["kernel"].as_str().unwrap_or_default(),
-        env["date_utc"].as_str().unwrap_or_default(),
-        env["loadavg_at_start"].as_str().unwrap_or_default(),
-        report["loadavg_at_end"].as_str().unwrap_or_default(),
-    );
+        text(&env["cpu_model"]),
+        text(&env["kernel"]),
+        text(&env["date_utc"]),
+        text(&env["loadavg_at_start"]),
+        text(&report["loadavg_at_end"]),
+    )
+}
+
+fn scale_markdown(report: &Value, rows: &[Row], runs: &[ScaleRun], a: &ScaleArgs) -> String {
+    let mut md = report_header(report, "scale");
     md += &format!(
         "relayd socket backend on loopback, {} workers (each holds a replica of every session), quotas set to \
          the load. {} sessions in {} rooms ({} per room), each from its own source address, each declaring {} \
@@ -755,7 +756,7 @@ pub fn storm_run(a: &StormArgs, bin: &Path, window: usize) -> Result<StormRun> {
 
 /// `relay-bench join-storm`.
 pub fn run_storm(a: StormArgs) -> Result<()> {
-    let bin = relayd_path(&a.relayd)?;
+    let bin = edgerelay::relayd_path(&a.relayd)?;
     let env = environment();
     if a.runs == 0 {
         bail!("--runs must be at least 1");
@@ -827,18 +828,7 @@ pub fn run_storm(a: StormArgs) -> Result<()> {
 }
 
 fn storm_markdown(report: &Value, rows: &[Row], runs: &[StormRun], a: &StormArgs) -> String {
-    let env = &report["environment"];
-    let mut md = String::from("# relay-bench join-storm\n\n");
-    md += &format!("Command: `{}`\n\n", env["command"].as_str().unwrap_or_default());
-    md += &format!(
-        "Machine: {} × {}, kernel {}, {} UTC; load average at start `{}`, at end `{}`.\n\n",
-        env["cpus"],
-        env["cpu_model"].as_str().unwrap_or_default(),
-        env["kernel"].as_str().unwrap_or_default(),
-        env["date_utc"].as_str().unwrap_or_default(),
-        env["loadavg_at_start"].as_str().unwrap_or_default(),
-        report["loadavg_at_end"].as_str().unwrap_or_default(),
-    );
+    let mut md = report_header(report, "join-storm");
     md += &format!(
         "relayd socket backend on loopback, {} workers, fresh per run. Stages of {} s of paced joins (each from \
          its own source address, {} per room, {} SSRCs each), starting at {:.0} joins/s and ×{} per stage; each \

@@ -231,10 +231,7 @@ fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
 
 /// Runs the scenario and prints a table.
 pub fn run(a: Args) -> Result<()> {
-    let relayd = match &a.relayd {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?.with_file_name("relayd"),
-    };
+    let relayd = edgerelay::relayd_path(&a.relayd)?;
     // Before pinning: the CPU count follows this thread's affinity.
     let cpus = Cpus::detect();
     cpus.pin_load_thread();

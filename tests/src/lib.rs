@@ -19,6 +19,33 @@ pub mod control;
 pub mod control_plane;
 pub mod net;
 
+/// Runs `relay-bench ARGS --json JSON` (the workspace's binary) and returns its output.
+pub fn relay_bench(args: &[&str], json: &Path) -> std::process::Output {
+    Command::new(bin("relay-bench")).args(args).arg("--json").arg(json).output().expect("run relay-bench")
+}
+
+/// The JSON report a `relay-bench` run wrote.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("JSON written")).expect("valid JSON")
+}
+
+/// [`relay_bench`] that must succeed; returns the report it wrote.
+pub fn relay_bench_json(args: &[&str], json: &Path) -> serde_json::Value {
+    let out = relay_bench(args, json);
+    assert!(
+        out.status.success(),
+        "relay-bench {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    read_json(json)
+}
+
+/// `relayd`'s path as a `relay-bench --relayd` argument.
+pub fn relayd_arg() -> String {
+    bin("relayd").display().to_string()
+}
+
 /// Whether we run under CI (`CI=true`): there a missing tool or kernel feature fails.
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")

@@ -7,7 +7,7 @@
 
 use std::process::Command;
 
-use edgerelay_tests::{bin, skip_or_fail, TempDir};
+use edgerelay_tests::{bin, relay_bench_json, skip_or_fail, TempDir};
 use serde_json::Value;
 
 fn have(program: &str) -> bool {
@@ -33,13 +33,6 @@ fn ensure(program: &str, package: &str) -> bool {
     true
 }
 
-fn bench(args: &[&str], json: &std::path::Path) -> Value {
-    let out = Command::new(bin("relay-bench")).args(args).arg("--json").arg(json).output().expect("run relay-bench");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "relay-bench {args:?} failed:\n{stderr}\n{}", String::from_utf8_lossy(&out.stdout));
-    serde_json::from_str(&std::fs::read_to_string(json).expect("JSON written")).expect("valid JSON")
-}
-
 fn system<'a>(v: &'a Value, name: &str) -> &'a Value {
     v["systems"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no {name} in {v}"))
 }
@@ -54,7 +47,7 @@ fn rtpengine_recrypts_and_relayd_runs_beside_it() {
     let relayd = bin("relayd");
     // Two probes each (200 and 400 pps, 1 s): well under either relay's limit, and within
     // what a debug build's sender makes.
-    let v = bench(
+    let v = relay_bench_json(
         &[
             "baseline",
             "rtpengine",
@@ -101,7 +94,7 @@ fn rtpengine_passthrough_is_seen_as_forwarding() {
     let dir = TempDir::new("baseline-passthrough");
     let json = dir.0.join("p.json");
     // The same suite on both legs: rtpengine forwards A's ciphertext, and the check must say so.
-    let v = bench(
+    let v = relay_bench_json(
         &[
             "baseline",
             "rtpengine",
@@ -132,7 +125,7 @@ fn coturn_relays_through_an_allocation() {
     }
     let dir = TempDir::new("baseline-coturn");
     let json = dir.0.join("c.json");
-    let v = bench(&["baseline", "coturn", "--messages", "30000"], &json);
+    let v = relay_bench_json(&["baseline", "coturn", "--messages", "30000"], &json);
     let s = system(&v, "coturn");
     assert!(s["error"].is_null(), "{}", s["error"]);
     let pps = s["pps"][0].as_f64().unwrap();

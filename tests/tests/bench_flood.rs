@@ -6,9 +6,7 @@
 //! Needs root (namespaces, XDP, AF_XDP); without it the test skips on a laptop and fails
 //! under `CI=true`. All traffic stays in the namespaces the bench creates (198.18.0.0/15).
 
-use std::process::Command;
-
-use edgerelay_tests::{bin, skip_or_fail, TempDir};
+use edgerelay_tests::{relay_bench_json, relayd_arg, skip_or_fail, TempDir};
 use serde_json::Value;
 
 #[test]
@@ -18,17 +16,23 @@ fn flood_is_dropped_in_the_kernel_with_xdp_and_reaches_userspace_without() {
     }
     let dir = TempDir::new("bench-flood");
     let json = dir.0.join("flood.json");
-    let out = Command::new(bin("relay-bench"))
-        .args(["flood", "--backends", "socket,xdp", "--runs", "1", "--seconds", "3", "--legit-pps", "100"])
-        .arg("--relayd")
-        .arg(bin("relayd"))
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect("run relay-bench");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "relay-bench failed:\n{stderr}\n{}", String::from_utf8_lossy(&out.stdout));
-    let rows: Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON written")).expect("valid JSON");
+    let relayd = relayd_arg();
+    let rows = relay_bench_json(
+        &[
+            "flood",
+            "--backends",
+            "socket,xdp",
+            "--runs",
+            "1",
+            "--seconds",
+            "3",
+            "--legit-pps",
+            "100",
+            "--relayd",
+            &relayd,
+        ],
+        &json,
+    );
     let row = |backend: &str| {
         let rows = rows.as_array().expect("an array of rows");
         let r = rows.iter().find(|r| r["backend"] == backend).unwrap_or_else(|| panic!("no {backend} row: {rows:?}"));

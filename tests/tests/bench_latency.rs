@@ -4,10 +4,7 @@
 //! Needs root (namespaces, XDP, AF_XDP); without it the test skips on a laptop and fails
 //! under `CI=true`. All traffic stays in the namespaces the bench creates (198.18.0.0/15).
 
-use std::process::Command;
-
-use edgerelay_tests::{bin, skip_or_fail, TempDir};
-use serde_json::Value;
+use edgerelay_tests::{relay_bench_json, relayd_arg, skip_or_fail, TempDir};
 
 #[test]
 fn latency_quantiles_are_measured_on_verified_packets() {
@@ -16,17 +13,9 @@ fn latency_quantiles_are_measured_on_verified_packets() {
     }
     let dir = TempDir::new("bench-latency");
     let json = dir.0.join("latency.json");
-    let out = Command::new(bin("relay-bench"))
-        .args(["latency", "--backends", "xdp", "--max-pps", "200", "--fractions", "0.5", "--runs", "1"])
-        .args(["--seconds", "1.5", "--relayd"])
-        .arg(bin("relayd"))
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect("run relay-bench");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "relay-bench failed:\n{stderr}\n{}", String::from_utf8_lossy(&out.stdout));
-    let rows: Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON written")).expect("valid JSON");
+    let relayd = relayd_arg();
+    let args = ["latency", "--backends", "xdp", "--max-pps", "200", "--fractions", "0.5", "--runs", "1"];
+    let rows = relay_bench_json(&[&args[..], &["--seconds", "1.5", "--relayd", &relayd]].concat(), &json);
     let row = &rows.as_array().expect("an array of rows")[0];
     assert_eq!(row["rate_pps"].as_f64(), Some(100.0), "{row}");
     let run = &row["runs_detail"][0];

@@ -5,27 +5,11 @@
 //!
 //! Loopback only (127.0.0.1 for relayd, 127.100.0.0/16 for the members); needs no root.
 
-use std::process::Command;
-
-use edgerelay_tests::{bin, TempDir};
+use edgerelay_tests::{relay_bench_json, relayd_arg, TempDir};
 use serde_json::Value;
 
 fn run_bench(args: &[&str], json: &std::path::Path) -> Value {
-    let out = Command::new(bin("relay-bench"))
-        .args(args)
-        .arg("--relayd")
-        .arg(bin("relayd"))
-        .arg("--json")
-        .arg(json)
-        .output()
-        .expect("run relay-bench");
-    assert!(
-        out.status.success(),
-        "relay-bench {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    serde_json::from_str(&std::fs::read_to_string(json).expect("JSON written")).expect("valid JSON")
+    relay_bench_json(&[args, &["--relayd", &relayd_arg()]].concat(), json)
 }
 
 fn num(v: &Value, path: &[&str]) -> f64 {

@@ -7,10 +7,7 @@
 //! test skips on a laptop and fails under `CI=true`. All traffic stays in the namespaces the
 //! bench creates, with addresses in 198.18.0.0/15.
 
-use std::process::Command;
-
-use edgerelay_tests::{bin, skip_or_fail, TempDir};
-use serde_json::Value;
+use edgerelay_tests::{read_json, relay_bench, relayd_arg, skip_or_fail, TempDir};
 
 #[test]
 fn afxdp_generator_drives_relayd_on_both_backends() {
@@ -19,14 +16,9 @@ fn afxdp_generator_drives_relayd_on_both_backends() {
     }
     let dir = TempDir::new("bench-throughput");
     let json = dir.0.join("throughput.json");
-    let out = Command::new(bin("relay-bench"))
-        .args(["throughput", "--generator", "afxdp", "--backends", "socket,xdp", "--fanout", "1", "--rooms", "1,3"])
-        .args(["--runs", "1", "--packets", "20000", "--relayd"])
-        .arg(bin("relayd"))
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect("run relay-bench");
+    let relayd = relayd_arg();
+    let shape = ["throughput", "--generator", "afxdp", "--backends", "socket,xdp", "--fanout", "1", "--rooms", "1,3"];
+    let out = relay_bench(&[&shape[..], &["--runs", "1", "--packets", "20000", "--relayd", &relayd]].concat(), &json);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success()
         && stderr.contains("opening the AF_XDP generator socket")
@@ -35,7 +27,7 @@ fn afxdp_generator_drives_relayd_on_both_backends() {
         return;
     }
     assert!(out.status.success(), "relay-bench failed:\n{stderr}\n{}", String::from_utf8_lossy(&out.stdout));
-    let rows: Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON written")).expect("valid JSON");
+    let rows = read_json(&json);
     let rows = rows.as_array().expect("an array of rows");
     assert_eq!(rows.len(), 4, "{rows:?}");
     for (backend, rooms) in [("socket", 1), ("xdp", 1), ("socket", 3), ("xdp", 3)] {
