@@ -24,6 +24,9 @@ use relay::wire::{self, EthernetAddress};
 
 use crate::throughput::Topology;
 
+/// Datagrams per `sendmmsg` of the socket generator.
+const SOCKET_BATCH: usize = 64;
+
 /// Which generator sends the sender's packets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kind {
@@ -59,6 +62,33 @@ fn link_mac(ns: &NetNs, name: &str) -> Result<EthernetAddress> {
         .with_context(|| format!("{name} has no MAC"))
 }
 
+/// An AF_XDP socket (copy mode, queue 0) on the clients' end of `topo`'s veth: the AF_XDP
+/// generator's, and the receivers' when the sink redirects relayd's output into it. Its rings
+/// are sized for receiving a fan-out's worth of frames between two drains.
+pub fn open_port(topo: &Topology) -> Result<XskPort> {
+    let _g = topo.client_ns.enter()?;
+    let index = netns::ifindex(&topo.veth.name_b)?;
+    let cfg = XskConfig {
+        mode: XskMode::Copy,
+        frames: 16384,
+        rx_size: 4096,
+        fill_size: 4096,
+        completion_size: 4096,
+        tx_size: 2048,
+        ..XskConfig::default()
+    };
+    Ok(XskPort::open(index, 0, cfg)?)
+}
+
+/// What [`Generator::try_send`] did with a chunk.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Offer {
+    /// Items taken from the front of the chunk (sent, queued or refused).
+    pub taken: usize,
+    /// Of those, the ones the socket refused.
+    pub refused: usize,
+}
+
 /// A generator bound to one sender.
 pub enum Generator {
     /// `sendmmsg` on the sender's connected socket.
@@ -80,18 +110,15 @@ impl Generator {
     pub fn open(kind: Kind, topo: &Topology) -> Result<Self> {
         let afxdp = || -> Result<Self> {
             let macs = (link_mac(&topo.client_ns, &topo.veth.name_b)?, link_mac(&topo.relay_ns, &topo.veth.name_a)?);
-            let _g = topo.client_ns.enter()?;
-            let index = netns::ifindex(&topo.veth.name_b)?;
-            let cfg = XskConfig { mode: XskMode::Copy, ..XskConfig::default() };
-            let port = XskPort::open(index, 0, cfg).context("opening the AF_XDP generator socket")?;
+            let port = open_port(topo).context("opening the AF_XDP generator socket")?;
             Ok(Self::Afxdp { port: Box::new(port), macs })
         };
         match kind {
-            Kind::Socket => Ok(Self::Socket { batch: SendBatch::new(64) }),
+            Kind::Socket => Ok(Self::Socket { batch: SendBatch::new(SOCKET_BATCH) }),
             Kind::Afxdp => afxdp(),
             Kind::Auto => afxdp().or_else(|e| {
                 eprintln!("note: AF_XDP generator unavailable ({e:#}); using the UDP socket generator");
-                Ok(Self::Socket { batch: SendBatch::new(64) })
+                Ok(Self::Socket { batch: SendBatch::new(SOCKET_BATCH) })
             }),
         }
     }
@@ -151,6 +178,37 @@ impl Generator {
                 port.kick().context("AF_XDP TX wake-up")?;
                 Ok(port.counters().tx_completed)
             }
+        }
+    }
+
+    /// Offers as much of `chunk` as the generator takes now, without waiting: returns how
+    /// many it took and how many the socket refused (would block; those are not retried).
+    /// For AF_XDP, taking a frame means queueing it; the kernel completes it later
+    /// (`tx_completed`).
+    pub fn try_send(&mut self, sock: &std::net::UdpSocket, chunk: &[Vec<u8>]) -> Result<Offer> {
+        match self {
+            Self::Socket { batch } => {
+                let dst = sock.peer_addr()?;
+                for p in chunk.iter().take(SOCKET_BATCH) {
+                    batch.next_buffer().context("more than a batch")?[..p.len()].copy_from_slice(p);
+                    batch.push(dst, p.len());
+                }
+                let f = batch.flush(sock);
+                Ok(Offer { taken: f.sent + f.dropped, refused: f.dropped })
+            }
+            Self::Afxdp { port, .. } => {
+                let taken = chunk.iter().take_while(|f| port.send_raw_frame(f)).count();
+                port.kick().context("AF_XDP TX wake-up")?;
+                Ok(Offer { taken, refused: 0 })
+            }
+        }
+    }
+
+    /// The AF_XDP generator's port, which can also receive; `None` for the socket generator.
+    pub fn port_mut(&mut self) -> Option<&mut XskPort> {
+        match self {
+            Self::Socket { .. } => None,
+            Self::Afxdp { port, .. } => Some(port),
         }
     }
 

@@ -88,7 +88,9 @@ pub struct Probe {
     pub received: u64,
     /// Packets that failed the SRTP tag check at the receiver.
     pub auth_failed: u64,
-    /// Packets rejected for another SRTP reason (replayed, too old, malformed).
+    /// Packets received twice (the receiver's replay check refused them as replayed).
+    pub duplicates: u64,
+    /// Packets rejected for another SRTP reason (too old, malformed).
     pub other_errors: u64,
     /// `1 - received / sent`.
     pub loss: f64,
@@ -113,6 +115,7 @@ pub struct Probe {
 struct RxCounts {
     ok: AtomicU64,
     auth_failed: AtomicU64,
+    duplicates: AtomicU64,
     other: AtomicU64,
     first: Mutex<Option<Vec<u8>>>,
 }
@@ -133,6 +136,7 @@ fn receive(sock: UdpSocket, mut verify: Verify, counts: Arc<RxCounts>, stop: Arc
         match verify(buf) {
             Ok(()) => counts.ok.fetch_add(1, Ordering::Relaxed),
             Err(relay::srtp::Error::AuthFailed) => counts.auth_failed.fetch_add(1, Ordering::Relaxed),
+            Err(relay::srtp::Error::Replayed) => counts.duplicates.fetch_add(1, Ordering::Relaxed),
             Err(_) => counts.other.fetch_add(1, Ordering::Relaxed),
         };
     };
@@ -183,6 +187,7 @@ pub fn probe(traffic: Traffic<'_>, rate: f64, secs: f64, relay_pid: u32, cpus: C
             None => {
                 counts.ok.load(Ordering::Relaxed)
                     + counts.auth_failed.load(Ordering::Relaxed)
+                    + counts.duplicates.load(Ordering::Relaxed)
                     + counts.other.load(Ordering::Relaxed)
             }
         })
@@ -251,6 +256,7 @@ pub fn probe(traffic: Traffic<'_>, rate: f64, secs: f64, relay_pid: u32, cpus: C
         send_dropped: dropped,
         received,
         auth_failed: counts.auth_failed.load(Ordering::Relaxed),
+        duplicates: counts.duplicates.load(Ordering::Relaxed),
         other_errors: counts.other.load(Ordering::Relaxed),
         loss,
         relayed_pps: received as f64 / send_secs,
@@ -384,6 +390,7 @@ mod tests {
             send_dropped: 0,
             received: rate as u64,
             auth_failed: 0,
+            duplicates: 0,
             other_errors: 0,
             loss: 0.0,
             relayed_pps: rate,
