@@ -193,7 +193,8 @@ const RTPENGINE_PASSTHROUGH_NOTE: &str = "userspace (--table=-1), AES_CM_128_HMA
 fn edgerelay_note(b: Backend) -> String {
     match b {
         Backend::Xdp => "relayd XDP backend (AF_XDP copy mode, veth in namespaces), 1 worker, fan-out 1, SRTP_80 \
-            decrypt + re-encrypt; relayed packets counted by an XDP sink"
+            decrypt + re-encrypt, pre-protected packets from an AF_XDP generator, every packet captured and verified \
+            at the receiver"
             .into(),
         _ => "relayd socket backend on loopback, 1 worker, fan-out 1, SRTP_80 decrypt + re-encrypt, every packet \
             verified at the receiver"
@@ -226,7 +227,7 @@ pub fn srtp_relays(a: &RelayArgs, runs: usize, cpus: Cpus) -> Result<Vec<System>
         for (i, &b) in backends.iter().enumerate() {
             procs::check_interrupted()?;
             eprintln!("run {run}/{runs}: {}", backend_name(b));
-            let found = Target::start(&relayd, b, cpus)
+            let found = Target::start(&relayd, b, cpus, a.size)
                 .and_then(|mut t| load::search(&a.search, |rate| t.probe(rate, a.size, &a.search, cpus)));
             systems[i + 1].record(found);
         }

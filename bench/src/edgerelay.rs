@@ -273,12 +273,20 @@ pub fn verifier(mut client: Client) -> Verify {
     })
 }
 
-/// relayd under test, with its network.
-pub struct Target {
-    // Drop order: relayd before the namespaces it runs in.
+/// relayd under test, with its network: the socket backend on loopback, probed like the
+/// baselines (a sender that makes each packet as it goes, a verifying socket receiver), or the
+/// XDP backend in the throughput scenario's namespaces ([`throughput::Rig`]: pre-protected
+/// packets from the AF_XDP generator, every relayed packet captured and verified).
+pub enum Target {
+    /// relayd on loopback.
+    Loopback(Loopback),
+    /// relayd in namespaces.
+    Veth(Box<throughput::Rig>),
+}
+
+/// relayd on loopback and the state of its probes.
+pub struct Loopback {
     relayd: Relayd,
-    topo: Option<Topology>,
-    backend: Backend,
     rooms: u32,
     /// Sockets of earlier probes' members, kept open for the target's life. Their sessions
     /// outlive the probe (no leave is sent), and relayd refuses a join from an address that
@@ -288,47 +296,45 @@ pub struct Target {
 
 impl Target {
     /// Starts relayd on `backend`: socket on loopback, XDP in a fresh namespace topology.
-    pub fn start(bin: &Path, backend: Backend, cpus: Cpus) -> Result<Self> {
-        let topo = match backend {
-            Backend::Xdp => Some(throughput::topology()?),
-            _ => None,
-        };
-        let relayd = start(bin, topo.as_ref(), backend, Some(cpus))?;
-        Ok(Self { relayd, topo, backend, rooms: 0, spent: Vec::new() })
-    }
-
-    fn socket(&self) -> Result<UdpSocket> {
-        match &self.topo {
-            Some(t) => {
-                let _g = t.client_ns.enter()?;
-                Ok(relay::io::sys::bind_reuseport(format!("{}:0", throughput::CLIENT_IP).parse()?, 4 << 20)?)
-            }
-            None => Ok(relay::io::sys::bind_reuseport("127.0.0.1:0".parse()?, 4 << 20)?),
+    pub fn start(bin: &Path, backend: Backend, cpus: Cpus, size: usize) -> Result<Self> {
+        match backend {
+            Backend::Xdp => Ok(Self::Veth(Box::new(throughput::Rig::fan_out_one(bin, cpus, backend, size)?))),
+            _ => Ok(Self::Loopback(Loopback {
+                relayd: start(bin, None, backend, Some(cpus))?,
+                rooms: 0,
+                spent: Vec::new(),
+            })),
         }
     }
 
+    /// One probe at `rate` (see [`Loopback::probe`] and [`throughput::Rig::probe`]).
+    pub fn probe(&mut self, rate: f64, size: usize, search: &SearchArgs, cpus: Cpus) -> Result<Probe> {
+        match self {
+            Self::Loopback(l) => l.probe(rate, size, search, cpus),
+            Self::Veth(rig) => rig.probe(rate, search, &mut Vec::new()),
+        }
+    }
+}
+
+impl Loopback {
     /// One probe at `rate`: a fresh room with one sender and one receiver.
     pub fn probe(&mut self, rate: f64, size: usize, search: &SearchArgs, cpus: Cpus) -> Result<Probe> {
         self.rooms += 1;
         let profile = Profile::AesCm128HmacSha1_80;
-        let sender = join(self.socket()?, self.relayd.addr, self.rooms, "sender", Some(SSRC), profile)?;
-        let receiver = join(self.socket()?, self.relayd.addr, self.rooms, "receiver", None, profile)?;
+        let socket = || relay::io::sys::bind_reuseport("127.0.0.1:0".parse().expect("an address"), 4 << 20);
+        let sender = join(socket()?, self.relayd.addr, self.rooms, "sender", Some(SSRC), profile)?;
+        let receiver = join(socket()?, self.relayd.addr, self.rooms, "receiver", None, profile)?;
         self.spent.push(sender.sock.try_clone()?);
         self.spent.push(receiver.sock.try_clone()?);
         let tx = sender.sock.try_clone()?;
-        let (sink, _keep) = match &self.topo {
-            Some(t) => (Sink::Counter(Box::new(|| throughput::sunk(t))), Some(receiver)),
-            None => {
-                let Member { sock, client } = receiver;
-                (Sink::Socket { sock, verify: verifier(client) }, None)
-            }
-        };
+        let Member { sock, client } = receiver;
+        let sink = Sink { sock, verify: verifier(client) };
         let traffic = Traffic { tx, dst: self.relayd.addr, make: maker(sender, size), sink };
         let before = self.relayd.snapshot()?.tx_packets;
         let mut p = load::probe(traffic, rate, search.probe_secs, self.relayd.pid(), cpus, search.max_loss)?;
         p.relay_sent = Some(self.relayd.snapshot()?.tx_packets - before);
         if p.auth_failed > 0 {
-            bail!("{} packets relayed by relayd ({:?}) failed the receiver's SRTP check", p.auth_failed, self.backend);
+            bail!("{} packets relayed by relayd (socket backend) failed the receiver's SRTP check", p.auth_failed);
         }
         Ok(p)
     }

@@ -34,21 +34,16 @@ pub type MakePacket = Box<dyn FnMut(&mut [u8]) -> Result<usize> + Send>;
 /// Checks (unprotects) a received packet in place.
 pub type Verify = Box<dyn FnMut(&mut [u8]) -> Result<(), relay::srtp::Error> + Send>;
 
-/// Where the relayed packets are counted.
-pub enum Sink<'a> {
-    /// A UDP socket read by a receiver thread that verifies each packet.
-    Socket {
-        /// The receiving socket.
-        sock: UdpSocket,
-        /// The SRTP check.
-        verify: Verify,
-    },
-    /// A counter read before and after (e.g. an XDP program counting drops in a namespace).
-    Counter(Box<dyn Fn() -> Result<u64> + 'a>),
+/// The verifying receiver: a UDP socket read by a thread that checks each packet.
+pub struct Sink {
+    /// The receiving socket.
+    pub sock: UdpSocket,
+    /// The SRTP check.
+    pub verify: Verify,
 }
 
 /// One probe's traffic.
-pub struct Traffic<'a> {
+pub struct Traffic {
     /// The sending socket.
     pub tx: UdpSocket,
     /// Where to send.
@@ -56,7 +51,7 @@ pub struct Traffic<'a> {
     /// The packet maker.
     pub make: MakePacket,
     /// The receiving side.
-    pub sink: Sink<'a>,
+    pub sink: Sink,
 }
 
 /// Why a probe did not pass.
@@ -159,16 +154,13 @@ fn receive(sock: UdpSocket, mut verify: Verify, counts: Arc<RxCounts>, stop: Arc
 
 /// Sends `traffic` at `rate` packets per second for `secs` seconds while counting what
 /// arrives; `relay_pid` is the process whose CPU time is charged to the packets.
-pub fn probe(traffic: Traffic<'_>, rate: f64, secs: f64, relay_pid: u32, cpus: Cpus, max_loss: f64) -> Result<Probe> {
-    let Traffic { tx, dst, mut make, sink } = traffic;
+pub fn probe(traffic: Traffic, rate: f64, secs: f64, relay_pid: u32, cpus: Cpus, max_loss: f64) -> Result<Probe> {
+    let Traffic { tx, dst, mut make, sink: Sink { sock, verify } } = traffic;
     let counts = Arc::new(RxCounts::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let (rx_thread, counter) = match sink {
-        Sink::Socket { sock, verify } => {
-            let (c, s) = (counts.clone(), stop.clone());
-            (Some(std::thread::spawn(move || receive(sock, verify, c, s, cpus))), None)
-        }
-        Sink::Counter(f) => (None, Some(f)),
+    let rx_thread = {
+        let (c, s) = (counts.clone(), stop.clone());
+        std::thread::spawn(move || receive(sock, verify, c, s, cpus))
     };
     // Stops and joins the receiver on every path out of this function.
     struct StopOnDrop(Arc<AtomicBool>, Option<std::thread::JoinHandle<()>>);
@@ -180,17 +172,12 @@ pub fn probe(traffic: Traffic<'_>, rate: f64, secs: f64, relay_pid: u32, cpus: C
             }
         }
     }
-    let rx_guard = StopOnDrop(stop, rx_thread);
+    let rx_guard = StopOnDrop(stop, Some(rx_thread));
     let received_now = || -> Result<u64> {
-        Ok(match &counter {
-            Some(f) => f()?,
-            None => {
-                counts.ok.load(Ordering::Relaxed)
-                    + counts.auth_failed.load(Ordering::Relaxed)
-                    + counts.duplicates.load(Ordering::Relaxed)
-                    + counts.other.load(Ordering::Relaxed)
-            }
-        })
+        Ok(counts.ok.load(Ordering::Relaxed)
+            + counts.auth_failed.load(Ordering::Relaxed)
+            + counts.duplicates.load(Ordering::Relaxed)
+            + counts.other.load(Ordering::Relaxed))
     };
 
     let total = (rate * secs).round().max(1.0) as u64;
@@ -459,7 +446,7 @@ mod tests {
             }
         });
         let cpus = Cpus { relay: 0, load: 0, pinned: false };
-        let t = Traffic { tx, dst, make, sink: Sink::Socket { sock: rx, verify } };
+        let t = Traffic { tx, dst, make, sink: Sink { sock: rx, verify } };
         let p = probe(t, 2000.0, 0.5, std::process::id(), cpus, 0.001).unwrap();
         assert_eq!(p.sent, 1000);
         assert_eq!(p.received, 1000);

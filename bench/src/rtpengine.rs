@@ -199,7 +199,7 @@ impl Rtpengine {
             tx: call.a.try_clone()?,
             dst: call.to_a_side,
             make,
-            sink: Sink::Socket { sock: call.b.try_clone()?, verify },
+            sink: Sink { sock: call.b.try_clone()?, verify },
         };
         let result = load::probe(traffic, rate, search.probe_secs, self.pid(), cpus, search.max_loss);
         let deleted = self.delete(&call.id);

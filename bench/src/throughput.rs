@@ -300,7 +300,7 @@ struct Paced {
 }
 
 /// One run's relayd with its members, generator and receiving socket.
-struct Rig {
+pub(crate) struct Rig {
     // Field order is drop order: relayd first, the topology last.
     relayd: Relayd,
     gen: Generator,
@@ -319,6 +319,14 @@ struct Rig {
 }
 
 impl Rig {
+    /// A rig of one room with one sender and one receiver, AF_XDP generator if available,
+    /// SRTP_80 packets of `size` bytes, receive work in softirq: `compare`'s edgerelay XDP row.
+    pub(crate) fn fan_out_one(bin: &Path, cpus: Cpus, backend: Backend, size: usize) -> Result<Self> {
+        let shape =
+            Shape { kind: generator::Kind::Auto, profile: Profile::AesCm128HmacSha1_80, size, rooms: 1, fanout: 1 };
+        Self::start(bin, cpus, shape, backend, Napi::Softirq)
+    }
+
     fn start(bin: &Path, cpus: Cpus, shape: Shape, backend: Backend, napi: Napi) -> Result<Self> {
         let mut topo = topology()?;
         let relayd = edgerelay::start(bin, Some(&topo), backend, Some(cpus))?;
@@ -518,7 +526,7 @@ impl Rig {
 
     /// One probe at `rate` for `a.probe_secs`; `details` gets what the [`Probe`] has no
     /// field for.
-    fn probe(&mut self, rate: f64, a: &SearchArgs, details: &mut Vec<Value>) -> Result<Probe> {
+    pub(crate) fn probe(&mut self, rate: f64, a: &SearchArgs, details: &mut Vec<Value>) -> Result<Probe> {
         let Shape { fanout, rooms, size, .. } = self.shape;
         let total = ((rate * a.probe_secs).round() as usize).max(rooms);
         let frames = self.frames(total)?;
