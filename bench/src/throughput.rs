@@ -287,6 +287,9 @@ struct Tally {
     other_srtp: u64,
     /// Not a valid UDP frame (bad checksum included), or not media for a receiver.
     stray: u64,
+    /// The largest jump in SRTP packet index between two packets one receiver verified: more
+    /// than 2^15 lost in a row is where RFC 3711's index estimate (Appendix A) can go wrong.
+    max_index_gap: u64,
 }
 
 /// How the pacer finished.
@@ -311,6 +314,8 @@ pub(crate) struct Rig {
     receivers: Vec<Member>,
     /// Receiver index by its UDP port.
     by_port: HashMap<u16, usize>,
+    /// Per receiver, the SRTP index of the last packet it verified.
+    last_index: Vec<Option<u64>>,
     capture: Capture,
     /// NAPI threads doing relayd's receive work, charged to it with its own CPU time.
     relay_napi: Vec<u32>,
@@ -370,6 +375,7 @@ impl Rig {
             by_port.insert(local.port(), i);
         }
         let seqs = vec![0; senders.len()];
+        let last_index = vec![None; receivers.len()];
         Ok(Self {
             relayd,
             gen,
@@ -378,6 +384,7 @@ impl Rig {
             seqs,
             receivers,
             by_port,
+            last_index,
             capture: Capture::default(),
             relay_napi,
             topo,
@@ -502,7 +509,7 @@ impl Rig {
     /// Checks every captured frame with its receiver's keys, in arrival order.
     fn verify(&mut self) -> Tally {
         let mut t = Tally::default();
-        let Self { capture, receivers, by_port, .. } = self;
+        let Self { capture, receivers, by_port, last_index, .. } = self;
         for &(off, len) in &capture.frames {
             let frame = &mut capture.arena[off..off + len];
             let Ok(meta) = relay::wire::parse_udp(frame) else {
@@ -514,7 +521,12 @@ impl Rig {
                 continue;
             };
             match receivers[i].client.handle(&mut frame[meta.payload]) {
-                Event::Media { .. } => t.ok += 1,
+                Event::Media { index, .. } => {
+                    t.ok += 1;
+                    if let Some(last) = last_index[i].replace(index) {
+                        t.max_index_gap = t.max_index_gap.max(index.saturating_sub(last));
+                    }
+                }
                 Event::MediaError(relay::srtp::Error::AuthFailed) => t.auth_failed += 1,
                 Event::MediaError(relay::srtp::Error::Replayed) => t.duplicates += 1,
                 Event::MediaError(_) => t.other_srtp += 1,
@@ -570,7 +582,7 @@ impl Rig {
             .collect();
         details.push(json!({
             "target_pps": rate, "verified": t.ok, "duplicates": t.duplicates, "other_srtp_errors": t.other_srtp,
-            "stray_frames": t.stray, "capture_overflow": self.capture.overflow, "relayd_accepted": accepted,
+            "stray_frames": t.stray, "max_index_gap": t.max_index_gap, "capture_overflow": self.capture.overflow, "relayd_accepted": accepted,
             "relayd_drops": relay_drops, "receiver_ring_drops": ring1 - ring0,
             "to_no_receiver": sunk1 - sunk0,
         }));
