@@ -3,10 +3,17 @@
 //!
 //! # Invariants
 //!
-//! - [`SessionKeys`] is immutable after [`SessionKeys::new`]; it holds the expanded AES key
-//!   schedules, the pre-keyed HMAC-SHA1 state and the AES-GCM instance, so a packet costs no key
-//!   setup and no allocation (the keyed HMAC is cloned on the stack; the CTR keystream borrows
-//!   the key schedule).
+//! - [`SessionKeys`] is immutable after [`SessionKeys::new`]; for SRTP it holds the expanded
+//!   AES key schedule, the pre-keyed HMAC-SHA1 state or the AES-GCM instance, so an SRTP packet
+//!   costs no key setup and no allocation (the keyed HMAC is cloned on the stack; the CTR
+//!   keystream borrows the key schedule).
+//! - SRTCP keys are derived on the stack for each SRTCP packet from the master key and salt
+//!   it keeps instead (with kdr = 0 they never change, RFC 3711 §4.3.1). This trades about
+//!   0.3 µs per SRTCP packet (protecting 100 bytes took 571 instead of 275 ns with AES-CM, 487
+//!   instead of 259 ns with GCM), on a few percent of a stream's packets (RFC 3550 §6.2), for
+//!   memory: a held SRTCP transform is 880 bytes (the `aes` crate's key schedule reserves 704
+//!   bytes for its software fallback even where AES-NI runs), and a session holds two
+//!   directions.
 //! - Every length is checked before any byte is written; all slicing below happens after those
 //!   checks, so no input can make these functions panic.
 //! - Unprotect authenticates before it decrypts and returns early on failure, so a rejected
@@ -59,6 +66,7 @@ impl Unprotected {
 }
 
 /// AES-CM + HMAC-SHA1 session keys for one direction (SRTP or SRTCP).
+#[derive(Clone)]
 struct CmKeys {
     aes: Aes128,
     salt: [u8; 14],
@@ -98,6 +106,7 @@ impl CmKeys {
 }
 
 /// AEAD_AES_128_GCM session keys for one direction (SRTP or SRTCP).
+#[derive(Clone)]
 struct GcmKeys {
     aead: Aes128Gcm,
     salt: [u8; 12],
@@ -122,6 +131,7 @@ impl GcmKeys {
 }
 
 /// The transform of one direction.
+#[derive(Clone)]
 enum Transform {
     AesCm(CmKeys),
     Gcm(GcmKeys),
@@ -183,12 +193,29 @@ fn kdf(prf: &Aes128, master_salt: &[u8], label: u8, out: &mut [u8]) {
     aes_cm(prf, &iv, out);
 }
 
-/// Derived SRTP and SRTCP session keys for one master key (one direction of one DTLS-SRTP
-/// association). Immutable, `Send + Sync`; share it behind an `Arc`.
+/// Where the SRTCP transform comes from.
+#[cfg_attr(test, expect(clippy::large_enum_variant, reason = "the large variant exists only in unit tests"))]
+enum RtcpKeys {
+    /// Derived per packet from the master key and salt (see the module docs).
+    Master {
+        /// The master key.
+        key: [u8; 16],
+        /// The master salt, `salt_len` bytes of it (14 for AES-CM, 12 for GCM).
+        salt: [u8; 14],
+        /// See `salt`.
+        salt_len: u8,
+    },
+    /// Session keys given directly (the RFC 7714 vectors give no master key).
+    #[cfg(test)]
+    Session(Transform),
+}
+
+/// Derived SRTP session keys and the SRTCP master key for one master key (one direction of
+/// one DTLS-SRTP association). Immutable, `Send + Sync`; share it behind an `Arc`.
 pub struct SessionKeys {
     profile: Profile,
     rtp: Transform,
-    rtcp: Transform,
+    rtcp: RtcpKeys,
 }
 
 impl std::fmt::Debug for SessionKeys {
@@ -205,12 +232,29 @@ impl SessionKeys {
             return Err(Error::BadKeyLength);
         }
         let master_key: [u8; 16] = master_key.try_into().map_err(|_| Error::BadKeyLength)?;
+        let mut salt = [0u8; 14];
+        salt.get_mut(..master_salt.len()).ok_or(Error::BadKeyLength)?.copy_from_slice(master_salt);
         let prf = Aes128::new(&master_key.into());
+        let rtp = Transform::derive(profile, &prf, master_salt, LABEL_RTP)?;
+        // Fail at setup, not on the first SRTCP packet, should the SRTCP keys not derive.
+        Transform::derive(profile, &prf, master_salt, LABEL_RTCP)?;
         Ok(SessionKeys {
             profile,
-            rtp: Transform::derive(profile, &prf, master_salt, LABEL_RTP)?,
-            rtcp: Transform::derive(profile, &prf, master_salt, LABEL_RTCP)?,
+            rtp,
+            rtcp: RtcpKeys::Master { key: master_key, salt, salt_len: master_salt.len() as u8 },
         })
+    }
+
+    /// The SRTCP transform, derived on the stack (see the module docs).
+    fn rtcp(&self) -> Result<Transform, Error> {
+        match &self.rtcp {
+            RtcpKeys::Master { key, salt, salt_len } => {
+                let prf = Aes128::new(&(*key).into());
+                Transform::derive(self.profile, &prf, &salt[..usize::from(*salt_len)], LABEL_RTCP)
+            }
+            #[cfg(test)]
+            RtcpKeys::Session(t) => Ok(t.clone()),
+        }
     }
 
     /// The protection profile these keys were derived for.
@@ -328,7 +372,7 @@ impl SessionKeys {
         }
         let e_index = (SRTCP_E_FLAG | index).to_be_bytes();
         let (body, trailer) = buf[..out_len].split_at_mut(len);
-        match &self.rtcp {
+        match &self.rtcp()? {
             Transform::AesCm(k) => {
                 let payload = &mut body[RTCP_HEADER_LEN..];
                 if payload.len() > AES_CM_MAX_PAYLOAD {
@@ -367,9 +411,9 @@ impl SessionKeys {
         if body_len < RTCP_HEADER_LEN {
             return Err(Error::TooShort);
         }
-        let e_index_at = match self.rtcp {
-            Transform::AesCm(_) => body_len,
-            Transform::Gcm(_) => n - 4,
+        let e_index_at = match self.profile {
+            Profile::AesCm128HmacSha1_80 | Profile::AesCm128HmacSha1_32 => body_len,
+            Profile::AeadAes128Gcm => n - 4,
         };
         let e_index: [u8; 4] = buf[e_index_at..e_index_at + 4].try_into().map_err(|_| Error::TooShort)?;
         let word = u32::from_be_bytes(e_index);
@@ -377,7 +421,7 @@ impl SessionKeys {
         let index = word & SRTCP_INDEX_MAX;
         rx.window().check(u64::from(index))?;
 
-        match &self.rtcp {
+        match &self.rtcp()? {
             Transform::AesCm(k) => {
                 let (authed, tag) = buf.split_at_mut(body_len + 4);
                 k.verify([authed, &[]], tag)?;
@@ -488,7 +532,7 @@ mod tests {
         let key: [u8; 16] = key.try_into().unwrap();
         let salt: [u8; 12] = salt.try_into().unwrap();
         let t = || Transform::Gcm(GcmKeys { aead: Aes128Gcm::new(&key.into()), salt });
-        SessionKeys { profile: Profile::AeadAes128Gcm, rtp: t(), rtcp: t() }
+        SessionKeys { profile: Profile::AeadAes128Gcm, rtp: t(), rtcp: RtcpKeys::Session(t()) }
     }
 
     /// libsrtp `srtp_validate` master key ‖ salt (also RFC 3711 B.3's master key and salt).
@@ -669,7 +713,7 @@ mod tests {
     #[test]
     fn rfc7714_17_srtcp_gcm() {
         let keys = gcm_from_session(&h(RFC7714_KEY), &h(RFC7714_SALT));
-        let Transform::Gcm(k) = &keys.rtcp else { unreachable!() };
+        let Ok(Transform::Gcm(k)) = &keys.rtcp() else { unreachable!() };
         assert_eq!(k.rtcp_iv(0x4d617273, 0x5d4)[..], h("517524055203726f207170bb"));
         let plain = h(RFC7714_RTCP);
         let srtcp = protect_rtcp_vec(&keys, &plain, 0x5d4);
@@ -711,7 +755,7 @@ mod tests {
     #[test]
     fn aes_cm_srtcp_unencrypted() {
         let keys = libsrtp_keys(Profile::AesCm128HmacSha1_80);
-        let Transform::AesCm(k) = &keys.rtcp else { unreachable!() };
+        let Ok(Transform::AesCm(k)) = &keys.rtcp() else { unreachable!() };
         let plain = libsrtp_rtcp();
         let mut pkt = plain.clone();
         pkt.extend_from_slice(&7u32.to_be_bytes());
