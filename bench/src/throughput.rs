@@ -49,9 +49,13 @@ const MIN_SIZE: usize = 20;
 const MAX_SIZE: usize = 1400;
 /// Most frames the pacer hands the generator at once when it is behind.
 const BURST: usize = 64;
-/// A probe has drained when nothing arrived for this long (at most [`DRAIN_MAX`]).
+/// A probe has drained when nothing arrived and relayd sent nothing for this long (at most
+/// [`DRAIN_MAX`]).
 const QUIET: Duration = Duration::from_millis(200);
-const DRAIN_MAX: Duration = Duration::from_secs(3);
+/// A debug relayd past its rate can need seconds to work off its input rings.
+const DRAIN_MAX: Duration = Duration::from_secs(10);
+/// How often [`Rig::settle`] asks relayd for its transmit count.
+const RELAYD_POLL: Duration = Duration::from_millis(20);
 /// The most memory the capture arena may take.
 const CAPTURE_MAX_BYTES: usize = 8 << 30;
 
@@ -119,9 +123,20 @@ pub(crate) struct Topology {
 }
 
 pub(crate) fn topology() -> Result<Topology> {
+    topology_with_queues(1)
+}
+
+/// [`topology`] over a veth pair with `queues` queues per end (one relayd worker each).
+pub(crate) fn topology_with_queues(queues: u32) -> Result<Topology> {
     let relay_ns = NetNs::new("rly").context("creating the relay namespace (root needed)")?;
     let client_ns = NetNs::new("cli")?;
-    let veth = VethPair::new(&relay_ns, &[&format!("{RELAY_IP}/24")], &client_ns, &[&format!("{CLIENT_IP}/24")])?;
+    let veth = VethPair::with_queues(
+        &relay_ns,
+        &[&format!("{RELAY_IP}/24")],
+        &client_ns,
+        &[&format!("{CLIENT_IP}/24")],
+        queues,
+    )?;
     // The receivers' side runs the edgerelay program as the sink: media towards the clients'
     // ports (1024-65535) is redirected to an AF_XDP socket if its 5-tuple is in the sink's
     // sessions map and a socket is registered, else dropped and counted (`unknown_session`),
@@ -316,6 +331,8 @@ pub(crate) struct Rig {
     by_port: HashMap<u16, usize>,
     /// Per receiver, the SRTP index of the last packet it verified.
     last_index: Vec<Option<u64>>,
+    /// The last probe's drain ended at [`DRAIN_MAX`] with relayd still busy.
+    backlog: bool,
     capture: Capture,
     /// NAPI threads doing relayd's receive work, charged to it with its own CPU time.
     relay_napi: Vec<u32>,
@@ -385,6 +402,7 @@ impl Rig {
             receivers,
             by_port,
             last_index,
+            backlog: false,
             capture: Capture::default(),
             relay_napi,
             topo,
@@ -457,11 +475,24 @@ impl Rig {
         Ok(Paced { taken: next, refused, send_secs: start.elapsed().as_secs_f64() })
     }
 
-    /// Receives until nothing arrives for [`QUIET`] and the generator has nothing in flight.
-    fn settle(&mut self) -> Result<()> {
+    /// Receives until nothing arrives and relayd's transmit count stays the same for
+    /// [`QUIET`], and the generator has nothing in flight: a probe's packets still queued at
+    /// relayd must neither count for the next probe nor be missed by this one. Whether it
+    /// got quiet before [`DRAIN_MAX`].
+    fn settle(&mut self) -> Result<bool> {
         let deadline = Instant::now() + DRAIN_MAX;
         let mut last = Instant::now();
+        let mut relayd_tx = self.relayd.snapshot()?.tx_packets;
+        let mut asked = Instant::now();
         while Instant::now() < deadline {
+            if asked.elapsed() >= RELAYD_POLL {
+                asked = Instant::now();
+                let tx = self.relayd.snapshot()?.tx_packets;
+                if tx != relayd_tx {
+                    relayd_tx = tx;
+                    last = Instant::now();
+                }
+            }
             let in_flight = match self.gen.port_mut() {
                 Some(p) => {
                     p.kick().context("AF_XDP TX wake-up")?;
@@ -473,12 +504,12 @@ impl Rig {
             if self.drain() > 0 || in_flight {
                 last = Instant::now();
             } else if last.elapsed() >= QUIET {
-                break;
+                return Ok(true);
             } else {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Frames the kernel could not put on the receiving socket's RX ring (it was full, or
@@ -544,13 +575,17 @@ impl Rig {
         let frames = self.frames(total)?;
         // Ethernet, IPv4 and UDP headers, and the longest tag (GCM's 16 bytes).
         let frame_len = 14 + 20 + 8 + size + 16;
+        // Whatever the last probe left at relayd (past DRAIN_MAX) is received and discarded.
+        if self.backlog {
+            self.backlog = !self.settle()?;
+        }
         self.capture.prepare(total * fanout + total / 100 + 1024, frame_len)?;
         let snap0 = self.relayd.snapshot()?;
         let cpu0 = self.relay_cpu()?;
         let tx0 = self.tx_completed();
         let (sunk0, ring0) = (sunk(&self.topo)?, self.rx_ring_drops()?);
         let paced = self.pace(rate, &frames)?;
-        self.settle()?;
+        self.backlog = !self.settle()?;
         let cpu1 = self.relay_cpu()?;
         let snap1 = self.relayd.snapshot()?;
         let sent = match self.gen.port_mut() {
@@ -583,7 +618,7 @@ impl Rig {
         details.push(json!({
             "target_pps": rate, "verified": t.ok, "duplicates": t.duplicates, "other_srtp_errors": t.other_srtp,
             "stray_frames": t.stray, "max_index_gap": t.max_index_gap, "capture_overflow": self.capture.overflow, "relayd_accepted": accepted,
-            "relayd_drops": relay_drops, "receiver_ring_drops": ring1 - ring0,
+            "relayd_drops": relay_drops, "receiver_ring_drops": ring1 - ring0, "relayd_busy_after_drain": self.backlog,
             "to_no_receiver": sunk1 - sunk0,
         }));
         Ok(Probe {

@@ -10,8 +10,12 @@
 use edgerelay_tests::{read_json, relay_bench, relayd_arg, skip_or_fail, TempDir};
 use serde_json::Value;
 
+/// One search at a time: each pins relayd and its load to the same two CPUs.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Runs a short search of `shape`; `None` if it skipped.
 fn search(shape: &[&str], tag: &str) -> Option<Vec<Value>> {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let dir = TempDir::new(tag);
     let json = dir.0.join("throughput.json");
     let relayd = relayd_arg();
