@@ -3,7 +3,8 @@
 //!
 //! Every join comes from a source address of its own (relayd keys sessions by 5-tuple and
 //! refuses a join from an address that holds another user's session). Addresses are handed
-//! out in order from 127.100.0.0 upwards, [`PORTS_PER_IP`] ports each, so a run of 100k
+//! out in order from 127.100.0.0 upwards ([`Joiner::sources_from`] chooses another first IP,
+//! e.g. in a namespace), [`PORTS_PER_IP`] ports each, so a run of 100k
 //! sessions needs no ephemeral ports and never reuses an address. A socket lives only while
 //! its join is in flight: relayd keeps the session after the socket closes (the bench sends
 //! no media and relayd runs with a long session timeout), so open descriptors stay bounded
@@ -36,6 +37,11 @@ pub const PORTS_PER_IP: u32 = 40_000;
 const FIRST_PORT: u32 = 20_000;
 /// The first source IP: 127.100.0.0 (all of 127.0.0.0/8 is local on loopback).
 const FIRST_IP: u32 = u32::from_be_bytes([127, 100, 0, 0]);
+
+/// Source IPs a run of `joins` joins uses (if no address has to be skipped).
+pub fn ips_needed(joins: u32) -> u32 {
+    joins.div_ceil(PORTS_PER_IP).max(1)
+}
 
 /// How one join ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +112,7 @@ pub struct Joiner {
     /// (deadline, slot, generation) in send order; stale entries are skipped.
     deadlines: VecDeque<(Instant, usize, u64)>,
     generation: u64,
+    first_ip: u32,
     next_addr: u32,
     started: u64,
     retry: Retry,
@@ -148,6 +155,7 @@ impl Joiner {
             free: (0..window).rev().collect(),
             deadlines: VecDeque::new(),
             generation: 0,
+            first_ip: FIRST_IP,
             next_addr: 0,
             started: 0,
             retry,
@@ -155,6 +163,13 @@ impl Joiner {
             verified: 0,
             bind_skips: 0,
         })
+    }
+
+    /// Hands out source addresses from `ip` upwards instead of 127.100.0.0; each of
+    /// [`ips_needed`] addresses from it must be local.
+    pub fn sources_from(mut self, ip: Ipv4Addr) -> Self {
+        self.first_ip = ip.into();
+        self
     }
 
     /// Joins in flight.
@@ -181,7 +196,7 @@ impl Joiner {
         for _ in 0..1000 {
             let i = self.next_addr;
             self.next_addr = self.next_addr.checked_add(1).context("source addresses exhausted")?;
-            let ip = Ipv4Addr::from(FIRST_IP + i / PORTS_PER_IP);
+            let ip = Ipv4Addr::from(self.first_ip + i / PORTS_PER_IP);
             let port = (FIRST_PORT + i % PORTS_PER_IP) as u16;
             match std::net::UdpSocket::bind(SocketAddrV4::new(ip, port)) {
                 Ok(s) => {

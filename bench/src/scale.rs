@@ -1,9 +1,13 @@
-//! The join scenarios of issue 5, against relayd's socket backend on loopback:
+//! The join scenarios of issue 5:
 //!
 //! - **scale**: `--sessions` members in `--rooms` rooms, joined with a window of joins in
-//!   flight ([`crate::joins`]). Reports the join time and rate, relayd's memory before and
-//!   after (`VmRSS`, `VmHWM`, `RssAnon` from `/proc/PID/status`) and per session, and checks
-//!   the goal of at most 512 MiB at 100k sessions. A run fails, with the reason, unless every
+//!   flight ([`crate::joins`]), against relayd's socket backend on loopback or (`--backend
+//!   xdp`) its XDP backend in a namespace across a veth pair, the joins coming from the
+//!   clients' namespace. Reports the join time and rate, relayd's memory before and after
+//!   (`VmRSS`, `VmHWM`, `RssAnon` from `/proc/PID/status`, and on XDP the kernel memory of
+//!   relayd's BPF maps, from the `memlock` of their descriptors in `/proc/PID/fdinfo`) and
+//!   per session, and checks the goal of at most 512 MiB at 100k sessions (user memory plus
+//!   BPF maps). A run fails, with the reason, unless every
 //!   join succeeded and relayd's own counts (`sessions`, `rooms` from its management socket)
 //!   equal what was asked.
 //! - **join-storm**: open-loop stages of paced joins at a rising rate against a fresh relayd;
@@ -11,7 +15,7 @@
 //!   refusal or a timeout, and reports the rate sustained until then and what stopped it: a
 //!   refusal's code (a configured quota is named as such), or for a timeout where the joins
 //!   were lost (relayd's bounded control queue, its socket's receive buffer, or a late
-//!   answer). The socket backend has no join rate limit of its own; the XDP backend's
+//!   answer). Socket backend only: it has no join rate limit of its own; the XDP backend's
 //!   per-source join token bucket is not exercised here.
 //!
 //! Each run starts its own relayd, so runs share no state. Figures are medians over the
@@ -30,8 +34,10 @@ use serde_json::{json, Value};
 
 use crate::baseline::Stat;
 use crate::edgerelay::{self, Relayd, Size};
+use crate::joins::ips_needed;
 use crate::joins::{Answer, Done, Joiner, Retry};
 use crate::procs;
+use crate::throughput::{self, Topology};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -56,7 +62,13 @@ pub struct ScaleArgs {
     /// SSRCs each member declares (audio, then video).
     #[arg(long, default_value_t = 2)]
     pub ssrcs: usize,
-    /// The memory goal, MiB of relayd RSS with all sessions joined.
+    /// relayd's data plane: `socket` on loopback, or `xdp` (root) in a namespace with one
+    /// veth queue per worker; its per-source join limit is off, as the joins come from a few
+    /// source IPs.
+    #[arg(long, value_enum, default_value = "socket")]
+    #[serde(skip)]
+    pub backend: Backend,
+    /// The memory goal, MiB of relayd RSS (plus its BPF maps on XDP) with all sessions joined.
     #[arg(long, default_value_t = 512.0)]
     pub goal_mib: f64,
     /// Path of relayd (default: next to this binary).
@@ -154,6 +166,49 @@ fn memory(pid: u32) -> Result<Memory> {
     parse_status_memory(&std::fs::read_to_string(format!("/proc/{pid}/status"))?)
 }
 
+/// The `memlock` (bytes) of a BPF map descriptor's `/proc/PID/fdinfo/FD` text; `None` for
+/// any other descriptor. Since Linux 6.4 it is the map's actual memory use.
+pub fn parse_fdinfo_map_memlock(fdinfo: &str) -> Option<u64> {
+    if !fdinfo.lines().any(|l| l.starts_with("map_type:")) {
+        return None;
+    }
+    fdinfo.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse().ok())
+}
+
+/// Kernel memory of the BPF maps `pid` holds open, bytes.
+fn bpf_maps_memory(pid: u32) -> Result<u64> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    let mut total = 0;
+    for e in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+        // A descriptor closed since the listing is simply gone.
+        if let Ok(text) = std::fs::read_to_string(e?.path()) {
+            total += parse_fdinfo_map_memlock(&text).unwrap_or(0);
+        }
+    }
+    Ok(total)
+}
+
+/// First source IP of the members on the XDP backend; [`ips_needed`] addresses from it are
+/// added to the clients' end of the veth.
+const XDP_FIRST_SOURCE: [u8; 4] = [198, 18, 0, 100];
+
+/// The namespaces for a scale run on the XDP backend: a veth with a queue per worker, and
+/// the members' source addresses on the clients' end (inside its /24, so relayd reaches
+/// them without a route).
+fn xdp_topology(a: &ScaleArgs) -> Result<Topology> {
+    let ips = ips_needed(a.sessions);
+    if ips > 150 {
+        bail!("--sessions {} needs {ips} source IPs; the XDP scale run has 150", a.sessions);
+    }
+    let topo = throughput::topology_with_queues(a.workers as u32)?;
+    let first = u32::from_be_bytes(XDP_FIRST_SOURCE);
+    for k in 0..ips {
+        let ip = std::net::Ipv4Addr::from(first + k);
+        topo.client_ns.ip(&["addr", "add", &format!("{ip}/32"), "dev", &topo.veth.name_b])?;
+    }
+    Ok(topo)
+}
+
 /// Sum of the `drops` column of `/proc/net/udp` over the sockets bound to local `port`:
 /// datagrams the kernel dropped because a socket's receive buffer was full.
 pub fn parse_udp_drops(table: &str, port: u16) -> u64 {
@@ -248,6 +303,10 @@ pub struct ScaleRun {
     pub before: Memory,
     /// relayd with every session joined (after a one-second settle).
     pub after: Memory,
+    /// Kernel memory of relayd's BPF maps after start-up, bytes (0 on the socket backend).
+    pub bpf_maps_before: u64,
+    /// The same with every session joined (the XDP `sessions` map holds one entry each).
+    pub bpf_maps_after: u64,
     /// (after − before) VmRSS over the sessions, bytes.
     pub rss_bytes_per_session: f64,
     /// relayd's CPU time during the joins over the sessions, µs.
@@ -285,18 +344,28 @@ pub fn scale_run(a: &ScaleArgs, bin: &Path) -> Result<ScaleRun> {
         max_rooms: a.rooms,
         max_members_per_room: per_room.max(2),
         max_sessions: a.sessions,
-        // Socket backend: there are no XDP limits to keep.
+        // XDP: the per-source join limit is off (every member comes from one of a few IPs).
         default_limits: false,
     };
-    let mut relayd = edgerelay::start_sized(bin, None, Backend::Socket, None, size)?;
+    let topo = match a.backend {
+        Backend::Xdp => Some(xdp_topology(a)?),
+        Backend::Socket => None,
+    };
+    let mut relayd = edgerelay::start_sized(bin, topo.as_ref(), a.backend, None, size)?;
     let pid = relayd.pid();
     std::thread::sleep(Duration::from_millis(300));
     let before = memory(pid)?;
+    let bpf_maps_before = bpf_maps_memory(pid)?;
     let cpu0 = procs::cpu_seconds(pid)?;
     let (app, secret) = edgerelay::app();
     let retry = Retry { every: Duration::from_millis(1000), tries: 3 };
     let mut joiner = Joiner::new(relayd.addr, app, secret, a.ssrcs, a.window, retry)?;
+    if topo.is_some() {
+        joiner = joiner.sources_from(XDP_FIRST_SOURCE.into());
+    }
     let mut done: Vec<Done> = Vec::with_capacity(a.sessions as usize);
+    // The members' sockets are made in the clients' namespace.
+    let in_clients = topo.as_ref().map(|t| t.client_ns.enter()).transpose()?;
     let t0 = Instant::now();
     let mut next = 0u32;
     let mut last_check = t0;
@@ -313,11 +382,13 @@ pub fn scale_run(a: &ScaleArgs, bin: &Path) -> Result<ScaleRun> {
             relayd.check_alive()?;
         }
     }
+    drop(in_clients);
     let end = done.iter().map(|d| d.at).max().unwrap_or(t0);
     let cpu1 = procs::cpu_seconds(pid)?;
     // Let the workers apply the last updates and the allocator settle.
     std::thread::sleep(Duration::from_secs(1));
     let after = memory(pid)?;
+    let bpf_maps_after = bpf_maps_memory(pid)?;
     let snap = relayd.snapshot()?;
 
     let ok: Vec<&Done> = done.iter().filter(|d| d.answer == Answer::Ok).collect();
@@ -338,6 +409,8 @@ pub fn scale_run(a: &ScaleArgs, bin: &Path) -> Result<ScaleRun> {
         joins_per_sec: a.sessions as f64 / join_secs,
         before,
         after,
+        bpf_maps_before,
+        bpf_maps_after,
         rss_bytes_per_session: (after.rss as f64 - before.rss as f64) / f64::from(a.sessions),
         relayd_cpu_us_per_join: (cpu1 - cpu0) * 1e6 / f64::from(a.sessions),
         latency_ms_p50: percentile(&lat, 0.5).unwrap_or(f64::NAN),
@@ -400,8 +473,10 @@ pub fn run_scale(a: ScaleArgs) -> Result<()> {
     }
     let stat = |f: &dyn Fn(&ScaleRun) -> f64| Stat::of(&runs.iter().map(f).collect::<Vec<_>>());
     let rss_after = stat(&|r| r.after.rss as f64 / MIB);
-    let worst = rss_after.map_or(f64::NAN, |s| s.max);
-    let rows: Vec<Row> = vec![
+    let total_after = stat(&|r| (r.after.rss + r.bpf_maps_after) as f64 / MIB);
+    let worst = total_after.map_or(f64::NAN, |s| s.max);
+    let xdp = a.backend == Backend::Xdp;
+    let mut rows: Vec<Row> = vec![
         ("join time, s", "join_secs", stat(&|r| r.join_secs), 2),
         ("joins/s", "joins_per_sec", stat(&|r| r.joins_per_sec), 0),
         ("relayd VmRSS before joins, MiB", "rss_before_mib", stat(&|r| r.before.rss as f64 / MIB), 1),
@@ -414,14 +489,40 @@ pub fn run_scale(a: ScaleArgs) -> Result<()> {
         ("join latency p99, ms", "latency_ms_p99", stat(&|r| r.latency_ms_p99), 2),
         ("retransmitted joins", "retransmits", stat(&|r| r.retransmits as f64), 0),
     ];
+    if xdp {
+        rows.insert(
+            6,
+            (
+                "relayd's BPF maps before joins (kernel), MiB",
+                "bpf_maps_before_mib",
+                stat(&|r| r.bpf_maps_before as f64 / MIB),
+                1,
+            ),
+        );
+        rows.insert(
+            7,
+            (
+                "relayd's BPF maps with all sessions (kernel), MiB",
+                "bpf_maps_after_mib",
+                stat(&|r| r.bpf_maps_after as f64 / MIB),
+                1,
+            ),
+        );
+        rows.insert(8, ("VmRSS + BPF maps with all sessions, MiB", "total_after_mib", total_after, 1));
+    }
     let report = json!({
         "scenario": "scale",
-        "backend": "socket",
+        "backend": if xdp { "xdp" } else { "socket" },
         "args": a,
         "environment": env,
         "loadavg_at_end": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
         "goal": {
-            "what": format!("relayd VmRSS with {} sessions joined ≤ {} MiB (checked against the largest run)", a.sessions, a.goal_mib),
+            "what": format!(
+                "relayd {} with {} sessions joined ≤ {} MiB (checked against the largest run)",
+                if xdp { "VmRSS plus its BPF maps" } else { "VmRSS" },
+                a.sessions,
+                a.goal_mib
+            ),
             "target_mib": a.goal_mib,
             "worst_mib": worst,
             "met": worst <= a.goal_mib,
@@ -466,8 +567,16 @@ fn report_header(report: &Value, title: &str) -> String {
 
 fn scale_markdown(report: &Value, rows: &[Row], runs: &[ScaleRun], a: &ScaleArgs) -> String {
     let mut md = report_header(report, "scale");
+    md += &match a.backend {
+        Backend::Socket => "relayd socket backend on loopback, ".to_owned(),
+        Backend::Xdp => format!(
+            "relayd XDP backend (AF_XDP copy mode) in its own namespace across a veth pair with {} queue(s), the \
+             members in the clients' namespace, the per-source join limit off; ",
+            a.workers
+        ),
+    };
     md += &format!(
-        "relayd socket backend on loopback, {} workers (each holds a replica of every session), quotas set to \
+        "{} workers (each holds a replica of every session), quotas set to \
          the load. {} sessions in {} rooms ({} per room), each from its own source address, each declaring {} \
          SSRCs; {} joins in flight. Every join was answered join-ok and relayd's own counts matched in every run. \
          {} runs, each with a fresh relayd; each figure is median [min–max].\n\n",
@@ -481,7 +590,7 @@ fn scale_markdown(report: &Value, rows: &[Row], runs: &[ScaleRun], a: &ScaleArgs
     );
     let goal = &report["goal"];
     md += &format!(
-        "**Goal** {}: **{}** (largest VmRSS {:.1} MiB).\n\n",
+        "**Goal** {}: **{}** (largest {:.1} MiB).\n\n",
         goal["what"].as_str().unwrap_or_default(),
         if goal["met"].as_bool() == Some(true) { "met" } else { "NOT met" },
         goal["worst_mib"].as_f64().unwrap_or(f64::NAN)
@@ -870,6 +979,19 @@ mod tests {
         assert!(parse_status_memory("VmRSS:\tx kB\nVmHWM:\t1 kB\nRssAnon:\t1 kB\n").is_err());
         let own = memory(std::process::id()).unwrap();
         assert!(own.rss > 0 && own.hwm >= own.rss, "{own:?}");
+    }
+
+    #[test]
+    fn bpf_map_memory_from_fdinfo() {
+        // A hash map's fdinfo (Linux 6.18), then a program's and a plain file's.
+        let map = "pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1057\nmap_type:\t1\nkey_size:\t40\n\
+                   value_size:\t16\nmax_entries:\t262144\nmap_flags:\t0x1\nmap_extra:\t0x0\n\
+                   memlock:\t25231488\nmap_id:\t412\nfrozen:\t0\n";
+        assert_eq!(parse_fdinfo_map_memlock(map), Some(25_231_488));
+        let prog = "pos:\t0\nflags:\t02000002\nprog_type:\t6\nprog_jited:\t1\nmemlock:\t4096\nprog_id:\t77\n";
+        assert_eq!(parse_fdinfo_map_memlock(prog), None, "a program is not a map");
+        assert_eq!(parse_fdinfo_map_memlock("pos:\t0\nflags:\t02\nmnt_id:\t20\n"), None);
+        assert_eq!(parse_fdinfo_map_memlock("map_type:\t1\nmemlock:\tlots\n"), None, "unparsable");
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! with no refusal or timeout, and plausible memory figures; the storm must report a
 //! sustained rate and name what stopped it, including a configured quota as such.
 //!
-//! Loopback only (127.0.0.1 for relayd, 127.100.0.0/16 for the members); needs no root.
+//! The socket backend's runs are on loopback only (127.0.0.1 for relayd, 127.100.0.0/16 for
+//! the members) and need no root; the XDP backend's run needs root (namespaces, XDP, AF_XDP)
+//! and keeps its traffic in the namespaces the bench creates, in 198.18.0.0/15.
 
-use edgerelay_tests::{relay_bench_json, relayd_arg, TempDir};
+use edgerelay_tests::{relay_bench_json, relayd_arg, skip_or_fail, TempDir};
 use serde_json::Value;
 
 fn run_bench(args: &[&str], json: &std::path::Path) -> Value {
@@ -43,6 +45,32 @@ fn scale_holds_exactly_the_sessions_asked_for() {
     assert!(num(run, &["joins_per_sec"]) > 0.0 && num(run, &["join_secs"]) > 0.0);
     assert_eq!(r["goal"]["met"], Value::Bool(true), "2000 sessions fit in 512 MiB: {}", r["goal"]);
     assert_eq!(num(&r, &["summary", "rss_after_mib", "n"]), 1.0);
+}
+
+#[test]
+fn scale_over_the_xdp_backend_counts_its_bpf_maps() {
+    if !relay::io::sys::is_root() && skip_or_fail("relay-bench scale --backend xdp needs root") {
+        return;
+    }
+    let dir = TempDir::new("bench-scale-xdp");
+    let json = dir.0.join("scale.json");
+    // 45k sessions: the members need two source IPs (40k ports each) in the clients' namespace.
+    let args =
+        ["scale", "--backend", "xdp", "--sessions", "45000", "--rooms", "15000", "--runs", "1", "--workers", "2"];
+    let r = run_bench(&args, &json);
+    assert_eq!(r["backend"], "xdp", "{r}");
+    let run = &r["runs"][0];
+    assert_eq!(num(run, &["relayd_sessions"]), 45000.0, "{run}");
+    assert_eq!(num(run, &["relayd_rooms"]), 15000.0, "{run}");
+    assert_eq!(num(run, &["ok"]), 45000.0, "{run}");
+    assert_eq!(num(run, &["timed_out"]), 0.0, "{run}");
+    // The sessions map alone is sized for 262,144 entries: megabytes of kernel memory.
+    let maps = num(run, &["bpf_maps_after"]);
+    assert!(maps > 1e6 && maps >= num(run, &["bpf_maps_before"]), "relayd's BPF maps: {run}");
+    let total = num(&r, &["summary", "total_after_mib", "median"]);
+    let rss = num(&r, &["summary", "rss_after_mib", "median"]);
+    assert!((total - rss - maps / 1048576.0).abs() < 0.01, "total is VmRSS plus maps: {r}");
+    assert_eq!(r["goal"]["met"], Value::Bool(true), "{}", r["goal"]);
 }
 
 #[test]
