@@ -490,25 +490,24 @@ pub fn run_scale(a: ScaleArgs) -> Result<()> {
         ("retransmitted joins", "retransmits", stat(&|r| r.retransmits as f64), 0),
     ];
     if xdp {
-        rows.insert(
-            6,
+        // After the VmRSS rows.
+        let maps: [Row; 3] = [
             (
                 "relayd's BPF maps before joins (kernel), MiB",
                 "bpf_maps_before_mib",
                 stat(&|r| r.bpf_maps_before as f64 / MIB),
                 1,
             ),
-        );
-        rows.insert(
-            7,
             (
                 "relayd's BPF maps with all sessions (kernel), MiB",
                 "bpf_maps_after_mib",
                 stat(&|r| r.bpf_maps_after as f64 / MIB),
                 1,
             ),
-        );
-        rows.insert(8, ("VmRSS + BPF maps with all sessions, MiB", "total_after_mib", total_after, 1));
+            ("VmRSS + BPF maps with all sessions, MiB", "total_after_mib", total_after, 1),
+        ];
+        let at = rows.iter().position(|r| r.1 == "anon_after_mib").map_or(rows.len(), |p| p + 1);
+        rows.splice(at..at, maps);
     }
     let report = json!({
         "scenario": "scale",
