@@ -65,9 +65,11 @@ enum Cmd {
     Flood(flood::Args),
     /// One-way latency p50/p99/p99.9 at fractions of the maximum loss-free rate, per backend.
     ///
-    /// A paced sender stamps its send time into every packet; a receiver verifies each
-    /// SRTP tag and records the latency. The maximum rate is --max-pps or found by a search
-    /// (doubling, then bisecting; a sender that cannot keep up makes it a floor, and says so).
+    /// The throughput scenario's rig at fan-out 1: every relayed packet is captured and its
+    /// SRTP tag verified, and its latency is the time from handing it to the generator to
+    /// taking it off the receivers' ring. The maximum rate is --max-pps or found by the
+    /// throughput search (loss ≤ 0.1%; a generator that cannot keep up makes it a floor, and
+    /// says so).
     Latency(latency::Args),
     /// SVG figures from the scenarios' JSON reports in --dir (baselines.json,
     /// throughput.json, latency.json, flood.json): throughput by fan-out, every system at

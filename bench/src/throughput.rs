@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use hdrhistogram::Histogram;
 use relay::client::{write_rtp_header, Event};
 use relay::config::Backend;
 use relay::io::afxdp::XskPort;
@@ -45,8 +46,8 @@ pub(crate) const CLIENT_IP: &str = "198.18.0.2";
 pub(crate) const PORT: u16 = 7000;
 /// Packet sizes the scenario accepts: an RTP header plus a little, up to a 1500-byte MTU's
 /// room once the SRTP tag and the IP/UDP headers are added.
-const MIN_SIZE: usize = 20;
-const MAX_SIZE: usize = 1400;
+pub(crate) const MIN_SIZE: usize = 20;
+pub(crate) const MAX_SIZE: usize = 1400;
 /// Most frames the pacer hands the generator at once when it is behind.
 const BURST: usize = 64;
 /// A probe has drained when nothing arrived and relayd sent nothing for this long (at most
@@ -251,6 +252,8 @@ struct Capture {
     used: usize,
     /// (offset, length) of each frame in arrival order.
     frames: Vec<(usize, usize)>,
+    /// When each frame was taken off the receiving ring (one clock read per batch).
+    arrived: Vec<Instant>,
     /// Frames that did not fit (not checked; counted as lost).
     overflow: u64,
 }
@@ -272,16 +275,19 @@ impl Capture {
         self.used = 0;
         self.frames.clear();
         self.frames.reserve(frames);
+        self.arrived.clear();
+        self.arrived.reserve(frames);
         self.overflow = 0;
         Ok(())
     }
 
-    fn push(&mut self, frame: &[u8]) {
+    fn push(&mut self, frame: &[u8], at: Instant) {
         let end = self.used + frame.len();
         match self.arena.get_mut(self.used..end) {
             Some(dst) => {
                 dst.copy_from_slice(frame);
                 self.frames.push((self.used, frame.len()));
+                self.arrived.push(at);
                 self.used = end;
             }
             None => self.overflow += 1,
@@ -326,6 +332,16 @@ pub(crate) struct Rig {
     rx_port: Option<Box<XskPort>>,
     senders: Vec<Member>,
     seqs: Vec<u16>,
+    /// The number the next generated packet carries in its payload (bytes 0..8), counted
+    /// across probes in the order the generator gets them.
+    next_id: u64,
+    /// The number of this probe's first packet.
+    probe_first_id: u64,
+    /// When each of this probe's packets was handed to the generator, by number.
+    sent_at: Vec<Option<Instant>>,
+    /// One-way latency of this probe's verified packets, µs: from the hand-over to the
+    /// generator to the frame being taken off the receivers' ring.
+    latency: Histogram<u64>,
     receivers: Vec<Member>,
     /// Receiver index by its UDP port.
     by_port: HashMap<u16, usize>,
@@ -399,6 +415,10 @@ impl Rig {
             rx_port,
             senders,
             seqs,
+            next_id: 0,
+            probe_first_id: 0,
+            sent_at: Vec::new(),
+            latency: crate::flood::new_hist()?,
             receivers,
             by_port,
             last_index,
@@ -410,19 +430,29 @@ impl Rig {
         })
     }
 
-    /// `total` packets, the senders' interleaved round-robin, ready for the generator.
+    /// The one-way latency of the last probe's verified packets, µs (see `latency`).
+    pub(crate) fn latency(&self) -> &Histogram<u64> {
+        &self.latency
+    }
+
+    /// `total` packets, the senders' interleaved round-robin, ready for the generator; each
+    /// carries its number (see `next_id`).
     fn frames(&mut self, total: usize) -> Result<Vec<Vec<u8>>> {
         let rooms = self.senders.len();
         let mut per_sender = Vec::with_capacity(rooms);
         let mut buf = [0u8; 2048];
+        self.probe_first_id = self.next_id;
         for (room, s) in self.senders.iter_mut().enumerate() {
             let n = total / rooms + usize::from(room < total % rooms);
             let mut payloads = Vec::with_capacity(n);
-            for _ in 0..n {
+            for j in 0..n {
                 let seq = &mut self.seqs[room];
                 let h = write_rtp_header(&mut buf, 96, *seq, 0, sender_ssrc(room));
                 *seq = seq.wrapping_add(1);
                 buf[h..self.shape.size].fill(0x42);
+                // The round-robin below puts sender `room`'s j-th packet at j · rooms + room.
+                let id = self.probe_first_id + (j * rooms + room) as u64;
+                buf[h..h + 8].copy_from_slice(&id.to_be_bytes());
                 let len = s.client.protect_rtp(&mut buf, self.shape.size)?;
                 payloads.push(buf[..len].to_vec());
             }
@@ -434,6 +464,9 @@ impl Rig {
                 out.extend(it.next());
             }
         }
+        self.next_id += total as u64;
+        self.sent_at.clear();
+        self.sent_at.resize(total, None);
         Ok(out)
     }
 
@@ -448,7 +481,8 @@ impl Rig {
         let mut n = 0;
         // Bounded, so the pacer gets its turn even under a steady stream.
         for _ in 0..64 {
-            let k = port.rx_batch(|frame, _| capture.push(frame));
+            let now = Instant::now();
+            let k = port.rx_batch(|frame, _| capture.push(frame, now));
             n += k;
             if k == 0 {
                 break;
@@ -466,7 +500,11 @@ impl Rig {
             check_interrupted()?;
             let due = ((start.elapsed().as_secs_f64() * rate) as usize + 1).min(frames.len());
             if due > next {
+                let now = Instant::now();
                 let offer = self.gen.try_send(&sock, &frames[next..due.min(next + BURST)])?;
+                for t in self.sent_at.iter_mut().skip(next).take(offer.taken) {
+                    *t = Some(now);
+                }
                 next += offer.taken;
                 refused += offer.refused;
             }
@@ -540,8 +578,9 @@ impl Rig {
     /// Checks every captured frame with its receiver's keys, in arrival order.
     fn verify(&mut self) -> Tally {
         let mut t = Tally::default();
-        let Self { capture, receivers, by_port, last_index, .. } = self;
-        for &(off, len) in &capture.frames {
+        let Self { capture, receivers, by_port, last_index, latency, sent_at, probe_first_id, .. } = self;
+        latency.reset();
+        for (&(off, len), &arrived) in capture.frames.iter().zip(&capture.arrived) {
             let frame = &mut capture.arena[off..off + len];
             let Ok(meta) = relay::wire::parse_udp(frame) else {
                 t.stray += 1;
@@ -551,9 +590,24 @@ impl Rig {
                 t.stray += 1;
                 continue;
             };
-            match receivers[i].client.handle(&mut frame[meta.payload]) {
-                Event::Media { index, .. } => {
+            let rtp = &mut frame[meta.payload];
+            match receivers[i].client.handle(rtp) {
+                Event::Media { index, len, .. } => {
                     t.ok += 1;
+                    // The packet's number, after the RTP header, locates its send time; a
+                    // packet of an earlier probe has none here.
+                    let plain = &rtp[..len];
+                    let id = relay::srtp::rtp_header_len(plain)
+                        .ok()
+                        .and_then(|h| plain.get(h..h + 8))
+                        .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
+                    let sent = id
+                        .and_then(|id| id.checked_sub(*probe_first_id))
+                        .and_then(|k| sent_at.get(usize::try_from(k).ok()?).copied().flatten());
+                    if let Some(sent) = sent {
+                        let us = arrived.saturating_duration_since(sent).as_micros();
+                        latency.saturating_record(u64::try_from(us).unwrap_or(u64::MAX).max(1));
+                    }
                     if let Some(last) = last_index[i].replace(index) {
                         t.max_index_gap = t.max_index_gap.max(index.saturating_sub(last));
                     }
@@ -619,6 +673,8 @@ impl Rig {
             "target_pps": rate, "verified": t.ok, "duplicates": t.duplicates, "other_srtp_errors": t.other_srtp,
             "stray_frames": t.stray, "max_index_gap": t.max_index_gap, "capture_overflow": self.capture.overflow, "relayd_accepted": accepted,
             "relayd_drops": relay_drops, "receiver_ring_drops": ring1 - ring0, "relayd_busy_after_drain": self.backlog,
+            "latency_us": {"measured": self.latency.len(), "p50": self.latency.value_at_quantile(0.5),
+                "p99": self.latency.value_at_quantile(0.99), "p999": self.latency.value_at_quantile(0.999)},
             "to_no_receiver": sunk1 - sunk0,
         }));
         Ok(Probe {
@@ -786,15 +842,18 @@ mod tests {
     fn capture_keeps_frames_in_order_and_counts_what_does_not_fit() {
         let mut c = Capture::default();
         c.prepare(2, 4).unwrap();
-        c.push(&[1, 2, 3]);
-        c.push(&[4, 5, 6, 7]);
-        c.push(&[8, 9]);
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_micros(5);
+        c.push(&[1, 2, 3], t0);
+        c.push(&[4, 5, 6, 7], t1);
+        c.push(&[8, 9], t1);
         assert_eq!(c.frames, [(0, 3), (3, 4)]);
+        assert_eq!(c.arrived, [t0, t1], "an arrival time per kept frame");
         assert_eq!(&c.arena[..7], &[1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(c.overflow, 1, "the third frame does not fit in 2 × 4 bytes");
         // The next probe starts empty and reuses the arena.
         c.prepare(1, 4).unwrap();
-        assert!(c.frames.is_empty() && c.overflow == 0 && c.arena.len() == 8);
+        assert!(c.frames.is_empty() && c.arrived.is_empty() && c.overflow == 0 && c.arena.len() == 8);
         assert!(c.prepare(CAPTURE_MAX_BYTES, 2).is_err(), "a capture over the limit is refused");
     }
 }

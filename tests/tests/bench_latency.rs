@@ -1,5 +1,5 @@
-//! A short `relay-bench latency` run on the XDP backend at a fixed rate: the receiver
-//! verifies every packet and the latency quantiles it reports are ordered and plausible.
+//! A short `relay-bench latency` run on the XDP backend at a fixed rate: every relayed packet
+//! is verified and has its latency measured, and the quantiles are ordered and plausible.
 //!
 //! Needs root (namespaces, XDP, AF_XDP); without it the test skips on a laptop and fails
 //! under `CI=true`. All traffic stays in the namespaces the bench creates (198.18.0.0/15).
@@ -22,6 +22,8 @@ fn latency_quantiles_are_measured_on_verified_packets() {
     let (sent, verified) = (run["sent"].as_u64().unwrap(), run["verified"].as_u64().unwrap());
     assert!(sent >= 120, "the sender sent too little at 100 pkt/s for 1.5 s: {row}");
     assert!(verified * 100 >= sent * 98, "more than 2% lost at 100 pkt/s: {row}");
+    assert_eq!(run["latency_measured"].as_u64(), Some(verified), "every verified packet has a latency: {row}");
+    assert_eq!(run["auth_failed"].as_u64(), Some(0), "{row}");
     let q: Vec<f64> = run["p50_p99_p999_us"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert!(q[0] >= 1.0 && q[0] <= q[1] && q[1] <= q[2], "quantiles out of order: {q:?}");
     assert!(q[2] < 5_000_000.0, "p99.9 over 5 s is no latency measurement: {q:?}");
