@@ -15,6 +15,11 @@
 //! receiver's keys. So receiving costs one copy per packet during the measurement, and loss,
 //! duplicates and authentication failures are counted exactly.
 //!
+//! Every packet carries its number in its payload; the pacer notes when it hands each one to
+//! the generator and the capture when it takes each frame off the ring (a clock read per
+//! burst and per batch), so each verified packet also yields a one-way latency ([`Rig::latency`],
+//! used by [`crate::latency`]).
+//!
 //! A probe passes when the verified packets are at least `1 - max_loss` of those owed (sent ×
 //! fan-out) and the generator kept the rate. A packet that fails its receiver's SRTP check
 //! stops the run with an error: relayd must never forward one.
