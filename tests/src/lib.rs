@@ -145,8 +145,16 @@ impl Relayd {
     /// Starts relayd on loopback with `body` (a config without `listen` and
     /// `control_socket`) and waits until it serves.
     pub fn start(body: &str) -> Self {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
-        Self::start_with(addr, body, None)
+        // The port stays bound, with relayd's SO_REUSEADDR and SO_REUSEPORT, until relayd
+        // listens on it too. A port only looked up and let go could be handed to another
+        // test's relayd as well; both would bind it (SO_REUSEPORT), and the kernel would
+        // spread one test's packets across the two. That is the likely cause of a CI
+        // failure where a join got no answer for 5 s.
+        let hold = relay::io::sys::bind_reuseport("127.0.0.1:0".parse().unwrap(), 0).expect("bind a loopback port");
+        let addr = hold.local_addr().unwrap();
+        let relayd = Self::start_with(addr, body, None);
+        drop(hold);
+        relayd
     }
 
     /// Starts relayd listening on `addr`, inside network namespace `netns` if given.
