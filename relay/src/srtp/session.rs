@@ -15,7 +15,7 @@
 //!   bytes for its software fallback even where AES-NI runs), and a session holds two
 //!   directions. A forged SRTCP packet also costs the derivation before its tag fails; it can
 //!   only come from a session's own 5-tuple (the XDP filter and the engine drop every other
-//!   source first), within that source's packet limit.
+//!   source first), and on the XDP backend within that source's packet limit.
 //! - Every length is checked before any byte is written; all slicing below happens after those
 //!   checks, so no input can make these functions panic.
 //! - Unprotect authenticates before it decrypts and returns early on failure, so a rejected
