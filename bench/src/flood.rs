@@ -86,22 +86,20 @@ struct Rx {
     other: AtomicU64,
 }
 
-/// One stream run's settings.
-pub(crate) struct Params {
+/// One run's settings; the flood runs in the middle phase.
+struct Params {
     /// Packets per second the sender paces.
-    pub(crate) rate: f64,
+    rate: f64,
     /// RTP packet size before the SRTP tag.
-    pub(crate) size: usize,
+    size: usize,
     /// The whole run, in seconds (three equal phases).
-    pub(crate) seconds: f64,
-    /// Flood in the middle phase.
-    pub(crate) flood: bool,
+    seconds: f64,
     /// relayd's default XDP limits (else off).
-    pub(crate) kernel_limits: bool,
+    kernel_limits: bool,
 }
 
 /// One run's result.
-pub(crate) struct Run {
+struct Run {
     /// Verified packets per second: quiet, flood, quiet again.
     goodput: [f64; 3],
     /// Packets the sender sent per phase, per second.
@@ -163,7 +161,7 @@ fn flood_frames(gen: &Generator) -> Result<Vec<Vec<u8>>> {
 }
 
 /// One run in a fresh topology with a fresh relayd.
-pub(crate) fn run_once(a: &Params, relayd_bin: &std::path::Path, cpus: Cpus, backend: Backend) -> Result<Run> {
+fn run_once(a: &Params, relayd_bin: &std::path::Path, cpus: Cpus, backend: Backend) -> Result<Run> {
     let topo = topology()?;
     let relayd = edgerelay::start_with(relayd_bin, Some(&topo), backend, Some(cpus), a.kernel_limits)?;
     let sender = {
@@ -219,10 +217,10 @@ pub(crate) fn run_once(a: &Params, relayd_bin: &std::path::Path, cpus: Cpus, bac
     let mut k = 0usize;
     for p in 0..3u32 {
         marks.push((rx.ok.load(Relaxed), sent.load(Relaxed)));
-        let flood_now = p == 1 && a.flood;
-        if p == 1 {
+        let flood_now = p == 1;
+        if flood_now {
             snaps.push(relayd.snapshot()?);
-            flooding.store(a.flood, Relaxed);
+            flooding.store(true, Relaxed);
         }
         let end = start + phase * (p + 1);
         while Instant::now() < end {
@@ -388,13 +386,7 @@ pub fn run(a: Args) -> Result<()> {
         let mut runs = Vec::new();
         for i in 0..a.runs {
             progress.step(format!("{backend:?} run {}", i + 1));
-            let params = Params {
-                rate: a.legit_pps,
-                size: a.size,
-                seconds: a.seconds,
-                flood: true,
-                kernel_limits: !a.no_limits,
-            };
+            let params = Params { rate: a.legit_pps, size: a.size, seconds: a.seconds, kernel_limits: !a.no_limits };
             let r = run_once(&params, &relayd, cpus, backend).with_context(|| format!("{backend:?} run {}", i + 1))?;
             progress.inc();
             progress.note(&format!(

@@ -34,8 +34,7 @@ use serde_json::{json, Value};
 
 use crate::baseline::Stat;
 use crate::edgerelay::{self, Relayd, Size};
-use crate::joins::ips_needed;
-use crate::joins::{Answer, Done, Joiner, Retry};
+use crate::joins::{ips_needed, Answer, Done, Joiner, Retry};
 use crate::procs;
 use crate::throughput::{self, Topology};
 
