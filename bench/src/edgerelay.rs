@@ -60,7 +60,7 @@ pub struct Relayd {
 impl Relayd {
     /// Its counters.
     pub fn snapshot(&self) -> Result<relay::stats::Snapshot> {
-        relay::io::socket::read_stats(&self.stats).context("reading relayd stats")
+        relay::mgmt::read_stats(&self.stats).context("reading relayd stats")
     }
 
     /// The process id.

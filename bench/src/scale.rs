@@ -773,7 +773,7 @@ fn stage_stop(s: &Stage, timeout_ms: u64) -> Option<(String, String)> {
             why.push(format!(
                 "relayd's workers dropped {} joins because the control queue (CONTROL_QUEUE = {}) was full",
                 s.control_queue_full,
-                relay::io::socket::CONTROL_QUEUE
+                relay::io::worker::CONTROL_QUEUE
             ));
         }
         if s.socket_drops > 0 {
@@ -922,7 +922,7 @@ pub fn run_storm(a: StormArgs) -> Result<()> {
                 "no join rate limit; joins queue in each worker socket's receive buffer (8 MiB asked, capped by \
                  net.core.rmem_max), then in the bounded worker → control queue (CONTROL_QUEUE = {}), dropped and \
                  counted when it is full; one control thread answers every join",
-                relay::io::socket::CONTROL_QUEUE
+                relay::io::worker::CONTROL_QUEUE
             ),
             "quotas": format!("max_sessions {}, max_rooms 1000000: reaching one stops the storm as configured_limit", a.max_sessions),
         },

@@ -227,7 +227,7 @@ impl AutoblockConfig {
 }
 
 /// One source's cumulative kernel drop count: relayd's `offenders` op answers these.
-pub use relay::io::mgmt::Offender;
+pub use relay::mgmt::Offender;
 
 /// What the daemon should do.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,11 +20,12 @@
 //! Credentials come from a TOML file ([`CredentialsFile`]) or the `EDGERELAY_*` environment
 //! variables ([`Credentials::from_env`]).
 
+use relay::time::unix_now;
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -616,10 +617,6 @@ impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client").field("endpoint", &self.endpoint).field("secret_id", &self.secret_id).finish()
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -15,10 +15,11 @@
 //!
 //! The daemon's link over relayd's management socket is `control::server::monitoring::MgmtLink`.
 
+use relay::time::unix_now;
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use relay::stats::Snapshot;
 use tokio::sync::{mpsc, watch};
@@ -245,10 +246,6 @@ pub struct MonitorHandle {
     pub task: JoinHandle<()>,
     /// The alert delivery task (logs and webhook); ends after the poll loop.
     pub alerts_task: JoinHandle<()>,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Validates the configs and starts the poll loop and the alert delivery task on the current

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::ids::SdkAppId;
+use crate::limits::Quotas;
 use crate::srtp::Profile;
 
 /// Errors loading or validating a config.
@@ -140,8 +141,11 @@ pub struct XdpSettings {
 /// Fewest and most `xdp.max_sessions` relayd accepts.
 pub const XDP_MAX_SESSIONS_RANGE: std::ops::RangeInclusive<u32> = 1024..=16_777_216;
 
+/// `xdp.max_sessions` when the file gives none.
+pub const DEFAULT_XDP_MAX_SESSIONS: u32 = 262_144;
+
 fn default_max_sessions() -> u32 {
-    crate::io::xdp::DEFAULT_MAX_SESSIONS
+    DEFAULT_XDP_MAX_SESSIONS
 }
 
 fn default_join_rate() -> u64 {
@@ -194,24 +198,6 @@ pub struct AppConfig {
     /// Quotas.
     #[serde(default)]
     pub quotas: Quotas,
-}
-
-/// Per-app quotas.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Quotas {
-    /// Rooms alive at once.
-    pub max_rooms: u32,
-    /// Members in one room.
-    pub max_members_per_room: u32,
-    /// Sessions alive at once, over all rooms.
-    pub max_sessions: u32,
-}
-
-impl Default for Quotas {
-    fn default() -> Self {
-        Self { max_rooms: 1000, max_members_per_room: 50, max_sessions: 10_000 }
-    }
 }
 
 /// An app after validation.
@@ -293,7 +279,10 @@ pub struct Validated {
     pub pin_workers: bool,
     /// Management socket.
     pub control_socket: Option<PathBuf>,
-    /// Uids of [`Config::control_users`], resolved at load time.
+    /// [`Config::control_users`], by name.
+    pub control_users: Vec<String>,
+    /// Their uids, once [`Validated::resolve_control_users`] ran (relayd does at start-up
+    /// and in `relayd check`).
     pub control_uids: Vec<u32>,
     /// Timing.
     pub timeouts: Timeouts,
@@ -367,20 +356,13 @@ impl Config {
             };
             apps.push(App::new(id, vec![secret], a.require_private_map_key, a.profiles, a.quotas)?);
         }
-        let mut control_uids = Vec::with_capacity(self.control_users.len());
-        for name in &self.control_users {
-            match crate::io::sys::lookup_user(name) {
-                Ok(Some((uid, _))) => control_uids.push(uid),
-                Ok(None) => return invalid(format!("control_users: no such user {name:?}")),
-                Err(e) => return invalid(format!("control_users: cannot look up {name:?}: {e}")),
-            }
-        }
         let mut v = Validated {
             listen: self.listen,
             workers,
             pin_workers: self.pin_workers,
             control_socket: self.control_socket,
-            control_uids,
+            control_users: self.control_users,
+            control_uids: Vec::new(),
             timeouts: t,
             apps,
             backend: self.backend,
@@ -393,6 +375,25 @@ impl Config {
 }
 
 impl Validated {
+    /// Resolves [`Validated::control_users`] to uids with `lookup` (name to uid, `None` for
+    /// no such user: relayd passes the system's user database), so an unknown name is a
+    /// config error.
+    pub fn resolve_control_users(
+        &mut self,
+        lookup: impl Fn(&str) -> std::io::Result<Option<u32>>,
+    ) -> Result<(), Error> {
+        let mut uids = Vec::with_capacity(self.control_users.len());
+        for name in &self.control_users {
+            match lookup(name) {
+                Ok(Some(uid)) => uids.push(uid),
+                Ok(None) => return invalid(format!("control_users: no such user {name:?}")),
+                Err(e) => return invalid(format!("control_users: cannot look up {name:?}: {e}")),
+            }
+        }
+        self.control_uids = uids;
+        Ok(())
+    }
+
     /// Checks the backend settings; call again after command-line overrides.
     pub fn check_backend(&mut self) -> Result<(), Error> {
         if let Some(u) = &self.user {
@@ -462,8 +463,18 @@ max_members_per_room = 4
 max_sessions = 10
 "#;
 
+    /// A user database with root alone.
+    fn only_root(name: &str) -> std::io::Result<Option<u32>> {
+        Ok((name == "root").then_some(0))
+    }
+
     fn err(text: &str) -> String {
-        match Config::parse(text).and_then(|c| c.validate(None)) {
+        let load = |text| -> Result<Validated, Error> {
+            let mut v = Config::parse(text)?.validate(None)?;
+            v.resolve_control_users(only_root)?;
+            Ok(v)
+        };
+        match load(text) {
             Ok(_) => panic!("accepted: {text}"),
             Err(e) => e.to_string(),
         }
@@ -516,7 +527,8 @@ max_sessions = 10
 
     #[test]
     fn control_users_resolve_to_uids() {
-        let v = Config::parse(&format!("control_users = [\"root\"]\n{GOOD}")).unwrap().validate(None).unwrap();
+        let mut v = Config::parse(&format!("control_users = [\"root\"]\n{GOOD}")).unwrap().validate(None).unwrap();
+        v.resolve_control_users(only_root).unwrap();
         assert_eq!(v.control_uids, vec![0]);
     }
 }

@@ -9,16 +9,28 @@
 //! client session, and [`wire`] has the zero-copy Ethernet/IP/UDP views the kernel-bypass
 //! backend builds frames with.
 
+//!
+//! The crate builds in two layers. The core (everything but [`io`]) is sans-IO Rust with no
+//! kernel dependencies: relay-control links only that, with `default-features = false`. The
+//! `dataplane` feature (on by default) adds [`io`]: the socket and AF_XDP backends, aya, the
+//! XDP program, netlink and network namespaces, which only relayd and the test rigs need.
+
 pub mod client;
 pub mod config;
 pub mod engine;
 pub mod handshake;
 pub mod ids;
+#[cfg(feature = "dataplane")]
 pub mod io;
+pub mod limits;
+pub mod mgmt;
 pub mod node;
+pub mod prefix;
 pub mod proto;
 pub mod registry;
 pub mod srtp;
 pub mod stats;
+pub mod tempdir;
+pub mod time;
 pub mod usersig;
 pub mod wire;

@@ -4,6 +4,7 @@
 //! `cargo build --workspace --bins` first (the README's test command does). Every helper
 //! cleans up on `Drop`, so a failing test leaks no process or file.
 
+pub use relay::time::unix_now;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -69,11 +70,6 @@ pub fn bin(name: &str) -> PathBuf {
     let p = target.join(profile).join(name);
     assert!(p.exists(), "{} is missing: run `cargo build --workspace --bins` first", p.display());
     p
-}
-
-/// Unix seconds now.
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// A fresh private directory under the system temp dir, removed on drop.
@@ -183,7 +179,7 @@ impl Relayd {
             .expect("spawn relayd");
         let mut r = Self { child, addr, stats_socket, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while relay::io::socket::read_stats(&r.stats_socket).is_err() {
+        while relay::mgmt::read_stats(&r.stats_socket).is_err() {
             if let Ok(Some(st)) = r.child.try_wait() {
                 panic!("relayd exited with {st}: {}", r.log());
             }
@@ -195,12 +191,12 @@ impl Relayd {
 
     /// The counters.
     pub fn stats(&self) -> Snapshot {
-        relay::io::socket::read_stats(&self.stats_socket).expect("read relayd stats")
+        relay::mgmt::read_stats(&self.stats_socket).expect("read relayd stats")
     }
 
     /// One management request on a fresh connection; panics if relayd cannot be reached.
-    pub fn mgmt(&self, req: &relay::io::mgmt::Request) -> relay::io::mgmt::Response {
-        relay::io::mgmt::request(&self.stats_socket, req).expect("relayd's management socket answers")
+    pub fn mgmt(&self, req: &relay::mgmt::Request) -> relay::mgmt::Response {
+        relay::mgmt::request(&self.stats_socket, req).expect("relayd's management socket answers")
     }
 
     /// relayd's log so far.

@@ -31,8 +31,8 @@ use edgerelay_tests::net::Net;
 use edgerelay_tests::{two_app_config, unix_now, Peer, Relayd};
 use relay::client::ClientConfig;
 use relay::ids::{RoomId, Ssrc};
-use relay::io::mgmt::{AppSpec, Request};
 use relay::io::sys::SendBatch;
+use relay::mgmt::{AppSpec, Request};
 use relay::proto::{DeclaredSsrc, ErrorCode, StreamKind};
 use relay::srtp::Profile;
 use serde_json::{json, Value};
@@ -91,7 +91,7 @@ fn blocklist(c: &ApiClient) -> Vec<Value> {
 }
 
 fn kernel_blocks(relayd: &Relayd) -> Vec<String> {
-    let blocks = relayd.mgmt(&Request::Blocklist {}).blocks.expect("blocks");
+    let blocks = relayd.mgmt(&Request::Blocklist {}).blocks().expect("blocks").to_vec();
     blocks.iter().map(|b| format!("{}/{}", b.ip, b.prefix_len)).collect()
 }
 
@@ -528,7 +528,7 @@ ttl_secs = {AUTOBLOCK_TTL_SECS}
     assert!(sent >= FLOOD_PPS / 2, "the attacker sent only {sent} packets in 1.5 s");
     assert!(blocked1 - blocked0 >= sent * 9 / 10, "blocklisted {} of {sent}", blocked1 - blocked0);
     assert!(unknown1 - unknown0 <= sent / 20, "{} still reached the session lookup", unknown1 - unknown0);
-    let offenders = relayd.mgmt(&Request::Offenders { limit: Some(4) }).offenders.expect("offenders");
+    let offenders = relayd.mgmt(&Request::Offenders { limit: Some(4) }).offenders().expect("offenders").to_vec();
     assert_eq!(offenders[0].ip, ATTACKER_IP.parse::<IpAddr>().expect("addr"), "{offenders:?}");
     flood.stop();
     let flood_stopped = Instant::now();
@@ -605,15 +605,15 @@ ttl_secs = {AUTOBLOCK_TTL_SECS}
         secrets: vec!["not-the-app-secret-0123456789".into()],
         require_private_map_key: false,
         profiles: None,
-        quotas: relay::config::Quotas::default(),
+        quotas: relay::limits::Quotas::default(),
     };
-    assert!(relayd.mgmt(&Request::SetApps { apps: vec![tampered] }).ok);
+    assert!(relayd.mgmt(&Request::SetApps { apps: vec![tampered] }).is_ok());
     let carol_sig = relay::usersig::mint(secret.as_bytes(), APP.into(), "carol", 3600, unix_now(), None);
     let refused = client(&net, &relayd, 2, &carol_sig, 42, None).join();
     assert!(matches!(refused, Err((Some(ErrorCode::BadSignature), _))), "{refused:?}");
     // Carol's own address (client 2): her joins go unanswered until the entry is gone.
     let stray: IpAddr = "198.18.0.4".parse().expect("addr");
-    assert!(relayd.mgmt(&Request::Block { ip: stray, prefix_len: 32, ttl_secs: 0 }).ok);
+    assert!(relayd.mgmt(&Request::Block { ip: stray, prefix_len: 32, ttl_secs: 0 }).is_ok());
     assert!(delivered(&mut alice, ALICE_SSRC, &mut bob, 10) >= 9, "live sessions outlive the tampering");
 
     // relay-control comes back: its link resyncs relayd from the store.

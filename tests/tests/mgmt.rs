@@ -9,7 +9,7 @@ use edgerelay_tests::net::Net;
 use edgerelay_tests::*;
 use relay::client::ClientConfig;
 use relay::ids::RoomId;
-use relay::io::mgmt::{Client, Limits, MemberInfo, Request, Response};
+use relay::mgmt::{Client, Limits, MemberInfo, Request, Response};
 use relay::srtp::Profile;
 use relay::usersig::{self, PrivilegeMap, RoomRef};
 
@@ -52,8 +52,8 @@ fn rooms_list_members_of_two_apps(net: &Net) {
     v.join().unwrap();
 
     let r = relayd.mgmt(&Request::Rooms { sdkappid: None, limit: None });
-    assert!(r.ok, "{r:?}");
-    let rooms = r.rooms.unwrap();
+    assert!(r.is_ok(), "{r:?}");
+    let rooms = r.rooms().unwrap().to_vec();
     let listed: Vec<(u64, &str, &[MemberInfo])> =
         rooms.iter().map(|r| (r.sdkappid, r.room.as_str(), r.members.as_slice())).collect();
     assert_eq!(
@@ -69,24 +69,24 @@ fn rooms_list_members_of_two_apps(net: &Net) {
         ]
     );
     // Filtered by app, and limited.
-    let only_b = relayd.mgmt(&Request::Rooms { sdkappid: Some(APP_B.into()), limit: None }).rooms.unwrap();
+    let only_b = relayd.mgmt(&Request::Rooms { sdkappid: Some(APP_B.into()), limit: None }).rooms().unwrap().to_vec();
     assert_eq!(only_b.len(), 1);
     assert_eq!(only_b[0].members[0].user, "xavier");
-    let first = relayd.mgmt(&Request::Rooms { sdkappid: None, limit: Some(1) }).rooms.unwrap();
+    let first = relayd.mgmt(&Request::Rooms { sdkappid: None, limit: Some(1) }).rooms().unwrap().to_vec();
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].room, "1");
     // The listed room text is what dismiss_room takes.
     let r = relayd.mgmt(&Request::DismissRoom { sdkappid: APP_A.into(), room: rooms[1].room.clone() });
-    assert_eq!(r.removed, Some(1), "{r:?}");
+    assert_eq!(r.removed(), Some(1), "{r:?}");
     // Bad parameters get a clear error.
     let r = relayd.mgmt(&Request::Rooms { sdkappid: None, limit: Some(10_001) });
-    assert!(!r.ok && r.error.as_deref().unwrap().contains("at most 10000"), "{r:?}");
+    assert!(!r.is_ok() && r.error().unwrap().contains("at most 10000"), "{r:?}");
     let r = relayd.mgmt(&Request::Rooms { sdkappid: Some(0), limit: None });
-    assert!(!r.ok && r.error.as_deref().unwrap().contains("sdkappid 0"), "{r:?}");
+    assert!(!r.is_ok() && r.error().unwrap().contains("sdkappid 0"), "{r:?}");
     // Members that leave disappear from the listing.
     x.leave();
     let deadline = Instant::now() + Duration::from_secs(3);
-    while !relayd.mgmt(&Request::Rooms { sdkappid: Some(APP_B.into()), limit: None }).rooms.unwrap().is_empty() {
+    while !relayd.mgmt(&Request::Rooms { sdkappid: Some(APP_B.into()), limit: None }).rooms().unwrap().is_empty() {
         assert!(Instant::now() < deadline, "app B's room is still listed after its last member left");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -109,13 +109,13 @@ fn one_connection_answers_many_requests_in_order(net: &Net) {
         Request::Rooms { sdkappid: None, limit: Some(50_000) },
     ];
     let check = |i: usize, r: &Response| match i % requests.len() {
-        0 => assert!(r.stats.as_ref().is_some_and(|s| s.sessions == 1), "{i}: {r:?}"),
-        1 => assert!(r.rooms.as_ref().is_some_and(|v| v.len() == 1 && v[0].room == "3"), "{i}: {r:?}"),
-        2 => assert!(r.limits.as_ref().is_some_and(|l| l.port_min == relayd.addr.port()), "{i}: {r:?}"),
-        3 | 4 => assert_eq!(r.removed, Some(0), "{i}: {r:?}"),
-        5 => assert!(r.blocks.is_some(), "{i}: {r:?}"),
-        6 => assert!(r.offenders.is_some(), "{i}: {r:?}"),
-        _ => assert!(!r.ok && r.error.as_deref().unwrap().contains("at most 10000"), "{i}: {r:?}"),
+        0 => assert!(r.stats().is_some_and(|s| s.sessions == 1), "{i}: {r:?}"),
+        1 => assert!(r.rooms().is_some_and(|v| v.len() == 1 && v[0].room == "3"), "{i}: {r:?}"),
+        2 => assert!(r.limits().is_some_and(|l| l.port_min == relayd.addr.port()), "{i}: {r:?}"),
+        3 | 4 => assert_eq!(r.removed(), Some(0), "{i}: {r:?}"),
+        5 => assert!(r.blocks().is_some(), "{i}: {r:?}"),
+        6 => assert!(r.offenders().is_some(), "{i}: {r:?}"),
+        _ => assert!(!r.is_ok() && r.error().unwrap().contains("at most 10000"), "{i}: {r:?}"),
     };
     // Two persistent connections, interleaved: each gets its own answers, in order.
     for i in 0..400 {
@@ -124,22 +124,22 @@ fn one_connection_answers_many_requests_in_order(net: &Net) {
         check(i, &r);
     }
     // The connection survives a bad request and keeps serving.
-    assert!(!c1.request(&Request::DismissRoom { sdkappid: 0, room: "1".into() }).unwrap().ok);
-    assert!(c1.request(&Request::Stats {}).unwrap().ok);
+    assert!(!c1.request(&Request::DismissRoom { sdkappid: 0, room: "1".into() }).unwrap().is_ok());
+    assert!(c1.request(&Request::Stats {}).unwrap().is_ok());
 }
 
 fn limits_on_the_socket_backend_are_read_only(net: &Net) {
     let relayd = net.relayd(&two_app_config(30, ""));
-    let l = relayd.mgmt(&Request::GetLimits {}).limits.expect("get_limits answers on every backend");
+    let l = relayd.mgmt(&Request::GetLimits {}).limits().expect("get_limits answers on every backend");
     let port = relayd.addr.port();
     assert_eq!((l.port_min, l.port_max), (port, port));
     assert_eq!((l.pps_rate_per_sec, l.join_rate_per_sec), (0, 0), "the socket backend limits nothing");
     let r = relayd.mgmt(&Request::SetLimits(Limits { pps_rate_per_sec: 10, ..l }));
-    assert!(!r.ok && r.error.as_deref().unwrap().contains("need the xdp backend"), "{r:?}");
+    assert!(!r.is_ok() && r.error().unwrap().contains("need the xdp backend"), "{r:?}");
     let r = relayd.mgmt(&Request::Unblock { ip: "198.18.0.2".parse().unwrap(), prefix_len: 32 });
-    assert!(!r.ok && r.error.as_deref().unwrap().contains("XDP backend"), "{r:?}");
-    assert_eq!(relayd.mgmt(&Request::Blocklist {}).blocks, Some(vec![]));
-    assert_eq!(relayd.mgmt(&Request::Offenders { limit: None }).offenders, Some(vec![]));
+    assert!(!r.is_ok() && r.error().unwrap().contains("XDP backend"), "{r:?}");
+    assert_eq!(relayd.mgmt(&Request::Blocklist {}).blocks(), Some(&[][..]));
+    assert_eq!(relayd.mgmt(&Request::Offenders { limit: None }).offenders(), Some(&[][..]));
 }
 
 #[test]
@@ -192,29 +192,29 @@ fn xdp_unblock_after_block_restores_traffic() {
 
     // A host bit past the prefix is ignored: the entry is the /24.
     let r = relayd.mgmt(&Request::Block { ip: "198.18.0.77".parse().unwrap(), prefix_len: 24, ttl_secs: 600 });
-    assert!(r.ok, "{r:?}");
+    assert!(r.is_ok(), "{r:?}");
     assert_eq!(relayed(&mut a, 1, &mut b, 5), 0, "a blocked source is dropped in the kernel");
-    let blocks = relayd.mgmt(&Request::Blocklist {}).blocks.unwrap();
+    let blocks = relayd.mgmt(&Request::Blocklist {}).blocks().unwrap().to_vec();
     assert_eq!(blocks.len(), 1, "{blocks:?}");
     assert_eq!((blocks[0].ip, blocks[0].prefix_len), ("198.18.0.0".parse().unwrap(), 24));
     let left = blocks[0].expires_in_secs.expect("a TTL was given");
     assert!((595..=600).contains(&left), "expires in {left} s");
     // Its drops show up as offences of the source.
-    let offenders = relayd.mgmt(&Request::Offenders { limit: None }).offenders.unwrap();
+    let offenders = relayd.mgmt(&Request::Offenders { limit: None }).offenders().unwrap().to_vec();
     assert!(offenders.iter().any(|o| o.ip == src && o.dropped_packets >= 5), "{offenders:?}");
 
     let r = relayd.mgmt(&Request::Unblock { ip: "198.18.0.0".parse().unwrap(), prefix_len: 24 });
-    assert_eq!((r.ok, r.removed), (true, Some(1)), "{r:?}");
+    assert_eq!((r.is_ok(), r.removed()), (true, Some(1)), "{r:?}");
     assert_eq!(relayed(&mut a, 1, &mut b, 5), 5, "unblocking restores the traffic");
-    assert_eq!(relayd.mgmt(&Request::Blocklist {}).blocks, Some(vec![]));
+    assert_eq!(relayd.mgmt(&Request::Blocklist {}).blocks(), Some(&[][..]));
     // Unblocking what is not there is not an error; a prefix longer than the address is.
     let r = relayd.mgmt(&Request::Unblock { ip: "198.18.0.0".parse().unwrap(), prefix_len: 24 });
-    assert_eq!((r.ok, r.removed), (true, Some(0)), "{r:?}");
+    assert_eq!((r.is_ok(), r.removed()), (true, Some(0)), "{r:?}");
     let r = relayd.mgmt(&Request::Unblock { ip: "198.18.0.0".parse().unwrap(), prefix_len: 33 });
-    assert!(!r.ok && r.error.as_deref().unwrap().contains("at most 32"), "{r:?}");
+    assert!(!r.is_ok() && r.error().unwrap().contains("at most 32"), "{r:?}");
     // An entry without TTL is listed as such.
-    assert!(relayd.mgmt(&Request::Block { ip: "2001:2::".parse().unwrap(), prefix_len: 64, ttl_secs: 0 }).ok);
-    let blocks = relayd.mgmt(&Request::Blocklist {}).blocks.unwrap();
+    assert!(relayd.mgmt(&Request::Block { ip: "2001:2::".parse().unwrap(), prefix_len: 64, ttl_secs: 0 }).is_ok());
+    let blocks = relayd.mgmt(&Request::Blocklist {}).blocks().unwrap().to_vec();
     assert_eq!(blocks.len(), 1);
     assert_eq!((blocks[0].prefix_len, blocks[0].expires_in_secs), (64, None));
 }
@@ -228,14 +228,14 @@ fn xdp_set_limits_changes_the_kernel_rate_limit_at_run_time() {
     a.join().unwrap();
     b.join().unwrap();
     let port = relayd.addr.port();
-    let before = relayd.mgmt(&Request::GetLimits {}).limits.unwrap();
+    let before = relayd.mgmt(&Request::GetLimits {}).limits().unwrap();
     assert_eq!((before.pps_rate_per_sec, before.port_min, before.port_max), (0, port, port), "{before:?}");
     assert_eq!(relayed(&mut a, 1, &mut b, 20), 20, "no limit yet");
 
     let low = Limits { pps_rate_per_sec: 1, pps_burst: 3, ..before };
     let r = relayd.mgmt(&Request::SetLimits(low));
-    assert_eq!((r.ok, r.limits), (true, Some(low)), "{r:?}");
-    assert_eq!(relayd.mgmt(&Request::GetLimits {}).limits, Some(low), "read back from the kernel");
+    assert_eq!((r.is_ok(), r.limits()), (true, Some(low)), "{r:?}");
+    assert_eq!(relayd.mgmt(&Request::GetLimits {}).limits(), Some(low), "read back from the kernel");
     let limited_before = relayd.stats().xdp.get("rate_limited").copied().unwrap_or(0);
     let got = relayed(&mut a, 1, &mut b, 20);
     assert!((3..=4).contains(&got), "a source limited to 1 pps with burst 3 got {got} of 20 through");
@@ -245,12 +245,12 @@ fn xdp_set_limits_changes_the_kernel_rate_limit_at_run_time() {
 
     // A port range that leaves out the listen port is refused, and changes nothing.
     let r = relayd.mgmt(&Request::SetLimits(Limits { port_min: port + 1, port_max: port + 10, ..low }));
-    assert!(!r.ok && r.error.as_deref().unwrap().contains(&format!("listen port {port}")), "{r:?}");
+    assert!(!r.is_ok() && r.error().unwrap().contains(&format!("listen port {port}")), "{r:?}");
     let r = relayd.mgmt(&Request::SetLimits(Limits { port_min: port, port_max: port - 1, ..low }));
-    assert!(!r.ok && r.error.as_deref().unwrap().contains("invalid"), "{r:?}");
-    assert_eq!(relayd.mgmt(&Request::GetLimits {}).limits, Some(low));
+    assert!(!r.is_ok() && r.error().unwrap().contains("invalid"), "{r:?}");
+    assert_eq!(relayd.mgmt(&Request::GetLimits {}).limits(), Some(low));
     // Lifting the limit again lets everything through.
-    assert!(relayd.mgmt(&Request::SetLimits(before)).ok);
+    assert!(relayd.mgmt(&Request::SetLimits(before)).is_ok());
     assert_eq!(relayed(&mut a, 1, &mut b, 20), 20);
 }
 
@@ -281,13 +281,13 @@ fn xdp_offenders_list_an_attacker_with_its_count() {
     });
     let unknown = s.xdp["unknown_session"];
     let r = relayd.mgmt(&Request::Offenders { limit: Some(10) });
-    assert!(r.offenders.as_ref().is_some_and(|o| !o.is_empty()), "{r:?}");
-    let offenders = r.offenders.unwrap();
+    assert!(r.offenders().is_some_and(|o| !o.is_empty()), "{r:?}");
+    let offenders = r.offenders().unwrap().to_vec();
     assert_eq!(offenders[0].ip, "198.19.0.2".parse::<std::net::IpAddr>().unwrap(), "{offenders:?}");
     assert_eq!(offenders[0].dropped_packets, unknown, "every unknown-session drop is the attacker's");
     assert!(offenders.iter().all(|o| o.ip != a.sock.local_addr().unwrap().ip()), "{offenders:?}");
     assert!(offenders.windows(2).all(|w| w[0].dropped_packets >= w[1].dropped_packets), "highest first");
-    let one = relayd.mgmt(&Request::Offenders { limit: Some(1) }).offenders.unwrap();
+    let one = relayd.mgmt(&Request::Offenders { limit: Some(1) }).offenders().unwrap().to_vec();
     assert_eq!(one.len(), 1);
     // And the operator sees it on the command line.
     let out = std::process::Command::new(bin("relayd"))

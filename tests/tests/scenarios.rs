@@ -293,7 +293,7 @@ fn nat_rebinding_rejoin_moves_the_session(net: &Net) {
 }
 
 fn operator_dismisses_rooms_and_removes_users(net: &Net) {
-    use relay::io::mgmt::{request, Request};
+    use relay::mgmt::{request, Request};
     let relayd = net.relayd(&two_app_config(30, ""));
     let mut a = net.peer(&relayd, APP_A, SECRET_A, "a", RoomId::Num(4), Some(1));
     let mut b = net.peer(&relayd, APP_A, SECRET_A, "b", RoomId::Num(4), Some(2));
@@ -308,7 +308,7 @@ fn operator_dismisses_rooms_and_removes_users(net: &Net) {
         &Request::RemoveUser { sdkappid: APP_A.into(), room: "4".into(), user: "b".into() },
     )
     .unwrap();
-    assert_eq!((r.ok, r.removed), (true, Some(1)));
+    assert_eq!((r.is_ok(), r.removed()), (true, Some(1)));
     // Workers apply removals between batches: give them a moment (the answer comes from
     // the registry, which is already updated).
     std::thread::sleep(Duration::from_millis(100));
@@ -316,7 +316,7 @@ fn operator_dismisses_rooms_and_removes_users(net: &Net) {
     assert!(b.drain(QUIET).is_empty(), "a removed user receives nothing");
     let r = request(&relayd.stats_socket, &Request::DismissRoom { sdkappid: APP_A.into(), room: "s:other".into() })
         .unwrap();
-    assert_eq!((r.ok, r.removed), (true, Some(2)));
+    assert_eq!((r.is_ok(), r.removed()), (true, Some(2)));
     std::thread::sleep(Duration::from_millis(100));
     c.send_rtp(3, b"dismissed");
     assert!(d.drain(QUIET).is_empty(), "a dismissed room relays nothing");
@@ -324,17 +324,17 @@ fn operator_dismisses_rooms_and_removes_users(net: &Net) {
     assert_eq!(s.joins.get("ok"), Some(&4));
     // Bad requests get a clear error, not a crash.
     let r = request(&relayd.stats_socket, &Request::DismissRoom { sdkappid: 0, room: "4".into() }).unwrap();
-    assert!(!r.ok && r.error.unwrap().contains("sdkappid 0"));
+    assert!(!r.is_ok() && r.error().unwrap().contains("sdkappid 0"));
     let r = request(
         &relayd.stats_socket,
         &Request::Block { ip: "198.19.0.0".parse().unwrap(), prefix_len: 24, ttl_secs: 60 },
     )
     .unwrap();
-    assert_eq!(r.ok, net.is_xdp(), "blocking needs the XDP backend: {r:?}");
+    assert_eq!(r.is_ok(), net.is_xdp(), "blocking needs the XDP backend: {r:?}");
 }
 
 fn pushed_app_changes_keep_live_sessions(net: &Net) {
-    use relay::io::mgmt::{request, AppSpec, Request};
+    use relay::mgmt::{request, AppSpec, Request};
     const NEW_SECRET: &str = "rotated-secret-0123456789abcdef";
     let relayd = net.relayd(&two_app_config(30, ""));
     let mut a = net.peer(&relayd, APP_A, SECRET_A, "a", RoomId::Num(6), Some(61));
@@ -354,22 +354,22 @@ fn pushed_app_changes_keep_live_sessions(net: &Net) {
     let push = |apps: Vec<AppSpec>| request(&relayd.stats_socket, &Request::SetApps { apps }).unwrap();
     // Rotation with overlap: both secrets admit joins.
     let r = push(vec![spec(&[NEW_SECRET, SECRET_A]), app_b.clone()]);
-    assert_eq!((r.ok, r.removed), (true, Some(0)), "{r:?}");
+    assert_eq!((r.is_ok(), r.removed()), (true, Some(0)), "{r:?}");
     net.peer(&relayd, APP_A, SECRET_A, "c", RoomId::Num(7), None).join().unwrap();
     net.peer(&relayd, APP_A, NEW_SECRET, "d", RoomId::Num(7), None).join().unwrap();
     // Overlap over: the old secret is refused, live sessions carry on.
-    assert!(push(vec![spec(&[NEW_SECRET]), app_b.clone()]).ok);
+    assert!(push(vec![spec(&[NEW_SECRET]), app_b.clone()]).is_ok());
     let mut late = net.peer(&relayd, APP_A, SECRET_A, "e", RoomId::Num(7), None);
     assert_eq!(late.join().unwrap_err().0, Some(ErrorCode::BadSignature));
     a.send_rtp(61, b"still here");
     assert_eq!(b.drain(QUIET).len(), 1, "a rotation keeps live sessions");
     // A bad push changes nothing.
     let r = push(vec![spec(&["short"])]);
-    assert!(!r.ok && r.error.unwrap().contains("at least 16"));
+    assert!(!r.is_ok() && r.error().unwrap().contains("at least 16"));
     assert_eq!(relayd.stats().sessions, 5);
     // Removing app B ends its sessions only.
     let r = push(vec![spec(&[NEW_SECRET])]);
-    assert_eq!((r.ok, r.removed), (true, Some(1)));
+    assert_eq!((r.is_ok(), r.removed()), (true, Some(1)));
     let s = relayd.wait_for(3, "app B's session gone", |s| s.sessions == 4);
     assert_eq!(s.rooms, 2);
 }

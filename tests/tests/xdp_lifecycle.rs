@@ -68,7 +68,8 @@ fn xdp_attach_drop_privileges_detach_and_survive_a_crash() {
 /// its size.
 #[test]
 fn the_sessions_map_takes_its_configured_size() {
-    use relay::io::xdp::{FilterConfig, XdpFilter, DEFAULT_MAX_SESSIONS};
+    use relay::config::DEFAULT_XDP_MAX_SESSIONS as DEFAULT_MAX_SESSIONS;
+    use relay::io::xdp::{FilterConfig, XdpFilter};
     if !relay::io::sys::is_root() && skip_or_fail("loading the XDP program needs root") {
         return;
     }

@@ -31,9 +31,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use control::client::{Call, Client, Credentials, Endpoint, Response, Trust, DEFAULT_SERVICE, DEFAULT_TIMEOUT};
 use control::keys::SecretKey;
-use relay::io::mgmt::{self, Request};
 use relay::io::netns::{NetNs, VethPair};
 use relay::io::xdp::{FilterConfig, XdpFilter};
+use relay::mgmt::{self, Request};
 
 use crate::edgerelay::TempDir;
 use crate::procs::{check_interrupted, Guard};
@@ -200,7 +200,7 @@ impl Edge {
 
 /// Is relayd's kernel blocklist holding `cidr`?
 pub fn kernel_blocks(mgmt: &mut mgmt::Client, cidr: &str) -> Result<bool> {
-    let blocks = mgmt.request(&Request::Blocklist {})?.blocks.unwrap_or_default();
+    let blocks = mgmt.blocklist()?;
     Ok(blocks.iter().any(|b| format!("{}/{}", b.ip, b.prefix_len) == cidr))
 }
 

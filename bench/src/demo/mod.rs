@@ -32,7 +32,7 @@ use anyhow::{bail, Context, Result};
 use control::client::{Call, Method};
 use relay::client::ClientConfig;
 use relay::ids::{RoomId, Ssrc};
-use relay::io::mgmt::{self, Request};
+use relay::mgmt;
 use relay::proto::{DeclaredSsrc, StreamKind};
 use relay::srtp::Profile;
 use relay::stats::Snapshot;
@@ -161,9 +161,8 @@ fn drive(a: &Args, edge: &mut Edge, screen: bool) -> Result<Summary> {
     println!("{members} clients joined {} rooms with UserSigs minted through the API; media flowing", rooms.len());
 
     let mut mgmt = edge.mgmt()?;
-    let stats = |m: &mut mgmt::Client| -> Result<Snapshot> {
-        m.request(&Request::Stats {})?.stats.context("relayd answered stats without counters")
-    };
+    let stats =
+        |m: &mut mgmt::Client| -> Result<Snapshot> { m.stats().context("relayd answered stats without counters") };
     let start = Instant::now();
     let first = stats(&mut mgmt)?;
     let (mut before, mut before_at) = (first.clone(), start);

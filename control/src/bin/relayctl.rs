@@ -8,6 +8,7 @@
 //! status`) print only the final result.
 #![forbid(unsafe_code)]
 
+use relay::time::unix_now;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -586,10 +587,6 @@ fn time_cell(v: Option<&Value>) -> String {
         }
         None => cell(v),
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Unix seconds, or an age (`90s`, `15m`, `2h`, `7d`) before now.

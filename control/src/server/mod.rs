@@ -22,6 +22,7 @@ pub mod push;
 pub mod routes;
 pub mod tls;
 
+pub use relay::time::unix_now;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -91,11 +92,6 @@ impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server").field("listen", &self.cfg.listen).finish_non_exhaustive()
     }
-}
-
-/// Unix seconds now.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl Server {

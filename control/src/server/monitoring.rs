@@ -20,7 +20,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use relay::io::mgmt::{self, Request, Response};
+#[cfg(test)]
+use relay::mgmt::Response;
+use relay::mgmt::{self, Answer, Request};
 use relay::stats::Snapshot;
 use tokio::sync::{mpsc, watch};
 
@@ -60,7 +62,7 @@ impl MgmtLink {
     /// One request. The connection is taken out for the call and put back only when the
     /// call completes cleanly, so a call whose future is dropped (the monitor's timeout)
     /// leaves no connection behind and the next call reconnects.
-    async fn call(&mut self, req: Request) -> Result<Response, LinkError> {
+    async fn call(&mut self, req: Request) -> Result<Answer, LinkError> {
         let Some(path) = self.path.clone() else {
             return Err(LinkError::Unreachable("relayd_socket not configured".into()));
         };
@@ -84,25 +86,23 @@ impl MgmtLink {
         .await
         .map_err(|e| LinkError::Unreachable(format!("poll task failed: {e}")))?;
         self.conn = conn;
-        let resp = answer?;
-        if resp.ok {
-            Ok(resp)
-        } else {
-            Err(LinkError::Refused(resp.error.unwrap_or_default()))
-        }
+        answer?.into_result().map_err(|r| LinkError::Refused(r.message))
     }
 }
 
 impl RelaydLink for MgmtLink {
     async fn stats(&mut self) -> Result<Snapshot, LinkError> {
-        self.call(Request::Stats {}).await?.stats.ok_or_else(|| LinkError::Refused("stats answer without stats".into()))
+        match self.call(Request::Stats {}).await? {
+            Answer::Stats(s) => Ok(*s),
+            _ => Err(LinkError::Refused("stats answer without stats".into())),
+        }
     }
 
     async fn offenders(&mut self, limit: u32) -> Result<Vec<Offender>, LinkError> {
-        self.call(Request::Offenders { limit: Some(limit) })
-            .await?
-            .offenders
-            .ok_or_else(|| LinkError::Refused("offenders answer without offenders".into()))
+        match self.call(Request::Offenders { limit: Some(limit) }).await? {
+            Answer::Offenders(o) => Ok(o),
+            _ => Err(LinkError::Refused("offenders answer without offenders".into())),
+        }
     }
 }
 
@@ -282,7 +282,7 @@ mod tests {
                 }
                 let mut w = conn;
                 let snap = Snapshot { sessions: 7, ..Snapshot::default() };
-                let resp = Response { stats: Some(snap), ..Response::ok() };
+                let resp = Response::Ok(Answer::Stats(Box::new(snap)));
                 let mut text = serde_json::to_string(&resp).expect("json");
                 text.push('\n');
                 w.write_all(text.as_bytes()).expect("write");

@@ -298,7 +298,7 @@ pub fn document() -> Value {
                 json!([app, room, user]), None, (204, no_content()), &[403, 404, 503])},
             "/v1/rooms": {"get": op("Live rooms and members, from relayd.", "listRooms", json!([
                     query_param("sdkappid", int(1, MAX_SDKAPPID), "Only this app's rooms."),
-                    query_param("limit", int(1, relay::io::mgmt::ROOMS_MAX_LIMIT.into()), "At most this many rooms (default 1000).")]),
+                    query_param("limit", int(1, relay::mgmt::ROOMS_MAX_LIMIT.into()), "At most this many rooms (default 1000).")]),
                 None, (200, ok("Rooms.", list("Room", "rooms"))), &[503])},
             "/v1/blocklist": {
                 "get": op("Live blocklist entries.", "listBlocklist", none.clone(), None,

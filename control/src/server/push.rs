@@ -24,7 +24,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use relay::io::mgmt::{self, AppSpec, Request, Response};
+use relay::mgmt::{self, Answer, AppSpec, Request, Response};
+use relay::time::unix_now;
 
 use crate::store::{App, BlockEntry, Limits, Store};
 
@@ -124,20 +125,15 @@ impl Link {
         }
     }
 
-    /// Sends `req` to relayd and waits for its answer. An answer with `ok: false` is
-    /// [`LinkError::Refused`].
-    pub async fn call(&self, req: Request) -> Result<Response, LinkError> {
+    /// Sends `req` to relayd and waits for its answer. A refusal is [`LinkError::Refused`].
+    pub async fn call(&self, req: Request) -> Result<Answer, LinkError> {
         let Some(tx) = &self.tx else {
             return Err(LinkError::Unreachable("relayd_socket not configured".into()));
         };
         let (reply, answer) = tokio::sync::oneshot::channel();
         tx.try_send(Msg::Call(req, reply)).map_err(|_| LinkError::Busy)?;
         let resp = answer.await.map_err(|_| LinkError::Busy)??;
-        if resp.ok {
-            Ok(resp)
-        } else {
-            Err(LinkError::Refused(resp.error.unwrap_or_default()))
-        }
+        resp.into_result().map_err(|r| LinkError::Refused(r.message))
     }
 }
 
@@ -150,10 +146,6 @@ struct Worker {
     apps_due: Option<u64>,
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 /// The `set_apps` request for the apps in the store at `now`, and when it next changes
 /// (the earliest expiry of an overlapping secret).
 pub fn apps_request(apps: &[App], now: u64) -> (Request, Option<u64>) {
@@ -164,10 +156,10 @@ pub fn apps_request(apps: &[App], now: u64) -> (Request, Option<u64>) {
             secrets: a.usable_secrets(now).map(|s| s.expose().to_owned()).collect(),
             require_private_map_key: a.require_private_map_key,
             profiles: None,
-            quotas: relay::config::Quotas {
+            quotas: relay::limits::Quotas {
                 max_rooms: a.quotas.max_rooms,
                 max_members_per_room: a.quotas.max_members_per_room,
-                ..relay::config::Quotas::default()
+                ..relay::limits::Quotas::DEFAULT
             },
         })
         .collect();
@@ -177,7 +169,7 @@ pub fn apps_request(apps: &[App], now: u64) -> (Request, Option<u64>) {
 
 /// The `set_limits` request for stored limits.
 pub fn limits_request(l: &Limits) -> Request {
-    Request::SetLimits(mgmt::Limits {
+    Request::SetLimits(relay::limits::Limits {
         pps_rate_per_sec: l.pps_rate_per_sec,
         pps_burst: l.pps_burst,
         join_rate_per_sec: l.join_rate_per_sec,
@@ -255,9 +247,9 @@ impl Worker {
     /// is logged; an I/O error also drops the connection (the next connect resyncs).
     fn push_request(&mut self, req: &Request, what: &str) -> bool {
         match self.request(req) {
-            Ok(r) if r.ok => true,
-            Ok(r) => {
-                let e = r.error.unwrap_or_default();
+            Ok(Response::Ok(_)) => true,
+            Ok(Response::Refused(r)) => {
+                let e = r.message;
                 tracing::warn!(what, error = %e, "relayd refused a push");
                 self.set_error(format!("relayd refused {what}: {e}"));
                 false
@@ -331,7 +323,7 @@ impl Worker {
             self.push_request(&block_request(b, now), "block");
         }
         // Entries relayd has that the store does not (removed while the link was down).
-        if let Ok(Response { blocks: Some(have), ok: true, .. }) = self.request(&Request::Blocklist {}) {
+        if let Ok(Response::Ok(Answer::Blocks(have))) = self.request(&Request::Blocklist {}) {
             for h in have {
                 let known = blocks.iter().any(|b| b.ip == h.ip && u32::from(b.prefix_len) == h.prefix_len);
                 if !known {

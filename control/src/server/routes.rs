@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use relay::ids::{RoomId, UserId};
-use relay::io::mgmt::Request as Mgmt;
+use relay::mgmt::{Answer, Request as Mgmt};
 use relay::usersig::{self, PrivilegeMap, RoomRef};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -271,7 +271,13 @@ async fn openapi() -> Json<Value> {
 
 async fn node(State(st): State<Arc<Server>>) -> Json<Value> {
     let cert = st.certs.info();
-    let stats = if st.link.reachable() { st.link.call(Mgmt::Stats {}).await.ok().and_then(|r| r.stats) } else { None };
+    let stats = match st.link.reachable() {
+        true => match st.link.call(Mgmt::Stats {}).await {
+            Ok(Answer::Stats(s)) => Some(*s),
+            _ => None,
+        },
+        false => None,
+    };
     let mut relayd = json!({"reachable": stats.is_some()});
     if let Some(s) = stats {
         relayd["stats"] = serde_json::to_value(s).unwrap_or(Value::Null);
@@ -520,11 +526,12 @@ async fn list_rooms(State(st): State<Arc<Server>>, RawQuery(q): RawQuery) -> Api
         Some((_, v)) => Some(in_range("sdkappid", parse_decimal("sdkappid", v)?, 1, MAX_SDKAPPID)?),
         None => None,
     };
-    let limit = query_u64(&q, "limit", 1, u64::from(relay::io::mgmt::ROOMS_MAX_LIMIT), 1000)? as u32;
-    let resp = st.link.call(Mgmt::Rooms { sdkappid, limit: Some(limit) }).await?;
-    let rooms: Vec<Value> = resp
-        .rooms
-        .unwrap_or_default()
+    let limit = query_u64(&q, "limit", 1, u64::from(relay::mgmt::ROOMS_MAX_LIMIT), 1000)? as u32;
+    let rooms = match st.link.call(Mgmt::Rooms { sdkappid, limit: Some(limit) }).await? {
+        Answer::Rooms(r) => r,
+        _ => Vec::new(),
+    };
+    let rooms: Vec<Value> = rooms
         .iter()
         .map(|r| {
             let members: Vec<Value> = r
@@ -541,13 +548,21 @@ async fn list_rooms(State(st): State<Arc<Server>>, RawQuery(q): RawQuery) -> Api
 async fn dismiss(st: &Server, sdkappid: u32, room: &RoomId) -> Result<u64, ApiError> {
     app_exists(st, sdkappid)?;
     let r = st.link.call(Mgmt::DismissRoom { sdkappid: u64::from(sdkappid), room: room.to_string() }).await?;
-    Ok(r.removed.unwrap_or(0))
+    Ok(removed(&r))
 }
 
 async fn remove(st: &Server, sdkappid: u32, room: &RoomId, user: &UserId) -> Result<u64, ApiError> {
     app_exists(st, sdkappid)?;
     let req = Mgmt::RemoveUser { sdkappid: u64::from(sdkappid), room: room.to_string(), user: user.to_string() };
-    Ok(st.link.call(req).await?.removed.unwrap_or(0))
+    Ok(removed(&st.link.call(req).await?))
+}
+
+/// The `removed` count of an answer (0 if relayd reported none).
+fn removed(a: &Answer) -> u64 {
+    match a {
+        Answer::Removed(n) => *n,
+        _ => 0,
+    }
 }
 
 async fn dismiss_room(State(st): State<Arc<Server>>, Path((id, room)): Path<(String, String)>) -> ApiResult {
@@ -665,12 +680,10 @@ async fn get_limits(State(st): State<Arc<Server>>) -> ApiResult {
     if let Some(l) = st.store.limits()? {
         return Ok(Json(limits_view(&l)).into_response());
     }
-    let l = st
-        .link
-        .call(Mgmt::GetLimits {})
-        .await?
-        .limits
-        .ok_or_else(|| ApiError::relayd_unavailable("relayd answered get_limits without limits"))?;
+    let l = st.link.call(Mgmt::GetLimits {}).await?;
+    let Answer::Limits(l) = l else {
+        return Err(ApiError::relayd_unavailable("relayd answered get_limits without limits"));
+    };
     let l = Limits {
         pps_rate_per_sec: l.pps_rate_per_sec,
         pps_burst: l.pps_burst,

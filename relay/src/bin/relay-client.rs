@@ -1,6 +1,7 @@
 //! `relay-client`: join a room through relayd, send or receive a synthetic SRTP stream, and
 //! mint test credentials.
 
+use relay::time::unix_now;
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -125,10 +126,6 @@ fn main() -> Result<()> {
         Cmd::Usersig(a) => mint(a),
         Cmd::Run(a) => run(a),
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 fn parse_privileges(s: &str) -> Result<PrivilegeMap> {

@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use relay::config::Config;
-use relay::io::socket::{read_stats, Relay};
+use relay::io::runtime::Relay;
 use relay::io::sys;
+use relay::mgmt::read_stats;
+use relay::prefix::Prefix;
 use relay::registry::Registry;
 use relay::stats::Snapshot;
 
@@ -203,7 +205,7 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Run { config, listen, workers, backend, iface } => run(config, listen, workers, backend, iface),
         Cmd::Check { config } => {
-            let v = Config::load(&config)?;
+            let v = load(&config)?;
             println!("config OK: listen {} with {} worker(s)", v.listen, v.workers);
             for a in &v.apps {
                 let profiles: Vec<_> = a.profiles.iter().map(|p| p.name()).collect();
@@ -238,45 +240,40 @@ fn main() -> Result<()> {
     }
 }
 
-/// `address[/len]`; without a length, the whole address.
-fn parse_cidr(cidr: &str) -> Result<(std::net::IpAddr, u32)> {
-    let (ip, len) = cidr.split_once('/').unwrap_or((cidr, ""));
-    let ip: std::net::IpAddr = ip.parse().with_context(|| format!("--cidr {cidr}: bad address"))?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    let prefix_len =
-        if len.is_empty() { max } else { len.parse().with_context(|| format!("--cidr {cidr}: bad prefix length"))? };
-    anyhow::ensure!(prefix_len <= max, "--cidr {cidr}: prefix length above {max}");
-    Ok((ip, prefix_len))
+/// Loads and validates `path`, and resolves `control_users` in the system's user database.
+fn load(path: &std::path::Path) -> Result<relay::config::Validated> {
+    let mut v = Config::load(path)?;
+    v.resolve_control_users(|name| Ok(sys::lookup_user(name)?.map(|(uid, _gid)| uid)))?;
+    Ok(v)
+}
+
+/// `--cidr address[/len]`; without a length, the whole address. Host bits are cleared.
+fn parse_cidr(cidr: &str) -> Result<Prefix> {
+    Prefix::parse_truncating(cidr).with_context(|| format!("--cidr {cidr}"))
 }
 
 fn ctl(socket: &std::path::Path, json: bool, action: CtlAction) -> Result<()> {
-    use relay::io::mgmt::{Client, Request};
+    use relay::mgmt::{Answer, Client, Request, Response};
     let mut client = Client::connect(socket, std::time::Duration::from_secs(10))
         .with_context(|| format!("connecting to relayd at {} (is control_socket set?)", socket.display()))?;
-    let mut ask = |req: &Request| -> Result<relay::io::mgmt::Response> {
-        let r = client.request(req).with_context(|| format!("talking to relayd at {}", socket.display()))?;
-        if !r.ok {
-            anyhow::bail!("relayd refused: {}", r.error.unwrap_or_default());
-        }
-        Ok(r)
-    };
+    let talking = || format!("talking to relayd at {}", socket.display());
     let req = match action {
         CtlAction::DismissRoom { sdkappid, room } => Request::DismissRoom { sdkappid, room },
         CtlAction::RemoveUser { sdkappid, room, user } => Request::RemoveUser { sdkappid, room, user },
         CtlAction::Block { cidr, ttl } => {
-            let (ip, prefix_len) = parse_cidr(&cidr)?;
-            Request::Block { ip, prefix_len, ttl_secs: ttl }
+            let p = parse_cidr(&cidr)?;
+            Request::Block { ip: p.addr(), prefix_len: p.len().into(), ttl_secs: ttl }
         }
         CtlAction::Unblock { cidr } => {
-            let (ip, prefix_len) = parse_cidr(&cidr)?;
-            Request::Unblock { ip, prefix_len }
+            let p = parse_cidr(&cidr)?;
+            Request::Unblock { ip: p.addr(), prefix_len: p.len().into() }
         }
         CtlAction::Blocklist => Request::Blocklist {},
         CtlAction::Rooms { sdkappid, limit } => Request::Rooms { sdkappid, limit },
         CtlAction::Limits => Request::GetLimits {},
         CtlAction::SetLimits { pps_rate, pps_burst, join_rate, join_burst, port_min, port_max } => {
-            let cur = ask(&Request::GetLimits {})?.limits.context("relayd sent no limits")?;
-            Request::SetLimits(relay::io::mgmt::Limits {
+            let cur = client.limits(None).with_context(talking)?;
+            Request::SetLimits(relay::limits::Limits {
                 pps_rate_per_sec: pps_rate.unwrap_or(cur.pps_rate_per_sec),
                 pps_burst: pps_burst.unwrap_or(cur.pps_burst),
                 join_rate_per_sec: join_rate.unwrap_or(cur.join_rate_per_sec),
@@ -287,44 +284,48 @@ fn ctl(socket: &std::path::Path, json: bool, action: CtlAction) -> Result<()> {
         }
         CtlAction::Offenders { limit } => Request::Offenders { limit },
     };
-    let r = ask(&req)?;
+    let answer = client.call(&req).with_context(talking)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        println!("{}", serde_json::to_string_pretty(&Response::Ok(answer))?);
         return Ok(());
     }
     use std::fmt::Write as _;
     let mut t = String::new();
-    if let Some(rooms) = &r.rooms {
-        for room in rooms {
-            let _ = writeln!(t, "app {} room {} ({} member(s))", room.sdkappid, room.room, room.members.len());
-            for m in &room.members {
-                let dir = match (m.send, m.recv) {
-                    (true, true) => "send+recv",
-                    (true, false) => "send",
-                    (false, true) => "recv",
-                    (false, false) => "-",
-                };
-                let _ = writeln!(t, "  {:<32} {:<46} {dir}", m.user, m.addr);
+    match answer {
+        Answer::Rooms(rooms) => {
+            for room in &rooms {
+                let _ = writeln!(t, "app {} room {} ({} member(s))", room.sdkappid, room.room, room.members.len());
+                for m in &room.members {
+                    let dir = match (m.send, m.recv) {
+                        (true, true) => "send+recv",
+                        (true, false) => "send",
+                        (false, true) => "recv",
+                        (false, false) => "-",
+                    };
+                    let _ = writeln!(t, "  {:<32} {:<46} {dir}", m.user, m.addr);
+                }
             }
+            let _ = writeln!(t, "{} room(s)", rooms.len());
         }
-        let _ = writeln!(t, "{} room(s)", rooms.len());
-    } else if let Some(blocks) = &r.blocks {
-        for b in blocks {
-            let ttl = b.expires_in_secs.map_or("until removed".to_owned(), |s| format!("{s} s left"));
-            let _ = writeln!(t, "{:<44} {ttl}", format!("{}/{}", b.ip, b.prefix_len));
+        Answer::Blocks(blocks) => {
+            for b in &blocks {
+                let ttl = b.expires_in_secs.map_or("until removed".to_owned(), |s| format!("{s} s left"));
+                let _ = writeln!(t, "{:<44} {ttl}", format!("{}/{}", b.ip, b.prefix_len));
+            }
+            let _ = writeln!(t, "{} entr{}", blocks.len(), if blocks.len() == 1 { "y" } else { "ies" });
         }
-        let _ = writeln!(t, "{} entr{}", blocks.len(), if blocks.len() == 1 { "y" } else { "ies" });
-    } else if let Some(l) = &r.limits {
-        let _ = writeln!(t, "pps_rate_per_sec  {}\npps_burst         {}", l.pps_rate_per_sec, l.pps_burst);
-        let _ = writeln!(t, "join_rate_per_sec {}\njoin_burst        {}", l.join_rate_per_sec, l.join_burst);
-        let _ = writeln!(t, "ports             {}..={}", l.port_min, l.port_max);
-    } else if let Some(offenders) = &r.offenders {
-        for o in offenders {
-            let _ = writeln!(t, "{:<40} {:>14}", o.ip, o.dropped_packets);
+        Answer::Limits(l) => {
+            let _ = writeln!(t, "pps_rate_per_sec  {}\npps_burst         {}", l.pps_rate_per_sec, l.pps_burst);
+            let _ = writeln!(t, "join_rate_per_sec {}\njoin_burst        {}", l.join_rate_per_sec, l.join_burst);
+            let _ = writeln!(t, "ports             {}..={}", l.port_min, l.port_max);
         }
-        let _ = writeln!(t, "{} source(s)", offenders.len());
-    } else if let Some(n) = r.removed {
-        match req {
+        Answer::Offenders(offenders) => {
+            for o in &offenders {
+                let _ = writeln!(t, "{:<40} {:>14}", o.ip, o.dropped_packets);
+            }
+            let _ = writeln!(t, "{} source(s)", offenders.len());
+        }
+        Answer::Removed(n) => match req {
             Request::Unblock { .. } if n == 0 => {
                 let _ = writeln!(t, "ok: there was no such entry");
             }
@@ -334,9 +335,10 @@ fn ctl(socket: &std::path::Path, json: bool, action: CtlAction) -> Result<()> {
             _ => {
                 let _ = writeln!(t, "ok: {n} session(s) ended");
             }
+        },
+        Answer::Done | Answer::Stats(_) => {
+            let _ = writeln!(t, "ok");
         }
-    } else {
-        let _ = writeln!(t, "ok");
     }
     let _ = std::io::Write::write_all(&mut std::io::stdout(), t.as_bytes());
     Ok(())
@@ -349,7 +351,7 @@ fn run(
     backend: Option<relay::config::Backend>,
     iface: Option<String>,
 ) -> Result<()> {
-    let mut cfg = Config::load(&config).with_context(|| format!("loading {}", config.display()))?;
+    let mut cfg = load(&config).with_context(|| format!("loading {}", config.display()))?;
     if let Some(l) = listen {
         cfg.listen = l;
     }

@@ -18,7 +18,12 @@
 //! kernel has them, so a crashed relayd leaves nothing attached; a program attached the
 //! legacy way (for example with `ip link set dev IF xdp obj ...`) is replaced after a
 //! warning. Dropping the [`XdpFilter`] detaches.
+//!
+//! [`open_xdp`] is relayd's XDP start-up: load the program, open one AF_XDP socket per RX
+//! queue and register it in `xsks`, and only then attach, so nothing is redirected to a
+//! socket that does not exist yet.
 
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 
@@ -28,8 +33,11 @@ use aya::programs::{Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use xdp_prog::{maps, Counter, Session, SessionKey, SrcKey};
 
-/// Entries of the kernel `sessions` map unless configured (`xdp.max_sessions`).
-pub const DEFAULT_MAX_SESSIONS: u32 = 262_144;
+use super::afxdp::{LocalEndpoint, XskConfig, XskMode, XskPort};
+use super::netlink::RouteSocket;
+use super::sys;
+use crate::config::{Validated, XdpSettings, XskMode as CfgXskMode, DEFAULT_XDP_MAX_SESSIONS};
+
 pub use xdp_prog::{BlockEntry, Config as FilterConfig, Reason};
 
 /// Errors of the XDP filter.
@@ -163,7 +171,7 @@ impl XdpFilter {
     /// Every map is declared pin-by-name, so aya always pins: with `pin_dir` `None` the maps
     /// go to a private directory that is removed on drop, so instances never share maps.
     pub fn load(iface: &str, pin_dir: Option<&str>, config: FilterConfig) -> Result<Self, Error> {
-        Self::load_sized(iface, pin_dir, config, DEFAULT_MAX_SESSIONS)
+        Self::load_sized(iface, pin_dir, config, DEFAULT_XDP_MAX_SESSIONS)
     }
 
     /// [`load`](Self::load) with a `sessions` map of `max_sessions` entries (the object
@@ -438,6 +446,71 @@ fn detach_legacy(iface: &str) {
             .stderr(std::process::Stdio::null())
             .status();
     }
+}
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// Attaches the XDP program to the interface and opens one AF_XDP socket per RX queue.
+pub fn open_xdp(cfg: &Validated, x: &XdpSettings) -> io::Result<(XdpFilter, Vec<XskPort>)> {
+    let ifindex = super::netns::ifindex(&x.iface).map_err(|e| io_err(format!("interface {}: {e}", x.iface)))?;
+    let queues = x.queues.unwrap_or_else(|| rx_queues(&x.iface));
+    let pin = if x.pin_maps {
+        sys::ensure_bpffs("/sys/fs/bpf").map_err(|e| io_err(format!("mounting bpffs at /sys/fs/bpf: {e}")))?;
+        Some(xdp_prog::PIN_DIR)
+    } else {
+        None
+    };
+    let port = cfg.listen.port();
+    let fc = FilterConfig {
+        port_lo: port,
+        port_hi: port,
+        flags: 0,
+        join_rate_per_sec: x.join_rate_per_sec,
+        join_burst: x.join_burst,
+        pps_rate_per_sec: x.pps_rate_per_sec,
+        pps_burst: x.pps_burst,
+    };
+    let mut filter = XdpFilter::load_sized(&x.iface, pin, fc, x.max_sessions).map_err(io_err)?;
+    let mac = RouteSocket::open()?
+        .link_mac(ifindex)
+        .map_err(io_err)?
+        .ok_or_else(|| io_err(format!("interface {} has no MAC address", x.iface)))?;
+    let local = LocalEndpoint {
+        mac,
+        v4: cfg.listen.is_ipv4().then_some(cfg.listen),
+        v6: cfg.listen.is_ipv6().then_some(cfg.listen),
+    };
+    let mode = match x.mode {
+        CfgXskMode::Auto => XskMode::Auto,
+        CfgXskMode::Copy => XskMode::Copy,
+        CfgXskMode::Zerocopy => XskMode::ZeroCopy,
+    };
+    let mut ports = Vec::new();
+    for q in 0..queues {
+        let mut p = XskPort::open(ifindex, q, XskConfig { mode, ..XskConfig::default() })
+            .map_err(|e| io_err(format!("AF_XDP socket on {} queue {q}: {e}", x.iface)))?;
+        p.set_local(local);
+        if let Some(gw) = x.gateway {
+            p.neighbors_mut().set_gateway(gw);
+        }
+        filter.register_socket(q, p.fd()).map_err(io_err)?;
+        tracing::info!(iface = %x.iface, queue = q, mode = ?p.mode(), "AF_XDP socket open");
+        ports.push(p);
+    }
+    // Attach last: until now nothing was redirected to sockets that did not exist yet.
+    let how = filter.attach().map_err(io_err)?;
+    tracing::info!(iface = %x.iface, attached = ?how, queues, "XDP program attached");
+    Ok((filter, ports))
+}
+
+/// The interface's RX queue count from sysfs (1 if unknown).
+fn rx_queues(iface: &str) -> u32 {
+    std::fs::read_dir(format!("/sys/class/net/{iface}/queues"))
+        .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count() as u32)
+        .unwrap_or(1)
+        .max(1)
 }
 
 #[cfg(test)]

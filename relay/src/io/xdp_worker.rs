@@ -1,6 +1,6 @@
 //! The XDP backend's worker: one per RX queue, pinned, owning one [`XskPort`].
 //!
-//! Same contract as the socket worker (see [`super::socket`]): media goes through the
+//! Same contract as the socket worker (`super::socket`): media goes through the
 //! worker's [`Engine`] replica, control datagrams to the control thread, replies and
 //! updates come back on the worker's channel. The differences are the frames: the XDP
 //! program has already dropped unknown sources and floods, so what arrives here is parsed
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Token};
 
 use super::afxdp::XskPort;
-use super::socket::{enqueue_control, mono_ms, WorkerCore, WorkerMsg};
+use super::worker::{enqueue_control, mono_ms, WorkerCore, WorkerMsg};
 use crate::proto::{self, Demux};
 use crate::stats::DropReason;
 use crate::wire::{self, EthernetAddress};

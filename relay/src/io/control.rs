@@ -1,0 +1,281 @@
+//! relayd's control thread: it owns the [`Registry`], answers joins, keepalives and leaves,
+//! expires idle sessions, and fans [`Update`]s out to every worker. A reply goes back
+//! through the worker that received the request, after the updates, so by the time a
+//! client reads join-ok the worker that will see its media already knows the session.
+//!
+//! On the XDP backend it also owns the [`XdpFilter`]: a session's 5-tuple enters the
+//! kernel's `sessions` map before its join-ok is queued, and leaves it on `Down`. Once a
+//! second it dumps the kernel's neighbour and route tables for the workers.
+//!
+//! It serves the optional management socket ([`MgmtServer`]) on the same poll, running
+//! each request through [`super::commands`] between control datagrams.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::{Events, Poll, Waker};
+
+use super::commands::{self, Managed};
+use super::mgmt_server::Server as MgmtServer;
+use super::netlink::RouteSocket;
+use super::worker::{mono_ms, now, sum_counters, ControlIn, WorkerMsg, REPLY_MAX};
+use super::xdp::XdpFilter;
+use crate::ids::SessionId;
+use crate::limits::Limits;
+use crate::mgmt::{Answer, Request, Response};
+use crate::proto::{ErrorCode, JoinError};
+use crate::registry::{Outcome, Registry, Update};
+use crate::stats::{DropReason, Snapshot, WorkerCounters};
+
+/// How often the control thread deletes expired blocklist entries.
+const BLOCKLIST_PURGE_MS: u64 = 60_000;
+
+/// The control thread's state.
+pub struct Control {
+    /// The sessions and rooms.
+    pub registry: Registry,
+    /// The control thread's poll: the waker and the management socket.
+    pub poll: Poll,
+    /// Control datagrams from the workers.
+    pub rx: Receiver<ControlIn>,
+    /// Each worker's channel and waker.
+    pub workers: Vec<(Sender<WorkerMsg>, Arc<Waker>)>,
+    /// The workers' counters, then this thread's own.
+    pub counters: Vec<Arc<WorkerCounters>>,
+    /// The management socket (if `control_socket` is set).
+    pub mgmt: Option<MgmtServer>,
+    /// The XDP filter and the relay address sessions are keyed with (XDP backend only).
+    pub filter: Option<(XdpFilter, SocketAddr)>,
+    /// The limits in force (written to the filter's `config` map on the XDP backend).
+    pub limits: Limits,
+    /// The UDP port relayd listens on: every port range must contain it.
+    pub listen_port: u16,
+    /// The control thread's own counters (rejected control messages); part of `counters`.
+    pub own: Arc<WorkerCounters>,
+    /// Netlink socket for the neighbour dumps (XDP backend), opened on first use.
+    pub route: Option<RouteSocket>,
+    /// The clock's origin.
+    pub epoch: Instant,
+    /// Set by `Relay::stop`.
+    pub stop: Arc<AtomicBool>,
+    /// Set by a signal.
+    pub shutdown: &'static AtomicBool,
+}
+
+impl Control {
+    /// The control loop, until stop or a shutdown signal.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(32);
+        let mut updates = Vec::new();
+        let mut last_expiry = 0;
+        let mut last_purge = 0;
+        // A second handle to the poll's registry, so connections can be (de)registered
+        // while requests borrow `self` mutably.
+        let mgmt_registry = match self.poll.registry().try_clone() {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot clone the poll registry: the management socket is not served");
+                None
+            }
+        };
+        // Which workers got messages this round (reused: the control loop allocates only
+        // what the registry needs).
+        let mut wake = vec![false; self.workers.len()];
+        self.push_neighbors(&mut wake);
+        self.wake_workers(&mut wake);
+        while !self.stop.load(Relaxed) && !self.shutdown.load(Relaxed) {
+            if let Err(e) = self.poll.poll(&mut events, Some(Duration::from_millis(250))) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "control poll failed");
+                    return;
+                }
+            }
+            while let Ok(m) = self.rx.try_recv() {
+                let now = now(self.epoch);
+                let mut reply = [0u8; REPLY_MAX];
+                let (outcome, mut n) = self.registry.handle(now, m.src, &m.data[..m.len], &mut reply, &mut updates);
+                log_outcome(m.src, outcome);
+                if outcome == Outcome::Ignored {
+                    self.own.count_drop(DropReason::ControlRejected);
+                }
+                let failed = self.broadcast(&mut updates, &mut wake);
+                if !failed.is_empty() {
+                    // The kernel would drop this session's media: take the join back.
+                    for id in &failed {
+                        self.registry.remove(*id, &mut updates);
+                    }
+                    self.broadcast(&mut updates, &mut wake);
+                    if matches!(outcome, Outcome::Joined(id) if failed.contains(&id)) {
+                        n = JoinError::write(
+                            ErrorCode::Overloaded,
+                            "cannot install the session now; retry",
+                            &mut reply,
+                            m.len,
+                        );
+                    }
+                }
+                if let Some(len) = n {
+                    let _ = self.workers[m.worker].0.send(WorkerMsg::Reply { dst: m.src, len, data: reply });
+                    wake[m.worker] = true;
+                }
+            }
+            let now = now(self.epoch);
+            if now.mono_ms >= last_expiry + 1000 {
+                last_expiry = now.mono_ms;
+                self.push_neighbors(&mut wake);
+                let n = self.registry.expire(now, &mut updates);
+                if n > 0 {
+                    tracing::info!(expired = n, "expired idle sessions");
+                }
+                self.broadcast_all(&mut updates, &mut wake);
+            }
+            if now.mono_ms >= last_purge + BLOCKLIST_PURGE_MS {
+                last_purge = now.mono_ms;
+                if let Some((f, _)) = self.filter.as_mut() {
+                    if let Err(e) = f.blocklist(xdp_prog::boot_time_ns()) {
+                        tracing::warn!(error = %e, "cannot sweep expired blocklist entries");
+                    }
+                }
+            }
+            self.wake_workers(&mut wake);
+            if let (Some(reg), Some(mut server)) = (mgmt_registry.as_ref(), self.mgmt.take()) {
+                for e in &events {
+                    if server.owns(e.token()) {
+                        server.handle(reg, e.token(), &mut |req| self.execute(req, &mut wake));
+                    }
+                }
+                self.mgmt = Some(server);
+                self.wake_workers(&mut wake);
+            }
+        }
+    }
+
+    /// Sends updates to every worker, after opening or closing the session's 5-tuple in the
+    /// kernel filter, so the first media packet after join-ok is already let through.
+    /// Returns the sessions whose 5-tuple could not be installed in the kernel filter
+    /// (map full): they were not sent to the workers and must be removed.
+    fn broadcast(&mut self, updates: &mut Vec<Update>, wake: &mut [bool]) -> Vec<SessionId> {
+        let mut failed = Vec::new();
+        for u in updates.drain(..) {
+            if let Some((f, local)) = self.filter.as_mut() {
+                let r = match &u {
+                    Update::Up(info) => f.add_session(info.addr, *local, info.id.0),
+                    Update::Down(info) => f.remove_session(info.addr, *local),
+                };
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "cannot update the XDP sessions map");
+                    if let Update::Up(info) = &u {
+                        failed.push(info.id);
+                        continue;
+                    }
+                }
+            }
+            for (i, (tx, _)) in self.workers.iter().enumerate() {
+                let _ = tx.send(WorkerMsg::Update(u.clone()));
+                wake[i] = true;
+            }
+        }
+        failed
+    }
+
+    /// Wakes the workers marked in `wake` and clears the marks.
+    fn wake_workers(&self, wake: &mut [bool]) {
+        for (i, w) in wake.iter_mut().enumerate() {
+            if std::mem::take(w) {
+                let _ = self.workers[i].1.wake();
+            }
+        }
+    }
+
+    /// XDP backend: dumps the kernel's neighbour and route tables and sends them to every
+    /// worker (once a second, from here, so the workers never wait on netlink).
+    fn push_neighbors(&mut self, wake: &mut [bool]) {
+        if self.filter.is_none() {
+            return;
+        }
+        if self.route.is_none() {
+            match RouteSocket::open() {
+                Ok(r) => self.route = Some(r),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no netlink socket: next hops only from learned MACs");
+                    return;
+                }
+            }
+        }
+        let r = self.route.as_mut().expect("opened above");
+        match r.neighbors().and_then(|n| Ok((n, r.routes()?))) {
+            Ok(tables) => {
+                let tables = Arc::new(tables);
+                for (i, (tx, _)) in self.workers.iter().enumerate() {
+                    let _ = tx.send(WorkerMsg::Neighbors(tables.clone()));
+                    wake[i] = true;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "neighbour table dump failed"),
+        }
+    }
+
+    /// Broadcasts, and takes back any session the kernel filter refused (expiry and removal
+    /// paths, where no reply needs rewriting).
+    fn broadcast_all(&mut self, updates: &mut Vec<Update>, wake: &mut [bool]) {
+        let mut failed = self.broadcast(updates, wake);
+        while !failed.is_empty() {
+            for id in failed.drain(..) {
+                self.registry.remove(id, updates);
+            }
+            failed = self.broadcast(updates, wake);
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let mut s = sum_counters(&self.counters, self.workers.len(), mono_ms(self.epoch));
+        for (k, v) in self.registry.join_counts() {
+            s.joins.insert(k.to_owned(), v);
+        }
+        s.sessions = self.registry.session_count() as u64;
+        s.rooms = self.registry.room_count() as u64;
+        if let Some((f, _)) = &self.filter {
+            match f.counters() {
+                Ok(c) => {
+                    for r in c {
+                        s.xdp.insert(r.reason.name().to_owned(), r.packets);
+                        s.xdp_bytes.insert(r.reason.name().to_owned(), r.bytes);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read XDP counters"),
+            }
+        }
+        s
+    }
+
+    fn execute(&mut self, req: Request, wake: &mut [bool]) -> Response {
+        let mut updates = Vec::new();
+        let resp = match req {
+            Request::Stats {} => Response::Ok(Answer::Stats(Box::new(self.snapshot()))),
+            req => {
+                let m = Managed {
+                    registry: &mut self.registry,
+                    filter: self.filter.as_mut().map(|(f, _)| f),
+                    limits: &mut self.limits,
+                    listen_port: self.listen_port,
+                };
+                commands::execute(req, m, &mut updates)
+            }
+        };
+        self.broadcast_all(&mut updates, wake);
+        resp
+    }
+}
+
+fn log_outcome(src: SocketAddr, o: Outcome) {
+    match o {
+        Outcome::Joined(id) => tracing::info!(%src, session = %id, "join accepted"),
+        Outcome::Left(id) => tracing::info!(%src, session = %id, "session left"),
+        Outcome::Refused(code) => tracing::debug!(%src, code = code.name(), "join refused"),
+        Outcome::KeptAlive(_) | Outcome::Ignored => {}
+    }
+}

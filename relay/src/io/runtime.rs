@@ -1,0 +1,201 @@
+//! relayd's runtime: [`Relay::start`] opens the backend (sockets, or the XDP program and
+//! its AF_XDP sockets), spawns one pinned worker per socket or RX queue and the control
+//! thread, and [`Relay::stop`] ends them. No async runtime: plain threads, each with its
+//! own mio poll.
+//!
+//! Top of the `io` module order: it imports the workers ([`super::socket`],
+//! [`super::xdp_worker`]), the control thread ([`super::control`]) and XDP setup
+//! ([`super::xdp`]); none of them imports it.
+//!
+//! Shutdown: a signal sets a flag; every loop polls with a short timeout and exits.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::{Poll, Token, Waker};
+
+use super::control::Control;
+use super::mgmt_server::Server as MgmtServer;
+use super::socket::Worker;
+use super::sys;
+use super::worker::{mono_ms, sum_counters, ControlIn, WorkerCore, WorkerMsg, CONTROL_QUEUE, WAKE};
+use super::xdp::open_xdp;
+use super::xdp_worker::XdpWorker;
+use crate::config::{Backend, Validated};
+use crate::engine::Engine;
+use crate::limits::Limits;
+use crate::registry::Registry;
+use crate::stats::{Snapshot, WorkerCounters};
+
+/// The management listener; its connections use tokens from [`MGMT_CONNS`] on.
+const MGMT: Token = Token(2);
+const MGMT_CONNS: usize = 16;
+
+/// A running relay.
+pub struct Relay {
+    threads: Vec<JoinHandle<()>>,
+    /// The workers' counters, then the control thread's.
+    counters: Vec<Arc<WorkerCounters>>,
+    workers: usize,
+    epoch: Instant,
+    local_addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    control_socket: Option<PathBuf>,
+}
+
+impl Relay {
+    /// Binds the sockets (or attaches XDP and opens AF_XDP sockets) and starts the threads.
+    /// `shutdown` is polled by every loop.
+    pub fn start(cfg: &Validated, registry: Registry, shutdown: &'static AtomicBool) -> io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let epoch = Instant::now();
+        let (ctl_tx, ctl_rx) = crossbeam_channel::bounded::<ControlIn>(CONTROL_QUEUE);
+        let ctl_poll = Poll::new()?;
+        let ctl_waker = Arc::new(Waker::new(ctl_poll.registry(), WAKE)?);
+        let mut threads = Vec::new();
+        let mut counters = Vec::new();
+        let mut links = Vec::new();
+        // `spawn` builds what every worker shares (a `WorkerCore`: its channel, poll, engine
+        // and counters), and `make` wraps it into a backend's worker.
+        let mut spawn = |index: usize, name: String, make: &mut dyn FnMut(WorkerCore) -> Box<dyn FnOnce() + Send>| {
+            let poll = Poll::new()?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+            let (tx, rx) = crossbeam_channel::unbounded::<WorkerMsg>();
+            let c = Arc::new(WorkerCounters::default());
+            counters.push(c.clone());
+            links.push((tx, waker));
+            let run = make(WorkerCore {
+                index,
+                pin: cfg.pin_workers,
+                poll,
+                msgs: rx,
+                to_control: ctl_tx.clone(),
+                control_waker: ctl_waker.clone(),
+                engine: Engine::new(c),
+                epoch,
+                stop: stop.clone(),
+                shutdown,
+            });
+            threads.push(std::thread::Builder::new().name(name).spawn(run)?);
+            io::Result::Ok(())
+        };
+
+        let (local_addr, filter) = match cfg.backend {
+            Backend::Socket => {
+                let first = sys::bind_reuseport(cfg.listen, 8 << 20)?;
+                let local_addr = first.local_addr()?;
+                let mut sockets = vec![first];
+                for _ in 1..cfg.workers {
+                    sockets.push(sys::bind_reuseport(local_addr, 8 << 20)?);
+                }
+                for (i, sock) in sockets.into_iter().enumerate() {
+                    let mut sock = Some(sock);
+                    spawn(i, format!("relay-worker-{i}"), &mut |core| {
+                        let w = Worker { core, sock: sock.take().expect("one worker per socket") };
+                        Box::new(move || w.run())
+                    })?;
+                }
+                (local_addr, None)
+            }
+            Backend::Xdp => {
+                let x = cfg.xdp.as_ref().expect("validated: backend xdp has [xdp]");
+                let (filter, ports) = open_xdp(cfg, x)?;
+                for (q, port) in ports.into_iter().enumerate() {
+                    let mut port = Some(port);
+                    spawn(q, format!("relay-xdp-q{q}"), &mut |core| {
+                        let mut port = port.take().expect("one worker per queue");
+                        port.set_worker_counters(core.engine.counters().clone());
+                        let w = XdpWorker { core, port, learned: std::collections::HashMap::new() };
+                        Box::new(move || w.run())
+                    })?;
+                }
+                (cfg.listen, Some((filter, cfg.listen)))
+            }
+        };
+
+        let mgmt = match &cfg.control_socket {
+            Some(p) => Some(MgmtServer::bind(p, cfg.control_uids.clone(), ctl_poll.registry(), MGMT, MGMT_CONNS)?),
+            None => None,
+        };
+        let workers = counters.len();
+        let own = Arc::new(WorkerCounters::default());
+        counters.push(own.clone());
+        let ctl = Control {
+            own,
+            route: None,
+            registry,
+            poll: ctl_poll,
+            rx: ctl_rx,
+            workers: links,
+            counters: counters.clone(),
+            mgmt,
+            filter,
+            limits: initial_limits(cfg),
+            listen_port: local_addr.port(),
+            epoch,
+            stop: stop.clone(),
+            shutdown,
+        };
+        threads.push(std::thread::Builder::new().name("relay-control".into()).spawn(move || ctl.run())?);
+        Ok(Self { threads, counters, workers, epoch, local_addr, stop, control_socket: cfg.control_socket.clone() })
+    }
+
+    /// The bound address (resolves port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Sum of the workers' counters, and each worker's lag.
+    pub fn snapshot(&self) -> Snapshot {
+        sum_counters(&self.counters, self.workers, mono_ms(self.epoch))
+    }
+
+    /// Stops every thread and waits for them.
+    pub fn stop(self) {
+        self.stop.store(true, Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        if let Some(p) = &self.control_socket {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    /// Waits until a shutdown signal, then stops.
+    pub fn wait(self, shutdown: &AtomicBool) {
+        while !shutdown.load(Relaxed) && !self.threads.iter().any(|t| t.is_finished()) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.stop();
+    }
+}
+
+/// The limits relayd starts with: the `[xdp]` settings, or (socket backend without them)
+/// no per-source limits, which is what the socket backend enforces.
+fn initial_limits(cfg: &Validated) -> Limits {
+    let port = cfg.listen.port();
+    let u32_of = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+    match &cfg.xdp {
+        Some(x) => Limits {
+            pps_rate_per_sec: u32_of(x.pps_rate_per_sec),
+            pps_burst: u32_of(x.pps_burst),
+            join_rate_per_sec: u32_of(x.join_rate_per_sec),
+            join_burst: u32_of(x.join_burst),
+            port_min: port,
+            port_max: port,
+        },
+        None => Limits {
+            pps_rate_per_sec: 0,
+            pps_burst: 0,
+            join_rate_per_sec: 0,
+            join_burst: 0,
+            port_min: port,
+            port_max: port,
+        },
+    }
+}
