@@ -39,10 +39,11 @@ struct Sink {
 }
 
 impl TxSink for Sink {
+    type Dest = SocketAddr;
     fn buffer(&mut self) -> Option<&mut [u8]> {
         self.bufs.get_mut(self.used).map(|b| &mut b[..])
     }
-    fn commit(&mut self, _dst: SocketAddr, len: usize) -> bool {
+    fn commit(&mut self, _dst: &mut SocketAddr, len: usize) -> bool {
         self.used += 1;
         self.last_len = len;
         true

@@ -3,6 +3,7 @@
 //! Used by `relay-client`, the benchmarks and the tests. The client keeps per-SSRC send
 //! state (ROC) and per-SSRC receive state (replay windows) for the streams the relay
 //! forwards to it. The client side may allocate: it is not the relay's per-packet path.
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 

@@ -3,6 +3,7 @@
 //! Config structs are separate from live state (firecracker's rule): [`Config`] is what the
 //! operator wrote, checked once; the registry and workers are built from it. Unknown keys
 //! are errors, so a typo never silently falls back to a default.
+#![forbid(unsafe_code)]
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

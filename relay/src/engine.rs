@@ -14,6 +14,13 @@
 //! (RFC 3711 §3.3.1: SSRC, ROC and SEQ pass through unchanged), so it needs no mutable
 //! per-receiver state; the registry guarantees an SSRC is declared once per room, so no
 //! (receiver key, SSRC, index) is ever used for two payloads.
+//!
+//! Where a copy goes is resolved per session, not per packet: each member's destination is
+//! a [`TxSink::Dest`] (the socket backend's prepared `sockaddr`, the AF_XDP backend's
+//! next-hop MAC), created when the session enters the replica and kept beside it. The sink
+//! refreshes it in place when its own tables change (the kernel's neighbour table), so
+//! the per-copy cost is a buffer, a copy, the encryption and a commit.
+#![forbid(unsafe_code)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,12 +35,16 @@ use crate::stats::{DropReason, WorkerCounters};
 
 /// Where the engine writes outgoing datagrams.
 pub trait TxSink {
+    /// A receiver's destination in the form this sink sends to, made once per session from
+    /// its address (`From<SocketAddr>`) and kept in the worker's replica. The sink may
+    /// update it in place in [`commit`](Self::commit), e.g. when its next-hop table changed.
+    type Dest: From<SocketAddr>;
     /// A buffer for one UDP payload (the sink keeps any header headroom in front of it),
     /// or `None` when no transmit buffer is free.
     fn buffer(&mut self) -> Option<&mut [u8]>;
     /// Queues the first `len` bytes of the last buffer for `dst`. Returns false when the
     /// sink dropped it (and counted why, e.g. no route to `dst`).
-    fn commit(&mut self, dst: SocketAddr, len: usize) -> bool;
+    fn commit(&mut self, dst: &mut Self::Dest, len: usize) -> bool;
 }
 
 /// What happened to one datagram.
@@ -62,11 +73,15 @@ struct Member {
     streams: Box<[Stream]>,
 }
 
-/// One worker's replica and per-packet logic.
-pub struct Engine {
+/// One worker's replica and per-packet logic, for a sink whose destinations are `D`
+/// ([`TxSink::Dest`]).
+pub struct Engine<D = SocketAddr> {
     by_addr: HashMap<SocketAddr, usize>,
     by_id: HashMap<SessionId, usize>,
     members: Vec<Option<Member>>,
+    /// Each member's resolved destination, by member index (beside `members`, so the
+    /// fan-out loop reads them in order and a [`Member`] stays small).
+    dests: Vec<D>,
     free_members: Vec<usize>,
     room_index: HashMap<RoomKey, usize>,
     rooms: Vec<Vec<usize>>,
@@ -74,13 +89,14 @@ pub struct Engine {
     counters: Arc<WorkerCounters>,
 }
 
-impl Engine {
+impl<D: From<SocketAddr>> Engine<D> {
     /// An empty engine counting into `counters`.
     pub fn new(counters: Arc<WorkerCounters>) -> Self {
         Self {
             by_addr: HashMap::new(),
             by_id: HashMap::new(),
             members: Vec::new(),
+            dests: Vec::new(),
             free_members: Vec::new(),
             room_index: HashMap::new(),
             rooms: Vec::new(),
@@ -141,13 +157,16 @@ impl Engine {
             .map(|d| Stream { ssrc: d.ssrc.get(), kind: d.kind, rtp: RtpReceiver::new(), rtcp: RtcpReceiver::new() })
             .collect();
         let m = Member { info: info.clone(), room, streams };
+        let dest = D::from(info.addr);
         let idx = match self.free_members.pop() {
             Some(i) => {
                 self.members[i] = Some(m);
+                self.dests[i] = dest;
                 i
             }
             None => {
                 self.members.push(Some(m));
+                self.dests.push(dest);
                 self.members.len() - 1
             }
         };
@@ -175,7 +194,7 @@ impl Engine {
 
     /// Handles one SRTP or SRTCP datagram `buf` from `src` (decrypted in place). Every
     /// outcome is counted.
-    pub fn handle(&mut self, now_ms: u64, src: SocketAddr, buf: &mut [u8], tx: &mut impl TxSink) -> Verdict {
+    pub fn handle(&mut self, now_ms: u64, src: SocketAddr, buf: &mut [u8], tx: &mut impl TxSink<Dest = D>) -> Verdict {
         let v = self.handle_inner(now_ms, src, buf, tx);
         if let Verdict::Dropped(r) = v {
             self.counters.count_drop(r);
@@ -183,7 +202,13 @@ impl Engine {
         v
     }
 
-    fn handle_inner(&mut self, now_ms: u64, src: SocketAddr, buf: &mut [u8], tx: &mut impl TxSink) -> Verdict {
+    fn handle_inner(
+        &mut self,
+        now_ms: u64,
+        src: SocketAddr,
+        buf: &mut [u8],
+        tx: &mut impl TxSink<Dest = D>,
+    ) -> Verdict {
         use Verdict::Dropped;
         if proto::demux(buf) != proto::Demux::Media {
             return Dropped(DropReason::NotRelayed);
@@ -251,7 +276,7 @@ impl Engine {
             };
             match res {
                 Ok(n) => {
-                    if tx.commit(recv.addr, n) {
+                    if tx.commit(&mut self.dests[r], n) {
                         sent += 1;
                     }
                 }

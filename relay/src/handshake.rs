@@ -13,6 +13,7 @@
 //! Media keys never cross the wire. Join-ok carries `confirm`, a MAC under `ctrl` that
 //! proves the relay derived the same keys. A low-order client share (all-zero shared
 //! secret) is refused.
+#![forbid(unsafe_code)]
 
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};

@@ -5,6 +5,7 @@
 //! `_unchecked` (quinn's `VarInt` convention). Bounds follow TRTC: numeric room ids are
 //! 1..=4294967294, string room ids and user ids are at most 64 and 32 bytes of printable
 //! ASCII.
+#![forbid(unsafe_code)]
 
 use std::fmt;
 

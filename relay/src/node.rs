@@ -3,6 +3,7 @@
 //! `relayd` splits these across threads (control thread and workers); a `Node` wires them
 //! together directly so that deterministic simulations (virtual clock, fake clients) and
 //! microbenchmarks exercise exactly the code `relayd` runs.
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,7 +46,13 @@ impl Node {
     }
 
     /// Handles one datagram; replies and forwarded media go to `tx`.
-    pub fn handle(&mut self, now: Now, src: SocketAddr, buf: &mut [u8], tx: &mut impl TxSink) -> NodeResult {
+    pub fn handle(
+        &mut self,
+        now: Now,
+        src: SocketAddr,
+        buf: &mut [u8],
+        tx: &mut impl TxSink<Dest = SocketAddr>,
+    ) -> NodeResult {
         self.engine.counters().rx(buf.len());
         match proto::demux(buf) {
             Demux::Media => NodeResult::Media(self.engine.handle(now.mono_ms, src, buf, tx)),
@@ -59,7 +66,7 @@ impl Node {
                     self.engine.counters().count_drop(DropReason::ControlRejected);
                 }
                 if let Some(n) = reply {
-                    tx.commit(src, n);
+                    tx.commit(&mut { src }, n);
                 }
                 self.flush();
                 NodeResult::Control(outcome)

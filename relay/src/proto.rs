@@ -22,6 +22,7 @@
 //! Join-ok: `u64 session id | [32] relay X25519 key | u16 keepalive secs | u16 timeout secs |
 //! [16] confirm`. Join-error: `u16 code | u8 len | UTF-8 detail`. Keepalive, keepalive-ack
 //! and leave: `u64 session id | u64 counter | [16] MAC`.
+#![forbid(unsafe_code)]
 
 use crate::ids::{Error as IdError, RoomId, Ssrc};
 

@@ -20,6 +20,7 @@
 //! - a join is refused before any HMAC when the refusal needs none (unknown app, wrong
 //!   app, missing privilege bits, quota, SSRC conflict); the UserSig HMAC runs once, and
 //!   the PrivateMapKey HMAC only after it succeeds.
+#![forbid(unsafe_code)]
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;

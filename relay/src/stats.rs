@@ -4,6 +4,7 @@
 //! counts under it, `relayd stats` prints it, and later the XDP program and `/metrics` use
 //! the same names. Counters are `AtomicU64` with `Relaxed` increments: each worker owns its
 //! own [`WorkerCounters`], so increments never contend and readers only sum.
+#![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 

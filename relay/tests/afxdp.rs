@@ -23,7 +23,7 @@ fn echo(frame: &mut [u8], tx: &mut XskTx<'_>) {
     let payload = &frame[meta.payload.clone()];
     if let Some(buf) = tx.buffer() {
         buf[..payload.len()].copy_from_slice(payload);
-        tx.commit(meta.src, payload.len());
+        tx.commit(&mut meta.src.into(), payload.len());
     }
 }
 

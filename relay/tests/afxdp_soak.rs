@@ -85,7 +85,7 @@ fn soak_ten_million_packets_without_leaking_frames() {
         let payload = &frame[meta.payload.clone()];
         if let Some(buf) = tx.buffer() {
             buf[..payload.len()].copy_from_slice(payload);
-            tx.commit(SocketAddr::new(meta.src.ip(), SINK_PORT), payload.len());
+            tx.commit(&mut SocketAddr::new(meta.src.ip(), SINK_PORT).into(), payload.len());
         }
     };
     let through = |p: &XskPort| p.counters().rx_frames + p.counters().tx_completed;

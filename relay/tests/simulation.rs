@@ -26,12 +26,13 @@ struct VecSink {
 }
 
 impl TxSink for VecSink {
+    type Dest = SocketAddr;
     fn buffer(&mut self) -> Option<&mut [u8]> {
         self.scratch.resize(2048, 0);
         Some(&mut self.scratch)
     }
-    fn commit(&mut self, dst: SocketAddr, len: usize) -> bool {
-        self.out.push((dst, self.scratch[..len].to_vec()));
+    fn commit(&mut self, dst: &mut SocketAddr, len: usize) -> bool {
+        self.out.push((*dst, self.scratch[..len].to_vec()));
         true
     }
 }
@@ -408,10 +409,11 @@ fn one_user_cannot_exhaust_a_rooms_ssrc_history() {
 struct FullSink;
 
 impl TxSink for FullSink {
+    type Dest = SocketAddr;
     fn buffer(&mut self) -> Option<&mut [u8]> {
         None
     }
-    fn commit(&mut self, _dst: SocketAddr, _len: usize) -> bool {
+    fn commit(&mut self, _dst: &mut SocketAddr, _len: usize) -> bool {
         false
     }
 }

@@ -1,5 +1,6 @@
 //! `relay-client`: join a room through relayd, send or receive a synthetic SRTP stream, and
 //! mint test credentials.
+#![forbid(unsafe_code)]
 
 use relay::time::unix_now;
 use std::collections::BTreeMap;

@@ -1,4 +1,5 @@
 //! `relayd`: the edgerelay data-plane daemon.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 

@@ -594,7 +594,7 @@ impl XskPort {
             return false;
         };
         dst_buf.copy_from_slice(payload);
-        tx.commit_frame(dst, payload.len())
+        tx.commit_frame(&mut XskDest::from(dst), payload.len())
     }
 
     /// Queues a complete Ethernet frame as given (diagnostics and tests: nothing is
@@ -634,6 +634,41 @@ impl XskPort {
         let r = self.tx.kick(&mut self.umem);
         self.refill();
         r
+    }
+}
+
+/// A receiver's destination on the AF_XDP backend: its address and the next hop's MAC,
+/// resolved against the port's [`NeighborCache`] once, and again only after the cache's
+/// content changed (its [`generation`](NeighborCache::generation)), so a relayed copy
+/// does no neighbour or route lookup.
+#[derive(Debug, Clone, Copy)]
+pub struct XskDest {
+    addr: SocketAddr,
+    mac: Option<EthernetAddress>,
+    /// The cache generation `mac` was resolved at; 0 = never.
+    generation: u64,
+}
+
+impl From<SocketAddr> for XskDest {
+    fn from(addr: SocketAddr) -> Self {
+        Self { addr, mac: None, generation: 0 }
+    }
+}
+
+impl XskDest {
+    /// The receiver's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The next hop's MAC, resolved against `cache` if it changed since the last time.
+    #[inline]
+    fn mac(&mut self, cache: &NeighborCache) -> Option<EthernetAddress> {
+        if self.generation != cache.generation() {
+            self.mac = cache.lookup(self.addr.ip());
+            self.generation = cache.generation();
+        }
+        self.mac
     }
 }
 
@@ -696,6 +731,7 @@ impl XskTx<'_> {
 }
 
 impl TxSink for XskTx<'_> {
+    type Dest = XskDest;
     fn buffer(&mut self) -> Option<&mut [u8]> {
         if self.st.pending.is_none() {
             if !self.make_room() {
@@ -718,19 +754,20 @@ impl TxSink for XskTx<'_> {
         self.st.pending.as_mut().and_then(|p| p.get_mut(HEADROOM..))
     }
 
-    fn commit(&mut self, dst: SocketAddr, len: usize) -> bool {
+    fn commit(&mut self, dst: &mut XskDest, len: usize) -> bool {
         self.commit_frame(dst, len)
     }
 }
 
 impl XskTx<'_> {
     /// [`TxSink::commit`], returning whether the frame was staged.
-    fn commit_frame(&mut self, dst: SocketAddr, len: usize) -> bool {
+    fn commit_frame(&mut self, dest: &mut XskDest, len: usize) -> bool {
         let Some(mut p) = self.st.pending.take() else {
             return false;
         };
+        let dst = dest.addr;
         let src = if dst.is_ipv4() { self.local.v4 } else { self.local.v6 };
-        let (Some(src), Some(dst_mac)) = (src, self.neighbors.lookup(dst.ip())) else {
+        let (Some(src), Some(dst_mac)) = (src, dest.mac(self.neighbors)) else {
             return self.drop_pending(p, DropReason::NoRoute);
         };
         let start = HEADROOM - wire::headers_len(true, dst.is_ipv4());

@@ -7,6 +7,7 @@
 //! another registry change: the session [`Update`]s it causes are returned to the caller,
 //! which sends them to the workers. `stats` is answered by the control thread itself (it
 //! owns the counters).
+#![forbid(unsafe_code)]
 
 use crate::config::App;
 use crate::ids::{RoomId, RoomKey, SdkAppId, UserId};

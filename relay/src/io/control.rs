@@ -9,6 +9,7 @@
 //!
 //! It serves the optional management socket ([`MgmtServer`]) on the same poll, running
 //! each request through [`super::commands`] between control datagrams.
+#![forbid(unsafe_code)]
 
 use std::io;
 use std::net::SocketAddr;

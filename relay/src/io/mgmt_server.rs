@@ -13,6 +13,7 @@
 //!   previous answer is written, so a client that does not read cannot make relayd buffer.
 //! - **Never blocks the control thread**: sockets are non-blocking and driven by the control
 //!   thread's mio poll; a partial line or a partial write simply waits for the next event.
+#![forbid(unsafe_code)]
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;

@@ -10,8 +10,10 @@
 //! - [`xdp`] loads and attaches the XDP program and keeps its maps; [`afxdp`] is the
 //!   AF_XDP layer (UMEM, rings, the engine's transmit sink over them), [`netlink`] resolves
 //!   next-hop MACs from the kernel's tables for it, and [`netns`] builds network namespaces
-//!   and veth pairs for tests. `unsafe` lives only in [`sys`], [`afxdp`], [`netlink`] and
-//! [`netns`] (syscalls), each block with its `SAFETY` comment.
+//!   and veth pairs for tests.
+//!
+//! `unsafe` lives only in [`sys`], [`afxdp`], [`netlink`] and [`netns`] (syscalls), each
+//! block with its `SAFETY` comment; every other module forbids it.
 
 pub mod afxdp;
 mod commands;

@@ -446,12 +446,26 @@ pub struct NeighborCache {
     gateway_v6: Option<IpAddr>,
     /// Gateways set by configuration win over the default routes'.
     configured_gateway: bool,
+    /// Bumped whenever a lookup's answer may have changed, so destinations resolved
+    /// against an older content re-resolve ([`generation`](Self::generation)).
+    generation: u64,
 }
 
 impl NeighborCache {
     /// An empty cache for interface `ifindex`.
     pub fn new(ifindex: u32) -> Self {
-        Self { ifindex, ..Self::default() }
+        Self { ifindex, generation: 1, ..Self::default() }
+    }
+
+    /// The content's generation: it changes whenever [`lookup`](Self::lookup) may answer
+    /// differently for some address, and is never 0 (which callers may use for "never
+    /// resolved").
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn changed(&mut self) {
+        self.generation = self.generation.wrapping_add(1).max(1);
     }
 
     /// The interface index.
@@ -467,11 +481,14 @@ impl NeighborCache {
             IpAddr::V4(_) => self.gateway_v4 = Some(gw),
             IpAddr::V6(_) => self.gateway_v6 = Some(gw),
         }
+        self.changed();
     }
 
     /// Adds a static entry (tests, or operators pinning a next hop).
     pub fn insert(&mut self, ip: IpAddr, mac: EthernetAddress) {
-        self.neighbors.insert(ip, mac);
+        if self.neighbors.insert(ip, mac) != Some(mac) {
+            self.changed();
+        }
     }
 
     /// Entries known for the interface.
@@ -494,22 +511,23 @@ impl NeighborCache {
         Ok(())
     }
 
-    /// [`refresh`](Self::refresh) from already-dumped tables.
+    /// [`refresh`](Self::refresh) from already-dumped tables. The generation changes only
+    /// if the content did (the tables are dumped once a second and rarely change).
     pub fn apply(&mut self, neighbors: &[Neighbor], routes: &[Route]) {
-        self.neighbors.clear();
+        let mut macs = HashMap::with_capacity(self.neighbors.len());
         for n in neighbors.iter().filter(|n| n.ifindex == self.ifindex && n.usable()) {
             if let Some(mac) = n.mac {
-                self.neighbors.insert(n.ip, mac);
+                macs.insert(n.ip, mac);
             }
         }
-        self.on_link.clear();
+        let mut on_link = Vec::with_capacity(self.on_link.len());
         let (mut gw4, mut gw6) = (None, None);
         for r in routes {
             if r.table != TABLE_MAIN || r.kind != RTN_UNICAST || r.oif != Some(self.ifindex) {
                 continue;
             }
             match r.gateway {
-                None => self.on_link.push((r.dst, r.prefix_len)),
+                None => on_link.push((r.dst, r.prefix_len)),
                 Some(gw) if r.prefix_len == 0 => match gw {
                     IpAddr::V4(_) => gw4 = Some(gw),
                     IpAddr::V6(_) => gw6 = Some(gw),
@@ -517,9 +535,12 @@ impl NeighborCache {
                 Some(_) => {}
             }
         }
-        if !self.configured_gateway {
-            self.gateway_v4 = gw4;
-            self.gateway_v6 = gw6;
+        let (gw4, gw6) = if self.configured_gateway { (self.gateway_v4, self.gateway_v6) } else { (gw4, gw6) };
+        let same =
+            macs == self.neighbors && on_link == self.on_link && (gw4, gw6) == (self.gateway_v4, self.gateway_v6);
+        (self.neighbors, self.on_link, self.gateway_v4, self.gateway_v6) = (macs, on_link, gw4, gw6);
+        if !same {
+            self.changed();
         }
     }
 

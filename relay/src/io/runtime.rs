@@ -8,6 +8,7 @@
 //! ([`super::xdp`]); none of them imports it.
 //!
 //! Shutdown: a signal sets a flag; every loop polls with a short timeout and exits.
+#![forbid(unsafe_code)]
 
 use std::io;
 use std::net::SocketAddr;
@@ -76,7 +77,7 @@ impl Relay {
                 msgs: rx,
                 to_control: ctl_tx.clone(),
                 control_waker: ctl_waker.clone(),
-                engine: Engine::new(c),
+                counters: c,
                 epoch,
                 stop: stop.clone(),
                 shutdown,
@@ -96,7 +97,8 @@ impl Relay {
                 for (i, sock) in sockets.into_iter().enumerate() {
                     let mut sock = Some(sock);
                     spawn(i, format!("relay-worker-{i}"), &mut |core| {
-                        let w = Worker { core, sock: sock.take().expect("one worker per socket") };
+                        let engine = Engine::new(core.counters.clone());
+                        let w = Worker { core, sock: sock.take().expect("one worker per socket"), engine };
                         Box::new(move || w.run())
                     })?;
                 }
@@ -109,8 +111,9 @@ impl Relay {
                     let mut port = Some(port);
                     spawn(q, format!("relay-xdp-q{q}"), &mut |core| {
                         let mut port = port.take().expect("one worker per queue");
-                        port.set_worker_counters(core.engine.counters().clone());
-                        let w = XdpWorker { core, port, learned: std::collections::HashMap::new() };
+                        port.set_worker_counters(core.counters.clone());
+                        let engine = Engine::new(core.counters.clone());
+                        let w = XdpWorker { core, port, engine, learned: std::collections::HashMap::new() };
                         Box::new(move || w.run())
                     })?;
                 }

@@ -10,17 +10,18 @@
 //! Liveness: the worker wakes at least every [`POLL_TIMEOUT`] and stores a heartbeat
 //! ([`WorkerCounters::mark_loop`]) after each loop iteration and each RX batch; the control
 //! thread reports the age of each as `worker_lag_ms`.
+#![forbid(unsafe_code)]
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use mio::{Events, Interest, Token};
 
-use super::sys::{RecvBatch, SendBatch};
+use super::sys::{RecvBatch, SendBatch, SockAddr};
 use super::worker::{enqueue_control, mono_ms, WorkerCore, WorkerMsg};
-use crate::engine::TxSink;
+use crate::engine::{Engine, TxSink};
 use crate::proto::{self, Demux};
 use crate::stats::{DropReason, WorkerCounters};
 
@@ -38,6 +39,8 @@ pub struct Worker {
     pub core: WorkerCore,
     /// Its `SO_REUSEPORT` socket.
     pub sock: UdpSocket,
+    /// Its replica, whose destinations are prepared `sockaddr`s.
+    pub engine: Engine<SockAddr>,
 }
 
 /// The engine's [`TxSink`] over a `sendmmsg` batch: when the batch fills, it is flushed.
@@ -57,14 +60,15 @@ impl SocketSink<'_> {
 }
 
 impl TxSink for SocketSink<'_> {
+    type Dest = SockAddr;
     fn buffer(&mut self) -> Option<&mut [u8]> {
         if self.batch.is_full() {
             self.flush();
         }
         self.batch.next_buffer()
     }
-    fn commit(&mut self, dst: SocketAddr, len: usize) -> bool {
-        self.batch.push(dst, len);
+    fn commit(&mut self, dst: &mut SockAddr, len: usize) -> bool {
+        self.batch.push_to(dst, len);
         true
     }
 }
@@ -92,7 +96,7 @@ impl Worker {
                 }
             }
             self.drain_messages(&mut tx);
-            let counters = self.core.engine.counters().clone();
+            let counters = self.core.counters.clone();
             // Edge-triggered: read until the socket would block.
             loop {
                 match rx.recv(&self.sock) {
@@ -123,13 +127,13 @@ impl Worker {
         while let Ok(m) = self.core.msgs.try_recv() {
             match m {
                 WorkerMsg::Neighbors(_) => {}
-                WorkerMsg::Update(u) => self.core.engine.apply(&u),
+                WorkerMsg::Update(u) => self.engine.apply(&u),
                 WorkerMsg::Reply { dst, len, data } => {
-                    let counters = self.core.engine.counters().clone();
+                    let counters = self.core.counters.clone();
                     let mut sink = SocketSink { batch: tx, sock: &self.sock, counters: &counters };
                     if let Some(b) = sink.buffer() {
                         b[..len].copy_from_slice(&data[..len]);
-                        sink.commit(dst, len);
+                        sink.commit(&mut SockAddr::from(dst), len);
                     }
                 }
             }
@@ -138,7 +142,7 @@ impl Worker {
 
     fn process(&mut self, rx: &mut RecvBatch, n: usize, tx: &mut SendBatch) {
         let now_ms = mono_ms(self.core.epoch);
-        let counters = self.core.engine.counters().clone();
+        let counters = self.core.counters.clone();
         let mut wake_control = false;
         for i in 0..n {
             let Some((src, data)) = rx.get(i) else {
@@ -149,7 +153,7 @@ impl Worker {
             match proto::demux(data) {
                 Demux::Media => {
                     let mut sink = SocketSink { batch: tx, sock: &self.sock, counters: &counters };
-                    self.core.engine.handle(now_ms, src, data, &mut sink);
+                    self.engine.handle(now_ms, src, data, &mut sink);
                 }
                 Demux::Control => {
                     wake_control |= enqueue_control(&self.core.to_control, self.core.index, src, data, &counters)

@@ -53,6 +53,36 @@ fn sockaddr_from(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) 
     (ss, len as libc::socklen_t)
 }
 
+/// A destination in the kernel's `sockaddr` form, prepared once (per session, in the
+/// worker's replica) so a `sendmmsg` batch copies it instead of converting a `SocketAddr`
+/// for every datagram. 32 bytes: a `sockaddr_in6` is large enough for either family.
+#[derive(Clone, Copy)]
+pub struct SockAddr {
+    raw: libc::sockaddr_in6,
+    len: libc::socklen_t,
+}
+
+impl From<SocketAddr> for SockAddr {
+    fn from(addr: SocketAddr) -> Self {
+        let (ss, len) = sockaddr_from(addr);
+        // SAFETY: sockaddr_storage is at least as large and as aligned as sockaddr_in6, and
+        // all-zero bytes beyond a sockaddr_in are a valid sockaddr_in6 tail.
+        let raw = unsafe { std::ptr::read(std::ptr::addr_of!(ss).cast::<libc::sockaddr_in6>()) };
+        Self { raw, len }
+    }
+}
+
+impl SockAddr {
+    /// The address it was made from.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        // SAFETY: all-zero is a valid sockaddr_storage; it is larger than sockaddr_in6.
+        let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
+        // SAFETY: sockaddr_storage is at least as large and as aligned as sockaddr_in6.
+        unsafe { std::ptr::write(std::ptr::addr_of_mut!(ss).cast::<libc::sockaddr_in6>(), self.raw) };
+        sockaddr_to(&ss)
+    }
+}
+
 fn sockaddr_to(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match libc::c_int::from(ss.ss_family) {
         libc::AF_INET => {
@@ -320,8 +350,7 @@ impl RecvBatch {
 /// A batch of outgoing datagrams for `sendmmsg(2)`.
 pub struct SendBatch {
     bufs: Box<[[u8; BUF_LEN]]>,
-    dsts: Box<[libc::sockaddr_storage]>,
-    dst_lens: Box<[libc::socklen_t]>,
+    dsts: Box<[SockAddr]>,
     lens: Box<[usize]>,
     iov: Box<[libc::iovec]>,
     hdrs: Box<[libc::mmsghdr]>,
@@ -347,9 +376,7 @@ impl SendBatch {
     pub fn new(cap: usize) -> Self {
         Self {
             bufs: vec![[0u8; BUF_LEN]; cap].into_boxed_slice(),
-            // SAFETY: all-zero is a valid sockaddr_storage.
-            dsts: vec![unsafe { zeroed::<libc::sockaddr_storage>() }; cap].into_boxed_slice(),
-            dst_lens: vec![0; cap].into_boxed_slice(),
+            dsts: vec![SockAddr::from(SocketAddr::from(([0, 0, 0, 0], 0))); cap].into_boxed_slice(),
             lens: vec![0; cap].into_boxed_slice(),
             iov: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; cap].into_boxed_slice(),
             // SAFETY: all-zero is a valid mmsghdr.
@@ -380,12 +407,15 @@ impl SendBatch {
 
     /// Queues the first `len` bytes of the buffer [`next_buffer`](Self::next_buffer) gave.
     pub fn push(&mut self, dst: SocketAddr, len: usize) {
+        self.push_to(&SockAddr::from(dst), len);
+    }
+
+    /// [`push`](Self::push) to a prepared destination: the per-packet form.
+    pub fn push_to(&mut self, dst: &SockAddr, len: usize) {
         if self.n >= self.bufs.len() {
             return;
         }
-        let (ss, sl) = sockaddr_from(dst);
-        self.dsts[self.n] = ss;
-        self.dst_lens[self.n] = sl;
+        self.dsts[self.n] = *dst;
         self.lens[self.n] = len.min(BUF_LEN);
         self.n += 1;
     }
@@ -398,8 +428,8 @@ impl SendBatch {
         for i in 0..self.n {
             self.iov[i] = libc::iovec { iov_base: self.bufs[i].as_mut_ptr().cast(), iov_len: self.lens[i] };
             let h = &mut self.hdrs[i].msg_hdr;
-            h.msg_name = std::ptr::addr_of_mut!(self.dsts[i]).cast();
-            h.msg_namelen = self.dst_lens[i];
+            h.msg_name = std::ptr::addr_of_mut!(self.dsts[i].raw).cast();
+            h.msg_namelen = self.dsts[i].len;
             h.msg_iov = &mut self.iov[i];
             h.msg_iovlen = 1;
             h.msg_control = std::ptr::null_mut();
@@ -471,6 +501,7 @@ mod tests {
             let a: SocketAddr = a.parse().unwrap();
             let (ss, _) = sockaddr_from(a);
             assert_eq!(sockaddr_to(&ss), Some(a));
+            assert_eq!(SockAddr::from(a).addr(), Some(a), "the prepared form reads back");
         }
     }
 

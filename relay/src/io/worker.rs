@@ -5,6 +5,7 @@
 //!
 //! Below the backends ([`super::socket`], [`super::xdp_worker`]) and the control thread
 //! ([`super::control`]) in the module order; it imports none of them.
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -16,7 +17,6 @@ use mio::{Poll, Token, Waker};
 
 use super::netlink::{Neighbor, Route};
 use super::sys;
-use crate::engine::Engine;
 use crate::proto;
 use crate::registry::{Now, Update};
 use crate::stats::{DropReason, Snapshot, WorkerCounters};
@@ -93,8 +93,8 @@ pub struct WorkerCore {
     pub to_control: Sender<ControlIn>,
     /// Wakes the control thread.
     pub control_waker: Arc<Waker>,
-    /// The worker's replica of the rooms and its per-packet path.
-    pub engine: Engine,
+    /// The worker's counters (its engine counts into the same ones).
+    pub counters: Arc<WorkerCounters>,
     /// The clock's origin, shared by every thread.
     pub epoch: Instant,
     /// Set by [`super::runtime::Relay::stop`].

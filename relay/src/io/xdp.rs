@@ -22,6 +22,7 @@
 //! [`open_xdp`] is relayd's XDP start-up: load the program, open one AF_XDP socket per RX
 //! queue and register it in `xsks`, and only then attach, so nothing is redirected to a
 //! socket that does not exist yet.
+#![forbid(unsafe_code)]
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};

@@ -10,14 +10,16 @@
 //! Next-hop MACs come from the kernel's neighbour and route tables, which the control thread
 //! dumps once a second and sends here (so a worker never waits on netlink), plus what the worker learns from the source MAC of control
 //! frames (a client's first frame is its join, so its reply never waits for ARP).
+#![forbid(unsafe_code)]
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Token};
 
-use super::afxdp::XskPort;
+use super::afxdp::{XskDest, XskPort};
 use super::worker::{enqueue_control, mono_ms, WorkerCore, WorkerMsg};
+use crate::engine::Engine;
 use crate::proto::{self, Demux};
 use crate::stats::DropReason;
 use crate::wire::{self, EthernetAddress};
@@ -29,6 +31,8 @@ const LEARN_MAX: usize = 16;
 pub(super) struct XdpWorker {
     pub core: WorkerCore,
     pub port: XskPort,
+    /// The worker's replica, whose destinations carry their resolved next-hop MAC.
+    pub engine: Engine<XskDest>,
     /// MACs learned from control frames, with when. They only fill gaps in the kernel's
     /// table (the kernel wins), are re-applied after each refresh (which replaces the
     /// cache) and are forgotten after [`LEARNED_TTL`]. Bounded by [`LEARNED_MAX`].
@@ -74,7 +78,7 @@ impl XdpWorker {
                 }
                 self.drain_messages();
             }
-            self.core.engine.counters().mark_loop(mono_ms(self.core.epoch));
+            self.core.counters.mark_loop(mono_ms(self.core.epoch));
         }
     }
 
@@ -82,7 +86,7 @@ impl XdpWorker {
         let mut sent = false;
         while let Ok(m) = self.core.msgs.try_recv() {
             match m {
-                WorkerMsg::Update(u) => self.core.engine.apply(&u),
+                WorkerMsg::Update(u) => self.engine.apply(&u),
                 WorkerMsg::Neighbors(tables) => {
                     let (neighbors, routes) = &*tables;
                     self.port.neighbors_mut().apply(neighbors, routes);
@@ -108,9 +112,9 @@ impl XdpWorker {
     /// One RX batch. Returns the number of frames.
     fn batch(&mut self) -> usize {
         let now_ms = mono_ms(self.core.epoch);
-        let Self { core, port, learned: known } = self;
-        let WorkerCore { index, engine, to_control, control_waker, .. } = core;
-        let counters = engine.counters().clone();
+        let Self { core, port, engine, learned: known } = self;
+        let counters = core.counters.clone();
+        let WorkerCore { index, to_control, control_waker, .. } = core;
         let mut wake = false;
         let mut learned: [Option<(IpAddr, EthernetAddress)>; LEARN_MAX] = [None; LEARN_MAX];
         let mut n_learned = 0;

@@ -3,6 +3,7 @@
 //!
 //! Every accessor bounds-checks against the slice it is given and returns an [`Error`] instead of
 //! panicking; none of them allocates or copies the packet.
+#![forbid(unsafe_code)]
 
 use super::Error;
 

@@ -32,6 +32,7 @@
 //!   legitimately send authenticated-only SRTCP.
 //! - SRTCP indexes are 31 bits; [`SessionKeys::protect_rtcp`] refuses an index ≥ 2^31
 //!   ([`Error::IndexExhausted`]): the caller must rekey (RFC 3711 §3.3.1).
+#![forbid(unsafe_code)]
 
 mod header;
 mod replay;

@@ -9,6 +9,7 @@
 //!   SSRC in a flat table and snapshot/restore them freely.
 //! - Checking ([`ReplayWindow::check`]) never mutates; only [`ReplayWindow::update`] does, and
 //!   `SessionKeys` calls it only after a packet authenticated.
+#![forbid(unsafe_code)]
 
 use super::{Error, SRTP_INDEX_MAX};
 

@@ -21,6 +21,7 @@
 //! - Unprotect authenticates before it decrypts and returns early on failure, so a rejected
 //!   packet leaves the buffer unchanged. The one place that must rearrange bytes to authenticate
 //!   (GCM SRTCP with E = 0) puts them back before returning.
+#![forbid(unsafe_code)]
 
 use aes::cipher::{InnerIvInit, KeyInit, StreamCipher, StreamCipherCoreWrapper};
 use aes::Aes128;

@@ -7,6 +7,7 @@
 //! Speed: RFC 1071 §2(B) lets us add wider words and fold at the end, because
 //! `2^16 ≡ 1 (mod 0xffff)`. We add big-endian `u32` words into a `u64`, which cannot overflow
 //! below 16 GiB of input, and fold the carries once.
+#![forbid(unsafe_code)]
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 

@@ -4,6 +4,7 @@
 //! `0x8100` in the outer EtherType field; [`EthernetFrame::ethertype`] looks through one tag.
 //! Double tagging (802.1ad QinQ) is not interpreted: its outer TPID `0x88a8` is just an
 //! unsupported EtherType. The FCS is not part of the buffer (NICs strip it).
+#![forbid(unsafe_code)]
 
 use std::fmt;
 

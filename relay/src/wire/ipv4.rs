@@ -3,6 +3,7 @@
 //! [`Ipv4Packet`] is a zero-copy view. Its header length comes from the IHL field and its end
 //! from the total-length field, so link-layer padding after the packet is never part of
 //! [`Ipv4Packet::payload`]. Options are exposed as raw bytes and not interpreted.
+#![forbid(unsafe_code)]
 
 use std::net::Ipv4Addr;
 

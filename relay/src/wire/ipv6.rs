@@ -4,6 +4,7 @@
 //! walked: [`Ipv6Packet::next_header`] is exposed as is and [`Ipv6Packet::payload`] starts right
 //! after the fixed header. Jumbograms (RFC 2675, payload length 0 plus a Hop-by-Hop option) are
 //! not supported: a zero payload length means an empty payload.
+#![forbid(unsafe_code)]
 
 use std::net::Ipv6Addr;
 

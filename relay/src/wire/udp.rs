@@ -4,6 +4,7 @@
 //! - IPv4 (RFC 768): a zero checksum field means "not computed" and verifies OK.
 //! - IPv6 (RFC 8200 §8.1): a zero checksum field is invalid.
 //! - Both: a computed checksum of zero is transmitted as `0xffff`.
+#![forbid(unsafe_code)]
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
