@@ -19,39 +19,11 @@ use serde_json::{json, Value};
 
 use crate::coturn;
 use crate::crypto;
-use crate::edgerelay::{self, Target};
+use crate::edgerelay::Target;
 use crate::load::{self, Found, SearchArgs};
 use crate::procs::{self, Cpus};
 use crate::rtpengine::{Mode, Rtpengine};
-
-/// Median, min and max of one figure over the runs.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
-pub struct Stat {
-    /// The median (the upper one for an even count).
-    pub median: f64,
-    /// The smallest value.
-    pub min: f64,
-    /// The largest value.
-    pub max: f64,
-    /// How many runs.
-    pub n: usize,
-}
-
-impl Stat {
-    /// Summarises `values`; `None` if there are none.
-    pub fn of(values: &[f64]) -> Option<Stat> {
-        let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
-        Some(Stat { median: v[v.len() / 2], min: v[0], max: v[v.len() - 1], n: v.len() })
-    }
-
-    fn fmt(&self, digits: usize) -> String {
-        format!("{:.d$} [{:.d$}–{:.d$}]", self.median, self.min, self.max, d = digits)
-    }
-}
+use crate::stats::{ratio, Stat};
 
 /// Options shared by the SRTP relay baselines.
 #[derive(Clone, Debug, clap::Args)]
@@ -210,7 +182,7 @@ fn backend_name(b: Backend) -> String {
 /// max-loss-free-rate search each.
 pub fn srtp_relays(a: &RelayArgs, runs: usize, cpus: Cpus) -> Result<Vec<System>> {
     let rtpengine = procs::require("rtpengine", "rtpengine-daemon", a.install)?;
-    let relayd = edgerelay::relayd_path(&a.relayd)?;
+    let relayd = crate::relayd::relayd_path(&a.relayd)?;
     let backends: &[Backend] = if a.baseline_only { &[] } else { &a.backends };
     let (name, note) = match a.rtpengine_mode {
         Mode::Recrypt => ("rtpengine", RTPENGINE_NOTE),
@@ -293,17 +265,11 @@ pub fn crypto_runs(a: &CryptoArgs) -> Result<Vec<(crypto::Figure, Stat)>> {
         .collect())
 }
 
-/// Per-run ratios `num[i] / den[i]`, summarised.
-fn ratio(num: &[f64], den: &[f64]) -> Option<Stat> {
-    let r: Vec<f64> = num.iter().zip(den).filter(|(_, d)| **d > 0.0).map(|(n, d)| n / d).collect();
-    Stat::of(&r)
-}
-
 fn print_systems(systems: &[System]) {
     println!("{:<18} {:>32} {:>30}  note", "system", "relayed pps median [min–max]", "CPU µs/pkt median [min–max]");
     for s in systems {
-        let pps = Stat::of(&s.pps).map_or("-".into(), |x| x.fmt(0));
-        let cpu = Stat::of(&s.cpu_us).map_or("-".into(), |x| x.fmt(2));
+        let pps = Stat::fmt_or_dash(Stat::of(&s.pps), 0);
+        let cpu = Stat::fmt_or_dash(Stat::of(&s.cpu_us), 2);
         println!(
             "{:<18} {:>32} {:>30}  {}",
             s.name,
@@ -563,8 +529,8 @@ fn markdown(report: &Value, systems: &[System], crypto: &[(crypto::Figure, Stat)
     );
     md += "| system | relayed pkt/s | relay CPU µs per packet | search stopped by | what it does |\n|---|---|---|---|---|\n";
     for s in systems {
-        let pps = Stat::of(&s.pps).map_or("-".into(), |x| x.fmt(0));
-        let cpu = Stat::of(&s.cpu_us).map_or("-".into(), |x| x.fmt(2));
+        let pps = Stat::fmt_or_dash(Stat::of(&s.pps), 0);
+        let cpu = Stat::fmt_or_dash(Stat::of(&s.cpu_us), 2);
         let mut stops = s.stopped_by.clone();
         stops.sort();
         stops.dedup();
@@ -624,17 +590,4 @@ fn markdown(report: &Value, systems: &[System], crypto: &[(crypto::Figure, Stat)
            `openssl` rows are two AES-128-CTR plus two HMAC-SHA1 passes (or two AES-128-GCM passes) over the whole \
            packet from `openssl speed -mr -bytes N`.\n";
     md
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stat_is_median_min_max() {
-        assert_eq!(Stat::of(&[3.0, 1.0, 2.0, 9.0, 5.0]), Some(Stat { median: 3.0, min: 1.0, max: 9.0, n: 5 }));
-        assert_eq!(Stat::of(&[f64::NAN]), None);
-        assert_eq!(Stat::of(&[]), None);
-        assert_eq!(ratio(&[10.0, 20.0, 30.0], &[5.0, 0.0, 10.0]), Some(Stat { median: 3.0, min: 2.0, max: 3.0, n: 2 }));
-    }
 }

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::edgerelay::TempDir;
 use crate::procs::{check_interrupted, cpu_seconds, Cpus, Guard};
+use crate::tempdir::TempDir;
 
 const SECRET: &str = "benchsecret";
 

@@ -26,11 +26,11 @@ use anyhow::{bail, Context, Result};
 use relay::client::write_rtp_header;
 use relay::srtp::{Profile, RtpReceiver, RtpSender, SessionKeys};
 
-use crate::edgerelay::TempDir;
 use crate::load::{self, Outcome, Probe, SearchArgs, Sink, Traffic};
 use crate::ng::{self, Value};
 use crate::procs::{Cpus, Guard};
 use crate::sdp;
+use crate::tempdir::TempDir;
 
 /// The log line rtpengine writes when it gives up reading a flooded socket.
 pub const WEDGE_LINE: &str = "UDP receive queue exceeded";

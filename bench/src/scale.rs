@@ -32,11 +32,11 @@ use relay::proto::ErrorCode;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::baseline::Stat;
-use crate::edgerelay::{self, Relayd, Size};
 use crate::joins::{ips_needed, Answer, Done, Joiner, Retry};
 use crate::procs;
-use crate::throughput::{self, Topology};
+use crate::relayd::{self, Relayd, Size};
+use crate::rig::topology::{self, Topology};
+use crate::stats::Stat;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -199,7 +199,7 @@ fn xdp_topology(a: &ScaleArgs) -> Result<Topology> {
     if ips > 150 {
         bail!("--sessions {} needs {ips} source IPs; the XDP scale run has 150", a.sessions);
     }
-    let topo = throughput::topology_with_queues(a.workers as u32)?;
+    let topo = topology::topology_with_queues(a.workers as u32)?;
     let first = u32::from_be_bytes(XDP_FIRST_SOURCE);
     for k in 0..ips {
         let ip = std::net::Ipv4Addr::from(first + k);
@@ -350,13 +350,13 @@ pub fn scale_run(a: &ScaleArgs, bin: &Path) -> Result<ScaleRun> {
         Backend::Xdp => Some(xdp_topology(a)?),
         Backend::Socket => None,
     };
-    let mut relayd = edgerelay::start_sized(bin, topo.as_ref(), a.backend, None, size)?;
+    let mut relayd = relayd::start_sized(bin, topo.as_ref(), a.backend, None, size)?;
     let pid = relayd.pid();
     std::thread::sleep(Duration::from_millis(300));
     let before = memory(pid)?;
     let bpf_maps_before = bpf_maps_memory(pid)?;
     let cpu0 = procs::cpu_seconds(pid)?;
-    let (app, secret) = edgerelay::app();
+    let (app, secret) = relayd::app();
     let retry = Retry { every: Duration::from_millis(1000), tries: 3 };
     let mut joiner = Joiner::new(relayd.addr, app, secret, a.ssrcs, a.window, retry)?;
     if topo.is_some() {
@@ -449,7 +449,7 @@ pub fn scale_run(a: &ScaleArgs, bin: &Path) -> Result<ScaleRun> {
 
 /// `relay-bench scale`.
 pub fn run_scale(a: ScaleArgs) -> Result<()> {
-    let bin = edgerelay::relayd_path(&a.relayd)?;
+    let bin = relayd::relayd_path(&a.relayd)?;
     let env = environment();
     if a.runs == 0 {
         bail!("--runs must be at least 1");
@@ -817,8 +817,8 @@ pub fn storm_run(a: &StormArgs, bin: &Path, window: usize) -> Result<StormRun> {
         max_sessions: a.max_sessions,
         default_limits: false,
     };
-    let mut relayd = edgerelay::start_sized(bin, None, Backend::Socket, None, size)?;
-    let (app, secret) = edgerelay::app();
+    let mut relayd = relayd::start_sized(bin, None, Backend::Socket, None, size)?;
+    let (app, secret) = relayd::app();
     let retry = Retry { every: Duration::from_millis(a.timeout_ms), tries: 1 };
     let mut joiner = Joiner::new(relayd.addr, app, secret, a.ssrcs, window, retry)?;
     let mut stages: Vec<Stage> = Vec::new();
@@ -863,7 +863,7 @@ pub fn storm_run(a: &StormArgs, bin: &Path, window: usize) -> Result<StormRun> {
 
 /// `relay-bench join-storm`.
 pub fn run_storm(a: StormArgs) -> Result<()> {
-    let bin = edgerelay::relayd_path(&a.relayd)?;
+    let bin = relayd::relayd_path(&a.relayd)?;
     let env = environment();
     if a.runs == 0 {
         bail!("--runs must be at least 1");

@@ -35,8 +35,8 @@ use relay::io::mgmt::{self, Request};
 use relay::io::netns::{NetNs, VethPair};
 use relay::io::xdp::{FilterConfig, XdpFilter};
 
-use crate::edgerelay::TempDir;
 use crate::procs::{check_interrupted, Guard};
+use crate::tempdir::TempDir;
 
 /// relayd's media and control port.
 pub const RELAY_PORT: u16 = 7000;
