@@ -36,6 +36,7 @@ use relay::srtp::Profile;
 use crate::procs::{self, Cpus};
 use crate::progress::Progress;
 use crate::relayd::{self, Member};
+use crate::report::{self, FloodRow, FloodRun};
 use crate::rig::generator::{self, Generator};
 use crate::rig::topology::{self, topology};
 use crate::stats::{latency_histogram, Stat, LATENCY_MAX_US};
@@ -383,21 +384,38 @@ pub fn run(a: Args) -> Result<()> {
             "{name:<7} goodput under flood {:.1}% [{:.1}–{:.1}] of quiet; flood {:.0} pkt/s [{:.0}–{:.0}]; p99 latency under flood {:.0} µs [{:.0}–{:.0}]; {} runs",
             ratio.median * 100.0, ratio.min * 100.0, ratio.max * 100.0, flood.median, flood.min, flood.max, p99.median, p99.min, p99.max, a.runs
         ));
-        rows.push(serde_json::json!({
-            "backend": name, "kernel_limits": !a.no_limits, "legit_pps": a.legit_pps, "size": a.size, "seconds": a.seconds, "runs": a.runs,
-            "goodput_ratio_median": ratio.median, "goodput_ratio_min": ratio.min, "goodput_ratio_max": ratio.max,
-            "flood_pps_median": flood.median, "flood_p99_us_median": p99.median,
-            "runs_detail": runs.iter().map(|r| serde_json::json!({
-                "goodput_pps": r.goodput, "sent_pps": r.sent, "flood_pps": r.flood_pps,
-                "latency_us_p50_p99_quiet": r.latency_us[0], "latency_us_p50_p99_flood": r.latency_us[1],
-                "auth_failed": r.auth_failed, "other_srtp_errors": r.other_errors, "engine_drops_during_flood": r.engine_drops.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
-                "xdp_verdicts_during_flood": r.xdp.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
-                "timeline_tick_ms": TICK.as_millis() as u64, "timeline_verified": r.timeline,
-            })).collect::<Vec<_>>(),
-        }));
+        rows.push(FloodRow {
+            backend: name,
+            kernel_limits: Some(!a.no_limits),
+            legit_pps: a.legit_pps,
+            size: a.size,
+            seconds: a.seconds,
+            runs: a.runs,
+            goodput_ratio_median: ratio.median,
+            goodput_ratio_min: ratio.min,
+            goodput_ratio_max: ratio.max,
+            flood_pps_median: flood.median,
+            flood_p99_us_median: p99.median,
+            runs_detail: runs
+                .into_iter()
+                .map(|r| FloodRun {
+                    goodput_pps: r.goodput,
+                    sent_pps: r.sent,
+                    flood_pps: r.flood_pps,
+                    latency_us_p50_p99_quiet: r.latency_us[0],
+                    latency_us_p50_p99_flood: r.latency_us[1],
+                    auth_failed: r.auth_failed,
+                    other_srtp_errors: r.other_errors,
+                    engine_drops_during_flood: r.engine_drops.into_iter().collect(),
+                    xdp_verdicts_during_flood: r.xdp.into_iter().collect(),
+                    timeline_tick_ms: TICK.as_millis() as u64,
+                    timeline_verified: r.timeline,
+                })
+                .collect(),
+        });
     }
     if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_string_pretty(&rows)?)?;
+        report::write(p, &rows)?;
     }
     Ok(())
 }

@@ -24,6 +24,7 @@ use crate::load::{self, Outcome, SearchArgs};
 use crate::procs::{self, Cpus};
 use crate::progress::Progress;
 use crate::relayd;
+use crate::report::{self, LatencyRow, LatencyRun};
 use crate::rig::{self, Rig};
 use crate::stats::{latency_histogram, Stat, LATENCY_MAX_US};
 
@@ -128,22 +129,38 @@ pub fn run(a: Args) -> Result<()> {
                 "{name:<7} {:>3.0}% ({rate:>7.0} pkt/s): p50 {:.0} µs [{:.0}–{:.0}], p99 {:.0} µs [{:.0}–{:.0}], p99.9 {:.0} µs [{:.0}–{:.0}], loss {:.3}%, {} runs",
                 f * 100.0, p50.median, p50.min, p50.max, p99.median, p99.min, p99.max, p999.median, p999.min, p999.max, l.median * 100.0, a.runs
             ));
-            rows.push(serde_json::json!({
-                "backend": name, "max_loss_free_pps": max, "max_generator_limited": limited, "fraction": f,
-                "rate_pps": rate, "size": a.size, "seconds": a.seconds, "runs": a.runs,
-                "p50_us": p50.to_array(), "p99_us": p99.to_array(), "p999_us": p999.to_array(),
-                "loss_median": l.median,
-                "cdf_us": cdf(&merged),
-                "runs_detail": runs.iter().map(|(p, q, n)| serde_json::json!({
-                    "sent": p.sent, "verified": p.received, "latency_measured": n, "p50_p99_p999_us": q,
-                    "auth_failed": p.auth_failed, "duplicates": p.duplicates, "other_srtp_errors": p.other_errors,
-                    "generator_kept_up": p.outcome != Outcome::GeneratorLimited,
-                })).collect::<Vec<_>>(),
-            }));
+            rows.push(LatencyRow {
+                backend: name.clone(),
+                max_loss_free_pps: max,
+                max_generator_limited: limited,
+                fraction: f,
+                rate_pps: rate,
+                size: a.size,
+                seconds: a.seconds,
+                runs: a.runs,
+                p50_us: p50.to_array(),
+                p99_us: p99.to_array(),
+                p999_us: p999.to_array(),
+                loss_median: l.median,
+                cdf_us: cdf(&merged),
+                runs_detail: runs
+                    .iter()
+                    .map(|(p, q, n)| LatencyRun {
+                        sent: p.sent,
+                        verified: p.received,
+                        latency_measured: *n,
+                        p50_p99_p999_us: *q,
+                        auth_failed: p.auth_failed,
+                        duplicates: p.duplicates,
+                        other_srtp_errors: p.other_errors,
+                        generator_kept_up: p.outcome != Outcome::GeneratorLimited,
+                    })
+                    .collect(),
+            });
         }
     }
     if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_string_pretty(&rows)?)?;
+        report::write(p, &rows)?;
     }
     Ok(())
 }

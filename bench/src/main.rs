@@ -31,6 +31,7 @@ mod plots;
 mod procs;
 mod progress;
 mod relayd;
+mod report;
 mod rig;
 mod rtpengine;
 mod scale;

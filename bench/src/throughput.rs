@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use relay::config::Backend;
 use relay::srtp::Profile;
-use serde_json::{json, Value};
 
 use crate::load::{self, SearchArgs};
 use crate::procs::{check_interrupted, Cpus};
 use crate::progress::Progress;
 use crate::relayd;
+use crate::report::{self, ThroughputRow, ThroughputRun};
 use crate::rig::generator;
 use crate::rig::napi::Napi;
 use crate::rig::{Rig, Shape, MAX_SIZE, MIN_SIZE};
@@ -73,7 +73,7 @@ struct Runs {
     in_pps: Vec<Option<f64>>,
     cpu_us: Vec<f64>,
     stopped_by: Vec<&'static str>,
-    details: Vec<Value>,
+    details: Vec<ThroughputRun>,
 }
 
 /// Runs the scenario and prints a table.
@@ -112,15 +112,15 @@ pub fn run(a: Args) -> Result<()> {
         rows.extend(configuration(&a, &relayd, cpus, shape, &progress)?);
     }
     if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_string_pretty(&rows)?)?;
+        report::write(p, &rows)?;
     }
     Ok(())
 }
 
 /// `runs` searches of one shape per backend, the backends' runs interleaved (run 1 of each,
 /// then run 2, …), each in a fresh topology with a fresh relayd; prints the medians and
-/// returns one JSON row per backend.
-fn configuration(a: &Args, relayd: &Path, cpus: Cpus, shape: Shape, progress: &Progress) -> Result<Vec<Value>> {
+/// returns one report row per backend.
+fn configuration(a: &Args, relayd: &Path, cpus: Cpus, shape: Shape, progress: &Progress) -> Result<Vec<ThroughputRow>> {
     let Shape { kind, profile, size, rooms, fanout } = shape;
     let mut runs: Vec<Runs> = a.backends.iter().map(|_| Runs::default()).collect();
     let mut gen_name = "";
@@ -149,13 +149,13 @@ fn configuration(a: &Args, relayd: &Path, cpus: Cpus, shape: Shape, progress: &P
                 best.map_or("-".into(), |p| format!("{:.0}", p.offered_pps)),
                 found.stopped_by
             ));
-            r.details.push(json!({"best": best, "stopped_by": found.stopped_by, "probes": found.probes,
-                "probe_details": details}));
+            r.details.push(ThroughputRun { found, probe_details: details });
         }
     }
     let socket = a.backends.iter().position(|&b| b == Backend::Socket);
     let mut rows = Vec::new();
     for (b, &backend) in a.backends.iter().enumerate() {
+        let runs_detail = std::mem::take(&mut runs[b].details);
         let r = &runs[b];
         let name = format!("{backend:?}").to_lowercase();
         let found: Vec<f64> = r.in_pps.iter().flatten().copied().collect();
@@ -177,25 +177,29 @@ fn configuration(a: &Args, relayd: &Path, cpus: Cpus, shape: Shape, progress: &P
             found.len(),
             a.runs
         ));
-        let mut row = json!({
-            "backend": name, "generator": gen_name, "rooms": rooms, "fanout": fanout, "size": size,
-            "profile": profile.name(), "runs": a.runs, "valid_runs": found.len(), "max_loss": a.search.max_loss,
-            "probe_secs": a.search.probe_secs, "napi": clap::ValueEnum::to_possible_value(&a.napi).map(|v| v.get_name().to_owned()), "stopped_by": r.stopped_by, "runs_detail": r.details,
-        });
-        if let Some(s) = pps {
-            row["in_pps_median"] = json!(s.median);
-            row["in_pps_min"] = json!(s.min);
-            row["in_pps_max"] = json!(s.max);
-            row["out_pps_median"] = json!(s.median * fanout as f64);
-        }
-        if let Some(s) = cpu {
-            row["relayd_cpu_us_per_pkt_median"] = json!(s.median);
-            row["relayd_cpu_us_per_pkt_min"] = json!(s.min);
-            row["relayd_cpu_us_per_pkt_max"] = json!(s.max);
-        }
-        if let Some(s) = ratio {
-            row["ratio_vs_socket"] = json!(s);
-        }
+        let row = ThroughputRow {
+            backend: name,
+            generator: gen_name.into(),
+            rooms,
+            fanout,
+            size,
+            profile: profile.name().into(),
+            runs: a.runs,
+            valid_runs: found.len(),
+            max_loss: a.search.max_loss,
+            probe_secs: a.search.probe_secs,
+            napi: clap::ValueEnum::to_possible_value(&a.napi).map(|v| v.get_name().to_owned()),
+            stopped_by: r.stopped_by.iter().map(|&s| s.to_owned()).collect(),
+            runs_detail,
+            in_pps_median: pps.map(|s| s.median),
+            in_pps_min: pps.map(|s| s.min),
+            in_pps_max: pps.map(|s| s.max),
+            out_pps_median: pps.map(|s| s.median * fanout as f64),
+            relayd_cpu_us_per_pkt_median: cpu.map(|s| s.median),
+            relayd_cpu_us_per_pkt_min: cpu.map(|s| s.min),
+            relayd_cpu_us_per_pkt_max: cpu.map(|s| s.max),
+            ratio_vs_socket: ratio,
+        };
         rows.push(row);
     }
     Ok(rows)

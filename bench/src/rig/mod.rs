@@ -40,11 +40,11 @@ use relay::client::write_rtp_header;
 use relay::config::Backend;
 use relay::io::afxdp::XskPort;
 use relay::srtp::Profile;
-use serde_json::{json, Value};
 
 use crate::load::{Outcome, Probe, SearchArgs};
 use crate::procs::{self, check_interrupted, Cpus};
 use crate::relayd::{self, Member, Relayd};
+use crate::report::{ProbeDetail, ProbeLatency};
 use crate::rig::capture::{Capture, Receivers, SendTimes, Tally};
 use crate::rig::generator::{Generator, Kind};
 use crate::rig::napi::{threaded_napi, Napi};
@@ -348,7 +348,7 @@ impl Rig {
 
     /// One probe at `rate` for `a.probe_secs`; `details` gets what the [`Probe`] has no
     /// field for.
-    pub(crate) fn probe(&mut self, rate: f64, a: &SearchArgs, details: &mut Vec<Value>) -> Result<Probe> {
+    pub(crate) fn probe(&mut self, rate: f64, a: &SearchArgs, details: &mut Vec<ProbeDetail>) -> Result<Probe> {
         let Shape { fanout, rooms, size, .. } = self.shape;
         let total = ((rate * a.probe_secs).round() as usize).max(rooms);
         let frames = self.frames(total)?;
@@ -394,14 +394,26 @@ impl Rig {
             .map(|(k, v)| (k.clone(), v.saturating_sub(snap0.drops.get(k).copied().unwrap_or(0))))
             .filter(|(_, v)| *v > 0)
             .collect();
-        details.push(json!({
-            "target_pps": rate, "verified": t.ok, "duplicates": t.duplicates, "other_srtp_errors": t.other_srtp,
-            "stray_frames": t.stray, "max_index_gap": t.max_index_gap, "capture_overflow": self.capture.overflow, "relayd_accepted": accepted,
-            "relayd_drops": relay_drops, "receiver_ring_drops": ring1 - ring0, "relayd_busy_after_drain": self.backlog,
-            "latency_us": {"measured": self.latency.len(), "p50": self.latency.value_at_quantile(0.5),
-                "p99": self.latency.value_at_quantile(0.99), "p999": self.latency.value_at_quantile(0.999)},
-            "to_no_receiver": sunk1 - sunk0,
-        }));
+        details.push(ProbeDetail {
+            target_pps: rate,
+            verified: t.ok,
+            duplicates: t.duplicates,
+            other_srtp_errors: t.other_srtp,
+            stray_frames: t.stray,
+            max_index_gap: t.max_index_gap,
+            capture_overflow: self.capture.overflow,
+            relayd_accepted: accepted,
+            relayd_drops: relay_drops,
+            receiver_ring_drops: ring1 - ring0,
+            relayd_busy_after_drain: self.backlog,
+            latency_us: Some(ProbeLatency {
+                measured: self.latency.len(),
+                p50: self.latency.value_at_quantile(0.5),
+                p99: self.latency.value_at_quantile(0.99),
+                p999: self.latency.value_at_quantile(0.999),
+            }),
+            to_no_receiver: sunk1 - sunk0,
+        });
         Ok(Probe {
             target_pps: rate,
             offered_pps: sent as f64 / paced.send_secs,
