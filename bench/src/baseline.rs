@@ -20,6 +20,7 @@ use crate::coturn;
 use crate::crypto;
 use crate::edgerelay::Target;
 use crate::load::{self, Found, SearchArgs};
+use crate::machine;
 use crate::procs::{self, Cpus};
 use crate::report::{
     self, CompareReport, CryptoFigure, Environment, Goal, Measured, Ratio, SingleRatio, System, SystemSummary, Systems,
@@ -350,37 +351,18 @@ pub struct CompareArgs {
     pub out: PathBuf,
 }
 
-fn sh(cmd: &str, args: &[&str]) -> String {
-    std::process::Command::new(cmd)
-        .args(args)
-        .output()
-        .map(|o| {
-            let s = if o.stdout.is_empty() { o.stderr } else { o.stdout };
-            String::from_utf8_lossy(&s).lines().find(|l| !l.trim().is_empty()).unwrap_or_default().trim().to_string()
-        })
-        .unwrap_or_default()
-}
-
 /// The machine and versions, for the report.
 fn environment() -> Environment {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
     let cpus = Cpus::detect();
     Environment {
         cpus: cpus.relay + 1,
         relay_cpu: cpus.relay,
         load_cpu: cpus.load,
-        cpu_model: cpu,
-        kernel: sh("uname", &["-r"]),
-        loadavg_at_start: std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_owned(),
-        rtpengine: procs::find_program("rtpengine").map(|p| sh(&p.to_string_lossy(), &["--version"])),
-        coturn: procs::find_program("turnserver").map(|p| sh(&p.to_string_lossy(), &["--version"])),
+        cpu_model: machine::cpu_model(),
+        kernel: machine::first_line("uname", &["-r"]),
+        loadavg_at_start: machine::loadavg(),
+        rtpengine: procs::find_program("rtpengine").map(|p| machine::first_line(&p.to_string_lossy(), &["--version"])),
+        coturn: procs::find_program("turnserver").map(|p| machine::first_line(&p.to_string_lossy(), &["--version"])),
         openssl: procs::find_program("openssl").and_then(|p| crypto::openssl_version(&p).ok()),
         command: std::env::args().collect::<Vec<_>>().join(" "),
     }
@@ -406,7 +388,7 @@ pub fn run_compare(a: CompareArgs) -> Result<()> {
     };
     systems.push(coturn_runs(&coturn_args, cpus)?);
     let crypto = crypto_runs(&CryptoArgs { runs, sizes: a.crypto_sizes.clone(), secs: 0.5, no_openssl: false })?;
-    let loadavg_end = std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_string();
+    let loadavg_end = machine::loadavg();
 
     let get = |n: &str| systems.iter().find(|s| s.name == n);
     let mut ratios = Vec::new();

@@ -33,7 +33,7 @@ use relay::config::Backend;
 use relay::io::sys::SendBatch;
 use relay::srtp::Profile;
 
-use crate::procs::{self, Cpus};
+use crate::procs::{self, Cpus, Threads};
 use crate::progress::Progress;
 use crate::relayd::{self, Member};
 use crate::report::{self, FloodRow, FloodRun};
@@ -178,17 +178,7 @@ fn run_once(a: &Params, relayd_bin: &std::path::Path, cpus: Cpus, backend: Backe
         std::thread::spawn(move || pace(sender, rate, size, epoch, &sent, &stop, cpus))
     };
     // Stop and join both threads on every way out.
-    struct Join(Arc<AtomicBool>, Arc<AtomicBool>, Vec<std::thread::JoinHandle<Result<()>>>);
-    impl Drop for Join {
-        fn drop(&mut self) {
-            self.0.store(true, Relaxed);
-            self.1.store(true, Relaxed);
-            for t in self.2.drain(..) {
-                let _ = t.join();
-            }
-        }
-    }
-    let mut threads = Join(stop.clone(), stop_tx.clone(), vec![rx_thread, tx_thread]);
+    let threads = Threads::new(vec![stop.clone(), stop_tx.clone()], vec![rx_thread, tx_thread]);
 
     let phase = Duration::from_secs_f64(a.seconds / 3.0);
     let mut timeline = Vec::new();
@@ -237,8 +227,8 @@ fn run_once(a: &Params, relayd_bin: &std::path::Path, cpus: Cpus, backend: Backe
     stop_tx.store(true, Relaxed);
     std::thread::sleep(Duration::from_millis(100));
     stop.store(true, Relaxed);
-    for t in threads.2.drain(..) {
-        t.join().map_err(|_| anyhow::anyhow!("a load thread panicked"))??;
+    for r in threads.join()? {
+        r?;
     }
     drop(gen);
     let secs = phase.as_secs_f64();

@@ -22,7 +22,7 @@ use anyhow::{Context, Result};
 use relay::io::sys::{RecvBatch, SendBatch};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::procs::{check_interrupted, cpu_seconds, Cpus};
+use crate::procs::{check_interrupted, cpu_seconds, Cpus, Threads};
 
 /// Most packets the pacer sends in one go when it is behind.
 const BURST: usize = 32;
@@ -163,16 +163,7 @@ pub fn probe(traffic: Traffic, rate: f64, secs: f64, relay_pid: u32, cpus: Cpus,
         std::thread::spawn(move || receive(sock, verify, c, s, cpus))
     };
     // Stops and joins the receiver on every path out of this function.
-    struct StopOnDrop(Arc<AtomicBool>, Option<std::thread::JoinHandle<()>>);
-    impl Drop for StopOnDrop {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::Relaxed);
-            if let Some(t) = self.1.take() {
-                let _ = t.join();
-            }
-        }
-    }
-    let rx_guard = StopOnDrop(stop, Some(rx_thread));
+    let rx_guard = Threads::new(vec![stop], vec![rx_thread]);
     let received_now = || -> Result<u64> {
         Ok(counts.ok.load(Ordering::Relaxed)
             + counts.auth_failed.load(Ordering::Relaxed)

@@ -26,6 +26,7 @@ mod flood;
 mod joins;
 mod latency;
 mod load;
+mod machine;
 mod ng;
 mod plots;
 mod procs;

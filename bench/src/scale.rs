@@ -33,6 +33,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::joins::{ips_needed, Answer, Done, Joiner, Retry};
+use crate::machine;
 use crate::procs;
 use crate::relayd::{self, Relayd, Size};
 use crate::rig::topology::{self, Topology};
@@ -247,28 +248,12 @@ fn refusal_name(code: Option<ErrorCode>, raw: u16) -> String {
 
 /// The machine, for the reports.
 fn environment() -> Value {
-    let first_line = |cmd: &str, args: &[&str]| {
-        std::process::Command::new(cmd)
-            .args(args)
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or_default().trim().to_owned())
-            .unwrap_or_default()
-    };
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_owned())
-        })
-        .unwrap_or_default();
     json!({
         "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
-        "cpu_model": cpu,
-        "kernel": first_line("uname", &["-r"]),
-        "date_utc": first_line("date", &["-u", "+%Y-%m-%d %H:%M"]),
-        "loadavg_at_start": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+        "cpu_model": machine::cpu_model(),
+        "kernel": machine::first_line("uname", &["-r"]),
+        "date_utc": machine::first_line("date", &["-u", "+%Y-%m-%d %H:%M"]),
+        "loadavg_at_start": machine::loadavg(),
         "command": std::env::args().collect::<Vec<_>>().join(" "),
     })
 }
@@ -513,7 +498,7 @@ pub fn run_scale(a: ScaleArgs) -> Result<()> {
         "backend": if xdp { "xdp" } else { "socket" },
         "args": a,
         "environment": env,
-        "loadavg_at_end": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+        "loadavg_at_end": machine::loadavg(),
         "goal": {
             "what": format!(
                 "relayd {} with {} sessions joined ≤ {} MiB (checked against the largest run)",
@@ -916,7 +901,7 @@ pub fn run_storm(a: StormArgs) -> Result<()> {
         "args": a,
         "window": window,
         "environment": env,
-        "loadavg_at_end": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+        "loadavg_at_end": machine::loadavg(),
         "limits": {
             "socket_backend": format!(
                 "no join rate limit; joins queue in each worker socket's receive buffer (8 MiB asked, capped by \
