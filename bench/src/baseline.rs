@@ -15,43 +15,19 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use relay::config::Backend;
 use serde::Serialize;
-use serde_json::{json, Value};
 
 use crate::coturn;
 use crate::crypto;
-use crate::edgerelay::{self, Target};
+use crate::edgerelay::Target;
 use crate::load::{self, Found, SearchArgs};
+use crate::machine;
 use crate::procs::{self, Cpus};
+use crate::report::{
+    self, CompareReport, CryptoFigure, Environment, Goal, Measured, Ratio, SingleRatio, System, SystemSummary, Systems,
+    VersusRatio,
+};
 use crate::rtpengine::{Mode, Rtpengine};
-
-/// Median, min and max of one figure over the runs.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
-pub struct Stat {
-    /// The median (the upper one for an even count).
-    pub median: f64,
-    /// The smallest value.
-    pub min: f64,
-    /// The largest value.
-    pub max: f64,
-    /// How many runs.
-    pub n: usize,
-}
-
-impl Stat {
-    /// Summarises `values`; `None` if there are none.
-    pub fn of(values: &[f64]) -> Option<Stat> {
-        let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
-        Some(Stat { median: v[v.len() / 2], min: v[0], max: v[v.len() - 1], n: v.len() })
-    }
-
-    fn fmt(&self, digits: usize) -> String {
-        format!("{:.d$} [{:.d$}–{:.d$}]", self.median, self.min, self.max, d = digits)
-    }
-}
+use crate::stats::{ratio, Stat};
 
 /// Options shared by the SRTP relay baselines.
 #[derive(Clone, Debug, clap::Args)]
@@ -121,25 +97,6 @@ pub struct CryptoArgs {
     pub no_openssl: bool,
 }
 
-/// One system's runs.
-#[derive(Clone, Debug, Serialize)]
-pub struct System {
-    /// Short name, e.g. `rtpengine`, `edgerelay-socket`.
-    pub name: String,
-    /// What it does to each packet, and caveats.
-    pub note: String,
-    /// Relayed packets per second per run (max loss-free rate for SRTP relays).
-    pub pps: Vec<f64>,
-    /// Relay CPU µs per relayed packet per run.
-    pub cpu_us: Vec<f64>,
-    /// Why each search stopped (SRTP relays).
-    pub stopped_by: Vec<String>,
-    /// Every probe of every run (SRTP relays).
-    pub searches: Vec<Found>,
-    /// The first error, if a run failed.
-    pub error: Option<String>,
-}
-
 impl System {
     fn new(name: &str, note: &str) -> Self {
         Self {
@@ -175,12 +132,15 @@ impl System {
         self.error.get_or_insert(format!("{e:#}"));
     }
 
-    fn summary(&self) -> Value {
-        json!({
-            "name": self.name, "note": self.note,
-            "pps": Stat::of(&self.pps), "cpu_us_per_pkt": Stat::of(&self.cpu_us),
-            "stopped_by": self.stopped_by, "error": self.error,
-        })
+    fn summary(&self) -> SystemSummary {
+        SystemSummary {
+            name: self.name.clone(),
+            note: self.note.clone(),
+            pps: Stat::of(&self.pps),
+            cpu_us_per_pkt: Stat::of(&self.cpu_us),
+            stopped_by: self.stopped_by.clone(),
+            error: self.error.clone(),
+        }
     }
 }
 
@@ -210,7 +170,7 @@ fn backend_name(b: Backend) -> String {
 /// max-loss-free-rate search each.
 pub fn srtp_relays(a: &RelayArgs, runs: usize, cpus: Cpus) -> Result<Vec<System>> {
     let rtpengine = procs::require("rtpengine", "rtpengine-daemon", a.install)?;
-    let relayd = edgerelay::relayd_path(&a.relayd)?;
+    let relayd = crate::relayd::relayd_path(&a.relayd)?;
     let backends: &[Backend] = if a.baseline_only { &[] } else { &a.backends };
     let (name, note) = match a.rtpengine_mode {
         Mode::Recrypt => ("rtpengine", RTPENGINE_NOTE),
@@ -293,17 +253,11 @@ pub fn crypto_runs(a: &CryptoArgs) -> Result<Vec<(crypto::Figure, Stat)>> {
         .collect())
 }
 
-/// Per-run ratios `num[i] / den[i]`, summarised.
-fn ratio(num: &[f64], den: &[f64]) -> Option<Stat> {
-    let r: Vec<f64> = num.iter().zip(den).filter(|(_, d)| **d > 0.0).map(|(n, d)| n / d).collect();
-    Stat::of(&r)
-}
-
 fn print_systems(systems: &[System]) {
     println!("{:<18} {:>32} {:>30}  note", "system", "relayed pps median [min–max]", "CPU µs/pkt median [min–max]");
     for s in systems {
-        let pps = Stat::of(&s.pps).map_or("-".into(), |x| x.fmt(0));
-        let cpu = Stat::of(&s.cpu_us).map_or("-".into(), |x| x.fmt(2));
+        let pps = Stat::fmt_or_dash(Stat::of(&s.pps), 0);
+        let cpu = Stat::fmt_or_dash(Stat::of(&s.cpu_us), 2);
         println!(
             "{:<18} {:>32} {:>30}  {}",
             s.name,
@@ -323,11 +277,11 @@ fn print_ratios(systems: &[System], base: &str) {
     }
 }
 
-fn write_json(path: Option<&Path>, v: &Value) -> Result<()> {
-    if let Some(p) = path {
-        std::fs::write(p, serde_json::to_string_pretty(v)?)?;
+fn write_json<T: Serialize>(path: Option<&Path>, report: &T) -> Result<()> {
+    match path {
+        Some(p) => report::write(p, report),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn check(systems: &[System]) -> Result<()> {
@@ -344,8 +298,9 @@ pub fn run_rtpengine(a: RelayArgs, json_out: Option<PathBuf>) -> Result<()> {
     let systems = srtp_relays(&a, a.runs.unwrap_or(1), cpus)?;
     print_systems(&systems);
     print_ratios(&systems, &systems[0].name);
-    write_json(json_out.as_deref(), &json!({"systems": systems}))?;
-    check(&systems)
+    let systems = Systems { systems };
+    write_json(json_out.as_deref(), &systems)?;
+    check(&systems.systems)
 }
 
 /// `baseline coturn`.
@@ -354,8 +309,9 @@ pub fn run_coturn(a: CoturnArgs, json_out: Option<PathBuf>) -> Result<()> {
     cpus.pin_load_thread();
     let sys = coturn_runs(&a, cpus)?;
     print_systems(std::slice::from_ref(&sys));
-    write_json(json_out.as_deref(), &json!({"systems": [sys]}))?;
-    check(&[sys])
+    let systems = Systems { systems: vec![sys] };
+    write_json(json_out.as_deref(), &systems)?;
+    check(&systems.systems)
 }
 
 /// `baseline crypto`.
@@ -370,11 +326,10 @@ pub fn run_crypto(a: CryptoArgs, json_out: Option<PathBuf>) -> Result<()> {
     write_json(json_out.as_deref(), &crypto_json(&figs))
 }
 
-fn crypto_json(figs: &[(crypto::Figure, Stat)]) -> Value {
-    json!(figs
-        .iter()
-        .map(|(f, s)| json!({"source": f.source, "what": f.what, "size": f.size, "us_per_pkt": s}))
-        .collect::<Vec<_>>())
+fn crypto_json(figs: &[(crypto::Figure, Stat)]) -> Vec<CryptoFigure> {
+    figs.iter()
+        .map(|(f, s)| CryptoFigure { source: f.source.into(), what: f.what.into(), size: f.size, us_per_pkt: *s })
+        .collect()
 }
 
 /// `compare` options.
@@ -396,40 +351,21 @@ pub struct CompareArgs {
     pub out: PathBuf,
 }
 
-fn sh(cmd: &str, args: &[&str]) -> String {
-    std::process::Command::new(cmd)
-        .args(args)
-        .output()
-        .map(|o| {
-            let s = if o.stdout.is_empty() { o.stderr } else { o.stdout };
-            String::from_utf8_lossy(&s).lines().find(|l| !l.trim().is_empty()).unwrap_or_default().trim().to_string()
-        })
-        .unwrap_or_default()
-}
-
 /// The machine and versions, for the report.
-fn environment() -> Value {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
+fn environment() -> Environment {
     let cpus = Cpus::detect();
-    json!({
-        "cpus": cpus.relay + 1,
-        "relay_cpu": cpus.relay,
-        "load_cpu": cpus.load,
-        "cpu_model": cpu,
-        "kernel": sh("uname", &["-r"]),
-        "loadavg_at_start": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
-        "rtpengine": procs::find_program("rtpengine").map(|p| sh(&p.to_string_lossy(), &["--version"])),
-        "coturn": procs::find_program("turnserver").map(|p| sh(&p.to_string_lossy(), &["--version"])),
-        "openssl": procs::find_program("openssl").and_then(|p| crypto::openssl_version(&p).ok()),
-        "command": std::env::args().collect::<Vec<_>>().join(" "),
-    })
+    Environment {
+        cpus: cpus.relay + 1,
+        relay_cpu: cpus.relay,
+        load_cpu: cpus.load,
+        cpu_model: machine::cpu_model(),
+        kernel: machine::first_line("uname", &["-r"]),
+        loadavg_at_start: machine::loadavg(),
+        rtpengine: procs::find_program("rtpengine").map(|p| machine::first_line(&p.to_string_lossy(), &["--version"])),
+        coturn: procs::find_program("turnserver").map(|p| machine::first_line(&p.to_string_lossy(), &["--version"])),
+        openssl: procs::find_program("openssl").and_then(|p| crypto::openssl_version(&p).ok()),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    }
 }
 
 /// `compare`: every baseline side by side; JSON and Markdown in `--out`.
@@ -452,17 +388,17 @@ pub fn run_compare(a: CompareArgs) -> Result<()> {
     };
     systems.push(coturn_runs(&coturn_args, cpus)?);
     let crypto = crypto_runs(&CryptoArgs { runs, sizes: a.crypto_sizes.clone(), secs: 0.5, no_openssl: false })?;
-    let loadavg_end = std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_string();
+    let loadavg_end = machine::loadavg();
 
     let get = |n: &str| systems.iter().find(|s| s.name == n);
     let mut ratios = Vec::new();
     for er in systems.iter().filter(|s| s.name.starts_with("edgerelay")) {
         for base in ["rtpengine", "coturn"] {
             if let Some(b) = get(base) {
-                ratios.push(json!({
-                    "what": format!("{} / {base}", er.name),
-                    "pps_ratio": ratio(&er.pps, &b.pps),
-                    "cpu_per_pkt_ratio_base_over_edgerelay": ratio(&b.cpu_us, &er.cpu_us),
+                ratios.push(Ratio::Versus(VersusRatio {
+                    what: format!("{} / {base}", er.name),
+                    pps_ratio: ratio(&er.pps, &b.pps),
+                    cpu_per_pkt_ratio_base_over_edgerelay: ratio(&b.cpu_us, &er.cpu_us),
                 }));
             }
         }
@@ -472,9 +408,9 @@ pub fn run_compare(a: CompareArgs) -> Result<()> {
             .find(|(f, _)| f.source == "raw" && f.what.starts_with("AES-128-CTR") && f.size == a.relay.size);
         if let Some((_, raw)) = raw {
             let raw_runs = vec![raw.median; er.cpu_us.len()];
-            ratios.push(json!({
-                "what": format!("raw crypto / {} CPU per packet (share of the packet cost that is crypto)", er.name),
-                "ratio": ratio(&raw_runs, &er.cpu_us),
+            ratios.push(Ratio::Single(SingleRatio {
+                what: format!("raw crypto / {} CPU per packet (share of the packet cost that is crypto)", er.name),
+                ratio: ratio(&raw_runs, &er.cpu_us).map(Measured::Runs),
             }));
         }
     }
@@ -484,7 +420,10 @@ pub fn run_compare(a: CompareArgs) -> Result<()> {
                 crypto.iter().find(|(f, _)| f.source == src && f.what == what && f.size == size).map(|(_, s)| s.median)
             };
             if let (Some(raw), Some(eng)) = (f("raw"), f("edgerelay")) {
-                ratios.push(json!({"what": format!("raw / edgerelay SRTP code, {what}, {size} B (engine efficiency)"), "ratio": raw / eng}));
+                ratios.push(Ratio::Single(SingleRatio {
+                    what: format!("raw / edgerelay SRTP code, {what}, {size} B (engine efficiency)"),
+                    ratio: Some(Measured::Value(raw / eng)),
+                }));
             }
         }
     }
@@ -499,11 +438,13 @@ pub fn run_compare(a: CompareArgs) -> Result<()> {
     ] {
         if let (Some(n), Some(d)) = (get(num), get(den)) {
             let r = ratio(&n.pps, &d.pps);
-            goals.push(json!({
-                "goal": what, "target": target, "ratio": r,
-                "met": r.map(|r| r.median >= target),
-                "floor": floor(n),
-            }));
+            goals.push(Goal {
+                goal: what.into(),
+                target,
+                ratio: r.map(Measured::Runs),
+                met: r.map(|r| r.median >= target),
+                floor: floor(n),
+            });
         }
     }
     let size = a.relay.size;
@@ -514,57 +455,60 @@ pub fn run_compare(a: CompareArgs) -> Result<()> {
             .map(|(_, s)| s.median)
     };
     if let (Some(raw), Some(eng)) = (srtp("raw"), srtp("edgerelay")) {
-        goals.push(json!({
-            "goal": format!("engine vs raw crypto cost (raw ÷ edgerelay SRTP code, AES-CM + HMAC-SHA1-80, {size} B)"),
-            "target": 0.85, "ratio": raw / eng, "met": raw / eng >= 0.85, "floor": false,
-        }));
+        goals.push(Goal {
+            goal: format!("engine vs raw crypto cost (raw ÷ edgerelay SRTP code, AES-CM + HMAC-SHA1-80, {size} B)"),
+            target: 0.85,
+            ratio: Some(Measured::Value(raw / eng)),
+            met: Some(raw / eng >= 0.85),
+            floor: false,
+        });
     }
 
-    let report = json!({
-        "goals": goals,
-        "environment": env,
-        "loadavg_at_end": loadavg_end,
-        "size": a.relay.size,
-        "search": a.relay.search,
-        "systems": systems.iter().map(System::summary).collect::<Vec<_>>(),
-        "ratios": ratios,
-        "crypto": crypto_json(&crypto),
-        "runs_detail": systems,
-    });
+    let report = CompareReport {
+        goals,
+        environment: env,
+        loadavg_at_end: loadavg_end,
+        size: a.relay.size,
+        search: a.relay.search,
+        systems: systems.iter().map(System::summary).collect(),
+        ratios,
+        crypto: crypto_json(&crypto),
+        runs_detail: systems,
+    };
     std::fs::create_dir_all(&a.out)?;
-    std::fs::write(a.out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
-    let md = markdown(&report, &systems, &crypto);
+    report::write(&a.out.join("report.json"), &report)?;
+    let md = markdown(&report);
     std::fs::write(a.out.join("report.md"), &md)?;
     println!("{md}");
     eprintln!("wrote {} and {}", a.out.join("report.json").display(), a.out.join("report.md").display());
-    check(&systems)
+    check(&report.runs_detail)
 }
 
-fn markdown(report: &Value, systems: &[System], crypto: &[(crypto::Figure, Stat)]) -> String {
-    let env = &report["environment"];
+fn markdown(report: &CompareReport) -> String {
+    let env = &report.environment;
     let mut md = String::from("# edgerelay vs baselines\n\n");
-    md += &format!("Command: `{}`\n\n", env["command"].as_str().unwrap_or_default());
+    md += &format!("Command: `{}`\n\n", env.command);
     md += &format!(
         "Machine: {} × {}, kernel {}; load average at start `{}`, at end `{}`. rtpengine {}, coturn {}, {}.\n\n",
-        env["cpus"],
-        env["cpu_model"].as_str().unwrap_or_default(),
-        env["kernel"].as_str().unwrap_or_default(),
-        env["loadavg_at_start"].as_str().unwrap_or_default(),
-        report["loadavg_at_end"].as_str().unwrap_or_default(),
-        env["rtpengine"].as_str().unwrap_or("-"),
-        env["coturn"].as_str().unwrap_or("-"),
-        env["openssl"].as_str().unwrap_or("-"),
+        env.cpus,
+        env.cpu_model,
+        env.kernel,
+        env.loadavg_at_start,
+        report.loadavg_at_end,
+        env.rtpengine.as_deref().unwrap_or("-"),
+        env.coturn.as_deref().unwrap_or("-"),
+        env.openssl.as_deref().unwrap_or("-"),
     );
     md += &format!(
         "RTP packets of {} bytes. Each figure: median [min–max] over the runs. SRTP relays: maximum loss-free rate \
          (≤ {}% loss) found by search; relay pinned to one CPU, load tools on the other.\n\n",
-        report["size"],
-        report["search"]["max_loss"].as_f64().unwrap_or(0.0) * 100.0
+        report.size,
+        report.search.max_loss * 100.0
     );
     md += "| system | relayed pkt/s | relay CPU µs per packet | search stopped by | what it does |\n|---|---|---|---|---|\n";
-    for s in systems {
-        let pps = Stat::of(&s.pps).map_or("-".into(), |x| x.fmt(0));
-        let cpu = Stat::of(&s.cpu_us).map_or("-".into(), |x| x.fmt(2));
+    for s in &report.runs_detail {
+        let pps = Stat::fmt_or_dash(Stat::of(&s.pps), 0);
+        let cpu = Stat::fmt_or_dash(Stat::of(&s.cpu_us), 2);
         let mut stops = s.stopped_by.clone();
         stops.sort();
         stops.dedup();
@@ -575,46 +519,46 @@ fn markdown(report: &Value, systems: &[System], crypto: &[(crypto::Figure, Stat)
         md += &format!("| {} | {pps} | {cpu} | {} | {note} |\n", s.name, stops.join(", "));
     }
     md += "\n## Ratios\n\n| ratio | median [min–max] |\n|---|---|\n";
-    for r in report["ratios"].as_array().into_iter().flatten() {
-        let what = r["what"].as_str().unwrap_or_default();
-        let fmt = |v: &Value| -> String {
-            match (v["median"].as_f64(), v["min"].as_f64(), v["max"].as_f64(), v.as_f64()) {
-                (Some(m), Some(lo), Some(hi), _) => format!("{m:.2} [{lo:.2}–{hi:.2}]"),
-                (_, _, _, Some(x)) => format!("{x:.2}"),
-                _ => "-".into(),
+    let fmt = |v: Option<Measured>| -> String {
+        match v {
+            Some(Measured::Runs(s)) => s.fmt(2),
+            Some(Measured::Value(x)) => format!("{x:.2}"),
+            None => "-".into(),
+        }
+    };
+    for r in &report.ratios {
+        match r {
+            Ratio::Versus(r) => {
+                let what = &r.what;
+                md += &format!("| {what}: pkt/s | {} |\n", fmt(r.pps_ratio.map(Measured::Runs)));
+                md += &format!(
+                    "| {what}: CPU per packet, baseline ÷ edgerelay | {} |\n",
+                    fmt(r.cpu_per_pkt_ratio_base_over_edgerelay.map(Measured::Runs))
+                );
             }
-        };
-        if r.get("pps_ratio").is_some() {
-            md += &format!("| {what}: pkt/s | {} |\n", fmt(&r["pps_ratio"]));
-            md += &format!(
-                "| {what}: CPU per packet, baseline ÷ edgerelay | {} |\n",
-                fmt(&r["cpu_per_pkt_ratio_base_over_edgerelay"])
-            );
-        } else {
-            md += &format!("| {what} | {} |\n", fmt(&r["ratio"]));
+            Ratio::Single(r) => md += &format!("| {} | {} |\n", r.what, fmt(r.ratio)),
         }
     }
     md += "\n## Goals (issue 5)\n\n| goal | target | measured | met |\n|---|---|---|---|\n";
-    for g in report["goals"].as_array().into_iter().flatten() {
-        let r = &g["ratio"];
-        let measured = match (r["median"].as_f64(), r["min"].as_f64(), r["max"].as_f64(), r.as_f64()) {
-            (Some(m), Some(lo), Some(hi), _) => format!("{m:.2}× [{lo:.2}–{hi:.2}]"),
-            (_, _, _, Some(x)) => format!("{:.0}%", x * 100.0),
-            _ => "-".into(),
+    for g in &report.goals {
+        let measured = match g.ratio {
+            Some(Measured::Runs(s)) => format!("{:.2}× [{:.2}–{:.2}]", s.median, s.min, s.max),
+            Some(Measured::Value(x)) => format!("{:.0}%", x * 100.0),
+            None => "-".into(),
         };
-        let met = match (g["met"].as_bool(), g["floor"].as_bool()) {
+        let met = match (g.met, g.floor) {
             (Some(true), _) => "yes",
-            (Some(false), Some(true)) => "no (a floor: the generator or --max-pps limited edgerelay)",
-            (Some(false), _) => "no",
-            _ => "-",
+            (Some(false), true) => "no (a floor: the generator or --max-pps limited edgerelay)",
+            (Some(false), false) => "no",
+            (None, _) => "-",
         };
-        let target = g["target"].as_f64().unwrap_or(0.0);
+        let target = g.target;
         let target = if target < 1.0 { format!("≥ {:.0}%", target * 100.0) } else { format!("≥ {target}×") };
-        md += &format!("| {} | {target} | {measured} | {met} |\n", g["goal"].as_str().unwrap_or_default());
+        md += &format!("| {} | {target} | {measured} | {met} |\n", g.goal);
     }
     md += "\n## Crypto per packet (decrypt + re-encrypt)\n\n| source | primitives | size | µs per packet |\n|---|---|---|---|\n";
-    for (f, s) in crypto {
-        md += &format!("| {} | {} | {} | {} |\n", f.source, f.what, f.size, s.fmt(3));
+    for f in &report.crypto {
+        md += &format!("| {} | {} | {} | {} |\n", f.source, f.what, f.size, f.us_per_pkt.fmt(3));
     }
     md += "\nCPU per packet is the relay process's own `utime + stime`. On loopback and veth the kernel's receive \
            path up to the relay's socket (or AF_XDP ring) runs in the sender's context and is charged to the load \
@@ -631,10 +575,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stat_is_median_min_max() {
-        assert_eq!(Stat::of(&[3.0, 1.0, 2.0, 9.0, 5.0]), Some(Stat { median: 3.0, min: 1.0, max: 9.0, n: 5 }));
-        assert_eq!(Stat::of(&[f64::NAN]), None);
-        assert_eq!(Stat::of(&[]), None);
-        assert_eq!(ratio(&[10.0, 20.0, 30.0], &[5.0, 0.0, 10.0]), Some(Stat { median: 3.0, min: 2.0, max: 3.0, n: 2 }));
+    fn markdown_of_the_committed_report_is_the_committed_markdown() {
+        // The committed file is the generated Markdown after a hand-written preamble.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks");
+        let report: CompareReport = report::read(&dir.join("baselines.json")).unwrap().expect("baselines.json");
+        let md = std::fs::read_to_string(dir.join("baselines.md")).unwrap();
+        let generated = markdown(&report);
+        assert!(generated.starts_with("# edgerelay vs baselines\n") && md.ends_with(&generated), "{generated}");
     }
 }

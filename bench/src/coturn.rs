@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::edgerelay::TempDir;
 use crate::procs::{check_interrupted, cpu_seconds, Cpus, Guard};
+use relay::tempdir::TempDir;
 
 const SECRET: &str = "benchsecret";
 
@@ -137,7 +137,7 @@ pub fn run(bins: &Bins<'_>, cpus: Cpus, messages: u64, size: usize, clients: u32
         .args(["--allow-loopback-peers", "--no-cli", "--no-tls", "--no-dtls"])
         .arg(format!("--min-port={relay_min}"))
         .arg(format!("--max-port={}", relay_min + 99))
-        .arg(format!("--log-file={}", dir.0.join("turn.log").display()))
+        .arg(format!("--log-file={}", dir.join("turn.log").display()))
         .args(["--simple-log", "--no-stdout-log"])
         .stdout(Stdio::null())
         .stderr(Stdio::null());

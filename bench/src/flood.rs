@@ -1,7 +1,7 @@
 //! The flood scenario: legitimate goodput and latency while a flood hits relayd.
 //!
-//! In the throughput topology (relayd's namespace and the clients', joined by a veth pair in
-//! 198.18.0.0/15), one sender streams paced SRTP (a send timestamp in every payload) to one
+//! In the rig's topology ([`crate::rig::topology`]: relayd's namespace and the clients',
+//! joined by a veth pair in 198.18.0.0/15), one sender streams paced SRTP (a send timestamp in every payload) to one
 //! receiver that verifies every packet's SRTP tag and records its one-way latency in an
 //! hdrhistogram. The run has three equal phases: quiet, flood, quiet again. During the flood
 //! an AF_XDP generator on the clients' veth sends, as fast as it can, frames from spoofed
@@ -20,7 +20,7 @@
 //!   userspace counters (`unknown_session`, `not_relayed`, rejected joins); with the XDP
 //!   backend the kernel counts them and userspace should see none of the media flood.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -33,11 +33,13 @@ use relay::config::Backend;
 use relay::io::sys::SendBatch;
 use relay::srtp::Profile;
 
-use crate::edgerelay::{self, Member};
-use crate::generator::{self, Generator};
-use crate::procs::{self, Cpus};
+use crate::procs::{self, Cpus, Threads};
 use crate::progress::Progress;
-use crate::throughput::{topology, Topology, CLIENT_IP, PORT, RELAY_IP};
+use crate::relayd::{self, Member};
+use crate::report::{self, FloodRow, FloodRun};
+use crate::rig::generator::{self, Generator};
+use crate::rig::topology::{self, topology};
+use crate::stats::{latency_histogram, Stat, LATENCY_MAX_US};
 
 /// The receiver's port: below the sink's range (1024–65535), so its media is not sunk.
 const RECEIVER_PORT: u16 = 900;
@@ -120,22 +122,10 @@ struct Run {
     timeline: Vec<u64>,
 }
 
-fn receiver_member(topo: &Topology, profile: Profile) -> Result<Member> {
-    let sock = {
-        let _g = topo.client_ns.enter()?;
-        UdpSocket::bind(SocketAddrV4::new(CLIENT_IP.parse()?, RECEIVER_PORT))?
-    };
-    edgerelay::join(sock, relay_addr()?, 1, "receiver", None, profile)
-}
-
-fn relay_addr() -> Result<SocketAddr> {
-    Ok(format!("{RELAY_IP}:{PORT}").parse()?)
-}
-
 /// The flood: spoofed sources, three kinds of frames.
 fn flood_frames(gen: &Generator) -> Result<Vec<Vec<u8>>> {
     let macs = gen.macs().context("the flood needs the AF_XDP generator")?;
-    let dst = relay_addr()?;
+    let dst = topology::relay_addr();
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = || {
         x ^= x << 13;
@@ -163,15 +153,10 @@ fn flood_frames(gen: &Generator) -> Result<Vec<Vec<u8>>> {
 /// One run in a fresh topology with a fresh relayd.
 fn run_once(a: &Params, relayd_bin: &std::path::Path, cpus: Cpus, backend: Backend) -> Result<Run> {
     let topo = topology()?;
-    let relayd = edgerelay::start_with(relayd_bin, Some(&topo), backend, Some(cpus), a.kernel_limits)?;
-    let sender = {
-        let sock = {
-            let _g = topo.client_ns.enter()?;
-            UdpSocket::bind(format!("{CLIENT_IP}:0"))?
-        };
-        edgerelay::join(sock, relay_addr()?, 1, "sender", Some(SSRC), Profile::AesCm128HmacSha1_80)?
-    };
-    let receiver = receiver_member(&topo, Profile::AesCm128HmacSha1_80)?;
+    let relayd = relayd::start_with(relayd_bin, Some(&topo), backend, Some(cpus), a.kernel_limits)?;
+    let profile = Profile::AesCm128HmacSha1_80;
+    let sender = relayd::join_from(&topo, 0, 1, "sender", Some(SSRC), profile)?;
+    let receiver = relayd::join_from(&topo, RECEIVER_PORT, 1, "receiver", None, profile)?;
     let mut gen = Generator::open(generator::Kind::Afxdp, &topo)?;
     let frames = flood_frames(&gen)?;
 
@@ -180,7 +165,7 @@ fn run_once(a: &Params, relayd_bin: &std::path::Path, cpus: Cpus, backend: Backe
     let stop = Arc::new(AtomicBool::new(false));
     let stop_tx = Arc::new(AtomicBool::new(false));
     let flooding = Arc::new(AtomicBool::new(false));
-    let hist = Arc::new(Mutex::new([new_hist()?, new_hist()?]));
+    let hist = Arc::new(Mutex::new([latency_histogram(LATENCY_MAX_US)?, latency_histogram(LATENCY_MAX_US)?]));
     let rx_thread = {
         let (rx, stop, flooding, hist) = (rx.clone(), stop.clone(), flooding.clone(), hist.clone());
         let Member { sock, client } = receiver;
@@ -193,17 +178,7 @@ fn run_once(a: &Params, relayd_bin: &std::path::Path, cpus: Cpus, backend: Backe
         std::thread::spawn(move || pace(sender, rate, size, epoch, &sent, &stop, cpus))
     };
     // Stop and join both threads on every way out.
-    struct Join(Arc<AtomicBool>, Arc<AtomicBool>, Vec<std::thread::JoinHandle<Result<()>>>);
-    impl Drop for Join {
-        fn drop(&mut self) {
-            self.0.store(true, Relaxed);
-            self.1.store(true, Relaxed);
-            for t in self.2.drain(..) {
-                let _ = t.join();
-            }
-        }
-    }
-    let mut threads = Join(stop.clone(), stop_tx.clone(), vec![rx_thread, tx_thread]);
+    let threads = Threads::new(vec![stop.clone(), stop_tx.clone()], vec![rx_thread, tx_thread]);
 
     let phase = Duration::from_secs_f64(a.seconds / 3.0);
     let mut timeline = Vec::new();
@@ -252,8 +227,8 @@ fn run_once(a: &Params, relayd_bin: &std::path::Path, cpus: Cpus, backend: Backe
     stop_tx.store(true, Relaxed);
     std::thread::sleep(Duration::from_millis(100));
     stop.store(true, Relaxed);
-    for t in threads.2.drain(..) {
-        t.join().map_err(|_| anyhow::anyhow!("a load thread panicked"))??;
+    for r in threads.join()? {
+        r?;
     }
     drop(gen);
     let secs = phase.as_secs_f64();
@@ -278,10 +253,6 @@ fn run_once(a: &Params, relayd_bin: &std::path::Path, cpus: Cpus, backend: Backe
         xdp: diff(&s0.xdp, &s1.xdp),
         timeline,
     })
-}
-
-pub(crate) fn new_hist() -> Result<Histogram<u64>> {
-    Histogram::new_with_bounds(1, 10_000_000, 3).context("latency histogram")
 }
 
 /// Sends paced SRTP with the send time (µs since `epoch`) in RTP payload bytes 0..8.
@@ -340,7 +311,7 @@ fn receive(
     sock.set_read_timeout(Some(Duration::from_millis(20)))?;
     let mut buf = [0u8; 2048];
     // Recorded locally and merged at the end: no lock per packet.
-    let mut local = [new_hist()?, new_hist()?];
+    let mut local = [latency_histogram(LATENCY_MAX_US)?, latency_histogram(LATENCY_MAX_US)?];
     while !stop.load(Relaxed) {
         let Ok(n) = sock.recv(&mut buf) else { continue };
         match client.handle(&mut buf[..n]) {
@@ -367,17 +338,12 @@ fn receive(
     Ok(())
 }
 
-pub(crate) fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(|a, b| a.total_cmp(b));
-    (v[v.len() / 2], v[0], v[v.len() - 1])
-}
-
 /// Runs the scenario for each backend and prints a table.
 pub fn run(a: Args) -> Result<()> {
     if a.runs == 0 || a.seconds < 1.5 || a.legit_pps <= 0.0 {
         bail!("--runs must be at least 1, --seconds at least 1.5 and --legit-pps positive");
     }
-    let relayd = edgerelay::relayd_path(&a.relayd)?;
+    let relayd = relayd::relayd_path(&a.relayd)?;
     let cpus = Cpus::detect();
     cpus.pin_load_thread();
     let mut rows = Vec::new();
@@ -398,30 +364,48 @@ pub fn run(a: Args) -> Result<()> {
             ));
             runs.push(r);
         }
+        let stat = |v: Vec<f64>| Stat::of(&v).expect("--runs is at least 1, and every run's figures are finite");
         let ratio =
-            median(runs.iter().map(|r| if r.goodput[0] > 0.0 { r.goodput[1] / r.goodput[0] } else { 0.0 }).collect());
-        let flood = median(runs.iter().map(|r| r.flood_pps).collect());
-        let p99 = median(runs.iter().map(|r| r.latency_us[1].1).collect());
+            stat(runs.iter().map(|r| if r.goodput[0] > 0.0 { r.goodput[1] / r.goodput[0] } else { 0.0 }).collect());
+        let flood = stat(runs.iter().map(|r| r.flood_pps).collect());
+        let p99 = stat(runs.iter().map(|r| r.latency_us[1].1).collect());
         let name = format!("{backend:?}").to_lowercase();
         progress.out(&format!(
             "{name:<7} goodput under flood {:.1}% [{:.1}–{:.1}] of quiet; flood {:.0} pkt/s [{:.0}–{:.0}]; p99 latency under flood {:.0} µs [{:.0}–{:.0}]; {} runs",
-            ratio.0 * 100.0, ratio.1 * 100.0, ratio.2 * 100.0, flood.0, flood.1, flood.2, p99.0, p99.1, p99.2, a.runs
+            ratio.median * 100.0, ratio.min * 100.0, ratio.max * 100.0, flood.median, flood.min, flood.max, p99.median, p99.min, p99.max, a.runs
         ));
-        rows.push(serde_json::json!({
-            "backend": name, "kernel_limits": !a.no_limits, "legit_pps": a.legit_pps, "size": a.size, "seconds": a.seconds, "runs": a.runs,
-            "goodput_ratio_median": ratio.0, "goodput_ratio_min": ratio.1, "goodput_ratio_max": ratio.2,
-            "flood_pps_median": flood.0, "flood_p99_us_median": p99.0,
-            "runs_detail": runs.iter().map(|r| serde_json::json!({
-                "goodput_pps": r.goodput, "sent_pps": r.sent, "flood_pps": r.flood_pps,
-                "latency_us_p50_p99_quiet": r.latency_us[0], "latency_us_p50_p99_flood": r.latency_us[1],
-                "auth_failed": r.auth_failed, "other_srtp_errors": r.other_errors, "engine_drops_during_flood": r.engine_drops.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
-                "xdp_verdicts_during_flood": r.xdp.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
-                "timeline_tick_ms": TICK.as_millis() as u64, "timeline_verified": r.timeline,
-            })).collect::<Vec<_>>(),
-        }));
+        rows.push(FloodRow {
+            backend: name,
+            kernel_limits: Some(!a.no_limits),
+            legit_pps: a.legit_pps,
+            size: a.size,
+            seconds: a.seconds,
+            runs: a.runs,
+            goodput_ratio_median: ratio.median,
+            goodput_ratio_min: ratio.min,
+            goodput_ratio_max: ratio.max,
+            flood_pps_median: flood.median,
+            flood_p99_us_median: p99.median,
+            runs_detail: runs
+                .into_iter()
+                .map(|r| FloodRun {
+                    goodput_pps: r.goodput,
+                    sent_pps: r.sent,
+                    flood_pps: r.flood_pps,
+                    latency_us_p50_p99_quiet: r.latency_us[0],
+                    latency_us_p50_p99_flood: r.latency_us[1],
+                    auth_failed: r.auth_failed,
+                    other_srtp_errors: r.other_errors,
+                    engine_drops_during_flood: r.engine_drops.into_iter().collect(),
+                    xdp_verdicts_during_flood: r.xdp.into_iter().collect(),
+                    timeline_tick_ms: TICK.as_millis() as u64,
+                    timeline_verified: r.timeline,
+                })
+                .collect(),
+        });
     }
     if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_string_pretty(&rows)?)?;
+        report::write(p, &rows)?;
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The latency scenario: one-way latency p50, p99 and p99.9 at fractions (default 10%, 50%,
 //! 90%) of the maximum loss-free rate, per backend.
 //!
-//! It uses the throughput scenario's rig ([`crate::throughput`]): one room, one sender and
+//! It uses the shared rig ([`crate::rig`], as `throughput` does): one room, one sender and
 //! one receiver, 1200-byte SRTP_80 from the AF_XDP generator, and every relayed packet
 //! captured through the clients' XDP program and verified with the receiver's keys. Each
 //! packet carries its number; the pacer notes when it handed each one to the generator, and
@@ -20,12 +20,13 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use relay::config::Backend;
 
-use crate::edgerelay;
-use crate::flood::{median, new_hist};
 use crate::load::{self, Outcome, SearchArgs};
 use crate::procs::{self, Cpus};
 use crate::progress::Progress;
-use crate::throughput::{self, Rig};
+use crate::relayd;
+use crate::report::{self, LatencyRow, LatencyRun};
+use crate::rig::{self, Rig};
+use crate::stats::{latency_histogram, Stat, LATENCY_MAX_US};
 
 /// `relay-bench latency` options.
 #[derive(clap::Args)]
@@ -73,10 +74,10 @@ pub fn run(a: Args) -> Result<()> {
     if a.runs == 0 || a.seconds < 1.5 || a.fractions.iter().any(|f| !(0.0..=1.0).contains(f) || *f == 0.0) {
         bail!("--runs must be at least 1, --seconds at least 1.5, and every fraction in (0, 1]");
     }
-    if !(throughput::MIN_SIZE..=throughput::MAX_SIZE).contains(&a.size) {
-        bail!("--size must be between {} and {} bytes", throughput::MIN_SIZE, throughput::MAX_SIZE);
+    if !(rig::MIN_SIZE..=rig::MAX_SIZE).contains(&a.size) {
+        bail!("--size must be between {} and {} bytes", rig::MIN_SIZE, rig::MAX_SIZE);
     }
-    let relayd = edgerelay::relayd_path(&a.relayd)?;
+    let relayd = relayd::relayd_path(&a.relayd)?;
     let cpus = Cpus::detect();
     cpus.pin_load_thread();
     let search =
@@ -104,7 +105,7 @@ pub fn run(a: Args) -> Result<()> {
         ));
         for &f in &a.fractions {
             let rate = max * f;
-            let mut merged = new_hist()?;
+            let mut merged = latency_histogram(LATENCY_MAX_US)?;
             let mut runs = Vec::new();
             for i in 0..a.runs {
                 procs::check_interrupted()?;
@@ -120,29 +121,46 @@ pub fn run(a: Args) -> Result<()> {
                 runs.push((p, q, h.len()));
                 progress.inc();
             }
-            let q = |i: usize| median(runs.iter().map(|r| r.1[i]).collect());
+            let stat = |v: Vec<f64>| Stat::of(&v).expect("--runs is at least 1, and every run's figures are finite");
+            let q = |i: usize| stat(runs.iter().map(|r| r.1[i]).collect());
             let (p50, p99, p999) = (q(0), q(1), q(2));
-            let l = median(runs.iter().map(|r| r.0.loss).collect());
+            let l = stat(runs.iter().map(|r| r.0.loss).collect());
             progress.out(&format!(
                 "{name:<7} {:>3.0}% ({rate:>7.0} pkt/s): p50 {:.0} µs [{:.0}–{:.0}], p99 {:.0} µs [{:.0}–{:.0}], p99.9 {:.0} µs [{:.0}–{:.0}], loss {:.3}%, {} runs",
-                f * 100.0, p50.0, p50.1, p50.2, p99.0, p99.1, p99.2, p999.0, p999.1, p999.2, l.0 * 100.0, a.runs
+                f * 100.0, p50.median, p50.min, p50.max, p99.median, p99.min, p99.max, p999.median, p999.min, p999.max, l.median * 100.0, a.runs
             ));
-            rows.push(serde_json::json!({
-                "backend": name, "max_loss_free_pps": max, "max_generator_limited": limited, "fraction": f,
-                "rate_pps": rate, "size": a.size, "seconds": a.seconds, "runs": a.runs,
-                "p50_us": [p50.0, p50.1, p50.2], "p99_us": [p99.0, p99.1, p99.2], "p999_us": [p999.0, p999.1, p999.2],
-                "loss_median": l.0,
-                "cdf_us": cdf(&merged),
-                "runs_detail": runs.iter().map(|(p, q, n)| serde_json::json!({
-                    "sent": p.sent, "verified": p.received, "latency_measured": n, "p50_p99_p999_us": q,
-                    "auth_failed": p.auth_failed, "duplicates": p.duplicates, "other_srtp_errors": p.other_errors,
-                    "generator_kept_up": p.outcome != Outcome::GeneratorLimited,
-                })).collect::<Vec<_>>(),
-            }));
+            rows.push(LatencyRow {
+                backend: name.clone(),
+                max_loss_free_pps: max,
+                max_generator_limited: limited,
+                fraction: f,
+                rate_pps: rate,
+                size: a.size,
+                seconds: a.seconds,
+                runs: a.runs,
+                p50_us: p50.to_array(),
+                p99_us: p99.to_array(),
+                p999_us: p999.to_array(),
+                loss_median: l.median,
+                cdf_us: cdf(&merged),
+                runs_detail: runs
+                    .iter()
+                    .map(|(p, q, n)| LatencyRun {
+                        sent: p.sent,
+                        verified: p.received,
+                        latency_measured: *n,
+                        p50_p99_p999_us: *q,
+                        auth_failed: p.auth_failed,
+                        duplicates: p.duplicates,
+                        other_srtp_errors: p.other_errors,
+                        generator_kept_up: p.outcome != Outcome::GeneratorLimited,
+                    })
+                    .collect(),
+            });
         }
     }
     if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_string_pretty(&rows)?)?;
+        report::write(p, &rows)?;
     }
     Ok(())
 }

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use relay::io::sys::{RecvBatch, SendBatch};
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::procs::{check_interrupted, cpu_seconds, Cpus};
+use crate::procs::{check_interrupted, cpu_seconds, Cpus, Threads};
 
 /// Most packets the pacer sends in one go when it is behind.
 const BURST: usize = 32;
@@ -55,7 +55,7 @@ pub struct Traffic {
 }
 
 /// Why a probe did not pass.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Loss within the bound.
@@ -69,7 +69,7 @@ pub enum Outcome {
 }
 
 /// One probe's result.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Probe {
     /// The rate asked of the pacer.
     pub target_pps: f64,
@@ -163,16 +163,7 @@ pub fn probe(traffic: Traffic, rate: f64, secs: f64, relay_pid: u32, cpus: Cpus,
         std::thread::spawn(move || receive(sock, verify, c, s, cpus))
     };
     // Stops and joins the receiver on every path out of this function.
-    struct StopOnDrop(Arc<AtomicBool>, Option<std::thread::JoinHandle<()>>);
-    impl Drop for StopOnDrop {
-        fn drop(&mut self) {
-            self.0.store(true, Ordering::Relaxed);
-            if let Some(t) = self.1.take() {
-                let _ = t.join();
-            }
-        }
-    }
-    let rx_guard = StopOnDrop(stop, Some(rx_thread));
+    let rx_guard = Threads::new(vec![stop], vec![rx_thread]);
     let received_now = || -> Result<u64> {
         Ok(counts.ok.load(Ordering::Relaxed)
             + counts.auth_failed.load(Ordering::Relaxed)
@@ -256,7 +247,7 @@ pub fn probe(traffic: Traffic, rate: f64, secs: f64, relay_pid: u32, cpus: Cpus,
 }
 
 /// How to search for the maximum loss-free rate.
-#[derive(Clone, Copy, Debug, clap::Args, Serialize)]
+#[derive(Clone, Copy, Debug, clap::Args, Serialize, Deserialize)]
 pub struct SearchArgs {
     /// First offered rate (packets per second); the search doubles it until a probe fails.
     #[arg(long, default_value_t = 2000.0)]
@@ -280,11 +271,35 @@ pub struct SearchArgs {
 pub struct Found {
     /// The fastest passing probe.
     pub best: Option<Probe>,
-    /// Why the search stopped climbing: `loss`, `relay_failed`, `generator_limited`
-    /// (the figure is a floor) or `max_pps`.
+    /// Why the search stopped climbing: one of [`STOP_REASONS`].
     pub stopped_by: &'static str,
     /// Every probe, in order.
     pub probes: Vec<Probe>,
+}
+
+/// Why a search stops climbing: `loss`, `relay_failed`, `generator_limited` (the figure is
+/// a floor) or `max_pps`.
+pub const STOP_REASONS: [&str; 4] = ["loss", "relay_failed", "generator_limited", "max_pps"];
+
+/// [`Found`] as a report holds it, read back: its `stopped_by` must be one of
+/// [`STOP_REASONS`].
+#[derive(Deserialize)]
+struct FoundRecord {
+    best: Option<Probe>,
+    stopped_by: String,
+    probes: Vec<Probe>,
+}
+
+impl<'de> Deserialize<'de> for Found {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let r = FoundRecord::deserialize(d)?;
+        let stopped_by = STOP_REASONS
+            .iter()
+            .find(|s| **s == r.stopped_by)
+            .copied()
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown stop reason {:?}", r.stopped_by)))?;
+        Ok(Found { best: r.best, stopped_by, probes: r.probes })
+    }
 }
 
 /// Finds the highest rate whose probe passes: doubles from `start_pps` until a probe fails,

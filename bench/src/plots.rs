@@ -17,9 +17,10 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use plotters::prelude::*;
-use serde_json::Value;
+
+use crate::report::{self, CompareReport, FloodRow, FloodRun, LatencyRow, ThroughputRow};
 
 /// `relay-bench plot` options.
 #[derive(clap::Args)]
@@ -39,41 +40,15 @@ const COLORS: [RGBColor; 6] = [
     RGBColor(0x8c, 0x56, 0x4b),
 ];
 
-fn read(dir: &Path, name: &str) -> Result<Option<Value>> {
-    let p = dir.join(name);
-    if !p.exists() {
-        return Ok(None);
-    }
-    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-    Ok(Some(serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?))
-}
-
-fn num(v: &Value, what: &str) -> Result<f64> {
-    v.as_f64().with_context(|| format!("{what} is not a number: {v}"))
-}
-
 /// Maps plotters' drawing errors (generic over the backend) into anyhow.
 fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow::anyhow!("drawing: {e:?}")
 }
 
 /// Bars of median pkt/s with min–max whiskers, one per system.
-fn baselines(v: &Value, out: &Path) -> Result<()> {
-    let systems = v["systems"].as_array().context("baselines.json has no systems")?;
-    let mut bars = Vec::new();
-    for s in systems {
-        let name = s["name"].as_str().unwrap_or("?").to_owned();
-        let pps = &s["pps"];
-        if pps.is_null() {
-            continue;
-        }
-        bars.push((
-            name,
-            num(&pps["median"], "pps.median")?,
-            num(&pps["min"], "pps.min")?,
-            num(&pps["max"], "pps.max")?,
-        ));
-    }
+fn baselines(v: &CompareReport, out: &Path) -> Result<()> {
+    let bars: Vec<(String, f64, f64, f64)> =
+        v.systems.iter().filter_map(|s| s.pps.map(|p| (s.name.clone(), p.median, p.min, p.max))).collect();
     let top = bars.iter().map(|b| b.3).fold(1.0, f64::max) * 1.1;
     let root = SVGBackend::new(out, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
@@ -115,30 +90,21 @@ fn baselines(v: &Value, out: &Path) -> Result<()> {
 }
 
 /// Lines of relayd's output pkt/s by fan-out, per backend (AF_XDP generator rows).
-fn throughput(v: &Value, out: &Path) -> Result<()> {
-    let rows = v.as_array().context("throughput.json is not an array")?;
+fn throughput(rows: &[ThroughputRow], out: &Path) -> Result<()> {
     // Per backend: (fan-out, median, min, max) of packets sent per second.
     type Point = (f64, f64, f64, f64);
     let mut series: Vec<(String, Vec<Point>)> = Vec::new();
     for r in rows {
-        // The fan-out curve: the AF_XDP generator's rows of one room, 1200-byte SRTP_80
-        // (older reports without these fields are taken as they are).
-        let other_shape = r["size"].as_u64().is_some_and(|s| s != 1200)
-            || r["rooms"].as_u64().is_some_and(|n| n != 1)
-            || r["profile"].as_str().is_some_and(|p| p != "AES_CM_128_HMAC_SHA1_80");
+        // The fan-out curve: the AF_XDP generator's rows of one room, 1200-byte SRTP_80.
+        let other_shape = r.size != 1200 || r.rooms != 1 || r.profile != "AES_CM_128_HMAC_SHA1_80";
         // A configuration whose every run was left out (damaged input) has no figure.
-        let no_figure = r["in_pps_median"].is_null();
-        if r["generator"].as_str() == Some("socket") || other_shape || no_figure {
+        let (Some(median), Some(min), Some(max)) = (r.in_pps_median, r.in_pps_min, r.in_pps_max) else { continue };
+        if r.generator == "socket" || other_shape {
             continue;
         }
-        let backend = r["backend"].as_str().unwrap_or("?").to_owned();
-        let f = num(&r["fanout"], "fanout")?;
-        let point = (
-            f,
-            num(&r["in_pps_median"], "in_pps_median")? * f,
-            num(&r["in_pps_min"], "in_pps_min")? * f,
-            num(&r["in_pps_max"], "in_pps_max")? * f,
-        );
+        let backend = r.backend.clone();
+        let f = r.fanout as f64;
+        let point = (f, median * f, min * f, max * f);
         // A later row for the same fan-out (a re-run in the same report) replaces it.
         match series.iter_mut().find(|s| s.0 == backend) {
             Some(s) => match s.1.iter_mut().find(|p| p.0 == f) {
@@ -190,19 +156,11 @@ fn throughput(v: &Value, out: &Path) -> Result<()> {
 }
 
 /// Latency CDFs (x: µs, log scale; y: quantile), one line per backend and fraction.
-fn latency(v: &Value, out: &Path) -> Result<bool> {
-    let rows = v.as_array().context("latency.json is not an array")?;
+fn latency(rows: &[LatencyRow], out: &Path) -> Result<bool> {
     let mut lines = Vec::new();
-    for r in rows {
-        let Some(cdf) = r["cdf_us"].as_array() else { continue };
-        let pts: Vec<(f64, f64)> =
-            cdf.iter().filter_map(|p| Some((p.get(1)?.as_f64()?.max(1.0), p.get(0)?.as_f64()?))).collect();
-        let label = format!(
-            "{} at {:.0}% ({:.0} pkt/s)",
-            r["backend"].as_str().unwrap_or("?"),
-            r["fraction"].as_f64().unwrap_or(0.0) * 100.0,
-            r["rate_pps"].as_f64().unwrap_or(0.0)
-        );
+    for r in rows.iter().filter(|r| !r.cdf_us.is_empty()) {
+        let pts: Vec<(f64, f64)> = r.cdf_us.iter().map(|&(q, us)| ((us as f64).max(1.0), q)).collect();
+        let label = format!("{} at {:.0}% ({:.0} pkt/s)", r.backend, r.fraction * 100.0, r.rate_pps);
         lines.push((label, pts));
     }
     if lines.is_empty() {
@@ -239,29 +197,23 @@ fn latency(v: &Value, out: &Path) -> Result<bool> {
 }
 
 /// Verified goodput per tick for each backend's median run, flood phase shaded.
-fn flood(v: &Value, out: &Path) -> Result<()> {
-    let rows = v.as_array().context("flood.json is not an array")?;
+fn flood(rows: &[FloodRow], out: &Path) -> Result<()> {
     let mut lines = Vec::new();
     let mut seconds: f64 = 0.0;
     for r in rows {
-        seconds = seconds.max(r["seconds"].as_f64().unwrap_or(0.0));
-        let runs = r["runs_detail"].as_array().context("flood row without runs_detail")?;
-        let ratio = |run: &Value| {
-            let g = &run["goodput_pps"];
-            g[1].as_f64().unwrap_or(0.0) / g[0].as_f64().unwrap_or(1.0).max(1.0)
-        };
-        let mut sorted: Vec<&Value> = runs.iter().collect();
+        seconds = seconds.max(r.seconds);
+        let ratio = |run: &FloodRun| run.goodput_pps[1] / run.goodput_pps[0].max(1.0);
+        let mut sorted: Vec<&FloodRun> = r.runs_detail.iter().collect();
         sorted.sort_by(|a, b| ratio(a).total_cmp(&ratio(b)));
         let Some(run) = sorted.get(sorted.len() / 2) else { continue };
-        let tick_s = run["timeline_tick_ms"].as_f64().unwrap_or(100.0) / 1000.0;
-        let pts: Vec<(f64, f64)> = run["timeline_verified"]
-            .as_array()
-            .context("run without timeline_verified")?
+        let tick_s = run.timeline_tick_ms as f64 / 1000.0;
+        let pts: Vec<(f64, f64)> = run
+            .timeline_verified
             .iter()
             .enumerate()
-            .map(|(i, n)| ((i + 1) as f64 * tick_s, n.as_f64().unwrap_or(0.0) / tick_s))
+            .map(|(i, &n)| ((i + 1) as f64 * tick_s, n as f64 / tick_s))
             .collect();
-        lines.push((r["backend"].as_str().unwrap_or("?").to_owned(), pts));
+        lines.push((r.backend.clone(), pts));
     }
     let top = lines.iter().flat_map(|l| l.1.iter().map(|p| p.1)).fold(1.0, f64::max) * 1.2;
     let root = SVGBackend::new(out, SIZE).into_drawing_area();
@@ -305,15 +257,15 @@ fn flood(v: &Value, out: &Path) -> Result<()> {
 /// Draws every figure whose data is in `dir`; fails if there is none.
 pub fn run(a: Args) -> Result<()> {
     let mut drawn = Vec::new();
-    if let Some(v) = read(&a.dir, "baselines.json")? {
+    if let Some(v) = report::read::<CompareReport>(&a.dir.join("baselines.json"))? {
         baselines(&v, &a.dir.join("baselines.svg"))?;
         drawn.push("baselines.svg");
     }
-    if let Some(v) = read(&a.dir, "throughput.json")? {
+    if let Some(v) = report::read::<Vec<ThroughputRow>>(&a.dir.join("throughput.json"))? {
         throughput(&v, &a.dir.join("throughput-fanout.svg"))?;
         drawn.push("throughput-fanout.svg");
     }
-    if let Some(v) = read(&a.dir, "latency.json")? {
+    if let Some(v) = report::read::<Vec<LatencyRow>>(&a.dir.join("latency.json"))? {
         if latency(&v, &a.dir.join("latency-cdf.svg"))? {
             drawn.push("latency-cdf.svg");
         } else {
@@ -322,7 +274,7 @@ pub fn run(a: Args) -> Result<()> {
             );
         }
     }
-    if let Some(v) = read(&a.dir, "flood.json")? {
+    if let Some(v) = report::read::<Vec<FloodRow>>(&a.dir.join("flood.json"))? {
         flood(&v, &a.dir.join("flood-timeline.svg"))?;
         drawn.push("flood-timeline.svg");
     }
@@ -341,42 +293,64 @@ pub fn run(a: Args) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn tmp(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("relay-bench-plots-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
+    use relay::tempdir::TempDir;
 
     #[test]
     fn flood_timeline_is_drawn_from_a_report() {
-        let d = tmp("flood");
-        let run = |g: f64| serde_json::json!({"goodput_pps": [10.0, g, 10.0], "timeline_tick_ms": 100, "timeline_verified": [1, 1, 0, 1]});
-        let v = serde_json::json!([{"backend": "xdp", "seconds": 0.4, "runs_detail": [run(10.0), run(5.0), run(9.0)]}]);
+        let dir = TempDir::new("plots-flood").unwrap();
+        let d = dir.path().to_owned();
+        let run = |g: f64| {
+            serde_json::json!({"goodput_pps": [10.0, g, 10.0], "sent_pps": [10.0, 10.0, 10.0],
+            "flood_pps": 1000.0, "latency_us_p50_p99_quiet": [1.0, 2.0], "latency_us_p50_p99_flood": [1.0, 2.0],
+            "auth_failed": 0, "engine_drops_during_flood": {}, "xdp_verdicts_during_flood": {},
+            "timeline_tick_ms": 100, "timeline_verified": [1, 1, 0, 1]})
+        };
+        let v: Vec<FloodRow> = serde_json::from_value(serde_json::json!([{"backend": "xdp", "seconds": 0.4,
+            "legit_pps": 10.0, "size": 1200, "runs": 3, "goodput_ratio_median": 0.9, "goodput_ratio_min": 0.5,
+            "goodput_ratio_max": 1.0, "flood_pps_median": 1000.0, "flood_p99_us_median": 2.0,
+            "runs_detail": [run(10.0), run(5.0), run(9.0)]}]))
+        .unwrap();
         let out = d.join("f.svg");
         flood(&v, &out).unwrap();
         let svg = std::fs::read_to_string(&out).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("xdp") && svg.contains("flood"), "{svg}");
-        std::fs::remove_dir_all(d).unwrap();
     }
 
     #[test]
     fn latency_without_cdf_draws_nothing_and_bad_json_is_an_error() {
-        let d = tmp("lat");
-        let v = serde_json::json!([{"backend": "xdp", "fraction": 0.5}]);
+        let dir = TempDir::new("plots-lat").unwrap();
+        let d = dir.path().to_owned();
+        let v: Vec<LatencyRow> = serde_json::from_value(serde_json::json!([{"backend": "xdp", "fraction": 0.5,
+            "max_loss_free_pps": 100.0, "max_generator_limited": false, "rate_pps": 50.0, "size": 1200,
+            "seconds": 1.5, "runs": 1, "p50_us": [1.0, 1.0, 1.0], "p99_us": [1.0, 1.0, 1.0],
+            "p999_us": [1.0, 1.0, 1.0], "loss_median": 0.0, "runs_detail": []}]))
+        .unwrap();
         assert!(!latency(&v, &d.join("l.svg")).unwrap());
         assert!(!d.join("l.svg").exists());
         std::fs::write(d.join("flood.json"), "{not json").unwrap();
         let e = run(Args { dir: d.clone() }).unwrap_err();
         assert!(format!("{e:#}").contains("parsing"), "{e:#}");
-        std::fs::remove_dir_all(d).unwrap();
     }
 
     #[test]
     fn an_empty_directory_is_an_error() {
-        let d = tmp("empty");
+        let dir = TempDir::new("plots-empty").unwrap();
+        let d = dir.path().to_owned();
         let e = run(Args { dir: d.clone() }).unwrap_err();
         assert!(e.to_string().contains("no report JSON"), "{e}");
-        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn the_committed_reports_plot() {
+        let d = TempDir::new("plots-committed").unwrap();
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks");
+        for f in ["baselines.json", "throughput.json", "latency.json", "flood.json"] {
+            std::fs::copy(docs.join(f), d.join(f)).unwrap();
+        }
+        run(Args { dir: d.path().to_owned() }).unwrap();
+        for f in ["baselines.svg", "throughput-fanout.svg", "latency-cdf.svg", "flood-timeline.svg"] {
+            let svg = std::fs::read_to_string(d.join(f)).unwrap();
+            assert!(svg.starts_with("<svg") && svg.len() > 1000, "{f}: {svg}");
+        }
     }
 }

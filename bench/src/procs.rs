@@ -2,13 +2,16 @@
 //! their CPU time from `/proc/PID/stat`, and installing the Debian packages they come from.
 //!
 //! Invariants: every child process the bench starts is owned by a [`Guard`], which kills and
-//! reaps it on drop, so an early return or a panic leaves nothing running. CPU time is
+//! reaps it on drop, and every load thread by a [`Threads`], which stops and joins it on
+//! drop, so an early return or a panic leaves nothing running. CPU time is
 //! `utime + stime` of the whole process (all threads, fields 14 and 15 of `/proc/PID/stat`)
 //! in clock ticks; [`clock_ticks_per_sec`] converts it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
 
 use anyhow::{bail, Context, Result};
 
@@ -51,7 +54,43 @@ impl Drop for Guard {
     }
 }
 
-static INTERRUPT: OnceLock<&'static std::sync::atomic::AtomicBool> = OnceLock::new();
+/// Threads that run until their stop flags are set: on drop every flag is set and every
+/// thread joined (its result dropped), so no early return leaves one running.
+pub struct Threads<T> {
+    stops: Vec<Arc<AtomicBool>>,
+    handles: Vec<JoinHandle<T>>,
+}
+
+impl<T> Threads<T> {
+    /// Guards `handles`, which stop once all of `stops` are set.
+    pub fn new(stops: Vec<Arc<AtomicBool>>, handles: Vec<JoinHandle<T>>) -> Self {
+        Self { stops, handles }
+    }
+
+    /// Sets every stop flag and joins every thread, in order; fails if one panicked.
+    pub fn join(mut self) -> Result<Vec<T>> {
+        self.stop();
+        let handles = std::mem::take(&mut self.handles);
+        handles.into_iter().map(|t| t.join().map_err(|_| anyhow::anyhow!("a load thread panicked"))).collect()
+    }
+
+    fn stop(&self) {
+        for s in &self.stops {
+            s.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<T> Drop for Threads<T> {
+    fn drop(&mut self) {
+        self.stop();
+        for t in self.handles.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+static INTERRUPT: OnceLock<&'static AtomicBool> = OnceLock::new();
 
 /// Catches SIGINT and SIGTERM from now on, so [`check_interrupted`] can turn them into an
 /// error: the error unwinds through the [`Guard`]s and namespace guards, which tear down
@@ -65,7 +104,7 @@ pub fn catch_interrupts() -> Result<()> {
 /// Fails once SIGINT or SIGTERM has arrived (after [`catch_interrupts`]).
 pub fn check_interrupted() -> Result<()> {
     match INTERRUPT.get() {
-        Some(f) if f.load(std::sync::atomic::Ordering::Relaxed) => bail!("interrupted"),
+        Some(f) if f.load(Ordering::Relaxed) => bail!("interrupted"),
         _ => Ok(()),
     }
 }
@@ -233,5 +272,28 @@ mod tests {
         assert_eq!(install_command("rtpengine-daemon"), "apt-get install -y --no-install-recommends rtpengine-daemon");
         let e = require("surely-not-a-program-xyz", "pkg-xyz", false).unwrap_err().to_string();
         assert!(e.contains("apt-get install -y --no-install-recommends pkg-xyz"), "{e}");
+    }
+
+    #[test]
+    fn threads_are_stopped_and_joined_on_join_and_on_drop() {
+        let spin = |stop: Arc<AtomicBool>| {
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    std::thread::yield_now();
+                }
+                n
+            })
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let t = Threads::new(vec![stop.clone()], vec![spin(stop.clone()), spin(stop.clone())]);
+        assert_eq!(t.join().unwrap().len(), 2, "both threads ran to their end");
+        let stop = Arc::new(AtomicBool::new(false));
+        let t = Threads::new(vec![stop.clone()], vec![spin(stop.clone())]);
+        drop(t);
+        assert!(stop.load(Ordering::Relaxed), "dropping the guard stops its threads");
+        let panics = Threads::new(vec![], vec![std::thread::spawn(|| panic!("on purpose"))]);
+        assert!(panics.join().is_err());
     }
 }

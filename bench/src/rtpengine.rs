@@ -26,11 +26,11 @@ use anyhow::{bail, Context, Result};
 use relay::client::write_rtp_header;
 use relay::srtp::{Profile, RtpReceiver, RtpSender, SessionKeys};
 
-use crate::edgerelay::TempDir;
 use crate::load::{self, Outcome, Probe, SearchArgs, Sink, Traffic};
 use crate::ng::{self, Value};
 use crate::procs::{Cpus, Guard};
 use crate::sdp;
+use relay::tempdir::TempDir;
 
 /// The log line rtpengine writes when it gives up reading a flooded socket.
 pub const WEDGE_LINE: &str = "UDP receive queue exceeded";
@@ -91,7 +91,7 @@ impl Rtpengine {
         let ng_addr = UdpSocket::bind("127.0.0.1:0")?.local_addr()?;
         let cli = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let port_min = 20_000 + (std::process::id() % 48) * 200;
-        let log = dir.0.join("rtpengine.log");
+        let log = dir.join("rtpengine.log");
         let mut cmd = cpus.command(cpus.relay, bin);
         cmd.args(["--config-file=none", "--table=-1", "--interface=127.0.0.1"])
             .arg(format!("--listen-ng={ng_addr}"))

@@ -32,11 +32,12 @@ use relay::proto::ErrorCode;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::baseline::Stat;
-use crate::edgerelay::{self, Relayd, Size};
 use crate::joins::{ips_needed, Answer, Done, Joiner, Retry};
+use crate::machine;
 use crate::procs;
-use crate::throughput::{self, Topology};
+use crate::relayd::{self, Relayd, Size};
+use crate::rig::topology::{self, Topology};
+use crate::stats::Stat;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -199,7 +200,7 @@ fn xdp_topology(a: &ScaleArgs) -> Result<Topology> {
     if ips > 150 {
         bail!("--sessions {} needs {ips} source IPs; the XDP scale run has 150", a.sessions);
     }
-    let topo = throughput::topology_with_queues(a.workers as u32)?;
+    let topo = topology::topology_with_queues(a.workers as u32)?;
     let first = u32::from_be_bytes(XDP_FIRST_SOURCE);
     for k in 0..ips {
         let ip = std::net::Ipv4Addr::from(first + k);
@@ -247,28 +248,12 @@ fn refusal_name(code: Option<ErrorCode>, raw: u16) -> String {
 
 /// The machine, for the reports.
 fn environment() -> Value {
-    let first_line = |cmd: &str, args: &[&str]| {
-        std::process::Command::new(cmd)
-            .args(args)
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or_default().trim().to_owned())
-            .unwrap_or_default()
-    };
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_owned())
-        })
-        .unwrap_or_default();
     json!({
         "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
-        "cpu_model": cpu,
-        "kernel": first_line("uname", &["-r"]),
-        "date_utc": first_line("date", &["-u", "+%Y-%m-%d %H:%M"]),
-        "loadavg_at_start": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+        "cpu_model": machine::cpu_model(),
+        "kernel": machine::first_line("uname", &["-r"]),
+        "date_utc": machine::first_line("date", &["-u", "+%Y-%m-%d %H:%M"]),
+        "loadavg_at_start": machine::loadavg(),
         "command": std::env::args().collect::<Vec<_>>().join(" "),
     })
 }
@@ -350,13 +335,13 @@ pub fn scale_run(a: &ScaleArgs, bin: &Path) -> Result<ScaleRun> {
         Backend::Xdp => Some(xdp_topology(a)?),
         Backend::Socket => None,
     };
-    let mut relayd = edgerelay::start_sized(bin, topo.as_ref(), a.backend, None, size)?;
+    let mut relayd = relayd::start_sized(bin, topo.as_ref(), a.backend, None, size)?;
     let pid = relayd.pid();
     std::thread::sleep(Duration::from_millis(300));
     let before = memory(pid)?;
     let bpf_maps_before = bpf_maps_memory(pid)?;
     let cpu0 = procs::cpu_seconds(pid)?;
-    let (app, secret) = edgerelay::app();
+    let (app, secret) = relayd::app();
     let retry = Retry { every: Duration::from_millis(1000), tries: 3 };
     let mut joiner = Joiner::new(relayd.addr, app, secret, a.ssrcs, a.window, retry)?;
     if topo.is_some() {
@@ -449,7 +434,7 @@ pub fn scale_run(a: &ScaleArgs, bin: &Path) -> Result<ScaleRun> {
 
 /// `relay-bench scale`.
 pub fn run_scale(a: ScaleArgs) -> Result<()> {
-    let bin = edgerelay::relayd_path(&a.relayd)?;
+    let bin = relayd::relayd_path(&a.relayd)?;
     let env = environment();
     if a.runs == 0 {
         bail!("--runs must be at least 1");
@@ -513,7 +498,7 @@ pub fn run_scale(a: ScaleArgs) -> Result<()> {
         "backend": if xdp { "xdp" } else { "socket" },
         "args": a,
         "environment": env,
-        "loadavg_at_end": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+        "loadavg_at_end": machine::loadavg(),
         "goal": {
             "what": format!(
                 "relayd {} with {} sessions joined ≤ {} MiB (checked against the largest run)",
@@ -817,8 +802,8 @@ pub fn storm_run(a: &StormArgs, bin: &Path, window: usize) -> Result<StormRun> {
         max_sessions: a.max_sessions,
         default_limits: false,
     };
-    let mut relayd = edgerelay::start_sized(bin, None, Backend::Socket, None, size)?;
-    let (app, secret) = edgerelay::app();
+    let mut relayd = relayd::start_sized(bin, None, Backend::Socket, None, size)?;
+    let (app, secret) = relayd::app();
     let retry = Retry { every: Duration::from_millis(a.timeout_ms), tries: 1 };
     let mut joiner = Joiner::new(relayd.addr, app, secret, a.ssrcs, window, retry)?;
     let mut stages: Vec<Stage> = Vec::new();
@@ -863,7 +848,7 @@ pub fn storm_run(a: &StormArgs, bin: &Path, window: usize) -> Result<StormRun> {
 
 /// `relay-bench join-storm`.
 pub fn run_storm(a: StormArgs) -> Result<()> {
-    let bin = edgerelay::relayd_path(&a.relayd)?;
+    let bin = relayd::relayd_path(&a.relayd)?;
     let env = environment();
     if a.runs == 0 {
         bail!("--runs must be at least 1");
@@ -916,7 +901,7 @@ pub fn run_storm(a: StormArgs) -> Result<()> {
         "args": a,
         "window": window,
         "environment": env,
-        "loadavg_at_end": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+        "loadavg_at_end": machine::loadavg(),
         "limits": {
             "socket_backend": format!(
                 "no join rate limit; joins queue in each worker socket's receive buffer (8 MiB asked, capped by \

@@ -64,9 +64,9 @@ pub struct ControlDaemon {
 impl ControlDaemon {
     /// Starts a daemon with a fresh state dir; `extra` is appended to the config.
     pub fn start(extra: &str) -> Self {
-        let dir = Arc::new(TempDir::new("control"));
-        let config = dir.0.join("control.toml");
-        let cfg = format!("listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\n{extra}\n", dir.0.join("state").display());
+        let dir = Arc::new(TempDir::new("control").expect("create a temp dir"));
+        let config = dir.join("control.toml");
+        let cfg = format!("listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\n{extra}\n", dir.join("state").display());
         std::fs::write(&config, cfg).expect("write control config");
         let out = Command::new(bin("relay-control"))
             .args(["bootstrap-admin", "--config"])
@@ -87,7 +87,7 @@ impl ControlDaemon {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(dir.0.join("control.log"))
+            .open(dir.join("control.log"))
             .expect("open control log");
         let mut child = Command::new(bin("relay-control"))
             .args(["serve", "--config"])
@@ -189,7 +189,7 @@ impl ControlDaemon {
 
     /// The daemon's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.0.join("control.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.join("control.log")).unwrap_or_default()
     }
 
     /// A client signing with `creds`, pinned to this daemon's certificate.

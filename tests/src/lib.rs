@@ -8,7 +8,7 @@ pub use relay::time::unix_now;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use relay::client::{write_rtp_header, Client, ClientConfig, Event};
 use relay::ids::{RoomId, Ssrc};
@@ -72,24 +72,7 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
-/// A fresh private directory under the system temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    /// Creates it.
-    pub fn new(tag: &str) -> Self {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let p = std::env::temp_dir().join(format!("edgerelay-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&p).expect("create temp dir");
-        Self(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use relay::tempdir::TempDir;
 
 /// A free UDP port on loopback (best effort: another process may take it).
 pub fn free_udp_port() -> u16 {
@@ -155,12 +138,12 @@ impl Relayd {
 
     /// Starts relayd listening on `addr`, inside network namespace `netns` if given.
     pub fn start_with(addr: SocketAddr, body: &str, netns: Option<&str>) -> Self {
-        let dir = TempDir::new("relayd");
-        let stats_socket = dir.0.join("relayd.sock");
+        let dir = TempDir::new("relayd").expect("create a temp dir");
+        let stats_socket = dir.join("relayd.sock");
         let cfg = format!("listen = \"{addr}\"\ncontrol_socket = \"{}\"\n{body}", stats_socket.display());
-        let path = dir.0.join("relayd.toml");
+        let path = dir.join("relayd.toml");
         std::fs::write(&path, cfg).unwrap();
-        let log = std::fs::File::create(dir.0.join("relayd.log")).unwrap();
+        let log = std::fs::File::create(dir.join("relayd.log")).unwrap();
         let mut cmd = match netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -201,7 +184,7 @@ impl Relayd {
 
     /// relayd's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.0.join("relayd.log")).unwrap_or_default()
+        std::fs::read_to_string(self._dir.join("relayd.log")).unwrap_or_default()
     }
 
     /// The relayd process id.

@@ -42,8 +42,8 @@ fn rtpengine_recrypts_and_relayd_runs_beside_it() {
     if !ensure("rtpengine", "rtpengine-daemon") {
         return;
     }
-    let dir = TempDir::new("baseline-rtpengine");
-    let json = dir.0.join("r.json");
+    let dir = TempDir::new("baseline-rtpengine").expect("create a temp dir");
+    let json = dir.join("r.json");
     let relayd = bin("relayd");
     // Two probes each (200 and 400 pps, 1 s): well under either relay's limit, and within
     // what a debug build's sender makes.
@@ -91,8 +91,8 @@ fn rtpengine_passthrough_is_seen_as_forwarding() {
     if !ensure("rtpengine", "rtpengine-daemon") {
         return;
     }
-    let dir = TempDir::new("baseline-passthrough");
-    let json = dir.0.join("p.json");
+    let dir = TempDir::new("baseline-passthrough").expect("create a temp dir");
+    let json = dir.join("p.json");
     // The same suite on both legs: rtpengine forwards A's ciphertext, and the check must say so.
     let v = relay_bench_json(
         &[
@@ -123,8 +123,8 @@ fn coturn_relays_through_an_allocation() {
     if !ensure("turnserver", "coturn") || !ensure("turnutils_uclient", "coturn") {
         return;
     }
-    let dir = TempDir::new("baseline-coturn");
-    let json = dir.0.join("c.json");
+    let dir = TempDir::new("baseline-coturn").expect("create a temp dir");
+    let json = dir.join("c.json");
     let v = relay_bench_json(&["baseline", "coturn", "--messages", "30000"], &json);
     let s = system(&v, "coturn");
     assert!(s["error"].is_null(), "{}", s["error"]);

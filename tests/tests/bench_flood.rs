@@ -14,8 +14,8 @@ fn flood_is_dropped_in_the_kernel_with_xdp_and_reaches_userspace_without() {
     if !relay::io::sys::is_root() && skip_or_fail("relay-bench flood needs root") {
         return;
     }
-    let dir = TempDir::new("bench-flood");
-    let json = dir.0.join("flood.json");
+    let dir = TempDir::new("bench-flood").expect("create a temp dir");
+    let json = dir.join("flood.json");
     let relayd = relayd_arg();
     let rows = relay_bench_json(
         &[

@@ -11,8 +11,8 @@ fn latency_quantiles_are_measured_on_verified_packets() {
     if !relay::io::sys::is_root() && skip_or_fail("relay-bench latency needs root") {
         return;
     }
-    let dir = TempDir::new("bench-latency");
-    let json = dir.0.join("latency.json");
+    let dir = TempDir::new("bench-latency").expect("create a temp dir");
+    let json = dir.join("latency.json");
     let relayd = relayd_arg();
     let args = ["latency", "--backends", "xdp", "--max-pps", "200", "--fractions", "0.5", "--runs", "1"];
     let rows = relay_bench_json(&[&args[..], &["--seconds", "1.5", "--relayd", &relayd]].concat(), &json);

@@ -24,8 +24,8 @@ fn num(v: &Value, path: &[&str]) -> f64 {
 
 #[test]
 fn scale_holds_exactly_the_sessions_asked_for() {
-    let dir = TempDir::new("bench-scale");
-    let json = dir.0.join("scale.json");
+    let dir = TempDir::new("bench-scale").expect("create a temp dir");
+    let json = dir.join("scale.json");
     let r = run_bench(&["scale", "--sessions", "2000", "--rooms", "500", "--runs", "1", "--window", "64"], &json);
     let runs = r["runs"].as_array().expect("runs");
     assert_eq!(runs.len(), 1);
@@ -52,8 +52,8 @@ fn scale_over_the_xdp_backend_counts_its_bpf_maps() {
     if !relay::io::sys::is_root() && skip_or_fail("relay-bench scale --backend xdp needs root") {
         return;
     }
-    let dir = TempDir::new("bench-scale-xdp");
-    let json = dir.0.join("scale.json");
+    let dir = TempDir::new("bench-scale-xdp").expect("create a temp dir");
+    let json = dir.join("scale.json");
     // 45k sessions: the members need two source IPs (40k ports each) in the clients' namespace.
     let args =
         ["scale", "--backend", "xdp", "--sessions", "45000", "--rooms", "15000", "--runs", "1", "--workers", "2"];
@@ -75,9 +75,9 @@ fn scale_over_the_xdp_backend_counts_its_bpf_maps() {
 
 #[test]
 fn join_storm_names_what_stopped_it() {
-    let dir = TempDir::new("bench-storm");
+    let dir = TempDir::new("bench-storm").expect("create a temp dir");
     // A session quota of 250 with stages of 100 and 200 joins: the second stage hits it.
-    let json = dir.0.join("quota.json");
+    let json = dir.join("quota.json");
     let r = run_bench(
         &[
             "join-storm",
@@ -111,7 +111,7 @@ fn join_storm_names_what_stopped_it() {
     assert!(num(&stages[0], &["relayd_cpus"]) > 0.0, "{run}");
 
     // Without a quota, a capped ramp ends at the cap or at relayd's limit, named either way.
-    let json = dir.0.join("ramp.json");
+    let json = dir.join("ramp.json");
     let r = run_bench(
         &[
             "join-storm",

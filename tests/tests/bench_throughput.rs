@@ -16,8 +16,8 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Runs a short search of `shape`; `None` if it skipped.
 fn search(shape: &[&str], tag: &str) -> Option<Vec<Value>> {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let dir = TempDir::new(tag);
-    let json = dir.0.join("throughput.json");
+    let dir = TempDir::new(tag).expect("create a temp dir");
+    let json = dir.join("throughput.json");
     let relayd = relayd_arg();
     let short = ["--runs", "1", "--probe-secs", "0.5", "--start-pps", "4000", "--max-pps", "8000"];
     let out = relay_bench(&[shape, &short[..], &["--relayd", &relayd]].concat(), &json);

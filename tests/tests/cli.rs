@@ -69,8 +69,8 @@ fn usersig_subcommand_mints_verifiable_tokens() {
 
 #[test]
 fn relayd_check_explains_bad_configs() {
-    let dir = TempDir::new("cli");
-    let p = dir.0.join("bad.toml");
+    let dir = TempDir::new("cli").expect("create a temp dir");
+    let p = dir.join("bad.toml");
     std::fs::write(&p, "listen = \"127.0.0.1:7000\"\nwrokers = 2\n").unwrap();
     let out = Command::new(bin("relayd")).args(["check", "--config"]).arg(&p).output().unwrap();
     assert!(!out.status.success());

@@ -363,19 +363,19 @@ fn write_cert(dir: &std::path::Path, cn: &str) -> String {
 
 #[test]
 fn sighup_reloads_the_certificate_without_restart() {
-    let certs = edgerelay_tests::TempDir::new("control-certs");
-    let first = write_cert(&certs.0, "first");
+    let certs = edgerelay_tests::TempDir::new("control-certs").expect("create a temp dir");
+    let first = write_cert(certs.path(), "first");
     let cfg = format!(
         "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
-        certs.0.join("cert.pem").display(),
-        certs.0.join("key.pem").display()
+        certs.join("cert.pem").display(),
+        certs.join("key.pem").display()
     );
     let mut d = ControlDaemon::start(&cfg);
     assert_eq!(d.fingerprint, first);
     let any = ApiClient::new(d.addr, None, d.admin.clone());
     assert_eq!(any.call("GET", "/v1/apps", &Value::Null).cert_sha256, first);
     let pid = d.pid();
-    let second = write_cert(&certs.0, "second");
+    let second = write_cert(certs.path(), "second");
     let hup = std::process::Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap();
     assert!(hup.success());
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -141,8 +141,8 @@ fn mint_local_after_delete(secret: &Value) -> String {
 
 #[test]
 fn changes_made_while_relayd_is_down_reach_it_on_reconnect() {
-    let dir = edgerelay_tests::TempDir::new("control-push");
-    let socket = dir.0.join("not-yet.sock");
+    let dir = edgerelay_tests::TempDir::new("control-push").expect("create a temp dir");
+    let socket = dir.join("not-yet.sock");
     let d = ControlDaemon::start(&format!(
         "relayd_socket = \"{}\"\n[rate_limits]\nper_key_per_sec = 200\nper_key_burst = 200\n",
         socket.display()

@@ -135,8 +135,8 @@ fn ffmpeg_h264_srtp_through_relay_decodes_with_the_receivers_own_key() {
     if skip() {
         return;
     }
-    let dir = TempDir::new("interop");
-    let frames = run_case(&dir.0, None, 0);
+    let dir = TempDir::new("interop").expect("create a temp dir");
+    let frames = run_case(dir.path(), None, 0);
     assert!(frames * 100 >= FRAMES * 95, "only {frames}/{FRAMES} frames decoded");
 }
 
@@ -145,9 +145,9 @@ fn ffmpeg_with_a_wrong_receiver_key_decodes_nothing() {
     if skip() {
         return;
     }
-    let dir = TempDir::new("interop");
+    let dir = TempDir::new("interop").expect("create a temp dir");
     // The sender's own uplink key: if the relay forwarded without re-encrypting, this would decode.
-    assert_eq!(run_case(&dir.0, Some("uplink"), 0), 0);
+    assert_eq!(run_case(dir.path(), Some("uplink"), 0), 0);
 }
 
 #[test]
@@ -155,7 +155,7 @@ fn ffmpeg_roc_wrap_still_decodes() {
     if skip() {
         return;
     }
-    let dir = TempDir::new("interop");
-    let frames = run_case(&dir.0, None, 65_500);
+    let dir = TempDir::new("interop").expect("create a temp dir");
+    let frames = run_case(dir.path(), None, 65_500);
     assert!(frames * 100 >= FRAMES * 95, "only {frames}/{FRAMES} frames decoded across the ROC wrap");
 }

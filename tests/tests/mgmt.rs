@@ -344,8 +344,8 @@ fn only_allowed_users_may_manage_relayd() {
 
 #[test]
 fn an_unknown_control_user_is_a_config_error() {
-    let dir = TempDir::new("cfg");
-    let path = dir.0.join("relayd.toml");
+    let dir = TempDir::new("cfg").expect("create a temp dir");
+    let path = dir.join("relayd.toml");
     let body = format!("listen = \"127.0.0.1:7000\"\ncontrol_users = [\"no-such-user-x\"]\n{}", two_app_config(30, ""));
     std::fs::write(&path, body).unwrap();
     let out = std::process::Command::new(bin("relayd")).args(["check", "--config"]).arg(&path).output().unwrap();

@@ -35,8 +35,8 @@ use relay::io::netns::{NetNs, VethPair};
 use relay::io::xdp::{FilterConfig, XdpFilter};
 use relay::mgmt::{self, Request};
 
-use crate::edgerelay::TempDir;
 use crate::procs::{check_interrupted, Guard};
+use relay::tempdir::TempDir;
 
 /// relayd's media and control port.
 pub const RELAY_PORT: u16 = 7000;
@@ -102,7 +102,7 @@ impl Edge {
             f
         };
 
-        let relayd_socket = dir.0.join("relayd.sock");
+        let relayd_socket = dir.join("relayd.sock");
         let relay_addr: SocketAddr = format!("{RELAY_IP}:{RELAY_PORT}").parse()?;
         let relayd = start_relayd(relayd_bin, &dir, &relay, &links[0].name_a, relay_addr, &relayd_socket)?;
         let (control, api) = start_control(control_bin, &dir, &relay, &relayd_socket)?;
@@ -176,7 +176,7 @@ impl Edge {
     /// The last lines of both daemons' logs, for error messages.
     pub fn logs(&self) -> String {
         let tail = |name: &str| {
-            let text = std::fs::read_to_string(self.dir.0.join(name)).unwrap_or_default();
+            let text = std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             lines[lines.len().saturating_sub(15)..].join("\n")
         };
@@ -232,9 +232,9 @@ fn start_relayd(
         socket.display(),
         random_hex(16)?
     );
-    let path = dir.0.join("relayd.toml");
+    let path = dir.join("relayd.toml");
     std::fs::write(&path, cfg)?;
-    let log = std::fs::File::create(dir.0.join("relayd.log"))?;
+    let log = std::fs::File::create(dir.join("relayd.log"))?;
     let mut cmd = Edge::in_relay_ns(relay, bin);
     cmd.args(["run", "--config"]).arg(&path).stdout(Stdio::null()).stderr(log);
     let mut guard = Guard::spawn(cmd, "relayd")?;
@@ -242,7 +242,7 @@ fn start_relayd(
     while mgmt::request(socket, &Request::Stats {}).is_err() {
         check_interrupted()?;
         if guard.check_alive().is_err() || Instant::now() > deadline {
-            let log = std::fs::read_to_string(dir.0.join("relayd.log")).unwrap_or_default();
+            let log = std::fs::read_to_string(dir.join("relayd.log")).unwrap_or_default();
             bail!("relayd did not start on the XDP backend:\n{log}");
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -259,10 +259,10 @@ fn start_control(bin: &Path, dir: &TempDir, relay: &NetNs, relayd_socket: &Path)
         "listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\nrelayd_socket = \"{}\"\n\
          [rate_limits]\nper_ip_per_sec = 200\nper_ip_burst = 400\nper_key_per_sec = 100\nper_key_burst = 200\n\
          [autoblock]\npps_threshold = {AUTOBLOCK_PPS}\nttl_secs = 600\n",
-        dir.0.join("control-state").display(),
+        dir.join("control-state").display(),
         relayd_socket.display()
     );
-    let config = dir.0.join("control.toml");
+    let config = dir.join("control.toml");
     std::fs::write(&config, cfg)?;
     let out = Command::new(bin).args(["bootstrap-admin", "--config"]).arg(&config).output().context("relay-control")?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -277,7 +277,7 @@ fn start_control(bin: &Path, dir: &TempDir, relay: &NetNs, relayd_socket: &Path)
     };
     let (secret_id, secret_key) = (field("SecretId:")?, field("SecretKey:")?);
 
-    let log = std::fs::File::create(dir.0.join("control.log"))?;
+    let log = std::fs::File::create(dir.join("control.log"))?;
     let mut cmd = Edge::in_relay_ns(relay, bin);
     cmd.args(["serve", "--config"]).arg(&config).stdout(Stdio::piped()).stderr(log);
     let mut guard = Guard::spawn(cmd, "relay-control")?;
@@ -306,7 +306,7 @@ fn start_control(bin: &Path, dir: &TempDir, relay: &NetNs, relayd_socket: &Path)
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
             Err(_) => {
-                let log = std::fs::read_to_string(dir.0.join("control.log")).unwrap_or_default();
+                let log = std::fs::read_to_string(dir.join("control.log")).unwrap_or_default();
                 bail!("relay-control did not start:\n{log}");
             }
         }

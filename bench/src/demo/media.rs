@@ -91,7 +91,7 @@ impl RoomStats {
         Ok(Self {
             sent: AtomicU64::new(0),
             receivers: (0..receivers).map(|_| RxStats::default()).collect(),
-            latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
+            latency: Mutex::new(crate::stats::latency_histogram(60_000_000)?),
         })
     }
 }

@@ -279,7 +279,7 @@ fn member(edge: &Edge, plan: &Plan, user: &str, ssrc: Option<u32>) -> Result<Mem
 
 /// p50 and p99 over every room's latency so far, in ms.
 fn percentiles(rooms: &[Room]) -> (Option<f64>, Option<f64>) {
-    let Ok(mut all) = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3) else {
+    let Ok(mut all) = crate::stats::latency_histogram(60_000_000) else {
         return (None, None);
     };
     for r in rooms {

@@ -22,7 +22,7 @@ use relay::io::netns::{self, NetNs};
 use relay::io::sys::SendBatch;
 use relay::wire::{self, EthernetAddress};
 
-use crate::throughput::Topology;
+use crate::rig::topology::Topology;
 
 /// Datagrams per `sendmmsg` of the socket generator.
 const SOCKET_BATCH: usize = 64;
