@@ -173,6 +173,42 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok(parse_stat_cpu_ticks(&stat)? as f64 / clock_ticks_per_sec() as f64)
 }
 
+/// Per-CPU time counters from `/proc/stat`, in clock ticks: `(busy, total)` for `cpu0`,
+/// `cpu1`, ... in order. Busy is everything but idle and iowait (so it includes the softirq
+/// and NAPI work the kernel does on that CPU for any process).
+pub fn cpu_ticks() -> Result<Vec<(u64, u64)>> {
+    let stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    Ok(parse_cpu_ticks(&stat))
+}
+
+fn parse_cpu_ticks(stat: &str) -> Vec<(u64, u64)> {
+    stat.lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .map(|l| {
+            let v: Vec<u64> = l.split_ascii_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+            let total: u64 = v.iter().take(8).sum();
+            let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+            (total - idle.min(total), total)
+        })
+        .collect()
+}
+
+/// Each CPU's busy fraction between two [`cpu_ticks`] readings (0 where no time passed).
+pub fn cpu_busy(before: &[(u64, u64)], after: &[(u64, u64)]) -> Vec<f64> {
+    before
+        .iter()
+        .zip(after)
+        .map(|(&(b0, t0), &(b1, t1))| {
+            let dt = t1.saturating_sub(t0);
+            if dt == 0 {
+                0.0
+            } else {
+                b1.saturating_sub(b0) as f64 / dt as f64
+            }
+        })
+        .collect()
+}
+
 /// `sysconf(_SC_CLK_TCK)` through `getconf` (this crate has no unsafe code); 100 if unknown,
 /// which is what Linux uses on every architecture the bench runs on.
 pub fn clock_ticks_per_sec() -> u64 {
@@ -231,6 +267,21 @@ pub fn require(program: &str, package: &str, install: bool) -> Result<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn per_cpu_busy_from_proc_stat() {
+        let a = "cpu  10 0 10 80 0 0 0 0 0 0\ncpu0 5 0 5 40 0 0 0 0 0 0\ncpu1 5 0 5 40 0 0 0 0 0 0\nintr 1\n";
+        let b = "cpu  0\ncpu0 55 0 5 40 0 0 0 0 0 0\ncpu1 5 0 15 70 10 0 10 0 0 0\n";
+        let (t0, t1) = (parse_cpu_ticks(a), parse_cpu_ticks(b));
+        assert_eq!(t0, vec![(10, 50), (10, 50)]);
+        let busy = cpu_busy(&t0, &t1);
+        assert!((busy[0] - 1.0).abs() < 1e-9, "{busy:?}");
+        assert!((busy[1] - 20.0 / 60.0).abs() < 1e-9, "softirq counts as busy, iowait as idle: {busy:?}");
+        assert_eq!(
+            cpu_ticks().expect("this machine has /proc/stat").len(),
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        );
+    }
     use super::*;
 
     /// Captured from rtpengine 10.5.3.5 on this kind of machine.

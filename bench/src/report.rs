@@ -133,6 +133,14 @@ pub struct ProbeDetail {
     pub latency_us: Option<ProbeLatency>,
     /// relayd's output the sink counted as towards no receiver.
     pub to_no_receiver: u64,
+    /// Each CPU's busy fraction over the probe (`/proc/stat`: user, system, irq and softirq
+    /// of every process), in CPU order.
+    #[serde(default)]
+    pub cpu_busy: Vec<f64>,
+    /// relayd's AF_XDP sockets' kernel statistics over the probe (XDP backend; non-zero
+    /// ones): where frames were lost before relayd's engine.
+    #[serde(default)]
+    pub relayd_xsk: BTreeMap<String, u64>,
 }
 
 /// One probe's one-way latency quantiles, µs.

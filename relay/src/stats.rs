@@ -99,6 +99,43 @@ pub struct WorkerCounters {
     /// iteration (or an RX batch). Workers wake at least every 100 ms, so a mark older
     /// than that means the worker is stuck.
     pub loop_mark_ms: AtomicU64,
+    /// The worker's AF_XDP socket statistics (XDP backend only).
+    pub xsk: XskCounters,
+}
+
+/// The kernel's statistics of one AF_XDP socket (`XDP_STATISTICS`), as its worker last
+/// sampled them: absolute values, stored (not added) every 100 ms off the packet path.
+/// They say where frames were lost before relayd's engine saw them.
+#[derive(Debug, Default)]
+pub struct XskCounters {
+    /// Frames dropped for other reasons (e.g. a frame longer than the UMEM chunk).
+    pub rx_dropped: AtomicU64,
+    /// Frames dropped because the RX ring was full: the worker fell behind.
+    pub rx_ring_full: AtomicU64,
+    /// Times the kernel found the fill ring empty: no free frame to receive into.
+    pub rx_fill_ring_empty_descs: AtomicU64,
+    /// Times the kernel found the TX ring empty when asked to send.
+    pub tx_ring_empty_descs: AtomicU64,
+    /// RX and TX descriptors the kernel found invalid (a relayd bug if ever non-zero).
+    pub invalid_descs: AtomicU64,
+    /// Samples taken; 0 on the socket backend, which has no AF_XDP socket.
+    pub samples: AtomicU64,
+}
+
+impl XskCounters {
+    /// The counters by name, as `stats` reports them; `None` if never sampled.
+    pub fn named(&self) -> Option<[(&'static str, u64); 5]> {
+        if self.samples.load(Relaxed) == 0 {
+            return None;
+        }
+        Some([
+            ("rx_dropped", self.rx_dropped.load(Relaxed)),
+            ("rx_ring_full", self.rx_ring_full.load(Relaxed)),
+            ("rx_fill_ring_empty_descs", self.rx_fill_ring_empty_descs.load(Relaxed)),
+            ("tx_ring_empty_descs", self.tx_ring_empty_descs.load(Relaxed)),
+            ("invalid_descs", self.invalid_descs.load(Relaxed)),
+        ])
+    }
 }
 
 impl WorkerCounters {
@@ -167,6 +204,10 @@ pub struct Snapshot {
     /// [`WorkerCounters::loop_mark_ms`]); idle workers stay near or below 100.
     #[serde(default)]
     pub worker_lag_ms: Vec<u64>,
+    /// The AF_XDP sockets' kernel statistics summed over workers ([`XskCounters`]; XDP
+    /// backend only, empty otherwise).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub xsk: std::collections::BTreeMap<String, u64>,
 }
 
 impl Snapshot {
@@ -180,6 +221,9 @@ impl Snapshot {
         self.control_in += w.control_in.load(Relaxed);
         for r in DropReason::ALL {
             *self.drops.entry(r.name().to_owned()).or_default() += w.drops(r);
+        }
+        for (k, v) in w.xsk.named().into_iter().flatten() {
+            *self.xsk.entry(k.to_owned()).or_default() += v;
         }
     }
     /// One drop counter by reason.

@@ -120,6 +120,7 @@ pub(crate) struct Rig {
     relay_napi: Vec<u32>,
     topo: Topology,
     shape: Shape,
+    cpus: Cpus,
 }
 
 impl Rig {
@@ -188,6 +189,7 @@ impl Rig {
             relay_napi,
             topo,
             shape,
+            cpus,
         })
     }
 
@@ -361,11 +363,13 @@ impl Rig {
         self.capture.prepare(total * fanout + total / 100 + 1024, frame_len)?;
         let snap0 = self.relayd.snapshot()?;
         let cpu0 = self.relay_cpu()?;
+        let ticks0 = procs::cpu_ticks()?;
         let tx0 = self.tx_completed();
         let (sunk0, ring0) = (sunk(&self.topo)?, self.rx_ring_drops()?);
         let paced = self.pace(rate, &frames)?;
         self.backlog = !self.settle()?;
         let cpu1 = self.relay_cpu()?;
+        let ticks1 = procs::cpu_ticks()?;
         let snap1 = self.relayd.snapshot()?;
         let sent = match self.gen.port_mut() {
             Some(_) => (self.tx_completed() - tx0) as usize,
@@ -388,12 +392,24 @@ impl Rig {
         } else {
             Outcome::Pass
         };
-        let relay_drops: BTreeMap<String, u64> = snap1
-            .drops
-            .iter()
-            .map(|(k, v)| (k.clone(), v.saturating_sub(snap0.drops.get(k).copied().unwrap_or(0))))
-            .filter(|(_, v)| *v > 0)
-            .collect();
+        let delta = |a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>| -> BTreeMap<String, u64> {
+            b.iter()
+                .map(|(k, v)| (k.clone(), v.saturating_sub(a.get(k).copied().unwrap_or(0))))
+                .filter(|(_, v)| *v > 0)
+                .collect()
+        };
+        let relay_drops = delta(&snap0.drops, &snap1.drops);
+        let cpu_busy = procs::cpu_busy(&ticks0, &ticks1);
+        let relayd_xsk = delta(&snap0.xsk, &snap1.xsk);
+        let busy = |c: usize| cpu_busy.get(c).map_or("-".into(), |b| format!("{:.0}%", b * 100.0));
+        eprintln!(
+            "      CPU busy: relay {} load {}; relayd AF_XDP {:?}; relayd drops {:?}; receivers' ring drops {}",
+            busy(self.cpus.relay),
+            busy(self.cpus.load),
+            relayd_xsk,
+            relay_drops,
+            ring1 - ring0
+        );
         details.push(ProbeDetail {
             target_pps: rate,
             verified: t.ok,
@@ -413,6 +429,8 @@ impl Rig {
                 p999: self.latency.value_at_quantile(0.999),
             }),
             to_no_receiver: sunk1 - sunk0,
+            cpu_busy,
+            relayd_xsk,
         });
         Ok(Probe {
             target_pps: rate,

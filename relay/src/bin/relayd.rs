@@ -418,6 +418,12 @@ fn print_table(s: &Snapshot) {
             let _ = writeln!(t, "  {k:<26} {v:>14}");
         }
     }
+    if !s.xsk.is_empty() {
+        let _ = writeln!(t, "AF_XDP sockets (kernel statistics, all workers):");
+        for (k, v) in &s.xsk {
+            let _ = writeln!(t, "  {k:<26} {v:>14}");
+        }
+    }
     // A closed pipe (`relayd stats | head`) is not an error worth a panic.
     let _ = std::io::Write::write_all(&mut std::io::stdout(), t.as_bytes());
 }

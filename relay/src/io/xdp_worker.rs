@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 use std::net::IpAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Token};
@@ -25,6 +26,8 @@ use crate::stats::DropReason;
 use crate::wire::{self, EthernetAddress};
 
 const PORT: Token = Token(0);
+/// How often the worker copies its socket's kernel statistics into its counters.
+const XSK_SAMPLE: Duration = Duration::from_millis(100);
 /// Source MACs learned per batch at most (from control frames only).
 const LEARN_MAX: usize = 16;
 
@@ -55,6 +58,7 @@ impl XdpWorker {
             return;
         }
         let mut last_warn: Option<Instant> = None;
+        let mut last_sample: Option<Instant> = None;
         let mut events = Events::with_capacity(8);
         while self.core.running() {
             if let Err(e) = self.core.poll.poll(&mut events, Some(Duration::from_millis(10))) {
@@ -79,7 +83,23 @@ impl XdpWorker {
                 self.drain_messages();
             }
             self.core.counters.mark_loop(mono_ms(self.core.epoch));
+            if last_sample.is_none_or(|t| t.elapsed() >= XSK_SAMPLE) {
+                last_sample = Some(Instant::now());
+                self.sample_kernel_stats();
+            }
         }
+    }
+
+    /// Copies the socket's `XDP_STATISTICS` into the worker's counters (one syscall).
+    fn sample_kernel_stats(&self) {
+        let Ok(k) = self.port.kernel_stats() else { return };
+        let x = &self.core.counters.xsk;
+        x.rx_dropped.store(k.rx_dropped, Relaxed);
+        x.rx_ring_full.store(k.rx_ring_full, Relaxed);
+        x.rx_fill_ring_empty_descs.store(k.rx_fill_ring_empty_descs, Relaxed);
+        x.tx_ring_empty_descs.store(k.tx_ring_empty_descs, Relaxed);
+        x.invalid_descs.store(k.rx_invalid_descs + k.tx_invalid_descs, Relaxed);
+        x.samples.fetch_add(1, Relaxed);
     }
 
     fn drain_messages(&mut self) {
