@@ -10,7 +10,7 @@
 //!   append-only audit log;
 //! - [`server`]: the `relay-control` HTTPS daemon (TLS, TC3 gate, routes, OpenAPI document,
 //!   the link that pushes the store's state to relayd);
-//! - [`metrics`], [`alerts`], [`autoblock`], [`webhook`], [`monitor`]: monitoring of relayd
+//! - [`observe`], [`metrics`], [`alerts`], [`autoblock`], [`webhook`], [`monitor`]: monitoring of relayd
 //!   (Prometheus text, alert rules and their webhook, automatic blocking of flooding sources),
 //!   sans-IO cores plus one tokio poll loop.
 #![forbid(unsafe_code)]
@@ -22,6 +22,7 @@ pub mod client;
 pub mod keys;
 pub mod metrics;
 pub mod monitor;
+pub mod observe;
 pub mod server;
 pub mod store;
 pub mod tc3;

@@ -26,9 +26,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
-use crate::alerts::{AlertEvent, AlertStatus, AlertsConfig, AlertsConfigError, Evaluator, Rule};
+use crate::alerts::{AlertsConfig, AlertsConfigError, Evaluator};
 use crate::autoblock::{AutoblockConfig, AutoblockError, Decision, Detector, Offender};
-use crate::metrics::ControlCounters;
+use crate::observe::{AlertEvent, AlertStatus, ControlCounters, Latest, Observation};
 use crate::webhook::{self, WebhookError, WebhookSender};
 
 /// Why a poll of relayd failed.
@@ -60,35 +60,6 @@ pub enum MonitorError {
     /// A monitor setting is out of range.
     #[error("monitor: {0}")]
     Settings(&'static str),
-}
-
-/// The result of one poll.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Observation {
-    /// relayd's counters; `None` when the poll failed (relayd unreachable).
-    pub stats: Option<Snapshot>,
-    /// Cumulative per-source kernel drops, highest first (empty when the poll failed).
-    pub offenders: Vec<Offender>,
-    /// Expiry of relay-control's TLS certificate, Unix seconds, when known.
-    pub cert_not_after: Option<u64>,
-}
-
-impl Observation {
-    /// Whether relayd answered this poll.
-    pub fn relayd_reachable(&self) -> bool {
-        self.stats.is_some()
-    }
-}
-
-/// The monitor's latest view, published after every poll.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Latest {
-    /// The poll.
-    pub observation: Observation,
-    /// Alert rules firing after this poll.
-    pub firing: Vec<Rule>,
-    /// Live autoblocks.
-    pub active_autoblocks: usize,
 }
 
 /// relayd's management socket as the monitor needs it. Implementations may block inside
@@ -328,6 +299,7 @@ mod tests {
 
     use super::*;
     use crate::autoblock::Cidr;
+    use crate::observe::Rule;
 
     fn stats(xdp_drops: u64, lags: Vec<u64>) -> Snapshot {
         let mut s = Snapshot { worker_lag_ms: lags, ..Snapshot::default() };

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use control::alerts::AlertsConfig;
 use control::autoblock::{AutoblockConfig, Cidr, Decision, Offender};
-use control::metrics::{render, ControlCounters};
+use control::metrics::render;
 use control::monitor::{spawn, LinkError, MonitorSettings, RelaydLink};
+use control::observe::ControlCounters;
 use control::webhook::WebhookConfig;
 use relay::stats::Snapshot;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -30,8 +30,8 @@ use super::config::Config;
 use super::push::Change;
 use super::Server;
 use crate::autoblock::{Decision, Offender};
-use crate::metrics::ControlCounters;
 use crate::monitor::{self, LinkError, MonitorError, MonitorHandle, MonitorSettings, RelaydLink};
+use crate::observe::ControlCounters;
 use crate::store::{Actor, BlockEntry, BlockSource, Store, StoreError};
 
 /// The audit log's `who` for automatic blocks.
