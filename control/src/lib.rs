@@ -2,6 +2,8 @@
 //!
 //! This crate holds the daemon's foundation, all sans-IO apart from the store, the client,
 //! the webhook sender and the monitor's poll loop:
+//! - [`api`]: the request and response bodies of the HTTPS API, shared by the server, the
+//!   client, `relayctl` and the OpenAPI document;
 //! - [`client`]: the blocking, signing HTTPS client of `relayctl`;
 //! - [`tc3`]: TC3-HMAC-SHA256 request signing and verification (Tencent Cloud API v3), with
 //!   clock-skew and replay protection;
@@ -17,6 +19,7 @@
 #![recursion_limit = "512"]
 
 pub mod alerts;
+pub mod api;
 pub mod autoblock;
 pub mod client;
 pub mod keys;

@@ -25,6 +25,9 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use relay::limits::LimitsError;
+pub use relay::limits::{Limits, Quotas};
+use relay::prefix::Prefix;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -45,14 +48,10 @@ pub const STORE_FILE_MODE: u32 = 0o600;
 pub const MAX_APP_SECRETS: usize = 2;
 /// Longest `who` or `what` of an audit entry, in bytes.
 pub const MAX_AUDIT_FIELD_LEN: usize = 256;
-/// Upper bound of every quota.
-pub const MAX_QUOTA: u32 = 1_000_000;
 /// Longest reason of a blocklist entry, in bytes.
 pub const MAX_BLOCK_REASON_LEN: usize = 128;
 /// Most blocklist entries held (live ones; expired entries are pruned on every change).
 pub const MAX_BLOCKS: usize = 65_536;
-/// Upper bound of every rate and burst in [`Limits`].
-pub const MAX_LIMIT_RATE: u32 = 100_000_000;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -81,9 +80,9 @@ pub enum StoreError {
     /// The key operation was refused (revoked, already rotated, ...).
     #[error(transparent)]
     Key(#[from] KeyError),
-    /// A quota is 0 or above [`MAX_QUOTA`].
-    #[error("quota out of range")]
-    InvalidQuotas,
+    /// A quota is outside relayd's bounds ([`Quotas::check`]).
+    #[error("invalid quotas: {0}")]
+    InvalidQuotas(LimitsError),
     /// An app secret is empty, longer than 128 bytes or not printable ASCII.
     #[error("invalid app secret")]
     InvalidAppSecret,
@@ -103,9 +102,9 @@ pub enum StoreError {
     /// The blocklist holds [`MAX_BLOCKS`] live entries.
     #[error("blocklist full ({MAX_BLOCKS} entries)")]
     BlocklistFull,
-    /// A rate or burst is above [`MAX_LIMIT_RATE`], a port is 0, or `port_min > port_max`.
+    /// A rate or burst is too large, a port is 0, or `port_min > port_max` ([`Limits::check`]).
     #[error("invalid limits: {0}")]
-    InvalidLimits(&'static str),
+    InvalidLimits(LimitsError),
 }
 
 macro_rules! redb_error {
@@ -118,27 +117,6 @@ macro_rules! redb_error {
     )*};
 }
 redb_error!(Error, DatabaseError, TransactionError, TableError, StorageError, CommitError);
-
-/// Per-app limits, enforced by relayd.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Quotas {
-    /// Most concurrent rooms.
-    pub max_rooms: u32,
-    /// Most members of one room.
-    pub max_members_per_room: u32,
-}
-
-impl Quotas {
-    fn check(&self) -> Result<(), StoreError> {
-        let ok = |q: u32| (1..=MAX_QUOTA).contains(&q);
-        if ok(self.max_rooms) && ok(self.max_members_per_room) {
-            Ok(())
-        } else {
-            Err(StoreError::InvalidQuotas)
-        }
-    }
-}
 
 /// One secret of an app, used to mint and verify its UserSigs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,7 +138,7 @@ pub struct App {
     pub sdkappid: u32,
     /// Newest first; at most [`MAX_APP_SECRETS`]. The first has no expiry.
     pub secrets: Vec<AppSecret>,
-    /// Its limits.
+    /// Its quotas (records written before `max_sessions` existed read relayd's default).
     pub quotas: Quotas,
     /// When it was created.
     pub created_at: u64,
@@ -263,7 +241,8 @@ impl BlockEntry {
     /// Whether the entry's prefix contains the whole prefix `ip/prefix_len` (same family,
     /// same or shorter prefix).
     pub fn covers(&self, ip: IpAddr, prefix_len: u8) -> bool {
-        self.ip.is_ipv4() == ip.is_ipv4() && self.prefix_len <= prefix_len && mask(ip, self.prefix_len) == self.ip
+        let mine = Prefix::truncating(self.ip, self.prefix_len);
+        self.ip.is_ipv4() == ip.is_ipv4() && self.prefix_len <= prefix_len && mine.is_ok_and(|p| p.contains(ip))
     }
 
     /// Seconds left at `now` (0 for an entry without expiry), as relayd's `block` takes it.
@@ -272,11 +251,10 @@ impl BlockEntry {
     }
 
     fn check(&self) -> Result<(), StoreError> {
-        let max = if self.ip.is_ipv4() { 32 } else { 128 };
-        if self.prefix_len > max {
+        if self.prefix_len > relay::prefix::width(self.ip) {
             return Err(StoreError::InvalidBlock("prefix length longer than the address"));
         }
-        if mask(self.ip, self.prefix_len) != self.ip {
+        if Prefix::new(self.ip, self.prefix_len).is_err() {
             return Err(StoreError::InvalidBlock("host bits set after the prefix"));
         }
         if self.reason.len() > MAX_BLOCK_REASON_LEN || self.reason.chars().any(char::is_control) {
@@ -286,59 +264,8 @@ impl BlockEntry {
     }
 }
 
-/// `ip` with every bit after the first `prefix_len` cleared (`prefix_len` is clamped).
-pub fn mask(ip: IpAddr, prefix_len: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => {
-            let bits = u32::from(v4);
-            let m = u32::MAX.checked_shl(32 - u32::from(prefix_len.min(32))).unwrap_or(0);
-            IpAddr::V4((bits & m).into())
-        }
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6);
-            let m = u128::MAX.checked_shl(128 - u32::from(prefix_len.min(128))).unwrap_or(0);
-            IpAddr::V6((bits & m).into())
-        }
-    }
-}
-
 fn block_key(ip: IpAddr, prefix_len: u8) -> String {
     format!("{ip}/{prefix_len}")
-}
-
-/// relayd's per-source limits and relay port range (relayd's `set_limits`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Limits {
-    /// SRTP packets per second per source address (0 = unlimited).
-    pub pps_rate_per_sec: u32,
-    /// Burst of the packet bucket.
-    pub pps_burst: u32,
-    /// Control messages per second per source address (0 = unlimited).
-    pub join_rate_per_sec: u32,
-    /// Burst of the join bucket.
-    pub join_burst: u32,
-    /// Lowest relay UDP port.
-    pub port_min: u16,
-    /// Highest relay UDP port.
-    pub port_max: u16,
-}
-
-impl Limits {
-    /// Checks the bounds the API documents.
-    pub fn check(&self) -> Result<(), StoreError> {
-        let rates = [self.pps_rate_per_sec, self.pps_burst, self.join_rate_per_sec, self.join_burst];
-        if rates.iter().any(|&r| r > MAX_LIMIT_RATE) {
-            return Err(StoreError::InvalidLimits("a rate or burst is above 100000000"));
-        }
-        if self.port_min == 0 {
-            return Err(StoreError::InvalidLimits("port_min must be at least 1"));
-        }
-        if self.port_min > self.port_max {
-            return Err(StoreError::InvalidLimits("port_min must not exceed port_max"));
-        }
-        Ok(())
-    }
 }
 
 /// How an audited call ended.
@@ -459,7 +386,7 @@ impl Store {
 
     /// Creates an app.
     pub fn create_app(&self, app: &App, actor: &Actor<'_>) -> Result<(), StoreError> {
-        app.quotas.check()?;
+        app.quotas.check().map_err(StoreError::InvalidQuotas)?;
         app.secrets.iter().try_for_each(|s| check_app_secret(&s.key))?;
         self.change(actor, &format!("create_app {}", app.sdkappid), |txn| {
             let mut t = txn.open_table(APPS)?;
@@ -504,7 +431,7 @@ impl Store {
 
     /// Replaces the quotas of an app.
     pub fn update_quotas(&self, sdkappid: u32, quotas: Quotas, actor: &Actor<'_>) -> Result<App, StoreError> {
-        quotas.check()?;
+        quotas.check().map_err(StoreError::InvalidQuotas)?;
         self.update_app(sdkappid, actor, &format!("update_quotas {sdkappid}"), |app| app.quotas = quotas)
     }
 
@@ -517,7 +444,7 @@ impl Store {
         actor: &Actor<'_>,
     ) -> Result<App, StoreError> {
         if let Some(q) = &quotas {
-            q.check()?;
+            q.check().map_err(StoreError::InvalidQuotas)?;
         }
         self.update_app(sdkappid, actor, &format!("update_app {sdkappid}"), |app| {
             if let Some(q) = quotas {
@@ -746,7 +673,7 @@ impl Store {
 
     /// Stores the data-plane limits to push to relayd.
     pub fn set_limits(&self, limits: &Limits, actor: &Actor<'_>) -> Result<(), StoreError> {
-        limits.check()?;
+        limits.check().map_err(StoreError::InvalidLimits)?;
         let what = format!(
             "set_limits pps={}/{} join={}/{} ports={}-{}",
             limits.pps_rate_per_sec,
@@ -819,7 +746,7 @@ mod tests {
         SecretKey::from_exposed(s.to_owned())
     }
 
-    const QUOTAS: Quotas = Quotas { max_rooms: 10, max_members_per_room: 50 };
+    const QUOTAS: Quotas = Quotas { max_rooms: 10, max_members_per_room: 50, max_sessions: 500 };
 
     #[test]
     fn file_is_private() {
@@ -843,7 +770,7 @@ mod tests {
             let q = Quotas { max_rooms: 20, ..QUOTAS };
             assert_eq!(store.update_quotas(1_400_000_000, q, &actor(102)).unwrap().quotas, q);
             let bad = Quotas { max_rooms: 0, ..QUOTAS };
-            assert!(matches!(store.update_quotas(1_400_000_000, bad, &actor(103)), Err(StoreError::InvalidQuotas)));
+            assert!(matches!(store.update_quotas(1_400_000_000, bad, &actor(103)), Err(StoreError::InvalidQuotas(_))));
             assert!(matches!(store.update_quotas(7, q, &actor(103)), Err(StoreError::AppNotFound(7))));
             store.create_app(&App::new(1_400_000_001, secret("t"), QUOTAS, 104), &actor(104)).unwrap();
         }
@@ -984,7 +911,7 @@ mod tests {
             let bad = Limits { port_min: 8000, ..limits };
             assert!(matches!(store.set_limits(&bad, &actor(181)), Err(StoreError::InvalidLimits(_))));
             assert!(matches!(
-                store.set_limits(&Limits { pps_burst: MAX_LIMIT_RATE + 1, ..limits }, &actor(181)),
+                store.set_limits(&Limits { pps_burst: relay::limits::MAX_RATE + 1, ..limits }, &actor(181)),
                 Err(StoreError::InvalidLimits(_))
             ));
         }
@@ -1004,6 +931,7 @@ mod tests {
                 "unblock 198.18.5.0/24"
             ]
         );
+        let mask = |ip: IpAddr, len| Prefix::truncating(ip, len).unwrap().addr();
         assert_eq!(mask("2001:db8::1".parse().unwrap(), 64), "2001:db8::".parse::<IpAddr>().unwrap());
         assert_eq!(mask(v4(10, 1, 2, 3), 0), v4(0, 0, 0, 0));
     }

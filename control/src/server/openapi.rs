@@ -8,11 +8,13 @@
 
 use serde_json::{json, Map, Value};
 
-use super::routes::{
-    MAX_AUDIT_LIMIT, MAX_AUDIT_TIME, MAX_BLOCK_TTL_SECS, MAX_OVERLAP_SECS, MAX_SDKAPPID, MAX_USERSIG_SECS,
+use relay::limits::{MAX_QUOTA, MAX_RATE, MIN_MEMBERS_PER_ROOM};
+
+use crate::api::{
+    DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT, MAX_AUDIT_TIME, MAX_BLOCK_REASON_LEN, MAX_BLOCK_TTL_SECS, MAX_CIDR_LEN,
+    MAX_LABEL_LEN, MAX_NUM_ROOM, MAX_OVERLAP_SECS, MAX_PRIVILEGES, MAX_SDKAPPID, MAX_STR_ROOM_LEN, MAX_USERSIG_SECS,
     MAX_USER_IDS, MAX_USER_ID_LEN, TRTC_VERSION,
 };
-use crate::store::{MAX_BLOCK_REASON_LEN, MAX_LIMIT_RATE, MAX_QUOTA};
 
 const ASCII_NO_SPACE: &str = "^[!-~]*$";
 const ASCII: &str = "^[ -~]*$";
@@ -99,11 +101,17 @@ fn sdkappid_param() -> Value {
 }
 
 fn schemas() -> Value {
-    let quotas = object(
+    let mut quotas = object(
         &["max_rooms", "max_members_per_room"],
-        json!({"max_rooms": int(1, MAX_QUOTA.into()), "max_members_per_room": int(1, MAX_QUOTA.into())}),
+        json!({"max_rooms": int(1, MAX_QUOTA.into()),
+               "max_members_per_room": int(MIN_MEMBERS_PER_ROOM.into(), MAX_QUOTA.into()),
+               "max_sessions": int(1, MAX_QUOTA.into())}),
     );
-    let rate = int(0, MAX_LIMIT_RATE.into());
+    quotas["description"] = json!(format!(
+        "Replaces the app's quotas as a whole; max_sessions is {} when absent. Answers always carry all three.",
+        relay::limits::Quotas::DEFAULT.max_sessions
+    ));
+    let rate = int(0, MAX_RATE.into());
     let limits = object(
         &["pps_rate_per_sec", "pps_burst", "join_rate_per_sec", "join_burst", "port_min", "port_max"],
         json!({"pps_rate_per_sec": rate, "pps_burst": rate, "join_rate_per_sec": rate, "join_burst": rate,
@@ -121,16 +129,15 @@ fn schemas() -> Value {
         "type": "object", "additionalProperties": false, "required": ["privileges"],
         "description": "Exactly one of room_id and str_room_id.",
         "properties": {
-            "room_id": int(1, u64::from(u32::MAX) - 1),
-            "str_room_id": text(1, 64, ASCII_NO_SPACE),
-            "privileges": int(0, 255)},
+            "room_id": int(1, MAX_NUM_ROOM),
+            "str_room_id": text(1, MAX_STR_ROOM_LEN, ASCII_NO_SPACE),
+            "privileges": int(0, MAX_PRIVILEGES)},
         "oneOf": [{"required": ["room_id"], "not": {"required": ["str_room_id"]}},
                   {"required": ["str_room_id"], "not": {"required": ["room_id"]}}]});
-    let user_ids =
-        json!({"type": "array", "minItems": 1, "maxItems": MAX_USER_IDS, "items": text(1, 32, ASCII_NO_SPACE)});
+    let user_ids = json!({"type": "array", "minItems": 1, "maxItems": MAX_USER_IDS, "items": text(1, MAX_USER_ID_LEN, ASCII_NO_SPACE)});
     let t_app = int(1, MAX_SDKAPPID);
-    let t_num_room = int(1, u64::from(u32::MAX) - 1);
-    let t_str_room = text(1, 64, ASCII_NO_SPACE);
+    let t_num_room = int(1, MAX_NUM_ROOM);
+    let t_str_room = text(1, MAX_STR_ROOM_LEN, ASCII_NO_SPACE);
     json!({
         "Error": {"type": "object", "required": ["code", "message", "request_id"], "additionalProperties": false,
                   "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "request_id": {"type": "string"}}},
@@ -161,7 +168,7 @@ fn schemas() -> Value {
             "source": {"type": "string", "enum": ["api", "auto"],
                        "description": "api: added through the API; auto: added by the flood detector ([autoblock]), released at its TTL."}}},
         "AddBlock": object(&["cidr", "ttl_secs"], json!({
-            "cidr": {"type": "string", "minLength": 1, "maxLength": 49, "pattern": cidr_pattern,
+            "cidr": {"type": "string", "minLength": 1, "maxLength": MAX_CIDR_LEN, "pattern": cidr_pattern,
                      "description": "Address with optional /prefix_len; host bits are cleared."},
             "ttl_secs": int(0, MAX_BLOCK_TTL_SECS),
             "reason": nullable(text(0, MAX_BLOCK_REASON_LEN, ASCII))})),
@@ -174,7 +181,7 @@ fn schemas() -> Value {
             "role": {"type": "string", "enum": ["admin", "operator", "auditor"]}, "label": {"type": "string"}})),
         "CreateKey": object(&["role", "label"], json!({
             "role": {"type": "string", "enum": ["admin", "operator", "auditor"]},
-            "label": text(0, crate::keys::MAX_LABEL_LEN, ASCII)})),
+            "label": text(0, MAX_LABEL_LEN, ASCII)})),
         "AuditEntry": response_object(json!({
             "time": {"type": "integer"}, "who": {"type": "string"}, "what": {"type": "string"},
             "source_ip": {"type": "string"}, "outcome": {"type": "string"}})),
@@ -324,7 +331,7 @@ pub fn document() -> Value {
             "/v1/audit": {"get": op("Audit log, oldest first.", "getAudit", json!([
                     query_param("since", int(0, MAX_AUDIT_TIME), "From this Unix time (inclusive)."),
                     query_param("until", int(0, MAX_AUDIT_TIME), "Up to this Unix time (inclusive)."),
-                    query_param("limit", int(1, MAX_AUDIT_LIMIT), "At most this many entries (default 100).")]),
+                    query_param("limit", int(1, MAX_AUDIT_LIMIT), &format!("At most this many entries (default {DEFAULT_AUDIT_LIMIT})."))]),
                 None, (200, ok("Entries.", list("AuditEntry", "entries"))), &[])},
             "/metrics": {"get": {
                 "summary": "Prometheus metrics (text format 0.0.4).", "operationId": "getMetrics",
