@@ -298,8 +298,8 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
-    use crate::autoblock::Cidr;
     use crate::observe::Rule;
+    use relay::prefix::Prefix;
 
     fn stats(xdp_drops: u64, lags: Vec<u64>) -> Snapshot {
         let mut s = Snapshot { worker_lag_ms: lags, ..Snapshot::default() };
@@ -339,7 +339,7 @@ mod tests {
         let out = poll(&mut core, 1000, 5000);
         assert_eq!(
             out.decisions,
-            [Decision::Block { cidr: Cidr::host(attacker), ttl_secs: 3, drops_per_sec: 10_000, threshold: 500 }]
+            [Decision::Block { cidr: Prefix::host(attacker), ttl_secs: 3, drops_per_sec: 10_000, threshold: 500 }]
         );
         assert_eq!(out.alerts.len(), 1);
         assert_eq!((out.alerts[0].rule, out.alerts[0].status), (Rule::Flood, AlertStatus::Firing));
@@ -353,7 +353,7 @@ mod tests {
         assert_eq!(out.alerts.len(), 1);
         assert_eq!(out.alerts[0].status, AlertStatus::Resolved);
         let out = poll(&mut core, 4000, 10_000);
-        assert_eq!(out.decisions, [Decision::Unblock { cidr: Cidr::host(attacker) }]);
+        assert_eq!(out.decisions, [Decision::Unblock { cidr: Prefix::host(attacker) }]);
         assert_eq!(out.latest.active_autoblocks, 0);
         assert_eq!(counters.autoblock_blocks.load(Relaxed), 1);
         assert_eq!(counters.autoblock_unblocks.load(Relaxed), 1);
@@ -389,7 +389,7 @@ mod tests {
         let got: Vec<_> = events.iter().map(|e| (e.rule, e.status)).collect();
         assert_eq!(got, [(Rule::RelaydUnreachable, AlertStatus::Firing)]);
         assert_eq!(core.evaluator.firing(), [Rule::Flood, Rule::RelaydUnreachable]);
-        assert_eq!(decisions, [Decision::Unblock { cidr: Cidr::host(attacker) }], "the TTL runs without relayd");
+        assert_eq!(decisions, [Decision::Unblock { cidr: Prefix::host(attacker) }], "the TTL runs without relayd");
         assert_eq!(counters.relayd_polls_failed.load(Relaxed), 10);
         assert_eq!(counters.relayd_polls_ok.load(Relaxed), 2);
     }

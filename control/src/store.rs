@@ -715,27 +715,18 @@ mod tests {
     use std::net::Ipv4Addr;
     use std::path::PathBuf;
 
+    use relay::tempdir::TempDir;
+
     use super::*;
     use crate::keys::Role;
 
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            let mut bytes = [0u8; 8];
-            getrandom::getrandom(&mut bytes).expect("OS RNG");
-            let dir = std::env::temp_dir().join(format!("relay-control-{name}-{}", hex::encode(bytes)));
-            fs::create_dir_all(&dir).expect("create temp dir");
-            TempDir(dir)
-        }
-        fn file(&self) -> PathBuf {
-            self.0.join("control.redb")
-        }
+    /// A fresh temp dir for one test's store; see [`store_file`].
+    fn temp(name: &str) -> TempDir {
+        TempDir::new(&format!("control-{name}")).expect("temp dir")
     }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
+
+    fn store_file(dir: &TempDir) -> PathBuf {
+        dir.join("control.redb")
     }
 
     fn actor(now: u64) -> Actor<'static> {
@@ -750,20 +741,20 @@ mod tests {
 
     #[test]
     fn file_is_private() {
-        let dir = TempDir::new("mode");
-        drop(Store::open(dir.file()).unwrap());
-        assert_eq!(fs::metadata(dir.file()).unwrap().permissions().mode() & 0o777, 0o600);
-        fs::set_permissions(dir.file(), fs::Permissions::from_mode(0o644)).unwrap();
-        drop(Store::open(dir.file()).unwrap());
-        assert_eq!(fs::metadata(dir.file()).unwrap().permissions().mode() & 0o777, 0o600);
+        let dir = temp("mode");
+        drop(Store::open(store_file(&dir)).unwrap());
+        assert_eq!(fs::metadata(store_file(&dir)).unwrap().permissions().mode() & 0o777, 0o600);
+        fs::set_permissions(store_file(&dir), fs::Permissions::from_mode(0o644)).unwrap();
+        drop(Store::open(store_file(&dir)).unwrap());
+        assert_eq!(fs::metadata(store_file(&dir)).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]
     fn apps_round_trip_and_persist() {
-        let dir = TempDir::new("apps");
+        let dir = temp("apps");
         let app = App::new(1_400_000_000, secret("s1"), QUOTAS, 100);
         {
-            let store = Store::open(dir.file()).unwrap();
+            let store = Store::open(store_file(&dir)).unwrap();
             store.create_app(&app, &actor(100)).unwrap();
             assert!(matches!(store.create_app(&app, &actor(101)), Err(StoreError::AppExists(1_400_000_000))));
             assert_eq!(store.get_app(1_400_000_000).unwrap(), Some(app.clone()));
@@ -774,7 +765,7 @@ mod tests {
             assert!(matches!(store.update_quotas(7, q, &actor(103)), Err(StoreError::AppNotFound(7))));
             store.create_app(&App::new(1_400_000_001, secret("t"), QUOTAS, 104), &actor(104)).unwrap();
         }
-        let store = Store::open(dir.file()).unwrap();
+        let store = Store::open(store_file(&dir)).unwrap();
         let apps = store.list_apps().unwrap();
         assert_eq!(apps.iter().map(|a| a.sdkappid).collect::<Vec<_>>(), [1_400_000_000, 1_400_000_001]);
         assert_eq!(apps[0].quotas.max_rooms, 20);
@@ -785,8 +776,8 @@ mod tests {
 
     #[test]
     fn app_secret_rotation_overlap() {
-        let dir = TempDir::new("rotate");
-        let store = Store::open(dir.file()).unwrap();
+        let dir = temp("rotate");
+        let store = Store::open(store_file(&dir)).unwrap();
         store.create_app(&App::new(1, secret("old"), QUOTAS, 0), &actor(0)).unwrap();
         let app = store.rotate_app_secret(1, secret("new"), 60, &actor(100)).unwrap();
         let usable = |app: &App, now| app.usable_secrets(now).map(|s| s.expose().to_owned()).collect::<Vec<_>>();
@@ -805,11 +796,11 @@ mod tests {
 
     #[test]
     fn keys_round_trip_rotate_revoke_persist() {
-        let dir = TempDir::new("keys");
+        let dir = temp("keys");
         let key = ApiKey::generate(Role::Operator, "ops", 10).unwrap();
         let next;
         {
-            let store = Store::open(dir.file()).unwrap();
+            let store = Store::open(store_file(&dir)).unwrap();
             store.insert_key(&key, &actor(10)).unwrap();
             assert!(matches!(store.insert_key(&key, &actor(11)), Err(StoreError::KeyExists)));
             assert_eq!(store.get_key(&key.secret_id).unwrap(), Some(key.clone()));
@@ -822,7 +813,7 @@ mod tests {
             ));
             assert!(matches!(store.revoke_key("AKIDnone", &actor(21)), Err(StoreError::KeyNotFound)));
         }
-        let store = Store::open(dir.file()).unwrap();
+        let store = Store::open(store_file(&dir)).unwrap();
         assert_eq!(store.list_keys().unwrap().len(), 2);
         assert_eq!(store.usable_key(&next.secret_id, 1000).unwrap(), Some(next.clone()));
         store.revoke_key(&next.secret_id, &actor(1000)).unwrap();
@@ -832,9 +823,9 @@ mod tests {
 
     #[test]
     fn audit_is_ordered_atomic_and_queryable() {
-        let dir = TempDir::new("audit");
+        let dir = temp("audit");
         {
-            let store = Store::open(dir.file()).unwrap();
+            let store = Store::open(store_file(&dir)).unwrap();
             store.create_app(&App::new(5, secret("k"), QUOTAS, 200), &actor(200)).unwrap();
             // Failed changes write no audit entry of their own...
             assert!(store.create_app(&App::new(5, secret("k"), QUOTAS, 200), &actor(200)).is_err());
@@ -848,7 +839,7 @@ mod tests {
                 Err(StoreError::AuditFieldTooLong)
             ));
         }
-        let store = Store::open(dir.file()).unwrap();
+        let store = Store::open(store_file(&dir)).unwrap();
         let all = store.audit_range(0, u64::MAX, 100).unwrap();
         let summary: Vec<_> = all.iter().map(|e| (e.seq, e.at, e.what.as_str())).collect();
         assert_eq!(
@@ -868,7 +859,7 @@ mod tests {
     #[test]
     fn blocklist_and_limits() {
         use std::net::Ipv6Addr;
-        let dir = TempDir::new("blocks");
+        let dir = temp("blocks");
         let v4 = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
         let entry = |ip, len, expires_at| BlockEntry {
             ip,
@@ -879,7 +870,7 @@ mod tests {
             source: BlockSource::Api,
         };
         {
-            let store = Store::open(dir.file()).unwrap();
+            let store = Store::open(store_file(&dir)).unwrap();
             store.add_block(&entry(v4(198, 18, 5, 0), 24, None), &actor(100)).unwrap();
             store.add_block(&entry(v4(198, 18, 6, 1), 32, Some(160)), &actor(100)).unwrap();
             let v6: IpAddr = "2001:db8::".parse().unwrap();
@@ -915,7 +906,7 @@ mod tests {
                 Err(StoreError::InvalidLimits(_))
             ));
         }
-        let store = Store::open(dir.file()).unwrap();
+        let store = Store::open(store_file(&dir)).unwrap();
         assert_eq!(store.limits().unwrap().map(|l| l.port_max), Some(7100));
         let removed = store.remove_block(v4(198, 18, 5, 0), 24, &actor(200)).unwrap();
         assert_eq!(removed.reason, "flood");
@@ -938,8 +929,8 @@ mod tests {
 
     #[test]
     fn automatic_blocks_respect_operator_entries() {
-        let dir = TempDir::new("autoblocks");
-        let store = Store::open(dir.file()).unwrap();
+        let dir = temp("autoblocks");
+        let store = Store::open(store_file(&dir)).unwrap();
         let v4 = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
         let entry = |ip, len, source| BlockEntry {
             ip,
@@ -981,8 +972,8 @@ mod tests {
 
     #[test]
     fn via_prefixes_the_audit_entry() {
-        let dir = TempDir::new("via");
-        let store = Store::open(dir.file()).unwrap();
+        let dir = temp("via");
+        let store = Store::open(store_file(&dir)).unwrap();
         let a = Actor { via: "POST /v1/apps", ..actor(5) };
         store.create_app(&App::new(9, secret("k"), QUOTAS, 5), &a).unwrap();
         let e = store.append_audit(&a, "refused", Outcome::Success).unwrap();
@@ -1012,10 +1003,10 @@ mod tests {
     fn committed_changes_survive_kill_9() {
         use std::io::{BufRead, BufReader};
         use std::process::{Command, Stdio};
-        let dir = TempDir::new("kill9");
+        let dir = temp("kill9");
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "store::tests::kill_9_child", "--nocapture", "--test-threads=1"])
-            .env(KILL_CHILD_ENV, dir.file())
+            .env(KILL_CHILD_ENV, store_file(&dir))
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -1024,7 +1015,7 @@ mod tests {
         child.kill().unwrap(); // SIGKILL: no destructor, no clean close.
         child.wait().unwrap();
         assert!(committed, "the child never reported its commits");
-        let store = Store::open(dir.file()).unwrap();
+        let store = Store::open(store_file(&dir)).unwrap();
         assert_eq!(store.list_apps().unwrap().len(), 20);
         assert_eq!(store.audit_range(0, u64::MAX, 100).unwrap().len(), 20);
     }
@@ -1032,8 +1023,8 @@ mod tests {
     #[test]
     fn verification_lookup_through_the_store() {
         use crate::tc3::{sign, ReplayCache, Request, Scope, Verifier};
-        let dir = TempDir::new("tc3");
-        let store = Store::open(dir.file()).unwrap();
+        let dir = temp("tc3");
+        let store = Store::open(store_file(&dir)).unwrap();
         let key = ApiKey::generate(Role::Admin, "root", 0).unwrap();
         store.insert_key(&key, &actor(0)).unwrap();
         let headers = [("content-type", "application/json"), ("host", "control.local")];
