@@ -356,6 +356,12 @@ async fn patch_app(
     Ok(stored(Json(app_view(&app, now))))
 }
 
+/// The `overlap_secs` of a rotation body ([`api::Overlap`]), range-checked.
+fn parse_overlap(body: &[u8]) -> Result<u64, ApiError> {
+    let req: api::Overlap = parse_body(body)?;
+    in_range("overlap_secs", req.overlap_secs, 0, api::MAX_OVERLAP_SECS)
+}
+
 async fn rotate_app_secret(
     State(st): State<Arc<Server>>,
     Extension(ctx): Extension<Ctx>,
@@ -363,8 +369,7 @@ async fn rotate_app_secret(
     body: Bytes,
 ) -> ApiResult {
     let sdkappid = path_sdkappid(&id)?;
-    let req: api::Overlap = parse_body(&body)?;
-    let overlap = in_range("overlap_secs", req.overlap_secs, 0, api::MAX_OVERLAP_SECS)?;
+    let overlap = parse_overlap(&body)?;
     let secret = SecretKey::generate_app_secret().map_err(ApiError::internal)?;
     let (s, k, now) = (st.store.clone(), secret.clone(), ctx.now);
     let app = blocking(move || Ok(s.rotate_app_secret(sdkappid, k, overlap, &ctx.actor())?)).await?;
@@ -624,8 +629,7 @@ async fn rotate_key(
     body: Bytes,
 ) -> ApiResult {
     let id = path_secret_id(&id)?;
-    let req: api::Overlap = parse_body(&body)?;
-    let overlap = in_range("overlap_secs", req.overlap_secs, 0, api::MAX_OVERLAP_SECS)?;
+    let overlap = parse_overlap(&body)?;
     let s = st.store.clone();
     let next = blocking(move || Ok(s.rotate_key(&id, overlap, &ctx.actor())?)).await?;
     Ok(stored((StatusCode::CREATED, Json(new_key_view(&next)))))
