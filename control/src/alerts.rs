@@ -20,13 +20,11 @@
 //! between polls.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::xdp_verdict_is_drop;
-use crate::monitor::Observation;
+use crate::observe::{xdp_verdict_is_drop, AlertEvent, AlertStatus, Observation, Rule};
 use crate::webhook::{WebhookConfig, WebhookConfigError};
 
 /// Most extra labels in [`AlertsConfig::labels`].
@@ -213,83 +211,6 @@ impl AlertsConfig {
         check("cert_expiry.within_days", self.cert_expiry.within_days, 1, 365)?;
         Ok(())
     }
-}
-
-/// An alert rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Rule {
-    /// Engine plus XDP drops per second over the threshold.
-    DropRate,
-    /// XDP drops per second over the threshold, or a source was autoblocked.
-    Flood,
-    /// No successful poll of relayd for a while.
-    RelaydUnreachable,
-    /// A relayd worker has not finished a loop iteration for too long.
-    WorkerStalled,
-    /// relay-control's TLS certificate expires soon.
-    CertExpiry,
-}
-
-impl Rule {
-    /// Every rule.
-    pub const ALL: [Rule; 5] =
-        [Self::DropRate, Self::Flood, Self::RelaydUnreachable, Self::WorkerStalled, Self::CertExpiry];
-
-    /// The name used in events, logs and the `rule` metric label.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::DropRate => "drop_rate",
-            Self::Flood => "flood",
-            Self::RelaydUnreachable => "relayd_unreachable",
-            Self::WorkerStalled => "worker_stalled",
-            Self::CertExpiry => "cert_expiry",
-        }
-    }
-}
-
-impl fmt::Display for Rule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Whether an event opens or closes an alert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertStatus {
-    /// The condition held for the rule's duration.
-    Firing,
-    /// The condition stopped holding.
-    Resolved,
-}
-
-impl AlertStatus {
-    /// `"firing"` or `"resolved"`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Firing => "firing",
-            Self::Resolved => "resolved",
-        }
-    }
-}
-
-/// One alert event: the webhook's JSON body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AlertEvent {
-    /// Firing or resolved.
-    pub status: AlertStatus,
-    /// Which rule.
-    pub rule: Rule,
-    /// One human-readable line.
-    pub summary: String,
-    /// The rule's details plus the configured extra labels; a resolve repeats its firing's.
-    pub labels: BTreeMap<String, String>,
-    /// When the alert fired, Unix seconds.
-    pub started_at: u64,
-    /// When it resolved, Unix seconds (resolve events only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resolved_at: Option<u64>,
 }
 
 /// One rule's verdict on one poll.

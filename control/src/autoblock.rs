@@ -27,11 +27,10 @@
 //!   in canonical form, so `::ffff:192.0.2.1` matches `192.0.2.0/24`).
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::IpAddr;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use relay::prefix::Prefix;
 use serde::{Deserialize, Serialize};
 
 /// Largest `max_tracked`.
@@ -39,18 +38,10 @@ pub const MAX_TRACKED_LIMIT: usize = 1 << 20;
 /// Most entries in `exempt`.
 pub const MAX_EXEMPT: usize = 1024;
 
-/// Why an autoblock configuration or a CIDR was refused.
+/// Why an autoblock configuration was refused (a bad `exempt` prefix is refused by
+/// [`Prefix`]'s parser, with a [`relay::prefix::PrefixError`]).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AutoblockError {
-    /// A CIDR does not parse as `ADDRESS` or `ADDRESS/LEN`.
-    #[error("invalid CIDR {0:?}: expected ADDRESS or ADDRESS/PREFIX_LEN")]
-    BadCidr(String),
-    /// The prefix length exceeds the address family's width.
-    #[error("invalid CIDR {0:?}: prefix length over 32 (IPv4) or 128 (IPv6)")]
-    PrefixTooLong(String),
-    /// The address has bits set beyond the prefix.
-    #[error("invalid CIDR {0:?}: host bits set beyond the prefix")]
-    HostBits(String),
     /// A number is outside its allowed range.
     #[error("autoblock.{field} = {value} is out of range ({min}..={max})")]
     OutOfRange {
@@ -63,118 +54,6 @@ pub enum AutoblockError {
         /// Largest allowed value.
         max: u64,
     },
-}
-
-/// An address prefix, written `198.18.0.0/15` or `2001:db8::/32` (a bare address is a /32
-/// or /128). Host bits beyond the prefix are refused, so what is written is what matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Cidr {
-    addr: IpAddr,
-    prefix_len: u8,
-}
-
-fn width(ip: IpAddr) -> u8 {
-    if ip.is_ipv4() {
-        32
-    } else {
-        128
-    }
-}
-
-/// The address as a 128-bit number and its family's width.
-fn bits(ip: IpAddr) -> (u128, u8) {
-    match ip {
-        IpAddr::V4(a) => (u128::from(u32::from(a)) << 96, 32),
-        IpAddr::V6(a) => (u128::from(a), 128),
-    }
-}
-
-fn mask(prefix_len: u8) -> u128 {
-    if prefix_len == 0 {
-        0
-    } else {
-        u128::MAX << (128 - u32::from(prefix_len))
-    }
-}
-
-impl Cidr {
-    /// A prefix; refuses a length over the family's width or host bits set.
-    pub fn new(addr: IpAddr, prefix_len: u8) -> Result<Self, AutoblockError> {
-        let addr = addr.to_canonical();
-        let (b, w) = bits(addr);
-        if prefix_len > w {
-            return Err(AutoblockError::PrefixTooLong(format!("{addr}/{prefix_len}")));
-        }
-        if b & !mask(prefix_len) != 0 {
-            return Err(AutoblockError::HostBits(format!("{addr}/{prefix_len}")));
-        }
-        Ok(Self { addr, prefix_len })
-    }
-
-    /// The single address `ip` (/32 or /128).
-    pub fn host(ip: IpAddr) -> Self {
-        let addr = ip.to_canonical();
-        Self { addr, prefix_len: width(addr) }
-    }
-
-    /// The network address.
-    pub fn addr(&self) -> IpAddr {
-        self.addr
-    }
-
-    /// The prefix length.
-    pub fn prefix_len(&self) -> u8 {
-        self.prefix_len
-    }
-
-    /// Whether `ip` is inside the prefix.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        let ((a, wa), (b, wb)) = (bits(self.addr), bits(ip));
-        wa == wb && (a ^ b) & mask(self.prefix_len) == 0
-    }
-}
-
-impl FromStr for Cidr {
-    type Err = AutoblockError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || AutoblockError::BadCidr(s.chars().take(64).collect());
-        let (addr, len) = match s.split_once('/') {
-            Some((a, l)) => {
-                let addr: IpAddr = a.parse().map_err(|_| bad())?;
-                // Digits only: `u8::from_str` would also take "+8".
-                if l.is_empty() || l.len() > 3 || !l.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(bad());
-                }
-                (addr, l.parse::<u8>().map_err(|_| AutoblockError::PrefixTooLong(s.to_owned()))?)
-            }
-            None => {
-                let addr: IpAddr = s.parse().map_err(|_| bad())?;
-                (addr, width(addr.to_canonical()))
-            }
-        };
-        Self::new(addr, len)
-    }
-}
-
-impl TryFrom<String> for Cidr {
-    type Error = AutoblockError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
-    }
-}
-
-impl From<Cidr> for String {
-    fn from(c: Cidr) -> String {
-        c.to_string()
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix_len)
-    }
 }
 
 /// `[autoblock]`.
@@ -192,7 +71,7 @@ pub struct AutoblockConfig {
     /// Most live blocks (1..=1048576).
     pub max_blocks: usize,
     /// Prefixes never blocked (at most 1024), e.g. monitoring probes, peers, the office.
-    pub exempt: Vec<Cidr>,
+    pub exempt: Vec<Prefix>,
 }
 
 impl Default for AutoblockConfig {
@@ -235,7 +114,7 @@ pub enum Decision {
     /// Block `cidr` (a single address) for `ttl_secs`.
     Block {
         /// The source, /32 or /128.
-        cidr: Cidr,
+        cidr: Prefix,
         /// Lifetime of the block.
         ttl_secs: u64,
         /// The measured drop rate that triggered it (a lower bound).
@@ -246,7 +125,7 @@ pub enum Decision {
     /// The block of `cidr` reached its TTL: remove it.
     Unblock {
         /// The source.
-        cidr: Cidr,
+        cidr: Prefix,
     },
 }
 
@@ -358,7 +237,7 @@ impl Detector {
             }
             self.blocked.insert(ip, now + ttl);
             out.push(Decision::Block {
-                cidr: Cidr::host(ip),
+                cidr: Prefix::host(ip),
                 ttl_secs: self.cfg.ttl_secs,
                 drops_per_sec: rate,
                 threshold: self.cfg.pps_threshold,
@@ -383,7 +262,7 @@ impl Detector {
         self.blocked.retain(|ip, expires| {
             let live = *expires > now;
             if !live {
-                out.push(Decision::Unblock { cidr: Cidr::host(*ip) });
+                out.push(Decision::Unblock { cidr: Prefix::host(*ip) });
             }
             live
         });
@@ -598,22 +477,23 @@ mod tests {
 
     #[test]
     fn cidr_parsing_and_matching() {
-        let c: Cidr = "198.18.0.0/15".parse().expect("valid");
+        use relay::prefix::PrefixError;
+        let c: Prefix = "198.18.0.0/15".parse().expect("valid");
         assert!(c.contains(IpAddr::V4(Ipv4Addr::new(198, 19, 255, 255))));
         assert!(!c.contains(IpAddr::V4(Ipv4Addr::new(198, 20, 0, 0))));
         assert!(c.contains(ip("::ffff:198.18.3.4")));
         assert!(!c.contains(ip("2001:db8::1")));
         assert_eq!(c.to_string(), "198.18.0.0/15");
-        assert_eq!("192.0.2.1".parse::<Cidr>().expect("bare").to_string(), "192.0.2.1/32");
-        assert_eq!("::ffff:192.0.2.1".parse::<Cidr>().expect("mapped").to_string(), "192.0.2.1/32");
-        let all6: Cidr = "::/0".parse().expect("valid");
+        assert_eq!("192.0.2.1".parse::<Prefix>().expect("bare").to_string(), "192.0.2.1/32");
+        assert_eq!("::ffff:192.0.2.1".parse::<Prefix>().expect("mapped").to_string(), "192.0.2.1/32");
+        let all6: Prefix = "::/0".parse().expect("valid");
         assert!(all6.contains(IpAddr::V6(Ipv6Addr::LOCALHOST)));
         assert!(!all6.contains(ip("127.0.0.1")));
-        assert!(matches!("10.0.0.1/8".parse::<Cidr>(), Err(AutoblockError::HostBits(_))));
-        assert!(matches!("10.0.0.0/33".parse::<Cidr>(), Err(AutoblockError::PrefixTooLong(_))));
-        assert!(matches!("10.0.0.0/999".parse::<Cidr>(), Err(AutoblockError::PrefixTooLong(_))));
+        assert!(matches!("10.0.0.1/8".parse::<Prefix>(), Err(PrefixError::HostBits(_))));
+        assert!(matches!("10.0.0.0/33".parse::<Prefix>(), Err(PrefixError::TooLong(_))));
+        assert!(matches!("10.0.0.0/999".parse::<Prefix>(), Err(PrefixError::TooLong(_))));
         for bad in ["10.0.0.0/", "10.0.0.0/+8", "10.0.0/8", "host/8", ""] {
-            assert!(matches!(bad.parse::<Cidr>(), Err(AutoblockError::BadCidr(_))), "{bad}");
+            assert!(matches!(bad.parse::<Prefix>(), Err(PrefixError::Syntax(_))), "{bad}");
         }
     }
 

@@ -323,15 +323,35 @@ impl Credentials {
     }
 }
 
-/// Accepts exactly one certificate, by the SHA-256 of its DER; signatures are still verified
-/// with the provider's algorithms, so the peer must hold the pinned certificate's key.
-/// A mismatch is also recorded in `last_mismatch`, so the client can report it plainly
-/// (through the transport it arrives as a nested, debug-formatted rustls error).
+/// The workspace's one cert-pinning verifier: accepts exactly one certificate, by the
+/// SHA-256 of its DER; signatures are still verified with the provider's algorithms, so the
+/// peer must hold the pinned certificate's key. Every certificate presented is recorded
+/// ([`PinVerifier::seen`]), so a client can report a mismatch plainly (through the
+/// transport it arrives as a nested, debug-formatted rustls error) and a test can tell
+/// which certificate a server serves.
 #[derive(Debug)]
-struct PinVerifier {
-    pin: [u8; 32],
+pub struct PinVerifier {
+    pin: Option<[u8; 32]>,
     provider: Arc<CryptoProvider>,
-    last_mismatch: Arc<Mutex<Option<[u8; 32]>>>,
+    seen: Arc<Mutex<Option<[u8; 32]>>>,
+}
+
+impl PinVerifier {
+    /// Accepts only the certificate whose SHA-256 is `pin`.
+    pub fn new(pin: [u8; 32], provider: Arc<CryptoProvider>) -> Self {
+        Self { pin: Some(pin), provider, seen: Arc::default() }
+    }
+
+    /// Accepts any certificate and only records it: for test harnesses that watch which
+    /// certificate a server presents (a reload). It authenticates nothing.
+    pub fn recording_any(provider: Arc<CryptoProvider>) -> Self {
+        Self { pin: None, provider, seen: Arc::default() }
+    }
+
+    /// The SHA-256 of the last certificate presented, pinned or not.
+    pub fn seen(&self) -> Arc<Mutex<Option<[u8; 32]>>> {
+        self.seen.clone()
+    }
 }
 
 /// The server presented a certificate other than the pinned one.
@@ -352,13 +372,14 @@ impl ServerCertVerifier for PinVerifier {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let seen: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-        if bool::from(seen.ct_eq(&self.pin)) {
-            return Ok(ServerCertVerified::assertion());
-        }
-        if let Ok(mut slot) = self.last_mismatch.lock() {
+        if let Ok(mut slot) = self.seen.lock() {
             *slot = Some(seen);
         }
-        let mismatch = PinMismatch { seen: format_fingerprint(&seen), pinned: format_fingerprint(&self.pin) };
+        let Some(pin) = &self.pin else { return Ok(ServerCertVerified::assertion()) };
+        if bool::from(seen.ct_eq(pin)) {
+            return Ok(ServerCertVerified::assertion());
+        }
+        let mismatch = PinMismatch { seen: format_fingerprint(&seen), pinned: format_fingerprint(pin) };
         Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(Arc::new(mismatch)))))
     }
 
@@ -390,10 +411,10 @@ pub fn tls_config(trust: &Trust) -> Result<rustls::ClientConfig, ClientError> {
     tls_config_recording(trust, &Arc::default())
 }
 
-/// [`tls_config`], recording a pin mismatch's fingerprint in `last_mismatch`.
+/// [`tls_config`], recording the certificate a pinned server presents in `seen`.
 fn tls_config_recording(
     trust: &Trust,
-    last_mismatch: &Arc<Mutex<Option<[u8; 32]>>>,
+    seen: &Arc<Mutex<Option<[u8; 32]>>>,
 ) -> Result<rustls::ClientConfig, ClientError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder =
@@ -401,11 +422,7 @@ fn tls_config_recording(
     let config = match trust {
         Trust::Pin(pin) => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinVerifier {
-                pin: *pin,
-                provider,
-                last_mismatch: last_mismatch.clone(),
-            }))
+            .with_custom_certificate_verifier(Arc::new(PinVerifier { pin: Some(*pin), provider, seen: seen.clone() }))
             .with_no_client_auth(),
         Trust::CaCert(path) => {
             let ca_err = |detail: String| ClientError::CaCert { path: path.clone(), detail };
@@ -610,7 +627,8 @@ pub struct Client {
     secret_key: SecretKey,
     service: String,
     trust: Trust,
-    last_mismatch: Arc<Mutex<Option<[u8; 32]>>>,
+    /// The certificate the server last presented (pinned trust only).
+    seen: Arc<Mutex<Option<[u8; 32]>>>,
 }
 
 impl fmt::Debug for Client {
@@ -636,8 +654,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 impl Client {
     /// A client for `creds` with the given whole-request timeout.
     pub fn new(creds: &Credentials, timeout: Duration) -> Result<Self, ClientError> {
-        let last_mismatch = Arc::default();
-        let tls = tls_config_recording(&creds.trust, &last_mismatch)?;
+        let seen = Arc::default();
+        let tls = tls_config_recording(&creds.trust, &seen)?;
         let agent = ureq::AgentBuilder::new()
             .tls_config(Arc::new(tls))
             .timeout_connect(CONNECT_TIMEOUT)
@@ -652,7 +670,7 @@ impl Client {
             secret_key: creds.secret_key.clone(),
             service: creds.service.clone(),
             trust: creds.trust.clone(),
-            last_mismatch,
+            seen,
         })
     }
 
@@ -717,9 +735,9 @@ impl Client {
             Ok(r) | Err(ureq::Error::Status(_, r)) => r,
             Err(ureq::Error::Transport(t)) => {
                 let endpoint = self.endpoint.to_string();
-                let mismatch = self.last_mismatch.lock().ok().and_then(|mut m| m.take());
-                return Err(match (mismatch, &self.trust) {
-                    (Some(seen), Trust::Pin(pin)) => ClientError::PinMismatch {
+                let seen = self.seen.lock().ok().and_then(|mut m| m.take());
+                return Err(match (seen, &self.trust) {
+                    (Some(seen), Trust::Pin(pin)) if seen != *pin => ClientError::PinMismatch {
                         endpoint,
                         seen: format_fingerprint(&seen),
                         pinned: format_fingerprint(pin),

@@ -14,100 +14,13 @@
 //! relayd's families are left out entirely while relayd is unreachable rather than repeating
 //! stale numbers; `edgerelay_relayd_up` says which case applies.
 //!
-//! [`ControlCounters`] are `AtomicU64` counters with `Relaxed` increments, plus two small
-//! label-keyed maps (HTTP status, auth failure reason) whose number of distinct labels is
-//! capped so a caller cannot grow them without bound.
+//! [`ControlCounters`] and [`Latest`] are defined in [`crate::observe`].
 
-use std::collections::BTreeMap;
 use std::fmt::{Display, Write as _};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::Ordering::Relaxed;
 
-use crate::alerts::{AlertStatus, Rule};
-use crate::monitor::Latest;
+use crate::observe::{xdp_verdict_is_drop, AlertStatus, ControlCounters, Latest, Rule};
 
-/// Most distinct labels one [`LabelCounters`] keeps; further labels count under `other`.
-pub const MAX_LABELS: usize = 64;
-/// Longest label kept verbatim by [`LabelCounters`]; longer labels count under `other`.
-pub const MAX_LABEL_LEN: usize = 64;
-
-/// Counters keyed by a label value chosen by the caller, bounded to [`MAX_LABELS`] labels.
-///
-/// Used off the packet path (HTTP requests, auth failures), where a short lock is cheap.
-#[derive(Debug, Default)]
-pub struct LabelCounters {
-    counts: Mutex<BTreeMap<String, u64>>,
-}
-
-impl LabelCounters {
-    /// Adds one to `label` (or to `other` when the label is new and the map is full, or the
-    /// label is longer than [`MAX_LABEL_LEN`]).
-    pub fn inc(&self, label: &str) {
-        let mut m = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(v) = m.get_mut(label) {
-            *v += 1;
-            return;
-        }
-        let key = if label.len() <= MAX_LABEL_LEN && m.len() < MAX_LABELS - 1 { label } else { "other" };
-        *m.entry(key.to_owned()).or_default() += 1;
-    }
-
-    /// The current counts.
-    pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.counts.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-}
-
-/// relay-control's own counters, shared (in an `Arc`) by the HTTPS server, the monitor and
-/// the webhook sender.
-#[derive(Debug, Default)]
-pub struct ControlCounters {
-    /// HTTP responses by status code (`"200"`, `"401"`, ...).
-    pub requests: LabelCounters,
-    /// Authentication failures by reason (the `AuthFailure.<Reason>` suffix).
-    pub auth_failures: LabelCounters,
-    /// Autoblock decisions that blocked a source.
-    pub autoblock_blocks: AtomicU64,
-    /// Autoblock decisions that released a source after its TTL.
-    pub autoblock_unblocks: AtomicU64,
-    /// Autoblock decisions lost because the daemon's channel was full.
-    pub autoblock_decisions_dropped: AtomicU64,
-    /// Alert events that fired.
-    pub alerts_fired: AtomicU64,
-    /// Alert events that resolved.
-    pub alerts_resolved: AtomicU64,
-    /// Alert events lost because the webhook queue was full.
-    pub alerts_dropped: AtomicU64,
-    /// Webhook deliveries that succeeded.
-    pub webhook_sent: AtomicU64,
-    /// Webhook deliveries that failed after all retries.
-    pub webhook_failures: AtomicU64,
-    /// Polls of relayd that succeeded.
-    pub relayd_polls_ok: AtomicU64,
-    /// Polls of relayd that failed (unreachable, error answer or timeout).
-    pub relayd_polls_failed: AtomicU64,
-}
-
-impl ControlCounters {
-    /// Counts one HTTP response.
-    pub fn count_request(&self, status: u16) {
-        self.requests.inc(&status.to_string());
-    }
-    /// Counts one authentication failure.
-    pub fn count_auth_failure(&self, reason: &str) {
-        self.auth_failures.inc(reason);
-    }
-}
-
-/// Whether an XDP verdict name (`xdp_prog::REASON_NAMES`) is a drop. The passes
-/// (`pass_*`, `no_socket`) and redirects (`redirect_*`) are not; everything else is
-/// `XDP_DROP`. Matching by name keeps control independent of the XDP crate and lets a new
-/// drop reason appear without a change here.
-pub fn xdp_verdict_is_drop(verdict: &str) -> bool {
-    !(verdict.starts_with("pass_") || verdict.starts_with("redirect_") || verdict == "no_socket")
-}
-
-/// Metric type, as written on the `# TYPE` line.
 #[derive(Debug, Clone, Copy)]
 enum Kind {
     Counter,
@@ -317,7 +230,7 @@ mod tests {
     use relay::stats::Snapshot;
 
     use super::*;
-    use crate::monitor::Observation;
+    use crate::observe::Observation;
 
     /// A strict reader of the 0.0.4 text format: returns the samples as
     /// (family, series text, value) and panics on any grammar violation.
@@ -477,20 +390,6 @@ mod tests {
             assert!(!text.contains("edgerelay_drops_total"));
             assert!(!text.contains("edgerelay_worker_lag_seconds"));
         }
-    }
-
-    #[test]
-    fn label_counters_are_bounded() {
-        let l = LabelCounters::default();
-        for i in 0..200 {
-            l.inc(&format!("r{i}"));
-        }
-        l.inc(&"x".repeat(MAX_LABEL_LEN + 1));
-        l.inc("r0");
-        let snap = l.snapshot();
-        assert_eq!(snap.len(), MAX_LABELS);
-        assert_eq!(snap["r0"], 2);
-        assert_eq!(snap["other"], 200 - (MAX_LABELS as u64 - 1) + 1);
     }
 
     #[test]

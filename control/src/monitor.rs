@@ -26,9 +26,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
-use crate::alerts::{AlertEvent, AlertStatus, AlertsConfig, AlertsConfigError, Evaluator, Rule};
+use crate::alerts::{AlertsConfig, AlertsConfigError, Evaluator};
 use crate::autoblock::{AutoblockConfig, AutoblockError, Decision, Detector, Offender};
-use crate::metrics::ControlCounters;
+use crate::observe::{AlertEvent, AlertStatus, ControlCounters, Latest, Observation};
 use crate::webhook::{self, WebhookError, WebhookSender};
 
 /// Why a poll of relayd failed.
@@ -60,35 +60,6 @@ pub enum MonitorError {
     /// A monitor setting is out of range.
     #[error("monitor: {0}")]
     Settings(&'static str),
-}
-
-/// The result of one poll.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Observation {
-    /// relayd's counters; `None` when the poll failed (relayd unreachable).
-    pub stats: Option<Snapshot>,
-    /// Cumulative per-source kernel drops, highest first (empty when the poll failed).
-    pub offenders: Vec<Offender>,
-    /// Expiry of relay-control's TLS certificate, Unix seconds, when known.
-    pub cert_not_after: Option<u64>,
-}
-
-impl Observation {
-    /// Whether relayd answered this poll.
-    pub fn relayd_reachable(&self) -> bool {
-        self.stats.is_some()
-    }
-}
-
-/// The monitor's latest view, published after every poll.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Latest {
-    /// The poll.
-    pub observation: Observation,
-    /// Alert rules firing after this poll.
-    pub firing: Vec<Rule>,
-    /// Live autoblocks.
-    pub active_autoblocks: usize,
 }
 
 /// relayd's management socket as the monitor needs it. Implementations may block inside
@@ -327,7 +298,8 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
-    use crate::autoblock::Cidr;
+    use crate::observe::Rule;
+    use relay::prefix::Prefix;
 
     fn stats(xdp_drops: u64, lags: Vec<u64>) -> Snapshot {
         let mut s = Snapshot { worker_lag_ms: lags, ..Snapshot::default() };
@@ -367,7 +339,7 @@ mod tests {
         let out = poll(&mut core, 1000, 5000);
         assert_eq!(
             out.decisions,
-            [Decision::Block { cidr: Cidr::host(attacker), ttl_secs: 3, drops_per_sec: 10_000, threshold: 500 }]
+            [Decision::Block { cidr: Prefix::host(attacker), ttl_secs: 3, drops_per_sec: 10_000, threshold: 500 }]
         );
         assert_eq!(out.alerts.len(), 1);
         assert_eq!((out.alerts[0].rule, out.alerts[0].status), (Rule::Flood, AlertStatus::Firing));
@@ -381,7 +353,7 @@ mod tests {
         assert_eq!(out.alerts.len(), 1);
         assert_eq!(out.alerts[0].status, AlertStatus::Resolved);
         let out = poll(&mut core, 4000, 10_000);
-        assert_eq!(out.decisions, [Decision::Unblock { cidr: Cidr::host(attacker) }]);
+        assert_eq!(out.decisions, [Decision::Unblock { cidr: Prefix::host(attacker) }]);
         assert_eq!(out.latest.active_autoblocks, 0);
         assert_eq!(counters.autoblock_blocks.load(Relaxed), 1);
         assert_eq!(counters.autoblock_unblocks.load(Relaxed), 1);
@@ -417,7 +389,7 @@ mod tests {
         let got: Vec<_> = events.iter().map(|e| (e.rule, e.status)).collect();
         assert_eq!(got, [(Rule::RelaydUnreachable, AlertStatus::Firing)]);
         assert_eq!(core.evaluator.firing(), [Rule::Flood, Rule::RelaydUnreachable]);
-        assert_eq!(decisions, [Decision::Unblock { cidr: Cidr::host(attacker) }], "the TTL runs without relayd");
+        assert_eq!(decisions, [Decision::Unblock { cidr: Prefix::host(attacker) }], "the TTL runs without relayd");
         assert_eq!(counters.relayd_polls_failed.load(Relaxed), 10);
         assert_eq!(counters.relayd_polls_ok.load(Relaxed), 2);
     }

@@ -25,6 +25,9 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+use relay::limits::LimitsError;
+pub use relay::limits::{Limits, Quotas};
+use relay::prefix::Prefix;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -45,14 +48,10 @@ pub const STORE_FILE_MODE: u32 = 0o600;
 pub const MAX_APP_SECRETS: usize = 2;
 /// Longest `who` or `what` of an audit entry, in bytes.
 pub const MAX_AUDIT_FIELD_LEN: usize = 256;
-/// Upper bound of every quota.
-pub const MAX_QUOTA: u32 = 1_000_000;
 /// Longest reason of a blocklist entry, in bytes.
 pub const MAX_BLOCK_REASON_LEN: usize = 128;
 /// Most blocklist entries held (live ones; expired entries are pruned on every change).
 pub const MAX_BLOCKS: usize = 65_536;
-/// Upper bound of every rate and burst in [`Limits`].
-pub const MAX_LIMIT_RATE: u32 = 100_000_000;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -81,9 +80,9 @@ pub enum StoreError {
     /// The key operation was refused (revoked, already rotated, ...).
     #[error(transparent)]
     Key(#[from] KeyError),
-    /// A quota is 0 or above [`MAX_QUOTA`].
-    #[error("quota out of range")]
-    InvalidQuotas,
+    /// A quota is outside relayd's bounds ([`Quotas::check`]).
+    #[error("invalid quotas: {0}")]
+    InvalidQuotas(LimitsError),
     /// An app secret is empty, longer than 128 bytes or not printable ASCII.
     #[error("invalid app secret")]
     InvalidAppSecret,
@@ -103,9 +102,9 @@ pub enum StoreError {
     /// The blocklist holds [`MAX_BLOCKS`] live entries.
     #[error("blocklist full ({MAX_BLOCKS} entries)")]
     BlocklistFull,
-    /// A rate or burst is above [`MAX_LIMIT_RATE`], a port is 0, or `port_min > port_max`.
+    /// A rate or burst is too large, a port is 0, or `port_min > port_max` ([`Limits::check`]).
     #[error("invalid limits: {0}")]
-    InvalidLimits(&'static str),
+    InvalidLimits(LimitsError),
 }
 
 macro_rules! redb_error {
@@ -118,27 +117,6 @@ macro_rules! redb_error {
     )*};
 }
 redb_error!(Error, DatabaseError, TransactionError, TableError, StorageError, CommitError);
-
-/// Per-app limits, enforced by relayd.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Quotas {
-    /// Most concurrent rooms.
-    pub max_rooms: u32,
-    /// Most members of one room.
-    pub max_members_per_room: u32,
-}
-
-impl Quotas {
-    fn check(&self) -> Result<(), StoreError> {
-        let ok = |q: u32| (1..=MAX_QUOTA).contains(&q);
-        if ok(self.max_rooms) && ok(self.max_members_per_room) {
-            Ok(())
-        } else {
-            Err(StoreError::InvalidQuotas)
-        }
-    }
-}
 
 /// One secret of an app, used to mint and verify its UserSigs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,7 +138,7 @@ pub struct App {
     pub sdkappid: u32,
     /// Newest first; at most [`MAX_APP_SECRETS`]. The first has no expiry.
     pub secrets: Vec<AppSecret>,
-    /// Its limits.
+    /// Its quotas (records written before `max_sessions` existed read relayd's default).
     pub quotas: Quotas,
     /// When it was created.
     pub created_at: u64,
@@ -263,7 +241,8 @@ impl BlockEntry {
     /// Whether the entry's prefix contains the whole prefix `ip/prefix_len` (same family,
     /// same or shorter prefix).
     pub fn covers(&self, ip: IpAddr, prefix_len: u8) -> bool {
-        self.ip.is_ipv4() == ip.is_ipv4() && self.prefix_len <= prefix_len && mask(ip, self.prefix_len) == self.ip
+        let mine = Prefix::truncating(self.ip, self.prefix_len);
+        self.ip.is_ipv4() == ip.is_ipv4() && self.prefix_len <= prefix_len && mine.is_ok_and(|p| p.contains(ip))
     }
 
     /// Seconds left at `now` (0 for an entry without expiry), as relayd's `block` takes it.
@@ -272,11 +251,10 @@ impl BlockEntry {
     }
 
     fn check(&self) -> Result<(), StoreError> {
-        let max = if self.ip.is_ipv4() { 32 } else { 128 };
-        if self.prefix_len > max {
+        if self.prefix_len > relay::prefix::width(self.ip) {
             return Err(StoreError::InvalidBlock("prefix length longer than the address"));
         }
-        if mask(self.ip, self.prefix_len) != self.ip {
+        if Prefix::new(self.ip, self.prefix_len).is_err() {
             return Err(StoreError::InvalidBlock("host bits set after the prefix"));
         }
         if self.reason.len() > MAX_BLOCK_REASON_LEN || self.reason.chars().any(char::is_control) {
@@ -286,59 +264,8 @@ impl BlockEntry {
     }
 }
 
-/// `ip` with every bit after the first `prefix_len` cleared (`prefix_len` is clamped).
-pub fn mask(ip: IpAddr, prefix_len: u8) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => {
-            let bits = u32::from(v4);
-            let m = u32::MAX.checked_shl(32 - u32::from(prefix_len.min(32))).unwrap_or(0);
-            IpAddr::V4((bits & m).into())
-        }
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6);
-            let m = u128::MAX.checked_shl(128 - u32::from(prefix_len.min(128))).unwrap_or(0);
-            IpAddr::V6((bits & m).into())
-        }
-    }
-}
-
 fn block_key(ip: IpAddr, prefix_len: u8) -> String {
     format!("{ip}/{prefix_len}")
-}
-
-/// relayd's per-source limits and relay port range (relayd's `set_limits`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Limits {
-    /// SRTP packets per second per source address (0 = unlimited).
-    pub pps_rate_per_sec: u32,
-    /// Burst of the packet bucket.
-    pub pps_burst: u32,
-    /// Control messages per second per source address (0 = unlimited).
-    pub join_rate_per_sec: u32,
-    /// Burst of the join bucket.
-    pub join_burst: u32,
-    /// Lowest relay UDP port.
-    pub port_min: u16,
-    /// Highest relay UDP port.
-    pub port_max: u16,
-}
-
-impl Limits {
-    /// Checks the bounds the API documents.
-    pub fn check(&self) -> Result<(), StoreError> {
-        let rates = [self.pps_rate_per_sec, self.pps_burst, self.join_rate_per_sec, self.join_burst];
-        if rates.iter().any(|&r| r > MAX_LIMIT_RATE) {
-            return Err(StoreError::InvalidLimits("a rate or burst is above 100000000"));
-        }
-        if self.port_min == 0 {
-            return Err(StoreError::InvalidLimits("port_min must be at least 1"));
-        }
-        if self.port_min > self.port_max {
-            return Err(StoreError::InvalidLimits("port_min must not exceed port_max"));
-        }
-        Ok(())
-    }
 }
 
 /// How an audited call ended.
@@ -459,7 +386,7 @@ impl Store {
 
     /// Creates an app.
     pub fn create_app(&self, app: &App, actor: &Actor<'_>) -> Result<(), StoreError> {
-        app.quotas.check()?;
+        app.quotas.check().map_err(StoreError::InvalidQuotas)?;
         app.secrets.iter().try_for_each(|s| check_app_secret(&s.key))?;
         self.change(actor, &format!("create_app {}", app.sdkappid), |txn| {
             let mut t = txn.open_table(APPS)?;
@@ -504,7 +431,7 @@ impl Store {
 
     /// Replaces the quotas of an app.
     pub fn update_quotas(&self, sdkappid: u32, quotas: Quotas, actor: &Actor<'_>) -> Result<App, StoreError> {
-        quotas.check()?;
+        quotas.check().map_err(StoreError::InvalidQuotas)?;
         self.update_app(sdkappid, actor, &format!("update_quotas {sdkappid}"), |app| app.quotas = quotas)
     }
 
@@ -517,7 +444,7 @@ impl Store {
         actor: &Actor<'_>,
     ) -> Result<App, StoreError> {
         if let Some(q) = &quotas {
-            q.check()?;
+            q.check().map_err(StoreError::InvalidQuotas)?;
         }
         self.update_app(sdkappid, actor, &format!("update_app {sdkappid}"), |app| {
             if let Some(q) = quotas {
@@ -746,7 +673,7 @@ impl Store {
 
     /// Stores the data-plane limits to push to relayd.
     pub fn set_limits(&self, limits: &Limits, actor: &Actor<'_>) -> Result<(), StoreError> {
-        limits.check()?;
+        limits.check().map_err(StoreError::InvalidLimits)?;
         let what = format!(
             "set_limits pps={}/{} join={}/{} ports={}-{}",
             limits.pps_rate_per_sec,
@@ -788,27 +715,18 @@ mod tests {
     use std::net::Ipv4Addr;
     use std::path::PathBuf;
 
+    use relay::tempdir::TempDir;
+
     use super::*;
     use crate::keys::Role;
 
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            let mut bytes = [0u8; 8];
-            getrandom::getrandom(&mut bytes).expect("OS RNG");
-            let dir = std::env::temp_dir().join(format!("relay-control-{name}-{}", hex::encode(bytes)));
-            fs::create_dir_all(&dir).expect("create temp dir");
-            TempDir(dir)
-        }
-        fn file(&self) -> PathBuf {
-            self.0.join("control.redb")
-        }
+    /// A fresh temp dir for one test's store; see [`store_file`].
+    fn temp(name: &str) -> TempDir {
+        TempDir::new(&format!("control-{name}")).expect("temp dir")
     }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
+
+    fn store_file(dir: &TempDir) -> PathBuf {
+        dir.join("control.redb")
     }
 
     fn actor(now: u64) -> Actor<'static> {
@@ -819,35 +737,35 @@ mod tests {
         SecretKey::from_exposed(s.to_owned())
     }
 
-    const QUOTAS: Quotas = Quotas { max_rooms: 10, max_members_per_room: 50 };
+    const QUOTAS: Quotas = Quotas { max_rooms: 10, max_members_per_room: 50, max_sessions: 500 };
 
     #[test]
     fn file_is_private() {
-        let dir = TempDir::new("mode");
-        drop(Store::open(dir.file()).unwrap());
-        assert_eq!(fs::metadata(dir.file()).unwrap().permissions().mode() & 0o777, 0o600);
-        fs::set_permissions(dir.file(), fs::Permissions::from_mode(0o644)).unwrap();
-        drop(Store::open(dir.file()).unwrap());
-        assert_eq!(fs::metadata(dir.file()).unwrap().permissions().mode() & 0o777, 0o600);
+        let dir = temp("mode");
+        drop(Store::open(store_file(&dir)).unwrap());
+        assert_eq!(fs::metadata(store_file(&dir)).unwrap().permissions().mode() & 0o777, 0o600);
+        fs::set_permissions(store_file(&dir), fs::Permissions::from_mode(0o644)).unwrap();
+        drop(Store::open(store_file(&dir)).unwrap());
+        assert_eq!(fs::metadata(store_file(&dir)).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]
     fn apps_round_trip_and_persist() {
-        let dir = TempDir::new("apps");
+        let dir = temp("apps");
         let app = App::new(1_400_000_000, secret("s1"), QUOTAS, 100);
         {
-            let store = Store::open(dir.file()).unwrap();
+            let store = Store::open(store_file(&dir)).unwrap();
             store.create_app(&app, &actor(100)).unwrap();
             assert!(matches!(store.create_app(&app, &actor(101)), Err(StoreError::AppExists(1_400_000_000))));
             assert_eq!(store.get_app(1_400_000_000).unwrap(), Some(app.clone()));
             let q = Quotas { max_rooms: 20, ..QUOTAS };
             assert_eq!(store.update_quotas(1_400_000_000, q, &actor(102)).unwrap().quotas, q);
             let bad = Quotas { max_rooms: 0, ..QUOTAS };
-            assert!(matches!(store.update_quotas(1_400_000_000, bad, &actor(103)), Err(StoreError::InvalidQuotas)));
+            assert!(matches!(store.update_quotas(1_400_000_000, bad, &actor(103)), Err(StoreError::InvalidQuotas(_))));
             assert!(matches!(store.update_quotas(7, q, &actor(103)), Err(StoreError::AppNotFound(7))));
             store.create_app(&App::new(1_400_000_001, secret("t"), QUOTAS, 104), &actor(104)).unwrap();
         }
-        let store = Store::open(dir.file()).unwrap();
+        let store = Store::open(store_file(&dir)).unwrap();
         let apps = store.list_apps().unwrap();
         assert_eq!(apps.iter().map(|a| a.sdkappid).collect::<Vec<_>>(), [1_400_000_000, 1_400_000_001]);
         assert_eq!(apps[0].quotas.max_rooms, 20);
@@ -858,8 +776,8 @@ mod tests {
 
     #[test]
     fn app_secret_rotation_overlap() {
-        let dir = TempDir::new("rotate");
-        let store = Store::open(dir.file()).unwrap();
+        let dir = temp("rotate");
+        let store = Store::open(store_file(&dir)).unwrap();
         store.create_app(&App::new(1, secret("old"), QUOTAS, 0), &actor(0)).unwrap();
         let app = store.rotate_app_secret(1, secret("new"), 60, &actor(100)).unwrap();
         let usable = |app: &App, now| app.usable_secrets(now).map(|s| s.expose().to_owned()).collect::<Vec<_>>();
@@ -878,11 +796,11 @@ mod tests {
 
     #[test]
     fn keys_round_trip_rotate_revoke_persist() {
-        let dir = TempDir::new("keys");
+        let dir = temp("keys");
         let key = ApiKey::generate(Role::Operator, "ops", 10).unwrap();
         let next;
         {
-            let store = Store::open(dir.file()).unwrap();
+            let store = Store::open(store_file(&dir)).unwrap();
             store.insert_key(&key, &actor(10)).unwrap();
             assert!(matches!(store.insert_key(&key, &actor(11)), Err(StoreError::KeyExists)));
             assert_eq!(store.get_key(&key.secret_id).unwrap(), Some(key.clone()));
@@ -895,7 +813,7 @@ mod tests {
             ));
             assert!(matches!(store.revoke_key("AKIDnone", &actor(21)), Err(StoreError::KeyNotFound)));
         }
-        let store = Store::open(dir.file()).unwrap();
+        let store = Store::open(store_file(&dir)).unwrap();
         assert_eq!(store.list_keys().unwrap().len(), 2);
         assert_eq!(store.usable_key(&next.secret_id, 1000).unwrap(), Some(next.clone()));
         store.revoke_key(&next.secret_id, &actor(1000)).unwrap();
@@ -905,9 +823,9 @@ mod tests {
 
     #[test]
     fn audit_is_ordered_atomic_and_queryable() {
-        let dir = TempDir::new("audit");
+        let dir = temp("audit");
         {
-            let store = Store::open(dir.file()).unwrap();
+            let store = Store::open(store_file(&dir)).unwrap();
             store.create_app(&App::new(5, secret("k"), QUOTAS, 200), &actor(200)).unwrap();
             // Failed changes write no audit entry of their own...
             assert!(store.create_app(&App::new(5, secret("k"), QUOTAS, 200), &actor(200)).is_err());
@@ -921,7 +839,7 @@ mod tests {
                 Err(StoreError::AuditFieldTooLong)
             ));
         }
-        let store = Store::open(dir.file()).unwrap();
+        let store = Store::open(store_file(&dir)).unwrap();
         let all = store.audit_range(0, u64::MAX, 100).unwrap();
         let summary: Vec<_> = all.iter().map(|e| (e.seq, e.at, e.what.as_str())).collect();
         assert_eq!(
@@ -941,7 +859,7 @@ mod tests {
     #[test]
     fn blocklist_and_limits() {
         use std::net::Ipv6Addr;
-        let dir = TempDir::new("blocks");
+        let dir = temp("blocks");
         let v4 = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
         let entry = |ip, len, expires_at| BlockEntry {
             ip,
@@ -952,7 +870,7 @@ mod tests {
             source: BlockSource::Api,
         };
         {
-            let store = Store::open(dir.file()).unwrap();
+            let store = Store::open(store_file(&dir)).unwrap();
             store.add_block(&entry(v4(198, 18, 5, 0), 24, None), &actor(100)).unwrap();
             store.add_block(&entry(v4(198, 18, 6, 1), 32, Some(160)), &actor(100)).unwrap();
             let v6: IpAddr = "2001:db8::".parse().unwrap();
@@ -984,11 +902,11 @@ mod tests {
             let bad = Limits { port_min: 8000, ..limits };
             assert!(matches!(store.set_limits(&bad, &actor(181)), Err(StoreError::InvalidLimits(_))));
             assert!(matches!(
-                store.set_limits(&Limits { pps_burst: MAX_LIMIT_RATE + 1, ..limits }, &actor(181)),
+                store.set_limits(&Limits { pps_burst: relay::limits::MAX_RATE + 1, ..limits }, &actor(181)),
                 Err(StoreError::InvalidLimits(_))
             ));
         }
-        let store = Store::open(dir.file()).unwrap();
+        let store = Store::open(store_file(&dir)).unwrap();
         assert_eq!(store.limits().unwrap().map(|l| l.port_max), Some(7100));
         let removed = store.remove_block(v4(198, 18, 5, 0), 24, &actor(200)).unwrap();
         assert_eq!(removed.reason, "flood");
@@ -1004,14 +922,15 @@ mod tests {
                 "unblock 198.18.5.0/24"
             ]
         );
+        let mask = |ip: IpAddr, len| Prefix::truncating(ip, len).unwrap().addr();
         assert_eq!(mask("2001:db8::1".parse().unwrap(), 64), "2001:db8::".parse::<IpAddr>().unwrap());
         assert_eq!(mask(v4(10, 1, 2, 3), 0), v4(0, 0, 0, 0));
     }
 
     #[test]
     fn automatic_blocks_respect_operator_entries() {
-        let dir = TempDir::new("autoblocks");
-        let store = Store::open(dir.file()).unwrap();
+        let dir = temp("autoblocks");
+        let store = Store::open(store_file(&dir)).unwrap();
         let v4 = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
         let entry = |ip, len, source| BlockEntry {
             ip,
@@ -1053,8 +972,8 @@ mod tests {
 
     #[test]
     fn via_prefixes_the_audit_entry() {
-        let dir = TempDir::new("via");
-        let store = Store::open(dir.file()).unwrap();
+        let dir = temp("via");
+        let store = Store::open(store_file(&dir)).unwrap();
         let a = Actor { via: "POST /v1/apps", ..actor(5) };
         store.create_app(&App::new(9, secret("k"), QUOTAS, 5), &a).unwrap();
         let e = store.append_audit(&a, "refused", Outcome::Success).unwrap();
@@ -1084,10 +1003,10 @@ mod tests {
     fn committed_changes_survive_kill_9() {
         use std::io::{BufRead, BufReader};
         use std::process::{Command, Stdio};
-        let dir = TempDir::new("kill9");
+        let dir = temp("kill9");
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "store::tests::kill_9_child", "--nocapture", "--test-threads=1"])
-            .env(KILL_CHILD_ENV, dir.file())
+            .env(KILL_CHILD_ENV, store_file(&dir))
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -1096,7 +1015,7 @@ mod tests {
         child.kill().unwrap(); // SIGKILL: no destructor, no clean close.
         child.wait().unwrap();
         assert!(committed, "the child never reported its commits");
-        let store = Store::open(dir.file()).unwrap();
+        let store = Store::open(store_file(&dir)).unwrap();
         assert_eq!(store.list_apps().unwrap().len(), 20);
         assert_eq!(store.audit_range(0, u64::MAX, 100).unwrap().len(), 20);
     }
@@ -1104,8 +1023,8 @@ mod tests {
     #[test]
     fn verification_lookup_through_the_store() {
         use crate::tc3::{sign, ReplayCache, Request, Scope, Verifier};
-        let dir = TempDir::new("tc3");
-        let store = Store::open(dir.file()).unwrap();
+        let dir = temp("tc3");
+        let store = Store::open(store_file(&dir)).unwrap();
         let key = ApiKey::generate(Role::Admin, "root", 0).unwrap();
         store.insert_key(&key, &actor(0)).unwrap();
         let headers = [("content-type", "application/json"), ("host", "control.local")];

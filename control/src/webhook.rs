@@ -17,8 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::alerts::{AlertEvent, AlertStatus};
-use crate::metrics::ControlCounters;
+use crate::observe::{AlertEvent, AlertStatus, ControlCounters};
 
 /// Longest webhook URL accepted.
 pub const MAX_URL_LEN: usize = 2048;
@@ -221,7 +220,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::alerts::Rule;
+    use crate::observe::Rule;
 
     /// A loopback HTTP/1.1 receiver answering each request with the next scripted status
     /// (`None` = never answer); returns its URL and the bodies it received.

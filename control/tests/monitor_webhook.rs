@@ -8,10 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use control::alerts::AlertsConfig;
-use control::autoblock::{AutoblockConfig, Cidr, Decision, Offender};
-use control::metrics::{render, ControlCounters};
+use control::autoblock::{AutoblockConfig, Decision, Offender};
+use control::metrics::render;
 use control::monitor::{spawn, LinkError, MonitorSettings, RelaydLink};
+use control::observe::ControlCounters;
 use control::webhook::WebhookConfig;
+use relay::prefix::Prefix;
 use relay::stats::Snapshot;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -178,7 +180,7 @@ async fn flood_is_blocked_within_two_seconds_and_its_alert_fires_then_resolves()
     match decision {
         Decision::Block { cidr, ttl_secs, drops_per_sec, threshold } => {
             assert_eq!(threshold, 1_000);
-            assert_eq!(cidr, Cidr::host(attacker));
+            assert_eq!(cidr, Prefix::host(attacker));
             assert_eq!(ttl_secs, 60);
             assert!(drops_per_sec > 1_000, "measured {drops_per_sec}/s");
         }

@@ -26,6 +26,8 @@ pub mod limits;
 pub mod mgmt;
 pub mod node;
 pub mod prefix;
+#[cfg(feature = "privileges")]
+pub mod privileges;
 pub mod proto;
 pub mod registry;
 pub mod srtp;

@@ -15,13 +15,12 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use control::client::{format_fingerprint, parse_fingerprint, PinVerifier};
 use control::tc3;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use serde_json::Value;
 
 use crate::{bin, unix_now, TempDir};
@@ -243,55 +242,6 @@ impl ApiResponse {
     }
 }
 
-/// Accepts a server certificate with the pinned fingerprint (or any, when none is pinned),
-/// and records the one presented.
-#[derive(Debug)]
-struct Pinned {
-    expected: Option<String>,
-    seen: Arc<Mutex<String>>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let fp = control::server::tls::fingerprint(end_entity);
-        *self.seen.lock().unwrap() = fp.clone();
-        match &self.expected {
-            Some(e) if *e != fp => Err(rustls::Error::General(format!("certificate {fp} is not the pinned {e}"))),
-            _ => Ok(ServerCertVerified::assertion()),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// How a [`Call`] is signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Signing {
@@ -453,8 +403,14 @@ impl ApiClient {
     /// Sends raw bytes over TLS and parses one HTTP response.
     pub fn exchange(&self, raw: &[u8]) -> std::io::Result<ApiResponse> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let seen = Arc::new(Mutex::new(String::new()));
-        let verifier = Pinned { expected: self.pin.clone(), seen: seen.clone(), provider: provider.clone() };
+        let verifier = match &self.pin {
+            Some(pin) => {
+                let pin = parse_fingerprint(pin).map_err(std::io::Error::other)?;
+                PinVerifier::new(pin, provider.clone())
+            }
+            None => PinVerifier::recording_any(provider.clone()),
+        };
+        let seen = verifier.seen();
         let cfg = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(std::io::Error::other)?
@@ -476,7 +432,7 @@ impl ApiClient {
             Err(e) => return Err(e),
         }
         let mut r = parse_response(&buf)?;
-        r.cert_sha256 = seen.lock().unwrap().clone();
+        r.cert_sha256 = seen.lock().unwrap().as_ref().map(format_fingerprint).unwrap_or_default();
         Ok(r)
     }
 }

@@ -63,7 +63,7 @@ fn state_dir(cfg: &Config) -> anyhow::Result<()> {
 /// created by a root `bootstrap-admin`) to `user`, so the daemon can still open them once it
 /// runs as that user. Files stay 0600 and the directory 0700.
 fn hand_state_dir_to(cfg: &Config, user: &str) -> anyhow::Result<()> {
-    let (uid, gid) = relay::io::sys::lookup_user(user)
+    let (uid, gid) = relay::privileges::lookup_user(user)
         .with_context(|| format!("looking up user {user}"))?
         .with_context(|| format!("no such user {user:?} (config key `user`)"))?;
     state_dir(cfg)?;
@@ -105,9 +105,9 @@ fn serve(config: &Path) -> anyhow::Result<()> {
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
     if let Some(user) = &cfg.user {
-        if relay::io::sys::is_root() {
+        if relay::privileges::is_root() {
             hand_state_dir_to(&cfg, user)?;
-            relay::io::sys::drop_privileges(user).with_context(|| format!("switching to user {user}"))?;
+            relay::privileges::drop_privileges(user).with_context(|| format!("switching to user {user}"))?;
             tracing::info!(user, "dropped privileges");
         } else {
             tracing::warn!(user, "not started as root; `user` ignored");

@@ -16,8 +16,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use control::api::{self, Limits, Quotas};
 use control::client::{Call, Client, ClientError, Credentials, Method, Response};
-use serde_json::{json, Map, Value};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
 
 const EXAMPLES: &str = "\
 Credentials come from --credentials FILE (or $EDGERELAY_CREDENTIALS), else from
@@ -106,10 +108,13 @@ enum Cmd {
 struct QuotaArgs {
     /// Most concurrent rooms of the app.
     #[arg(long, value_name = "N")]
-    max_rooms: Option<u64>,
-    /// Most members in one room.
+    max_rooms: Option<u32>,
+    /// Most members in one room (at least 2).
     #[arg(long, value_name = "N")]
-    max_members_per_room: Option<u64>,
+    max_members_per_room: Option<u32>,
+    /// Most sessions of the app at once, over all rooms.
+    #[arg(long, value_name = "N")]
+    max_sessions: Option<u32>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -243,22 +248,22 @@ enum LimitsCmd {
 struct LimitArgs {
     /// Media packets per second per source.
     #[arg(long)]
-    pps_rate_per_sec: Option<u64>,
+    pps_rate_per_sec: Option<u32>,
     /// Media burst per source.
     #[arg(long)]
-    pps_burst: Option<u64>,
+    pps_burst: Option<u32>,
     /// Joins per second per source.
     #[arg(long)]
-    join_rate_per_sec: Option<u64>,
+    join_rate_per_sec: Option<u32>,
     /// Join burst per source.
     #[arg(long)]
-    join_burst: Option<u64>,
+    join_burst: Option<u32>,
     /// Lowest relayed UDP port.
     #[arg(long)]
-    port_min: Option<u64>,
+    port_min: Option<u16>,
     /// Highest relayed UDP port.
     #[arg(long)]
-    port_max: Option<u64>,
+    port_max: Option<u16>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -493,15 +498,16 @@ impl Api {
         }
     }
 
-    fn value(&self, call: &Call) -> Result<(Response, Value)> {
+    /// Sends `call` and reads its answer as `T`, the API's type for it.
+    fn value<T: DeserializeOwned>(&self, call: &Call) -> Result<(Response, T)> {
         let resp = self.send(call)?;
-        let v =
-            resp.json().map_err(|e| Failure::new(Exit::Server, format!("the server answered invalid JSON: {e}")))?;
+        let v = serde_json::from_slice(&resp.body)
+            .map_err(|e| Failure::new(Exit::Server, format!("the server answered an unexpected body: {e}")))?;
         Ok((resp, v))
     }
 
-    /// Runs `call`; in `--json` mode prints the body verbatim, else hands the JSON to `show`.
-    fn show(&mut self, call: &Call, show: impl FnOnce(&Value, &mut String)) -> Result<()> {
+    /// Runs `call`; in `--json` mode prints the body verbatim, else hands the answer to `show`.
+    fn show<T: DeserializeOwned>(&mut self, call: &Call, show: impl FnOnce(&T, &mut String)) -> Result<()> {
         let (resp, v) = self.value(call)?;
         if self.json {
             self.raw(&resp);
@@ -531,22 +537,24 @@ impl Api {
     }
 }
 
-/// A value as a table cell: strings bare, null/absent as `-`, booleans yes/no.
-fn cell(v: Option<&Value>) -> String {
+/// A boolean as a table cell.
+fn yes(b: bool) -> String {
+    if b { "yes" } else { "no" }.into()
+}
+
+/// A JSON value as a table cell: strings bare, null as `-`, booleans yes/no.
+fn cell(v: &Value) -> String {
     match v {
-        None | Some(Value::Null) => "-".into(),
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Bool(b)) => if *b { "yes" } else { "no" }.into(),
-        Some(other) => other.to_string(),
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => yes(*b),
+        other => other.to_string(),
     }
 }
 
-fn field(v: &Value, path: &str) -> String {
-    cell(v.pointer(path))
-}
-
-fn items<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key).and_then(Value::as_array).map_or(&[], Vec::as_slice)
+/// A wire enum (role, state, source) as its wire name.
+fn name<T: serde::Serialize>(v: &T) -> String {
+    cell(&serde_json::to_value(v).unwrap_or(Value::Null))
 }
 
 /// Left-aligned columns separated by two spaces.
@@ -578,14 +586,14 @@ fn pairs(out: &mut String, rows: &[(&str, String)]) {
     }
 }
 
-/// `yyyy-mm-ddThh:mm:ssZ` for Unix seconds; other values as cells.
-fn time_cell(v: Option<&Value>) -> String {
-    match v.and_then(Value::as_u64) {
+/// `yyyy-mm-ddThh:mm:ssZ` for Unix seconds; `-` for none.
+fn time_cell(v: Option<u64>) -> String {
+    match v {
         Some(t) => {
             let s = t % 86_400;
             format!("{}T{:02}:{:02}:{:02}Z", control::tc3::utc_date(t), s / 3600, s / 60 % 60, s % 60)
         }
-        None => cell(v),
+        None => "-".into(),
     }
 }
 
@@ -642,96 +650,108 @@ fn split_cidr(cidr: &str) -> Result<(String, String)> {
     Ok((ip.to_owned(), len))
 }
 
-fn app_pairs(app: &Value, out: &mut String) {
-    let secrets: Vec<String> = items(app, "secrets")
+fn app_pairs(app: &api::App, secret: Option<&str>, out: &mut String) {
+    let secrets: Vec<String> = app
+        .secrets
         .iter()
-        .map(|s| format!("created {} expires {}", time_cell(s.get("created_at")), time_cell(s.get("expires_at"))))
+        .map(|s| format!("created {} expires {}", time_cell(Some(s.created_at)), time_cell(s.expires_at)))
         .collect();
     let mut rows = vec![
-        ("sdkappid", field(app, "/sdkappid")),
-        ("max rooms", field(app, "/quotas/max_rooms")),
-        ("max members per room", field(app, "/quotas/max_members_per_room")),
-        ("require private map key", field(app, "/require_private_map_key")),
+        ("sdkappid", app.sdkappid.to_string()),
+        ("max rooms", app.quotas.max_rooms.to_string()),
+        ("max members per room", app.quotas.max_members_per_room.to_string()),
+        ("max sessions", app.quotas.max_sessions.to_string()),
+        ("require private map key", yes(app.require_private_map_key)),
         ("secrets", secrets.len().to_string()),
     ];
     for s in &secrets {
         rows.push(("  secret", s.clone()));
     }
-    if let Some(secret) = app.get("secret") {
-        rows.push(("secret (shown once)", cell(Some(secret))));
+    if let Some(secret) = secret {
+        rows.push(("secret (shown once)", secret.to_owned()));
     }
     pairs(out, &rows);
 }
 
-fn quotas_json(q: &QuotaArgs, current: Option<&Value>) -> Option<Value> {
-    if q.max_rooms.is_none() && q.max_members_per_room.is_none() {
+fn app_with_secret(a: &api::AppWithSecret, out: &mut String) {
+    app_pairs(&a.app, Some(&a.secret), out);
+}
+
+/// The quotas to send: `None` when no quota flag is given; flags not given keep `base`.
+fn quotas(q: &QuotaArgs, base: Quotas) -> Option<Quotas> {
+    if q.max_rooms.is_none() && q.max_members_per_room.is_none() && q.max_sessions.is_none() {
         return None;
     }
-    let mut m = current.and_then(Value::as_object).cloned().unwrap_or_default();
-    if let Some(n) = q.max_rooms {
-        m.insert("max_rooms".into(), n.into());
-    }
-    if let Some(n) = q.max_members_per_room {
-        m.insert("max_members_per_room".into(), n.into());
-    }
-    Some(Value::Object(m))
+    Some(Quotas {
+        max_rooms: q.max_rooms.unwrap_or(base.max_rooms),
+        max_members_per_room: q.max_members_per_room.unwrap_or(base.max_members_per_room),
+        max_sessions: q.max_sessions.unwrap_or(base.max_sessions),
+    })
+}
+
+fn body<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).expect("API request types serialize")
 }
 
 fn apps(api: &mut Api, cmd: &AppsCmd) -> Result<()> {
     match cmd {
-        AppsCmd::Create { sdkappid, quotas, require_private_map_key } => {
-            let mut body = json!({"sdkappid": sdkappid, "require_private_map_key": require_private_map_key});
-            if let Some(q) = quotas_json(quotas, None) {
-                body["quotas"] = q;
-            }
-            api.show(&Call::json(Method::Post, &["v1", "apps"], &body), app_pairs)
+        AppsCmd::Create { sdkappid, quotas: q, require_private_map_key } => {
+            let req = api::CreateApp {
+                sdkappid: *sdkappid,
+                quotas: quotas(q, Quotas::DEFAULT),
+                require_private_map_key: Some(*require_private_map_key),
+            };
+            api.show(&Call::json(Method::Post, &["v1", "apps"], &body(&req)), app_with_secret)
         }
-        AppsCmd::List => api.show(&Call::new(Method::Get, &["v1", "apps"]), |v, out| {
-            let rows: Vec<Vec<String>> = items(v, "apps")
+        AppsCmd::List => api.show(&Call::new(Method::Get, &["v1", "apps"]), |v: &api::Apps, out| {
+            let rows: Vec<Vec<String>> = v
+                .apps
                 .iter()
                 .map(|a| {
                     vec![
-                        field(a, "/sdkappid"),
-                        field(a, "/quotas/max_rooms"),
-                        field(a, "/quotas/max_members_per_room"),
-                        field(a, "/require_private_map_key"),
-                        items(a, "secrets").len().to_string(),
+                        a.sdkappid.to_string(),
+                        a.quotas.max_rooms.to_string(),
+                        a.quotas.max_members_per_room.to_string(),
+                        yes(a.require_private_map_key),
+                        a.secrets.len().to_string(),
                     ]
                 })
                 .collect();
             table(out, &["SDKAPPID", "MAX_ROOMS", "MAX_MEMBERS", "PRIVATE_MAP_KEY", "SECRETS"], &rows);
         }),
-        AppsCmd::Show { sdkappid } => {
-            api.show(&Call::new(Method::Get, &["v1", "apps", &sdkappid.to_string()]), app_pairs)
-        }
-        AppsCmd::Update { sdkappid, quotas, require_private_map_key } => {
+        AppsCmd::Show { sdkappid } => api
+            .show(&Call::new(Method::Get, &["v1", "apps", &sdkappid.to_string()]), |a: &api::App, out| {
+                app_pairs(a, None, out)
+            }),
+        AppsCmd::Update { sdkappid, quotas: q, require_private_map_key } => {
             let id = sdkappid.to_string();
-            let mut body = Map::new();
-            if quotas.max_rooms.is_some() != quotas.max_members_per_room.is_some() {
-                // Fill the quota not given from the current value, so it is kept.
-                let (_, current) = api.value(&Call::new(Method::Get, &["v1", "apps", &id]))?;
-                body.extend(quotas_json(quotas, current.get("quotas")).map(|q| ("quotas".to_owned(), q)));
+            let all_given = q.max_rooms.is_some() && q.max_members_per_room.is_some() && q.max_sessions.is_some();
+            let base = if all_given || quotas(q, Quotas::DEFAULT).is_none() {
+                Quotas::DEFAULT
             } else {
-                body.extend(quotas_json(quotas, None).map(|q| ("quotas".to_owned(), q)));
-            }
-            if let Some(r) = require_private_map_key {
-                body.insert("require_private_map_key".into(), (*r).into());
-            }
-            if body.is_empty() {
+                // Fill the quotas not given from the current values, so they are kept.
+                let (_, current): (_, api::App) = api.value(&Call::new(Method::Get, &["v1", "apps", &id]))?;
+                current.quotas
+            };
+            let req = api::PatchApp { quotas: quotas(q, base), require_private_map_key: *require_private_map_key };
+            if req == api::PatchApp::default() {
                 return Err(Failure::new(
                     Exit::Usage,
-                    "nothing to change: give --max-rooms, --max-members-per-room or --require-private-map-key",
+                    "nothing to change: give --max-rooms, --max-members-per-room, --max-sessions or \
+                     --require-private-map-key",
                 ));
             }
-            api.show(&Call::json(Method::Patch, &["v1", "apps", &id], &Value::Object(body)), app_pairs)
+            api.show(&Call::json(Method::Patch, &["v1", "apps", &id], &body(&req)), |a: &api::App, out| {
+                app_pairs(a, None, out)
+            })
         }
         AppsCmd::RotateSecret { sdkappid, overlap_secs } => {
             let call = Call::json(
                 Method::Post,
                 &["v1", "apps", &sdkappid.to_string(), "rotate-secret"],
-                &json!({"overlap_secs": overlap_secs}),
+                &body(&api::Overlap { overlap_secs: *overlap_secs }),
             );
-            api.show(&call, app_pairs)
+            api.show(&call, app_with_secret)
         }
         AppsCmd::Delete { sdkappid } => api.done(
             &Call::new(Method::Delete, &["v1", "apps", &sdkappid.to_string()]),
@@ -742,22 +762,21 @@ fn apps(api: &mut Api, cmd: &AppsCmd) -> Result<()> {
 
 fn usersig(api: &mut Api, cmd: &UsersigCmd) -> Result<()> {
     let UsersigCmd::Mint { sdkappid, user_id, expire_secs, room_id, str_room_id, privileges } = cmd;
-    let mut body = json!({"user_id": user_id, "expire_secs": expire_secs});
-    if room_id.is_some() || str_room_id.is_some() {
-        let mut pmk = json!({"privileges": parse_privileges(privileges)?});
-        if let Some(r) = room_id {
-            pmk["room_id"] = (*r).into();
-        }
-        if let Some(r) = str_room_id {
-            pmk["str_room_id"] = r.as_str().into();
-        }
-        body["private_map_key"] = pmk;
-    }
-    let call = Call::json(Method::Post, &["v1", "apps", &sdkappid.to_string(), "usersig"], &body);
-    api.show(&call, |v, out| {
-        let mut rows = vec![("usersig", field(v, "/usersig"))];
-        if v.get("private_map_key").is_some_and(|p| !p.is_null()) {
-            rows.push(("private_map_key", field(v, "/private_map_key")));
+    let private_map_key = if room_id.is_some() || str_room_id.is_some() {
+        Some(api::PrivateMapKeyRequest {
+            room_id: *room_id,
+            str_room_id: str_room_id.clone(),
+            privileges: parse_privileges(privileges)?,
+        })
+    } else {
+        None
+    };
+    let req = api::MintUserSig { user_id: user_id.clone(), expire_secs: *expire_secs, private_map_key };
+    let call = Call::json(Method::Post, &["v1", "apps", &sdkappid.to_string(), "usersig"], &body(&req));
+    api.show(&call, |v: &api::UserSig, out| {
+        let mut rows = vec![("usersig", v.usersig.clone())];
+        if let Some(pmk) = &v.private_map_key {
+            rows.push(("private_map_key", pmk.clone()));
         }
         pairs(out, &rows);
     })
@@ -770,27 +789,26 @@ fn rooms(api: &mut Api, cmd: &RoomsCmd) -> Result<()> {
             if let Some(id) = sdkappid {
                 call = call.query("sdkappid", id);
             }
-            api.show(&call, |v, out| {
+            api.show(&call, |v: &api::Rooms, out| {
                 let mut rows = Vec::new();
-                for room in items(v, "rooms") {
-                    let (app, name) = (field(room, "/sdkappid"), field(room, "/room"));
-                    let members = items(room, "members");
-                    if members.is_empty() {
+                for room in &v.rooms {
+                    let (app, name) = (room.sdkappid.to_string(), room.room.clone());
+                    if room.members.is_empty() {
                         rows.push(vec![app.clone(), name.clone(), "-".into(), "-".into(), "-".into(), "-".into()]);
                     }
-                    for m in members {
+                    for m in &room.members {
                         rows.push(vec![
                             app.clone(),
                             name.clone(),
-                            field(m, "/user"),
-                            field(m, "/addr"),
-                            field(m, "/send"),
-                            field(m, "/recv"),
+                            m.user.clone(),
+                            m.addr.clone(),
+                            yes(m.send),
+                            yes(m.recv),
                         ]);
                     }
                 }
                 table(out, &["SDKAPPID", "ROOM", "USER", "ADDR", "SEND", "RECV"], &rows);
-                let _ = writeln!(out, "{} rooms", items(v, "rooms").len());
+                let _ = writeln!(out, "{} rooms", v.rooms.len());
             })
         }
         RoomsCmd::RemoveUser { sdkappid, room, user } => {
@@ -804,15 +822,15 @@ fn rooms(api: &mut Api, cmd: &RoomsCmd) -> Result<()> {
     }
 }
 
-fn blocklist_rows(v: &Value) -> Vec<Vec<String>> {
-    items(v, "entries")
+fn blocklist_rows(v: &api::Blocklist) -> Vec<Vec<String>> {
+    v.entries
         .iter()
         .map(|e| {
-            let ttl = match e.get("ttl_secs").and_then(Value::as_u64) {
-                Some(0) => "permanent".into(),
-                _ => field(e, "/ttl_secs"),
+            let ttl = match e.ttl_secs {
+                0 => "permanent".into(),
+                n => n.to_string(),
             };
-            vec![field(e, "/cidr"), field(e, "/source"), ttl, time_cell(e.get("expires_at")), field(e, "/reason")]
+            vec![e.cidr.clone(), name(&e.source), ttl, time_cell(e.expires_at), e.reason.clone()]
         })
         .collect()
 }
@@ -822,11 +840,8 @@ const BLOCKLIST_HEADER: [&str; 5] = ["CIDR", "SOURCE", "TTL_SECS", "EXPIRES", "R
 fn blocklist(api: &mut Api, cmd: &BlocklistCmd) -> Result<()> {
     match cmd {
         BlocklistCmd::Add { cidr, ttl_secs, reason } => {
-            let mut body = json!({"cidr": cidr, "ttl_secs": ttl_secs});
-            if let Some(r) = reason {
-                body["reason"] = r.as_str().into();
-            }
-            let resp = api.send(&Call::json(Method::Post, &["v1", "blocklist"], &body))?;
+            let req = api::AddBlock { cidr: cidr.clone(), ttl_secs: *ttl_secs, reason: reason.clone() };
+            let resp = api.send(&Call::json(Method::Post, &["v1", "blocklist"], &body(&req)))?;
             if api.json {
                 api.raw(&resp);
             } else {
@@ -838,17 +853,21 @@ fn blocklist(api: &mut Api, cmd: &BlocklistCmd) -> Result<()> {
             let (ip, len) = split_cidr(cidr)?;
             api.done(&Call::new(Method::Delete, &["v1", "blocklist", &ip, &len]), &format!("unblocked {ip}/{len}"))
         }
-        BlocklistCmd::List => api.show(&Call::new(Method::Get, &["v1", "blocklist"]), |v, out| {
+        BlocklistCmd::List => api.show(&Call::new(Method::Get, &["v1", "blocklist"]), |v: &api::Blocklist, out| {
             table(out, &BLOCKLIST_HEADER, &blocklist_rows(v));
         }),
     }
 }
 
-const LIMIT_FIELDS: [&str; 6] =
-    ["pps_rate_per_sec", "pps_burst", "join_rate_per_sec", "join_burst", "port_min", "port_max"];
-
-fn limit_pairs(v: &Value, out: &mut String) {
-    let rows: Vec<(&str, String)> = LIMIT_FIELDS.iter().map(|k| (*k, cell(v.get(*k)))).collect();
+fn limit_pairs(l: &Limits, out: &mut String) {
+    let rows = [
+        ("pps_rate_per_sec", l.pps_rate_per_sec.to_string()),
+        ("pps_burst", l.pps_burst.to_string()),
+        ("join_rate_per_sec", l.join_rate_per_sec.to_string()),
+        ("join_burst", l.join_burst.to_string()),
+        ("port_min", l.port_min.to_string()),
+        ("port_max", l.port_max.to_string()),
+    ];
     pairs(out, &rows);
 }
 
@@ -856,55 +875,56 @@ fn limits(api: &mut Api, cmd: &LimitsCmd) -> Result<()> {
     match cmd {
         LimitsCmd::Show => api.show(&Call::new(Method::Get, &["v1", "limits"]), limit_pairs),
         LimitsCmd::Set(a) => {
-            let given = [a.pps_rate_per_sec, a.pps_burst, a.join_rate_per_sec, a.join_burst, a.port_min, a.port_max];
-            if given.iter().all(Option::is_none) {
+            let given = [a.pps_rate_per_sec, a.pps_burst, a.join_rate_per_sec, a.join_burst];
+            if given.iter().all(Option::is_none) && a.port_min.is_none() && a.port_max.is_none() {
                 return Err(Failure::new(Exit::Usage, "nothing to change: give at least one limit"));
             }
-            let (_, current) = api.value(&Call::new(Method::Get, &["v1", "limits"]))?;
-            let mut body = Map::new();
-            for (k, new) in LIMIT_FIELDS.iter().zip(given) {
-                let v = new.map(Value::from).or_else(|| current.get(*k).cloned()).unwrap_or(Value::Null);
-                body.insert((*k).to_owned(), v);
-            }
-            api.show(&Call::json(Method::Put, &["v1", "limits"], &Value::Object(body)), limit_pairs)
+            let (_, cur): (_, Limits) = api.value(&Call::new(Method::Get, &["v1", "limits"]))?;
+            let l = Limits {
+                pps_rate_per_sec: a.pps_rate_per_sec.unwrap_or(cur.pps_rate_per_sec),
+                pps_burst: a.pps_burst.unwrap_or(cur.pps_burst),
+                join_rate_per_sec: a.join_rate_per_sec.unwrap_or(cur.join_rate_per_sec),
+                join_burst: a.join_burst.unwrap_or(cur.join_burst),
+                port_min: a.port_min.unwrap_or(cur.port_min),
+                port_max: a.port_max.unwrap_or(cur.port_max),
+            };
+            api.show(&Call::json(Method::Put, &["v1", "limits"], &body(&l)), limit_pairs)
         }
     }
 }
 
-fn duration_cell(v: Option<&Value>) -> String {
-    match v.and_then(Value::as_u64) {
-        Some(s) => format!("{}d {:02}:{:02}:{:02}", s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60),
-        None => cell(v),
-    }
+fn duration_cell(s: u64) -> String {
+    format!("{}d {:02}:{:02}:{:02}", s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60)
 }
 
 fn node(api: &mut Api, cmd: &NodeCmd) -> Result<u8> {
     match cmd {
         NodeCmd::Status => {
-            api.show(&Call::new(Method::Get, &["v1", "node"]), |v, out| {
+            api.show(&Call::new(Method::Get, &["v1", "node"]), |v: &api::Node, out| {
                 let mut rows = vec![
-                    ("control version", field(v, "/control/version")),
-                    ("control uptime", duration_cell(v.pointer("/control/uptime_secs"))),
-                    ("certificate", field(v, "/control/cert_sha256")),
-                    ("certificate expires", time_cell(v.pointer("/control/cert_not_after"))),
-                    ("relayd reachable", field(v, "/relayd/reachable")),
+                    ("control version", v.control.version.clone()),
+                    ("control uptime", duration_cell(v.control.uptime_secs)),
+                    ("certificate", v.control.cert_sha256.clone()),
+                    ("certificate expires", time_cell(Some(v.control.cert_not_after))),
+                    ("relayd reachable", yes(v.relayd.reachable)),
                 ];
-                let stats = v.pointer("/relayd/stats").filter(|s| s.is_object());
-                if let Some(s) = stats {
-                    for k in ["sessions", "rooms", "rx_packets", "tx_packets", "media_accepted", "control_in"] {
-                        rows.push((k, cell(s.get(k))));
-                    }
+                if let Some(s) = &v.relayd.stats {
+                    rows.extend([
+                        ("sessions", s.sessions.to_string()),
+                        ("rooms", s.rooms.to_string()),
+                        ("rx_packets", s.rx_packets.to_string()),
+                        ("tx_packets", s.tx_packets.to_string()),
+                        ("media_accepted", s.media_accepted.to_string()),
+                        ("control_in", s.control_in.to_string()),
+                    ]);
                 }
                 pairs(out, &rows);
-                if let Some(s) = stats {
-                    for (title, key) in [("drops by reason", "drops"), ("joins by result", "joins")] {
-                        let nonzero: Vec<Vec<String>> = s
-                            .get(key)
-                            .and_then(Value::as_object)
-                            .into_iter()
-                            .flatten()
-                            .filter(|(_, n)| n.as_u64() != Some(0))
-                            .map(|(k, n)| vec![format!("  {k}"), cell(Some(n))])
+                if let Some(s) = &v.relayd.stats {
+                    for (title, counts) in [("drops by reason", &s.drops), ("joins by result", &s.joins)] {
+                        let nonzero: Vec<Vec<String>> = counts
+                            .iter()
+                            .filter(|(_, n)| **n != 0)
+                            .map(|(k, n)| vec![format!("  {k}"), n.to_string()])
                             .collect();
                         let _ = writeln!(out, "{title}:{}", if nonzero.is_empty() { " none" } else { "" });
                         if !nonzero.is_empty() {
@@ -918,59 +938,65 @@ fn node(api: &mut Api, cmd: &NodeCmd) -> Result<u8> {
             Ok(0)
         }
         NodeCmd::Health => {
-            let (resp, v) = api.value(&Call::new(Method::Get, &["v1", "node", "health"]))?;
+            let (resp, v): (_, api::Health) = api.value(&Call::new(Method::Get, &["v1", "node", "health"]))?;
             if api.json {
                 api.raw(&resp);
             } else {
-                let _ = writeln!(api.out, "status: {}", field(&v, "/status"));
-                let rows: Vec<Vec<String>> = items(&v, "checks")
+                let _ = writeln!(api.out, "status: {}", name(&v.status));
+                let rows: Vec<Vec<String>> = v
+                    .checks
                     .iter()
-                    .map(|c| {
-                        let ok = if c.get("ok").and_then(Value::as_bool) == Some(true) { "ok" } else { "FAIL" };
-                        vec![field(c, "/name"), ok.into(), field(c, "/detail")]
-                    })
+                    .map(|c| vec![c.name.clone(), if c.ok { "ok" } else { "FAIL" }.into(), c.detail.clone()])
                     .collect();
                 table(&mut api.out, &["CHECK", "STATE", "DETAIL"], &rows);
             }
-            Ok(if v.get("status").and_then(Value::as_str) == Some("ok") { 0 } else { Exit::Other as u8 })
+            Ok(if v.status == api::HealthStatus::Ok { 0 } else { Exit::Other as u8 })
         }
     }
 }
 
-fn key_pairs(v: &Value, out: &mut String) {
-    let mut rows =
-        vec![("secret_id", field(v, "/secret_id")), ("role", field(v, "/role")), ("label", field(v, "/label"))];
-    if v.get("secret_key").is_some() {
-        rows.push(("secret_key (shown once)", field(v, "/secret_key")));
+fn key_pairs(secret_id: &str, role: api::Role, label: &str, secret_key: Option<&str>, out: &mut String) {
+    let mut rows = vec![("secret_id", secret_id.to_owned()), ("role", name(&role)), ("label", label.to_owned())];
+    if let Some(k) = secret_key {
+        rows.push(("secret_key (shown once)", k.to_owned()));
     }
     pairs(out, &rows);
+}
+
+fn new_key(k: &api::NewKey, out: &mut String) {
+    key_pairs(&k.secret_id, k.role, &k.label, Some(&k.secret_key), out);
 }
 
 fn keys(api: &mut Api, cmd: &KeysCmd) -> Result<()> {
     match cmd {
         KeysCmd::Create { role, label } => {
-            let role = format!("{role:?}").to_lowercase();
-            api.show(&Call::json(Method::Post, &["v1", "keys"], &json!({"role": role, "label": label})), key_pairs)
+            let role = match role {
+                Role::Admin => api::Role::Admin,
+                Role::Operator => api::Role::Operator,
+                Role::Auditor => api::Role::Auditor,
+            };
+            let req = api::CreateKey { role, label: label.clone() };
+            api.show(&Call::json(Method::Post, &["v1", "keys"], &body(&req)), new_key)
         }
-        KeysCmd::List => api.show(&Call::new(Method::Get, &["v1", "keys"]), |v, out| {
-            let rows: Vec<Vec<String>> = items(v, "keys")
+        KeysCmd::List => api.show(&Call::new(Method::Get, &["v1", "keys"]), |v: &api::Keys, out| {
+            let rows: Vec<Vec<String>> = v
+                .keys
                 .iter()
                 .map(|k| {
                     vec![
-                        field(k, "/secret_id"),
-                        field(k, "/role"),
-                        field(k, "/state"),
-                        time_cell(k.get("created_at")),
-                        field(k, "/label"),
+                        k.secret_id.clone(),
+                        name(&k.role),
+                        name(&k.state),
+                        time_cell(Some(k.created_at)),
+                        k.label.clone(),
                     ]
                 })
                 .collect();
             table(out, &["SECRET_ID", "ROLE", "STATE", "CREATED", "LABEL"], &rows);
         }),
         KeysCmd::Rotate { secret_id, overlap_secs } => {
-            let call =
-                Call::json(Method::Post, &["v1", "keys", secret_id, "rotate"], &json!({"overlap_secs": overlap_secs}));
-            api.show(&call, key_pairs)
+            let req = api::Overlap { overlap_secs: *overlap_secs };
+            api.show(&Call::json(Method::Post, &["v1", "keys", secret_id, "rotate"], &body(&req)), new_key)
         }
         KeysCmd::Revoke { secret_id } => {
             api.done(&Call::new(Method::Delete, &["v1", "keys", secret_id]), &format!("revoked {secret_id}"))
@@ -986,17 +1012,12 @@ fn audit(api: &mut Api, cmd: &AuditCmd) -> Result<()> {
             call = call.query(k, v);
         }
     }
-    api.show(&call, |v, out| {
-        let rows: Vec<Vec<String>> = items(v, "entries")
+    api.show(&call, |v: &api::AuditLog, out| {
+        let rows: Vec<Vec<String>> = v
+            .entries
             .iter()
             .map(|e| {
-                vec![
-                    time_cell(e.get("time")),
-                    field(e, "/who"),
-                    field(e, "/source_ip"),
-                    field(e, "/outcome"),
-                    field(e, "/what"),
-                ]
+                vec![time_cell(Some(e.time)), e.who.clone(), e.source_ip.to_string(), e.outcome.clone(), e.what.clone()]
             })
             .collect();
         table(out, &["TIME", "WHO", "SOURCE", "OUTCOME", "WHAT"], &rows);
@@ -1006,17 +1027,27 @@ fn audit(api: &mut Api, cmd: &AuditCmd) -> Result<()> {
 fn trtc(api: &mut Api, cmd: &TrtcCmd) -> Result<()> {
     let (action, body, common) = match cmd {
         TrtcCmd::DismissRoom { sdkappid, room_id, common } => {
-            ("DismissRoom", json!({"SdkAppId": sdkappid, "RoomId": room_id}), common)
+            ("DismissRoom", body(&api::TDismissRoom { sdkappid: *sdkappid, room_id: *room_id }), common)
         }
-        TrtcCmd::DismissRoomByStrRoomId { sdkappid, room_id, common } => {
-            ("DismissRoomByStrRoomId", json!({"SdkAppId": sdkappid, "RoomId": room_id}), common)
-        }
-        TrtcCmd::RemoveUser { sdkappid, room_id, user_ids, common } => {
-            ("RemoveUser", json!({"SdkAppId": sdkappid, "RoomId": room_id, "UserIds": user_ids}), common)
-        }
-        TrtcCmd::RemoveUserByStrRoomId { sdkappid, room_id, user_ids, common } => {
-            ("RemoveUserByStrRoomId", json!({"SdkAppId": sdkappid, "RoomId": room_id, "UserIds": user_ids}), common)
-        }
+        TrtcCmd::DismissRoomByStrRoomId { sdkappid, room_id, common } => (
+            "DismissRoomByStrRoomId",
+            body(&api::TDismissStrRoom { sdkappid: *sdkappid, room_id: room_id.clone() }),
+            common,
+        ),
+        TrtcCmd::RemoveUser { sdkappid, room_id, user_ids, common } => (
+            "RemoveUser",
+            body(&api::TRemoveUser { sdkappid: *sdkappid, room_id: *room_id, user_ids: user_ids.clone() }),
+            common,
+        ),
+        TrtcCmd::RemoveUserByStrRoomId { sdkappid, room_id, user_ids, common } => (
+            "RemoveUserByStrRoomId",
+            body(&api::TRemoveStrRoomUser {
+                sdkappid: *sdkappid,
+                room_id: room_id.clone(),
+                user_ids: user_ids.clone(),
+            }),
+            common,
+        ),
         TrtcCmd::Call { action, body, common } => {
             let body: Value = serde_json::from_str(body)
                 .map_err(|e| Failure::new(Exit::Usage, format!("the body is not JSON: {e}")))?;
@@ -1024,21 +1055,17 @@ fn trtc(api: &mut Api, cmd: &TrtcCmd) -> Result<()> {
         }
     };
     let mut call =
-        Call::json(Method::Post, &[""], &body).header("X-TC-Action", action).header("X-TC-Version", "2019-07-22");
+        Call::json(Method::Post, &[""], &body).header("X-TC-Action", action).header("X-TC-Version", api::TRTC_VERSION);
     if let Some(region) = &common.region {
         call = call.header("X-TC-Region", region);
     }
-    let (resp, v) = api.value(&call)?;
-    let request_id = field(&v, "/Response/RequestId");
-    if let Some(err) = v.pointer("/Response/Error") {
+    let (resp, v): (_, api::TEnvelope) = api.value(&call)?;
+    let request_id = v.response.request_id;
+    if let Some(err) = v.response.error {
         if api.json {
             api.raw(&resp);
         }
-        let code = cell(err.get("Code"));
-        return Err(Failure::new(
-            Exit::for_code(&code),
-            format!("{code}: {} ({request_id})", cell(err.get("Message"))),
-        ));
+        return Err(Failure::new(Exit::for_code(&err.code), format!("{}: {} ({request_id})", err.code, err.message)));
     }
     if api.json {
         api.raw(&resp);
@@ -1060,37 +1087,35 @@ fn xdp_action(reason: &str) -> &'static str {
 }
 
 fn xdp_status(api: &mut Api) -> Result<()> {
-    let (_, node) = api.value(&Call::new(Method::Get, &["v1", "node"]))?;
-    let (_, blocks) = api.value(&Call::new(Method::Get, &["v1", "blocklist"]))?;
+    let (_, node): (_, api::Node) = api.value(&Call::new(Method::Get, &["v1", "node"]))?;
+    let (_, blocks): (_, api::Blocklist) = api.value(&Call::new(Method::Get, &["v1", "blocklist"]))?;
     // Limits need relayd; their absence must not hide the counters.
-    let limits = api.value(&Call::new(Method::Get, &["v1", "limits"])).map(|(_, v)| v);
-    let stats = node.pointer("/relayd/stats").cloned().unwrap_or(Value::Null);
-    let packets = stats.get("xdp").and_then(Value::as_object).cloned().unwrap_or_default();
-    let bytes = stats.get("xdp_bytes").and_then(Value::as_object).cloned().unwrap_or_default();
+    let limits = api.value::<Limits>(&Call::new(Method::Get, &["v1", "limits"])).map(|(_, v)| v);
+    let stats = node.relayd.stats.unwrap_or_default();
+    let (packets, bytes) = (&stats.xdp, &stats.xdp_bytes);
     if api.json {
-        let limits = limits.unwrap_or(Value::Null);
-        let all = json!({"relayd_reachable": node.pointer("/relayd/reachable"), "xdp": packets, "xdp_bytes": bytes,
-                         "blocklist": blocks.get("entries"), "limits": limits});
+        let limits = limits.ok();
+        let all = json!({"relayd_reachable": node.relayd.reachable, "xdp": packets, "xdp_bytes": bytes,
+                         "blocklist": blocks.entries, "limits": limits});
         let _ = writeln!(api.out, "{all:#}");
         return Ok(());
     }
     let out = &mut api.out;
     let _ = writeln!(out, "CURRENT EDGERELAY XDP STATUS:\n");
-    if node.pointer("/relayd/reachable").and_then(Value::as_bool) != Some(true) {
+    if !node.relayd.reachable {
         let _ = writeln!(out, "relayd is unreachable: no counters\n");
     } else if packets.is_empty() {
         let _ = writeln!(out, "No XDP counters: relayd runs the socket backend\n");
     } else {
-        let kib = |name: &str| bytes.get(name).and_then(Value::as_u64).map_or("-".into(), |b| (b / 1024).to_string());
+        let kib = |name: &str| bytes.get(name).map_or("-".into(), |b| (b / 1024).to_string());
         let mut per_action: std::collections::BTreeMap<&str, (u64, Option<u64>)> = Default::default();
         let _ = writeln!(out, "Per-verdict statistics:");
-        for (reason, n) in &packets {
-            let n = n.as_u64().unwrap_or(0);
+        for (reason, &n) in packets {
             let action = xdp_action(reason);
             let _ = writeln!(out, "  {reason:<22} {action:<13} {n:>14} pkts {:>12} KiB", kib(reason));
             let e = per_action.entry(action).or_insert((0, Some(0)));
             e.0 += n;
-            e.1 = e.1.zip(bytes.get(reason).and_then(Value::as_u64)).map(|(a, b)| a + b);
+            e.1 = e.1.zip(bytes.get(reason).copied()).map(|(a, b)| a + b);
         }
         let _ = writeln!(out, "\nAggregate per-action statistics:");
         for (action, (n, b)) in per_action {
@@ -1104,12 +1129,7 @@ fn xdp_status(api: &mut Api) -> Result<()> {
             let _ = writeln!(
                 out,
                 "Per-source limits:\n  media {} pps (burst {}), joins {}/s (burst {}), ports {}-{}\n",
-                field(l, "/pps_rate_per_sec"),
-                field(l, "/pps_burst"),
-                field(l, "/join_rate_per_sec"),
-                field(l, "/join_burst"),
-                field(l, "/port_min"),
-                field(l, "/port_max"),
+                l.pps_rate_per_sec, l.pps_burst, l.join_rate_per_sec, l.join_burst, l.port_min, l.port_max,
             );
         }
         Err(e) => {
@@ -1156,7 +1176,7 @@ fn run(cli: &Cli, api: &mut Api) -> Result<u8> {
             api.raw(&resp);
         }
         Cmd::Openapi => {
-            let (resp, v) = api.value(&Call::new(Method::Get, &["v1", "openapi.json"]))?;
+            let (resp, v): (_, Value) = api.value(&Call::new(Method::Get, &["v1", "openapi.json"]))?;
             if api.json {
                 api.raw(&resp);
             } else {
@@ -1236,8 +1256,8 @@ mod tests {
         assert!(t <= now - 7200 && t + 5 >= now - 7200, "{t} {now}");
         assert!(parse_time("2w").is_err());
         assert!(parse_time("h").is_err());
-        assert_eq!(time_cell(Some(&json!(1_767_225_600u64))), "2026-01-01T00:00:00Z");
-        assert_eq!(time_cell(Some(&json!(1_767_225_599u64))), "2025-12-31T23:59:59Z");
+        assert_eq!(time_cell(Some(1_767_225_600)), "2026-01-01T00:00:00Z");
+        assert_eq!(time_cell(Some(1_767_225_599)), "2025-12-31T23:59:59Z");
         assert_eq!(time_cell(None), "-");
     }
 

@@ -37,6 +37,7 @@ use subtle::ConstantTimeEq;
 
 use super::errors::{ApiError, ErrorMark};
 use super::Server;
+use crate::api;
 use crate::keys::{Action, Role};
 use crate::store::{Actor, Outcome};
 use crate::tc3::{self, Tc3Error};
@@ -338,15 +339,15 @@ async fn finish(st: &Arc<Server>, ctx: &Ctx, audit: bool, envelope: bool, mut re
 }
 
 fn render_error(e: &ApiError, request_id: &str, envelope: bool) -> Response {
-    let (status, body) = if envelope {
-        let body = serde_json::json!({
-            "Response": {"Error": {"Code": e.code, "Message": e.message}, "RequestId": request_id}
-        });
-        (StatusCode::OK, body)
+    let mut r = if envelope {
+        let error = Some(api::TError { code: e.code.clone(), message: e.message.clone() });
+        let body = api::TEnvelope { response: api::TResponse { error, request_id: request_id.to_owned() } };
+        (StatusCode::OK, axum::Json(body)).into_response()
     } else {
-        (e.status, serde_json::json!({"code": e.code, "message": e.message, "request_id": request_id}))
+        let body =
+            api::ErrorBody { code: e.code.clone(), message: e.message.clone(), request_id: request_id.to_owned() };
+        (e.status, axum::Json(body)).into_response()
     };
-    let mut r = (status, axum::Json(body)).into_response();
     if let Some(secs) = e.retry_after {
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }

@@ -129,11 +129,10 @@ impl From<crate::store::StoreError> for ApiError {
             S::Key(KeyError::Revoked) => Self::conflict("api key already revoked"),
             S::Key(KeyError::AlreadyRotated) => Self::conflict("api key already rotated; rotate its successor"),
             S::Key(KeyError::InvalidLabel) => Self::invalid("label must be at most 128 printable ASCII characters"),
-            S::InvalidQuotas => Self::invalid("quotas values must be in 1..=1000000"),
+            S::InvalidQuotas(e) | S::InvalidLimits(e) => Self::invalid(e.to_string()),
             S::InvalidBlock(m) => Self::invalid(format!("cidr: {m}")),
             S::BlockNotFound => Self::not_found("no live blocklist entry for this prefix"),
             S::BlocklistFull | S::LastAdmin => Self::conflict(e.to_string()),
-            S::InvalidLimits(m) => Self::invalid(m),
             other => Self::internal(other),
         }
     }

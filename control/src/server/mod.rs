@@ -30,8 +30,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use crate::metrics::ControlCounters;
-use crate::monitor::Latest;
+use crate::observe::ControlCounters;
+use crate::observe::Latest;
 use crate::store::Store;
 use crate::tc3::{ReplayCache, Verifier};
 

@@ -30,8 +30,8 @@ use super::config::Config;
 use super::push::Change;
 use super::Server;
 use crate::autoblock::{Decision, Offender};
-use crate::metrics::ControlCounters;
 use crate::monitor::{self, LinkError, MonitorError, MonitorHandle, MonitorSettings, RelaydLink};
+use crate::observe::ControlCounters;
 use crate::store::{Actor, BlockEntry, BlockSource, Store, StoreError};
 
 /// The audit log's `who` for automatic blocks.
@@ -138,7 +138,7 @@ pub fn apply_decision(store: &Store, decision: &Decision, now: u64) -> Result<Ap
         Decision::Block { cidr, ttl_secs, .. } => {
             let entry = BlockEntry {
                 ip: cidr.addr(),
-                prefix_len: cidr.prefix_len(),
+                prefix_len: cidr.len(),
                 created_at: now,
                 expires_at: Some(now.saturating_add(*ttl_secs)),
                 reason: decision.reason().unwrap_or_default(),
@@ -150,7 +150,7 @@ pub fn apply_decision(store: &Store, decision: &Decision, now: u64) -> Result<Ap
             })
         }
         Decision::Unblock { cidr } => {
-            let (ip, len) = (cidr.addr(), cidr.prefix_len());
+            let (ip, len) = (cidr.addr(), cidr.len());
             match store.remove_block_from(ip, len, BlockSource::Auto, &actor) {
                 Ok((_, true)) | Err(StoreError::BlockNotFound) => Ok(Applied::Unblocked(ip, len)),
                 Ok((held, false)) => Ok(Applied::Kept(held)),
@@ -193,42 +193,26 @@ pub async fn apply_decisions(st: Arc<Server>, mut decisions: mpsc::Receiver<Deci
 
 #[cfg(test)]
 mod tests {
+    use relay::tempdir::TempDir;
     use std::io::{BufRead, BufReader, Write};
     use std::os::unix::net::UnixListener;
 
     use super::*;
-    use crate::autoblock::Cidr;
-
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            let mut bytes = [0u8; 8];
-            getrandom::getrandom(&mut bytes).expect("OS RNG");
-            let dir = std::env::temp_dir().join(format!("relay-control-{name}-{}", hex::encode(bytes)));
-            std::fs::create_dir_all(&dir).expect("create temp dir");
-            TempDir(dir)
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use relay::prefix::Prefix;
 
     fn block(ip: &str) -> Decision {
         let ip: IpAddr = ip.parse().expect("addr");
-        Decision::Block { cidr: Cidr::host(ip), ttl_secs: 60, drops_per_sec: 9000, threshold: 500 }
+        Decision::Block { cidr: Prefix::host(ip), ttl_secs: 60, drops_per_sec: 9000, threshold: 500 }
     }
 
     fn unblock(ip: &str) -> Decision {
-        Decision::Unblock { cidr: Cidr::host(ip.parse().expect("addr")) }
+        Decision::Unblock { cidr: Prefix::host(ip.parse().expect("addr")) }
     }
 
     #[test]
     fn decisions_become_auto_entries_and_leave_operator_entries_alone() {
-        let dir = TempDir::new("decisions");
-        let store = Store::open(dir.0.join("control.redb")).expect("store");
+        let dir = TempDir::new("control-decisions").expect("temp dir");
+        let store = Store::open(dir.join("control.redb")).expect("store");
         let Applied::Blocked(e) = apply_decision(&store, &block("198.18.7.7"), 1000).expect("apply") else {
             panic!("not blocked")
         };
@@ -294,8 +278,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_timed_out_poll_reconnects_and_the_next_one_answers() {
-        let dir = TempDir::new("mgmtlink");
-        let path = dir.0.join("relayd.sock");
+        let dir = TempDir::new("control-mgmtlink").expect("temp dir");
+        let path = dir.join("relayd.sock");
         let server = silent_then_answering(path.clone());
         let mut link = MgmtLink::new(Some(path), Duration::from_millis(200));
         // The monitor abandons the first call at its own timeout.

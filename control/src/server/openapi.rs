@@ -5,14 +5,22 @@
 //! every bound equals the one `routes.rs` enforces (the constants are shared). Text fields are
 //! printable ASCII (`pattern`), so a length in characters equals the length in bytes the
 //! server checks. Optional request fields are `nullable` because `null` reads as absent.
+//!
+//! The bodies themselves are the types of [`crate::api`]; a unit test
+//! (`schemas_match_the_api_types`) serializes a fully populated sample of every request and
+//! response type and fails when a field is undocumented, a documented field is missing from
+//! the type, a value has another JSON type than documented (or is outside a documented
+//! `enum`), or a request schema's `required` list differs from what the type needs.
 
 use serde_json::{json, Map, Value};
 
-use super::routes::{
-    MAX_AUDIT_LIMIT, MAX_AUDIT_TIME, MAX_BLOCK_TTL_SECS, MAX_OVERLAP_SECS, MAX_SDKAPPID, MAX_USERSIG_SECS,
+use relay::limits::{MAX_QUOTA, MAX_RATE, MIN_MEMBERS_PER_ROOM};
+
+use crate::api::{
+    DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT, MAX_AUDIT_TIME, MAX_BLOCK_REASON_LEN, MAX_BLOCK_TTL_SECS, MAX_CIDR_LEN,
+    MAX_LABEL_LEN, MAX_NUM_ROOM, MAX_OVERLAP_SECS, MAX_PRIVILEGES, MAX_SDKAPPID, MAX_STR_ROOM_LEN, MAX_USERSIG_SECS,
     MAX_USER_IDS, MAX_USER_ID_LEN, TRTC_VERSION,
 };
-use crate::store::{MAX_BLOCK_REASON_LEN, MAX_LIMIT_RATE, MAX_QUOTA};
 
 const ASCII_NO_SPACE: &str = "^[!-~]*$";
 const ASCII: &str = "^[ -~]*$";
@@ -99,11 +107,17 @@ fn sdkappid_param() -> Value {
 }
 
 fn schemas() -> Value {
-    let quotas = object(
+    let mut quotas = object(
         &["max_rooms", "max_members_per_room"],
-        json!({"max_rooms": int(1, MAX_QUOTA.into()), "max_members_per_room": int(1, MAX_QUOTA.into())}),
+        json!({"max_rooms": int(1, MAX_QUOTA.into()),
+               "max_members_per_room": int(MIN_MEMBERS_PER_ROOM.into(), MAX_QUOTA.into()),
+               "max_sessions": int(1, MAX_QUOTA.into())}),
     );
-    let rate = int(0, MAX_LIMIT_RATE.into());
+    quotas["description"] = json!(format!(
+        "Replaces the app's quotas as a whole; max_sessions is {} when absent. Answers always carry all three.",
+        relay::limits::Quotas::DEFAULT.max_sessions
+    ));
+    let rate = int(0, MAX_RATE.into());
     let limits = object(
         &["pps_rate_per_sec", "pps_burst", "join_rate_per_sec", "join_burst", "port_min", "port_max"],
         json!({"pps_rate_per_sec": rate, "pps_burst": rate, "join_rate_per_sec": rate, "join_burst": rate,
@@ -121,16 +135,15 @@ fn schemas() -> Value {
         "type": "object", "additionalProperties": false, "required": ["privileges"],
         "description": "Exactly one of room_id and str_room_id.",
         "properties": {
-            "room_id": int(1, u64::from(u32::MAX) - 1),
-            "str_room_id": text(1, 64, ASCII_NO_SPACE),
-            "privileges": int(0, 255)},
+            "room_id": int(1, MAX_NUM_ROOM),
+            "str_room_id": text(1, MAX_STR_ROOM_LEN, ASCII_NO_SPACE),
+            "privileges": int(0, MAX_PRIVILEGES)},
         "oneOf": [{"required": ["room_id"], "not": {"required": ["str_room_id"]}},
                   {"required": ["str_room_id"], "not": {"required": ["room_id"]}}]});
-    let user_ids =
-        json!({"type": "array", "minItems": 1, "maxItems": MAX_USER_IDS, "items": text(1, 32, ASCII_NO_SPACE)});
+    let user_ids = json!({"type": "array", "minItems": 1, "maxItems": MAX_USER_IDS, "items": text(1, MAX_USER_ID_LEN, ASCII_NO_SPACE)});
     let t_app = int(1, MAX_SDKAPPID);
-    let t_num_room = int(1, u64::from(u32::MAX) - 1);
-    let t_str_room = text(1, 64, ASCII_NO_SPACE);
+    let t_num_room = int(1, MAX_NUM_ROOM);
+    let t_str_room = text(1, MAX_STR_ROOM_LEN, ASCII_NO_SPACE);
     json!({
         "Error": {"type": "object", "required": ["code", "message", "request_id"], "additionalProperties": false,
                   "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "request_id": {"type": "string"}}},
@@ -161,7 +174,7 @@ fn schemas() -> Value {
             "source": {"type": "string", "enum": ["api", "auto"],
                        "description": "api: added through the API; auto: added by the flood detector ([autoblock]), released at its TTL."}}},
         "AddBlock": object(&["cidr", "ttl_secs"], json!({
-            "cidr": {"type": "string", "minLength": 1, "maxLength": 49, "pattern": cidr_pattern,
+            "cidr": {"type": "string", "minLength": 1, "maxLength": MAX_CIDR_LEN, "pattern": cidr_pattern,
                      "description": "Address with optional /prefix_len; host bits are cleared."},
             "ttl_secs": int(0, MAX_BLOCK_TTL_SECS),
             "reason": nullable(text(0, MAX_BLOCK_REASON_LEN, ASCII))})),
@@ -174,7 +187,7 @@ fn schemas() -> Value {
             "role": {"type": "string", "enum": ["admin", "operator", "auditor"]}, "label": {"type": "string"}})),
         "CreateKey": object(&["role", "label"], json!({
             "role": {"type": "string", "enum": ["admin", "operator", "auditor"]},
-            "label": text(0, crate::keys::MAX_LABEL_LEN, ASCII)})),
+            "label": text(0, MAX_LABEL_LEN, ASCII)})),
         "AuditEntry": response_object(json!({
             "time": {"type": "integer"}, "who": {"type": "string"}, "what": {"type": "string"},
             "source_ip": {"type": "string"}, "outcome": {"type": "string"}})),
@@ -324,7 +337,7 @@ pub fn document() -> Value {
             "/v1/audit": {"get": op("Audit log, oldest first.", "getAudit", json!([
                     query_param("since", int(0, MAX_AUDIT_TIME), "From this Unix time (inclusive)."),
                     query_param("until", int(0, MAX_AUDIT_TIME), "Up to this Unix time (inclusive)."),
-                    query_param("limit", int(1, MAX_AUDIT_LIMIT), "At most this many entries (default 100).")]),
+                    query_param("limit", int(1, MAX_AUDIT_LIMIT), &format!("At most this many entries (default {DEFAULT_AUDIT_LIMIT})."))]),
                 None, (200, ok("Entries.", list("AuditEntry", "entries"))), &[])},
             "/metrics": {"get": {
                 "summary": "Prometheus metrics (text format 0.0.4).", "operationId": "getMetrics",
@@ -363,6 +376,253 @@ mod tests {
             Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
             _ => {}
         }
+    }
+
+    use serde::de::DeserializeOwned;
+    use serde::Serialize;
+
+    use crate::api::{self, BlockSource, Limits, Quotas, Role};
+
+    /// Follows `$ref` and a single-element `allOf` (how `nullable` wraps a reference).
+    fn resolve<'a>(doc: &'a Value, s: &'a Value) -> &'a Value {
+        if let Some(r) = s.get("$ref").and_then(Value::as_str) {
+            let target = doc.pointer(r.trim_start_matches('#')).unwrap_or_else(|| panic!("dangling {r}"));
+            return resolve(doc, target);
+        }
+        match s.get("allOf").and_then(Value::as_array) {
+            Some(all) if all.len() == 1 => resolve(doc, &all[0]),
+            _ => s,
+        }
+    }
+
+    /// Checks `value` against `schema` both ways: every field of the value is documented
+    /// with its JSON type, and every documented property is present in the value (samples
+    /// populate every optional field). An object schema without `properties` (relayd's
+    /// counters) takes any object.
+    fn conforms(doc: &Value, schema: &Value, value: &Value, at: &str, errs: &mut Vec<String>) {
+        let nullable = schema.get("nullable") == Some(&Value::Bool(true));
+        let s = resolve(doc, schema);
+        if value.is_null() {
+            if !nullable && s.get("nullable") != Some(&Value::Bool(true)) {
+                errs.push(format!("{at}: null but not nullable"));
+            }
+            return;
+        }
+        let ty = s.get("type").and_then(Value::as_str);
+        let ok = match ty {
+            Some("integer") => value.is_u64() || value.is_i64(),
+            Some("string") => value.is_string(),
+            Some("boolean") => value.is_boolean(),
+            Some("array") => value.is_array(),
+            Some("object") => value.is_object(),
+            other => {
+                errs.push(format!("{at}: schema without a type ({other:?})"));
+                return;
+            }
+        };
+        if !ok {
+            errs.push(format!("{at}: {value} is not {}", ty.unwrap_or("?")));
+            return;
+        }
+        if let Some(allowed) = s.get("enum").and_then(Value::as_array) {
+            if !allowed.contains(value) {
+                errs.push(format!("{at}: {value} is not one of {allowed:?}"));
+            }
+        }
+        match value {
+            Value::Array(items) => {
+                let item_schema = s.get("items").unwrap_or_else(|| panic!("{at}: array without items"));
+                if items.is_empty() {
+                    errs.push(format!("{at}: the sample's array is empty, so its items go unchecked"));
+                }
+                for (i, v) in items.iter().enumerate() {
+                    conforms(doc, item_schema, v, &format!("{at}[{i}]"), errs);
+                }
+            }
+            Value::Object(fields) => {
+                let Some(props) = s.get("properties").and_then(Value::as_object) else { return };
+                for (k, v) in fields {
+                    match props.get(k) {
+                        Some(p) => conforms(doc, p, v, &format!("{at}.{k}"), errs),
+                        None => errs.push(format!("{at}.{k}: not in the document")),
+                    }
+                }
+                for k in props.keys().filter(|k| !fields.contains_key(*k)) {
+                    errs.push(format!("{at}.{k}: documented but not in the type"));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn schema<'a>(doc: &'a Value, name: &str) -> &'a Value {
+        doc.pointer(&format!("/components/schemas/{name}")).unwrap_or_else(|| panic!("no schema {name}"))
+    }
+
+    /// A response type: `sample` must conform to the schema.
+    fn answer<T: Serialize>(doc: &Value, schema: &Value, name: &str, sample: &T, errs: &mut Vec<String>) {
+        let v = serde_json::to_value(sample).expect("serializes");
+        conforms(doc, schema, &v, name, errs);
+    }
+
+    /// A request type: `sample` conforms, and the schema's `required` list is exactly the
+    /// set of fields the type cannot do without.
+    fn request<T: Serialize + DeserializeOwned>(doc: &Value, name: &str, sample: &T, errs: &mut Vec<String>) {
+        let s = resolve(doc, schema(doc, name));
+        answer(doc, s, name, sample, errs);
+        let full = serde_json::to_value(sample).expect("serializes");
+        let full = full.as_object().expect("an object");
+        let required: Vec<&str> =
+            s["required"].as_array().expect("required").iter().filter_map(Value::as_str).collect();
+        let only: serde_json::Map<String, Value> =
+            full.iter().filter(|(k, _)| required.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+        if let Err(e) = serde_json::from_value::<T>(Value::Object(only.clone())) {
+            errs.push(format!("{name}: the required fields alone do not parse: {e}"));
+        }
+        for k in &required {
+            let mut less = only.clone();
+            less.remove(*k);
+            if serde_json::from_value::<T>(Value::Object(less)).is_ok() {
+                errs.push(format!("{name}.{k}: documented as required, but the type does without it"));
+            }
+        }
+    }
+
+    #[test]
+    fn schemas_match_the_api_types() {
+        let doc = document();
+        let mut errs = Vec::new();
+        let errs = &mut errs;
+        let quotas = Quotas { max_rooms: 10, max_members_per_room: 4, max_sessions: 40 };
+        let limits = Limits {
+            pps_rate_per_sec: 1000,
+            pps_burst: 2000,
+            join_rate_per_sec: 5,
+            join_burst: 10,
+            port_min: 7000,
+            port_max: 7100,
+        };
+        let app = api::App {
+            sdkappid: 1_400_000_001,
+            quotas,
+            require_private_map_key: true,
+            secrets: vec![
+                api::SecretInfo { created_at: 1, expires_at: None },
+                api::SecretInfo { created_at: 0, expires_at: Some(60) },
+            ],
+        };
+        let with_secret = api::AppWithSecret { app: app.clone(), secret: "s".into() };
+        let room = api::Room {
+            sdkappid: 1,
+            room: "42".into(),
+            members: vec![api::Member { user: "alice".into(), addr: "192.0.2.1:5000".into(), send: true, recv: true }],
+        };
+        let block = api::BlockEntry {
+            cidr: "198.18.5.0/24".into(),
+            ttl_secs: 60,
+            expires_at: Some(160),
+            reason: "flood".into(),
+            source: BlockSource::Auto,
+        };
+        let key = api::Key {
+            secret_id: "AKID".into(),
+            role: Role::Auditor,
+            label: "l".into(),
+            state: api::KeyStatus::Rotated,
+            created_at: 3,
+        };
+        let new_key =
+            api::NewKey { secret_id: "AKID".into(), secret_key: "k".into(), role: Role::Admin, label: "l".into() };
+        let audit = api::AuditEntry {
+            time: 1,
+            who: "AKID".into(),
+            what: "POST /v1/apps create_app 1".into(),
+            source_ip: "127.0.0.1".parse().expect("addr"),
+            outcome: "success".into(),
+        };
+        let node = api::Node {
+            control: api::ControlStatus {
+                version: "1".into(),
+                uptime_secs: 2,
+                cert_sha256: "sha256:AB".into(),
+                cert_not_after: 3,
+            },
+            relayd: api::RelaydStatus { reachable: true, stats: Some(relay::stats::Snapshot::default()) },
+        };
+        let health = api::Health {
+            status: api::HealthStatus::Degraded,
+            checks: vec![api::Check { name: "store".into(), ok: false, detail: "d".into() }],
+        };
+        let envelope = api::TEnvelope {
+            response: api::TResponse {
+                error: Some(api::TError { code: "InvalidParameter".into(), message: "m".into() }),
+                request_id: "r".into(),
+            },
+        };
+        let error = api::ErrorBody { code: "c".into(), message: "m".into(), request_id: "r".into() };
+        for (name, v) in [
+            ("Error", serde_json::to_value(&error)),
+            ("Quotas", serde_json::to_value(quotas)),
+            ("Limits", serde_json::to_value(limits)),
+            ("App", serde_json::to_value(&app)),
+            ("AppWithSecret", serde_json::to_value(&with_secret)),
+            ("UserSig", serde_json::to_value(api::UserSig { usersig: "u".into(), private_map_key: Some("p".into()) })),
+            ("Room", serde_json::to_value(&room)),
+            ("BlockEntry", serde_json::to_value(&block)),
+            ("Key", serde_json::to_value(&key)),
+            ("NewKey", serde_json::to_value(&new_key)),
+            ("AuditEntry", serde_json::to_value(&audit)),
+            ("Node", serde_json::to_value(&node)),
+            ("Health", serde_json::to_value(&health)),
+            ("TEnvelope", serde_json::to_value(&envelope)),
+        ] {
+            conforms(&doc, schema(&doc, name), &v.expect("serializes"), name, errs);
+        }
+        // The list answers, through their paths' 200 schemas.
+        let ok = |path: &str, method: &str| {
+            let p =
+                format!("/paths/{}/{method}/responses/200/content/application~1json/schema", path.replace('/', "~1"));
+            doc.pointer(&p).unwrap_or_else(|| panic!("no 200 schema at {p}")).clone()
+        };
+        answer(&doc, &ok("/v1/apps", "get"), "Apps", &api::Apps { apps: vec![app] }, errs);
+        answer(&doc, &ok("/v1/rooms", "get"), "Rooms", &api::Rooms { rooms: vec![room] }, errs);
+        answer(&doc, &ok("/v1/blocklist", "get"), "Blocklist", &api::Blocklist { entries: vec![block] }, errs);
+        answer(&doc, &ok("/v1/keys", "get"), "Keys", &api::Keys { keys: vec![key] }, errs);
+        answer(&doc, &ok("/v1/audit", "get"), "AuditLog", &api::AuditLog { entries: vec![audit] }, errs);
+        // Requests.
+        let create = api::CreateApp { sdkappid: 1, quotas: Some(quotas), require_private_map_key: Some(true) };
+        request(&doc, "CreateApp", &create, errs);
+        request(&doc, "PatchApp", &api::PatchApp { quotas: Some(quotas), require_private_map_key: Some(false) }, errs);
+        request(&doc, "Quotas", &quotas, errs);
+        request(&doc, "Limits", &limits, errs);
+        request(&doc, "Overlap", &api::Overlap { overlap_secs: 60 }, errs);
+        let pmk = api::PrivateMapKeyRequest { room_id: Some(42), str_room_id: Some("lobby".into()), privileges: 255 };
+        let mint = api::MintUserSig { user_id: "alice".into(), expire_secs: 600, private_map_key: Some(pmk) };
+        request(&doc, "MintUserSig", &mint, errs);
+        let add = api::AddBlock { cidr: "198.18.5.0/24".into(), ttl_secs: 0, reason: Some("r".into()) };
+        request(&doc, "AddBlock", &add, errs);
+        request(&doc, "CreateKey", &api::CreateKey { role: Role::Operator, label: "l".into() }, errs);
+        request(&doc, "TDismissRoom", &api::TDismissRoom { sdkappid: 1, room_id: 2 }, errs);
+        let str_room = api::TDismissStrRoom { sdkappid: 1, room_id: "lobby".into() };
+        request(&doc, "TDismissRoomByStrRoomId", &str_room, errs);
+        let remove = api::TRemoveUser { sdkappid: 1, room_id: 2, user_ids: vec!["u".into()] };
+        request(&doc, "TRemoveUser", &remove, errs);
+        let remove = api::TRemoveStrRoomUser { sdkappid: 1, room_id: "lobby".into(), user_ids: vec!["u".into()] };
+        request(&doc, "TRemoveUserByStrRoomId", &remove, errs);
+        assert!(errs.is_empty(), "the OpenAPI document and control::api differ:\n{}", errs.join("\n"));
+    }
+
+    #[test]
+    fn the_check_catches_a_difference() {
+        let doc = document();
+        let mut errs = Vec::new();
+        let typo = json!({"max_rooms": 1, "max_members_per_rom": 2, "max_sessions": 3});
+        conforms(&doc, schema(&doc, "Quotas"), &typo, "Quotas", &mut errs);
+        assert!(errs.iter().any(|e| e.contains("max_members_per_rom: not in the document")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.contains("max_members_per_room: documented but not in the type")), "{errs:?}");
+        let mut errs = Vec::new();
+        conforms(&doc, schema(&doc, "Key"), &json!({"secret_id": 1}), "Key", &mut errs);
+        assert!(errs.iter().any(|e| e.contains("is not string")), "{errs:?}");
     }
 
     #[test]

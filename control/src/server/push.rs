@@ -156,11 +156,7 @@ pub fn apps_request(apps: &[App], now: u64) -> (Request, Option<u64>) {
             secrets: a.usable_secrets(now).map(|s| s.expose().to_owned()).collect(),
             require_private_map_key: a.require_private_map_key,
             profiles: None,
-            quotas: relay::limits::Quotas {
-                max_rooms: a.quotas.max_rooms,
-                max_members_per_room: a.quotas.max_members_per_room,
-                ..relay::limits::Quotas::DEFAULT
-            },
+            quotas: a.quotas,
         })
         .collect();
     let due = apps.iter().flat_map(|a| a.secrets.iter().filter_map(|s| s.expires_at)).filter(|&e| e > now).min();
@@ -169,14 +165,7 @@ pub fn apps_request(apps: &[App], now: u64) -> (Request, Option<u64>) {
 
 /// The `set_limits` request for stored limits.
 pub fn limits_request(l: &Limits) -> Request {
-    Request::SetLimits(relay::limits::Limits {
-        pps_rate_per_sec: l.pps_rate_per_sec,
-        pps_burst: l.pps_burst,
-        join_rate_per_sec: l.join_rate_per_sec,
-        join_burst: l.join_burst,
-        port_min: l.port_min,
-        port_max: l.port_max,
-    })
+    Request::SetLimits(*l)
 }
 
 /// The `block` request for an entry at `now`.
@@ -346,7 +335,7 @@ mod tests {
 
     #[test]
     fn apps_request_lists_usable_secrets_and_next_expiry() {
-        let q = Quotas { max_rooms: 3, max_members_per_room: 4 };
+        let q = Quotas { max_rooms: 3, max_members_per_room: 4, max_sessions: 9 };
         let mut a = App::new(7, SecretKey::from_exposed("old-secret-0123456789".into()), q, 0);
         a.rotate_secret(SecretKey::from_exposed("new-secret-0123456789".into()), 100, 60);
         a.require_private_map_key = true;
@@ -356,6 +345,7 @@ mod tests {
         assert_eq!(apps[0].secrets, ["new-secret-0123456789", "old-secret-0123456789"]);
         assert!(apps[0].require_private_map_key && !apps[1].require_private_map_key);
         assert_eq!((apps[0].quotas.max_rooms, apps[0].quotas.max_members_per_room), (3, 4));
+        assert_eq!(apps[0].quotas.max_sessions, 9, "the app's own max_sessions is pushed");
         assert_eq!(due, Some(160));
         let (req, due) = apps_request(&[a, b], 160);
         let Request::SetApps { apps } = req else { panic!("not set_apps") };

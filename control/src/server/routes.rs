@@ -3,15 +3,16 @@
 //! Every body is parsed strictly: unknown fields are refused, every number and string is
 //! bounded, and the message of a refusal names the field and the bound (`MalformedJson` for
 //! text that is not JSON, `MissingParameter` for an absent required field, `InvalidParameter`
-//! otherwise). The bounds here are the ones `openapi.rs` declares; keep them in step.
-//! Numbers are read as `u64` and range-checked here, so an out-of-range value gets a message
-//! with the field's name and range rather than serde's.
+//! otherwise). Bodies are the types of [`crate::api`], whose constants are the bounds both
+//! this module and `openapi.rs` use. Numbers are read as `u64` and range-checked here, so an
+//! out-of-range value gets a message with the field's name and range rather than serde's;
+//! quotas and limits are relay's types, checked by their own `check()` (relayd's bounds),
+//! and their refusals are worded the same way.
 //!
 //! A change commits to the store first (with its audit entry), then the relayd link is told
 //! ([`push::Link::changed`]); relayd actions (dismiss, remove user, rooms) go to relayd
 //! directly and answer 503 when the link is down.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -22,39 +23,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use relay::ids::{RoomId, UserId};
+use relay::limits::LimitsError;
 use relay::mgmt::{Answer, Request as Mgmt};
+use relay::prefix::{Prefix, PrefixError};
 use relay::usersig::{self, PrivilegeMap, RoomRef};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
-use serde_json::{json, Value};
 
 use super::auth::{self, AuditNote, AuditedInStore, Ctx};
 use super::errors::ApiError;
 use super::push::Change;
 use super::Server;
-use crate::keys::{ApiKey, KeyState, Role, SecretKey};
-use crate::store::{self, App, BlockEntry, BlockSource, Limits, Quotas};
-
-/// Largest SdkAppId.
-pub const MAX_SDKAPPID: u64 = u32::MAX as u64;
-/// Longest rotation overlap, seconds (7 days).
-pub const MAX_OVERLAP_SECS: u64 = 604_800;
-/// Longest UserSig lifetime, seconds (365 days).
-pub const MAX_USERSIG_SECS: u64 = 31_536_000;
-/// Longest user id a UserSig is minted for: relayd refuses longer ones at join.
-pub const MAX_USER_ID_LEN: usize = UserId::MAX_LEN;
-/// Longest blocklist TTL, seconds (30 days).
-pub const MAX_BLOCK_TTL_SECS: u64 = 2_592_000;
-/// Most user ids in one Tencent `RemoveUser`.
-pub const MAX_USER_IDS: usize = 10;
-/// Most audit entries in one answer.
-pub const MAX_AUDIT_LIMIT: u64 = 1000;
-/// Largest `since`/`until` accepted (10 digits of Unix seconds).
-pub const MAX_AUDIT_TIME: u64 = 9_999_999_999;
-/// Quotas of an app created without them (relayd's defaults).
-pub const DEFAULT_QUOTAS: Quotas = Quotas { max_rooms: 1000, max_members_per_room: 50 };
-/// The Tencent API version `POST /` accepts.
-pub const TRTC_VERSION: &str = "2019-07-22";
+use crate::api::{self, Limits, Quotas, MAX_AUDIT_LIMIT, MAX_AUDIT_TIME, MAX_SDKAPPID, TRTC_VERSION};
+use crate::keys::{ApiKey, KeyState, SecretKey};
+use crate::store::{self, App, BlockEntry, BlockSource};
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -201,75 +182,77 @@ fn app_exists(st: &Server, sdkappid: u32) -> Result<App, ApiError> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Views
+// Answers
 
-fn app_view(a: &App, now: u64) -> Value {
-    let secrets: Vec<Value> = a
+fn app_view(a: &App, now: u64) -> api::App {
+    let secrets = a
         .secrets
         .iter()
         .filter(|s| s.expires_at.is_none_or(|e| now < e))
-        .map(|s| json!({"created_at": s.created_at, "expires_at": s.expires_at}))
+        .map(|s| api::SecretInfo { created_at: s.created_at, expires_at: s.expires_at })
         .collect();
-    json!({
-        "sdkappid": a.sdkappid,
-        "quotas": {"max_rooms": a.quotas.max_rooms, "max_members_per_room": a.quotas.max_members_per_room},
-        "require_private_map_key": a.require_private_map_key,
-        "secrets": secrets,
-    })
+    api::App { sdkappid: a.sdkappid, quotas: a.quotas, require_private_map_key: a.require_private_map_key, secrets }
 }
 
-fn with_secret(mut view: Value, secret: &SecretKey) -> Value {
-    view["secret"] = Value::String(secret.expose().to_owned());
-    view
+fn with_secret(app: api::App, secret: &SecretKey) -> api::AppWithSecret {
+    api::AppWithSecret { app, secret: secret.expose().to_owned() }
 }
 
-fn block_view(e: &BlockEntry, now: u64) -> Value {
-    json!({
-        "cidr": e.cidr(),
-        "ttl_secs": e.expires_at.map_or(0, |x| x.saturating_sub(now)),
-        "expires_at": e.expires_at,
-        "reason": e.reason,
-        "source": match e.source { BlockSource::Api => "api", BlockSource::Auto => "auto" },
-    })
-}
-
-fn role_name(r: Role) -> &'static str {
-    match r {
-        Role::Admin => "admin",
-        Role::Operator => "operator",
-        Role::Auditor => "auditor",
+fn block_view(e: &BlockEntry, now: u64) -> api::BlockEntry {
+    api::BlockEntry {
+        cidr: e.cidr(),
+        ttl_secs: e.expires_at.map_or(0, |x| x.saturating_sub(now)),
+        expires_at: e.expires_at,
+        reason: e.reason.clone(),
+        source: e.source,
     }
 }
 
-fn key_view(k: &ApiKey) -> Value {
+fn key_view(k: &ApiKey) -> api::Key {
     let state = match k.state {
-        KeyState::Active => "active",
-        KeyState::Rotated { .. } => "rotated",
-        KeyState::Revoked { .. } => "revoked",
+        KeyState::Active => api::KeyStatus::Active,
+        KeyState::Rotated { .. } => api::KeyStatus::Rotated,
+        KeyState::Revoked { .. } => api::KeyStatus::Revoked,
     };
-    json!({"secret_id": k.secret_id, "role": role_name(k.role), "label": k.label, "state": state, "created_at": k.created_at})
+    api::Key { secret_id: k.secret_id.clone(), role: k.role, label: k.label.clone(), state, created_at: k.created_at }
 }
 
-fn new_key_view(k: &ApiKey) -> Value {
-    json!({"secret_id": k.secret_id, "secret_key": k.secret_key.expose(), "role": role_name(k.role), "label": k.label})
+fn new_key_view(k: &ApiKey) -> api::NewKey {
+    api::NewKey {
+        secret_id: k.secret_id.clone(),
+        secret_key: k.secret_key.expose().to_owned(),
+        role: k.role,
+        label: k.label.clone(),
+    }
 }
 
-fn limits_view(l: &Limits) -> Value {
-    json!({
-        "pps_rate_per_sec": l.pps_rate_per_sec, "pps_burst": l.pps_burst,
-        "join_rate_per_sec": l.join_rate_per_sec, "join_burst": l.join_burst,
-        "port_min": l.port_min, "port_max": l.port_max,
-    })
+/// A refused quota or limit, worded like [`in_range`]'s refusals.
+fn limits_error(e: LimitsError) -> ApiError {
+    match e {
+        LimitsError::OutOfRange { field, value, min, max } => {
+            ApiError::invalid(format!("{field} must be in {min}..={max}, got {value}"))
+        }
+        LimitsError::InvalidPortRange { min: 0, .. } => ApiError::invalid("port_min must be in 1..=65535, got 0"),
+        LimitsError::InvalidPortRange { min, max } => {
+            ApiError::invalid(format!("port_min ({min}) must not exceed port_max ({max})"))
+        }
+        other => ApiError::invalid(other.to_string()),
+    }
+}
+
+fn check_quotas(q: Quotas) -> Result<Quotas, ApiError> {
+    q.check().map_err(limits_error)?;
+    Ok(q)
 }
 
 // ---------------------------------------------------------------------------------------
 // Node, OpenAPI, metrics
 
-async fn openapi() -> Json<Value> {
+async fn openapi() -> Json<serde_json::Value> {
     Json(super::openapi::document())
 }
 
-async fn node(State(st): State<Arc<Server>>) -> Json<Value> {
+async fn node(State(st): State<Arc<Server>>) -> Json<api::Node> {
     let cert = st.certs.info();
     let stats = match st.link.reachable() {
         true => match st.link.call(Mgmt::Stats {}).await {
@@ -278,25 +261,21 @@ async fn node(State(st): State<Arc<Server>>) -> Json<Value> {
         },
         false => None,
     };
-    let mut relayd = json!({"reachable": stats.is_some()});
-    if let Some(s) = stats {
-        relayd["stats"] = serde_json::to_value(s).unwrap_or(Value::Null);
-    }
-    Json(json!({
-        "control": {
-            "version": env!("CARGO_PKG_VERSION"),
-            "uptime_secs": st.started.elapsed().as_secs(),
-            "cert_sha256": cert.sha256,
-            "cert_not_after": cert.not_after,
+    Json(api::Node {
+        control: api::ControlStatus {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_secs: st.started.elapsed().as_secs(),
+            cert_sha256: cert.sha256,
+            cert_not_after: cert.not_after,
         },
-        "relayd": relayd,
-    }))
+        relayd: api::RelaydStatus { reachable: stats.is_some(), stats },
+    })
 }
 
 /// Days before expiry at which the certificate check turns unhealthy.
 pub const CERT_WARN_DAYS: u64 = 14;
 
-async fn health(State(st): State<Arc<Server>>) -> Json<Value> {
+async fn health(State(st): State<Arc<Server>>) -> Json<api::Health> {
     let now = super::unix_now();
     let store_ok = {
         let s = st.store.clone();
@@ -323,9 +302,9 @@ async fn health(State(st): State<Arc<Server>>) -> Json<Value> {
         ("relayd", relayd_ok, relayd_detail),
         ("certificate", days_left >= CERT_WARN_DAYS, format!("expires in {days_left} days")),
     ];
-    let all_ok = checks.iter().all(|c| c.1);
-    let checks: Vec<Value> = checks.into_iter().map(|(n, ok, d)| json!({"name": n, "ok": ok, "detail": d})).collect();
-    Json(json!({"status": if all_ok { "ok" } else { "degraded" }, "checks": checks}))
+    let status = if checks.iter().all(|c| c.1) { api::HealthStatus::Ok } else { api::HealthStatus::Degraded };
+    let checks = checks.into_iter().map(|(n, ok, detail)| api::Check { name: n.to_owned(), ok, detail }).collect();
+    Json(api::Health { status, checks })
 }
 
 async fn metrics(State(st): State<Arc<Server>>) -> Response {
@@ -336,43 +315,16 @@ async fn metrics(State(st): State<Arc<Server>>) -> Response {
 // ---------------------------------------------------------------------------------------
 // Apps
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct QuotasIn {
-    max_rooms: u64,
-    max_members_per_room: u64,
-}
-
-impl QuotasIn {
-    fn check(&self) -> Result<Quotas, ApiError> {
-        let max = u64::from(store::MAX_QUOTA);
-        Ok(Quotas {
-            max_rooms: in_range("quotas.max_rooms", self.max_rooms, 1, max)? as u32,
-            max_members_per_room: in_range("quotas.max_members_per_room", self.max_members_per_room, 1, max)? as u32,
-        })
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateApp {
-    sdkappid: u64,
-    #[serde(default)]
-    quotas: Option<QuotasIn>,
-    #[serde(default)]
-    require_private_map_key: Option<bool>,
-}
-
 async fn list_apps(State(st): State<Arc<Server>>) -> ApiResult {
     let now = super::unix_now();
-    let apps: Vec<Value> = st.store.list_apps()?.iter().map(|a| app_view(a, now)).collect();
-    Ok(Json(json!({"apps": apps})).into_response())
+    let apps = st.store.list_apps()?.iter().map(|a| app_view(a, now)).collect();
+    Ok(Json(api::Apps { apps }).into_response())
 }
 
 async fn create_app(State(st): State<Arc<Server>>, Extension(ctx): Extension<Ctx>, body: Bytes) -> ApiResult {
-    let req: CreateApp = parse_body(&body)?;
+    let req: api::CreateApp = parse_body(&body)?;
     let sdkappid = in_range("sdkappid", req.sdkappid, 1, MAX_SDKAPPID)? as u32;
-    let quotas = req.quotas.map(|q| q.check()).transpose()?.unwrap_or(DEFAULT_QUOTAS);
+    let quotas = req.quotas.map(check_quotas).transpose()?.unwrap_or(Quotas::DEFAULT);
     let secret = SecretKey::generate_app_secret().map_err(ApiError::internal)?;
     let mut app = App::new(sdkappid, secret.clone(), quotas, ctx.now);
     app.require_private_map_key = req.require_private_map_key.unwrap_or(false);
@@ -387,15 +339,6 @@ async fn get_app(State(st): State<Arc<Server>>, Path(id): Path<String>) -> ApiRe
     Ok(Json(app_view(&app, super::unix_now())).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PatchApp {
-    #[serde(default)]
-    quotas: Option<QuotasIn>,
-    #[serde(default)]
-    require_private_map_key: Option<bool>,
-}
-
 async fn patch_app(
     State(st): State<Arc<Server>>,
     Extension(ctx): Extension<Ctx>,
@@ -403,8 +346,8 @@ async fn patch_app(
     body: Bytes,
 ) -> ApiResult {
     let sdkappid = path_sdkappid(&id)?;
-    let req: PatchApp = parse_body(&body)?;
-    let quotas = req.quotas.map(|q| q.check()).transpose()?;
+    let req: api::PatchApp = parse_body(&body)?;
+    let quotas = req.quotas.map(check_quotas).transpose()?;
     let (s, now) = (st.store.clone(), ctx.now);
     let app =
         blocking(move || Ok(s.update_app_settings(sdkappid, quotas, req.require_private_map_key, &ctx.actor())?))
@@ -413,10 +356,10 @@ async fn patch_app(
     Ok(stored(Json(app_view(&app, now))))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Overlap {
-    overlap_secs: u64,
+/// The `overlap_secs` of a rotation body ([`api::Overlap`]), range-checked.
+fn parse_overlap(body: &[u8]) -> Result<u64, ApiError> {
+    let req: api::Overlap = parse_body(body)?;
+    in_range("overlap_secs", req.overlap_secs, 0, api::MAX_OVERLAP_SECS)
 }
 
 async fn rotate_app_secret(
@@ -426,8 +369,7 @@ async fn rotate_app_secret(
     body: Bytes,
 ) -> ApiResult {
     let sdkappid = path_sdkappid(&id)?;
-    let req: Overlap = parse_body(&body)?;
-    let overlap = in_range("overlap_secs", req.overlap_secs, 0, MAX_OVERLAP_SECS)?;
+    let overlap = parse_overlap(&body)?;
     let secret = SecretKey::generate_app_secret().map_err(ApiError::internal)?;
     let (s, k, now) = (st.store.clone(), secret.clone(), ctx.now);
     let app = blocking(move || Ok(s.rotate_app_secret(sdkappid, k, overlap, &ctx.actor())?)).await?;
@@ -447,25 +389,6 @@ async fn delete_app(
     Ok(stored(StatusCode::NO_CONTENT))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PmkIn {
-    #[serde(default)]
-    room_id: Option<u64>,
-    #[serde(default)]
-    str_room_id: Option<String>,
-    privileges: u64,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MintUserSig {
-    user_id: String,
-    expire_secs: u64,
-    #[serde(default)]
-    private_map_key: Option<PmkIn>,
-}
-
 async fn mint_usersig(
     State(st): State<Arc<Server>>,
     Extension(ctx): Extension<Ctx>,
@@ -473,19 +396,17 @@ async fn mint_usersig(
     body: Bytes,
 ) -> ApiResult {
     let sdkappid = path_sdkappid(&id)?;
-    let req: MintUserSig = parse_body(&body)?;
-    ascii_text("user_id", &req.user_id, 1, MAX_USER_ID_LEN, false)?;
-    let expire = in_range("expire_secs", req.expire_secs, 1, MAX_USERSIG_SECS)?;
+    let req: api::MintUserSig = parse_body(&body)?;
+    ascii_text("user_id", &req.user_id, 1, api::MAX_USER_ID_LEN, false)?;
+    let expire = in_range("expire_secs", req.expire_secs, 1, api::MAX_USERSIG_SECS)?;
     let pmk = match &req.private_map_key {
         None => None,
         Some(p) => {
-            let privileges = in_range("private_map_key.privileges", p.privileges, 0, 255)? as u32;
+            let privileges = in_range("private_map_key.privileges", p.privileges, 0, api::MAX_PRIVILEGES)? as u32;
             let room = match (p.room_id, p.str_room_id.as_deref()) {
-                (Some(n), None) => {
-                    RoomRef::Num(in_range("private_map_key.room_id", n, 1, u64::from(u32::MAX) - 1)? as u32)
-                }
+                (Some(n), None) => RoomRef::Num(in_range("private_map_key.room_id", n, 1, api::MAX_NUM_ROOM)? as u32),
                 (None, Some(s)) => {
-                    ascii_text("private_map_key.str_room_id", s, 1, RoomId::MAX_STR_LEN, false)?;
+                    ascii_text("private_map_key.str_room_id", s, 1, api::MAX_STR_ROOM_LEN, false)?;
                     RoomRef::Str(s)
                 }
                 _ => return Err(ApiError::invalid("private_map_key needs exactly one of room_id and str_room_id")),
@@ -499,11 +420,10 @@ async fn mint_usersig(
     };
     let k = key.expose().as_bytes();
     let sig = usersig::mint(k, u64::from(sdkappid), &req.user_id, expire, ctx.now, None);
-    let mut out = json!({"usersig": sig});
-    if let Some((room, privileges)) = pmk {
-        out["private_map_key"] =
-            Value::String(usersig::mint_private_map_key(k, sdkappid, &req.user_id, expire, ctx.now, room, privileges));
-    }
+    let private_map_key = pmk.map(|(room, privileges)| {
+        usersig::mint_private_map_key(k, sdkappid, &req.user_id, expire, ctx.now, room, privileges)
+    });
+    let out = api::UserSig { usersig: sig, private_map_key };
     let note = format!("usersig {sdkappid} {} pmk={}", req.user_id, req.private_map_key.is_some());
     Ok(noted(Json(out), note))
 }
@@ -526,23 +446,19 @@ async fn list_rooms(State(st): State<Arc<Server>>, RawQuery(q): RawQuery) -> Api
         Some((_, v)) => Some(in_range("sdkappid", parse_decimal("sdkappid", v)?, 1, MAX_SDKAPPID)?),
         None => None,
     };
-    let limit = query_u64(&q, "limit", 1, u64::from(relay::mgmt::ROOMS_MAX_LIMIT), 1000)? as u32;
+    let limit = query_u64(
+        &q,
+        "limit",
+        1,
+        u64::from(relay::mgmt::ROOMS_MAX_LIMIT),
+        u64::from(relay::mgmt::ROOMS_DEFAULT_LIMIT),
+    )? as u32;
     let rooms = match st.link.call(Mgmt::Rooms { sdkappid, limit: Some(limit) }).await? {
         Answer::Rooms(r) => r,
         _ => Vec::new(),
     };
-    let rooms: Vec<Value> = rooms
-        .iter()
-        .map(|r| {
-            let members: Vec<Value> = r
-                .members
-                .iter()
-                .map(|m| json!({"user": m.user, "addr": m.addr, "send": m.send, "recv": m.recv}))
-                .collect();
-            json!({"sdkappid": r.sdkappid, "room": r.room, "members": members})
-        })
-        .collect();
-    Ok(Json(json!({"rooms": rooms})).into_response())
+    let rooms = rooms.iter().map(api::Room::from).collect();
+    Ok(Json(api::Rooms { rooms }).into_response())
 }
 
 async fn dismiss(st: &Server, sdkappid: u32, room: &RoomId) -> Result<u64, ApiError> {
@@ -591,51 +507,39 @@ async fn remove_user(
 // Blocklist
 
 /// Parses `ip/len` (or a bare address, a host prefix) and clears host bits.
-pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), ApiError> {
+pub fn parse_cidr(s: &str) -> Result<Prefix, ApiError> {
     let bad = || ApiError::invalid("cidr must be an IPv4 or IPv6 address with an optional /prefix_len");
-    let (ip, len) = match s.split_once('/') {
-        Some((ip, len)) => (ip, Some(len)),
-        None => (s, None),
-    };
-    let ip: IpAddr = ip.parse().map_err(|_| bad())?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    let len = match len {
-        Some(l) => {
-            let v = parse_decimal("prefix_len", l).map_err(|_| bad())?;
-            in_range("prefix_len", v, 0, max)? as u8
+    Prefix::parse_truncating(s).map_err(|e| match e {
+        PrefixError::TooLong(_) => {
+            let (ip, len) = s.split_once('/').unwrap_or((s, ""));
+            let max = ip.parse::<std::net::IpAddr>().map_or(128, |ip| relay::prefix::width(ip.to_canonical()));
+            match parse_decimal("prefix_len", len) {
+                Ok(v) => ApiError::invalid(format!("prefix_len must be in 0..={max}, got {v}")),
+                Err(_) => bad(),
+            }
         }
-        None => max as u8,
-    };
-    Ok((store::mask(ip, len), len))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddBlock {
-    cidr: String,
-    ttl_secs: u64,
-    #[serde(default)]
-    reason: Option<String>,
+        _ => bad(),
+    })
 }
 
 async fn list_blocks(State(st): State<Arc<Server>>) -> ApiResult {
     let now = super::unix_now();
-    let entries: Vec<Value> = st.store.list_blocks(now)?.iter().map(|e| block_view(e, now)).collect();
-    Ok(Json(json!({"entries": entries})).into_response())
+    let entries = st.store.list_blocks(now)?.iter().map(|e| block_view(e, now)).collect();
+    Ok(Json(api::Blocklist { entries }).into_response())
 }
 
 async fn add_block(State(st): State<Arc<Server>>, Extension(ctx): Extension<Ctx>, body: Bytes) -> ApiResult {
-    let req: AddBlock = parse_body(&body)?;
-    if req.cidr.len() > 49 {
-        return Err(ApiError::invalid("cidr must be at most 49 characters"));
+    let req: api::AddBlock = parse_body(&body)?;
+    if req.cidr.len() > api::MAX_CIDR_LEN {
+        return Err(ApiError::invalid(format!("cidr must be at most {} characters", api::MAX_CIDR_LEN)));
     }
-    let (ip, prefix_len) = parse_cidr(&req.cidr)?;
-    let ttl = in_range("ttl_secs", req.ttl_secs, 0, MAX_BLOCK_TTL_SECS)?;
+    let prefix = parse_cidr(&req.cidr)?;
+    let ttl = in_range("ttl_secs", req.ttl_secs, 0, api::MAX_BLOCK_TTL_SECS)?;
     let reason = req.reason.unwrap_or_default();
-    ascii_text("reason", &reason, 0, store::MAX_BLOCK_REASON_LEN, true)?;
+    ascii_text("reason", &reason, 0, api::MAX_BLOCK_REASON_LEN, true)?;
     let entry = BlockEntry {
-        ip,
-        prefix_len,
+        ip: prefix.addr(),
+        prefix_len: prefix.len(),
         created_at: ctx.now,
         expires_at: (ttl > 0).then(|| ctx.now + ttl),
         reason,
@@ -655,7 +559,8 @@ async fn remove_block(
     if ip.len() > 45 || len.len() > 3 {
         return Err(ApiError::invalid("ip must be an address of at most 45 characters, prefix_len 0..=128"));
     }
-    let (ip, prefix_len) = parse_cidr(&format!("{ip}/{len}"))?;
+    let prefix = parse_cidr(&format!("{ip}/{len}"))?;
+    let (ip, prefix_len) = (prefix.addr(), prefix.len());
     let s = st.store.clone();
     blocking(move || Ok(s.remove_block(ip, prefix_len, &ctx.actor())?)).await?;
     st.link.changed(Change::Unblock(ip, prefix_len));
@@ -665,50 +570,20 @@ async fn remove_block(
 // ---------------------------------------------------------------------------------------
 // Limits
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LimitsIn {
-    pps_rate_per_sec: u64,
-    pps_burst: u64,
-    join_rate_per_sec: u64,
-    join_burst: u64,
-    port_min: u64,
-    port_max: u64,
-}
-
 async fn get_limits(State(st): State<Arc<Server>>) -> ApiResult {
     if let Some(l) = st.store.limits()? {
-        return Ok(Json(limits_view(&l)).into_response());
+        return Ok(Json(l).into_response());
     }
     let l = st.link.call(Mgmt::GetLimits {}).await?;
     let Answer::Limits(l) = l else {
         return Err(ApiError::relayd_unavailable("relayd answered get_limits without limits"));
     };
-    let l = Limits {
-        pps_rate_per_sec: l.pps_rate_per_sec,
-        pps_burst: l.pps_burst,
-        join_rate_per_sec: l.join_rate_per_sec,
-        join_burst: l.join_burst,
-        port_min: l.port_min,
-        port_max: l.port_max,
-    };
-    Ok(Json(limits_view(&l)).into_response())
+    Ok(Json(l).into_response())
 }
 
 async fn put_limits(State(st): State<Arc<Server>>, Extension(ctx): Extension<Ctx>, body: Bytes) -> ApiResult {
-    let req: LimitsIn = parse_body(&body)?;
-    let rate = |f: &str, v: u64| in_range(f, v, 0, u64::from(store::MAX_LIMIT_RATE)).map(|v| v as u32);
-    let l = Limits {
-        pps_rate_per_sec: rate("pps_rate_per_sec", req.pps_rate_per_sec)?,
-        pps_burst: rate("pps_burst", req.pps_burst)?,
-        join_rate_per_sec: rate("join_rate_per_sec", req.join_rate_per_sec)?,
-        join_burst: rate("join_burst", req.join_burst)?,
-        port_min: in_range("port_min", req.port_min, 1, 65535)? as u16,
-        port_max: in_range("port_max", req.port_max, 1, 65535)? as u16,
-    };
-    if l.port_min > l.port_max {
-        return Err(ApiError::invalid(format!("port_min ({}) must not exceed port_max ({})", l.port_min, l.port_max)));
-    }
+    let l: Limits = parse_body(&body)?;
+    l.check().map_err(limits_error)?;
     // relayd validates against its own ports: ask it first when it is there, so a refused
     // change is never stored. When it is unreachable the change is stored and pushed on
     // reconnect (where a refusal is logged).
@@ -720,34 +595,21 @@ async fn put_limits(State(st): State<Arc<Server>>, Extension(ctx): Extension<Ctx
     }
     let s = st.store.clone();
     blocking(move || Ok(s.set_limits(&l, &ctx.actor())?)).await?;
-    Ok(stored(Json(limits_view(&l))))
+    Ok(stored(Json(l)))
 }
 
 // ---------------------------------------------------------------------------------------
 // API keys
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateKey {
-    role: String,
-    label: String,
-}
-
 async fn list_keys(State(st): State<Arc<Server>>) -> ApiResult {
-    let keys: Vec<Value> = st.store.list_keys()?.iter().map(key_view).collect();
-    Ok(Json(json!({"keys": keys})).into_response())
+    let keys = st.store.list_keys()?.iter().map(key_view).collect();
+    Ok(Json(api::Keys { keys }).into_response())
 }
 
 async fn create_key(State(st): State<Arc<Server>>, Extension(ctx): Extension<Ctx>, body: Bytes) -> ApiResult {
-    let req: CreateKey = parse_body(&body)?;
-    let role = match req.role.as_str() {
-        "admin" => Role::Admin,
-        "operator" => Role::Operator,
-        "auditor" => Role::Auditor,
-        _ => return Err(ApiError::invalid("role must be one of admin, operator, auditor")),
-    };
-    ascii_text("label", &req.label, 0, crate::keys::MAX_LABEL_LEN, true)?;
-    let key = ApiKey::generate(role, &req.label, ctx.now).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let req: api::CreateKey = parse_body(&body)?;
+    ascii_text("label", &req.label, 0, api::MAX_LABEL_LEN, true)?;
+    let key = ApiKey::generate(req.role, &req.label, ctx.now).map_err(|e| ApiError::invalid(e.to_string()))?;
     let (s, k) = (st.store.clone(), key.clone());
     blocking(move || Ok(s.insert_key(&k, &ctx.actor())?)).await?;
     Ok(stored((StatusCode::CREATED, Json(new_key_view(&key)))))
@@ -767,8 +629,7 @@ async fn rotate_key(
     body: Bytes,
 ) -> ApiResult {
     let id = path_secret_id(&id)?;
-    let req: Overlap = parse_body(&body)?;
-    let overlap = in_range("overlap_secs", req.overlap_secs, 0, MAX_OVERLAP_SECS)?;
+    let overlap = parse_overlap(&body)?;
     let s = st.store.clone();
     let next = blocking(move || Ok(s.rotate_key(&id, overlap, &ctx.actor())?)).await?;
     Ok(stored((StatusCode::CREATED, Json(new_key_view(&next)))))
@@ -792,8 +653,8 @@ async fn audit(State(st): State<Arc<Server>>, RawQuery(q): RawQuery) -> ApiResul
     let q = parse_query(q.as_deref(), &["since", "until", "limit"])?;
     let since = query_u64(&q, "since", 0, MAX_AUDIT_TIME, 0)?;
     let until = query_u64(&q, "until", 0, MAX_AUDIT_TIME, MAX_AUDIT_TIME)?;
-    let limit = query_u64(&q, "limit", 1, MAX_AUDIT_LIMIT, 100)? as usize;
-    let entries: Vec<Value> = st
+    let limit = query_u64(&q, "limit", 1, MAX_AUDIT_LIMIT, api::DEFAULT_AUDIT_LIMIT)? as usize;
+    let entries = st
         .store
         .audit_range(since, until, limit)?
         .iter()
@@ -802,54 +663,14 @@ async fn audit(State(st): State<Arc<Server>>, RawQuery(q): RawQuery) -> ApiResul
                 store::Outcome::Success => "success".to_owned(),
                 store::Outcome::Failure { reason } => format!("failure: {reason}"),
             };
-            json!({"time": e.at, "who": e.who, "what": e.what, "source_ip": e.source_ip.to_string(), "outcome": outcome})
+            api::AuditEntry { time: e.at, who: e.who.clone(), what: e.what.clone(), source_ip: e.source_ip, outcome }
         })
         .collect();
-    Ok(Json(json!({"entries": entries})).into_response())
+    Ok(Json(api::AuditLog { entries }).into_response())
 }
 
 // ---------------------------------------------------------------------------------------
 // Tencent Cloud API style actions (POST /)
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TDismissRoom {
-    #[serde(rename = "SdkAppId")]
-    sdkappid: u64,
-    #[serde(rename = "RoomId")]
-    room_id: u64,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TDismissStrRoom {
-    #[serde(rename = "SdkAppId")]
-    sdkappid: u64,
-    #[serde(rename = "RoomId")]
-    room_id: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TRemoveUser {
-    #[serde(rename = "SdkAppId")]
-    sdkappid: u64,
-    #[serde(rename = "RoomId")]
-    room_id: u64,
-    #[serde(rename = "UserIds")]
-    user_ids: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TRemoveStrRoomUser {
-    #[serde(rename = "SdkAppId")]
-    sdkappid: u64,
-    #[serde(rename = "RoomId")]
-    room_id: String,
-    #[serde(rename = "UserIds")]
-    user_ids: Vec<String>,
-}
 
 fn t_app(v: u64) -> Result<u32, ApiError> {
     Ok(in_range("SdkAppId", v, 1, MAX_SDKAPPID)? as u32)
@@ -860,13 +681,13 @@ fn t_num_room(v: u64) -> Result<RoomId, ApiError> {
 }
 
 fn t_str_room(s: &str) -> Result<RoomId, ApiError> {
-    ascii_text("RoomId", s, 1, RoomId::MAX_STR_LEN, false)?;
+    ascii_text("RoomId", s, 1, api::MAX_STR_ROOM_LEN, false)?;
     RoomId::str(s).map_err(|e| ApiError::invalid(format!("RoomId: {e}")))
 }
 
 fn t_users(ids: &[String]) -> Result<Vec<UserId>, ApiError> {
-    if ids.is_empty() || ids.len() > MAX_USER_IDS {
-        return Err(ApiError::invalid(format!("UserIds must hold 1 to {MAX_USER_IDS} user ids")));
+    if ids.is_empty() || ids.len() > api::MAX_USER_IDS {
+        return Err(ApiError::invalid(format!("UserIds must hold 1 to {} user ids", api::MAX_USER_IDS)));
     }
     ids.iter()
         .map(|u| {
@@ -902,10 +723,10 @@ async fn tencent_action(
     let note = match action {
         "DismissRoom" | "DismissRoomByStrRoomId" => {
             let (app, room) = if action == "DismissRoom" {
-                let r: TDismissRoom = parse_body(&body)?;
+                let r: api::TDismissRoom = parse_body(&body)?;
                 (t_app(r.sdkappid)?, t_num_room(r.room_id)?)
             } else {
-                let r: TDismissStrRoom = parse_body(&body)?;
+                let r: api::TDismissStrRoom = parse_body(&body)?;
                 (t_app(r.sdkappid)?, t_str_room(&r.room_id)?)
             };
             let n = dismiss(&st, app, &room).await?;
@@ -916,10 +737,10 @@ async fn tencent_action(
         }
         "RemoveUser" | "RemoveUserByStrRoomId" => {
             let (app, room, users) = if action == "RemoveUser" {
-                let r: TRemoveUser = parse_body(&body)?;
+                let r: api::TRemoveUser = parse_body(&body)?;
                 (t_app(r.sdkappid)?, t_num_room(r.room_id)?, t_users(&r.user_ids)?)
             } else {
-                let r: TRemoveStrRoomUser = parse_body(&body)?;
+                let r: api::TRemoveStrRoomUser = parse_body(&body)?;
                 (t_app(r.sdkappid)?, t_str_room(&r.room_id)?, t_users(&r.user_ids)?)
             };
             let mut n = 0;
@@ -936,7 +757,8 @@ async fn tencent_action(
             ))
         }
     };
-    Ok(noted(Json(json!({"Response": {"RequestId": ctx.request_id}})), note))
+    let ok = api::TEnvelope { response: api::TResponse { error: None, request_id: ctx.request_id } };
+    Ok(noted(Json(ok), note))
 }
 
 #[cfg(test)]
@@ -945,21 +767,21 @@ mod tests {
 
     #[test]
     fn body_errors_are_classified_and_name_the_field() {
-        let e = parse_body::<CreateApp>(b"{").unwrap_err();
+        let e = parse_body::<api::CreateApp>(b"{").unwrap_err();
         assert_eq!(e.code, "MalformedJson");
-        let e = parse_body::<CreateApp>(br#"{"sdkappid":1} x"#).unwrap_err();
+        let e = parse_body::<api::CreateApp>(br#"{"sdkappid":1} x"#).unwrap_err();
         assert_eq!(e.code, "MalformedJson");
-        let e = parse_body::<CreateApp>(b"{}").unwrap_err();
+        let e = parse_body::<api::CreateApp>(b"{}").unwrap_err();
         assert_eq!((e.code.as_str(), e.message.as_str()), ("MissingParameter", "missing field `sdkappid`"));
-        let e = parse_body::<CreateApp>(br#"{"sdkappid":1,"quotas":{"max_rooms":1}}"#).unwrap_err();
+        let e = parse_body::<api::CreateApp>(br#"{"sdkappid":1,"quotas":{"max_rooms":1}}"#).unwrap_err();
         assert_eq!(e.code, "MissingParameter");
         assert!(e.message.contains("max_members_per_room") && e.message.contains("quotas"), "{}", e.message);
-        let e = parse_body::<CreateApp>(br#"{"sdkappid":1,"extra":1}"#).unwrap_err();
+        let e = parse_body::<api::CreateApp>(br#"{"sdkappid":1,"extra":1}"#).unwrap_err();
         assert_eq!(e.code, "InvalidParameter");
         assert!(e.message.contains("extra"), "{}", e.message);
-        let e = parse_body::<CreateApp>(br#"{"sdkappid":"1"}"#).unwrap_err();
+        let e = parse_body::<api::CreateApp>(br#"{"sdkappid":"1"}"#).unwrap_err();
         assert!(e.message.starts_with("sdkappid: invalid type"), "{}", e.message);
-        let e = parse_body::<CreateApp>(b"[]").unwrap_err();
+        let e = parse_body::<api::CreateApp>(b"[]").unwrap_err();
         assert_eq!(e.code, "InvalidParameter");
         assert_eq!(
             in_range("sdkappid", 0, 1, MAX_SDKAPPID).unwrap_err().message,
@@ -969,9 +791,10 @@ mod tests {
 
     #[test]
     fn cidrs_are_parsed_and_normalized() {
-        assert_eq!(parse_cidr("198.18.5.7/24").unwrap(), ("198.18.5.0".parse().unwrap(), 24));
-        assert_eq!(parse_cidr("198.18.5.7").unwrap(), ("198.18.5.7".parse().unwrap(), 32));
-        assert_eq!(parse_cidr("2001:db8::1/32").unwrap(), ("2001:db8::".parse().unwrap(), 32));
+        let parts = |s| parse_cidr(s).map(|p| (p.addr(), p.len())).unwrap();
+        assert_eq!(parts("198.18.5.7/24"), ("198.18.5.0".parse().unwrap(), 24));
+        assert_eq!(parts("198.18.5.7"), ("198.18.5.7".parse().unwrap(), 32));
+        assert_eq!(parts("2001:db8::1/32"), ("2001:db8::".parse().unwrap(), 32));
         for bad in ["198.18.5.0/33", "::/129", "x/1", "1.2.3.4/", "1.2.3.4/+1", "", "1.2.3.4/24/1"] {
             assert!(parse_cidr(bad).is_err(), "{bad}");
         }

@@ -86,8 +86,7 @@ pub struct Loaded {
 
 /// The SHA-256 fingerprint of a DER certificate, `sha256:AB:CD:...`.
 pub fn fingerprint(der: &[u8]) -> String {
-    let hex: Vec<String> = Sha256::digest(der).iter().map(|b| format!("{b:02X}")).collect();
-    format!("sha256:{}", hex.join(":"))
+    crate::client::format_fingerprint(&Sha256::digest(der).into())
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {

@@ -11,6 +11,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSo
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+pub use crate::privileges::{drop_privileges, is_root, lookup_user};
+
 /// Size of each datagram buffer (larger than any datagram the relay accepts).
 pub const BUF_LEN: usize = 2048;
 
@@ -173,45 +175,6 @@ pub fn shutdown_flag() -> io::Result<&'static AtomicBool> {
     Ok(&SHUTDOWN)
 }
 
-/// A user's uid and primary gid by name (`getpwnam_r`), `None` if there is no such user.
-pub fn lookup_user(user: &str) -> io::Result<Option<(u32, u32)>> {
-    let name = std::ffi::CString::new(user).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "user name"))?;
-    let mut buf = vec![0u8; 4096];
-    loop {
-        // SAFETY: passwd is plain old data; all-zero is valid.
-        let mut pw: libc::passwd = unsafe { zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: name is a valid C string; pw, buf (with its true length) and result are
-        // valid out-pointers that outlive the call. The strings pw points to live in buf,
-        // and only the integer ids are read from pw.
-        let rc = unsafe { libc::getpwnam_r(name.as_ptr(), &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut result) };
-        match rc {
-            0 if result.is_null() => return Ok(None),
-            0 => return Ok(Some((pw.pw_uid, pw.pw_gid))),
-            libc::ERANGE if buf.len() < 1 << 20 => buf.resize(buf.len() * 4, 0),
-            e => return Err(io::Error::from_raw_os_error(e)),
-        }
-    }
-}
-
-/// Switches the process from root to `user` after setup: supplementary groups cleared,
-/// group and user ids set (real, effective and saved), `PR_SET_NO_NEW_PRIVS` set. Going from
-/// uid 0 to a non-zero uid clears every capability, which is what relayd wants: BPF maps,
-/// AF_XDP sockets and links are already open and need no capability to use.
-pub fn drop_privileges(user: &str) -> io::Result<()> {
-    let (uid, gid) =
-        lookup_user(user)?.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no such user {user:?}")))?;
-    // SAFETY: plain syscalls with valid arguments; results are checked. Order matters:
-    // groups and gid before uid, because after setresuid we may no longer change them.
-    unsafe {
-        cvt(libc::setgroups(0, std::ptr::null()))?;
-        cvt(libc::setresgid(gid, gid, gid))?;
-        cvt(libc::setresuid(uid, uid, uid))?;
-        cvt(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
-    }
-    Ok(())
-}
-
 /// The effective capability set of this process, from `/proc/self/status` (`CapEff`).
 pub fn effective_capabilities() -> io::Result<u64> {
     let s = std::fs::read_to_string("/proc/self/status")?;
@@ -250,12 +213,6 @@ pub fn peer_uid(sock: &impl AsRawFd) -> io::Result<u32> {
 pub fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
-}
-
-/// Whether the process runs as root.
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
 }
 
 /// Makes sure a BPF filesystem is mounted at `dir` (normally `/sys/fs/bpf`), mounting one

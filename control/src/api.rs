@@ -1,0 +1,543 @@
+//! The HTTPS API's one set of types: every request and response body of relay-control, and
+//! the bounds the server enforces on them. The server (`server::routes`) parses requests
+//! into and renders answers from these types, [`crate::client`] and `relayctl` build
+//! requests and read answers through them, and the OpenAPI document (`server::openapi`) is
+//! checked against them by a unit test, so the contract is written once.
+//!
+//! Invariants, and why:
+//! - **Requests are strict**: `deny_unknown_fields`, so a typo in a field is a 400 naming it
+//!   rather than a silently ignored setting. Optional request fields are `Option`, and
+//!   `null` reads as absent (as the OpenAPI document's `nullable` says).
+//! - **Answers are lenient**: no `deny_unknown_fields`, so an older client reads a newer
+//!   server's answer.
+//! - **Numbers a client sends are `u64`** where the server range-checks them by hand, so the
+//!   400 names the field and its bound (`sdkappid must be in 1..=4294967295, got 0`) rather
+//!   than serde's integer-width message. Quotas and limits are relay's own [`Quotas`] and
+//!   [`Limits`], checked with their `check()`, so what the API accepts relayd accepts.
+//! - **Text a client sends stays text** where the server normalizes it: a blocklist `cidr`
+//!   may have host bits set (they are cleared), so it is parsed by the server with
+//!   [`relay::prefix::Prefix::parse_truncating`], not by serde.
+//!
+//! The quota object carries `max_sessions` (relayd enforces it; its default, 10000, applies
+//! when a request leaves it out and to apps stored before it existed). A quota object in a
+//! request replaces the app's quotas as a whole.
+
+use std::net::IpAddr;
+
+pub use relay::limits::{Limits, Quotas};
+use relay::stats::Snapshot;
+use serde::{Deserialize, Serialize};
+
+pub use crate::keys::Role;
+pub use crate::store::BlockSource;
+
+/// Largest SdkAppId.
+pub const MAX_SDKAPPID: u64 = u32::MAX as u64;
+/// Longest rotation overlap, seconds (7 days).
+pub const MAX_OVERLAP_SECS: u64 = 604_800;
+/// Longest UserSig lifetime, seconds (365 days).
+pub const MAX_USERSIG_SECS: u64 = 31_536_000;
+/// Longest user id a UserSig is minted for: relayd refuses longer ones at join.
+pub const MAX_USER_ID_LEN: usize = relay::ids::UserId::MAX_LEN;
+/// Longest string room id (the `str_room_id` of a PrivateMapKey, a TRTC `RoomId`).
+pub const MAX_STR_ROOM_LEN: usize = relay::ids::RoomId::MAX_STR_LEN;
+/// Largest numeric room id.
+pub const MAX_NUM_ROOM: u64 = u32::MAX as u64 - 1;
+/// Largest PrivateMapKey privilege bitmap.
+pub const MAX_PRIVILEGES: u64 = 255;
+/// Longest blocklist TTL, seconds (30 days).
+pub const MAX_BLOCK_TTL_SECS: u64 = 2_592_000;
+/// Longest `cidr` text of a blocklist entry.
+pub const MAX_CIDR_LEN: usize = 49;
+/// Longest reason of a blocklist entry, in bytes.
+pub const MAX_BLOCK_REASON_LEN: usize = crate::store::MAX_BLOCK_REASON_LEN;
+/// Longest API key label, in bytes.
+pub const MAX_LABEL_LEN: usize = crate::keys::MAX_LABEL_LEN;
+/// Most user ids in one Tencent `RemoveUser`.
+pub const MAX_USER_IDS: usize = 10;
+/// Most audit entries in one answer.
+pub const MAX_AUDIT_LIMIT: u64 = 1000;
+/// Audit entries in one answer when the query gives no `limit`.
+pub const DEFAULT_AUDIT_LIMIT: u64 = 100;
+/// Largest `since`/`until` accepted (10 digits of Unix seconds).
+pub const MAX_AUDIT_TIME: u64 = 9_999_999_999;
+/// The Tencent API version `POST /` accepts.
+pub const TRTC_VERSION: &str = "2019-07-22";
+
+/// Every non-2xx REST answer: `{code, message, request_id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error code, e.g. `InvalidParameter` or `AuthFailure.SignatureFailure`.
+    pub code: String,
+    /// What went wrong; names the field and the bound for parameter errors.
+    pub message: String,
+    /// The request's id, also sent as `X-Request-Id`.
+    pub request_id: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// Apps
+
+/// `POST /v1/apps`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApp {
+    /// The SdkAppId, 1..=[`MAX_SDKAPPID`].
+    pub sdkappid: u64,
+    /// The app's quotas; [`Quotas::DEFAULT`] when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quotas: Option<Quotas>,
+    /// Refuse joins without a PrivateMapKey; `false` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_private_map_key: Option<bool>,
+}
+
+/// `PATCH /v1/apps/{sdkappid}`: each field given replaces the app's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchApp {
+    /// New quotas (all of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quotas: Option<Quotas>,
+    /// New PrivateMapKey requirement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_private_map_key: Option<bool>,
+}
+
+/// `POST /v1/apps/{sdkappid}/rotate-secret` and `POST /v1/keys/{secret_id}/rotate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overlap {
+    /// Seconds the old secret stays usable, 0..=[`MAX_OVERLAP_SECS`].
+    pub overlap_secs: u64,
+}
+
+/// One secret of an app, without the secret itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretInfo {
+    /// When it was created, Unix seconds.
+    pub created_at: u64,
+    /// When it stops being accepted; `None` for the current secret.
+    pub expires_at: Option<u64>,
+}
+
+/// An app as the API shows it: secrets are listed by their times only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct App {
+    /// The SdkAppId.
+    pub sdkappid: u32,
+    /// Its quotas.
+    pub quotas: Quotas,
+    /// Whether relayd refuses joins without a PrivateMapKey.
+    pub require_private_map_key: bool,
+    /// Its usable secrets, newest first.
+    pub secrets: Vec<SecretInfo>,
+}
+
+/// An app and its new secret (creation, rotation): the only answers that show a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppWithSecret {
+    /// The app.
+    #[serde(flatten)]
+    pub app: App,
+    /// The new secret; shown only here.
+    pub secret: String,
+}
+
+/// `GET /v1/apps`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Apps {
+    /// Every app, by SdkAppId.
+    pub apps: Vec<App>,
+}
+
+/// The PrivateMapKey part of a [`MintUserSig`]: exactly one of `room_id` and `str_room_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivateMapKeyRequest {
+    /// A numeric room, 1..=[`MAX_NUM_ROOM`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_id: Option<u64>,
+    /// A string room, 1 to [`MAX_STR_ROOM_LEN`] printable ASCII characters without spaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub str_room_id: Option<String>,
+    /// The privilege bitmap, 0..=[`MAX_PRIVILEGES`].
+    pub privileges: u64,
+}
+
+/// `POST /v1/apps/{sdkappid}/usersig`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MintUserSig {
+    /// The user, 1 to [`MAX_USER_ID_LEN`] printable ASCII characters without spaces.
+    pub user_id: String,
+    /// Lifetime, 1..=[`MAX_USERSIG_SECS`] seconds.
+    pub expire_secs: u64,
+    /// Also mint a PrivateMapKey for this room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_map_key: Option<PrivateMapKeyRequest>,
+}
+
+/// The answer to [`MintUserSig`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserSig {
+    /// The UserSig.
+    pub usersig: String,
+    /// The PrivateMapKey, when one was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_map_key: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Rooms
+
+/// A member of a [`Room`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The user id.
+    pub user: String,
+    /// The client's address as relayd sees it.
+    pub addr: String,
+    /// The member may publish.
+    pub send: bool,
+    /// The member may receive.
+    pub recv: bool,
+}
+
+/// A live room on relayd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Room {
+    /// The app.
+    pub sdkappid: u64,
+    /// The room, in the form the dismiss route takes (digits, or a string room's name).
+    pub room: String,
+    /// Its members.
+    pub members: Vec<Member>,
+}
+
+impl From<&relay::mgmt::RoomInfo> for Room {
+    fn from(r: &relay::mgmt::RoomInfo) -> Self {
+        let members = r
+            .members
+            .iter()
+            .map(|m| Member { user: m.user.clone(), addr: m.addr.clone(), send: m.send, recv: m.recv })
+            .collect();
+        Room { sdkappid: r.sdkappid, room: r.room.clone(), members }
+    }
+}
+
+/// `GET /v1/rooms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rooms {
+    /// Rooms, by app and room.
+    pub rooms: Vec<Room>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Blocklist
+
+/// `POST /v1/blocklist`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddBlock {
+    /// `ADDRESS[/PREFIX_LEN]`, at most [`MAX_CIDR_LEN`] characters; host bits are cleared.
+    pub cidr: String,
+    /// Lifetime, 0..=[`MAX_BLOCK_TTL_SECS`] seconds; 0 = until removed.
+    pub ttl_secs: u64,
+    /// Why; at most [`MAX_BLOCK_REASON_LEN`] printable ASCII characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A live blocklist entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockEntry {
+    /// The prefix, `ADDRESS/PREFIX_LEN` with host bits zero.
+    pub cidr: String,
+    /// Seconds left (0 for an entry without expiry).
+    pub ttl_secs: u64,
+    /// When it expires, Unix seconds; `None` = until removed.
+    pub expires_at: Option<u64>,
+    /// Why it was added.
+    pub reason: String,
+    /// Who added it.
+    pub source: BlockSource,
+}
+
+/// `GET /v1/blocklist`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blocklist {
+    /// Live entries, by prefix text.
+    pub entries: Vec<BlockEntry>,
+}
+
+// ---------------------------------------------------------------------------------------
+// API keys
+
+/// `POST /v1/keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    /// The key's role.
+    pub role: Role,
+    /// A label, at most [`MAX_LABEL_LEN`] printable ASCII characters.
+    pub label: String,
+}
+
+/// The state of an API key, as listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyStatus {
+    /// Usable.
+    Active,
+    /// Replaced by a successor; usable until its overlap ends.
+    Rotated,
+    /// Refused.
+    Revoked,
+}
+
+/// An API key, without its SecretKey.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Key {
+    /// The SecretId.
+    pub secret_id: String,
+    /// Its role.
+    pub role: Role,
+    /// Its label.
+    pub label: String,
+    /// Its state.
+    pub state: KeyStatus,
+    /// When it was created, Unix seconds.
+    pub created_at: u64,
+}
+
+/// `GET /v1/keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Keys {
+    /// Every key, by SecretId.
+    pub keys: Vec<Key>,
+}
+
+/// A new API key (creation, rotation): the only answers that show a SecretKey.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewKey {
+    /// The SecretId.
+    pub secret_id: String,
+    /// The SecretKey; shown only here.
+    pub secret_key: String,
+    /// Its role.
+    pub role: Role,
+    /// Its label.
+    pub label: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// Audit
+
+/// One audit log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// When, Unix seconds.
+    pub time: u64,
+    /// Who: a SecretId, `bootstrap`, `autoblock` or `anonymous`.
+    pub who: String,
+    /// What: the call and its target.
+    pub what: String,
+    /// From where.
+    pub source_ip: IpAddr,
+    /// `success`, or `failure: <reason>`.
+    pub outcome: String,
+}
+
+/// `GET /v1/audit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditLog {
+    /// Entries, oldest first.
+    pub entries: Vec<AuditEntry>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Node
+
+/// The control daemon's part of [`Node`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlStatus {
+    /// relay-control's version.
+    pub version: String,
+    /// Seconds since it started.
+    pub uptime_secs: u64,
+    /// The served certificate's SHA-256 fingerprint (`sha256:AB:...`).
+    pub cert_sha256: String,
+    /// When the served certificate expires, Unix seconds.
+    pub cert_not_after: u64,
+}
+
+/// relayd's part of [`Node`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelaydStatus {
+    /// Whether the push link is connected and synced and relayd answered `stats`.
+    pub reachable: bool,
+    /// relayd's counters, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<Snapshot>,
+}
+
+/// `GET /v1/node`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// The control daemon.
+    pub control: ControlStatus,
+    /// relayd.
+    pub relayd: RelaydStatus,
+}
+
+/// The overall verdict of [`Health`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    /// Every check passed.
+    Ok,
+    /// At least one check failed.
+    Degraded,
+}
+
+/// One health check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    /// `store`, `relayd` or `certificate`.
+    pub name: String,
+    /// Whether it passed.
+    pub ok: bool,
+    /// A human-readable detail.
+    pub detail: String,
+}
+
+/// `GET /v1/node/health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// The verdict.
+    pub status: HealthStatus,
+    /// Every check.
+    pub checks: Vec<Check>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Tencent Cloud API style actions (POST /)
+
+/// `DismissRoom`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TDismissRoom {
+    /// The app.
+    #[serde(rename = "SdkAppId")]
+    pub sdkappid: u64,
+    /// The numeric room.
+    #[serde(rename = "RoomId")]
+    pub room_id: u64,
+}
+
+/// `DismissRoomByStrRoomId`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TDismissStrRoom {
+    /// The app.
+    #[serde(rename = "SdkAppId")]
+    pub sdkappid: u64,
+    /// The string room.
+    #[serde(rename = "RoomId")]
+    pub room_id: String,
+}
+
+/// `RemoveUser`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TRemoveUser {
+    /// The app.
+    #[serde(rename = "SdkAppId")]
+    pub sdkappid: u64,
+    /// The numeric room.
+    #[serde(rename = "RoomId")]
+    pub room_id: u64,
+    /// 1 to [`MAX_USER_IDS`] users.
+    #[serde(rename = "UserIds")]
+    pub user_ids: Vec<String>,
+}
+
+/// `RemoveUserByStrRoomId`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TRemoveStrRoomUser {
+    /// The app.
+    #[serde(rename = "SdkAppId")]
+    pub sdkappid: u64,
+    /// The string room.
+    #[serde(rename = "RoomId")]
+    pub room_id: String,
+    /// 1 to [`MAX_USER_IDS`] users.
+    #[serde(rename = "UserIds")]
+    pub user_ids: Vec<String>,
+}
+
+/// The error inside a [`TResponse`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TError {
+    /// The error code.
+    #[serde(rename = "Code")]
+    pub code: String,
+    /// What went wrong.
+    #[serde(rename = "Message")]
+    pub message: String,
+}
+
+/// The `Response` object of a [`TEnvelope`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TResponse {
+    /// Set when the action failed.
+    #[serde(rename = "Error", default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<TError>,
+    /// The request's id.
+    #[serde(rename = "RequestId")]
+    pub request_id: String,
+}
+
+/// Every answer of `POST /` (HTTP 200, success or not), as Tencent Cloud answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TEnvelope {
+    /// The response.
+    #[serde(rename = "Response")]
+    pub response: TResponse,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotas_without_max_sessions_read_as_the_default() {
+        let c: CreateApp = serde_json::from_str(r#"{"sdkappid":5,"quotas":{"max_rooms":3,"max_members_per_room":4}}"#)
+            .expect("parses");
+        assert_eq!(c.quotas.map(|q| q.max_sessions), Some(Quotas::DEFAULT.max_sessions));
+        let p: PatchApp = serde_json::from_str(r#"{"quotas":null,"require_private_map_key":null}"#).expect("nulls");
+        assert_eq!(p, PatchApp::default());
+    }
+
+    #[test]
+    fn wire_names_are_the_documented_ones() {
+        let app = App {
+            sdkappid: 7,
+            quotas: Quotas::DEFAULT,
+            require_private_map_key: false,
+            secrets: vec![SecretInfo { created_at: 1, expires_at: None }],
+        };
+        let v = serde_json::to_value(AppWithSecret { app, secret: "s".into() }).expect("serializes");
+        assert_eq!(v["secret"], "s");
+        assert_eq!(v["quotas"]["max_rooms"], 1000);
+        assert!(v["secrets"][0]["expires_at"].is_null(), "an absent expiry is null, not left out: {v}");
+        let t = TEnvelope { response: TResponse { error: None, request_id: "r".into() } };
+        assert_eq!(serde_json::to_string(&t).expect("serializes"), r#"{"Response":{"RequestId":"r"}}"#);
+        assert_eq!(serde_json::to_value(KeyStatus::Rotated).expect("serializes"), "rotated");
+        assert_eq!(serde_json::to_value(Role::Auditor).expect("serializes"), "auditor");
+        assert_eq!(serde_json::to_value(BlockSource::Auto).expect("serializes"), "auto");
+        assert_eq!(serde_json::to_value(HealthStatus::Degraded).expect("serializes"), "degraded");
+    }
+}
