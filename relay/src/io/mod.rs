@@ -12,8 +12,9 @@
 //!   next-hop MACs from the kernel's tables for it, and [`netns`] builds network namespaces
 //!   and veth pairs for tests.
 //!
-//! `unsafe` lives only in [`sys`], [`afxdp`], [`netlink`] and [`netns`] (syscalls), each
-//! block with its `SAFETY` comment; every other module forbids it.
+//! `unsafe` lives only in [`sys`], [`afxdp`], [`netlink`] and [`netns`] (and, outside `io`,
+//! `crate::privileges`): syscalls, each block with its `SAFETY` comment; every other module
+//! forbids it.
 
 pub mod afxdp;
 mod commands;
