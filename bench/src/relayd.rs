@@ -116,6 +116,14 @@ pub fn start_with(
     start_sized(bin, topo, backend, cpus, Size { default_limits, ..Size::default() })
 }
 
+/// Extra lines for relayd's `[xdp]` table from `RELAY_BENCH_XDP` (newline- or
+/// `;`-separated `key = value`), for tuning experiments such as `ring_size = 4096`; empty
+/// when unset. relayd validates them like any config.
+fn xdp_extra() -> String {
+    std::env::var("RELAY_BENCH_XDP")
+        .map_or(String::new(), |v| v.split(';').map(|l| format!("{}\n", l.trim())).collect())
+}
+
 /// [`start`] with a given [`Size`].
 pub fn start_sized(
     bin: &Path,
@@ -151,9 +159,10 @@ pub fn start_sized(
     if backend == Backend::Xdp {
         let topo = topo.context("the XDP backend runs in the namespace topology")?;
         cfg += &format!(
-            "[xdp]\niface = \"{}\"\nmode = \"copy\"\npin_maps = false\n{}",
+            "[xdp]\niface = \"{}\"\nmode = \"copy\"\npin_maps = false\n{}{}",
             topo.veth.name_a,
-            if default_limits { "" } else { "pps_rate_per_sec = 0\njoin_rate_per_sec = 0\n" }
+            if default_limits { "" } else { "pps_rate_per_sec = 0\njoin_rate_per_sec = 0\n" },
+            xdp_extra()
         );
     }
     let path = dir.join("relayd.toml");

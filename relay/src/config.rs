@@ -137,6 +137,21 @@ pub struct XdpSettings {
     /// per entry, preallocated (the default, 262,144, is about 26 MiB).
     #[serde(default = "default_max_sessions")]
     pub max_sessions: u32,
+    /// Descriptors in each AF_XDP socket's RX and TX rings (a power of two, 256..=16384).
+    /// The fill and completion rings get twice as many and the UMEM four times as many
+    /// 2 KiB frames (8 MiB per queue at the default): a deeper RX ring absorbs the moments
+    /// the worker is not running (another task on its core) without dropping.
+    #[serde(default = "default_ring_size")]
+    pub ring_size: u32,
+}
+
+/// `xdp.ring_size` when the file gives none.
+pub const DEFAULT_XDP_RING_SIZE: u32 = 1024;
+/// Smallest and largest `xdp.ring_size`.
+pub const XDP_RING_SIZE_RANGE: std::ops::RangeInclusive<u32> = 256..=16_384;
+
+fn default_ring_size() -> u32 {
+    DEFAULT_XDP_RING_SIZE
 }
 
 /// Fewest and most `xdp.max_sessions` relayd accepts.
@@ -428,6 +443,14 @@ impl Validated {
                         XDP_MAX_SESSIONS_RANGE.end()
                     ));
                 }
+                if !XDP_RING_SIZE_RANGE.contains(&x.ring_size) || !x.ring_size.is_power_of_two() {
+                    return invalid(format!(
+                        "xdp.ring_size = {}: must be a power of two between {} and {}",
+                        x.ring_size,
+                        XDP_RING_SIZE_RANGE.start(),
+                        XDP_RING_SIZE_RANGE.end()
+                    ));
+                }
                 for (key, v) in [
                     ("join_rate_per_sec", x.join_rate_per_sec),
                     ("join_burst", x.join_burst),
@@ -522,6 +545,11 @@ max_sessions = 10
         assert!(err(&xdp("max_sessions = 100\n")).contains("xdp.max_sessions = 100: must be between 1024 and 16777216"));
         let v = Config::parse(&xdp("")).unwrap();
         assert_eq!(v.xdp.as_ref().map(|x| x.max_sessions), Some(262_144));
+        assert!(err(&xdp("ring_size = 1000\n"))
+            .contains("xdp.ring_size = 1000: must be a power of two between 256 and 16384"));
+        assert!(err(&xdp("ring_size = 32768\n")).contains("xdp.ring_size = 32768"));
+        let v = Config::parse(&xdp("ring_size = 4096\n")).unwrap().validate(None).unwrap();
+        assert_eq!(v.xdp.as_ref().map(|x| x.ring_size), Some(4096));
         let v = Config::parse(&xdp("max_sessions = 200000\n")).unwrap().validate(None).unwrap();
         assert_eq!(v.xdp.as_ref().map(|x| x.max_sessions), Some(200_000));
     }

@@ -490,7 +490,17 @@ pub fn open_xdp(cfg: &Validated, x: &XdpSettings) -> io::Result<(XdpFilter, Vec<
     };
     let mut ports = Vec::new();
     for q in 0..queues {
-        let mut p = XskPort::open(ifindex, q, XskConfig { mode, ..XskConfig::default() })
+        let ring = x.ring_size;
+        let xsk = XskConfig {
+            mode,
+            rx_size: ring,
+            tx_size: ring,
+            fill_size: 2 * ring,
+            completion_size: 2 * ring,
+            frames: 4 * ring,
+            ..XskConfig::default()
+        };
+        let mut p = XskPort::open(ifindex, q, xsk)
             .map_err(|e| io_err(format!("AF_XDP socket on {} queue {q}: {e}", x.iface)))?;
         p.set_local(local);
         if let Some(gw) = x.gateway {
