@@ -41,7 +41,7 @@ max_sessions = 10000
 # join_rate_per_sec = 20       # per source address, in the kernel
 # pps_rate_per_sec = 20000
 # max_sessions = 262144        # kernel sessions map: concurrent sessions admitted (~100 B each)
-# ring_size = 1024            # AF_XDP RX/TX ring descriptors per queue (UMEM: 4x as many 2 KiB frames)
+# ring_size = 1024             # AF_XDP RX/TX ring descriptors per queue (UMEM: 4x as many 2 KiB frames)
 "#;
 
 #[derive(Parser)]
