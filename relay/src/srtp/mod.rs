@@ -21,6 +21,9 @@
 //! - One replay-window type ([`ReplayWindow`]) and one ROC estimator ([`estimate_index`],
 //!   RFC 3711 Appendix A); everything else calls them.
 //! - Tags are compared in constant time (`subtle`, or AES-GCM's own tag check).
+//! - Headers are read through the zero-copy views [`RtpPacket`] and [`RtcpPacket`]; sequence
+//!   numbers, ROCs and indexes are the newtypes [`SeqNum`], [`Roc`], [`SrtpIndex`] and
+//!   [`SrtcpIndex`], converted by their methods, never by shifts and casts.
 //!
 //! # Scope and decisions
 //!
@@ -34,20 +37,23 @@
 //!   ([`Error::IndexExhausted`]): the caller must rekey (RFC 3711 §3.3.1).
 
 mod header;
+mod index;
 mod replay;
 mod session;
 
-pub use header::{rtcp_sender_ssrc, rtp_header_len, rtp_seq, rtp_ssrc, RTCP_HEADER_LEN, RTP_HEADER_LEN};
+pub use header::{fuzz_views, RtcpPacket, RtpPacket, RTCP_HEADER_LEN, RTP_HEADER_LEN};
+pub use index::{Roc, SeqNum, SrtcpIndex, SrtpIndex};
 pub use replay::{estimate_index, ReplayWindow, RtcpReceiver, RtpReceiver, RtpSender};
 pub use session::{fuzz_unprotect, SessionKeys, Unprotected};
 
 use std::fmt;
 use std::str::FromStr;
 
-/// Largest SRTCP index (31 bits, RFC 3711 §3.4).
-pub const SRTCP_INDEX_MAX: u32 = 0x7fff_ffff;
-/// Largest SRTP packet index (48 bits: ROC ‖ SEQ, RFC 3711 §3.3.1).
-pub const SRTP_INDEX_MAX: u64 = (1 << 48) - 1;
+/// Largest SRTCP index (31 bits, RFC 3711 §3.4): [`SrtcpIndex::MAX`] as a `u32`.
+pub const SRTCP_INDEX_MAX: u32 = SrtcpIndex::MAX.get();
+/// Largest SRTP packet index (48 bits: ROC ‖ SEQ, RFC 3711 §3.3.1): [`SrtpIndex::MAX`] as a
+/// `u64`.
+pub const SRTP_INDEX_MAX: u64 = SrtpIndex::MAX.get();
 
 /// Why a packet could not be protected or unprotected.
 ///

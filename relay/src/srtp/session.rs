@@ -30,9 +30,10 @@ use hmac::{Hmac, Mac};
 use sha1::Sha1;
 use subtle::ConstantTimeEq;
 
-use super::header::{rtcp_sender_ssrc, rtp_header_len, rtp_seq, rtp_ssrc, RTCP_HEADER_LEN};
+use super::header::{RtcpPacket, RtpPacket, RTCP_HEADER_LEN};
+use super::index::{Roc, SeqNum, SrtcpIndex, SrtpIndex};
 use super::replay::{RtcpReceiver, RtpReceiver};
-use super::{Error, Profile, SRTCP_INDEX_MAX, SRTP_INDEX_MAX};
+use super::{Error, Profile};
 
 type HmacSha1 = Hmac<Sha1>;
 /// AES-128 in counter mode over a borrowed key schedule: no per-packet key expansion.
@@ -63,7 +64,27 @@ pub struct Unprotected {
 impl Unprotected {
     /// The rollover counter of an SRTP index.
     pub fn roc(&self) -> u32 {
-        (self.index >> 16) as u32
+        SrtpIndex::new_truncating(self.index).roc().get()
+    }
+
+    /// The index of an unprotected SRTP packet.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::IndexExhausted`] if `index` is not below 2^48 (never, for a result of
+    /// [`SessionKeys::unprotect_rtp`]).
+    pub fn srtp_index(&self) -> Result<SrtpIndex, Error> {
+        SrtpIndex::new(self.index)
+    }
+
+    /// The index of an unprotected SRTCP packet.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::IndexExhausted`] if `index` is not below 2^31 (never, for a result of
+    /// [`SessionKeys::unprotect_rtcp`]).
+    pub fn srtcp_index(&self) -> Result<SrtcpIndex, Error> {
+        SrtcpIndex::try_from(self.index)
     }
 }
 
@@ -269,15 +290,14 @@ impl SessionKeys {
     /// `len + tag`; `buf` must be at least that long.
     pub fn protect_rtp(&self, buf: &mut [u8], len: usize, roc: u32) -> Result<usize, Error> {
         let tag_len = self.profile.rtp_tag_len();
-        let pkt = buf.get(..len).ok_or(Error::BufferTooSmall)?;
-        let hdr_len = rtp_header_len(pkt)?;
-        let seq = rtp_seq(pkt)?;
-        let ssrc = rtp_ssrc(pkt)?;
+        let pkt = RtpPacket::new_checked(buf.get(..len).ok_or(Error::BufferTooSmall)?)?;
+        let hdr_len = pkt.header_len();
+        let ssrc = pkt.ssrc_value();
+        let index = SrtpIndex::from_parts(Roc::new(roc), pkt.seq());
         let out_len = len.checked_add(tag_len).ok_or(Error::BufferTooSmall)?;
         if buf.len() < out_len {
             return Err(Error::BufferTooSmall);
         }
-        let index = (u64::from(roc) << 16) | u64::from(seq);
         let (body, trailer) = buf[..out_len].split_at_mut(len);
         match &self.rtp {
             // RFC 3711 §3.1: encrypt the payload, then tag header ‖ payload ‖ ROC (§4.2).
@@ -286,13 +306,13 @@ impl SessionKeys {
                 if payload.len() > AES_CM_MAX_PAYLOAD {
                     return Err(Error::TooLong);
                 }
-                k.apply_keystream(ssrc, index, payload);
+                k.apply_keystream(ssrc, index.get(), payload);
                 let tag = k.tag([body, &roc.to_be_bytes()]);
                 trailer.copy_from_slice(&tag[..tag_len]);
             }
             // RFC 7714 §8: header as AAD, payload encrypted, 16-byte tag appended.
             Transform::Gcm(k) => {
-                let nonce = k.rtp_iv(ssrc, index);
+                let nonce = k.rtp_iv(ssrc, index.get());
                 let (hdr, payload) = body.split_at_mut(hdr_len);
                 let tag = k.aead.encrypt_in_place_detached(&nonce.into(), hdr, payload).map_err(|_| Error::TooLong)?;
                 trailer.copy_from_slice(&tag);
@@ -307,44 +327,44 @@ impl SessionKeys {
     /// authenticating, verifies the tag in constant time, decrypts, and only then records the
     /// index in `rx`. On success the plaintext RTP packet is `buf[..len]`.
     pub fn unprotect_rtp(&self, rx: &mut RtpReceiver, buf: &mut [u8]) -> Result<Unprotected, Error> {
-        let index = rx.estimate_index(rtp_seq(buf)?);
-        rx.window().check(index)?;
+        let seq = RtpPacket::new_checked(&*buf)?.seq();
+        let index = SrtpIndex::new_truncating(rx.estimate_index(seq.get()));
+        rx.window().check(index.get())?;
         let len = self.unprotect_rtp_inner(buf, index)?;
-        rx.window_mut().update(index);
-        Ok(Unprotected { len, index })
+        rx.window_mut().update(index.get());
+        Ok(Unprotected { len, index: index.get() })
     }
 
     /// Unprotects the SRTP packet `buf` in place at an explicit 48-bit `index`, with no replay
     /// state. The low 16 bits of `index` must equal the packet's sequence number. Returns the
     /// plaintext length.
     pub fn unprotect_rtp_at(&self, buf: &mut [u8], index: u64) -> Result<usize, Error> {
-        if index > SRTP_INDEX_MAX {
-            return Err(Error::IndexExhausted);
-        }
-        if rtp_seq(buf)? != index as u16 {
+        let index = SrtpIndex::new(index)?;
+        if RtpPacket::new_checked(&*buf)?.seq() != index.seq() {
             return Err(Error::IndexMismatch);
         }
         self.unprotect_rtp_inner(buf, index)
     }
 
-    fn unprotect_rtp_inner(&self, buf: &mut [u8], index: u64) -> Result<usize, Error> {
+    fn unprotect_rtp_inner(&self, buf: &mut [u8], index: SrtpIndex) -> Result<usize, Error> {
         let tag_len = self.profile.rtp_tag_len();
         let body_len = buf.len().checked_sub(tag_len).ok_or(Error::TooShort)?;
         let (body, tag) = buf.split_at_mut(body_len);
         // The header must fit before the tag.
-        let hdr_len = rtp_header_len(body)?;
-        let ssrc = rtp_ssrc(body)?;
-        let roc = (index >> 16) as u32;
+        let pkt = RtpPacket::new_checked(&*body)?;
+        let hdr_len = pkt.header_len();
+        let ssrc = pkt.ssrc_value();
+        let roc = index.roc().get();
         match &self.rtp {
             Transform::AesCm(k) => {
                 if body_len - hdr_len > AES_CM_MAX_PAYLOAD {
                     return Err(Error::TooLong);
                 }
                 k.verify([body, &roc.to_be_bytes()], tag)?;
-                k.apply_keystream(ssrc, index, &mut body[hdr_len..]);
+                k.apply_keystream(ssrc, index.get(), &mut body[hdr_len..]);
             }
             Transform::Gcm(k) => {
-                let nonce = k.rtp_iv(ssrc, index);
+                let nonce = k.rtp_iv(ssrc, index.get());
                 let tag: [u8; GCM_TAG_LEN] = (&*tag).try_into().map_err(|_| Error::TooShort)?;
                 let (hdr, payload) = body.split_at_mut(hdr_len);
                 // aes-gcm checks the tag before decrypting and leaves `payload` untouched on
@@ -363,16 +383,13 @@ impl SessionKeys {
     /// (RFC 7714 §9) `header ‖ ciphertext ‖ tag ‖ E|index`. Returns the SRTCP length
     /// `len + rtcp_overhead`.
     pub fn protect_rtcp(&self, buf: &mut [u8], len: usize, index: u32) -> Result<usize, Error> {
-        if index > SRTCP_INDEX_MAX {
-            return Err(Error::IndexExhausted);
-        }
-        let pkt = buf.get(..len).ok_or(Error::BufferTooSmall)?;
-        let ssrc = rtcp_sender_ssrc(pkt)?;
+        let index = SrtcpIndex::new(index)?;
+        let ssrc = RtcpPacket::new_checked(buf.get(..len).ok_or(Error::BufferTooSmall)?)?.sender_ssrc_value();
         let out_len = len.checked_add(self.profile.rtcp_overhead()).ok_or(Error::BufferTooSmall)?;
         if buf.len() < out_len {
             return Err(Error::BufferTooSmall);
         }
-        let e_index = (SRTCP_E_FLAG | index).to_be_bytes();
+        let e_index = (SRTCP_E_FLAG | index.get()).to_be_bytes();
         let (body, trailer) = buf[..out_len].split_at_mut(len);
         match &self.rtcp()? {
             Transform::AesCm(k) => {
@@ -392,7 +409,7 @@ impl SessionKeys {
                 let (hdr, payload) = body.split_at_mut(RTCP_HEADER_LEN);
                 aad[..RTCP_HEADER_LEN].copy_from_slice(hdr);
                 aad[RTCP_HEADER_LEN..].copy_from_slice(&e_index);
-                let nonce = k.rtcp_iv(ssrc, index);
+                let nonce = k.rtcp_iv(ssrc, index.get());
                 let tag = k.aead.encrypt_in_place_detached(&nonce.into(), &aad, payload).map_err(|_| Error::TooLong)?;
                 let (tag_out, e_index_out) = trailer.split_at_mut(GCM_TAG_LEN);
                 tag_out.copy_from_slice(&tag);
@@ -409,10 +426,8 @@ impl SessionKeys {
     pub fn unprotect_rtcp(&self, rx: &mut RtcpReceiver, buf: &mut [u8]) -> Result<Unprotected, Error> {
         let n = buf.len();
         let body_len = n.checked_sub(self.profile.rtcp_overhead()).ok_or(Error::TooShort)?;
-        let ssrc = rtcp_sender_ssrc(&buf[..body_len])?;
-        if body_len < RTCP_HEADER_LEN {
-            return Err(Error::TooShort);
-        }
+        // Also checks that the clear prefix fits before the trailer.
+        let ssrc = RtcpPacket::new_checked(&buf[..body_len])?.sender_ssrc_value();
         let e_index_at = match self.profile {
             Profile::AesCm128HmacSha1_80 | Profile::AesCm128HmacSha1_32 => body_len,
             Profile::AeadAes128Gcm => n - 4,
@@ -420,7 +435,7 @@ impl SessionKeys {
         let e_index: [u8; 4] = buf[e_index_at..e_index_at + 4].try_into().map_err(|_| Error::TooShort)?;
         let word = u32::from_be_bytes(e_index);
         let encrypted = word & SRTCP_E_FLAG != 0;
-        let index = word & SRTCP_INDEX_MAX;
+        let index = SrtcpIndex::from_trailer_word(word);
         rx.window().check(u64::from(index))?;
 
         match &self.rtcp()? {
@@ -436,7 +451,7 @@ impl SessionKeys {
                 }
             }
             Transform::Gcm(k) => {
-                let nonce = k.rtcp_iv(ssrc, index).into();
+                let nonce = k.rtcp_iv(ssrc, index.get()).into();
                 let tag: [u8; GCM_TAG_LEN] =
                     buf[body_len..body_len + GCM_TAG_LEN].try_into().map_err(|_| Error::TooShort)?;
                 let tag = tag.into();
@@ -481,7 +496,8 @@ pub fn fuzz_unprotect(data: &[u8]) {
             assert_eq!(rx, RtpReceiver::new(), "{profile}: rejected SRTP packet changed state");
         }
         let mut buf = data.to_vec();
-        let index = rtp_seq(data).map_or(0, u64::from) | 0x1234_0000;
+        let seq = RtpPacket::new_checked(data).map_or(SeqNum::new(0), |p| p.seq());
+        let index = SrtpIndex::from_parts(Roc::new(0x1234), seq).get();
         if keys.unprotect_rtp_at(&mut buf, index).is_err() {
             assert_eq!(buf, data, "{profile}: rejected SRTP packet was modified");
         }
@@ -498,7 +514,7 @@ pub fn fuzz_unprotect(data: &[u8]) {
         if let Ok(n) = keys.protect_rtp(&mut buf, data.len(), roc) {
             buf.truncate(n);
             let mut rx = RtpReceiver::new();
-            let index = (u64::from(roc) << 16) | rtp_seq(data).map_or(0, u64::from);
+            let index = SrtpIndex::from_parts(Roc::new(roc), seq).get();
             let len = keys.unprotect_rtp_at(&mut buf, index).expect("protected SRTP unprotects");
             assert_eq!(&buf[..len], data);
             // Without the ROC the receiver guesses ROC 0 and must fail cleanly. (Only asserted
@@ -521,7 +537,7 @@ pub fn fuzz_unprotect(data: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{estimate_index, ReplayWindow, RtpSender};
+    use super::super::{estimate_index, ReplayWindow, RtpSender, SRTCP_INDEX_MAX};
     use super::*;
 
     fn h(s: &str) -> Vec<u8> {
