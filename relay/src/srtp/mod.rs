@@ -10,8 +10,8 @@
 //! # Invariants
 //!
 //! - `protect_*` / `unprotect_*` never allocate, never lock and never panic, whatever the bytes.
-//!   The AES key schedules, the keyed HMAC-SHA1 state and the AES-GCM instance are built once in
-//!   [`SessionKeys::new`]; a packet only clones the keyed HMAC state (a stack copy).
+//!   The AES key schedules, the keyed HMAC-SHA1 state and the AES-GCM key (`ring`) are built
+//!   once in [`SessionKeys::new`]; a packet only clones the keyed HMAC state (a stack copy).
 //! - `unprotect_*` leaves the buffer byte-for-byte unchanged unless the packet authenticated, and
 //!   touches the receiver state only after authentication and decryption succeeded. The replay
 //!   window is consulted *before* authenticating, as a cheap reject (RFC 3711 §3.3.2).
@@ -72,7 +72,8 @@ pub enum Error {
     #[error("buffer too small for the protected packet")]
     BufferTooSmall,
     /// The payload exceeds what the cipher may protect in one packet (AES-CM keystream of 2^16
-    /// blocks, RFC 3711 §4.1.1; AES-GCM's 2^36-byte limit). Unreachable for UDP datagrams.
+    /// blocks, RFC 3711 §4.1.1; for AES-GCM 64 KiB, the size of the stack copy that keeps a
+    /// rejected packet unchanged). Unreachable for UDP datagrams.
     #[error("payload too long for one SRTP packet")]
     TooLong,
     /// The master key or master salt length does not match the profile (RFC 3711 §8.2,
