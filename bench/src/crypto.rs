@@ -6,7 +6,8 @@
 //! other load on the machine does not inflate them:
 //! - `raw`: RustCrypto AES-128-CTR + HMAC-SHA1 (80-bit tag) verify, decrypt, encrypt, tag;
 //!   and AES-128-GCM decrypt + encrypt. Keys are scheduled once, as a relay would.
-//! - `edgerelay`: [`relay::srtp::SessionKeys`] unprotect + protect, the engine's own path.
+//! - `edgerelay`: [`relay::srtp::SessionKeys`] unprotect + protect, the engine's own path
+//!   (AES-CM + HMAC-SHA1 on RustCrypto, AES-GCM on `ring`; docs/benchmarks/crypto-gcm.md).
 //! - `openssl`: `openssl speed -mr` at the same block size for AES-128-CTR, AES-128-GCM and
 //!   HMAC(SHA1); a decrypt + re-encrypt is counted as two CTR and two HMAC passes, or two GCM
 //!   passes.

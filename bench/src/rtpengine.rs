@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use relay::client::write_rtp_header;
-use relay::srtp::{Profile, RtpReceiver, RtpSender, SessionKeys};
+use relay::srtp::{Profile, RtpPacket, RtpReceiver, RtpSender, SessionKeys};
 
 use crate::load::{self, Outcome, Probe, SearchArgs, Sink, Traffic};
 use crate::ng::{self, Value};
@@ -232,7 +232,7 @@ impl Rtpengine {
 /// (`down`), else this is an error. Then: `false` if it also authenticates with A's key under
 /// either suite (forwarded as is), `true` if it does not (re-encrypted).
 pub fn recrypted(packet: &[u8], key_a: &[u8], down: &SessionKeys) -> Result<bool> {
-    let seq = relay::srtp::rtp_seq(packet)?;
+    let seq = RtpPacket::new_checked(packet)?.seq().get();
     down.unprotect_rtp_at(&mut packet.to_vec(), u64::from(seq))
         .context("recrypt check: a packet at B does not authenticate with rtpengine's B key")?;
     for profile in [Profile::AesCm128HmacSha1_80, Profile::AesCm128HmacSha1_32] {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use crate::handshake::{KeyPair, SessionSecrets};
 use crate::ids::RoomId;
 use crate::proto::{self, DeclaredSsrc, ErrorCode, Join, JoinError, JoinOk, MsgType, Ticket, MAX_SSRCS};
-use crate::srtp::{self, Profile, RtcpReceiver, RtpReceiver, RtpSender, SessionKeys};
+use crate::srtp::{self, Profile, RtcpPacket, RtcpReceiver, RtpPacket, RtpReceiver, RtpSender, SessionKeys};
 
 /// Errors of the client API.
 #[derive(Debug, thiserror::Error)]
@@ -222,11 +222,15 @@ impl Client {
             return Event::Ignored;
         };
         let rtcp = proto::is_rtcp(buf);
-        let at = if rtcp { 4 } else { 8 };
-        let Some(s) = buf.get(at..at + 4) else {
-            return Event::MediaError(srtp::Error::TooShort);
+        let ssrc = if rtcp {
+            RtcpPacket::new_checked(&*buf).map(|p| p.sender_ssrc_value())
+        } else {
+            RtpPacket::new_checked(&*buf).map(|p| p.ssrc_value())
         };
-        let ssrc = u32::from_be_bytes([s[0], s[1], s[2], s[3]]);
+        let ssrc = match ssrc {
+            Ok(ssrc) => ssrc,
+            Err(e) => return Event::MediaError(e),
+        };
         // Receive state is created on first sight; bound it so junk cannot grow it.
         if !j.receivers.contains_key(&ssrc) && j.receivers.len() >= 4096 {
             return Event::Ignored;
@@ -242,17 +246,17 @@ impl Client {
     /// Protects an RTP packet `buf[..len]` from a declared SSRC; returns the SRTP length.
     pub fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, Error> {
         let j = self.joined.as_mut().ok_or(Error::NotJoined)?;
-        let ssrc = srtp::rtp_ssrc(&buf[..len])?;
-        let seq = srtp::rtp_seq(&buf[..len])?;
+        let pkt = RtpPacket::new_checked(buf.get(..len).ok_or(srtp::Error::BufferTooSmall)?)?;
+        let ssrc = pkt.ssrc_value();
         let (sender, _) = j.senders.get_mut(&ssrc).ok_or(Error::UndeclaredSsrc(ssrc))?;
-        let roc = sender.next_roc(seq);
+        let roc = sender.next_roc(pkt.seq().get());
         Ok(j.up.protect_rtp(buf, len, roc)?)
     }
 
     /// Protects an RTCP packet `buf[..len]` whose sender SSRC was declared.
     pub fn protect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, Error> {
         let j = self.joined.as_mut().ok_or(Error::NotJoined)?;
-        let ssrc = srtp::rtcp_sender_ssrc(&buf[..len])?;
+        let ssrc = RtcpPacket::new_checked(buf.get(..len).ok_or(srtp::Error::BufferTooSmall)?)?.sender_ssrc_value();
         let (_, index) = j.senders.get_mut(&ssrc).ok_or(Error::UndeclaredSsrc(ssrc))?;
         let n = j.up.protect_rtcp(buf, len, *index)?;
         *index += 1;

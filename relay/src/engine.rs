@@ -27,10 +27,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use crate::ids::{RoomKey, SessionId};
+use crate::ids::{RoomKey, SessionId, Ssrc};
 use crate::proto::{self, StreamKind, MAX_SSRCS};
 use crate::registry::{SessionInfo, Update};
-use crate::srtp::{self, RtcpReceiver, RtpReceiver};
+use crate::srtp::{self, RtcpPacket, RtcpReceiver, RtpPacket, RtpReceiver};
 use crate::stats::{DropReason, WorkerCounters};
 
 /// Where the engine writes outgoing datagrams.
@@ -217,11 +217,18 @@ impl<D: From<SocketAddr>> Engine<D> {
             return Dropped(DropReason::UnknownSession);
         };
         let rtcp = proto::is_rtcp(buf);
-        let ssrc_at = if rtcp { 4 } else { 8 };
-        let Some(ssrc) = buf.get(ssrc_at..ssrc_at + 4) else {
+        let ssrc = if rtcp {
+            RtcpPacket::new_checked(&*buf).map(|p| p.sender_ssrc())
+        } else {
+            RtpPacket::new_checked(&*buf).map(|p| p.ssrc())
+        };
+        let Ok(ssrc) = ssrc else {
             return Dropped(DropReason::Malformed);
         };
-        let ssrc = u32::from_be_bytes([ssrc[0], ssrc[1], ssrc[2], ssrc[3]]);
+        // SSRC 0 is never declared (`Ssrc` refuses it).
+        let Some(ssrc) = ssrc.map(Ssrc::get) else {
+            return Dropped(DropReason::UnknownSsrc);
+        };
         let sender = self.members[idx].as_mut().expect("indexed members exist");
         let Some(stream) = sender.streams.iter_mut().find(|s| s.ssrc == ssrc) else {
             return Dropped(DropReason::UnknownSsrc);
@@ -270,7 +277,7 @@ impl<D: From<SocketAddr>> Engine<D> {
             };
             dst.copy_from_slice(payload);
             let res = if rtcp {
-                recv.downlink.protect_rtcp(out, plain.len, plain.index as u32)
+                plain.srtcp_index().and_then(|i| recv.downlink.protect_rtcp(out, plain.len, i.get()))
             } else {
                 recv.downlink.protect_rtp(out, plain.len, plain.roc())
             };

@@ -148,9 +148,9 @@ impl Receivers {
                     // The packet's number, after the RTP header, locates its send time; a
                     // packet of an earlier probe has none here.
                     let plain = &rtp[..len];
-                    let id = relay::srtp::rtp_header_len(plain)
+                    let id = relay::srtp::RtpPacket::new_checked(plain)
                         .ok()
-                        .and_then(|h| plain.get(h..h + 8))
+                        .and_then(|p| plain.get(p.header_len()..p.header_len() + 8))
                         .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")));
                     if let Some(sent) = id.and_then(|id| sent.of(id)) {
                         let us = arrived.saturating_duration_since(sent).as_micros();

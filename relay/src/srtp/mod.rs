@@ -10,8 +10,8 @@
 //! # Invariants
 //!
 //! - `protect_*` / `unprotect_*` never allocate, never lock and never panic, whatever the bytes.
-//!   The AES key schedules, the keyed HMAC-SHA1 state and the AES-GCM instance are built once in
-//!   [`SessionKeys::new`]; a packet only clones the keyed HMAC state (a stack copy).
+//!   The AES key schedules, the keyed HMAC-SHA1 state and the AES-GCM key (`ring`) are built
+//!   once in [`SessionKeys::new`]; a packet only clones the keyed HMAC state (a stack copy).
 //! - `unprotect_*` leaves the buffer byte-for-byte unchanged unless the packet authenticated, and
 //!   touches the receiver state only after authentication and decryption succeeded. The replay
 //!   window is consulted *before* authenticating, as a cheap reject (RFC 3711 §3.3.2).
@@ -21,6 +21,9 @@
 //! - One replay-window type ([`ReplayWindow`]) and one ROC estimator ([`estimate_index`],
 //!   RFC 3711 Appendix A); everything else calls them.
 //! - Tags are compared in constant time (`subtle`, or AES-GCM's own tag check).
+//! - Headers are read through the zero-copy views [`RtpPacket`] and [`RtcpPacket`]; sequence
+//!   numbers, ROCs and indexes are the newtypes [`SeqNum`], [`Roc`], [`SrtpIndex`] and
+//!   [`SrtcpIndex`], converted by their methods, never by shifts and casts.
 //!
 //! # Scope and decisions
 //!
@@ -35,20 +38,23 @@
 #![forbid(unsafe_code)]
 
 mod header;
+mod index;
 mod replay;
 mod session;
 
-pub use header::{rtcp_sender_ssrc, rtp_header_len, rtp_seq, rtp_ssrc, RTCP_HEADER_LEN, RTP_HEADER_LEN};
+pub use header::{fuzz_views, RtcpPacket, RtpPacket, RTCP_HEADER_LEN, RTP_HEADER_LEN};
+pub use index::{Roc, SeqNum, SrtcpIndex, SrtpIndex};
 pub use replay::{estimate_index, ReplayWindow, RtcpReceiver, RtpReceiver, RtpSender};
 pub use session::{fuzz_unprotect, SessionKeys, Unprotected};
 
 use std::fmt;
 use std::str::FromStr;
 
-/// Largest SRTCP index (31 bits, RFC 3711 §3.4).
-pub const SRTCP_INDEX_MAX: u32 = 0x7fff_ffff;
-/// Largest SRTP packet index (48 bits: ROC ‖ SEQ, RFC 3711 §3.3.1).
-pub const SRTP_INDEX_MAX: u64 = (1 << 48) - 1;
+/// Largest SRTCP index (31 bits, RFC 3711 §3.4): [`SrtcpIndex::MAX`] as a `u32`.
+pub const SRTCP_INDEX_MAX: u32 = SrtcpIndex::MAX.get();
+/// Largest SRTP packet index (48 bits: ROC ‖ SEQ, RFC 3711 §3.3.1): [`SrtpIndex::MAX`] as a
+/// `u64`.
+pub const SRTP_INDEX_MAX: u64 = SrtpIndex::MAX.get();
 
 /// Why a packet could not be protected or unprotected.
 ///
@@ -67,7 +73,8 @@ pub enum Error {
     #[error("buffer too small for the protected packet")]
     BufferTooSmall,
     /// The payload exceeds what the cipher may protect in one packet (AES-CM keystream of 2^16
-    /// blocks, RFC 3711 §4.1.1; AES-GCM's 2^36-byte limit). Unreachable for UDP datagrams.
+    /// blocks, RFC 3711 §4.1.1; for AES-GCM 64 KiB, the size of the stack copy that keeps a
+    /// rejected packet unchanged). Unreachable for UDP datagrams.
     #[error("payload too long for one SRTP packet")]
     TooLong,
     /// The master key or master salt length does not match the profile (RFC 3711 §8.2,

@@ -11,7 +11,8 @@
 //!   `SessionKeys` calls it only after a packet authenticated.
 #![forbid(unsafe_code)]
 
-use super::{Error, SRTP_INDEX_MAX};
+use super::index::{Roc, SeqNum, SrtpIndex};
+use super::Error;
 
 /// Sliding replay window over packet indexes (RFC 3711 §3.3.2), [`ReplayWindow::WIDTH`] packets
 /// wide.
@@ -89,29 +90,26 @@ impl ReplayWindow {
 /// leaves the 48-bit range: at ROC 0 the "previous ROC" case stays at ROC 0, and at ROC 2^32 − 1
 /// the "next ROC" case stays at that ROC (the stream must be rekeyed long before either matters).
 pub fn estimate_index(highest: Option<u64>, seq: u16) -> u64 {
+    let seq = SeqNum::new(seq);
     let Some(highest) = highest else {
-        return u64::from(seq);
+        return SrtpIndex::from_parts(Roc::new(0), seq).get();
     };
-    let highest = highest & SRTP_INDEX_MAX;
-    let roc = highest >> 16;
-    let s_l = i32::from(highest as u16);
-    let seq_i = i32::from(seq);
+    let highest = SrtpIndex::new_truncating(highest);
+    let roc = highest.roc();
+    let s_l = i32::from(highest.seq().get());
+    let seq_i = i32::from(seq.get());
     let v = if s_l < 0x8000 {
         if seq_i - s_l > 0x8000 {
-            roc.saturating_sub(1)
+            roc.saturating_prev()
         } else {
             roc
         }
     } else if s_l - 0x8000 > seq_i {
-        if roc < u64::from(u32::MAX) {
-            roc + 1
-        } else {
-            roc
-        }
+        roc.saturating_next()
     } else {
         roc
     };
-    (v << 16) | u64::from(seq)
+    SrtpIndex::from_parts(v, seq).get()
 }
 
 /// RTP receive state for one SSRC under one key: the highest index seen and the replay window.
@@ -138,7 +136,7 @@ impl RtpReceiver {
 
     /// The rollover counter of the highest index, 0 before the first packet.
     pub fn roc(&self) -> u32 {
-        self.window.highest().map_or(0, |i| (i >> 16) as u32)
+        self.window.highest().map_or(0, |i| SrtpIndex::new_truncating(i).roc().get())
     }
 
     /// The replay window.
@@ -201,12 +199,13 @@ impl RtpSender {
         if self.highest.is_none_or(|h| index > h) {
             self.highest = Some(index);
         }
-        (index >> 16) as u32
+        SrtpIndex::new_truncating(index).roc().get()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::SRTP_INDEX_MAX;
     use super::*;
 
     #[test]
