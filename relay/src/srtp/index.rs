@@ -4,6 +4,7 @@
 //! Each is a newtype with a checked constructor, so an out-of-range index cannot be built, and
 //! the conversions between them are methods ([`SrtpIndex::from_parts`], [`SrtpIndex::roc`],
 //! [`SrtpIndex::seq`]) rather than shifts and `as` casts at every call site.
+#![forbid(unsafe_code)]
 
 use std::fmt;
 
