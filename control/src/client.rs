@@ -492,9 +492,11 @@ impl Call {
         }
     }
 
-    /// A request carrying `body` serialized as JSON.
-    pub fn json(method: Method, segments: &[&str], body: &serde_json::Value) -> Self {
-        Self::new(method, segments).raw_body(body.to_string().into_bytes(), JSON)
+    /// A request carrying `body` serialized as JSON: one of the [`crate::api`] request types
+    /// (a `serde_json::Value` too, for tests that send what no type would).
+    pub fn json(method: Method, segments: &[&str], body: &impl serde::Serialize) -> Self {
+        let bytes = serde_json::to_vec(body).expect("API bodies serialize: string keys, no failing Serialize impls");
+        Self::new(method, segments).raw_body(bytes, JSON)
     }
 
     /// Adds a query parameter (percent-encoded when sent).
@@ -584,6 +586,11 @@ impl Response {
         if self.body.is_empty() {
             return Ok(serde_json::Value::Null);
         }
+        serde_json::from_slice(&self.body)
+    }
+
+    /// The body as one of the [`crate::api`] response types.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         serde_json::from_slice(&self.body)
     }
 

@@ -124,7 +124,7 @@ impl Edge {
         loop {
             check_interrupted()?;
             let node = edge.api(&Call::new(control::client::Method::Get, &["v1", "node"]));
-            if node.ok().and_then(|r| r.json().ok()).is_some_and(|v| v["relayd"]["reachable"] == true) {
+            if node.ok().and_then(|r| r.parse::<control::api::Node>().ok()).is_some_and(|n| n.relayd.reachable) {
                 return Ok(edge);
             }
             if Instant::now() > deadline {
@@ -141,13 +141,16 @@ impl Edge {
         Ok(self.api.send(call)?)
     }
 
-    /// As [`api`](Self::api), failing unless the answer is 2xx; returns the JSON body.
-    pub fn api_ok(&self, call: &Call) -> Result<serde_json::Value> {
+    /// As [`api`](Self::api), failing unless the answer is 2xx; returns the body as the
+    /// [`control::api`] type `T`.
+    pub fn api_ok<T: serde::de::DeserializeOwned>(&self, call: &Call) -> Result<T> {
         let r = self.api(call)?;
         if let Some(e) = r.api_error() {
             bail!("relay-control refused {}: {e}", call.path(self.api.endpoint()).unwrap_or_default());
         }
-        Ok(r.json()?)
+        r.parse().with_context(|| {
+            format!("relay-control's answer to {}", call.path(self.api.endpoint()).unwrap_or_default())
+        })
     }
 
     /// A persistent connection to relayd's management socket.

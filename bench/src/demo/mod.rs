@@ -29,14 +29,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use control::api;
 use control::client::{Call, Method};
+use control::store::BlockSource;
 use relay::client::ClientConfig;
 use relay::ids::{RoomId, Ssrc};
 use relay::mgmt;
 use relay::proto::{DeclaredSsrc, StreamKind};
 use relay::srtp::Profile;
 use relay::stats::Snapshot;
-use serde_json::json;
 
 use self::dashboard::{Frame, RoomLine};
 use self::edge::{Edge, ATTACKER_IP, AUTOBLOCK_PPS};
@@ -138,7 +139,8 @@ pub fn run(a: Args) -> Result<()> {
 /// returns what was measured.
 fn drive(a: &Args, edge: &mut Edge, screen: bool) -> Result<Summary> {
     for app in APPS {
-        edge.api_ok(&Call::json(Method::Post, &["v1", "apps"], &json!({"sdkappid": app})))?;
+        let create = api::CreateApp { sdkappid: app.into(), quotas: None, require_private_map_key: None };
+        edge.api_ok::<serde::de::IgnoredAny>(&Call::json(Method::Post, &["v1", "apps"], &create))?;
         println!("app {app}: created through relay-control's signed API (pushed to relayd)");
     }
     let epoch = Instant::now();
@@ -194,21 +196,18 @@ fn drive(a: &Args, edge: &mut Edge, screen: bool) -> Result<Summary> {
         if let Some(f) = &flood {
             // While the attack is not yet blocked, look every tick: this times the autoblock.
             if blocked.is_none() || frame_due {
-                let v = edge.api_ok(&Call::new(Method::Get, &["v1", "blocklist"]))?;
-                let entries = v["entries"].as_array().cloned().unwrap_or_default();
+                let entries = edge.api_ok::<api::Blocklist>(&Call::new(Method::Get, &["v1", "blocklist"]))?.entries;
                 blocklist = entries
                     .iter()
                     .map(|e| {
-                        format!(
-                            "{} source {} ttl {} s ({})",
-                            e["cidr"].as_str().unwrap_or("?"),
-                            e["source"].as_str().unwrap_or("?"),
-                            e["ttl_secs"],
-                            e["reason"].as_str().unwrap_or("")
-                        )
+                        let source = match e.source {
+                            BlockSource::Api => "api",
+                            BlockSource::Auto => "auto",
+                        };
+                        format!("{} source {source} ttl {} s ({})", e.cidr, e.ttl_secs, e.reason)
                     })
                     .collect();
-                let auto = entries.iter().any(|e| e["cidr"] == auto_cidr.as_str() && e["source"] == "auto");
+                let auto = entries.iter().any(|e| e.cidr == auto_cidr && e.source == BlockSource::Auto);
                 if auto && blocked.is_none() {
                     blocked = Some(f.started.elapsed());
                     unknown_at_block = stats(&mut mgmt)?.drop_count(relay::stats::DropReason::UnknownSession);
@@ -256,12 +255,10 @@ fn drive(a: &Args, edge: &mut Edge, screen: bool) -> Result<Summary> {
 /// A client of `plan`'s app with a UserSig minted through the API, joined to its room.
 fn member(edge: &Edge, plan: &Plan, user: &str, ssrc: Option<u32>) -> Result<Member> {
     let sdkappid = APPS[plan.app];
-    let v = edge.api_ok(&Call::json(
-        Method::Post,
-        &["v1", "apps", &sdkappid.to_string(), "usersig"],
-        &json!({"user_id": user, "expire_secs": 3600}),
-    ))?;
-    let usersig = v["usersig"].as_str().context("no usersig in the API's answer")?.to_owned();
+    let mint = api::MintUserSig { user_id: user.to_owned(), expire_secs: 3600, private_map_key: None };
+    let usersig = edge
+        .api_ok::<api::UserSig>(&Call::json(Method::Post, &["v1", "apps", &sdkappid.to_string(), "usersig"], &mint))?
+        .usersig;
     let cfg = ClientConfig {
         sdkappid,
         room: RoomId::Num(plan.room),
