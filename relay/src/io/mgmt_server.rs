@@ -326,9 +326,14 @@ mod tests {
         w.join().unwrap();
 
         // At most MAX_CONNECTIONS at once; the next gets an error line.
-        let held: Vec<Client> =
-            (0..MAX_CONNECTIONS - 1).map(|_| Client::connect(&path, Duration::from_secs(5)).unwrap()).collect();
-        std::thread::sleep(Duration::from_millis(100));
+        // Each held connection is answered once, so the server has accepted it.
+        let held: Vec<Client> = (0..MAX_CONNECTIONS - 1)
+            .map(|_| {
+                let mut h = Client::connect(&path, Duration::from_secs(5)).unwrap();
+                assert!(h.request(&Request::Stats {}).unwrap().is_ok());
+                h
+            })
+            .collect();
         let mut over = Client::connect(&path, Duration::from_secs(5)).unwrap();
         let r = over.request(&Request::Stats {});
         assert!(
@@ -338,8 +343,15 @@ mod tests {
         );
         drop(held);
         drop(c);
-        std::thread::sleep(Duration::from_millis(100));
-        assert!(request(&path, &Request::Stats {}).unwrap().is_ok(), "slots are freed on close");
+        // The server frees a slot when it sees the close: wait for that, with a deadline.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match request(&path, &Request::Stats {}) {
+                Ok(r) if r.is_ok() => break,
+                r if std::time::Instant::now() >= deadline => panic!("slots are freed on close: {r:?}"),
+                _ => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
 
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         t.join().unwrap();
