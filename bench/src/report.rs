@@ -141,6 +141,10 @@ pub struct ProbeDetail {
     /// ones): where frames were lost before relayd's engine.
     #[serde(default)]
     pub relayd_xsk: BTreeMap<String, u64>,
+    /// The most packets due and not yet handed to the generator at one time during the
+    /// probe: how far the pacer fell behind (it catches up in back-to-back bursts).
+    #[serde(default)]
+    pub pacer_max_backlog: u64,
 }
 
 /// One probe's one-way latency quantiles, µs.

@@ -93,6 +93,9 @@ struct Paced {
     refused: usize,
     /// From the first packet to the last one handed over.
     send_secs: f64,
+    /// The most packets that were due and not yet handed over at one time: how far the
+    /// pacer fell behind, which it then makes up in back-to-back bursts of [`BURST`].
+    max_backlog: usize,
 }
 
 /// One run's relayd with its members, generator and receiving socket.
@@ -263,10 +266,11 @@ impl Rig {
     fn pace(&mut self, rate: f64, frames: &[Vec<u8>]) -> Result<Paced> {
         let sock = self.senders[0].sock.try_clone()?;
         let start = Instant::now();
-        let (mut next, mut refused) = (0usize, 0usize);
+        let (mut next, mut refused, mut max_backlog) = (0usize, 0usize, 0usize);
         while next < frames.len() {
             check_interrupted()?;
             let due = ((start.elapsed().as_secs_f64() * rate) as usize + 1).min(frames.len());
+            max_backlog = max_backlog.max(due.saturating_sub(next));
             if due > next {
                 let now = Instant::now();
                 let offer = self.gen.try_send(&sock, &frames[next..due.min(next + BURST)])?;
@@ -278,7 +282,7 @@ impl Rig {
             }
             self.drain();
         }
-        Ok(Paced { taken: next, refused, send_secs: start.elapsed().as_secs_f64() })
+        Ok(Paced { taken: next, refused, send_secs: start.elapsed().as_secs_f64(), max_backlog })
     }
 
     /// Receives until nothing arrives and relayd's transmit count stays the same for
@@ -403,9 +407,10 @@ impl Rig {
         let relayd_xsk = delta(&snap0.xsk, &snap1.xsk);
         let busy = |c: usize| cpu_busy.get(c).map_or("-".into(), |b| format!("{:.0}%", b * 100.0));
         eprintln!(
-            "      CPU busy: relay {} load {}; relayd AF_XDP {:?}; relayd drops {:?}; receivers' ring drops {}",
+            "      CPU busy: relay {} load {}; pacer backlog max {}; relayd AF_XDP {:?}; relayd drops {:?}; receivers' ring drops {}",
             busy(self.cpus.relay),
             busy(self.cpus.load),
+            paced.max_backlog,
             relayd_xsk,
             relay_drops,
             ring1 - ring0
@@ -431,6 +436,7 @@ impl Rig {
             to_no_receiver: sunk1 - sunk0,
             cpu_busy,
             relayd_xsk,
+            pacer_max_backlog: paced.max_backlog as u64,
         });
         Ok(Probe {
             target_pps: rate,
