@@ -25,6 +25,7 @@ pub mod io;
 pub mod limits;
 pub mod mgmt;
 pub mod node;
+pub mod noise;
 pub mod prefix;
 #[cfg(feature = "privileges")]
 pub mod privileges;

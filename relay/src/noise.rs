@@ -1,0 +1,410 @@
+//! The Noise NK handshake, `Noise_NK_25519_AESGCM_SHA256` (Noise Protocol Framework,
+//! revision 34), built on the project's own primitives: x25519-dalek, SHA-256/HMAC from
+//! RustCrypto and ring's AES-256-GCM.
+//!
+//! ```text
+//! NK:
+//!   <- s
+//!   ...
+//!   -> e, es
+//!   <- e, ee
+//! ```
+//!
+//! The initiator (a client) knows the responder's (the relay's) static key in advance. The
+//! first message is encrypted to that key, so everything in its payload is confidential
+//! against an on-path observer, and only the holder of the static secret can read it. The
+//! second message is encrypted under a key that mixes `es` and `ee`, so a valid answer
+//! proves possession of the static secret, and the transport keys are forward-secret: they
+//! depend on both ephemeral keys, which are discarded after the handshake.
+//!
+//! Only the two handshake messages are implemented, plus `split`; the session's keys are
+//! derived from the split by the caller ([`crate::handshake`]). Every buffer is the
+//! caller's; nothing allocates. Tested against the cacophony test vector for this
+//! protocol name.
+#![forbid(unsafe_code)]
+
+use hmac::{Hmac, Mac};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use sha2::{Digest, Sha256};
+use x25519_dalek::{PublicKey, StaticSecret};
+
+/// The protocol name, which is also the initial handshake hash (§5.2: it fits in 32 bytes,
+/// so it is zero-padded).
+pub const PROTOCOL_NAME: &[u8] = b"Noise_NK_25519_AESGCM_SHA256";
+/// X25519 public key length (DHLEN).
+pub const DH_LEN: usize = 32;
+/// AES-GCM tag length.
+pub const TAG_LEN: usize = 16;
+/// Hash length (HASHLEN).
+pub const HASH_LEN: usize = 32;
+
+/// Handshake errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// A message is shorter than its fixed parts.
+    #[error("Noise message truncated")]
+    Truncated,
+    /// The output buffer cannot hold the message or payload.
+    #[error("buffer too small for the Noise message")]
+    BufferTooSmall,
+    /// AEAD decryption failed: wrong static key, tampering, or a different prologue.
+    #[error("Noise message does not decrypt (wrong key or tampered)")]
+    Decrypt,
+    /// A peer's public key is of low order (the DH output would be all zero).
+    #[error("X25519 key of low order")]
+    LowOrder,
+}
+
+/// The keys `Split()` returns (§5.2), and the final handshake hash.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Split {
+    /// Initiator → responder cipher key.
+    pub initiator_to_responder: [u8; 32],
+    /// Responder → initiator cipher key.
+    pub responder_to_initiator: [u8; 32],
+    /// The handshake hash `h`: a channel binding, unique per handshake (not a secret).
+    pub handshake_hash: [u8; HASH_LEN],
+}
+
+impl std::fmt::Debug for Split {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Split(..)")
+    }
+}
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; HASH_LEN] {
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    for p in parts {
+        m.update(p);
+    }
+    m.finalize().into_bytes().into()
+}
+
+/// `HKDF(chaining_key, input_key_material, 2)` of §4.3.
+fn hkdf2(ck: &[u8; HASH_LEN], ikm: &[u8]) -> ([u8; HASH_LEN], [u8; HASH_LEN]) {
+    let temp = hmac(ck, &[ikm]);
+    let out1 = hmac(&temp, &[&[1]]);
+    let out2 = hmac(&temp, &[&out1, &[2]]);
+    (out1, out2)
+}
+
+/// AESGCM's nonce (§12.3): 32 bits of zeros, then the 64-bit counter big-endian.
+fn nonce(n: u64) -> Nonce {
+    let mut b = [0u8; 12];
+    b[4..].copy_from_slice(&n.to_be_bytes());
+    Nonce::assume_unique_for_key(b)
+}
+
+fn aead_key(k: &[u8; 32]) -> LessSafeKey {
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, k).expect("32 bytes is an AES-256 key"))
+}
+
+/// Encrypts `buf[..len]` in place and appends the tag; returns `len + TAG_LEN`.
+pub fn seal(k: &[u8; 32], n: u64, ad: &[u8], buf: &mut [u8], len: usize) -> Result<usize, Error> {
+    if buf.len() < len + TAG_LEN {
+        return Err(Error::BufferTooSmall);
+    }
+    let (msg, rest) = buf.split_at_mut(len);
+    let tag = aead_key(k).seal_in_place_separate_tag(nonce(n), Aad::from(ad), msg).map_err(|_| Error::BufferTooSmall)?;
+    rest[..TAG_LEN].copy_from_slice(tag.as_ref());
+    Ok(len + TAG_LEN)
+}
+
+/// Decrypts `buf` (ciphertext‖tag) in place; returns the plaintext length.
+pub fn open(k: &[u8; 32], n: u64, ad: &[u8], buf: &mut [u8]) -> Result<usize, Error> {
+    if buf.len() < TAG_LEN {
+        return Err(Error::Truncated);
+    }
+    aead_key(k).open_in_place(nonce(n), Aad::from(ad), buf).map(|p| p.len()).map_err(|_| Error::Decrypt)
+}
+
+/// `SymmetricState` (§5.2) with its `CipherState` folded in. In NK every payload is sent
+/// after a `MixKey`, so `k` is always set when a payload is encrypted.
+#[derive(Clone)]
+struct Symmetric {
+    ck: [u8; HASH_LEN],
+    h: [u8; HASH_LEN],
+    k: Option<[u8; 32]>,
+    n: u64,
+}
+
+impl Symmetric {
+    fn new(prologue: &[u8], responder_static: &[u8; DH_LEN]) -> Self {
+        let mut h = [0u8; HASH_LEN];
+        h[..PROTOCOL_NAME.len()].copy_from_slice(PROTOCOL_NAME);
+        let mut s = Self { ck: h, h, k: None, n: 0 };
+        s.mix_hash(prologue);
+        // The pre-message `<- s`.
+        s.mix_hash(responder_static);
+        s
+    }
+
+    fn mix_hash(&mut self, data: &[u8]) {
+        let mut d = Sha256::new();
+        d.update(self.h);
+        d.update(data);
+        self.h = d.finalize().into();
+    }
+
+    fn mix_key(&mut self, ikm: &[u8]) {
+        let (ck, k) = hkdf2(&self.ck, ikm);
+        self.ck = ck;
+        self.k = Some(k);
+        self.n = 0;
+    }
+
+    /// `EncryptAndHash` of `buf[..len]` in place.
+    fn encrypt_and_hash(&mut self, buf: &mut [u8], len: usize) -> Result<usize, Error> {
+        let k = self.k.expect("NK encrypts payloads only after MixKey");
+        let n = seal(&k, self.n, &self.h, buf, len)?;
+        self.n += 1;
+        self.mix_hash(&buf[..n]);
+        Ok(n)
+    }
+
+    /// `DecryptAndHash` of `buf` in place; returns the plaintext length.
+    fn decrypt_and_hash(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
+        let k = self.k.expect("NK decrypts payloads only after MixKey");
+        let mut ct = [0u8; HASH_LEN];
+        let mut d = Sha256::new();
+        d.update(self.h);
+        d.update(&*buf);
+        ct.copy_from_slice(&d.finalize());
+        let n = open(&k, self.n, &self.h, buf)?;
+        self.n += 1;
+        self.h = ct;
+        Ok(n)
+    }
+
+    fn split(&self) -> Split {
+        let (a, b) = hkdf2(&self.ck, &[]);
+        Split { initiator_to_responder: a, responder_to_initiator: b, handshake_hash: self.h }
+    }
+}
+
+fn dh(secret: &StaticSecret, public: &[u8; DH_LEN]) -> Result<[u8; 32], Error> {
+    let shared = secret.diffie_hellman(&PublicKey::from(*public));
+    if shared.was_contributory() {
+        Ok(shared.to_bytes())
+    } else {
+        Err(Error::LowOrder)
+    }
+}
+
+/// The client's side, between its first message and the relay's answer.
+pub struct Initiator {
+    sym: Symmetric,
+    e: StaticSecret,
+}
+
+impl Initiator {
+    /// Writes `-> e, es` with `payload` into `out`: `e.public ‖ AEAD(payload)`. `e` is the
+    /// ephemeral secret (fresh from the OS RNG in production). Returns the initiator state
+    /// and the message length, `DH_LEN + payload.len() + TAG_LEN`.
+    pub fn write_first(
+        prologue: &[u8],
+        responder_static: &[u8; DH_LEN],
+        e: [u8; 32],
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Result<(Self, usize), Error> {
+        let total = DH_LEN + payload.len() + TAG_LEN;
+        if out.len() < total {
+            return Err(Error::BufferTooSmall);
+        }
+        let mut sym = Symmetric::new(prologue, responder_static);
+        let e = StaticSecret::from(e);
+        let e_pub = PublicKey::from(&e).to_bytes();
+        out[..DH_LEN].copy_from_slice(&e_pub);
+        sym.mix_hash(&e_pub);
+        sym.mix_key(&dh(&e, responder_static)?);
+        out[DH_LEN..DH_LEN + payload.len()].copy_from_slice(payload);
+        let n = sym.encrypt_and_hash(&mut out[DH_LEN..total], payload.len())?;
+        Ok((Self { sym, e }, DH_LEN + n))
+    }
+
+    /// The handshake hash after the first message (unique per join; the relay's replay
+    /// cache and the client agree on it).
+    pub fn hash(&self) -> [u8; HASH_LEN] {
+        self.sym.h
+    }
+
+    /// Reads `<- e, ee` in place: `msg` is `e.public ‖ AEAD(payload)`; on success the
+    /// payload is `msg[DH_LEN..DH_LEN + len]`. Success proves the responder holds the static
+    /// secret. The state is not consumed, so a forged answer leaves it usable for the real one.
+    pub fn read_second(&self, msg: &mut [u8]) -> Result<(usize, Split), Error> {
+        if msg.len() < DH_LEN + TAG_LEN {
+            return Err(Error::Truncated);
+        }
+        let mut sym = self.sym.clone();
+        let (re, body) = msg.split_at_mut(DH_LEN);
+        let re: [u8; DH_LEN] = (&*re).try_into().expect("split at DH_LEN");
+        sym.mix_hash(&re);
+        sym.mix_key(&dh(&self.e, &re)?);
+        let n = sym.decrypt_and_hash(body)?;
+        Ok((n, sym.split()))
+    }
+}
+
+/// The relay's side, between reading the first message and answering it.
+pub struct Responder {
+    sym: Symmetric,
+    re: [u8; DH_LEN],
+}
+
+impl Responder {
+    /// Reads `-> e, es` in place with the static key pair (`s`, `s_pub`). On success the
+    /// payload is `msg[DH_LEN..DH_LEN + len]`. Costs one X25519.
+    pub fn read_first(
+        prologue: &[u8],
+        s: &StaticSecret,
+        s_pub: &[u8; DH_LEN],
+        msg: &mut [u8],
+    ) -> Result<(Self, usize), Error> {
+        if msg.len() < DH_LEN + TAG_LEN {
+            return Err(Error::Truncated);
+        }
+        let mut sym = Symmetric::new(prologue, s_pub);
+        let (re, body) = msg.split_at_mut(DH_LEN);
+        let re: [u8; DH_LEN] = (&*re).try_into().expect("split at DH_LEN");
+        sym.mix_hash(&re);
+        sym.mix_key(&dh(s, &re)?);
+        let n = sym.decrypt_and_hash(body)?;
+        Ok((Self { sym, re }, n))
+    }
+
+    /// The handshake hash after the first message (what the replay cache remembers).
+    pub fn hash(&self) -> [u8; HASH_LEN] {
+        self.sym.h
+    }
+
+    /// Writes `<- e, ee` with `payload` into `out` and splits. `e` is the ephemeral secret.
+    /// Costs one X25519 plus one base-point multiplication.
+    pub fn write_second(mut self, e: [u8; 32], payload: &[u8], out: &mut [u8]) -> Result<(usize, Split), Error> {
+        let total = DH_LEN + payload.len() + TAG_LEN;
+        if out.len() < total {
+            return Err(Error::BufferTooSmall);
+        }
+        let e = StaticSecret::from(e);
+        let e_pub = PublicKey::from(&e).to_bytes();
+        out[..DH_LEN].copy_from_slice(&e_pub);
+        self.sym.mix_hash(&e_pub);
+        self.sym.mix_key(&dh(&e, &self.re)?);
+        out[DH_LEN..DH_LEN + payload.len()].copy_from_slice(payload);
+        let n = self.sym.encrypt_and_hash(&mut out[DH_LEN..total], payload.len())?;
+        Ok((DH_LEN + n, self.sym.split()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h<const N: usize>(s: &str) -> [u8; N] {
+        hex::decode(s).unwrap().try_into().unwrap()
+    }
+
+    /// The cacophony vector for `Noise_NK_25519_AESGCM_SHA256`: both handshake messages,
+    /// the handshake hash, and four transport messages under the split keys.
+    #[test]
+    fn cacophony_vector() {
+        let prologue = hex::decode("4a6f686e2047616c74").unwrap();
+        let init_e: [u8; 32] = h("893e28b9dc6ca8d611ab664754b8ceb7bac5117349a4439a6b0569da977c464a");
+        let resp_s: [u8; 32] = h("4a3acbfdb163dec651dfa3194dece676d437029c62a408b4c5ea9114246e4893");
+        let resp_e: [u8; 32] = h("bbdb4cdbd309f1a1f2e1456967fe288cadd6f712d65dc7b7793d5e63da6b375b");
+        let rs: [u8; 32] = h("31e0303fd6418d2f8c0e78b91f22e8caed0fbe48656dcf4767e4834f701b8f62");
+        let s = StaticSecret::from(resp_s);
+        assert_eq!(PublicKey::from(&s).to_bytes(), rs);
+
+        let p0 = hex::decode("4c756477696720766f6e204d69736573").unwrap();
+        let c0 = hex::decode("ca35def5ae56cec33dc2036731ab14896bc4c75dbb07a61f879f8e3afa4c794475ab4d66d222457dd414bc5f296bc7b4078cc7d72af5192628b68bca7d28844b").unwrap();
+        let mut out = [0u8; 256];
+        let (init, n) = Initiator::write_first(&prologue, &rs, init_e, &p0, &mut out).unwrap();
+        assert_eq!(&out[..n], &c0[..]);
+
+        let mut msg = c0.clone();
+        let (resp, len) = Responder::read_first(&prologue, &s, &rs, &mut msg).unwrap();
+        assert_eq!(&msg[DH_LEN..DH_LEN + len], &p0[..]);
+        assert_eq!(resp.hash(), init.hash());
+
+        let p1 = hex::decode("4d757272617920526f746862617264").unwrap();
+        let c1 = hex::decode("95ebc60d2b1fa672c1f46a8aa265ef51bfe38e7ccb39ec5be34069f14480884303c7d89310502baa8299520ba451624c3c0492e2698f8d457c32400b91fd8a").unwrap();
+        let (n, rsplit) = resp.write_second(resp_e, &p1, &mut out).unwrap();
+        assert_eq!(&out[..n], &c1[..]);
+        let mut msg = c1.clone();
+        let (len, isplit) = init.read_second(&mut msg).unwrap();
+        assert_eq!(&msg[DH_LEN..DH_LEN + len], &p1[..]);
+        assert_eq!(isplit, rsplit);
+        assert_eq!(isplit.handshake_hash, h::<32>("f8a87aa8add4fea6e33365b89637486c2f6564546ce29d1df9ce9abf78c507d7"));
+
+        // Transport messages alternate initiator → responder (c1) and back (c2), each
+        // direction counting its nonce from 0; the associated data is empty.
+        let transport = [
+            ("462e20412e20486179656b", "304f70c37c93573099228016d54cb15213af94eb598d1b17df1153"),
+            ("4361726c204d656e676572", "a1bf6c954529f29b31d8ae9f67d2c18dbd332aa1a0918690c6d80b"),
+            ("4a65616e2d426170746973746520536179", "2e8f3e51888360b2b2d83a64dde9943c7dd3c5e84ac7c4b4e2d5cfc025b6c854d3"),
+            (
+                "457567656e2042f6686d20766f6e2042617765726b",
+                "8498bf41212a8b87c9eeb408274c75b3558fd0530865b5a7932d4b3af812d85b3df27e6f33",
+            ),
+        ];
+        for (i, (p, c)) in transport.iter().enumerate() {
+            let (p, c) = (hex::decode(p).unwrap(), hex::decode(c).unwrap());
+            let k = if i % 2 == 0 { &isplit.initiator_to_responder } else { &isplit.responder_to_initiator };
+            let nonce = (i / 2) as u64;
+            let mut buf = p.clone();
+            buf.resize(p.len() + TAG_LEN, 0);
+            assert_eq!(seal(k, nonce, &[], &mut buf, p.len()).unwrap(), c.len());
+            assert_eq!(buf, c, "transport message {i}");
+            assert_eq!(open(k, nonce, &[], &mut buf).unwrap(), p.len());
+            assert_eq!(&buf[..p.len()], &p[..]);
+        }
+    }
+
+    #[test]
+    fn wrong_static_key_or_tampering_fails_and_answers_are_checked() {
+        let s = StaticSecret::from([9u8; 32]);
+        let s_pub = PublicKey::from(&s).to_bytes();
+        let other = PublicKey::from(&StaticSecret::from([8u8; 32])).to_bytes();
+        let mut out = [0u8; 128];
+        // Encrypted to another relay's key: this relay cannot read it.
+        let (_, n) = Initiator::write_first(b"p", &other, [1; 32], b"secret", &mut out).unwrap();
+        assert_eq!(Responder::read_first(b"p", &s, &s_pub, &mut out[..n].to_vec()).err(), Some(Error::Decrypt));
+        // A different prologue fails too.
+        let (init, n) = Initiator::write_first(b"p", &s_pub, [1; 32], b"secret", &mut out).unwrap();
+        assert_eq!(Responder::read_first(b"q", &s, &s_pub, &mut out[..n].to_vec()).err(), Some(Error::Decrypt));
+        // Every flipped bit of the first message fails.
+        for bit in 0..n * 8 {
+            let mut m = out[..n].to_vec();
+            m[bit / 8] ^= 1 << (bit % 8);
+            assert!(Responder::read_first(b"p", &s, &s_pub, &mut m).is_err(), "bit {bit}");
+        }
+        // Every truncation fails.
+        for cut in 0..n {
+            assert!(Responder::read_first(b"p", &s, &s_pub, &mut out[..cut].to_vec()).is_err());
+        }
+        let (resp, _) = Responder::read_first(b"p", &s, &s_pub, &mut out[..n].to_vec()).unwrap();
+        let mut ans = [0u8; 128];
+        let (m, _) = resp.write_second([2; 32], b"ok", &mut ans).unwrap();
+        // An answer from someone without the static secret: an impostor reading the client's
+        // ephemeral key can only answer with its own "first message" keys.
+        let (impostor, _) =
+            Responder::read_first(b"p", &StaticSecret::from([8u8; 32]), &other, &mut out[..n].to_vec())
+                .map_or((None, 0), |(r, n)| (Some(r), n));
+        assert!(impostor.is_none(), "an impostor cannot even read the join");
+        let mut forged = ans[..m].to_vec();
+        forged[40] ^= 1;
+        assert_eq!(init.read_second(&mut forged).err(), Some(Error::Decrypt));
+        // The real answer still works after a forged one.
+        let (len, _) = init.read_second(&mut ans[..m]).unwrap();
+        assert_eq!(&ans[DH_LEN..DH_LEN + len], b"ok");
+    }
+
+    #[test]
+    fn low_order_ephemeral_is_refused() {
+        let s = StaticSecret::from([9u8; 32]);
+        let s_pub = PublicKey::from(&s).to_bytes();
+        let mut m = [0u8; DH_LEN + TAG_LEN + 4];
+        assert_eq!(Responder::read_first(b"p", &s, &s_pub, &mut m).err(), Some(Error::LowOrder));
+    }
+}
