@@ -93,8 +93,8 @@ impl Loopback {
         self.rooms += 1;
         let profile = Profile::AesCm128HmacSha1_80;
         let socket = || relay::io::sys::bind_reuseport("127.0.0.1:0".parse().expect("an address"), 4 << 20);
-        let sender = join(socket()?, self.relayd.addr, self.rooms, "sender", Some(SSRC), profile)?;
-        let receiver = join(socket()?, self.relayd.addr, self.rooms, "receiver", None, profile)?;
+        let sender = join(socket()?, self.relayd.addr, self.relayd.key, self.rooms, "sender", Some(SSRC), profile)?;
+        let receiver = join(socket()?, self.relayd.addr, self.relayd.key, self.rooms, "receiver", None, profile)?;
         self.spent.push(sender.sock.try_clone()?);
         self.spent.push(receiver.sock.try_clone()?);
         let tx = sender.sock.try_clone()?;

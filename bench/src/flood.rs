@@ -155,8 +155,8 @@ fn run_once(a: &Params, relayd_bin: &std::path::Path, cpus: Cpus, backend: Backe
     let topo = topology()?;
     let relayd = relayd::start_with(relayd_bin, Some(&topo), backend, Some(cpus), a.kernel_limits)?;
     let profile = Profile::AesCm128HmacSha1_80;
-    let sender = relayd::join_from(&topo, 0, 1, "sender", Some(SSRC), profile)?;
-    let receiver = relayd::join_from(&topo, RECEIVER_PORT, 1, "receiver", None, profile)?;
+    let sender = relayd::join_from(&topo, relayd.key, 0, 1, "sender", Some(SSRC), profile)?;
+    let receiver = relayd::join_from(&topo, relayd.key, RECEIVER_PORT, 1, "receiver", None, profile)?;
     let mut gen = Generator::open(generator::Kind::Afxdp, &topo)?;
     let frames = flood_frames(&gen)?;
 

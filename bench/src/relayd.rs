@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use relay::client::{Client, ClientConfig, Event};
 use relay::config::Backend;
+use relay::identity::{Identity, RelayKey, StaticKey};
 use relay::ids::{RoomId, Ssrc};
 use relay::proto::{DeclaredSsrc, StreamKind};
 use relay::srtp::Profile;
@@ -33,6 +34,8 @@ pub struct Relayd {
     stats: PathBuf,
     /// Its UDP address.
     pub addr: SocketAddr,
+    /// Its static public key (members join v2 to it).
+    pub key: RelayKey,
     dir: TempDir,
 }
 
@@ -165,6 +168,11 @@ pub fn start_sized(
             xdp_extra()
         );
     }
+    // A fresh key per run, written before the start so its public half is known here.
+    let key_file = dir.join("relay.key");
+    let identity = Identity::new(StaticKey::generate());
+    identity.save(&key_file)?;
+    cfg += &format!("[identity]\nkey_file = \"{}\"\n", key_file.display());
     let path = dir.join("relayd.toml");
     std::fs::write(&path, cfg)?;
     let log = std::fs::File::create(dir.join("relayd.log"))?;
@@ -179,7 +187,7 @@ pub fn start_sized(
         None => cpus.command(cpus.relay, bin),
     };
     cmd.args(["run", "--config"]).arg(&path).stdout(Stdio::null()).stderr(log);
-    let mut r = Relayd { guard: Guard::spawn(cmd, "relayd")?, stats, addr, dir };
+    let mut r = Relayd { guard: Guard::spawn(cmd, "relayd")?, stats, addr, key: identity.current.public(), dir };
     let deadline = Instant::now() + Duration::from_secs(10);
     while r.snapshot().is_err() {
         if r.guard.check_alive().is_err() || Instant::now() > deadline {
@@ -202,6 +210,7 @@ pub struct Member {
 pub fn join(
     sock: UdpSocket,
     relay: SocketAddr,
+    key: RelayKey,
     room: u32,
     user: &str,
     ssrc: Option<u32>,
@@ -220,18 +229,23 @@ pub fn join(
             .map(|s| DeclaredSsrc { ssrc: s, kind: StreamKind::Video })
             .into_iter()
             .collect(),
+        relay_key: Some(key),
     })?;
     let mut buf = [0u8; 2048];
-    let n = client.join(&mut buf)?;
-    let join = buf[..n].to_vec();
     sock.set_nonblocking(false)?;
     sock.set_read_timeout(Some(Duration::from_millis(200)))?;
     for _ in 0..50 {
-        sock.send(&join)?;
+        // Every attempt is a fresh v2 handshake (the relay refuses a copy as a replay).
+        let n = client.join(&mut buf)?;
+        sock.send(&buf[..n])?;
         while let Ok(n) = sock.recv(&mut buf) {
             match client.handle(&mut buf[..n]) {
                 Event::Joined { .. } => return Ok(Member { sock, client }),
                 Event::Refused { code, detail } => bail!("join refused: {code:?} {detail}"),
+                Event::Cookie => {
+                    let n = client.join(&mut buf)?;
+                    sock.send(&buf[..n])?;
+                }
                 _ => {}
             }
         }
@@ -243,6 +257,7 @@ pub fn join(
 /// `topo`'s clients' namespace, towards relayd in the relay namespace.
 pub fn join_from(
     topo: &Topology,
+    key: RelayKey,
     port: u16,
     room: u32,
     user: &str,
@@ -253,5 +268,5 @@ pub fn join_from(
         let _g = topo.client_ns.enter()?;
         UdpSocket::bind((CLIENT_IP.parse::<std::net::Ipv4Addr>()?, port))?
     };
-    join(sock, topology::relay_addr(), room, user, ssrc, profile)
+    join(sock, topology::relay_addr(), key, room, user, ssrc, profile)
 }

@@ -70,6 +70,7 @@ fn setup(profile: Profile, fanout: usize) -> Setup {
             .unwrap();
     let mut node = Node::from_config(&cfg);
     let now = Now { mono_ms: 0, unix_secs: relay_now() };
+    let relay_key = node.registry.relay_key();
     let mut join = |user: &str, port: u16, ssrcs: Vec<DeclaredSsrc>| {
         let sig = relay::usersig::mint(SECRET.as_bytes(), APP.into(), user, 86400, now.unix_secs, None);
         let mut c = Client::new(ClientConfig {
@@ -79,11 +80,12 @@ fn setup(profile: Profile, fanout: usize) -> Setup {
             private_map_key: None,
             profile,
             ssrcs,
+            relay_key: Some(relay_key),
         })
         .unwrap();
         let addr: SocketAddr = format!("198.18.0.2:{port}").parse().unwrap();
         let mut buf = [0u8; 2048];
-        let n = c.join(&mut buf).unwrap();
+        let n = c.join_at(now.unix_secs * 1000, &mut buf).unwrap();
         let mut sink = Sink { bufs: vec![[0u8; 2048]; 1], used: 0, last_len: 0 };
         node.handle(now, addr, &mut buf[..n], &mut sink);
         let mut reply = sink.bufs[0];

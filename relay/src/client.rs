@@ -1,5 +1,11 @@
 //! A sans-IO client session: join, protect, unprotect, keepalive, leave.
 //!
+//! With the relay's public key ([`ClientConfig::relay_key`]) the client joins with v2
+//! ([`crate::proto::v2`]): every join attempt is a fresh Noise NK handshake (the relay's
+//! replay cache refuses a retransmitted copy), a cookie reply makes the next attempt carry
+//! mac2, and only an answer that decrypts under that key counts. Without it, the client
+//! sends a v1 join, which relays refuse unless the app allows v1 joins.
+//!
 //! Used by `relay-client`, the benchmarks and the tests. The client keeps per-SSRC send
 //! state (ROC) and per-SSRC receive state (replay windows) for the streams the relay
 //! forwards to it. The client side may allocate: it is not the relay's per-packet path.
@@ -8,8 +14,11 @@
 use std::collections::HashMap;
 
 use crate::handshake::{KeyPair, SessionSecrets};
+use crate::identity::RelayKey;
 use crate::ids::RoomId;
-use crate::proto::{self, DeclaredSsrc, ErrorCode, Join, JoinError, JoinOk, MsgType, Ticket, MAX_SSRCS};
+use crate::noise::Initiator;
+use crate::proto::v2::{self, AnswerPayload, COOKIE_LEN};
+use crate::proto::{self, DeclaredSsrc, ErrorCode, Join, JoinError, JoinOk, MsgType, Ticket, MAC_LEN, MAX_SSRCS};
 use crate::srtp::{self, Profile, RtcpPacket, RtcpReceiver, RtpPacket, RtpReceiver, RtpSender, SessionKeys};
 
 /// Errors of the client API.
@@ -47,6 +56,9 @@ pub struct ClientConfig {
     pub profile: Profile,
     /// Streams this client will send.
     pub ssrcs: Vec<DeclaredSsrc>,
+    /// The relay's static public key (`relayd key show`, or the minting API's answer):
+    /// join v2 to it. `None` sends a v1 join.
+    pub relay_key: Option<RelayKey>,
 }
 
 /// What a received datagram was.
@@ -66,6 +78,15 @@ pub enum Event {
     },
     /// A keepalive was acknowledged.
     KeepaliveAck,
+    /// The relay is under load and sent a cookie: send [`Client::join`] again now (the next
+    /// join carries it).
+    Cookie,
+    /// The relay saw this session's keepalive from a new address (a NAT rebinding): join
+    /// again from here.
+    AddressChanged,
+    /// A join answer that does not decrypt under the relay key this client holds: whoever
+    /// sent it is not that relay. Ignored; the client keeps waiting for the real one.
+    Unverified,
     /// A media packet, decrypted in place: `buf[..len]` is plaintext RTP or RTCP.
     Media {
         /// RTP SSRC or RTCP sender SSRC.
@@ -101,6 +122,10 @@ pub struct Client {
     key: KeyPair,
     join: Vec<u8>,
     joined: Option<Joined>,
+    /// v2: the handshake of the last join sent, and that join's mac1.
+    initiator: Option<(Initiator, [u8; MAC_LEN])>,
+    cookie: Option<[u8; COOKIE_LEN]>,
+    attempts: u64,
 }
 
 impl Client {
@@ -114,7 +139,7 @@ impl Client {
         if cfg.ssrcs.len() > MAX_SSRCS {
             return Err(Error::TooManySsrcs);
         }
-        Ok(Self { cfg, key, join: Vec::new(), joined: None })
+        Ok(Self { cfg, key, join: Vec::new(), joined: None, initiator: None, cookie: None, attempts: 0 })
     }
 
     /// The config.
@@ -122,11 +147,37 @@ impl Client {
         &self.cfg
     }
 
-    /// Writes the join datagram; send it (again, on timeout) until [`Event::Joined`].
+    /// Writes a join datagram stamped with the system clock; see [`join_at`](Self::join_at).
     pub fn join(&mut self, out: &mut [u8]) -> Result<usize, Error> {
+        self.join_at(crate::time::unix_now_ms(), out)
+    }
+
+    /// Writes a join datagram; send a fresh one (on timeout, or after [`Event::Cookie`])
+    /// until [`Event::Joined`]. `now_unix_ms` stamps a v2 join for the relay's window.
+    pub fn join_at(&mut self, now_unix_ms: u64, out: &mut [u8]) -> Result<usize, Error> {
         let mut ssrcs = [None; MAX_SSRCS];
         for (s, d) in ssrcs.iter_mut().zip(&self.cfg.ssrcs) {
             *s = Some(*d);
+        }
+        if let Some(relay) = self.cfg.relay_key {
+            let p = v2::JoinPayload {
+                timestamp_ms: now_unix_ms,
+                sdkappid: self.cfg.sdkappid,
+                profile: self.cfg.profile.id(),
+                room: self.cfg.room.clone(),
+                ssrcs,
+                usersig: &self.cfg.usersig,
+                private_map_key: self.cfg.private_map_key.as_deref(),
+            };
+            // A fresh ephemeral key per attempt, derived from this client's key so that
+            // deterministic tests stay deterministic.
+            self.attempts += 1;
+            let e = crate::handshake::derive_secret(&self.key.secret_bytes(), self.attempts);
+            let (init, n) = v2::write_join(&relay, e, &p, self.cookie.as_ref(), out)?;
+            let mac1 = v2::JoinFrame::new_checked(&out[..n])?.mac1();
+            self.initiator = Some((init, mac1));
+            self.join = out[..n].to_vec();
+            return Ok(n);
         }
         let j = Join {
             sdkappid: self.cfg.sdkappid,
@@ -167,9 +218,12 @@ impl Client {
     }
 
     fn handle_control(&mut self, buf: &[u8]) -> Event {
-        let Ok((ty, _)) = proto::parse_header(buf) else {
+        let Ok((version, ty, _)) = proto::parse_any_header(buf) else {
             return Event::Ignored;
         };
+        if version == proto::VERSION_2 {
+            return self.handle_v2(ty, buf);
+        }
         match ty {
             MsgType::JoinOk => {
                 let Ok(ok) = JoinOk::parse(buf) else { return Event::Ignored };
@@ -185,18 +239,7 @@ impl Client {
                 if self.joined.as_ref().is_some_and(|j| j.session == ok.session) {
                     return Event::Joined { session: ok.session };
                 }
-                let senders = self.cfg.ssrcs.iter().map(|d| (d.ssrc.get(), (RtpSender::new(), 0))).collect();
-                self.joined = Some(Joined {
-                    session: ok.session,
-                    up: secrets.c2r.session_keys(),
-                    down: secrets.r2c.session_keys(),
-                    secrets,
-                    senders,
-                    receivers: HashMap::new(),
-                    counter: 0,
-                    keepalive_secs: ok.keepalive_secs,
-                    timeout_secs: ok.timeout_secs,
-                });
+                self.install(ok.session, secrets, ok.keepalive_secs, ok.timeout_secs);
                 Event::Joined { session: ok.session }
             }
             MsgType::JoinError => match JoinError::parse(buf) {
@@ -215,6 +258,71 @@ impl Client {
             }
             _ => Event::Ignored,
         }
+    }
+
+    fn handle_v2(&mut self, ty: MsgType, buf: &[u8]) -> Event {
+        match ty {
+            MsgType::JoinOk => {
+                let Some((init, _)) = self.initiator.as_ref() else { return Event::Ignored };
+                let mut copy = [0u8; proto::MAX_LEN];
+                let copy = &mut copy[..buf.len()];
+                copy.copy_from_slice(buf);
+                let Ok((answer, split)) = v2::read_answer(init, copy) else { return Event::Unverified };
+                match answer {
+                    AnswerPayload::Refused { code, detail } => {
+                        Event::Refused { code: ErrorCode::from_u16(code), detail: detail.to_owned() }
+                    }
+                    AnswerPayload::Joined { session, keepalive_secs, timeout_secs } => {
+                        let secrets = SessionSecrets::from_split(&split, self.cfg.profile);
+                        self.initiator = None;
+                        self.install(session, secrets, keepalive_secs, timeout_secs);
+                        Event::Joined { session }
+                    }
+                }
+            }
+            MsgType::Cookie => {
+                let (Some(relay), Some((_, mac1))) = (self.cfg.relay_key, self.initiator.as_ref()) else {
+                    return Event::Ignored;
+                };
+                match v2::read_cookie(&relay, mac1, buf) {
+                    Ok(c) => {
+                        self.cookie = Some(c);
+                        Event::Cookie
+                    }
+                    Err(_) => Event::Ignored,
+                }
+            }
+            MsgType::KeepaliveAck | MsgType::AddressChanged => {
+                let (Ok(t), Some(j)) = (Ticket::parse(buf), self.joined.as_ref()) else {
+                    return Event::Ignored;
+                };
+                if t.session != j.session || !j.secrets.verify_ticket(&t) {
+                    return Event::Ignored;
+                }
+                if t.ty == MsgType::AddressChanged {
+                    Event::AddressChanged
+                } else {
+                    Event::KeepaliveAck
+                }
+            }
+            // A v1-format refusal of a ticket (unknown session) is sent for v2 sessions too.
+            _ => Event::Ignored,
+        }
+    }
+
+    fn install(&mut self, session: u64, secrets: SessionSecrets, keepalive_secs: u16, timeout_secs: u16) {
+        let senders = self.cfg.ssrcs.iter().map(|d| (d.ssrc.get(), (RtpSender::new(), 0))).collect();
+        self.joined = Some(Joined {
+            session,
+            up: secrets.c2r.session_keys(),
+            down: secrets.r2c.session_keys(),
+            secrets,
+            senders,
+            receivers: HashMap::new(),
+            counter: 0,
+            keepalive_secs,
+            timeout_secs,
+        });
     }
 
     fn handle_media(&mut self, buf: &mut [u8]) -> Event {

@@ -72,6 +72,86 @@ pub struct Config {
     /// After setup, switch from root to this user (e.g. `"nobody"`) and keep no capabilities.
     #[serde(default)]
     pub user: Option<String>,
+    /// The relay's static key (join v2).
+    #[serde(default)]
+    pub identity: IdentitySettings,
+    /// How joins are admitted under load.
+    #[serde(default)]
+    pub join: JoinSettings,
+}
+
+/// Where relayd keeps its static X25519 key ([`crate::identity`]).
+pub const DEFAULT_KEY_FILE: &str = "/var/lib/edgerelay/relay.key";
+
+/// The `[identity]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySettings {
+    /// The key file: created with a fresh key (mode 0600) on the first start, read after.
+    /// A relative path is relative to the config file. Default [`DEFAULT_KEY_FILE`].
+    #[serde(default = "default_key_file")]
+    pub key_file: PathBuf,
+}
+
+fn default_key_file() -> PathBuf {
+    PathBuf::from(DEFAULT_KEY_FILE)
+}
+
+impl Default for IdentitySettings {
+    fn default() -> Self {
+        Self { key_file: default_key_file() }
+    }
+}
+
+/// When v2 joins must echo a cookie (a round trip that proves the source address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CookieMode {
+    /// Only while the control queue is backed up (a join flood).
+    #[default]
+    Auto,
+    /// Always (every join costs one more round trip).
+    Always,
+}
+
+/// The `[join]` table: the join path's defences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinSettings {
+    /// When to require cookies.
+    #[serde(default)]
+    pub cookies: CookieMode,
+    /// A v2 join's timestamp may differ from the relay's clock by at most this much; the
+    /// relay remembers every join it saw for twice as long, so none can be replayed.
+    #[serde(default = "default_window")]
+    pub timestamp_window_secs: u16,
+    /// Replies (answers, cookies, errors, acks) per second in total; the rest are not sent.
+    #[serde(default = "default_replies")]
+    pub replies_per_sec: u32,
+    /// Replies per second to any one source address (burst: twice as many).
+    #[serde(default = "default_replies_per_source")]
+    pub replies_per_source_per_sec: u32,
+}
+
+fn default_window() -> u16 {
+    30
+}
+fn default_replies() -> u32 {
+    20_000
+}
+fn default_replies_per_source() -> u32 {
+    10
+}
+
+impl Default for JoinSettings {
+    fn default() -> Self {
+        Self {
+            cookies: CookieMode::Auto,
+            timestamp_window_secs: default_window(),
+            replies_per_sec: default_replies(),
+            replies_per_source_per_sec: default_replies_per_source(),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -208,6 +288,10 @@ pub struct AppConfig {
     /// Refuse joins that carry no PrivateMapKey.
     #[serde(default)]
     pub require_private_map_key: bool,
+    /// Accept v1 (cleartext) joins too, during a client migration; they are counted
+    /// (`handshake.v1_joins`). Default false: v1 joins are refused `v1_not_allowed`.
+    #[serde(default)]
+    pub allow_v1_joins: bool,
     /// SRTP profiles clients may ask for. Default: all supported.
     #[serde(default)]
     pub profiles: Option<Vec<String>>,
@@ -226,6 +310,8 @@ pub struct App {
     pub secrets: Vec<Vec<u8>>,
     /// See [`AppConfig::require_private_map_key`].
     pub require_private_map_key: bool,
+    /// See [`AppConfig::allow_v1_joins`]; [`App::new`] sets it false.
+    pub allow_v1_joins: bool,
     /// Allowed profiles.
     pub profiles: Vec<Profile>,
     /// Quotas.
@@ -278,6 +364,7 @@ impl App {
             sdkappid,
             secrets: secrets.into_iter().map(String::into_bytes).collect(),
             require_private_map_key,
+            allow_v1_joins: false,
             profiles,
             quotas: q,
         })
@@ -310,6 +397,10 @@ pub struct Validated {
     pub xdp: Option<XdpSettings>,
     /// User to switch to after setup.
     pub user: Option<String>,
+    /// The key file (resolved against the config file's directory).
+    pub key_file: PathBuf,
+    /// The join path's defences.
+    pub join: JoinSettings,
 }
 
 /// Most worker threads accepted.
@@ -370,9 +461,24 @@ impl Config {
                 (Some(_), Some(_)) => return invalid(format!("app {id}: set secret or secret_file, not both")),
                 (None, None) => return invalid(format!("app {id}: secret or secret_file is required")),
             };
-            apps.push(App::new(id, vec![secret], a.require_private_map_key, a.profiles, a.quotas)?);
+            let mut app = App::new(id, vec![secret], a.require_private_map_key, a.profiles, a.quotas)?;
+            app.allow_v1_joins = a.allow_v1_joins;
+            apps.push(app);
         }
+        let j = self.join;
+        if j.timestamp_window_secs == 0 || j.timestamp_window_secs > 3600 {
+            return invalid("join.timestamp_window_secs must be 1..=3600");
+        }
+        if j.replies_per_sec == 0 || j.replies_per_source_per_sec == 0 {
+            return invalid("join.replies_per_sec and join.replies_per_source_per_sec must be at least 1");
+        }
+        let key_file = match base {
+            Some(b) if self.identity.key_file.is_relative() => b.join(&self.identity.key_file),
+            _ => self.identity.key_file,
+        };
         let mut v = Validated {
+            key_file,
+            join: j,
             listen: self.listen,
             workers,
             pin_workers: self.pin_workers,

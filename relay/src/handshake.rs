@@ -1,6 +1,12 @@
-//! Session key agreement for a join.
+//! Session keys for a join.
 //!
-//! The client sends an ephemeral X25519 key share in its join; the relay answers with its
+//! **v2** ([`SessionSecrets::from_split`]): the keys come from the Noise NK handshake
+//! ([`crate::noise`], [`crate::proto::v2`]). Each direction's cipher key from `Split()` is
+//! the input keying material of an HKDF-SHA256 salted with the handshake hash, which
+//! expands to that direction's SRTP master key‖salt; the control MAC key comes from both.
+//! The keys are forward-secret: they depend on both sides' ephemeral keys.
+//!
+//! **v1** (kept for apps that allow v1 joins during a migration): the client sends an ephemeral X25519 key share in its join; the relay answers with its
 //! own in join-ok. Both compute the shared secret and run HKDF-SHA256 (RFC 5869) over it,
 //! salted with a hash of the transcript (the exact join datagram and the relay's share), so
 //! the keys are bound to everything the join said: app, room, profile, SSRCs and
@@ -20,7 +26,8 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use x25519_dalek::{PublicKey, StaticSecret};
 
-use crate::proto::{MsgType, Ticket, KEY_LEN, MAC_LEN};
+use crate::noise::Split;
+use crate::proto::{self, MsgType, Ticket, KEY_LEN, MAC_LEN};
 use crate::srtp::Profile;
 
 /// Longest SRTP master key‖salt (16 + 14).
@@ -78,6 +85,9 @@ impl std::fmt::Debug for MasterKey {
 /// Everything a session needs, on either side.
 #[derive(Clone)]
 pub struct SessionSecrets {
+    /// The protocol version of the join that made them ([`proto::VERSION`] or
+    /// [`proto::VERSION_2`]); tickets carry it and are MAC'd with it.
+    pub version: u8,
     /// Client → relay SRTP master.
     pub c2r: MasterKey,
     /// Relay → client SRTP master.
@@ -143,8 +153,28 @@ impl KeyPair {
         };
         let mut ctrl = [0u8; 32];
         hk.expand(b"edgerelay/v1 ctrl", &mut ctrl).expect("32 bytes is a valid HKDF length");
-        Ok(SessionSecrets { c2r: master(b"edgerelay/v1 c2r srtp"), r2c: master(b"edgerelay/v1 r2c srtp"), ctrl })
+        Ok(SessionSecrets {
+            version: proto::VERSION,
+            c2r: master(b"edgerelay/v1 c2r srtp"),
+            r2c: master(b"edgerelay/v1 r2c srtp"),
+            ctrl,
+        })
     }
+
+    /// The 32 secret bytes (deterministic tests derive further keys from them).
+    pub fn secret_bytes(&self) -> [u8; 32] {
+        self.secret.to_bytes()
+    }
+}
+
+/// A 32-byte secret derived from `seed` and a counter (SHA-256): fresh per-attempt
+/// ephemeral keys for a client built from one seeded key.
+pub fn derive_secret(seed: &[u8; 32], counter: u64) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"edgerelay/v2 ephemeral");
+    h.update(seed);
+    h.update(counter.to_be_bytes());
+    h.finalize().into()
 }
 
 fn mac16(key: &[u8; 32], parts: &[&[u8]]) -> [u8; MAC_LEN] {
@@ -164,6 +194,31 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl SessionSecrets {
+    /// A v2 session's keys from the Noise split.
+    pub fn from_split(split: &Split, profile: Profile) -> Self {
+        let n = profile.master_key_len() + profile.master_salt_len();
+        let master = |ikm: &[u8; 32], label: &[u8]| {
+            let mut bytes = [0u8; MAX_MASTER_LEN];
+            Hkdf::<Sha256>::new(Some(&split.handshake_hash), ikm)
+                .expand(label, &mut bytes[..n])
+                .expect("n is far below 255 × 32");
+            MasterKey { bytes, profile }
+        };
+        let mut both = [0u8; 64];
+        both[..32].copy_from_slice(&split.initiator_to_responder);
+        both[32..].copy_from_slice(&split.responder_to_initiator);
+        let mut ctrl = [0u8; 32];
+        Hkdf::<Sha256>::new(Some(&split.handshake_hash), &both)
+            .expand(b"edgerelay/v2 ctrl", &mut ctrl)
+            .expect("32 bytes is a valid HKDF length");
+        Self {
+            version: proto::VERSION_2,
+            c2r: master(&split.initiator_to_responder, b"edgerelay/v2 c2r srtp"),
+            r2c: master(&split.responder_to_initiator, b"edgerelay/v2 r2c srtp"),
+            ctrl,
+        }
+    }
+
     /// The join-ok key confirmation for `session`.
     pub fn confirm(&self, session: u64) -> [u8; MAC_LEN] {
         mac16(&self.ctrl, &[b"edgerelay/v1 join-ok", &session.to_be_bytes()])
@@ -178,14 +233,17 @@ impl SessionSecrets {
         }
     }
 
-    /// Builds an authenticated keepalive, keepalive-ack or leave.
+    /// Builds an authenticated ticket (keepalive, keepalive-ack, leave, address-changed) of
+    /// this session's protocol version.
     pub fn ticket(&self, ty: MsgType, session: u64, counter: u64) -> Ticket {
-        Ticket { ty, session, counter, mac: mac16(&self.ctrl, &[&Ticket::mac_input(ty, session, counter)]) }
+        let mac = mac16(&self.ctrl, &[&Ticket::mac_input(self.version, ty, session, counter)]);
+        Ticket { version: self.version, ty, session, counter, mac }
     }
 
-    /// Checks a ticket's MAC (constant time). The caller checks the counter.
+    /// Checks a ticket's version and MAC (constant time). The caller checks the counter.
     pub fn verify_ticket(&self, t: &Ticket) -> bool {
-        ct_eq(&mac16(&self.ctrl, &[&Ticket::mac_input(t.ty, t.session, t.counter)]), &t.mac)
+        t.version == self.version
+            && ct_eq(&mac16(&self.ctrl, &[&Ticket::mac_input(t.version, t.ty, t.session, t.counter)]), &t.mac)
     }
 }
 
@@ -220,6 +278,21 @@ mod tests {
         let b = client.agree(&relay.public, b"join B", &relay.public, p).unwrap();
         assert_ne!(a.c2r, b.c2r);
         assert_ne!(a.ctrl, b.ctrl);
+    }
+
+    #[test]
+    fn v2_keys_differ_per_direction_and_tickets_carry_the_version() {
+        let split = Split { initiator_to_responder: [1; 32], responder_to_initiator: [2; 32], handshake_hash: [3; 32] };
+        let s = SessionSecrets::from_split(&split, Profile::AesCm128HmacSha1_80);
+        assert_ne!(s.c2r.key_salt(), s.r2c.key_salt());
+        let other = SessionSecrets::from_split(&Split { handshake_hash: [4; 32], ..split.clone() }, s.c2r.profile());
+        assert_ne!(other.c2r, s.c2r, "keys are bound to the handshake hash");
+        let t = s.ticket(MsgType::Keepalive, 5, 1);
+        assert_eq!(t.version, proto::VERSION_2);
+        assert!(s.verify_ticket(&t));
+        let mut v1 = t;
+        v1.version = proto::VERSION;
+        assert!(!s.verify_ticket(&v1), "a v1 ticket does not verify for a v2 session");
     }
 
     #[test]

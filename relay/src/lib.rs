@@ -18,7 +18,9 @@
 pub mod client;
 pub mod config;
 pub mod engine;
+pub mod guard;
 pub mod handshake;
+pub mod identity;
 pub mod ids;
 #[cfg(feature = "dataplane")]
 pub mod io;

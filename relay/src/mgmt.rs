@@ -65,6 +65,18 @@ pub enum Request {
         room: String,
         /// The user id.
         user: String,
+        /// Also ban the user from the room for this many seconds: the same UserSig (or any
+        /// other) cannot rejoin it before then. 0 = no ban.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        ban_secs: u64,
+    },
+    /// The relay's static public key(s) (answer: `key`).
+    Key {},
+    /// Make a fresh static key current; the old one stays valid for `overlap_secs` (answer:
+    /// `key`). relayd saves both to its key file before answering.
+    RotateKey {
+        /// How long joins to the old key are still accepted.
+        overlap_secs: u64,
     },
     /// Replace the app set (relay-control's push). Sessions of apps that remain keep
     /// running (a secret rotation keeps live sessions); sessions of removed apps end.
@@ -124,12 +136,47 @@ pub struct AppSpec {
     /// Refuse joins without a PrivateMapKey.
     #[serde(default)]
     pub require_private_map_key: bool,
+    /// Accept v1 (cleartext) joins during a migration (default: refused).
+    #[serde(default)]
+    pub allow_v1_joins: bool,
     /// Allowed SRTP profiles (default: all).
     #[serde(default)]
     pub profiles: Option<Vec<String>>,
     /// Quotas.
     #[serde(default)]
     pub quotas: crate::limits::Quotas,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// The relay's static keys, in a `key` answer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyInfo {
+    /// The key clients should join to (base64).
+    pub public_key: crate::identity::RelayKey,
+    /// Its fingerprint (first 8 bytes of SHA-256, hex), for logs and eyes.
+    pub fingerprint: String,
+    /// During a rotation's overlap: the previous key, still accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_key: Option<crate::identity::RelayKey>,
+    /// When the previous key stops being accepted (unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_until: Option<u64>,
+}
+
+impl KeyInfo {
+    /// The key info of an identity.
+    pub fn of(id: &crate::identity::Identity) -> Self {
+        let public_key = id.current.public();
+        Self {
+            public_key,
+            fingerprint: public_key.fingerprint(),
+            previous_key: id.previous.as_ref().map(|(k, _)| k.public()),
+            previous_until: id.previous.as_ref().map(|(_, u)| *u),
+        }
+    }
 }
 
 /// A room in a `rooms` answer.
@@ -196,6 +243,8 @@ pub enum Answer {
     Limits(Limits),
     /// Offenders (`offenders`).
     Offenders(Vec<Offender>),
+    /// The relay's keys (`key`, `rotate_key`).
+    Key(KeyInfo),
 }
 
 /// What kind of refusal a [`Refusal`] is. Snake-case on the wire; a code this version does
@@ -327,6 +376,14 @@ impl Response {
         }
     }
 
+    /// The keys of an [`Answer::Key`].
+    pub fn key(&self) -> Option<&KeyInfo> {
+        match self {
+            Self::Ok(Answer::Key(k)) => Some(k),
+            _ => None,
+        }
+    }
+
     /// The count of an [`Answer::Removed`].
     pub fn removed(&self) -> Option<u64> {
         match self {
@@ -363,6 +420,8 @@ struct Wire {
     limits: Option<Limits>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     offenders: Option<Vec<Offender>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key: Option<KeyInfo>,
 }
 
 impl From<Response> for Wire {
@@ -379,6 +438,7 @@ impl From<Response> for Wire {
             Response::Ok(Answer::Blocks(b)) => Self { blocks: Some(b), ..ok },
             Response::Ok(Answer::Limits(l)) => Self { limits: Some(l), ..ok },
             Response::Ok(Answer::Offenders(o)) => Self { offenders: Some(o), ..ok },
+            Response::Ok(Answer::Key(k)) => Self { key: Some(k), ..ok },
         }
     }
 }
@@ -400,6 +460,8 @@ impl From<Wire> for Response {
             Answer::Limits(l)
         } else if let Some(o) = w.offenders {
             Answer::Offenders(o)
+        } else if let Some(k) = w.key {
+            Answer::Key(k)
         } else {
             Answer::Done
         })
@@ -435,6 +497,7 @@ impl Answer {
             Self::Blocks(_) => "blocks",
             Self::Limits(_) => "limits",
             Self::Offenders(_) => "offenders",
+            Self::Key(_) => "key",
         }
     }
 }
@@ -530,6 +593,15 @@ impl Client {
         }
     }
 
+    /// `key`, or `rotate_key` when `rotate_overlap_secs` is given: the relay's keys.
+    pub fn key(&mut self, rotate_overlap_secs: Option<u64>) -> Result<KeyInfo, ClientError> {
+        let req = rotate_overlap_secs.map_or(Request::Key {}, |overlap_secs| Request::RotateKey { overlap_secs });
+        match self.call(&req)? {
+            Answer::Key(k) => Ok(k),
+            a => Err(ClientError::Unexpected { op: req.op(), got: a.kind() }),
+        }
+    }
+
     /// `offenders`.
     pub fn offenders(&mut self, limit: Option<u32>) -> Result<Vec<Offender>, ClientError> {
         match self.call(&Request::Offenders { limit })? {
@@ -554,6 +626,8 @@ impl Request {
             Self::GetLimits {} => "get_limits",
             Self::SetLimits(_) => "set_limits",
             Self::Offenders { .. } => "offenders",
+            Self::Key {} => "key",
+            Self::RotateKey { .. } => "rotate_key",
         }
     }
 }
@@ -591,7 +665,7 @@ mod tests {
     #[test]
     fn requests_round_trip_and_unknown_fields_are_refused() {
         round_trip(
-            &Request::RemoveUser { sdkappid: 1, room: "s:a".into(), user: "u".into() },
+            &Request::RemoveUser { sdkappid: 1, room: "s:a".into(), user: "u".into(), ban_secs: 0 },
             r#"{"op":"remove_user","sdkappid":1,"room":"s:a","user":"u"}"#,
         );
         round_trip(&Request::Rooms { sdkappid: None, limit: None }, r#"{"op":"rooms"}"#);

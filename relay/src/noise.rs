@@ -105,7 +105,8 @@ pub fn seal(k: &[u8; 32], n: u64, ad: &[u8], buf: &mut [u8], len: usize) -> Resu
         return Err(Error::BufferTooSmall);
     }
     let (msg, rest) = buf.split_at_mut(len);
-    let tag = aead_key(k).seal_in_place_separate_tag(nonce(n), Aad::from(ad), msg).map_err(|_| Error::BufferTooSmall)?;
+    let tag =
+        aead_key(k).seal_in_place_separate_tag(nonce(n), Aad::from(ad), msg).map_err(|_| Error::BufferTooSmall)?;
     rest[..TAG_LEN].copy_from_slice(tag.as_ref());
     Ok(len + TAG_LEN)
 }
@@ -247,6 +248,7 @@ impl Initiator {
 }
 
 /// The relay's side, between reading the first message and answering it.
+#[derive(Clone)]
 pub struct Responder {
     sym: Symmetric,
     re: [u8; DH_LEN],
@@ -342,7 +344,10 @@ mod tests {
         let transport = [
             ("462e20412e20486179656b", "304f70c37c93573099228016d54cb15213af94eb598d1b17df1153"),
             ("4361726c204d656e676572", "a1bf6c954529f29b31d8ae9f67d2c18dbd332aa1a0918690c6d80b"),
-            ("4a65616e2d426170746973746520536179", "2e8f3e51888360b2b2d83a64dde9943c7dd3c5e84ac7c4b4e2d5cfc025b6c854d3"),
+            (
+                "4a65616e2d426170746973746520536179",
+                "2e8f3e51888360b2b2d83a64dde9943c7dd3c5e84ac7c4b4e2d5cfc025b6c854d3",
+            ),
             (
                 "457567656e2042f6686d20766f6e2042617765726b",
                 "8498bf41212a8b87c9eeb408274c75b3558fd0530865b5a7932d4b3af812d85b3df27e6f33",
@@ -388,9 +393,8 @@ mod tests {
         let (m, _) = resp.write_second([2; 32], b"ok", &mut ans).unwrap();
         // An answer from someone without the static secret: an impostor reading the client's
         // ephemeral key can only answer with its own "first message" keys.
-        let (impostor, _) =
-            Responder::read_first(b"p", &StaticSecret::from([8u8; 32]), &other, &mut out[..n].to_vec())
-                .map_or((None, 0), |(r, n)| (Some(r), n));
+        let (impostor, _) = Responder::read_first(b"p", &StaticSecret::from([8u8; 32]), &other, &mut out[..n].to_vec())
+            .map_or((None, 0), |(r, n)| (Some(r), n));
         assert!(impostor.is_none(), "an impostor cannot even read the join");
         let mut forged = ans[..m].to_vec();
         forged[40] ^= 1;

@@ -27,10 +27,16 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use crate::config::{App, Timeouts, Validated};
+use sha2::{Digest, Sha256};
+
+use crate::config::{App, CookieMode, JoinSettings, Timeouts, Validated};
+use crate::guard::{CookieJar, Replay, ReplayCache, ReplyLimiter, REPLAY_CAPACITY};
 use crate::handshake::{KeyPair, SessionSecrets};
+use crate::identity::{Identity, RelayKey, StaticKey};
 use crate::ids::{RoomId, RoomKey, SdkAppId, SessionId, UserId};
-use crate::proto::{self, DeclaredSsrc, ErrorCode, Join, JoinError, JoinOk, MsgType, StreamKind, Ticket};
+use crate::noise::{Responder, DH_LEN};
+use crate::proto::v2::{self, AnswerPayload};
+use crate::proto::{self, DeclaredSsrc, ErrorCode, Join, JoinError, JoinOk, MsgType, StreamKind, Ticket, MAX_SSRCS};
 use crate::srtp::{Profile, SessionKeys};
 use crate::usersig::{self, PrivilegeMap};
 
@@ -118,9 +124,20 @@ pub enum Outcome {
     KeptAlive(SessionId),
     /// A leave was accepted.
     Left(SessionId),
+    /// A v2 join without a valid cookie while relayd is under load: the reply is a cookie.
+    CookieSent,
+    /// A v2 keepalive from another address than its session's: the reply tells the client
+    /// to join again from there.
+    AddressChanged(SessionId),
     /// The message was dropped without an answer (bad MAC, replayed counter, a type the
     /// relay never receives).
     Ignored,
+}
+
+/// A v2 join's verified UserSig.
+struct Verified {
+    secret: Vec<u8>,
+    expires_unix: u64,
 }
 
 struct AppState {
@@ -150,34 +167,169 @@ pub struct Registry {
     sessions: HashMap<SessionId, Entry>,
     by_addr: HashMap<SocketAddr, SessionId>,
     by_user: HashMap<(RoomKey, UserId), SessionId>,
+    bans: HashMap<(RoomKey, UserId), u64>,
     next_id: u64,
     timeouts: Timeouts,
     rng: Box<dyn FnMut() -> KeyPair + Send>,
     joins: HashMap<&'static str, u64>,
+    handshake: HashMap<&'static str, u64>,
+    identity: Identity,
+    keys: Vec<RelayKeyState>,
+    join_cfg: JoinSettings,
+    replay: ReplayCache,
+    cookies: CookieJar,
+    limiter: ReplyLimiter,
+    under_load: bool,
+    pending: Option<Pending>,
+}
+
+/// One static key the relay accepts joins for, with its derived mac1 key.
+struct RelayKeyState {
+    key: StaticKey,
+    mac1: [u8; 32],
+}
+
+/// What the last join's answer needs to be rewritten as a refusal (the control thread
+/// takes a join back when the kernel cannot install it).
+enum Pending {
+    V1 { max_len: usize },
+    V2 { responder: Responder, max_len: usize },
 }
 
 struct Refusal(ErrorCode, &'static str);
 
+/// A join's request, from a v1 join or a decrypted v2 payload.
+struct Request<'a> {
+    sdkappid: u32,
+    profile: u16,
+    room: &'a RoomId,
+    ssrcs: &'a [Option<DeclaredSsrc>; MAX_SSRCS],
+    usersig: &'a str,
+    private_map_key: Option<&'a str>,
+}
+
+impl Request<'_> {
+    fn declared(&self) -> impl Iterator<Item = DeclaredSsrc> + '_ {
+        self.ssrcs.iter().flatten().copied()
+    }
+}
+
+/// A join that passed every check, ready to install.
+struct Admission {
+    app: SdkAppId,
+    room: RoomKey,
+    user: UserId,
+    privileges: PrivilegeMap,
+    profile: Profile,
+    freed: [Option<SessionId>; 2],
+    ssrcs: Vec<DeclaredSsrc>,
+}
+
 impl Registry {
-    /// A registry for the configured apps, drawing relay key shares from the OS RNG.
+    /// A registry for the configured apps with a random relay identity, drawing key shares
+    /// from the OS RNG.
     pub fn new(cfg: &Validated) -> Self {
-        Self::with_rng(cfg, Box::new(KeyPair::generate))
+        Self::with_identity(cfg, Identity::new(StaticKey::generate()), Box::new(KeyPair::generate))
     }
 
-    /// Same, with a caller-chosen key source (deterministic simulations).
-    pub fn with_rng(cfg: &Validated, rng: Box<dyn FnMut() -> KeyPair + Send>) -> Self {
+    /// Same, with a caller-chosen key source (deterministic simulations); the identity is
+    /// drawn from it too.
+    pub fn with_rng(cfg: &Validated, mut rng: Box<dyn FnMut() -> KeyPair + Send>) -> Self {
+        let identity = Identity::new(StaticKey::from_secret(rng().secret_bytes()));
+        Self::with_identity(cfg, identity, rng)
+    }
+
+    /// A registry with the relay's static identity (relayd loads it from its key file).
+    pub fn with_identity(cfg: &Validated, identity: Identity, mut rng: Box<dyn FnMut() -> KeyPair + Send>) -> Self {
         let apps = cfg.apps.iter().map(|a| (a.sdkappid, AppState { cfg: a.clone(), rooms: 0, sessions: 0 })).collect();
-        Self {
+        let seed = rng().secret_bytes();
+        let mut counter = 0u64;
+        let cookie_rng = Box::new(move || {
+            counter += 1;
+            let mut h = Sha256::new();
+            h.update(seed);
+            h.update(counter.to_be_bytes());
+            h.finalize().into()
+        });
+        let mut r = Self {
             apps,
             rooms: HashMap::new(),
             sessions: HashMap::new(),
             by_addr: HashMap::new(),
             by_user: HashMap::new(),
+            bans: HashMap::new(),
             next_id: 1,
             timeouts: cfg.timeouts,
             rng,
             joins: HashMap::new(),
+            handshake: HashMap::new(),
+            identity,
+            keys: Vec::new(),
+            join_cfg: cfg.join,
+            replay: ReplayCache::new(REPLAY_CAPACITY),
+            cookies: CookieJar::new(cookie_rng, 0),
+            limiter: ReplyLimiter::new(cfg.join.replies_per_sec, cfg.join.replies_per_source_per_sec, 0),
+            under_load: false,
+            pending: None,
+        };
+        r.refresh_keys(0);
+        r
+    }
+
+    /// The relay's identity.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The public key clients should join to.
+    pub fn relay_key(&self) -> RelayKey {
+        self.identity.current.public()
+    }
+
+    /// Replaces the identity (a rotation). Joins to any key valid at `unix_secs` are
+    /// accepted; live sessions are not affected.
+    pub fn set_identity(&mut self, identity: Identity, unix_secs: u64) {
+        self.identity = identity;
+        self.refresh_keys(unix_secs);
+    }
+
+    /// Drops a previous key whose overlap has ended; returns whether one was dropped.
+    pub fn retire_keys(&mut self, unix_secs: u64) -> bool {
+        let changed = self.identity.retire_expired(unix_secs);
+        if changed {
+            self.refresh_keys(unix_secs);
         }
+        changed
+    }
+
+    fn refresh_keys(&mut self, unix_secs: u64) {
+        self.keys = self
+            .identity
+            .valid_keys(unix_secs)
+            .map(|k| RelayKeyState { key: k.clone(), mac1: v2::mac1_key(&k.public()) })
+            .collect();
+    }
+
+    /// Tells the join path whether relayd is under load (its control queue backing up):
+    /// while it is, v2 joins need a cookie.
+    pub fn set_under_load(&mut self, on: bool) {
+        self.under_load = on;
+    }
+
+    /// Handshake and join-path counters by name: `v1_joins`, `v2_joins`, `mac1_failed`,
+    /// `cookies_sent`, `dh`, `decrypt_failed`, `replayed`, `replies_limited`.
+    pub fn handshake_counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.handshake.iter().map(|(k, v)| (*k, *v)).chain(std::iter::once(("replies_limited", self.limiter.limited)))
+    }
+
+    fn count(&mut self, name: &'static str) {
+        *self.handshake.entry(name).or_default() += 1;
+    }
+
+    /// Bans `user` from the room until `until_unix` (with an operator's removal): joins
+    /// are refused `banned` until then.
+    pub fn ban(&mut self, key: &RoomKey, user: &UserId, until_unix: u64) {
+        self.bans.insert((key.clone(), user.clone()), until_unix);
     }
 
     /// Live sessions.
@@ -208,6 +360,8 @@ impl Registry {
 
     /// Handles one control datagram from `src`. A reply, if any, is written to `reply` and
     /// its length returned with the outcome; data-plane changes are appended to `updates`.
+    /// Malformed datagrams get no reply, and every reply is rate-limited per source and in
+    /// total ([`ReplyLimiter`]).
     pub fn handle(
         &mut self,
         now: Now,
@@ -216,20 +370,47 @@ impl Registry {
         reply: &mut [u8],
         updates: &mut Vec<Update>,
     ) -> (Outcome, Option<usize>) {
-        let ty = match proto::parse_header(datagram) {
-            Ok((ty, _)) => ty,
-            Err(e) => return self.refuse(Refusal(e.code(), "malformed message"), datagram.len(), reply),
+        self.pending = None;
+        let (version, ty) = match proto::parse_any_header(datagram) {
+            Ok((v, ty, _)) => (v, ty),
+            Err(proto::Error::Version(_)) if proto::parse_header_len_ok(datagram) => {
+                // A well-formed header of a version this relay does not speak: say so (a
+                // newer client can fall back), within the reply budget.
+                let (o, n) =
+                    self.refuse(Refusal(ErrorCode::UnsupportedVersion, "unsupported version"), datagram.len(), reply);
+                return (o, n.filter(|_| self.limiter.allow(src, now.mono_ms)));
+            }
+            Err(_) => {
+                *self.joins.entry(ErrorCode::Malformed.name()).or_default() += 1;
+                return (Outcome::Refused(ErrorCode::Malformed), None);
+            }
         };
-        match ty {
-            MsgType::Join => self.join(now, src, datagram, reply, updates),
-            MsgType::Keepalive | MsgType::Leave => self.ticket(now, datagram, reply, updates),
-            MsgType::JoinOk | MsgType::JoinError | MsgType::KeepaliveAck => (Outcome::Ignored, None),
-        }
+        let (outcome, n) = match (version, ty) {
+            (proto::VERSION_2, MsgType::Join) => return self.join_v2(now, src, datagram, reply, updates),
+            (_, MsgType::Join) => self.join(now, src, datagram, reply, updates),
+            (_, MsgType::Keepalive | MsgType::Leave) => self.ticket(now, src, datagram, reply, updates),
+            _ => (Outcome::Ignored, None),
+        };
+        (outcome, n.filter(|_| self.limiter.allow(src, now.mono_ms)))
     }
 
     fn refuse(&mut self, r: Refusal, max_len: usize, reply: &mut [u8]) -> (Outcome, Option<usize>) {
         *self.joins.entry(r.0.name()).or_default() += 1;
         (Outcome::Refused(r.0), JoinError::write(r.0, r.1, reply, max_len))
+    }
+
+    /// Rewrites the answer to the join [`handle`](Self::handle) just accepted as a refusal
+    /// (relayd takes the join back when the kernel cannot install its session). Returns the
+    /// new reply's length.
+    pub fn refuse_last_join(&mut self, code: ErrorCode, detail: &str, reply: &mut [u8]) -> Option<usize> {
+        match self.pending.take()? {
+            Pending::V1 { max_len } => JoinError::write(code, detail, reply, max_len),
+            Pending::V2 { responder, max_len } => {
+                let e = (self.rng)().secret_bytes();
+                let a = AnswerPayload::Refused { code: code as u16, detail };
+                v2::write_answer(responder, e, &a, reply, max_len).ok().map(|(n, _)| n)
+            }
+        }
     }
 
     fn join(
@@ -240,11 +421,20 @@ impl Registry {
         reply: &mut [u8],
         updates: &mut Vec<Update>,
     ) -> (Outcome, Option<usize>) {
-        match self.try_join(now, src, datagram, updates) {
+        self.count("v1_joins");
+        let j = match Join::parse(datagram) {
+            Ok(j) => j,
+            Err(e) => {
+                // No reply: a malformed join may come from a spoofed source.
+                *self.joins.entry(e.code().name()).or_default() += 1;
+                return (Outcome::Refused(e.code()), None);
+            }
+        };
+        match self.try_join(now, src, &j, datagram, updates) {
             Ok((id, ok)) => {
                 *self.joins.entry("ok").or_default() += 1;
-                let n = ok.write(reply).ok();
-                (Outcome::Joined(id), n)
+                self.pending = Some(Pending::V1 { max_len: datagram.len() });
+                (Outcome::Joined(id), ok.write(reply).ok())
             }
             Err(r) => self.refuse(r, datagram.len(), reply),
         }
@@ -254,12 +444,211 @@ impl Registry {
         &mut self,
         now: Now,
         src: SocketAddr,
+        j: &Join<'_>,
         datagram: &[u8],
         updates: &mut Vec<Update>,
     ) -> Result<(SessionId, JoinOk), Refusal> {
-        let j = Join::parse(datagram).map_err(|e| Refusal(e.code(), "malformed join"))?;
-        let app_id = SdkAppId::new(j.sdkappid.into()).map_err(|_| Refusal(ErrorCode::UnknownApp, "unknown app"))?;
-        let app = self.apps.get(&app_id).ok_or(Refusal(ErrorCode::UnknownApp, "unknown app"))?;
+        let req = Request {
+            sdkappid: j.sdkappid,
+            profile: j.profile,
+            room: &j.room,
+            ssrcs: &j.ssrcs,
+            usersig: j.usersig,
+            private_map_key: j.private_map_key,
+        };
+        let app_id = self.app_of(&req)?;
+        if !self.apps[&app_id].cfg.allow_v1_joins {
+            return Err(Refusal(ErrorCode::V1NotAllowed, "this app accepts only join v2: update the client"));
+        }
+        let adm = self.admit(now, src, &req, None)?;
+        let relay = (self.rng)();
+        let secrets = relay
+            .agree(&j.key_share, datagram, &relay.public, adm.profile)
+            .map_err(|_| Refusal(ErrorCode::BadKeyShare, "X25519 key share is of low order"))?;
+        let id = SessionId(self.next_id);
+        let ok = JoinOk {
+            session: id.0,
+            key_share: relay.public,
+            keepalive_secs: self.timeouts.keepalive_secs,
+            timeout_secs: self.timeouts.session_secs,
+            confirm: secrets.confirm(id.0),
+        };
+        let installed = self.install(now, src, adm, secrets, updates);
+        debug_assert_eq!(installed, id);
+        Ok((id, ok))
+    }
+
+    /// A v2 join: mac1, the reply budget, a cookie under load, then the Noise handshake,
+    /// the UserSig, the timestamp window and the replay cache, then the same admission as
+    /// v1. Nothing before the handshake is answered except with a cookie; every answer
+    /// after it is encrypted.
+    fn join_v2(
+        &mut self,
+        now: Now,
+        src: SocketAddr,
+        datagram: &[u8],
+        reply: &mut [u8],
+        updates: &mut Vec<Update>,
+    ) -> (Outcome, Option<usize>) {
+        let Ok(frame) = v2::JoinFrame::new_checked(datagram) else {
+            *self.joins.entry(ErrorCode::Malformed.name()).or_default() += 1;
+            return (Outcome::Refused(ErrorCode::Malformed), None);
+        };
+        let Some(ki) = self.keys.iter().position(|k| frame.mac1_ok(&k.mac1)) else {
+            self.count("mac1_failed");
+            return (Outcome::Ignored, None);
+        };
+        self.count("v2_joins");
+        // Whatever follows is answered, so charge the budget first: a source over it costs
+        // no Diffie-Hellman.
+        if !self.limiter.allow(src, now.mono_ms) {
+            return (Outcome::Ignored, None);
+        }
+        let need_cookie = self.join_cfg.cookies == CookieMode::Always || self.under_load;
+        if need_cookie && !self.cookies.verify(src, now.mono_ms, |c| frame.mac2_ok(c)) {
+            let cookie = self.cookies.cookie(src, now.mono_ms);
+            let mut nonce = [0u8; 12];
+            nonce.copy_from_slice(&(self.rng)().secret_bytes()[..12]);
+            self.count("cookies_sent");
+            let n = v2::write_cookie(&self.keys[ki].key.public(), nonce, &cookie, &frame.mac1(), reply).ok();
+            return (Outcome::CookieSent, n);
+        }
+        self.count("dh");
+        let mut msg = [0u8; proto::MAX_LEN];
+        let range = frame.noise_range();
+        let msg = &mut msg[..range.len()];
+        msg.copy_from_slice(&datagram[range]);
+        let key = &self.keys[ki].key;
+        let (responder, len) = match Responder::read_first(v2::PROLOGUE, key.secret(), key.public().bytes(), msg) {
+            Ok(r) => r,
+            Err(_) => {
+                self.count("decrypt_failed");
+                return (Outcome::Ignored, None);
+            }
+        };
+        let max_len = datagram.len();
+        let payload = match v2::JoinPayload::parse(&msg[DH_LEN..DH_LEN + len]) {
+            Ok(p) => p,
+            Err(e) => return self.answer(responder, Err(Refusal(e.code(), "malformed join")), max_len, reply),
+        };
+        let req = Request {
+            sdkappid: payload.sdkappid,
+            profile: payload.profile,
+            room: &payload.room,
+            ssrcs: &payload.ssrcs,
+            usersig: payload.usersig,
+            private_map_key: payload.private_map_key,
+        };
+        let verified = match self.authenticate(now, &req, payload.timestamp_ms) {
+            Ok(v) => v,
+            Err(r) => return self.answer(responder, Err(r), max_len, reply),
+        };
+        // Authentic and in its window: remember it until it can no longer pass either check,
+        // whatever the outcome below (a join refused for a quota now must not succeed when
+        // replayed later).
+        let window_ms = u64::from(self.join_cfg.timestamp_window_secs) * 1000;
+        let now_unix_ms = now.unix_secs * 1000;
+        let valid_for_ms = (payload.timestamp_ms + window_ms + 1000)
+            .saturating_sub(now_unix_ms)
+            .min(verified.expires_unix.saturating_sub(now.unix_secs).saturating_mul(1000));
+        match self.replay.check(&responder.hash(), now.mono_ms, now.mono_ms + valid_for_ms) {
+            Replay::Fresh => {}
+            Replay::Replayed => {
+                // No answer: whoever replays it could not read one, and it costs a DH.
+                self.count("replayed");
+                *self.joins.entry(ErrorCode::Replayed.name()).or_default() += 1;
+                return (Outcome::Refused(ErrorCode::Replayed), None);
+            }
+            Replay::Full => {
+                return self.answer(
+                    responder,
+                    Err(Refusal(ErrorCode::Overloaded, "relay is busy; retry")),
+                    max_len,
+                    reply,
+                )
+            }
+        }
+        let adm = self.admit(now, src, &req, Some(verified.secret));
+        self.answer(responder, adm.map(|a| (a, now, src, updates)), max_len, reply)
+    }
+
+    /// Writes a v2 answer: installs the session if admitted, or encrypts the refusal.
+    fn answer(
+        &mut self,
+        responder: Responder,
+        admitted: Result<(Admission, Now, SocketAddr, &mut Vec<Update>), Refusal>,
+        max_len: usize,
+        reply: &mut [u8],
+    ) -> (Outcome, Option<usize>) {
+        let e = (self.rng)().secret_bytes();
+        match admitted {
+            Ok((adm, now, src, updates)) => {
+                let id = SessionId(self.next_id);
+                let ok = AnswerPayload::Joined {
+                    session: id.0,
+                    keepalive_secs: self.timeouts.keepalive_secs,
+                    timeout_secs: self.timeouts.session_secs,
+                };
+                let pending = responder.clone();
+                let Ok((n, split)) = v2::write_answer(responder, e, &ok, reply, max_len) else {
+                    return (Outcome::Ignored, None);
+                };
+                let secrets = SessionSecrets::from_split(&split, adm.profile);
+                let installed = self.install(now, src, adm, secrets, updates);
+                debug_assert_eq!(installed, id);
+                *self.joins.entry("ok").or_default() += 1;
+                self.pending = Some(Pending::V2 { responder: pending, max_len });
+                (Outcome::Joined(id), Some(n))
+            }
+            Err(r) => {
+                *self.joins.entry(r.0.name()).or_default() += 1;
+                let a = AnswerPayload::Refused { code: r.0 as u16, detail: r.1 };
+                (Outcome::Refused(r.0), v2::write_answer(responder, e, &a, reply, max_len).ok().map(|(n, _)| n))
+            }
+        }
+    }
+
+    fn app_of(&self, req: &Request<'_>) -> Result<SdkAppId, Refusal> {
+        let app_id = SdkAppId::new(req.sdkappid.into()).map_err(|_| Refusal(ErrorCode::UnknownApp, "unknown app"))?;
+        if !self.apps.contains_key(&app_id) {
+            return Err(Refusal(ErrorCode::UnknownApp, "unknown app"));
+        }
+        Ok(app_id)
+    }
+
+    /// v2: the UserSig's HMAC first (the Diffie-Hellman already cost far more), then the
+    /// join's timestamp against the window.
+    fn authenticate(&mut self, now: Now, req: &Request<'_>, timestamp_ms: u64) -> Result<Verified, Refusal> {
+        let app_id = self.app_of(req)?;
+        let sig =
+            usersig::decode(req.usersig).map_err(|_| Refusal(ErrorCode::BadSignature, "UserSig does not decode"))?;
+        if sig.sdkappid != u64::from(req.sdkappid) {
+            return Err(Refusal(ErrorCode::WrongApp, "UserSig is for another SdkAppId"));
+        }
+        let app = &self.apps[&app_id];
+        let secret =
+            verify_with_any(&app.cfg.secrets, |k| sig.verify(k, now.unix_secs)).map_err(credential_refusal)?.to_vec();
+        let window_ms = u64::from(self.join_cfg.timestamp_window_secs) * 1000;
+        let now_ms = now.unix_secs * 1000;
+        // `unix_secs` is whole seconds: allow one more second each way.
+        if timestamp_ms + window_ms + 1000 < now_ms || timestamp_ms > now_ms + window_ms + 1000 {
+            return Err(Refusal(ErrorCode::ClockSkew, "join timestamp is outside the relay's window: check the clock"));
+        }
+        Ok(Verified { secret, expires_unix: sig.time.saturating_add(sig.expire) })
+    }
+
+    /// Every check of a join but the key agreement. `verified` is the app secret the
+    /// UserSig already verified with (v2); without it (v1) the UserSig's HMAC runs last,
+    /// after every check that needs none.
+    fn admit(
+        &mut self,
+        now: Now,
+        src: SocketAddr,
+        j: &Request<'_>,
+        verified: Option<Vec<u8>>,
+    ) -> Result<Admission, Refusal> {
+        let app_id = self.app_of(j)?;
+        let app = &self.apps[&app_id];
         let profile = Profile::from_id(j.profile)
             .filter(|p| app.cfg.profiles.contains(p))
             .ok_or(Refusal(ErrorCode::UnsupportedProfile, "SRTP profile not enabled for this app"))?;
@@ -272,6 +661,13 @@ impl Registry {
         }
         let user = UserId::new(&sig.identifier).map_err(|_| Refusal(ErrorCode::Malformed, "bad user id"))?;
         let room = RoomKey { app: app_id, room: j.room.clone() };
+        if let Some(&until) = self.bans.get(&(room.clone(), user.clone())) {
+            if now.unix_secs < until {
+                return Err(Refusal(ErrorCode::Banned, "this user is banned from this room for now"));
+            }
+            self.bans.remove(&(room.clone(), user.clone()));
+        }
+        let app = &self.apps[&app_id];
         let room_exists = self.rooms.contains_key(&room);
         let pmk = match j.private_map_key {
             None if app.cfg.require_private_map_key => {
@@ -291,7 +687,7 @@ impl Registry {
                     p.userbuf.as_deref().ok_or(Refusal(ErrorCode::BadSignature, "PrivateMapKey carries no userbuf"))?;
                 let ub = usersig::decode_userbuf(buf)
                     .map_err(|_| Refusal(ErrorCode::BadSignature, "PrivateMapKey userbuf is malformed"))?;
-                let same_room = match (&j.room, &ub.room_str) {
+                let same_room = match (j.room, &ub.room_str) {
                     (RoomId::Str(s), Some(r)) => **s == **r,
                     (RoomId::Num(n), None) => *n == ub.room_num,
                     _ => false,
@@ -340,7 +736,6 @@ impl Registry {
         let freed_in_app = freed.iter().flatten().filter(|id| self.sessions[id].info.room.app == app_id).count();
         let room_state = self.rooms.get(&room);
         let members_after = room_state.map_or(0, |r| r.members.iter().filter(|m| !freed.contains(&Some(**m))).count());
-        let app = &self.apps[&app_id];
         if app.sessions as usize - freed_in_app >= app.cfg.quotas.max_sessions as usize {
             return Err(Refusal(ErrorCode::SessionQuota, "app session quota reached"));
         }
@@ -372,60 +767,67 @@ impl Registry {
             }
         }
 
-        // Now the MACs: UserSig once, then the PrivateMapKey.
+        // Now the MACs: the UserSig once (unless v2 already did), then the PrivateMapKey.
         // One HMAC with the current secret; during a rotation, one more with the previous.
-        let secret = verify_with_any(&app.cfg.secrets, |k| sig.verify(k, now.unix_secs)).map_err(credential_refusal)?;
+        let secret = match verified {
+            Some(s) => s,
+            None => verify_with_any(&app.cfg.secrets, |k| sig.verify(k, now.unix_secs))
+                .map_err(credential_refusal)?
+                .to_vec(),
+        };
         if let Some((p, _)) = &pmk {
-            p.verify(secret, now.unix_secs).map_err(credential_refusal)?;
+            p.verify(&secret, now.unix_secs).map_err(credential_refusal)?;
         }
+        Ok(Admission { app: app_id, room, user, privileges, profile, freed, ssrcs: j.declared().collect() })
+    }
 
-        let relay = (self.rng)();
-        let secrets = relay
-            .agree(&j.key_share, datagram, &relay.public, profile)
-            .map_err(|_| Refusal(ErrorCode::BadKeyShare, "X25519 key share is of low order"))?;
-
-        for id in freed.into_iter().flatten() {
+    /// Installs an admitted join with its keys; returns the new session's id.
+    fn install(
+        &mut self,
+        now: Now,
+        src: SocketAddr,
+        adm: Admission,
+        secrets: SessionSecrets,
+        updates: &mut Vec<Update>,
+    ) -> SessionId {
+        for id in adm.freed.into_iter().flatten() {
             self.remove(id, updates);
         }
         let id = SessionId(self.next_id);
         self.next_id += 1;
+        let Admission { app: app_id, room, user, privileges, ssrcs, .. } = adm;
+        let n_ssrcs = ssrcs.len() as u32;
         let info = Arc::new(SessionInfo {
             id,
             room: room.clone(),
             user: user.clone(),
             addr: src,
             privileges,
-            ssrcs: j.declared().collect(),
             uplink: secrets.c2r.session_keys(),
             downlink: secrets.r2c.session_keys(),
             last_seen_ms: CacheLine(AtomicU64::new(now.mono_ms)),
+            ssrcs,
         });
-        let app = self.apps.get_mut(&app_id).expect("checked above");
+        let app = self.apps.get_mut(&app_id).expect("admitted joins are for configured apps");
         app.sessions += 1;
         let r = self.rooms.entry(room.clone()).or_insert_with(|| {
             app.rooms += 1;
             RoomState::default()
         });
         r.members.push(id);
-        r.ssrcs_used.extend(j.declared().map(|d| d.ssrc.get()));
-        *r.ssrcs_by_user.entry(user.clone()).or_default() += j.declared().count() as u32;
+        r.ssrcs_used.extend(info.ssrcs.iter().map(|d| d.ssrc.get()));
+        *r.ssrcs_by_user.entry(user.clone()).or_default() += n_ssrcs;
         self.by_addr.insert(src, id);
         self.by_user.insert((room, user), id);
-        let ok = JoinOk {
-            session: id.0,
-            key_share: relay.public,
-            keepalive_secs: self.timeouts.keepalive_secs,
-            timeout_secs: self.timeouts.session_secs,
-            confirm: secrets.confirm(id.0),
-        };
         self.sessions.insert(id, Entry { info: info.clone(), secrets, last_counter: 0, last_ctrl_ms: now.mono_ms });
         updates.push(Update::Up(info));
-        Ok((id, ok))
+        id
     }
 
     fn ticket(
         &mut self,
         now: Now,
+        src: SocketAddr,
         datagram: &[u8],
         reply: &mut [u8],
         updates: &mut Vec<Update>,
@@ -445,6 +847,13 @@ impl Registry {
         if t.ty == MsgType::Leave {
             self.remove(id, updates);
             return (Outcome::Left(id), None);
+        }
+        if e.secrets.version == proto::VERSION_2 && src != e.info.addr {
+            // A NAT rebinding (or a copy of the keepalive sent from elsewhere): the session
+            // stays where it is, and the client, which proves it holds the session's key
+            // by the MAC, is told to join again from its new address.
+            let moved = e.secrets.ticket(MsgType::AddressChanged, t.session, t.counter);
+            return (Outcome::AddressChanged(id), moved.write(reply).ok());
         }
         e.last_ctrl_ms = now.mono_ms;
         let ack = e.secrets.ticket(MsgType::KeepaliveAck, t.session, t.counter);

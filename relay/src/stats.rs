@@ -190,6 +190,14 @@ pub struct Snapshot {
     pub drops: std::collections::BTreeMap<String, u64>,
     /// Join results by code name (`ok` or a [`crate::proto::ErrorCode`] name).
     pub joins: std::collections::BTreeMap<String, u64>,
+    /// The join path's handshake counters (`v1_joins`, `v2_joins`, `mac1_failed`, `dh`,
+    /// `cookies_sent`, `decrypt_failed`, `replayed`, `replies_limited`; see
+    /// [`crate::registry::Registry::handshake_counts`]).
+    #[serde(default)]
+    pub handshake: std::collections::BTreeMap<String, u64>,
+    /// The relay's current public key (base64), as clients need it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_key: Option<String>,
     /// Live sessions.
     pub sessions: u64,
     /// Live rooms.

@@ -106,6 +106,7 @@ impl Sim {
             private_map_key: None,
             profile,
             ssrcs: ssrcs.iter().map(|&(s, kind)| DeclaredSsrc { ssrc: Ssrc::new(s).unwrap(), kind }).collect(),
+            relay_key: Some(self.node.registry.relay_key()),
         };
         Fake {
             addr: format!("198.18.0.1:{port}").parse().unwrap(),
@@ -124,7 +125,7 @@ impl Sim {
 
     fn join(&mut self, f: &mut Fake) -> Result<u64, ErrorCode> {
         let mut buf = [0u8; 1500];
-        let n = f.client.join(&mut buf).unwrap();
+        let n = f.client.join_at(self.now.unix_secs * 1000, &mut buf).unwrap();
         let (r, out) = self.send(f.addr, &buf[..n]);
         assert_eq!(out.len(), 1, "a join is always answered");
         assert!(out[0].1.len() <= n, "no amplification");
@@ -480,4 +481,226 @@ fn rooms_are_listed_sorted_filtered_and_limited() {
     assert_eq!(reg.list_rooms(Some(SdkAppId::new(7).unwrap()), 100).len(), 0);
     let first = reg.list_rooms(Some(app), 2);
     assert_eq!(first.iter().map(|(k, _)| k.room.to_string()).collect::<Vec<_>>(), ["2", "9"]);
+}
+
+/// Handshake counters by name.
+fn handshake(sim: &Sim, name: &str) -> u64 {
+    sim.node.registry.handshake_counts().find(|(k, _)| *k == name).map_or(0, |(_, v)| v)
+}
+
+impl Sim {
+    /// A v2 join datagram from `f`, stamped with the virtual clock.
+    fn join_bytes(&mut self, f: &mut Fake) -> Vec<u8> {
+        let mut buf = [0u8; 1500];
+        let n = f.client.join_at(self.now.unix_secs * 1000, &mut buf).unwrap();
+        buf[..n].to_vec()
+    }
+}
+
+#[test]
+fn a_captured_join_replayed_later_or_elsewhere_creates_and_displaces_nothing() {
+    let cfg = config("");
+    let mut sim = Sim::new(&cfg, 20);
+    let p = Profile::AesCm128HmacSha1_80;
+    let mut a = sim.fake(1, "alice", RoomId::Num(1), &[(5, StreamKind::Video)], p);
+    let captured = sim.join_bytes(&mut a);
+    let (r, out) = sim.send(a.addr, &captured);
+    let NodeResult::Control(Outcome::Joined(id)) = r else { panic!("{r:?}") };
+    let mut answer = out[0].1.clone();
+    assert_eq!(a.client.handle(&mut answer), Event::Joined { session: id.0 });
+    let dh = handshake(&sim, "dh");
+    // The same bytes again: from alice's address, from another one, a second later and
+    // at the edge of the window. None is answered, none creates or replaces a session.
+    for (from, wait_ms) in [(a.addr, 0), ("198.18.9.9:4000".parse().unwrap(), 1_000), (a.addr, 29_000)] {
+        sim.advance(wait_ms);
+        let (r, out) = sim.send(from, &captured);
+        assert_eq!(r, NodeResult::Control(Outcome::Refused(ErrorCode::Replayed)), "from {from}");
+        assert!(out.is_empty(), "a replay gets no answer");
+        assert_eq!(sim.node.registry.session_count(), 1);
+    }
+    assert_eq!(handshake(&sim, "replayed"), 3);
+    // Long after: the cache forgot it, and the timestamp refuses it.
+    sim.advance(120_000);
+    let (r, out) = sim.send("198.18.9.9:4000".parse().unwrap(), &captured);
+    assert_eq!(r, NodeResult::Control(Outcome::Refused(ErrorCode::ClockSkew)));
+    assert_eq!(out.len(), 1, "refused with an answer only the client could read");
+    assert_eq!(handshake(&sim, "dh"), dh + 4, "each replay cost one DH, no more");
+    // Alice's own session was never touched: her media still flows to a new member.
+    let mut b = sim.fake(2, "bob", RoomId::Num(1), &[], p);
+    sim.join(&mut b).unwrap();
+    let (r, out, _) = sim.rtp(&mut a, 5, b"still alice");
+    assert_eq!(r, NodeResult::Media(Verdict::Forwarded(1)));
+    assert_eq!(deliver(&mut b, &out).len(), 1);
+}
+
+#[test]
+fn a_client_with_another_relay_key_gets_nothing_and_no_dh_runs() {
+    let cfg = config("");
+    let mut sim = Sim::new(&cfg, 21);
+    let mut f = sim.fake(1, "a", RoomId::Num(1), &[], Profile::AeadAes128Gcm);
+    let mut cfg2 = f.client.config().clone();
+    cfg2.relay_key = Some(relay::identity::StaticKey::from_secret([42; 32]).public());
+    f.client = Client::with_key(cfg2, sim.rng.key()).unwrap();
+    let join = sim.join_bytes(&mut f);
+    let (r, out) = sim.send(f.addr, &join);
+    assert_eq!(r, NodeResult::Control(Outcome::Ignored));
+    assert!(out.is_empty());
+    assert_eq!((handshake(&sim, "mac1_failed"), handshake(&sim, "dh")), (1, 0));
+    // An impostor relay's answer does not decrypt under the key the client holds.
+    let mut other = Sim::new(&cfg, 99);
+    let mut g = other.fake(1, "a", RoomId::Num(1), &[], Profile::AeadAes128Gcm);
+    let j = other.join_bytes(&mut g);
+    let (_, out) = other.send(g.addr, &j);
+    let mut forged = out[0].1.clone();
+    assert_eq!(f.client.handle(&mut forged), Event::Unverified);
+    assert!(f.client.session().is_none());
+}
+
+#[test]
+fn v1_joins_are_refused_unless_the_app_allows_them_and_are_counted() {
+    let v1 = |extra: &str| {
+        let cfg = config(extra);
+        let mut sim = Sim::new(&cfg, 22);
+        let mut f = sim.fake(1, "a", RoomId::Num(1), &[], Profile::AesCm128HmacSha1_80);
+        let mut c = f.client.config().clone();
+        c.relay_key = None;
+        f.client = Client::with_key(c, sim.rng.key()).unwrap();
+        let r = sim.join(&mut f);
+        (r, handshake(&sim, "v1_joins"))
+    };
+    assert_eq!(v1(""), (Err(ErrorCode::V1NotAllowed), 1));
+    let (r, n) = v1("allow_v1_joins = true");
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn under_load_a_join_needs_a_cookie_for_its_address_and_costs_no_dh_without_one() {
+    let cfg = config("");
+    let mut sim = Sim::new(&cfg, 23);
+    sim.node.registry.set_under_load(true);
+    let mut f = sim.fake(1, "a", RoomId::Num(1), &[], Profile::AesCm128HmacSha1_80);
+    let join = sim.join_bytes(&mut f);
+    let (r, out) = sim.send(f.addr, &join);
+    assert_eq!(r, NodeResult::Control(Outcome::CookieSent));
+    assert!(out[0].1.len() < join.len());
+    assert_eq!(handshake(&sim, "dh"), 0);
+    // A cookie reply to someone else's join (another mac1) is not taken.
+    let mut g = sim.fake(2, "g", RoomId::Num(1), &[], Profile::AesCm128HmacSha1_80);
+    let gj = sim.join_bytes(&mut g);
+    let (_, other) = sim.send(g.addr, &gj);
+    let mut wrong = other[0].1.clone();
+    assert_eq!(f.client.handle(&mut wrong), Event::Ignored, "a cookie for another join's mac1");
+    let mut cookie = out[0].1.clone();
+    assert_eq!(f.client.handle(&mut cookie), Event::Cookie);
+    // The cookie is for f's address: the same join from elsewhere gets another cookie.
+    let with_cookie = sim.join_bytes(&mut f);
+    let (_, out) = sim.send("198.18.7.7:1".parse().unwrap(), &with_cookie);
+    assert_eq!(relay::proto::parse_any_header(&out[0].1).unwrap().1, relay::proto::MsgType::Cookie);
+    let (r, out) = sim.send(f.addr, &with_cookie);
+    assert!(matches!(r, NodeResult::Control(Outcome::Joined(_))), "{r:?}");
+    let mut answer = out[0].1.clone();
+    assert!(matches!(f.client.handle(&mut answer), Event::Joined { .. }));
+    assert_eq!((handshake(&sim, "cookies_sent"), handshake(&sim, "dh")), (3, 1));
+    // Off load, no cookie is needed.
+    sim.node.registry.set_under_load(false);
+    let mut h = sim.fake(3, "h", RoomId::Num(1), &[], Profile::AesCm128HmacSha1_80);
+    assert!(sim.join(&mut h).is_ok());
+}
+
+#[test]
+fn replies_are_limited_per_source_and_malformed_datagrams_get_none() {
+    let cfg = config("[join]\nreplies_per_source_per_sec = 5\n");
+    let mut sim = Sim::new(&cfg, 24);
+    let from: SocketAddr = "198.18.3.3:3000".parse().unwrap();
+    let mut replies = 0;
+    for i in 0..40 {
+        let mut f = sim.fake(3000, &format!("u{i}"), RoomId::Num(9), &[], Profile::AesCm128HmacSha1_80);
+        f.addr = from;
+        let j = sim.join_bytes(&mut f);
+        replies += sim.send(from, &j).1.len();
+    }
+    assert_eq!(replies, 10, "two seconds' worth of burst, then nothing");
+    assert!(handshake(&sim, "replies_limited") >= 30);
+    // Junk of every control shape: never answered.
+    let other: SocketAddr = "198.18.3.4:3000".parse().unwrap();
+    for junk in [&[1u8, 1, 0, 3, 9, 9, 9][..], &[2, 1, 0, 1, 7], &[1, 9, 9, 9], &[2, 1, 0, 200]] {
+        let (_, out) = sim.send(other, junk);
+        assert!(out.is_empty(), "{junk:?} was answered");
+    }
+    let mut j = [0u8; 300];
+    j[..4].copy_from_slice(&[2, 1, 1, 40]);
+    let (r, out) = sim.send(other, &j);
+    assert_eq!(r, NodeResult::Control(Outcome::Ignored));
+    assert!(out.is_empty());
+}
+
+#[test]
+fn a_nat_rebinding_is_told_to_rejoin_and_the_new_join_replaces_the_old_session() {
+    let cfg = config("");
+    let mut sim = Sim::new(&cfg, 25);
+    let p = Profile::AesCm128HmacSha1_80;
+    let mut a = sim.fake(1, "a", RoomId::Num(1), &[(7, StreamKind::Audio)], p);
+    let mut b = sim.fake(2, "b", RoomId::Num(1), &[], p);
+    sim.join(&mut a).unwrap();
+    sim.join(&mut b).unwrap();
+    let mut ka = [0u8; 64];
+    let n = a.client.keepalive(&mut ka).unwrap();
+    let new_addr: SocketAddr = "198.18.0.99:1".parse().unwrap();
+    let (r, out) = sim.send(new_addr, &ka[..n]);
+    assert!(matches!(r, NodeResult::Control(Outcome::AddressChanged(_))), "{r:?}");
+    let mut moved = out[0].1.clone();
+    assert_eq!(a.client.handle(&mut moved), Event::AddressChanged);
+    // A fresh join from the new address, with a fresh SSRC (SSRCs are never reused in a
+    // room), replaces the old session.
+    let mut a2 = sim.fake(99, "a", RoomId::Num(1), &[(8, StreamKind::Audio)], p);
+    a2.addr = new_addr;
+    sim.join(&mut a2).unwrap();
+    assert_eq!(sim.node.registry.session_count(), 2);
+    let (r, out, _) = sim.rtp(&mut a2, 8, b"from the new address");
+    assert_eq!(r, NodeResult::Media(Verdict::Forwarded(1)));
+    assert_eq!(deliver(&mut b, &out).len(), 1);
+    let (r, _, _) = sim.rtp(&mut a, 7, b"old address");
+    assert_eq!(r, NodeResult::Media(Verdict::Dropped(DropReason::UnknownSession)));
+}
+
+#[test]
+fn a_ban_refuses_the_same_usersig_until_it_ends() {
+    let cfg = config("");
+    let mut sim = Sim::new(&cfg, 26);
+    let p = Profile::AesCm128HmacSha1_80;
+    let mut a = sim.fake(1, "a", RoomId::Num(1), &[], p);
+    sim.join(&mut a).unwrap();
+    let room = relay::ids::RoomKey { app: relay::ids::SdkAppId::new(APP.into()).unwrap(), room: RoomId::Num(1) };
+    let user = relay::ids::UserId::new("a").unwrap();
+    sim.node.registry.ban(&room, &user, T0 + 60);
+    let mut updates = Vec::new();
+    assert!(sim.node.registry.remove_user(&room, &user, &mut updates));
+    assert_eq!(sim.join(&mut a), Err(ErrorCode::Banned));
+    let mut elsewhere = sim.fake(1, "a", RoomId::Num(2), &[], p);
+    assert!(sim.join(&mut elsewhere).is_ok(), "the ban is for that room only");
+    sim.advance(60_000);
+    assert!(sim.join(&mut a).is_ok());
+}
+
+#[test]
+fn a_rotated_key_stays_valid_for_its_overlap_only() {
+    let cfg = config("");
+    let mut sim = Sim::new(&cfg, 27);
+    let old = sim.node.registry.relay_key();
+    let mut id = sim.node.registry.identity().clone();
+    id.rotate(T0, 60);
+    sim.node.registry.set_identity(id, T0);
+    assert_ne!(sim.node.registry.relay_key(), old);
+    let mut f = sim.fake(1, "a", RoomId::Num(1), &[], Profile::AesCm128HmacSha1_80);
+    let mut c = f.client.config().clone();
+    c.relay_key = Some(old);
+    f.client = Client::with_key(c, sim.rng.key()).unwrap();
+    assert!(sim.join(&mut f).is_ok(), "the old key during the overlap");
+    sim.advance(60_000);
+    assert!(sim.node.registry.retire_keys(sim.now.unix_secs));
+    let j = sim.join_bytes(&mut f);
+    let (r, out) = sim.send(f.addr, &j);
+    assert_eq!((r, out.len()), (NodeResult::Control(Outcome::Ignored), 0), "after it: not even answered");
+    assert_eq!(sim.node.registry.session_count(), 1, "the session joined with the old key lives on");
 }

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use relay::client::{write_rtp_header, Client, ClientConfig, Event};
+pub use relay::identity::RelayKey;
 use relay::ids::{RoomId, Ssrc};
 use relay::proto::{DeclaredSsrc, ErrorCode, StreamKind};
 use relay::srtp::Profile;
@@ -115,6 +116,8 @@ pub struct Relayd {
     child: Child,
     /// Its UDP address.
     pub addr: SocketAddr,
+    /// Its static public key (clients join v2 to it), from the key file relayd created.
+    pub key: RelayKey,
     /// Its stats socket.
     pub stats_socket: PathBuf,
     _dir: TempDir,
@@ -140,7 +143,13 @@ impl Relayd {
     pub fn start_with(addr: SocketAddr, body: &str, netns: Option<&str>) -> Self {
         let dir = TempDir::new("relayd").expect("create a temp dir");
         let stats_socket = dir.join("relayd.sock");
-        let cfg = format!("listen = \"{addr}\"\ncontrol_socket = \"{}\"\n{body}", stats_socket.display());
+        let key_file = dir.join("relay.key");
+        let identity = if body.contains("[identity]") {
+            String::new()
+        } else {
+            format!("\n[identity]\nkey_file = \"{}\"\n", key_file.display())
+        };
+        let cfg = format!("listen = \"{addr}\"\ncontrol_socket = \"{}\"\n{body}{identity}", stats_socket.display());
         let path = dir.join("relayd.toml");
         std::fs::write(&path, cfg).unwrap();
         let log = std::fs::File::create(dir.join("relayd.log")).unwrap();
@@ -160,16 +169,37 @@ impl Relayd {
             .stderr(log)
             .spawn()
             .expect("spawn relayd");
-        let mut r = Self { child, addr, stats_socket, _dir: dir };
+        let mut r = Self { child, addr, key: RelayKey([0; 32]), stats_socket, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while relay::mgmt::read_stats(&r.stats_socket).is_err() {
+        let stats = loop {
+            if let Ok(s) = relay::mgmt::read_stats(&r.stats_socket) {
+                break s;
+            }
             if let Ok(Some(st)) = r.child.try_wait() {
                 panic!("relayd exited with {st}: {}", r.log());
             }
             assert!(Instant::now() < deadline, "relayd did not come up: {}", r.log());
             std::thread::sleep(Duration::from_millis(20));
-        }
+        };
+        r.key = stats.relay_key.as_deref().expect("relayd reports its key").parse().expect("a base64 key");
         r
+    }
+
+    /// A client config for this relay (v2, to its key), joining `room` of `app` as `user`
+    /// with a day-long UserSig, sending from `ssrc` (video) if set.
+    pub fn client_config(&self, app: u32, secret: &str, user: &str, room: RoomId, ssrc: Option<u32>) -> ClientConfig {
+        ClientConfig {
+            sdkappid: app,
+            room,
+            usersig: usersig(secret, app, user),
+            private_map_key: None,
+            profile: Profile::AesCm128HmacSha1_80,
+            ssrcs: ssrc
+                .map(|s| DeclaredSsrc { ssrc: Ssrc::new(s).unwrap(), kind: StreamKind::Video })
+                .into_iter()
+                .collect(),
+            relay_key: Some(self.key),
+        }
     }
 
     /// The counters.
@@ -261,20 +291,10 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// A peer that will join `room` of `app` as `user`, sending from `ssrc` (video) if set.
-    pub fn new(relay: SocketAddr, app: u32, secret: &str, user: &str, room: RoomId, ssrc: Option<u32>) -> Self {
-        let cfg = ClientConfig {
-            sdkappid: app,
-            room,
-            usersig: usersig(secret, app, user),
-            private_map_key: None,
-            profile: Profile::AesCm128HmacSha1_80,
-            ssrcs: ssrc
-                .map(|s| DeclaredSsrc { ssrc: Ssrc::new(s).unwrap(), kind: StreamKind::Video })
-                .into_iter()
-                .collect(),
-        };
-        Self::with_config(relay, cfg)
+    /// A peer that will join `room` of `app` as `user` (v2, to the relay's key), sending
+    /// from `ssrc` (video) if set.
+    pub fn new(relay: &Relayd, app: u32, secret: &str, user: &str, room: RoomId, ssrc: Option<u32>) -> Self {
+        Self::with_config(relay.addr, relay.client_config(app, secret, user, room, ssrc))
     }
 
     /// A peer with an explicit client config, on loopback.
@@ -287,18 +307,24 @@ impl Peer {
         Self { sock, client: Client::new(cfg).unwrap(), relay, seq: 1000, media_errors: 0 }
     }
 
-    /// Joins, retrying for up to 5 s; returns the session or the refusal.
+    /// Joins, retrying for up to 5 s (a fresh join per attempt, as v2 needs; a cookie
+    /// reply is answered at once); returns the session or the refusal.
     pub fn join(&mut self) -> Result<u64, (Option<ErrorCode>, String)> {
         let mut buf = [0u8; 2048];
-        let n = self.client.join(&mut buf).expect("encode join");
-        let join = buf[..n].to_vec();
         self.sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-        for _ in 0..25 {
-            self.sock.send_to(&join, self.relay).unwrap();
+        let mut attempts = 0;
+        while attempts < 25 {
+            attempts += 1;
+            let n = self.client.join(&mut buf).expect("encode join");
+            self.sock.send_to(&buf[..n], self.relay).unwrap();
             while let Ok(n) = self.sock.recv(&mut buf) {
                 match self.client.handle(&mut buf[..n]) {
                     Event::Joined { session } => return Ok(session),
                     Event::Refused { code, detail } => return Err((code, detail)),
+                    Event::Cookie => {
+                        let n = self.client.join(&mut buf).expect("encode join");
+                        self.sock.send_to(&buf[..n], self.relay).unwrap();
+                    }
                     _ => {}
                 }
             }

@@ -167,7 +167,7 @@ impl Net {
 
     /// A peer as [`Peer::new`], on this network.
     pub fn peer(&self, relayd: &Relayd, app: u32, secret: &str, user: &str, room: RoomId, ssrc: Option<u32>) -> Peer {
-        let mut p = Peer::new(relayd.addr, app, secret, user, room, ssrc);
+        let mut p = Peer::new(relayd, app, secret, user, room, ssrc);
         p.sock = self.client_socket(0);
         p
     }

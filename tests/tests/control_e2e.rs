@@ -68,6 +68,7 @@ fn client(net: &Net, relayd: &Relayd, n: usize, usersig: &str, room: u32, ssrc: 
             .map(|s| DeclaredSsrc { ssrc: Ssrc::new(s).expect("ssrc"), kind: StreamKind::Video })
             .into_iter()
             .collect(),
+        relay_key: Some(relayd.key),
     };
     Peer::with_socket(net.client_socket(n), relayd.addr, cfg)
 }
@@ -604,6 +605,7 @@ ttl_secs = {AUTOBLOCK_TTL_SECS}
         sdkappid: APP.into(),
         secrets: vec!["not-the-app-secret-0123456789".into()],
         require_private_map_key: false,
+        allow_v1_joins: false,
         profiles: None,
         quotas: relay::limits::Quotas::default(),
     };

@@ -28,6 +28,7 @@ fn peer(relayd: &Relayd, usersig: &str, room: u32, ssrc: Option<u32>) -> Peer {
             .map(|s| DeclaredSsrc { ssrc: Ssrc::new(s).unwrap(), kind: StreamKind::Video })
             .into_iter()
             .collect(),
+        relay_key: Some(relayd.key),
     };
     Peer::with_config(relayd.addr, cfg)
 }

@@ -47,6 +47,7 @@ fn rooms_list_members_of_two_apps(net: &Net) {
         private_map_key: Some(pmk),
         profile: Profile::AesCm128HmacSha1_80,
         ssrcs: vec![],
+        relay_key: Some(relayd.key),
     };
     let mut v = net.peer_with_config(&relayd, cfg);
     v.join().unwrap();
@@ -103,7 +104,7 @@ fn one_connection_answers_many_requests_in_order(net: &Net) {
         Request::Rooms { sdkappid: None, limit: None },
         Request::GetLimits {},
         Request::DismissRoom { sdkappid: APP_B.into(), room: "99".into() },
-        Request::RemoveUser { sdkappid: APP_A.into(), room: "3".into(), user: "nobody-here".into() },
+        Request::RemoveUser { sdkappid: APP_A.into(), room: "3".into(), user: "nobody-here".into(), ban_secs: 0 },
         Request::Blocklist {},
         Request::Offenders { limit: Some(5) },
         Request::Rooms { sdkappid: None, limit: Some(50_000) },
@@ -315,7 +316,7 @@ fn only_allowed_users_may_manage_relayd() {
     }
     let relayd = Relayd::start(&two_app_config(30, ""));
     let socket = relayd.stats_socket.to_str().unwrap().to_owned();
-    let mut a = Peer::new(relayd.addr, APP_A, SECRET_A, "alice", RoomId::Num(5), Some(5));
+    let mut a = Peer::new(&relayd, APP_A, SECRET_A, "alice", RoomId::Num(5), Some(5));
     a.join().unwrap();
     // The socket is world-connectable; SO_PEERCRED is what refuses nobody.
     let out = relayd_as_nobody(&["ctl", "--socket", &socket, "rooms"]);
@@ -331,7 +332,7 @@ fn only_allowed_users_may_manage_relayd() {
     // Named in control_users, nobody may.
     let relayd = Relayd::start(&format!("control_users = [\"nobody\"]\n{}", two_app_config(30, "")));
     let socket = relayd.stats_socket.to_str().unwrap().to_owned();
-    let mut a = Peer::new(relayd.addr, APP_A, SECRET_A, "alice", RoomId::Num(5), Some(5));
+    let mut a = Peer::new(&relayd, APP_A, SECRET_A, "alice", RoomId::Num(5), Some(5));
     a.join().unwrap();
     let out = relayd_as_nobody(&["ctl", "--socket", &socket, "rooms"]);
     let text = String::from_utf8_lossy(&out.stdout);

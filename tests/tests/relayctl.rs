@@ -93,7 +93,7 @@ fn apps_rooms_keys_blocklist_limits_audit_round_trip() {
     // Two members in room 42, listed, one removed, then the room dismissed.
     let room = RoomId::parse("42").unwrap();
     let join = |user: &str| {
-        let mut p = Peer::new(relayd.addr, 1_400_000_001, &secret, user, room.clone(), None);
+        let mut p = Peer::new(&relayd, 1_400_000_001, &secret, user, room.clone(), None);
         p.join().map(|_| p)
     };
     let mut joined = None;

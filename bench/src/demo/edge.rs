@@ -33,7 +33,7 @@ use control::client::{Call, Client, Credentials, Endpoint, Response, Trust, DEFA
 use control::keys::SecretKey;
 use relay::io::netns::{NetNs, VethPair};
 use relay::io::xdp::{FilterConfig, XdpFilter};
-use relay::mgmt::{self, Request};
+use relay::mgmt;
 
 use crate::procs::{check_interrupted, Guard};
 use relay::tempdir::TempDir;
@@ -63,6 +63,8 @@ pub struct Edge {
     pub relayd_socket: PathBuf,
     /// relayd's UDP address.
     pub relay_addr: SocketAddr,
+    /// relayd's static public key (members join v2 to it).
+    pub relay_key: relay::identity::RelayKey,
     api: Client,
 }
 
@@ -104,7 +106,7 @@ impl Edge {
 
         let relayd_socket = dir.join("relayd.sock");
         let relay_addr: SocketAddr = format!("{RELAY_IP}:{RELAY_PORT}").parse()?;
-        let relayd = start_relayd(relayd_bin, &dir, &relay, &links[0].name_a, relay_addr, &relayd_socket)?;
+        let (relayd, relay_key) = start_relayd(relayd_bin, &dir, &relay, &links[0].name_a, relay_addr, &relayd_socket)?;
         let (control, api) = start_control(control_bin, &dir, &relay, &relayd_socket)?;
         let edge = Self {
             control,
@@ -118,6 +120,7 @@ impl Edge {
             dir,
             relayd_socket,
             relay_addr,
+            relay_key,
             api,
         };
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -221,7 +224,7 @@ fn start_relayd(
     iface: &str,
     addr: SocketAddr,
     socket: &Path,
-) -> Result<Guard> {
+) -> Result<(Guard, relay::identity::RelayKey)> {
     // relayd needs one app to start; relay-control's first sync replaces the app set with the
     // apps in its store (none yet), so this placeholder never admits anyone.
     // The kernel's per-source limits are relayd's defaults; the attacker's join flood meets
@@ -231,9 +234,11 @@ fn start_relayd(
          [timeouts]\nkeepalive_secs = 2\nsession_secs = 10\n\
          [[app]]\nsdkappid = 1399999999\nsecret = \"{}\"\n\
          [xdp]\niface = \"{iface}\"\nmode = \"copy\"\npin_maps = false\n\
-         pps_rate_per_sec = 20000\npps_burst = 40000\njoin_rate_per_sec = 20\njoin_burst = 40\n",
+         pps_rate_per_sec = 20000\npps_burst = 40000\njoin_rate_per_sec = 20\njoin_burst = 40\n\
+         [identity]\nkey_file = \"{}\"\n",
         socket.display(),
-        random_hex(16)?
+        random_hex(16)?,
+        dir.join("relay.key").display()
     );
     let path = dir.join("relayd.toml");
     std::fs::write(&path, cfg)?;
@@ -242,7 +247,12 @@ fn start_relayd(
     cmd.args(["run", "--config"]).arg(&path).stdout(Stdio::null()).stderr(log);
     let mut guard = Guard::spawn(cmd, "relayd")?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while mgmt::request(socket, &Request::Stats {}).is_err() {
+    loop {
+        if let Ok(key) = mgmt::Client::connect(socket, Duration::from_secs(2))
+            .and_then(|mut c| c.key(None).map_err(|e| std::io::Error::other(e.to_string())))
+        {
+            return Ok((guard, key.public_key));
+        }
         check_interrupted()?;
         if guard.check_alive().is_err() || Instant::now() > deadline {
             let log = std::fs::read_to_string(dir.join("relayd.log")).unwrap_or_default();
@@ -250,7 +260,6 @@ fn start_relayd(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(guard)
 }
 
 /// Bootstraps an admin key, starts `relay-control serve` in the relay namespace, reads its

@@ -270,6 +270,7 @@ fn member(edge: &Edge, plan: &Plan, user: &str, ssrc: Option<u32>) -> Result<Mem
             .transpose()?
             .into_iter()
             .collect(),
+        relay_key: Some(edge.relay_key),
     };
     media::join(edge.app_socket(plan.app)?, edge.relay_addr, cfg).with_context(|| format!("{user} joining"))
 }

@@ -149,9 +149,9 @@ impl Rig {
         let (mut senders, mut receivers) = (Vec::new(), Vec::new());
         for room in 0..shape.rooms {
             let id = room as u32 + 1;
-            senders.push(join(&topo, id, &format!("s{room}"), Some(sender_ssrc(room)), shape.profile)?);
+            senders.push(join(&topo, relayd.key, id, &format!("s{room}"), Some(sender_ssrc(room)), shape.profile)?);
             for r in 0..shape.fanout {
-                receivers.push(join(&topo, id, &format!("r{room}-{r}"), None, shape.profile)?);
+                receivers.push(join(&topo, relayd.key, id, &format!("r{room}-{r}"), None, shape.profile)?);
             }
         }
         let mut gen = Generator::open(shape.kind, &topo)?;
@@ -459,8 +459,15 @@ impl Rig {
 }
 
 /// Joins `room` from the clients' namespace, the member's socket non-blocking.
-fn join(topo: &Topology, room: u32, user: &str, ssrc: Option<u32>, profile: Profile) -> Result<Member> {
-    let m = relayd::join_from(topo, 0, room, user, ssrc, profile)?;
+fn join(
+    topo: &Topology,
+    key: relay::identity::RelayKey,
+    room: u32,
+    user: &str,
+    ssrc: Option<u32>,
+    profile: Profile,
+) -> Result<Member> {
+    let m = relayd::join_from(topo, key, 0, room, user, ssrc, profile)?;
     m.sock.set_nonblocking(true)?;
     Ok(m)
 }

@@ -469,7 +469,8 @@ async fn dismiss(st: &Server, sdkappid: u32, room: &RoomId) -> Result<u64, ApiEr
 
 async fn remove(st: &Server, sdkappid: u32, room: &RoomId, user: &UserId) -> Result<u64, ApiError> {
     app_exists(st, sdkappid)?;
-    let req = Mgmt::RemoveUser { sdkappid: u64::from(sdkappid), room: room.to_string(), user: user.to_string() };
+    let req =
+        Mgmt::RemoveUser { sdkappid: u64::from(sdkappid), room: room.to_string(), user: user.to_string(), ban_secs: 0 };
     Ok(removed(&st.link.call(req).await?))
 }
 

@@ -11,10 +11,12 @@ use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 use clap::{Args, Parser, Subcommand};
 use relay::client::{write_rtp_header, Client, ClientConfig, Event};
+use relay::identity::RelayKey;
 use relay::ids::{RoomId, Ssrc};
 use relay::proto::{DeclaredSsrc, StreamKind};
 use relay::srtp::{self, Profile};
 use relay::usersig::{self, PrivilegeMap, RoomRef};
+use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(
@@ -23,8 +25,8 @@ use relay::usersig::{self, PrivilegeMap, RoomRef};
     about = "Join an edgerelay room, stream synthetic SRTP, report loss and auth failures; mint test UserSigs",
     after_help = "Examples:\n  \
 relay-client usersig --sdkappid 1400000001 --secret $KEY --user alice\n  \
-relay-client run --relay 127.0.0.1:7000 --sdkappid 1400000001 --secret $KEY --user alice --room 42 --send-pps 50 --duration 10\n  \
-relay-client run --relay 127.0.0.1:7000 --sdkappid 1400000001 --secret $KEY --user bob --room 42 --duration 10\n  \
+relay-client run --relay 127.0.0.1:7000 --relay-key $(relayd key show -c relayd.toml | awk '/public_key/{print $2}') \\\n      --sdkappid 1400000001 --secret $KEY --user alice --room 42 --send-pps 50 --duration 10\n  \
+relay-client run --relay-info token.json --sdkappid 1400000001 --user bob --room 42 --duration 10   # JSON from relay-control\n  \
 relay-client run ... --bind 127.0.0.1:40000 --ssrc 1234 --print-srtp-params   # keys for ffmpeg"
 )]
 struct Cli {
@@ -65,9 +67,20 @@ struct MintArgs {
 
 #[derive(Args)]
 struct RunArgs {
-    /// relayd's UDP address.
+    /// relayd's UDP address (default: the endpoint in --relay-info).
+    #[arg(long, required_unless_present = "relay_info")]
+    relay: Option<SocketAddr>,
+    /// The relay's static public key (base64, as `relayd key show` prints it): join v2,
+    /// encrypted to it, and accept only answers that prove it.
+    #[arg(long, conflicts_with = "v1")]
+    relay_key: Option<RelayKey>,
+    /// The JSON an app back end gets from relay-control's UserSig call (`usersig` and
+    /// `relays[0].endpoint`/`public_key`), from a file or `-` for stdin.
+    #[arg(long, conflicts_with = "v1")]
+    relay_info: Option<PathBuf>,
+    /// Send a cleartext v1 join (relays refuse it unless the app allows v1 joins).
     #[arg(long)]
-    relay: SocketAddr,
+    v1: bool,
     /// Local address to bind (a fixed port lets an external SRTP tool reuse the session).
     #[arg(long, default_value = "0.0.0.0:0")]
     bind: SocketAddr,
@@ -199,17 +212,109 @@ struct Report {
     seen: BTreeMap<u32, std::collections::HashSet<u64>>,
 }
 
+/// Joins: a fresh join every 250 ms (each v2 attempt is a new handshake; a cookie reply
+/// makes the next one carry it at once), for up to 5 s.
+fn join(client: &mut Client, sock: &UdpSocket, relay: SocketAddr, report: &mut Report, buf: &mut [u8]) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut unverified = 0u32;
+    report.session = None;
+    while report.session.is_none() && report.refused.is_none() {
+        if Instant::now() > deadline {
+            if unverified > 0 {
+                bail!(
+                    "relay {relay} answered {unverified} time(s), but no answer decrypted under the relay key given: \
+                     whoever answers does not hold that key (check --relay-key against `relayd key show`)"
+                );
+            }
+            match client.config().relay_key {
+                Some(k) => bail!(
+                    "no answer from relay {relay} within 5 s: is it running, and is {k} its key? (a relay drops \
+                     joins encrypted to another key without answering; `relayd key show` prints its key)"
+                ),
+                None => bail!("no answer from relay {relay} within 5 s"),
+            }
+        }
+        let n = client.join(buf)?;
+        let _ = sock.send(&buf[..n]);
+        sock.set_read_timeout(Some(Duration::from_millis(250)))?;
+        let until = Instant::now() + Duration::from_millis(250);
+        while Instant::now() < until {
+            let Ok(n) = sock.recv(buf) else { break };
+            match client.handle(&mut buf[..n]) {
+                Event::Joined { session } => {
+                    report.session = Some(session);
+                    report.joined = true;
+                    break;
+                }
+                Event::Refused { code, detail } => {
+                    report.refused = Some(format!("{}: {detail}", code.map_or("unknown", |c| c.name())));
+                    break;
+                }
+                Event::Cookie => {
+                    let n = client.join(buf)?;
+                    let _ = sock.send(&buf[..n]);
+                }
+                Event::Unverified => unverified += 1,
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 fn random_u32() -> u32 {
     let mut b = [0u8; 4];
     getrandom::getrandom(&mut b).expect("OS RNG");
     u32::from_ne_bytes(b)
 }
 
+/// What relay-control's UserSig call answers (the fields relay-client reads).
+#[derive(serde::Deserialize)]
+struct RelayInfo {
+    usersig: Option<String>,
+    relays: Vec<RelayEntry>,
+}
+
+#[derive(serde::Deserialize)]
+struct RelayEntry {
+    endpoint: SocketAddr,
+    public_key: RelayKey,
+}
+
+fn read_relay_info(path: &std::path::Path) -> Result<RelayInfo> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading --relay-info from stdin")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading --relay-info {}", path.display()))?
+    };
+    let info: RelayInfo = serde_json::from_str(&text).with_context(|| format!("--relay-info {}", path.display()))?;
+    anyhow::ensure!(!info.relays.is_empty(), "--relay-info {}: `relays` is empty", path.display());
+    Ok(info)
+}
+
 fn run(a: RunArgs) -> Result<()> {
-    let usersig = match (&a.usersig, &a.secret) {
-        (Some(t), _) => t.clone(),
-        (None, Some(s)) => usersig::mint(s.as_bytes(), a.sdkappid, &a.user, 86400, unix_now(), None),
-        (None, None) => bail!("give --usersig, or --secret to mint one (testing only)"),
+    let info = a.relay_info.as_deref().map(read_relay_info).transpose()?;
+    let relay_addr = match (a.relay, &info) {
+        (Some(r), _) => r,
+        (None, Some(i)) => i.relays[0].endpoint,
+        (None, None) => bail!("give --relay, or --relay-info"),
+    };
+    let relay_key = match (a.relay_key, &info, a.v1) {
+        (Some(k), _, _) => Some(k),
+        (None, Some(i), _) => Some(i.relays[0].public_key),
+        (None, None, true) => None,
+        (None, None, false) => bail!(
+            "give the relay's public key: --relay-key (`relayd key show` prints it) or --relay-info \
+             (relay-control's UserSig answer); --v1 sends a cleartext join, which relays refuse unless the app allows it"
+        ),
+    };
+    let usersig = match (&a.usersig, &a.secret, info.as_ref().and_then(|i| i.usersig.clone())) {
+        (Some(t), _, _) => t.clone(),
+        (None, Some(s), _) => usersig::mint(s.as_bytes(), a.sdkappid, &a.user, 86400, unix_now(), None),
+        (None, None, Some(t)) => t,
+        (None, None, None) => {
+            bail!("give --usersig, --relay-info with a usersig, or --secret to mint one (testing only)")
+        }
     };
     let room = RoomId::parse(&a.room).map_err(|e| anyhow::anyhow!("--room {:?}: {e}", a.room))?;
     let ssrc = Ssrc::new(a.ssrc.unwrap_or_else(|| random_u32() | 1)).context("--ssrc")?;
@@ -222,40 +327,14 @@ fn run(a: RunArgs) -> Result<()> {
         private_map_key: a.private_map_key.clone(),
         profile: a.profile,
         ssrcs,
+        relay_key,
     };
     let mut client = Client::new(cfg)?;
     let sock = UdpSocket::bind(a.bind).with_context(|| format!("binding {}", a.bind))?;
-    sock.connect(a.relay).with_context(|| format!("connecting to {}", a.relay))?;
+    sock.connect(relay_addr).with_context(|| format!("connecting to {relay_addr}"))?;
     let mut report = Report::default();
     let mut buf = [0u8; 2048];
-
-    // Join, retransmitting every 250 ms for up to 5 s.
-    let n = client.join(&mut buf)?;
-    let join = buf[..n].to_vec();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    sock.set_read_timeout(Some(Duration::from_millis(250)))?;
-    while report.session.is_none() && report.refused.is_none() {
-        if Instant::now() > deadline {
-            bail!("no answer from relay {} within 5 s", a.relay);
-        }
-        let _ = sock.send(&join);
-        let until = Instant::now() + Duration::from_millis(250);
-        while Instant::now() < until {
-            let Ok(n) = sock.recv(&mut buf) else { break };
-            match client.handle(&mut buf[..n]) {
-                Event::Joined { session } => {
-                    report.session = Some(session);
-                    report.joined = true;
-                    break;
-                }
-                Event::Refused { code, detail } => {
-                    report.refused = Some(format!("{}: {detail}", code.map_or("unknown", |c| c.name())));
-                    break;
-                }
-                _ => {}
-            }
-        }
-    }
+    join(&mut client, &sock, relay_addr, &mut report, &mut buf)?;
     if let Some(r) = &report.refused {
         if a.json {
             println!("{}", serde_json::to_string(&report)?);

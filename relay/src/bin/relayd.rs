@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use relay::config::Config;
+use relay::identity::Identity;
 use relay::io::runtime::Relay;
 use relay::io::sys;
 use relay::mgmt::read_stats;
@@ -21,6 +22,15 @@ control_socket = "/run/edgerelay/relayd.sock"   # for `relayd stats`, `relayd ct
 # backend = "xdp"              # XDP filter + AF_XDP (root); listen must be the interface's address
 # user = "nobody"              # drop to this user after setup (no capabilities kept)
 
+[identity]
+key_file = "/var/lib/edgerelay/relay.key"   # X25519 key, created (0600) on first start; `relayd key show`
+
+[join]                         # defences of the join path
+cookies = "auto"               # auto: joins echo an address cookie while the control queue backs up; always
+timestamp_window_secs = 30     # a join's clock may differ this much; seen joins are remembered 2x as long
+replies_per_sec = 20000        # replies to control messages, in total (malformed ones get none)
+replies_per_source_per_sec = 10
+
 [timeouts]
 keepalive_secs = 5             # told to clients in join-ok
 session_secs = 30              # silent sessions expire after this
@@ -29,6 +39,7 @@ session_secs = 30              # silent sessions expire after this
 sdkappid = 1400000001
 secret = "0123456789abcdef0123456789abcdef"   # or: secret_file = "app1.key"
 require_private_map_key = false
+allow_v1_joins = false         # true: also accept cleartext v1 joins while clients migrate (counted)
 profiles = ["AES_CM_128_HMAC_SHA1_80", "AEAD_AES_128_GCM"]
 [app.quotas]
 max_rooms = 1000
@@ -50,14 +61,17 @@ max_sessions = 10000
     version,
     about = "edgerelay media relay: UserSig-authenticated rooms, SRTP re-encrypted per receiver",
     long_about = "relayd relays SRTP between the members of a room. Clients join with a Tencent \
-TRTC UserSig (optionally a PrivateMapKey), agree per-session keys with the relay over X25519, \
-and every packet a member sends is authenticated, replay-checked and re-encrypted with each \
-other member's own keys.",
+TRTC UserSig (optionally a PrivateMapKey) in a Noise NK handshake to the relay's static key \
+(`relayd key show`): the join is encrypted, the answer proves the relay's identity, and the \
+per-session SRTP keys are forward-secret. Every packet a member sends is authenticated, \
+replay-checked and re-encrypted with each other member's own keys.",
     after_help = "Examples:\n  relayd run --config relayd.toml\n  relayd check --config relayd.toml\n  \
 relayd stats --socket /run/edgerelay/relayd.sock\n  relayd ctl dismiss-room --sdkappid 1400000001 --room 42\n  \
 relayd ctl rooms --sdkappid 1400000001\n  relayd ctl offenders --limit 20\n  \
 relayd ctl set-limits --pps-rate 5000 --pps-burst 10000 --join-rate 20 --join-burst 40\n  \
 relayd example-config > relayd.toml\n  \
+relayd key show --config relayd.toml          # the public key clients join to (--relay-key)\n  \
+relayd ctl rotate-key --overlap-secs 86400    # new key; the old one is accepted for a day\n  \
 relayd run --config relayd.toml --backend xdp --iface eth0     # kernel-bypass data plane (root)\n\n\
 Logging: RUST_LOG=relay=debug shows refused joins."
 )]
@@ -113,8 +127,36 @@ enum Cmd {
         #[command(subcommand)]
         action: CtlAction,
     },
+    /// Show or create the relay's static key (clients join v2 to its public key).
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
     /// Print an annotated example config.
     ExampleConfig,
+}
+
+#[derive(Subcommand)]
+enum KeyAction {
+    /// Print the public key clients need: from the key file of `--config`, or from a
+    /// running relayd's `--socket` (which also shows a rotation in progress).
+    Show {
+        /// The TOML config whose `[identity] key_file` to read.
+        #[arg(short, long, conflicts_with = "socket")]
+        config: Option<PathBuf>,
+        /// A running relayd's control socket.
+        #[arg(short, long)]
+        socket: Option<PathBuf>,
+        /// Print JSON (`public_key`, `fingerprint`, `previous_key`, `previous_until`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a key file with a fresh key (mode 0600); refuses to overwrite one.
+    Generate {
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -139,6 +181,16 @@ enum CtlAction {
         /// The user id.
         #[arg(long)]
         user: String,
+        /// Also ban the user from the room for this many seconds (0 = no ban).
+        #[arg(long, default_value_t = 0)]
+        ban_secs: u64,
+    },
+    /// Rotate the relay's static key: a fresh key becomes current and the old one is still
+    /// accepted for `--overlap-secs` (give clients' back ends time to hand out the new one).
+    RotateKey {
+        /// How long joins to the old key are still accepted.
+        #[arg(long, default_value_t = 86_400)]
+        overlap_secs: u64,
     },
     /// Drop a source prefix in the kernel (XDP backend), e.g. `--cidr 198.51.100.0/24 --ttl 600`.
     Block {
@@ -235,10 +287,60 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Ctl { socket, json, action } => ctl(&socket, json, action),
+        Cmd::Key { action } => key(action),
         Cmd::ExampleConfig => {
             print!("{EXAMPLE_CONFIG}");
             Ok(())
         }
+    }
+}
+
+fn key(action: KeyAction) -> Result<()> {
+    use relay::mgmt::KeyInfo;
+    match action {
+        KeyAction::Show { config, socket, json } => {
+            let info = match (config, socket) {
+                (Some(c), None) => {
+                    let v = Config::load(&c).with_context(|| format!("loading {}", c.display()))?;
+                    let id = Identity::load(&v.key_file).with_context(|| {
+                        format!("no key yet? relayd creates {} on its first start", v.key_file.display())
+                    })?;
+                    KeyInfo::of(&id)
+                }
+                (None, socket) => {
+                    let socket = socket.unwrap_or_else(|| PathBuf::from("/run/edgerelay/relayd.sock"));
+                    relay::mgmt::Client::connect(&socket, std::time::Duration::from_secs(5))
+                        .with_context(|| format!("connecting to relayd at {}", socket.display()))?
+                        .key(None)
+                        .with_context(|| format!("talking to relayd at {}", socket.display()))?
+                }
+                (Some(_), Some(_)) => unreachable!("clap refuses --config with --socket"),
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                let mut t = String::new();
+                print_key(&mut t, &info);
+                print!("{t}");
+            }
+            Ok(())
+        }
+        KeyAction::Generate { out } => {
+            anyhow::ensure!(!out.exists(), "{} exists: refusing to overwrite a relay key", out.display());
+            let id = Identity::new(relay::identity::StaticKey::generate());
+            id.save(&out)?;
+            println!("{}", id.current.public());
+            Ok(())
+        }
+    }
+}
+
+fn print_key(t: &mut String, k: &relay::mgmt::KeyInfo) {
+    use std::fmt::Write as _;
+    let _ = writeln!(t, "public_key   {}\nfingerprint  {}", k.public_key, k.fingerprint);
+    if let (Some(p), Some(u)) = (k.previous_key, k.previous_until) {
+        let left = u.saturating_sub(relay::time::unix_now());
+        let _ = writeln!(t, "previous_key {p} (accepted for {left} s more)");
     }
 }
 
@@ -261,7 +363,10 @@ fn ctl(socket: &std::path::Path, json: bool, action: CtlAction) -> Result<()> {
     let talking = || format!("talking to relayd at {}", socket.display());
     let req = match action {
         CtlAction::DismissRoom { sdkappid, room } => Request::DismissRoom { sdkappid, room },
-        CtlAction::RemoveUser { sdkappid, room, user } => Request::RemoveUser { sdkappid, room, user },
+        CtlAction::RemoveUser { sdkappid, room, user, ban_secs } => {
+            Request::RemoveUser { sdkappid, room, user, ban_secs }
+        }
+        CtlAction::RotateKey { overlap_secs } => Request::RotateKey { overlap_secs },
         CtlAction::Block { cidr, ttl } => {
             let p = parse_cidr(&cidr)?;
             Request::Block { ip: p.addr(), prefix_len: p.len().into(), ttl_secs: ttl }
@@ -338,6 +443,7 @@ fn ctl(socket: &std::path::Path, json: bool, action: CtlAction) -> Result<()> {
                 let _ = writeln!(t, "ok: {n} session(s) ended");
             }
         },
+        Answer::Key(k) => print_key(&mut t, &k),
         Answer::Done | Answer::Stats(_) => {
             let _ = writeln!(t, "ok");
         }
@@ -373,9 +479,15 @@ fn run(
         }
     }
     cfg.check_backend()?;
+    let (identity, created) =
+        Identity::load_or_generate(&cfg.key_file).context("loading the relay's static key ([identity] key_file)")?;
+    if created {
+        tracing::info!(path = %cfg.key_file.display(), key = %identity.current.public(), "generated a new relay key");
+    }
+    tracing::info!(key = %identity.current.public(), previous = ?identity.previous.as_ref().map(|(k, _)| k.public()), "relay key");
     let shutdown = sys::shutdown_flag().context("installing signal handlers")?;
-    let relay = Relay::start(&cfg, Registry::new(&cfg), shutdown)
-        .with_context(|| format!("starting relay on {}", cfg.listen))?;
+    let registry = Registry::with_identity(&cfg, identity, Box::new(relay::handshake::KeyPair::generate));
+    let relay = Relay::start(&cfg, registry, shutdown).with_context(|| format!("starting relay on {}", cfg.listen))?;
     if let Some(user) = &cfg.user {
         sys::drop_privileges(user).with_context(|| format!("switching to user {user}"))?;
         tracing::info!(
@@ -412,6 +524,13 @@ fn print_table(s: &Snapshot) {
     let _ = writeln!(t, "joins by result:");
     for (k, v) in &s.joins {
         let _ = writeln!(t, "  {k:<26} {v:>14}");
+    }
+    let _ = writeln!(t, "join path:");
+    for (k, v) in &s.handshake {
+        let _ = writeln!(t, "  {k:<26} {v:>14}");
+    }
+    if let Some(k) = &s.relay_key {
+        let _ = writeln!(t, "relay key                    {k}");
     }
     if !s.xdp.is_empty() {
         let _ = writeln!(t, "XDP verdicts (packets, in the kernel):");

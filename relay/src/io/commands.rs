@@ -13,13 +13,16 @@ use crate::config::App;
 use crate::ids::{RoomId, RoomKey, SdkAppId, UserId};
 use crate::limits::Limits;
 use crate::mgmt::{
-    room_text, Answer, BlockInfo, MemberInfo, Offender, RefusalCode, Request, Response, RoomInfo,
+    room_text, Answer, BlockInfo, KeyInfo, MemberInfo, Offender, RefusalCode, Request, Response, RoomInfo,
     OFFENDERS_DEFAULT_LIMIT, ROOMS_DEFAULT_LIMIT, ROOMS_MAX_LIMIT,
 };
 use crate::registry::{Registry, Update};
 use crate::usersig::PrivilegeMap as P;
 
 use super::xdp::{FilterConfig, XdpFilter};
+
+/// Longest overlap a key rotation may give the old key.
+pub const MAX_KEY_OVERLAP_SECS: u64 = 30 * 86_400;
 
 /// What the commands act on, borrowed from the control thread.
 pub struct Managed<'a> {
@@ -31,6 +34,8 @@ pub struct Managed<'a> {
     pub limits: &'a mut Limits,
     /// relayd's UDP port: every port range must contain it.
     pub listen_port: u16,
+    /// Where the relay's static keys are saved (a rotation writes it before answering).
+    pub key_file: Option<&'a std::path::Path>,
 }
 
 fn invalid(msg: impl Into<String>) -> Response {
@@ -59,10 +64,14 @@ pub fn execute(req: Request, m: Managed<'_>, updates: &mut Vec<Update>) -> Respo
             }
             Err(e) => invalid(e),
         },
-        Request::RemoveUser { sdkappid, room, user } => match (room_key(sdkappid, &room), UserId::new(&user)) {
+        Request::RemoveUser { sdkappid, room, user, ban_secs } => match (room_key(sdkappid, &room), UserId::new(&user))
+        {
             (Ok(k), Ok(u)) => {
+                if ban_secs > 0 {
+                    m.registry.ban(&k, &u, crate::time::unix_now().saturating_add(ban_secs));
+                }
                 let n = u64::from(m.registry.remove_user(&k, &u, updates));
-                tracing::info!(room = %k, user = %u, removed = n, "user removed by the operator");
+                tracing::info!(room = %k, user = %u, removed = n, ban_secs, "user removed by the operator");
                 Response::Ok(Answer::Removed(n))
             }
             (Err(e), _) => invalid(e),
@@ -73,8 +82,10 @@ pub fn execute(req: Request, m: Managed<'_>, updates: &mut Vec<Update>) -> Respo
             for a in apps {
                 let app =
                     SdkAppId::new(a.sdkappid).map_err(|e| format!("sdkappid {}: {e}", a.sdkappid)).and_then(|id| {
-                        App::new(id, a.secrets, a.require_private_map_key, a.profiles, a.quotas)
-                            .map_err(|e| e.to_string())
+                        let mut app = App::new(id, a.secrets, a.require_private_map_key, a.profiles, a.quotas)
+                            .map_err(|e| e.to_string())?;
+                        app.allow_v1_joins = a.allow_v1_joins;
+                        Ok(app)
                     });
                 // All or nothing: a bad push leaves the running config as it was.
                 match app {
@@ -88,6 +99,25 @@ pub fn execute(req: Request, m: Managed<'_>, updates: &mut Vec<Update>) -> Respo
             let n = m.registry.set_apps(valid, updates);
             tracing::info!(ended = n, "apps replaced by a push");
             Response::Ok(Answer::Removed(n as u64))
+        }
+        Request::Key {} => Response::Ok(Answer::Key(KeyInfo::of(m.registry.identity()))),
+        Request::RotateKey { overlap_secs } => {
+            if overlap_secs > MAX_KEY_OVERLAP_SECS {
+                return invalid(format!("overlap_secs must be at most {MAX_KEY_OVERLAP_SECS} (30 days)"));
+            }
+            let now = crate::time::unix_now();
+            let mut id = m.registry.identity().clone();
+            id.rotate(now, overlap_secs);
+            // Saved first: a relayd restarted after answering must still hold the new key.
+            if let Some(path) = m.key_file {
+                if let Err(e) = id.save(path) {
+                    return failed(format!("cannot save the rotated key: {e}"));
+                }
+            }
+            m.registry.set_identity(id, now);
+            let info = KeyInfo::of(m.registry.identity());
+            tracing::info!(key = %info.public_key, overlap_secs, "relay key rotated");
+            Response::Ok(Answer::Key(info))
         }
         Request::Block { ip, prefix_len, ttl_secs } => {
             let Some(f) = m.filter else {

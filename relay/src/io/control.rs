@@ -28,7 +28,7 @@ use super::xdp::XdpFilter;
 use crate::ids::SessionId;
 use crate::limits::Limits;
 use crate::mgmt::{Answer, Request, Response};
-use crate::proto::{ErrorCode, JoinError};
+use crate::proto::ErrorCode;
 use crate::registry::{Outcome, Registry, Update};
 use crate::stats::{DropReason, Snapshot, WorkerCounters};
 
@@ -61,6 +61,8 @@ pub struct Control {
     pub route: Option<RouteSocket>,
     /// The clock's origin.
     pub epoch: Instant,
+    /// The relay's key file (key rotations are saved to it).
+    pub key_file: Option<std::path::PathBuf>,
     /// Set by `Relay::stop`.
     pub stop: Arc<AtomicBool>,
     /// Set by a signal.
@@ -97,6 +99,8 @@ impl Control {
             }
             while let Ok(m) = self.rx.try_recv() {
                 let now = now(self.epoch);
+                // Joins need cookies while the queue backs up (a flood): a quarter full.
+                self.registry.set_under_load(self.rx.len() >= super::worker::CONTROL_QUEUE / 4);
                 let mut reply = [0u8; REPLY_MAX];
                 let (outcome, mut n) = self.registry.handle(now, m.src, &m.data[..m.len], &mut reply, &mut updates);
                 log_outcome(m.src, outcome);
@@ -111,11 +115,10 @@ impl Control {
                     }
                     self.broadcast(&mut updates, &mut wake);
                     if matches!(outcome, Outcome::Joined(id) if failed.contains(&id)) {
-                        n = JoinError::write(
+                        n = self.registry.refuse_last_join(
                             ErrorCode::Overloaded,
                             "cannot install the session now; retry",
                             &mut reply,
-                            m.len,
                         );
                     }
                 }
@@ -128,6 +131,9 @@ impl Control {
             if now.mono_ms >= last_expiry + 1000 {
                 last_expiry = now.mono_ms;
                 self.push_neighbors(&mut wake);
+                if self.registry.retire_keys(now.unix_secs) {
+                    tracing::info!("the previous relay key's overlap ended: joins to it are refused now");
+                }
                 let n = self.registry.expire(now, &mut updates);
                 if n > 0 {
                     tracing::info!(expired = n, "expired idle sessions");
@@ -237,6 +243,10 @@ impl Control {
         for (k, v) in self.registry.join_counts() {
             s.joins.insert(k.to_owned(), v);
         }
+        for (k, v) in self.registry.handshake_counts() {
+            s.handshake.insert(k.to_owned(), v);
+        }
+        s.relay_key = Some(self.registry.relay_key().to_string());
         s.sessions = self.registry.session_count() as u64;
         s.rooms = self.registry.room_count() as u64;
         if let Some((f, _)) = &self.filter {
@@ -263,6 +273,7 @@ impl Control {
                     filter: self.filter.as_mut().map(|(f, _)| f),
                     limits: &mut self.limits,
                     listen_port: self.listen_port,
+                    key_file: self.key_file.as_deref(),
                 };
                 commands::execute(req, m, &mut updates)
             }
@@ -277,6 +288,7 @@ fn log_outcome(src: SocketAddr, o: Outcome) {
         Outcome::Joined(id) => tracing::info!(%src, session = %id, "join accepted"),
         Outcome::Left(id) => tracing::info!(%src, session = %id, "session left"),
         Outcome::Refused(code) => tracing::debug!(%src, code = code.name(), "join refused"),
-        Outcome::KeptAlive(_) | Outcome::Ignored => {}
+        Outcome::AddressChanged(id) => tracing::info!(%src, session = %id, "keepalive from a new address"),
+        Outcome::KeptAlive(_) | Outcome::CookieSent | Outcome::Ignored => {}
     }
 }

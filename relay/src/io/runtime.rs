@@ -140,6 +140,7 @@ impl Relay {
             filter,
             limits: initial_limits(cfg),
             listen_port: local_addr.port(),
+            key_file: Some(cfg.key_file.clone()),
             epoch,
             stop: stop.clone(),
             shutdown,

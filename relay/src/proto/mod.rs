@@ -26,8 +26,12 @@
 
 use crate::ids::{Error as IdError, RoomId, Ssrc};
 
-/// The protocol version this relay speaks.
+pub mod v2;
+
+/// The version byte of v1 messages (cleartext join; see [`v2`] for the current protocol).
 pub const VERSION: u8 = 1;
+/// The version byte of v2 messages: the Noise NK join ([`v2`]).
+pub const VERSION_2: u8 = 2;
 /// Header length.
 pub const HEADER_LEN: usize = 4;
 /// The largest control datagram accepted.
@@ -90,6 +94,11 @@ pub enum MsgType {
     Keepalive = 5,
     /// Relay → client: keepalive answered (authenticated).
     KeepaliveAck = 6,
+    /// Relay → client (v2): under load, a cookie the join must echo ([`v2::Cookie`]).
+    Cookie = 7,
+    /// Relay → client (v2, authenticated): a keepalive came from another address than the
+    /// session's (a NAT rebinding); join again from the new address.
+    AddressChanged = 8,
 }
 
 impl MsgType {
@@ -101,6 +110,8 @@ impl MsgType {
             4 => Self::Leave,
             5 => Self::Keepalive,
             6 => Self::KeepaliveAck,
+            7 => Self::Cookie,
+            8 => Self::AddressChanged,
             _ => return None,
         })
     }
@@ -148,11 +159,20 @@ pub enum ErrorCode {
     /// The source address holds another user's session (it expires when that client goes
     /// silent).
     AddressInUse = 18,
+    /// A v1 (cleartext) join, and the app accepts only v2: update the client.
+    V1NotAllowed = 19,
+    /// A v2 join this relay has already seen (a replay, or a retransmission: each attempt
+    /// must be a fresh handshake).
+    Replayed = 20,
+    /// A v2 join whose timestamp is outside the relay's window: check the client's clock.
+    ClockSkew = 21,
+    /// The user is banned from this room for a while (an operator's RemoveUser with a ban).
+    Banned = 22,
 }
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 22] = [
         Self::Malformed,
         Self::UnsupportedVersion,
         Self::UnknownApp,
@@ -171,6 +191,10 @@ impl ErrorCode {
         Self::UnknownSession,
         Self::Overloaded,
         Self::AddressInUse,
+        Self::V1NotAllowed,
+        Self::Replayed,
+        Self::ClockSkew,
+        Self::Banned,
     ];
 
     /// Decodes a wire code.
@@ -199,6 +223,10 @@ impl ErrorCode {
             Self::UnknownSession => "unknown_session",
             Self::Overloaded => "overloaded",
             Self::AddressInUse => "address_in_use",
+            Self::V1NotAllowed => "v1_not_allowed",
+            Self::Replayed => "replayed",
+            Self::ClockSkew => "clock_skew",
+            Self::Banned => "banned",
         }
     }
 }
@@ -257,6 +285,13 @@ pub enum Error {
     /// The output buffer is too small.
     #[error("output buffer too small")]
     BufferTooSmall,
+    /// A v2 join's mac1 does not verify under any of this relay's keys: the sender does
+    /// not know the relay's public key (or the datagram is junk).
+    #[error("mac1 does not verify")]
+    BadMac,
+    /// The Noise handshake failed (see [`crate::noise::Error`]).
+    #[error(transparent)]
+    Noise(#[from] crate::noise::Error),
 }
 
 impl Error {
@@ -322,8 +357,11 @@ struct Writer<'a> {
 
 impl<'a> Writer<'a> {
     fn new(buf: &'a mut [u8], ty: MsgType) -> Result<Self, Error> {
+        Self::versioned(buf, VERSION, ty)
+    }
+    fn versioned(buf: &'a mut [u8], version: u8, ty: MsgType) -> Result<Self, Error> {
         let mut w = Self { buf, pos: 0 };
-        w.put(&[VERSION, ty as u8, 0, 0])?;
+        w.put(&[version, ty as u8, 0, 0])?;
         Ok(w)
     }
     fn put(&mut self, b: &[u8]) -> Result<(), Error> {
@@ -331,6 +369,10 @@ impl<'a> Writer<'a> {
         self.buf.get_mut(self.pos..end).ok_or(Error::BufferTooSmall)?.copy_from_slice(b);
         self.pos = end;
         Ok(())
+    }
+    /// A writer with no header (v2's encrypted payloads).
+    fn bare(buf: &'a mut [u8]) -> Self {
+        Self { buf, pos: 0 }
     }
     fn finish(self) -> Result<usize, Error> {
         let body = u16::try_from(self.pos - HEADER_LEN).map_err(|_| Error::TooLong)?;
@@ -342,23 +384,41 @@ impl<'a> Writer<'a> {
     }
 }
 
-/// Parses the header; returns the type and the body.
+/// Parses a v1 header; returns the type and the body.
 pub fn parse_header(datagram: &[u8]) -> Result<(MsgType, &[u8]), Error> {
+    match parse_any_header(datagram)? {
+        (VERSION, ty, body) => Ok((ty, body)),
+        (v, _, _) => Err(Error::Version(v)),
+    }
+}
+
+/// Whether a datagram has a well-formed header whatever its version: bounded, a known
+/// type, and a length field that matches (so an answer to it is not an answer to junk).
+pub fn parse_header_len_ok(datagram: &[u8]) -> bool {
+    datagram.len() >= HEADER_LEN
+        && datagram.len() <= MAX_LEN
+        && MsgType::from_u8(datagram[1]).is_some()
+        && u16::from_be_bytes([datagram[2], datagram[3]]) as usize == datagram.len() - HEADER_LEN
+}
+
+/// Parses a v1 or v2 header; returns the version, the type and the body.
+pub fn parse_any_header(datagram: &[u8]) -> Result<(u8, MsgType, &[u8]), Error> {
     if datagram.len() < HEADER_LEN {
         return Err(Error::Truncated);
     }
     if datagram.len() > MAX_LEN {
         return Err(Error::TooLong);
     }
-    if datagram[0] != VERSION {
-        return Err(Error::Version(datagram[0]));
+    let version = datagram[0];
+    if version != VERSION && version != VERSION_2 {
+        return Err(Error::Version(version));
     }
     let ty = MsgType::from_u8(datagram[1]).ok_or(Error::Type(datagram[1]))?;
     let len = u16::from_be_bytes([datagram[2], datagram[3]]) as usize;
     if len != datagram.len() - HEADER_LEN {
         return Err(Error::BadLength);
     }
-    Ok((ty, &datagram[HEADER_LEN..]))
+    Ok((version, ty, &datagram[HEADER_LEN..]))
 }
 
 /// A declared stream.
@@ -391,7 +451,7 @@ pub struct Join<'a> {
 
 impl<'a> Join<'a> {
     /// The declared SSRCs.
-    pub fn declared(&self) -> impl Iterator<Item = DeclaredSsrc> + '_ {
+    pub fn declared(&self) -> impl Iterator<Item = DeclaredSsrc> + Clone + '_ {
         self.ssrcs.iter().flatten().copied()
     }
 
@@ -404,37 +464,9 @@ impl<'a> Join<'a> {
         let mut r = Reader { buf: body };
         let sdkappid = r.u32()?;
         let profile = r.u16()?;
-        let room_kind = r.u8()?;
-        let room_len = r.u8()? as usize;
-        let room_bytes = r.take(room_len)?;
-        let room = match room_kind {
-            0 => {
-                if room_len != 4 {
-                    return Err(Error::Field("numeric room must be 4 bytes"));
-                }
-                let n = u32::from_be_bytes([room_bytes[0], room_bytes[1], room_bytes[2], room_bytes[3]]);
-                RoomId::num(n.into())?
-            }
-            1 => {
-                let s = std::str::from_utf8(room_bytes).map_err(|_| Error::Field("room"))?;
-                RoomId::str(s)?
-            }
-            _ => return Err(Error::Field("room kind")),
-        };
+        let room = read_room(&mut r)?;
         let key_share = r.array::<KEY_LEN>()?;
-        let n = r.u8()? as usize;
-        if n > MAX_SSRCS {
-            return Err(Error::Field("too many SSRCs"));
-        }
-        let mut ssrcs = [None; MAX_SSRCS];
-        for i in 0..n {
-            let ssrc = Ssrc::new(r.u32()?)?;
-            let kind = StreamKind::from_u8(r.u8()?).ok_or(Error::Field("stream kind"))?;
-            if ssrcs[..i].iter().flatten().any(|d: &DeclaredSsrc| d.ssrc == ssrc) {
-                return Err(Error::Field("duplicate SSRC"));
-            }
-            ssrcs[i] = Some(DeclaredSsrc { ssrc, kind });
-        }
+        let ssrcs = read_ssrcs(&mut r)?;
         let usersig = token(&mut r, false)?.ok_or(Error::Field("usersig"))?;
         let private_map_key = token(&mut r, true)?;
         r.finish()?;
@@ -446,33 +478,87 @@ impl<'a> Join<'a> {
         let mut w = Writer::new(out, MsgType::Join)?;
         w.put(&self.sdkappid.to_be_bytes())?;
         w.put(&self.profile.to_be_bytes())?;
-        match &self.room {
-            RoomId::Num(n) => {
-                w.put(&[0, 4])?;
-                w.put(&n.to_be_bytes())?;
-            }
-            RoomId::Str(s) => {
-                w.put(&[1, s.len() as u8])?;
-                w.put(s.as_bytes())?;
-            }
-        }
+        write_room(&mut w, &self.room)?;
         w.put(&self.key_share)?;
-        let n = self.declared().count();
-        w.put(&[n as u8])?;
-        for d in self.declared() {
-            w.put(&d.ssrc.get().to_be_bytes())?;
-            w.put(&[d.kind as u8])?;
-        }
-        for t in [Some(self.usersig), self.private_map_key] {
-            let t = t.unwrap_or("");
-            if t.len() > MAX_TOKEN_LEN {
-                return Err(Error::Field("token too long"));
-            }
-            w.put(&(t.len() as u16).to_be_bytes())?;
-            w.put(t.as_bytes())?;
-        }
+        write_ssrcs(&mut w, self.declared())?;
+        write_tokens(&mut w, self.usersig, self.private_map_key)?;
         w.finish()
     }
+}
+
+fn read_room(r: &mut Reader<'_>) -> Result<RoomId, Error> {
+    let room_kind = r.u8()?;
+    let room_len = r.u8()? as usize;
+    let room_bytes = r.take(room_len)?;
+    Ok(match room_kind {
+        0 => {
+            if room_len != 4 {
+                return Err(Error::Field("numeric room must be 4 bytes"));
+            }
+            let n = u32::from_be_bytes([room_bytes[0], room_bytes[1], room_bytes[2], room_bytes[3]]);
+            RoomId::num(n.into())?
+        }
+        1 => {
+            let s = std::str::from_utf8(room_bytes).map_err(|_| Error::Field("room"))?;
+            RoomId::str(s)?
+        }
+        _ => return Err(Error::Field("room kind")),
+    })
+}
+
+fn write_room(w: &mut Writer<'_>, room: &RoomId) -> Result<(), Error> {
+    match room {
+        RoomId::Num(n) => {
+            w.put(&[0, 4])?;
+            w.put(&n.to_be_bytes())
+        }
+        RoomId::Str(s) => {
+            w.put(&[1, s.len() as u8])?;
+            w.put(s.as_bytes())
+        }
+    }
+}
+
+fn read_ssrcs(r: &mut Reader<'_>) -> Result<[Option<DeclaredSsrc>; MAX_SSRCS], Error> {
+    let n = r.u8()? as usize;
+    if n > MAX_SSRCS {
+        return Err(Error::Field("too many SSRCs"));
+    }
+    let mut ssrcs = [None; MAX_SSRCS];
+    for i in 0..n {
+        let ssrc = Ssrc::new(r.u32()?)?;
+        let kind = StreamKind::from_u8(r.u8()?).ok_or(Error::Field("stream kind"))?;
+        if ssrcs[..i].iter().flatten().any(|d: &DeclaredSsrc| d.ssrc == ssrc) {
+            return Err(Error::Field("duplicate SSRC"));
+        }
+        ssrcs[i] = Some(DeclaredSsrc { ssrc, kind });
+    }
+    Ok(ssrcs)
+}
+
+fn write_ssrcs(w: &mut Writer<'_>, declared: impl Iterator<Item = DeclaredSsrc> + Clone) -> Result<(), Error> {
+    let n = declared.clone().count();
+    if n > MAX_SSRCS {
+        return Err(Error::Field("too many SSRCs"));
+    }
+    w.put(&[n as u8])?;
+    for d in declared {
+        w.put(&d.ssrc.get().to_be_bytes())?;
+        w.put(&[d.kind as u8])?;
+    }
+    Ok(())
+}
+
+fn write_tokens(w: &mut Writer<'_>, usersig: &str, private_map_key: Option<&str>) -> Result<(), Error> {
+    for t in [Some(usersig), private_map_key] {
+        let t = t.unwrap_or("");
+        if t.len() > MAX_TOKEN_LEN {
+            return Err(Error::Field("token too long"));
+        }
+        w.put(&(t.len() as u16).to_be_bytes())?;
+        w.put(t.as_bytes())?;
+    }
+    Ok(())
 }
 
 fn token<'a>(r: &mut Reader<'a>, optional: bool) -> Result<Option<&'a str>, Error> {
@@ -576,11 +662,14 @@ impl<'a> JoinError<'a> {
     }
 }
 
-/// A keepalive, keepalive-ack or leave: names a session and carries a counter and a MAC
-/// under the session's control key.
+/// A keepalive, keepalive-ack, leave or (v2) address-changed: names a session and carries
+/// a counter and a MAC under the session's control key. The version byte is the session's
+/// protocol version and is covered by the MAC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticket {
-    /// Which of the three it is.
+    /// [`VERSION`] or [`VERSION_2`].
+    pub version: u8,
+    /// Which of the types it is.
     pub ty: MsgType,
     /// The session.
     pub session: u64,
@@ -593,20 +682,25 @@ pub struct Ticket {
 impl Ticket {
     /// Parses one of the ticket types.
     pub fn parse(datagram: &[u8]) -> Result<Self, Error> {
-        let (ty, body) = parse_header(datagram)?;
-        if !matches!(ty, MsgType::Keepalive | MsgType::KeepaliveAck | MsgType::Leave) {
+        let (version, ty, body) = parse_any_header(datagram)?;
+        let allowed = match ty {
+            MsgType::Keepalive | MsgType::KeepaliveAck | MsgType::Leave => true,
+            MsgType::AddressChanged => version == VERSION_2,
+            _ => false,
+        };
+        if !allowed {
             return Err(Error::UnexpectedType);
         }
         let mut r = Reader { buf: body };
-        let t = Self { ty, session: r.u64()?, counter: r.u64()?, mac: r.array()? };
+        let t = Self { version, ty, session: r.u64()?, counter: r.u64()?, mac: r.array()? };
         r.finish()?;
         Ok(t)
     }
 
     /// The bytes the MAC covers.
-    pub fn mac_input(ty: MsgType, session: u64, counter: u64) -> [u8; 20] {
+    pub fn mac_input(version: u8, ty: MsgType, session: u64, counter: u64) -> [u8; 20] {
         let mut m = [0u8; 20];
-        m[..4].copy_from_slice(&[VERSION, ty as u8, 0, (TICKET_LEN - HEADER_LEN) as u8]);
+        m[..4].copy_from_slice(&[version, ty as u8, 0, (TICKET_LEN - HEADER_LEN) as u8]);
         m[4..12].copy_from_slice(&session.to_be_bytes());
         m[12..].copy_from_slice(&counter.to_be_bytes());
         m
@@ -614,7 +708,7 @@ impl Ticket {
 
     /// Writes it; returns [`TICKET_LEN`].
     pub fn write(&self, out: &mut [u8]) -> Result<usize, Error> {
-        let mut w = Writer::new(out, self.ty)?;
+        let mut w = Writer::versioned(out, self.version, self.ty)?;
         w.put(&self.session.to_be_bytes())?;
         w.put(&self.counter.to_be_bytes())?;
         w.put(&self.mac)?;
@@ -624,6 +718,7 @@ impl Ticket {
 
 /// Runs every parser over arbitrary bytes; must never panic (fuzz entry point).
 pub fn fuzz_parse(data: &[u8]) {
+    v2::fuzz_parse(data);
     let _ = demux(data);
     let _ = is_rtcp(data);
     if let Ok(j) = Join::parse(data) {
@@ -742,11 +837,11 @@ mod tests {
         let n = ok.write(&mut buf).unwrap();
         assert_eq!(n, JOIN_OK_LEN);
         assert_eq!(JoinOk::parse(&buf[..n]).unwrap(), ok);
-        let t = Ticket { ty: MsgType::Leave, session: 9, counter: 3, mac: [5; 16] };
+        let t = Ticket { version: VERSION, ty: MsgType::Leave, session: 9, counter: 3, mac: [5; 16] };
         let n = t.write(&mut buf).unwrap();
         assert_eq!(n, TICKET_LEN);
         assert_eq!(Ticket::parse(&buf[..n]).unwrap(), t);
-        assert_eq!(&Ticket::mac_input(t.ty, 9, 3)[..4], &buf[..4]);
+        assert_eq!(&Ticket::mac_input(VERSION, t.ty, 9, 3)[..4], &buf[..4]);
         for cut in 0..n {
             assert!(Ticket::parse(&buf[..cut]).is_err());
         }
