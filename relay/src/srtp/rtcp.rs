@@ -642,6 +642,15 @@ pub trait Audience {
     fn receives(&self, ssrc: u32) -> bool;
 }
 
+/// Whom a part of a compound is for; see [`Compound::for_each_addressee`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Addressee {
+    /// The sender of this stream ([`Audience::sends`]).
+    SenderOf(u32),
+    /// The receivers of this stream of the compound's sender ([`Audience::receives`]).
+    ReceiversOf(u32),
+}
+
 /// A zero-copy view of a compound RTCP packet (RFC 3550 §6.1): one or more RTCP packets,
 /// back to back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -716,6 +725,35 @@ impl<T: AsRef<[u8]>> Compound<T> {
             let own = matches!(p.packet_type(), SR | RR | RTPFB | PSFB).then(|| p.sender_ssrc()).flatten();
             own.is_none_or(&mut ok) && p.sdes_chunks().all(|c| ok(c.ssrc())) && p.bye_ssrcs().all(&mut ok)
         })
+    }
+
+    /// Calls `f` with every SSRC a part of the compound is addressed by: the streams whose
+    /// senders a report block, feedback message or FCI entry is about
+    /// ([`Addressee::SenderOf`]), and the compound sender's own streams whose receivers an SR
+    /// or a BYE is for ([`Addressee::ReceiversOf`]). Every destination [`Self::is_for`] holds
+    /// for is one of these; the engine uses it to skip the others without asking.
+    pub fn for_each_addressee(&self, mut f: impl FnMut(Addressee)) {
+        for p in self.packets() {
+            match p.packet_type() {
+                SR | RR => {
+                    if let Some(s) = p.sender_ssrc().filter(|_| p.packet_type() == SR) {
+                        f(Addressee::ReceiversOf(s));
+                    }
+                    p.report_blocks().for_each(|b| f(Addressee::SenderOf(b.ssrc())));
+                }
+                RTPFB | PSFB => match p.feedback() {
+                    Some(Feedback::Fir) => p.fir_entries().for_each(|(s, _)| f(Addressee::SenderOf(s))),
+                    Some(Feedback::Remb) => p.remb_ssrcs().for_each(|s| f(Addressee::SenderOf(s))),
+                    _ => {
+                        if let Some(s) = p.media_ssrc() {
+                            f(Addressee::SenderOf(s));
+                        }
+                    }
+                },
+                BYE => p.bye_ssrcs().for_each(|s| f(Addressee::ReceiversOf(s))),
+                _ => {}
+            }
+        }
     }
 
     /// Whether anything in the compound is for `who`, and `who` may see the compound's sender
@@ -995,7 +1033,16 @@ pub fn fuzz_compound(data: &[u8]) {
         let mut again = vec![0; n];
         let m = copy.write_for(&who, &mut again).expect("the copy fits its own length");
         assert_eq!(&again[..m], &out[..n], "rebuilding a copy for its destination changes nothing");
-        if !c.is_for(&who) {
+        if c.is_for(&who) {
+            let mut named = false;
+            c.for_each_addressee(|a| {
+                named |= match a {
+                    Addressee::SenderOf(s) => who.sends(s),
+                    Addressee::ReceiversOf(s) => who.receives(s),
+                }
+            });
+            assert!(named, "a destination the compound is for is one of its addressees");
+        } else {
             assert_eq!(c.rebuild_for(&who, &mut out), Ok(0));
         }
         if n > 0 {
@@ -1348,6 +1395,16 @@ mod tests {
         assert!(!Compound::new_checked(&c[..]).unwrap().all_speakers(|s| s == C_RTCP));
         let c = compound(&[PLI_B, "81ca0002 aaaa0001 00000000"]);
         assert!(!Compound::new_checked(&c[..]).unwrap().all_speakers(|s| s == C_RTCP));
+    }
+
+    #[test]
+    fn addressees_are_the_ssrcs_parts_are_for() {
+        let c = compound(&[SR_A, PLI_B, FIR_AB, REMB_AB, "81cb0001 aaaa0002", "80cc0002 aaaa0002 41424344"]);
+        let mut seen = Vec::new();
+        Compound::new_checked(&c[..]).unwrap().for_each_addressee(|a| seen.push(a));
+        use Addressee::{ReceiversOf as R, SenderOf as S};
+        let expect = [R(A_VIDEO), S(B_VIDEO), S(0x1234_5678), S(B_VIDEO), S(B_VIDEO), S(A_VIDEO)];
+        assert_eq!(seen, [&expect[..], &[S(A_VIDEO), S(B_VIDEO), R(A_VIDEO)]].concat());
     }
 
     #[test]
