@@ -150,6 +150,12 @@ impl Sim {
     }
 }
 
+/// Bytes from spaced hex (RTCP packets in tests).
+fn hex(s: &str) -> Vec<u8> {
+    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
 fn deliver(f: &mut Fake, out: &[(SocketAddr, Vec<u8>)]) -> Vec<Vec<u8>> {
     out.iter()
         .filter(|(dst, _)| *dst == f.addr)
@@ -195,18 +201,27 @@ fn srtcp_is_relayed_and_reencrypted() {
     let cfg = config("");
     let mut sim = Sim::new(&cfg, 8);
     let mut a = sim.fake(1, "a", RoomId::Num(1), &[(11, StreamKind::Rtcp)], Profile::AesCm128HmacSha1_80);
-    let mut b = sim.fake(2, "b", RoomId::Num(1), &[], Profile::AesCm128HmacSha1_80);
+    let mut b = sim.fake(2, "b", RoomId::Num(1), &[(22, StreamKind::Video)], Profile::AesCm128HmacSha1_80);
     sim.join(&mut a).unwrap();
     sim.join(&mut b).unwrap();
+    // An RR without report blocks is about no stream: it goes nowhere.
     let mut buf = [0u8; 256];
     let n = write_rtcp_rr(&mut buf, 11);
     let n = a.client.protect_rtcp(&mut buf, n).unwrap();
+    let (r, out) = sim.send(a.addr, &buf[..n]);
+    assert_eq!(r, NodeResult::Media(Verdict::Dropped(DropReason::NoReceivers)));
+    assert!(out.is_empty());
+    // One with a block about b's stream goes to b, re-encrypted.
+    let rr = hex("81c90007 0000000b 00000016 01000002 00000100 00000003 00000000 00000000");
+    buf[..rr.len()].copy_from_slice(&rr);
+    let n = a.client.protect_rtcp(&mut buf, rr.len()).unwrap();
     let wire = buf[..n].to_vec();
     let (r, out) = sim.send(a.addr, &wire);
     assert_eq!(r, NodeResult::Media(Verdict::Forwarded(1)));
+    assert_ne!(out[0].1, wire);
     let mut pkt = out[0].1.clone();
     match b.client.handle(&mut pkt) {
-        Event::Media { ssrc: 11, rtcp: true, len: 8, .. } => {}
+        Event::Media { ssrc: 11, rtcp: true, len: 32, index: 1 } => assert_eq!(pkt[..32], rr[..]),
         e => panic!("{e:?}"),
     }
     // An RTCP-only SSRC may not carry RTP.
