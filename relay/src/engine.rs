@@ -100,8 +100,9 @@ pub struct Engine<D = SocketAddr> {
     room_index: HashMap<RoomKey, usize>,
     rooms: Vec<Vec<usize>>,
     free_rooms: Vec<usize>,
-    /// Who declared each SSRC, by (room index, SSRC): where RTCP about a stream goes. The
-    /// registry lets an SSRC be declared once per room, so the key is unique.
+    /// Who declared each audio or video SSRC, by (room index, SSRC): where RTCP about a stream
+    /// goes. The registry lets an SSRC be declared once per room, so the key is unique. RTCP-only
+    /// SSRCs carry no stream to report on, so nothing is routed to them.
     owners: HashMap<(usize, u32), Owner>,
     /// Per member index, the number of the last RTCP packet that named one of its streams
     /// (`rtcp_seen`): marks the candidate destinations without clearing anything per packet.
@@ -196,7 +197,7 @@ impl<D: From<SocketAddr>> Engine<D> {
                 self.members.len() - 1
             }
         };
-        for d in info.ssrcs.iter().take(MAX_SSRCS) {
+        for d in info.ssrcs.iter().take(MAX_SSRCS).filter(|d| d.kind != StreamKind::Rtcp) {
             self.owners.insert((room, d.ssrc.get()), Owner { member: idx, kind: d.kind });
         }
         self.rooms[room].push(idx);
@@ -389,8 +390,13 @@ impl<D: From<SocketAddr>> Engine<D> {
             let kind_receiver = [StreamKind::Audio, StreamKind::Video, StreamKind::Rtcp]
                 .into_iter()
                 .any(|k| kinds[k as usize] && info.may_receive(k));
-            (rtcp_marks[r] == seen || kind_receiver)
-                .then_some(RtcpAudience { owners, room, dest: r, dest_info: info, sender })
+            (rtcp_marks[r] == seen || kind_receiver).then_some(RtcpAudience {
+                owners,
+                room,
+                dest: r,
+                dest_info: info,
+                sender,
+            })
         };
 
         // Each destination gets exactly one copy of this SRTCP packet, and every copy starts
@@ -406,10 +412,9 @@ impl<D: From<SocketAddr>> Engine<D> {
             };
             let Some(out) = tx.buffer() else {
                 // Every destination from here on is skipped: count each.
-                let skipped = members_of_room[i..]
-                    .iter()
-                    .filter(|&&m| audience(m).is_some_and(|a| compound.is_for(&a)))
-                    .count() as u64;
+                let skipped =
+                    members_of_room[i..].iter().filter(|&&m| audience(m).is_some_and(|a| compound.is_for(&a))).count()
+                        as u64;
                 counters.drops[DropReason::TxFull as usize].fetch_add(skipped, Relaxed);
                 not_sent = Some(DropReason::TxFull);
                 break;
@@ -451,8 +456,9 @@ struct RtcpAudience<'a> {
 }
 
 impl rtcp::Audience for RtcpAudience<'_> {
-    /// The destination declared `ssrc`, and the compound's sender may receive that kind of
-    /// stream: a member cannot report on, or ask keyframes of, a stream it may not receive.
+    /// The destination declared the audio or video stream `ssrc`, and the compound's sender
+    /// may receive that kind: a member cannot report on, or ask keyframes of, a stream it may
+    /// not receive.
     fn sends(&self, ssrc: u32) -> bool {
         self.owners
             .get(&(self.room, ssrc))
@@ -478,6 +484,54 @@ fn drop_reason(e: srtp::Error) -> DropReason {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::{RoomId, SdkAppId, UserId};
+    use crate::proto::DeclaredSsrc;
+    use crate::registry::CacheLine;
+    use crate::srtp::{Profile, SessionKeys};
+    use crate::usersig::PrivilegeMap;
+    use std::sync::atomic::AtomicU64;
+
+    fn session(id: u64, room: u32, port: u16, ssrcs: &[(u32, StreamKind)]) -> Arc<SessionInfo> {
+        let keys = || SessionKeys::new(Profile::AesCm128HmacSha1_80, &[1; 16], &[2; 14]).unwrap();
+        Arc::new(SessionInfo {
+            id: SessionId(id),
+            room: RoomKey { app: SdkAppId::new(1_400_000_001).unwrap(), room: RoomId::Num(room) },
+            user: UserId::new(&format!("u{id}")).unwrap(),
+            addr: SocketAddr::from(([198, 18, 0, 1], port)),
+            privileges: PrivilegeMap::ALL,
+            ssrcs: ssrcs.iter().map(|&(s, kind)| DeclaredSsrc { ssrc: Ssrc::new(s).unwrap(), kind }).collect(),
+            uplink: keys(),
+            downlink: keys(),
+            last_seen_ms: CacheLine(AtomicU64::new(0)),
+        })
+    }
+
+    /// The SSRC -> member map follows joins and leaves, per room, and holds only media SSRCs.
+    #[test]
+    fn owners_follow_the_replica() {
+        let mut e: Engine = Engine::new(Arc::default());
+        let a = session(1, 1, 1, &[(10, StreamKind::Audio), (11, StreamKind::Video), (12, StreamKind::Rtcp)]);
+        let b = session(2, 2, 2, &[(10, StreamKind::Video)]);
+        e.apply(&Update::Up(a.clone()));
+        e.apply(&Update::Up(b.clone()));
+        let owner = |e: &Engine, room: usize, ssrc: u32| e.owners.get(&(room, ssrc)).map(|o| (o.member, o.kind));
+        let (ra, rb) = (e.room_index[&a.room], e.room_index[&b.room]);
+        assert_ne!(ra, rb);
+        assert_eq!(owner(&e, ra, 10), Some((0, StreamKind::Audio)));
+        assert_eq!(owner(&e, ra, 11), Some((0, StreamKind::Video)));
+        assert_eq!(owner(&e, ra, 12), None, "an RTCP-only SSRC sends no stream");
+        assert_eq!(owner(&e, rb, 10), Some((1, StreamKind::Video)), "the same SSRC in another room");
+        e.apply(&Update::Down(a.clone()));
+        assert_eq!(e.owners.len(), 1);
+        // The freed member and room slots are reused by a newcomer in a new room.
+        let c = session(3, 3, 3, &[(11, StreamKind::Audio)]);
+        e.apply(&Update::Up(c.clone()));
+        assert_eq!(owner(&e, e.room_index[&c.room], 11), Some((0, StreamKind::Audio)));
+        e.apply(&Update::Down(b));
+        e.apply(&Update::Down(c));
+        assert!(e.owners.is_empty());
+        assert_eq!((e.session_count(), e.room_count()), (0, 0));
+    }
 
     /// Every worker holds a [`Member`] per session: it must not grow with [`MAX_SSRCS`]
     /// (issue 5's memory goal, 100k sessions in 512 MiB, is counted per worker replica).
