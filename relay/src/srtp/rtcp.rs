@@ -1,5 +1,5 @@
 //! Zero-copy views of compound RTCP (RFC 3550 §6.1, §6.4–§6.6; RFC 4585 §6.1–§6.3;
-//! RFC 5104 §4.3.1; REMB, draft-alvestrand-rmcat-remb-03 §2.2; transport-cc,
+//! RFC 5104 §4.3.1; REMB, draft-alvestrand-rmcat-remb-03; transport-cc,
 //! draft-holmer-rmcat-transport-wide-cc-extensions-01 §3.1), and the per-destination rebuild
 //! the engine routes SRTCP with.
 //!
@@ -39,7 +39,8 @@
 //!   `sends` (the bitrate is passed through unchanged).
 //! - BYE: only the SSRCs it `receives`. SDES: only the chunks of SSRCs it `receives`. Both also
 //!   keep the compound's own SSRC, which the destination sees anyway as the first packet's.
-//!   SDES rides along: it alone sends nothing anywhere. BYE does address receivers.
+//!   SDES only rides along: SDES alone sends a destination nothing. A BYE addresses its
+//!   receivers.
 //! - APP, XR and unknown types go nowhere, nor do SR/RR profile-specific extensions.
 //!
 //! A destination gets a compound only if something in it is addressed to it and it may see
