@@ -7,6 +7,12 @@
 //! allocates, locks or logs on the per-packet path; every drop is counted under a
 //! [`DropReason`].
 //!
+//! SRTCP is routed like an SFU routes it ([`srtp::rtcp`] has the rules): feedback and
+//! reception reports go to the sender of the stream they name, sender reports to that
+//! stream's receivers, and each destination gets a copy rebuilt with only the parts for it.
+//! The replica keeps which member sends each SSRC of a room (`owners`), so routing needs no
+//! search of the room.
+//!
 //! Each worker holds a replica of sessions and rooms, built from the registry's
 //! [`Update`]s between batches. A session's uplink receive state (ROC, replay windows)
 //! lives in the replica of the worker its source address hashes to, which is the only
@@ -30,7 +36,8 @@ use std::sync::Arc;
 use crate::ids::{RoomKey, SessionId, Ssrc};
 use crate::proto::{self, StreamKind, MAX_SSRCS};
 use crate::registry::{SessionInfo, Update};
-use crate::srtp::{self, RtcpPacket, RtcpReceiver, RtpPacket, RtpReceiver};
+use crate::srtp::rtcp::{self, Addressee, Compound};
+use crate::srtp::{self, RtcpPacket, RtcpReceiver, RtpPacket, RtpReceiver, Unprotected};
 use crate::stats::{DropReason, WorkerCounters};
 
 /// Where the engine writes outgoing datagrams.
@@ -73,6 +80,13 @@ struct Member {
     streams: Box<[Stream]>,
 }
 
+/// Which member of a room declared an SSRC, and as what.
+#[derive(Debug, Clone, Copy)]
+struct Owner {
+    member: usize,
+    kind: StreamKind,
+}
+
 /// One worker's replica and per-packet logic, for a sink whose destinations are `D`
 /// ([`TxSink::Dest`]).
 pub struct Engine<D = SocketAddr> {
@@ -86,6 +100,14 @@ pub struct Engine<D = SocketAddr> {
     room_index: HashMap<RoomKey, usize>,
     rooms: Vec<Vec<usize>>,
     free_rooms: Vec<usize>,
+    /// Who declared each audio or video SSRC, by (room index, SSRC): where RTCP about a stream
+    /// goes. The registry lets an SSRC be declared once per room, so the key is unique. RTCP-only
+    /// SSRCs carry no stream to report on, so nothing is routed to them.
+    owners: HashMap<(usize, u32), Owner>,
+    /// Per member index, the number of the last RTCP packet that named one of its streams
+    /// (`rtcp_seen`): marks the candidate destinations without clearing anything per packet.
+    rtcp_marks: Vec<u64>,
+    rtcp_seen: u64,
     counters: Arc<WorkerCounters>,
 }
 
@@ -101,6 +123,9 @@ impl<D: From<SocketAddr>> Engine<D> {
             room_index: HashMap::new(),
             rooms: Vec::new(),
             free_rooms: Vec::new(),
+            owners: HashMap::new(),
+            rtcp_marks: Vec::new(),
+            rtcp_seen: 0,
             counters,
         }
     }
@@ -162,14 +187,19 @@ impl<D: From<SocketAddr>> Engine<D> {
             Some(i) => {
                 self.members[i] = Some(m);
                 self.dests[i] = dest;
+                self.rtcp_marks[i] = 0;
                 i
             }
             None => {
                 self.members.push(Some(m));
                 self.dests.push(dest);
+                self.rtcp_marks.push(0);
                 self.members.len() - 1
             }
         };
+        for d in info.ssrcs.iter().take(MAX_SSRCS).filter(|d| d.kind != StreamKind::Rtcp) {
+            self.owners.insert((room, d.ssrc.get()), Owner { member: idx, kind: d.kind });
+        }
         self.rooms[room].push(idx);
         self.by_addr.insert(info.addr, idx);
         self.by_id.insert(info.id, idx);
@@ -181,6 +211,11 @@ impl<D: From<SocketAddr>> Engine<D> {
         };
         let m = self.members[idx].take().expect("indexed members exist");
         self.free_members.push(idx);
+        for s in m.streams.iter() {
+            if self.owners.get(&(m.room, s.ssrc)).is_some_and(|o| o.member == idx) {
+                self.owners.remove(&(m.room, s.ssrc));
+            }
+        }
         if self.by_addr.get(&m.info.addr) == Some(&idx) {
             self.by_addr.remove(&m.info.addr);
         }
@@ -236,7 +271,7 @@ impl<D: From<SocketAddr>> Engine<D> {
         if !rtcp && stream.kind == StreamKind::Rtcp {
             return Dropped(DropReason::UnknownSsrc);
         }
-        let kind = if rtcp { StreamKind::Rtcp } else { stream.kind };
+        let kind = stream.kind;
         let keys = &sender.info.uplink;
         let res =
             if rtcp { keys.unprotect_rtcp(&mut stream.rtcp, buf) } else { keys.unprotect_rtp(&mut stream.rtp, buf) };
@@ -247,6 +282,9 @@ impl<D: From<SocketAddr>> Engine<D> {
         sender.info.last_seen_ms.store(now_ms, Relaxed);
         let room = sender.room;
         self.counters.media_accepted.fetch_add(1, Relaxed);
+        if rtcp {
+            return self.relay_rtcp(idx, room, plain, &buf[..plain.len], tx);
+        }
 
         let payload = &buf[..plain.len];
         let mut sent = 0;
@@ -276,12 +314,7 @@ impl<D: From<SocketAddr>> Engine<D> {
                 break;
             };
             dst.copy_from_slice(payload);
-            let res = if rtcp {
-                plain.srtcp_index().and_then(|i| recv.downlink.protect_rtcp(out, plain.len, i.get()))
-            } else {
-                recv.downlink.protect_rtp(out, plain.len, plain.roc())
-            };
-            match res {
+            match recv.downlink.protect_rtp(out, plain.len, plain.roc()) {
                 Ok(n) => {
                     if tx.commit(&mut self.dests[r], n) {
                         sent += 1;
@@ -304,6 +337,138 @@ impl<D: From<SocketAddr>> Engine<D> {
             (n, _) => Verdict::Forwarded(n),
         }
     }
+
+    /// Routes the authenticated, decrypted compound RTCP packet `plain` (`plain.len` bytes)
+    /// from member `idx` of `room`: every other member the compound has a part for gets its own
+    /// copy ([`Compound::write_for`]), protected with its downlink keys under the sender's
+    /// SRTCP index.
+    fn relay_rtcp(
+        &mut self,
+        idx: usize,
+        room: usize,
+        plain: Unprotected,
+        plain_buf: &[u8],
+        tx: &mut impl TxSink<Dest = D>,
+    ) -> Verdict {
+        use Verdict::Dropped;
+        let Ok(compound) = Compound::new_checked(plain_buf) else {
+            return Dropped(DropReason::RtcpMalformed);
+        };
+        let Ok(index) = plain.srtcp_index() else {
+            return Dropped(DropReason::IndexExhausted);
+        };
+        let Self { members, dests, rooms, owners, rtcp_marks, rtcp_seen, counters, .. } = self;
+        let sender = members[idx].as_ref().expect("indexed members exist");
+        // A compound speaks only for its sender's own SSRCs. Reports or feedback under another
+        // member's SSRC would pass as that member's, and a copy headed by it would encrypt
+        // under an (SSRC, index) pair whose index space belongs to another stream.
+        if !compound.all_speakers(|s| sender.streams.iter().any(|st| st.ssrc == s)) {
+            return Dropped(DropReason::UnknownSsrc);
+        }
+        // Candidates: the senders of the streams it names (marked), and the receivers of the
+        // kinds of its sender's streams it has an SR or a BYE for. Nobody else can have a part.
+        *rtcp_seen += 1;
+        let seen = *rtcp_seen;
+        let mut kinds = [false; 3];
+        compound.for_each_addressee(|a| match a {
+            Addressee::SenderOf(ssrc) => {
+                if let Some(o) = owners.get(&(room, ssrc)) {
+                    rtcp_marks[o.member] = seen;
+                }
+            }
+            Addressee::ReceiversOf(ssrc) => {
+                if let Some(s) = sender.streams.iter().find(|s| s.ssrc == ssrc) {
+                    kinds[s.kind as usize] = true;
+                }
+            }
+        });
+        let audience = |r: usize| -> Option<RtcpAudience<'_>> {
+            if r == idx {
+                return None;
+            }
+            let info = &members[r].as_ref().expect("room members exist").info;
+            let kind_receiver = [StreamKind::Audio, StreamKind::Video, StreamKind::Rtcp]
+                .into_iter()
+                .any(|k| kinds[k as usize] && info.may_receive(k));
+            (rtcp_marks[r] == seen || kind_receiver).then_some(RtcpAudience {
+                owners,
+                room,
+                dest: r,
+                dest_info: info,
+                sender,
+            })
+        };
+
+        // Each destination gets exactly one copy of this SRTCP packet, and every copy starts
+        // with the sender's first SSRC (`write_for` keeps the first packet's). That SSRC's
+        // uplink replay window admits each index once, and only this sender may declare it in
+        // the room, so each (receiver key, SSRC, SRTCP index) encrypts one payload only.
+        let mut sent = 0;
+        let mut not_sent = None;
+        let members_of_room = &rooms[room];
+        for (i, &r) in members_of_room.iter().enumerate() {
+            let Some(who) = audience(r).filter(|a| compound.is_for(a)) else {
+                continue;
+            };
+            let Some(out) = tx.buffer() else {
+                // Every destination from here on is skipped: count each.
+                let skipped =
+                    members_of_room[i..].iter().filter(|&&m| audience(m).is_some_and(|a| compound.is_for(&a))).count()
+                        as u64;
+                counters.drops[DropReason::TxFull as usize].fetch_add(skipped, Relaxed);
+                not_sent = Some(DropReason::TxFull);
+                break;
+            };
+            let Ok(len) = compound.write_for(&who, out) else {
+                not_sent = Some(DropReason::TooBig);
+                continue;
+            };
+            match who.dest_info.downlink.protect_rtcp(out, len, index.get()) {
+                Ok(n) => {
+                    if tx.commit(&mut dests[r], n) {
+                        sent += 1;
+                    }
+                }
+                Err(e) => counters.count_drop(drop_reason(e)),
+            }
+        }
+        match (sent, not_sent) {
+            (0, Some(DropReason::TxFull)) => Verdict::Forwarded(0),
+            (0, Some(r)) => Dropped(r),
+            (0, None) => Dropped(DropReason::NoReceivers),
+            (n, Some(DropReason::TooBig)) => {
+                counters.count_drop(DropReason::TooBig);
+                Verdict::Forwarded(n)
+            }
+            (n, _) => Verdict::Forwarded(n),
+        }
+    }
+}
+
+/// One destination of a compound RTCP packet, answering from the replica
+/// ([`rtcp::Audience`]).
+struct RtcpAudience<'a> {
+    owners: &'a HashMap<(usize, u32), Owner>,
+    room: usize,
+    dest: usize,
+    dest_info: &'a SessionInfo,
+    sender: &'a Member,
+}
+
+impl rtcp::Audience for RtcpAudience<'_> {
+    /// The destination declared the audio or video stream `ssrc`, and the compound's sender
+    /// may receive that kind: a member cannot report on, or ask keyframes of, a stream it may
+    /// not receive.
+    fn sends(&self, ssrc: u32) -> bool {
+        self.owners
+            .get(&(self.room, ssrc))
+            .is_some_and(|o| o.member == self.dest && self.sender.info.may_receive(o.kind))
+    }
+
+    /// The compound's sender declared `ssrc`, and the destination may receive that kind.
+    fn receives(&self, ssrc: u32) -> bool {
+        self.sender.streams.iter().find(|s| s.ssrc == ssrc).is_some_and(|s| self.dest_info.may_receive(s.kind))
+    }
 }
 
 fn drop_reason(e: srtp::Error) -> DropReason {
@@ -319,6 +484,54 @@ fn drop_reason(e: srtp::Error) -> DropReason {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::{RoomId, SdkAppId, UserId};
+    use crate::proto::DeclaredSsrc;
+    use crate::registry::CacheLine;
+    use crate::srtp::{Profile, SessionKeys};
+    use crate::usersig::PrivilegeMap;
+    use std::sync::atomic::AtomicU64;
+
+    fn session(id: u64, room: u32, port: u16, ssrcs: &[(u32, StreamKind)]) -> Arc<SessionInfo> {
+        let keys = || SessionKeys::new(Profile::AesCm128HmacSha1_80, &[1; 16], &[2; 14]).unwrap();
+        Arc::new(SessionInfo {
+            id: SessionId(id),
+            room: RoomKey { app: SdkAppId::new(1_400_000_001).unwrap(), room: RoomId::Num(room) },
+            user: UserId::new(&format!("u{id}")).unwrap(),
+            addr: SocketAddr::from(([198, 18, 0, 1], port)),
+            privileges: PrivilegeMap::ALL,
+            ssrcs: ssrcs.iter().map(|&(s, kind)| DeclaredSsrc { ssrc: Ssrc::new(s).unwrap(), kind }).collect(),
+            uplink: keys(),
+            downlink: keys(),
+            last_seen_ms: CacheLine(AtomicU64::new(0)),
+        })
+    }
+
+    /// The SSRC -> member map follows joins and leaves, per room, and holds only media SSRCs.
+    #[test]
+    fn owners_follow_the_replica() {
+        let mut e: Engine = Engine::new(Arc::default());
+        let a = session(1, 1, 1, &[(10, StreamKind::Audio), (11, StreamKind::Video), (12, StreamKind::Rtcp)]);
+        let b = session(2, 2, 2, &[(10, StreamKind::Video)]);
+        e.apply(&Update::Up(a.clone()));
+        e.apply(&Update::Up(b.clone()));
+        let owner = |e: &Engine, room: usize, ssrc: u32| e.owners.get(&(room, ssrc)).map(|o| (o.member, o.kind));
+        let (ra, rb) = (e.room_index[&a.room], e.room_index[&b.room]);
+        assert_ne!(ra, rb);
+        assert_eq!(owner(&e, ra, 10), Some((0, StreamKind::Audio)));
+        assert_eq!(owner(&e, ra, 11), Some((0, StreamKind::Video)));
+        assert_eq!(owner(&e, ra, 12), None, "an RTCP-only SSRC sends no stream");
+        assert_eq!(owner(&e, rb, 10), Some((1, StreamKind::Video)), "the same SSRC in another room");
+        e.apply(&Update::Down(a.clone()));
+        assert_eq!(e.owners.len(), 1);
+        // The freed member and room slots are reused by a newcomer in a new room.
+        let c = session(3, 3, 3, &[(11, StreamKind::Audio)]);
+        e.apply(&Update::Up(c.clone()));
+        assert_eq!(owner(&e, e.room_index[&c.room], 11), Some((0, StreamKind::Audio)));
+        e.apply(&Update::Down(b));
+        e.apply(&Update::Down(c));
+        assert!(e.owners.is_empty());
+        assert_eq!((e.session_count(), e.room_count()), (0, 0));
+    }
 
     /// Every worker holds a [`Member`] per session: it must not grow with [`MAX_SSRCS`]
     /// (issue 5's memory goal, 100k sessions in 512 MiB, is counted per worker replica).

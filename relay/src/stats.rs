@@ -38,11 +38,15 @@ pub enum DropReason {
     IndexExhausted,
     /// AF_XDP transmit: the next hop's MAC (or a local address of the family) is unknown.
     NoRoute,
+    /// An authenticated, decrypted compound RTCP packet that does not parse (RFC 3550 §6.1
+    /// and A.2: version, lengths, padding, the first packet's type, each type's structure).
+    /// Dropped whole: nothing of it is routed.
+    RtcpMalformed,
 }
 
 impl DropReason {
     /// Every reason, in counter-index order.
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         Self::Malformed,
         Self::NotRelayed,
         Self::UnknownSession,
@@ -56,6 +60,7 @@ impl DropReason {
         Self::ControlRejected,
         Self::IndexExhausted,
         Self::NoRoute,
+        Self::RtcpMalformed,
     ];
 
     /// The metric label.
@@ -74,6 +79,7 @@ impl DropReason {
             Self::ControlRejected => "control_rejected",
             Self::IndexExhausted => "index_exhausted",
             Self::NoRoute => "no_route",
+            Self::RtcpMalformed => "rtcp_malformed",
         }
     }
 }

@@ -11,13 +11,17 @@ use relay::ids::{RoomId, Ssrc};
 use relay::node::{Node, NodeResult};
 use relay::proto::{DeclaredSsrc, ErrorCode, StreamKind};
 use relay::registry::{Now, Outcome, Registry};
+use relay::srtp::rtcp::{Compound, Feedback};
 use relay::srtp::Profile;
 use relay::stats::DropReason;
-use relay::usersig;
+use relay::usersig::{self, PrivilegeMap, RoomRef};
 
 const APP: u32 = 1_400_000_001;
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
 const T0: u64 = 1_700_000_000;
+/// A second app, for the isolation checks.
+const APP2: u32 = 1_400_000_002;
+const SECRET2: &str = "fedcba9876543210fedcba9876543210";
 
 #[derive(Default)]
 struct VecSink {
@@ -140,6 +144,38 @@ impl Sim {
         }
     }
 
+    fn fake_with(&mut self, port: u16, cfg: ClientConfig) -> Fake {
+        Fake {
+            addr: format!("198.18.0.1:{port}").parse().unwrap(),
+            client: Client::with_key(cfg, self.rng.key()).unwrap(),
+            seq: 65_530,
+        }
+    }
+
+    /// A member of `APP`'s room 1 whose PrivateMapKey grants `privileges`.
+    fn fake_privileged(
+        &mut self,
+        port: u16,
+        user: &str,
+        ssrcs: &[(u32, StreamKind)],
+        privileges: PrivilegeMap,
+    ) -> Fake {
+        let mut f = self.fake(port, user, RoomId::Num(1), ssrcs, Profile::AesCm128HmacSha1_80);
+        let mut cfg = f.client.config().clone();
+        cfg.private_map_key =
+            Some(usersig::mint_private_map_key(SECRET.as_bytes(), APP, user, 86400, T0, RoomRef::Num(1), privileges));
+        f.client = Client::with_key(cfg, self.rng.key()).unwrap();
+        f
+    }
+
+    /// Protects the compound RTCP packet `plain` as `f` and sends it.
+    fn rtcp(&mut self, f: &mut Fake, plain: &[u8]) -> (NodeResult, Emitted) {
+        let mut buf = [0u8; 2048];
+        buf[..plain.len()].copy_from_slice(plain);
+        let n = f.client.protect_rtcp(&mut buf, plain.len()).unwrap();
+        self.send(f.addr, &buf[..n])
+    }
+
     fn rtp(&mut self, f: &mut Fake, ssrc: u32, payload: &[u8]) -> (NodeResult, Emitted, Vec<u8>) {
         let mut buf = [0u8; 2048];
         let h = write_rtp_header(&mut buf, 96, f.seq, 0, ssrc);
@@ -149,6 +185,12 @@ impl Sim {
         let (r, out) = self.send(f.addr, &buf[..n]);
         (r, out, buf[..n].to_vec())
     }
+}
+
+/// Bytes from spaced hex (RTCP packets in tests).
+fn hex(s: &str) -> Vec<u8> {
+    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
 
 fn deliver(f: &mut Fake, out: &[(SocketAddr, Vec<u8>)]) -> Vec<Vec<u8>> {
@@ -196,18 +238,27 @@ fn srtcp_is_relayed_and_reencrypted() {
     let cfg = config("");
     let mut sim = Sim::new(&cfg, 8);
     let mut a = sim.fake(1, "a", RoomId::Num(1), &[(11, StreamKind::Rtcp)], Profile::AesCm128HmacSha1_80);
-    let mut b = sim.fake(2, "b", RoomId::Num(1), &[], Profile::AesCm128HmacSha1_80);
+    let mut b = sim.fake(2, "b", RoomId::Num(1), &[(22, StreamKind::Video)], Profile::AesCm128HmacSha1_80);
     sim.join(&mut a).unwrap();
     sim.join(&mut b).unwrap();
+    // An RR without report blocks is about no stream: it goes nowhere.
     let mut buf = [0u8; 256];
     let n = write_rtcp_rr(&mut buf, 11);
     let n = a.client.protect_rtcp(&mut buf, n).unwrap();
+    let (r, out) = sim.send(a.addr, &buf[..n]);
+    assert_eq!(r, NodeResult::Media(Verdict::Dropped(DropReason::NoReceivers)));
+    assert!(out.is_empty());
+    // One with a block about b's stream goes to b, re-encrypted.
+    let rr = hex("81c90007 0000000b 00000016 01000002 00000100 00000003 00000000 00000000");
+    buf[..rr.len()].copy_from_slice(&rr);
+    let n = a.client.protect_rtcp(&mut buf, rr.len()).unwrap();
     let wire = buf[..n].to_vec();
     let (r, out) = sim.send(a.addr, &wire);
     assert_eq!(r, NodeResult::Media(Verdict::Forwarded(1)));
+    assert_ne!(out[0].1, wire);
     let mut pkt = out[0].1.clone();
     match b.client.handle(&mut pkt) {
-        Event::Media { ssrc: 11, rtcp: true, len: 8, .. } => {}
+        Event::Media { ssrc: 11, rtcp: true, len: 32, index: 1 } => assert_eq!(pkt[..32], rr[..]),
         e => panic!("{e:?}"),
     }
     // An RTCP-only SSRC may not carry RTP.
@@ -481,6 +532,383 @@ fn rooms_are_listed_sorted_filtered_and_limited() {
     assert_eq!(reg.list_rooms(Some(SdkAppId::new(7).unwrap()), 100).len(), 0);
     let first = reg.list_rooms(Some(app), 2);
     assert_eq!(first.iter().map(|(k, _)| k.room.to_string()).collect::<Vec<_>>(), ["2", "9"]);
+}
+
+/// Like [`deliver`], with each copy's SRTCP (or SRTP) index.
+fn deliver_indexed(f: &mut Fake, out: &[(SocketAddr, Vec<u8>)]) -> Vec<(u64, Vec<u8>)> {
+    out.iter()
+        .filter(|(dst, _)| *dst == f.addr)
+        .map(|(_, b)| {
+            let mut b = b.clone();
+            match f.client.handle(&mut b) {
+                Event::Media { len, index, .. } => (index, b[..len].to_vec()),
+                e => panic!("receiver could not decrypt: {e:?}"),
+            }
+        })
+        .collect()
+}
+
+const A_AUDIO: u32 = 0x0a0a_0001;
+const A_VIDEO: u32 = 0x0a0a_0002;
+const B_VIDEO: u32 = 0x0b0b_0001;
+const C_RTCP: u32 = 0x0c0c_0001;
+const D_RTCP: u32 = 0x0d0d_0001;
+
+/// Report blocks (RFC 3550 §6.4.1) about A's audio, A's video and B's video.
+const BLOCK_A_AUDIO: &str = "0a0a0001 00000000 00000c1f 00000004 00000000 00000000";
+const BLOCK_A_VIDEO: &str = "0a0a0002 0a000002 00015b3a 0000001c a3b24bc6 00000800";
+const BLOCK_B_VIDEO: &str = "0b0b0001 05000003 00010203 00000010 a3b24bc6 00000800";
+/// C's SDES, CNAME "c".
+const SDES_C: &str = "81ca0002 0c0c0001 01016300";
+/// An SR's sender info: NTP and RTP timestamps, packet and octet counts.
+const SENDER_INFO: &str = "e5d1a3b2 4bc6a7ef 0001e240 00000064 00003e80";
+
+/// Room 1 of `APP`: A sends audio and video, B sends video, C is receive-only with the
+/// privilege to receive video, D receive-only without it (audio only). E, in room 2, and X,
+/// in `APP2`'s room 1, declare the same SSRCs as B and A.
+struct SfuRoom {
+    sim: Sim,
+    a: Fake,
+    b: Fake,
+    c: Fake,
+    d: Fake,
+    e: Fake,
+    x: Fake,
+}
+
+fn sfu_room(seed: u64) -> SfuRoom {
+    let cfg = config(&format!("[[app]]\nsdkappid = {APP2}\nsecret = \"{SECRET2}\"\n"));
+    let mut sim = Sim::new(&cfg, seed);
+    let p = Profile::AesCm128HmacSha1_80;
+    let recv_av = PrivilegeMap(PrivilegeMap::ENTER.0 | PrivilegeMap::RECV_AUDIO.0 | PrivilegeMap::RECV_VIDEO.0);
+    let recv_audio = PrivilegeMap(PrivilegeMap::ENTER.0 | PrivilegeMap::RECV_AUDIO.0);
+    let mut a = sim.fake(1, "a", RoomId::Num(1), &[(A_AUDIO, StreamKind::Audio), (A_VIDEO, StreamKind::Video)], p);
+    let mut b = sim.fake(2, "b", RoomId::Num(1), &[(B_VIDEO, StreamKind::Video)], p);
+    let mut c = sim.fake_privileged(3, "c", &[(C_RTCP, StreamKind::Rtcp)], recv_av);
+    let mut d = sim.fake_privileged(4, "d", &[(D_RTCP, StreamKind::Rtcp)], recv_audio);
+    let mut e = sim.fake(5, "e", RoomId::Num(2), &[(B_VIDEO, StreamKind::Video), (C_RTCP, StreamKind::Rtcp)], p);
+    let x_cfg = ClientConfig {
+        sdkappid: APP2,
+        room: RoomId::Num(1),
+        usersig: usersig::mint(SECRET2.as_bytes(), APP2.into(), "x", 86400, T0, None),
+        private_map_key: None,
+        profile: p,
+        ssrcs: [(A_VIDEO, StreamKind::Video), (C_RTCP, StreamKind::Rtcp)]
+            .map(|(s, kind)| DeclaredSsrc { ssrc: Ssrc::new(s).unwrap(), kind })
+            .to_vec(),
+        relay_key: Some(sim.node.registry.relay_key()),
+    };
+    let mut x = sim.fake_with(6, x_cfg);
+    for f in [&mut a, &mut b, &mut c, &mut d, &mut e, &mut x] {
+        sim.join(f).unwrap();
+    }
+    SfuRoom { sim, a, b, c, d, e, x }
+}
+
+impl SfuRoom {
+    /// Each member's decrypted copies in `out`, in the order a, b, c, d, e, x, after checking
+    /// that nothing went anywhere else.
+    fn received(&mut self, out: &Emitted) -> [Vec<Vec<u8>>; 6] {
+        let addrs = [self.a.addr, self.b.addr, self.c.addr, self.d.addr, self.e.addr, self.x.addr];
+        assert!(out.iter().all(|(dst, _)| addrs.contains(dst)), "a copy to a stranger");
+        [&mut self.a, &mut self.b, &mut self.c, &mut self.d, &mut self.e, &mut self.x].map(|f| deliver(f, out))
+    }
+}
+
+fn packets(parts: &[&str]) -> Vec<u8> {
+    parts.iter().flat_map(|p| hex(p)).collect()
+}
+
+#[test]
+fn rtcp_feedback_goes_only_to_the_sender_of_the_ssrc_it_names() {
+    let mut r = sfu_room(31);
+    let none: Vec<Vec<u8>> = Vec::new();
+
+    // C's RR about A's audio, A's video and B's video: A gets the blocks about its streams, B
+    // the one about its stream, each with C's SDES, under C's SRTCP index.
+    let rr = packets(&["83c90013 0c0c0001", BLOCK_A_AUDIO, BLOCK_A_VIDEO, BLOCK_B_VIDEO, SDES_C]);
+    let (v, out) = r.sim.rtcp(&mut r.c, &rr);
+    assert_eq!(v, NodeResult::Media(Verdict::Forwarded(2)));
+    let to_a = deliver_indexed(&mut r.a, &out);
+    let to_b = deliver_indexed(&mut r.b, &out);
+    assert_eq!(to_a, [(0, packets(&["82c9000d 0c0c0001", BLOCK_A_AUDIO, BLOCK_A_VIDEO, SDES_C]))]);
+    assert_eq!(to_b, [(0, packets(&["81c90007 0c0c0001", BLOCK_B_VIDEO, SDES_C]))]);
+    assert_eq!(out.len(), 2);
+
+    // Reduced-size feedback, one message per compound: (packet, [A's copy, B's copy]).
+    let cases: [(&str, [Option<&str>; 2]); 5] = [
+        // PLI for B's video.
+        ("81ce0002 0c0c0001 0b0b0001", [None, Some("81ce0002 0c0c0001 0b0b0001")]),
+        // NACK for A's video.
+        ("81cd0003 0c0c0001 0a0a0002 04d20005", [Some("81cd0003 0c0c0001 0a0a0002 04d20005"), None]),
+        // FIR for B's video (seq 7) and A's video (seq 9): each gets its own entry.
+        (
+            "84ce0006 0c0c0001 00000000 0b0b0001 07000000 0a0a0002 09000000",
+            [
+                Some("84ce0004 0c0c0001 00000000 0a0a0002 09000000"),
+                Some("84ce0004 0c0c0001 00000000 0b0b0001 07000000"),
+            ],
+        ),
+        // REMB for both videos: each gets only its SSRC, with the same bitrate.
+        (
+            "8fce0006 0c0c0001 00000000 52454d42 020d1a2b 0a0a0002 0b0b0001",
+            [
+                Some("8fce0005 0c0c0001 00000000 52454d42 010d1a2b 0a0a0002"),
+                Some("8fce0005 0c0c0001 00000000 52454d42 010d1a2b 0b0b0001"),
+            ],
+        ),
+        // Transport-cc naming A's video, padded as libwebrtc pads it.
+        (
+            "afcd0006 0c0c0001 0a0a0002 00010003 00001005 20030a0b 0c000003",
+            [Some("afcd0006 0c0c0001 0a0a0002 00010003 00001005 20030a0b 0c000003"), None],
+        ),
+    ];
+    for (pkt, [want_a, want_b]) in cases {
+        let (v, out) = r.sim.rtcp(&mut r.c, &hex(pkt));
+        let want = [want_a, want_b].iter().flatten().count();
+        assert_eq!(v, NodeResult::Media(Verdict::Forwarded(want)), "{pkt}");
+        let [a, b, c, d, e, x] = r.received(&out);
+        assert_eq!(a, want_a.map(hex).into_iter().collect::<Vec<_>>(), "{pkt}");
+        assert_eq!(b, want_b.map(hex).into_iter().collect::<Vec<_>>(), "{pkt}");
+        // C never hears itself; D, E and X are named by nothing (E and X reuse the SSRCs in
+        // another room and another app).
+        assert_eq!([c, d, e, x], [none.clone(), none.clone(), none.clone(), none.clone()], "{pkt}");
+    }
+
+    // The same feedback from E, in room 2, reaches only E's room: there it names nobody.
+    let (v, out) = r.sim.rtcp(&mut r.e, &hex("81ce0002 0c0c0001 0a0a0002"));
+    assert_eq!(v, NodeResult::Media(Verdict::Dropped(DropReason::NoReceivers)));
+    assert!(out.is_empty());
+}
+
+#[test]
+fn sender_reports_go_to_the_streams_receivers_only() {
+    let mut r = sfu_room(32);
+    let none: Vec<Vec<u8>> = Vec::new();
+
+    // A's video SR with a block about B's video, and A's CNAME. B receives A's video and sends
+    // the stream the block is about: it gets it all. C receives video: the SR without the block.
+    // D may not receive video: nothing.
+    let sdes_a = "81ca0002 0a0a0002 01016100";
+    let sr = packets(&["81c8000c 0a0a0002", SENDER_INFO, BLOCK_B_VIDEO, sdes_a]);
+    let (v, out) = r.sim.rtcp(&mut r.a, &sr);
+    assert_eq!(v, NodeResult::Media(Verdict::Forwarded(2)));
+    let [a, b, c, d, e, x] = r.received(&out);
+    assert_eq!(b, [sr]);
+    assert_eq!(c, [packets(&["80c80006 0a0a0002", SENDER_INFO, sdes_a])]);
+    assert_eq!([a, d, e, x], [none.clone(), none.clone(), none.clone(), none.clone()]);
+
+    // A's audio SR: every member that may receive audio gets it, D included.
+    let sr = packets(&["80c80006 0a0a0001", SENDER_INFO]);
+    let (v, out) = r.sim.rtcp(&mut r.a, &sr);
+    assert_eq!(v, NodeResult::Media(Verdict::Forwarded(3)));
+    let [a, b, c, d, e, x] = r.received(&out);
+    for got in [b, c, d] {
+        assert_eq!(got, std::slice::from_ref(&sr));
+    }
+    assert_eq!([a, e, x], [none.clone(), none.clone(), none.clone()]);
+
+    // D's report on A's audio reaches A; D may not receive video, so its PLI or report about
+    // B's video goes nowhere.
+    let rr = packets(&["81c90007 0d0d0001", BLOCK_A_AUDIO]);
+    let (v, out) = r.sim.rtcp(&mut r.d, &rr);
+    assert_eq!(v, NodeResult::Media(Verdict::Forwarded(1)));
+    assert_eq!(deliver(&mut r.a, &out), [rr]);
+    for pkt in [packets(&["81c90007 0d0d0001", BLOCK_B_VIDEO]), hex("81ce0002 0d0d0001 0b0b0001")] {
+        let (v, out) = r.sim.rtcp(&mut r.d, &pkt);
+        assert_eq!(v, NodeResult::Media(Verdict::Dropped(DropReason::NoReceivers)));
+        assert!(out.is_empty());
+    }
+
+    // A's BYE for both streams: each receiver gets the SSRCs it may receive, D only audio.
+    let bye = packets(&["80c90001 0a0a0001", "82cb0002 0a0a0001 0a0a0002"]);
+    let (v, out) = r.sim.rtcp(&mut r.a, &bye);
+    assert_eq!(v, NodeResult::Media(Verdict::Forwarded(3)));
+    let [_, b, c, d, _, _] = r.received(&out);
+    for got in [b, c] {
+        assert_eq!(got, std::slice::from_ref(&bye));
+    }
+    assert_eq!(d, [packets(&["80c90001 0a0a0001", "81cb0001 0a0a0001"])]);
+}
+
+#[test]
+fn malformed_or_spoofed_rtcp_is_dropped_and_counted() {
+    let mut r = sfu_room(33);
+    let malformed = [
+        // The second packet's version is 1.
+        "80c90001 0c0c0001 41ca0001 0c0c0001",
+        // An RR whose length runs past the datagram.
+        "81c90007 0c0c0001 0b0b0001 00000000",
+        // A compound starting with SDES.
+        SDES_C,
+        // A FIR entry cut in half.
+        "84ce0003 0c0c0001 00000000 0b0b0001",
+    ];
+    for (i, pkt) in malformed.into_iter().enumerate() {
+        let (v, out) = r.sim.rtcp(&mut r.c, &hex(pkt));
+        assert_eq!(v, NodeResult::Media(Verdict::Dropped(DropReason::RtcpMalformed)), "{pkt}");
+        assert!(out.is_empty());
+        assert_eq!(r.sim.node.engine.counters().drops(DropReason::RtcpMalformed), i as u64 + 1);
+    }
+    // C speaking for A's or B's SSRCs: an SR, an SDES chunk, a BYE, a feedback sender.
+    let spoofed = [
+        packets(&["80c90001 0c0c0001", "80c80006 0a0a0002", SENDER_INFO]),
+        packets(&["80c90001 0c0c0001", "81ca0002 0a0a0001 01016100"]),
+        packets(&["80c90001 0c0c0001", "81cb0001 0b0b0001"]),
+        packets(&["80c90001 0c0c0001", "81ce0002 0a0a0002 0b0b0001"]),
+    ];
+    for pkt in &spoofed {
+        let (v, out) = r.sim.rtcp(&mut r.c, pkt);
+        assert_eq!(v, NodeResult::Media(Verdict::Dropped(DropReason::UnknownSsrc)));
+        assert!(out.is_empty());
+    }
+    assert_eq!(r.sim.node.engine.counters().drops(DropReason::UnknownSsrc), spoofed.len() as u64);
+
+    // With no transmit buffer, each destination with a part is counted once.
+    let mut buf = [0u8; 256];
+    let remb = hex("8fce0006 0c0c0001 00000000 52454d42 020d1a2b 0a0a0002 0b0b0001");
+    buf[..remb.len()].copy_from_slice(&remb);
+    let n = r.c.client.protect_rtcp(&mut buf, remb.len()).unwrap();
+    let v = r.sim.node.handle(r.sim.now, r.c.addr, &mut buf[..n], &mut FullSink);
+    assert_eq!(v, NodeResult::Media(Verdict::Forwarded(0)));
+    assert_eq!(r.sim.node.engine.counters().drops(DropReason::TxFull), 2);
+
+    // C's next, well-formed feedback still flows.
+    let (v, out) = r.sim.rtcp(&mut r.c, &hex("81ce0002 0c0c0001 0b0b0001"));
+    assert_eq!(v, NodeResult::Media(Verdict::Forwarded(1)));
+    assert_eq!(deliver(&mut r.b, &out).len(), 1);
+}
+
+/// One member of the seeded population below.
+struct Member {
+    fake: Fake,
+    scope: (u32, u32),
+    rtcp_ssrc: u32,
+    streams: Vec<(u32, StreamKind)>,
+    recv_video: bool,
+}
+
+#[test]
+fn seeded_rtcp_reaches_exactly_the_named_senders_and_never_crosses_rooms_or_apps() {
+    let cfg = config(&format!("[[app]]\nsdkappid = {APP2}\nsecret = \"{SECRET2}\"\n"));
+    let mut sim = Sim::new(&cfg, 34);
+    let p = Profile::AesCm128HmacSha1_80;
+    // Three rooms, four members each. Member i of every room declares the same SSRCs, so
+    // every SSRC exists in all three rooms; every third member may not receive video.
+    let mut members = Vec::new();
+    for (app, secret, room) in [(APP, SECRET, 1), (APP, SECRET, 2), (APP2, SECRET2, 1)] {
+        for i in 0..4u32 {
+            let user = format!("u{i}");
+            let rtcp_ssrc = 0x100 * (i + 1) + 1;
+            let streams = match i {
+                0 => vec![(rtcp_ssrc + 1, StreamKind::Audio), (rtcp_ssrc + 2, StreamKind::Video)],
+                1 | 3 => vec![(rtcp_ssrc + 2, StreamKind::Video)],
+                _ => vec![],
+            };
+            let recv_video = i != 2;
+            let mut privileges = PrivilegeMap::ALL;
+            if !recv_video {
+                privileges = PrivilegeMap(PrivilegeMap::ENTER.0 | PrivilegeMap::RECV_AUDIO.0);
+            }
+            let ssrcs: Vec<_> = [(rtcp_ssrc, StreamKind::Rtcp)]
+                .iter()
+                .chain(&streams)
+                .map(|&(s, kind)| DeclaredSsrc { ssrc: Ssrc::new(s).unwrap(), kind })
+                .collect();
+            let pmk =
+                usersig::mint_private_map_key(secret.as_bytes(), app, &user, 86400, T0, RoomRef::Num(room), privileges);
+            let cfg = ClientConfig {
+                sdkappid: app,
+                room: RoomId::Num(room),
+                usersig: usersig::mint(secret.as_bytes(), app.into(), &user, 86400, T0, None),
+                private_map_key: Some(pmk),
+                profile: p,
+                ssrcs,
+                relay_key: Some(sim.node.registry.relay_key()),
+            };
+            let port = 2000 + members.len() as u16;
+            let mut fake = sim.fake_with(port, cfg);
+            sim.join(&mut fake).unwrap();
+            members.push(Member { fake, scope: (app, room), rtcp_ssrc, streams, recv_video });
+        }
+    }
+    // Every SSRC named anywhere, and one nobody declared.
+    let mut pool: Vec<u32> = members.iter().flat_map(|m| m.streams.iter().map(|s| s.0)).collect();
+    pool.extend([members[2].rtcp_ssrc, 0x7777_7777]);
+    pool.sort_unstable();
+    pool.dedup();
+
+    let mut rng = Rng(35);
+    let mut forwarded = 0;
+    for _ in 0..400 {
+        let k = (rng.next() % members.len() as u64) as usize;
+        let me = members[k].rtcp_ssrc;
+        let pick = |rng: &mut Rng| pool[(rng.next() % pool.len() as u64) as usize];
+        // An RR with up to three blocks, then up to three feedback messages.
+        let mut named = Vec::new();
+        let blocks = (rng.next() % 4) as usize;
+        let mut c = vec![0x80 | blocks as u8, 201];
+        c.extend_from_slice(&(1 + 6 * blocks as u16).to_be_bytes());
+        c.extend_from_slice(&me.to_be_bytes());
+        for _ in 0..blocks {
+            let s = pick(&mut rng);
+            named.push(s);
+            c.extend_from_slice(&s.to_be_bytes());
+            c.extend_from_slice(&[0; 20]);
+        }
+        for _ in 0..rng.next() % 4 {
+            let (s1, s2) = (pick(&mut rng), pick(&mut rng));
+            let fb = match rng.next() % 5 {
+                0 => format!("81ce0002 {me:08x} {s1:08x}"),
+                1 => format!("81cd0003 {me:08x} {s1:08x} 00070001"),
+                2 => format!("8fcd0004 {me:08x} {s1:08x} 00010001 00001001"),
+                3 => format!("84ce0006 {me:08x} 00000000 {s1:08x} 01000000 {s2:08x} 02000000"),
+                _ => format!("8fce0006 {me:08x} 00000000 52454d42 020d1a2b {s1:08x} {s2:08x}"),
+            };
+            named.push(s1);
+            if fb.starts_with("84") || fb.starts_with("8fce") {
+                named.push(s2);
+            }
+            c.extend(hex(&fb));
+        }
+        let (scope, recv_video) = (members[k].scope, members[k].recv_video);
+        // The model: the members of the sender's room that declared a named stream the sender
+        // may receive.
+        let may_receive = |kind: StreamKind| kind != StreamKind::Video || recv_video;
+        let mut expect: Vec<usize> = (0..members.len())
+            .filter(|&j| j != k && members[j].scope == scope)
+            .filter(|&j| members[j].streams.iter().any(|&(s, kind)| named.contains(&s) && may_receive(kind)))
+            .collect();
+        expect.sort_unstable();
+
+        let (v, out) = sim.rtcp(&mut members[k].fake, &c);
+        if expect.is_empty() {
+            assert_eq!(v, NodeResult::Media(Verdict::Dropped(DropReason::NoReceivers)));
+        } else {
+            assert_eq!(v, NodeResult::Media(Verdict::Forwarded(expect.len())));
+        }
+        let mut got: Vec<usize> =
+            out.iter().map(|(dst, _)| members.iter().position(|m| m.fake.addr == *dst).unwrap()).collect();
+        got.sort_unstable();
+        assert_eq!(got, expect, "one copy to each named sender in the room, none elsewhere");
+        forwarded += got.len();
+
+        for j in got {
+            let dst = &mut members[j];
+            let copies = deliver(&mut dst.fake, &out);
+            let copy = Compound::new_checked(&copies[0][..]).expect("a copy is a valid compound");
+            assert_eq!(copy.sender_ssrc(), me);
+            let mine = |s: u32| dst.streams.iter().any(|&(d, kind)| d == s && may_receive(kind));
+            for p in copy.packets() {
+                assert!(p.report_blocks().all(|b| mine(b.ssrc())), "a block about another's stream");
+                assert!(p.fir_entries().all(|(s, _)| mine(s)) && p.remb_ssrcs().all(mine));
+                if !matches!(p.feedback(), None | Some(Feedback::Fir | Feedback::Remb)) {
+                    assert!(mine(p.media_ssrc().unwrap()), "feedback about another's stream");
+                }
+            }
+        }
+    }
+    assert!(forwarded > 100, "the seed exercises routing ({forwarded} copies)");
 }
 
 /// Handshake counters by name.

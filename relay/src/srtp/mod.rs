@@ -21,7 +21,8 @@
 //! - One replay-window type ([`ReplayWindow`]) and one ROC estimator ([`estimate_index`],
 //!   RFC 3711 Appendix A); everything else calls them.
 //! - Tags are compared in constant time (`subtle`, or AES-GCM's own tag check).
-//! - Headers are read through the zero-copy views [`RtpPacket`] and [`RtcpPacket`]; sequence
+//! - Headers are read through the zero-copy views [`RtpPacket`] and [`RtcpPacket`] (and a
+//!   decrypted compound RTCP packet through [`rtcp::Compound`]); sequence
 //!   numbers, ROCs and indexes are the newtypes [`SeqNum`], [`Roc`], [`SrtpIndex`] and
 //!   [`SrtcpIndex`], converted by their methods, never by shifts and casts.
 //!
@@ -40,6 +41,7 @@
 mod header;
 mod index;
 mod replay;
+pub mod rtcp;
 mod session;
 
 pub use header::{fuzz_views, RtcpPacket, RtpPacket, RTCP_HEADER_LEN, RTP_HEADER_LEN};
