@@ -116,6 +116,13 @@ impl Net {
         Attacker { _veth: veth, ns }
     }
 
+    /// Starts recording the wire between clients and relay (tcpdump on the client end of
+    /// the veth, which sees exactly the frames the relay's interface does). XDP only.
+    pub fn capture(&self) -> Capture {
+        let x = self.xdp.as_ref().expect("XDP network");
+        Capture::start(x.client_ns.name(), &x.veth.name_b)
+    }
+
     /// Whether this is the XDP network.
     pub fn is_xdp(&self) -> bool {
         self.xdp.is_some()
@@ -195,5 +202,85 @@ impl Attacker {
     pub fn socket(&self) -> UdpSocket {
         let _g = self.ns.enter().expect("enter attacker namespace");
         UdpSocket::bind("198.19.0.2:0").unwrap()
+    }
+}
+
+/// A tcpdump recording, killed on drop.
+pub struct Capture {
+    child: std::process::Child,
+    dir: crate::TempDir,
+}
+
+impl Capture {
+    fn start(ns: &str, iface: &str) -> Self {
+        let dir = crate::TempDir::new("capture").expect("temp dir");
+        let log = std::fs::File::create(dir.join("tcpdump.log")).unwrap();
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", ns, "tcpdump", "-i", iface, "-U", "-n", "-s", "0", "-w"])
+            .arg(dir.join("wire.pcap"))
+            .arg("udp")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn tcpdump (apt-get install tcpdump)");
+        let c = Self { child, dir };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !c.log().contains("listening on") {
+            assert!(std::time::Instant::now() < deadline, "tcpdump did not start: {}", c.log());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        c
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("tcpdump.log")).unwrap_or_default()
+    }
+
+    /// The UDP payloads recorded so far (IPv4 over Ethernet), in order.
+    pub fn udp_payloads(&self) -> Vec<Vec<u8>> {
+        let pcap = std::fs::read(self.dir.join("wire.pcap")).unwrap_or_default();
+        let mut out = Vec::new();
+        // pcap: a 24-byte file header, then 16-byte record headers (little-endian here:
+        // tcpdump writes the host's order, and the magic says which).
+        if pcap.len() < 24 || pcap[..4] != [0xd4, 0xc3, 0xb2, 0xa1] {
+            return out;
+        }
+        let mut at = 24;
+        while at + 16 <= pcap.len() {
+            let caplen = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
+            let Some(frame) = pcap.get(at + 16..at + 16 + caplen) else { break };
+            at += 16 + caplen;
+            // Ethernet II, IPv4, UDP.
+            if frame.len() < 14 + 20 + 8 || frame[12..14] != [0x08, 0x00] || frame[14 + 9] != 17 {
+                continue;
+            }
+            let ihl = usize::from(frame[14] & 0x0f) * 4;
+            let udp = 14 + ihl;
+            if let Some(p) = frame.get(udp + 8..) {
+                out.push(p.to_vec());
+            }
+        }
+        out
+    }
+
+    /// Waits until a recorded payload satisfies `pred` (tcpdump writes each packet as it
+    /// comes, `-U`), and returns every payload.
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&[u8]) -> bool) -> Vec<Vec<u8>> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let p = self.udp_payloads();
+            if p.iter().any(|x| pred(x)) {
+                return p;
+            }
+            assert!(std::time::Instant::now() < deadline, "no {what} in the capture: {}", self.log());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

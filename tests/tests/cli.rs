@@ -72,7 +72,11 @@ fn relay_client_needs_the_relay_key_and_says_why_a_wrong_one_fails() {
     // v1 is refused by default, with its code.
     let out = run(&["--v1"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("v1_not_allowed"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("v1_not_allowed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // The JSON an app back end gets: relays[0] gives endpoint and key.
     let dir = TempDir::new("relay-info").unwrap();
