@@ -178,7 +178,8 @@ pub struct MintUserSig {
     pub private_map_key: Option<PrivateMapKeyRequest>,
 }
 
-/// The answer to [`MintUserSig`].
+/// The answer to [`MintUserSig`]: what an app back end hands its client, as TRTC hands
+/// out server lists.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserSig {
     /// The UserSig.
@@ -186,6 +187,19 @@ pub struct UserSig {
     /// The PrivateMapKey, when one was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_map_key: Option<String>,
+    /// Where to join, in order of preference, each with the key its join v2 is encrypted
+    /// to. Empty when this node's relayd cannot be asked, or has no usable endpoint (set
+    /// `public_endpoint`).
+    pub relays: Vec<RelayEndpoint>,
+}
+
+/// A relay a client may join, in a [`UserSig`] answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayEndpoint {
+    /// The UDP address for joins and media.
+    pub endpoint: String,
+    /// The relay's static public key (base64), for `--relay-key` / `ClientConfig::relay_key`.
+    pub public_key: relay::identity::RelayKey,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -377,6 +391,9 @@ pub struct ControlStatus {
 pub struct RelaydStatus {
     /// Whether the push link is connected and synced and relayd answered `stats`.
     pub reachable: bool,
+    /// relayd's static keys and listen address, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<relay::mgmt::KeyInfo>,
     /// relayd's counters, when it answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<Snapshot>,

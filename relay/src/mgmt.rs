@@ -164,6 +164,10 @@ pub struct KeyInfo {
     /// When the previous key stops being accepted (unix seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_until: Option<u64>,
+    /// relayd's bound UDP address (what clients send joins and media to, unless a NAT or
+    /// a wildcard bind means they use another).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 impl KeyInfo {
@@ -175,6 +179,7 @@ impl KeyInfo {
             fingerprint: public_key.fingerprint(),
             previous_key: id.previous.as_ref().map(|(k, _)| k.public()),
             previous_until: id.previous.as_ref().map(|(_, u)| *u),
+            listen: None,
         }
     }
 }

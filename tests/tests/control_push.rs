@@ -58,6 +58,10 @@ fn apps_usersigs_rotation_and_dismiss_through_the_api() {
     let c = d.admin_client();
     wait_until(10, "relayd link up", || c.get_ok("/v1/node")["relayd"]["reachable"] == true);
     assert_eq!(c.get_ok("/v1/node/health")["status"], "ok");
+    // Node status shows relayd's key and where it listens.
+    let node = c.get_ok("/v1/node");
+    assert_eq!(node["relayd"]["key"]["public_key"], relayd.key.to_string(), "{node}");
+    assert_eq!(node["relayd"]["key"]["listen"], relayd.addr.to_string());
 
     let created =
         c.call("POST", "/v1/apps", &json!({"sdkappid": APP, "quotas": {"max_rooms": 5, "max_members_per_room": 5}}));
@@ -66,6 +70,10 @@ fn apps_usersigs_rotation_and_dismiss_through_the_api() {
     let mint = |user: &str| {
         let r = c.call("POST", &format!("/v1/apps/{APP}/usersig"), &json!({"user_id": user, "expire_secs": 3600}));
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        // Beside the token: where to join, and the key to join to (what a back end hands out).
+        let relays = &r.json()["relays"];
+        assert_eq!(relays[0]["endpoint"], relayd.addr.to_string(), "{relays}");
+        assert_eq!(relays[0]["public_key"], relayd.key.to_string());
         r.json()["usersig"].as_str().unwrap().to_owned()
     };
 

@@ -256,13 +256,18 @@ fn drive(a: &Args, edge: &mut Edge, screen: bool) -> Result<Summary> {
 fn member(edge: &Edge, plan: &Plan, user: &str, ssrc: Option<u32>) -> Result<Member> {
     let sdkappid = APPS[plan.app];
     let mint = api::MintUserSig { user_id: user.to_owned(), expire_secs: 3600, private_map_key: None };
-    let usersig = edge
-        .api_ok::<api::UserSig>(&Call::json(Method::Post, &["v1", "apps", &sdkappid.to_string(), "usersig"], &mint))?
-        .usersig;
+    let minted = edge.api_ok::<api::UserSig>(&Call::json(
+        Method::Post,
+        &["v1", "apps", &sdkappid.to_string(), "usersig"],
+        &mint,
+    ))?;
+    // The API hands out where to join and the key to join to, as an app back end would
+    // pass them to its client.
+    let relay = minted.relays.first().context("the UserSig answer names no relay")?;
     let cfg = ClientConfig {
         sdkappid,
         room: RoomId::Num(plan.room),
-        usersig,
+        usersig: minted.usersig,
         private_map_key: None,
         profile: Profile::AesCm128HmacSha1_80,
         ssrcs: ssrc
@@ -270,9 +275,11 @@ fn member(edge: &Edge, plan: &Plan, user: &str, ssrc: Option<u32>) -> Result<Mem
             .transpose()?
             .into_iter()
             .collect(),
-        relay_key: Some(edge.relay_key),
+        relay_key: Some(relay.public_key),
     };
-    media::join(edge.app_socket(plan.app)?, edge.relay_addr, cfg).with_context(|| format!("{user} joining"))
+    let endpoint: std::net::SocketAddr = relay.endpoint.parse().context("the relay endpoint")?;
+    anyhow::ensure!(relay.public_key == edge.relay_key, "the API hands out another key than relayd's");
+    media::join(edge.app_socket(plan.app)?, endpoint, cfg).with_context(|| format!("{user} joining"))
 }
 
 /// p50 and p99 over every room's latency so far, in ms.

@@ -908,6 +908,16 @@ fn node(api: &mut Api, cmd: &NodeCmd) -> Result<u8> {
                     ("certificate expires", time_cell(Some(v.control.cert_not_after))),
                     ("relayd reachable", yes(v.relayd.reachable)),
                 ];
+                if let Some(k) = &v.relayd.key {
+                    rows.push(("relay key", k.public_key.to_string()));
+                    rows.push(("relay key fingerprint", k.fingerprint.clone()));
+                    if let (Some(p), Some(u)) = (k.previous_key, k.previous_until) {
+                        rows.push(("previous relay key", format!("{p} (until {})", time_cell(Some(u)))));
+                    }
+                    if let Some(l) = k.listen {
+                        rows.push(("relay listen", l.to_string()));
+                    }
+                }
                 if let Some(s) = &v.relayd.stats {
                     rows.extend([
                         ("sessions", s.sessions.to_string()),

@@ -118,6 +118,11 @@ pub struct Config {
     /// relayd's `control_socket`. Without it the daemon runs and reports relayd unreachable.
     #[serde(default)]
     pub relayd_socket: Option<PathBuf>,
+    /// The UDP address clients reach this node's relayd at, handed out with every UserSig
+    /// (`relays[].endpoint`). Default: relayd's listen address, when it is a specific one
+    /// (a wildcard bind such as 0.0.0.0 names no address clients can use).
+    #[serde(default)]
+    pub public_endpoint: Option<SocketAddr>,
     /// Switch to this user after binding the listener, when started as root.
     #[serde(default)]
     pub user: Option<String>,

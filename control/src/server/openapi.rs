@@ -161,8 +161,12 @@ fn schemas() -> Value {
             "user_id": text(1, MAX_USER_ID_LEN, ASCII_NO_SPACE),
             "expire_secs": int(1, MAX_USERSIG_SECS),
             "private_map_key": nullable(pmk)})),
-        "UserSig": {"type": "object", "required": ["usersig"], "properties": {
-            "usersig": {"type": "string"}, "private_map_key": {"type": "string"}}},
+        "UserSig": {"type": "object", "required": ["usersig", "relays"], "properties": {
+            "usersig": {"type": "string"}, "private_map_key": {"type": "string"},
+            "relays": {"type": "array", "description": "Where to join, best first, with the key join v2 is encrypted to.",
+                "items": response_object(json!({
+                    "endpoint": {"type": "string", "description": "UDP address (host:port)."},
+                    "public_key": {"type": "string", "description": "The relay's X25519 public key, base64."}}))}}},
         "Room": response_object(json!({
             "sdkappid": {"type": "integer"}, "room": {"type": "string"},
             "members": {"type": "array", "items": response_object(json!({
@@ -197,6 +201,10 @@ fn schemas() -> Value {
                 "cert_sha256": {"type": "string"}, "cert_not_after": {"type": "integer"}})),
             "relayd": {"type": "object", "required": ["reachable"], "properties": {
                 "reachable": {"type": "boolean"},
+                "key": {"type": "object", "required": ["public_key", "fingerprint"], "properties": {
+                    "public_key": {"type": "string"}, "fingerprint": {"type": "string"},
+                    "previous_key": {"type": "string"}, "previous_until": {"type": "integer"},
+                    "listen": {"type": "string"}}},
                 "stats": {"type": "object", "description": "relayd's counters (relay::stats::Snapshot)."}}}})),
         "Health": response_object(json!({
             "status": {"type": "string", "enum": ["ok", "degraded"]},
@@ -547,7 +555,17 @@ mod tests {
                 cert_sha256: "sha256:AB".into(),
                 cert_not_after: 3,
             },
-            relayd: api::RelaydStatus { reachable: true, stats: Some(relay::stats::Snapshot::default()) },
+            relayd: api::RelaydStatus {
+                reachable: true,
+                key: Some(relay::mgmt::KeyInfo {
+                    public_key: relay::identity::RelayKey([7; 32]),
+                    fingerprint: "0011223344556677".into(),
+                    previous_key: Some(relay::identity::RelayKey([8; 32])),
+                    previous_until: Some(1),
+                    listen: Some("198.18.0.1:7000".parse().unwrap()),
+                }),
+                stats: Some(relay::stats::Snapshot::default()),
+            },
         };
         let health = api::Health {
             status: api::HealthStatus::Degraded,
@@ -566,7 +584,17 @@ mod tests {
             ("Limits", serde_json::to_value(limits)),
             ("App", serde_json::to_value(&app)),
             ("AppWithSecret", serde_json::to_value(&with_secret)),
-            ("UserSig", serde_json::to_value(api::UserSig { usersig: "u".into(), private_map_key: Some("p".into()) })),
+            (
+                "UserSig",
+                serde_json::to_value(api::UserSig {
+                    usersig: "u".into(),
+                    private_map_key: Some("p".into()),
+                    relays: vec![api::RelayEndpoint {
+                        endpoint: "198.18.0.1:7000".into(),
+                        public_key: relay::identity::RelayKey([7; 32]),
+                    }],
+                }),
+            ),
             ("Room", serde_json::to_value(&room)),
             ("BlockEntry", serde_json::to_value(&block)),
             ("Key", serde_json::to_value(&key)),

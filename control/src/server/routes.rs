@@ -261,6 +261,7 @@ async fn node(State(st): State<Arc<Server>>) -> Json<api::Node> {
         },
         false => None,
     };
+    let key = relay_key(&st).await;
     Json(api::Node {
         control: api::ControlStatus {
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -268,8 +269,26 @@ async fn node(State(st): State<Arc<Server>>) -> Json<api::Node> {
             cert_sha256: cert.sha256,
             cert_not_after: cert.not_after,
         },
-        relayd: api::RelaydStatus { reachable: stats.is_some(), stats },
+        relayd: api::RelaydStatus { reachable: stats.is_some(), key, stats },
     })
+}
+
+/// relayd's keys, when it answers.
+async fn relay_key(st: &Server) -> Option<relay::mgmt::KeyInfo> {
+    if !st.link.reachable() {
+        return None;
+    }
+    match st.link.call(Mgmt::Key {}).await {
+        Ok(Answer::Key(k)) => Some(k),
+        _ => None,
+    }
+}
+
+/// Where clients join this node: `public_endpoint`, else relayd's specific listen address.
+async fn relay_endpoints(st: &Server) -> Vec<api::RelayEndpoint> {
+    let Some(k) = relay_key(st).await else { return Vec::new() };
+    let endpoint = st.cfg.public_endpoint.or(k.listen.filter(|a| !a.ip().is_unspecified()));
+    endpoint.map(|e| api::RelayEndpoint { endpoint: e.to_string(), public_key: k.public_key }).into_iter().collect()
 }
 
 /// Days before expiry at which the certificate check turns unhealthy.
@@ -423,7 +442,8 @@ async fn mint_usersig(
     let private_map_key = pmk.map(|(room, privileges)| {
         usersig::mint_private_map_key(k, sdkappid, &req.user_id, expire, ctx.now, room, privileges)
     });
-    let out = api::UserSig { usersig: sig, private_map_key };
+    let relays = relay_endpoints(&st).await;
+    let out = api::UserSig { usersig: sig, private_map_key, relays };
     let note = format!("usersig {sdkappid} {} pmk={}", req.user_id, req.private_map_key.is_some());
     Ok(noted(Json(out), note))
 }

@@ -32,8 +32,8 @@ pub struct Managed<'a> {
     pub filter: Option<&'a mut XdpFilter>,
     /// The limits in force (mirrored into the filter's `config` map on XDP).
     pub limits: &'a mut Limits,
-    /// relayd's UDP port: every port range must contain it.
-    pub listen_port: u16,
+    /// relayd's bound UDP address: every port range must contain its port.
+    pub local_addr: std::net::SocketAddr,
     /// Where the relay's static keys are saved (a rotation writes it before answering).
     pub key_file: Option<&'a std::path::Path>,
 }
@@ -100,7 +100,9 @@ pub fn execute(req: Request, m: Managed<'_>, updates: &mut Vec<Update>) -> Respo
             tracing::info!(ended = n, "apps replaced by a push");
             Response::Ok(Answer::Removed(n as u64))
         }
-        Request::Key {} => Response::Ok(Answer::Key(KeyInfo::of(m.registry.identity()))),
+        Request::Key {} => {
+            Response::Ok(Answer::Key(KeyInfo { listen: Some(m.local_addr), ..KeyInfo::of(m.registry.identity()) }))
+        }
         Request::RotateKey { overlap_secs } => {
             if overlap_secs > MAX_KEY_OVERLAP_SECS {
                 return invalid(format!("overlap_secs must be at most {MAX_KEY_OVERLAP_SECS} (30 days)"));
@@ -115,7 +117,7 @@ pub fn execute(req: Request, m: Managed<'_>, updates: &mut Vec<Update>) -> Respo
                 }
             }
             m.registry.set_identity(id, now);
-            let info = KeyInfo::of(m.registry.identity());
+            let info = KeyInfo { listen: Some(m.local_addr), ..KeyInfo::of(m.registry.identity()) };
             tracing::info!(key = %info.public_key, overlap_secs, "relay key rotated");
             Response::Ok(Answer::Key(info))
         }
@@ -239,7 +241,7 @@ fn set_limits(m: Managed<'_>, l: Limits) -> Response {
             "per-source limits need the xdp backend: this relayd runs the socket backend, which has none",
         );
     };
-    if let Err(e) = l.check_for(m.listen_port) {
+    if let Err(e) = l.check_for(m.local_addr.port()) {
         return invalid(e.to_string());
     }
     let fc = FilterConfig {

@@ -53,8 +53,8 @@ pub struct Control {
     pub filter: Option<(XdpFilter, SocketAddr)>,
     /// The limits in force (written to the filter's `config` map on the XDP backend).
     pub limits: Limits,
-    /// The UDP port relayd listens on: every port range must contain it.
-    pub listen_port: u16,
+    /// The UDP address relayd listens on: every port range must contain its port.
+    pub local_addr: SocketAddr,
     /// The control thread's own counters (rejected control messages); part of `counters`.
     pub own: Arc<WorkerCounters>,
     /// Netlink socket for the neighbour dumps (XDP backend), opened on first use.
@@ -272,7 +272,7 @@ impl Control {
                     registry: &mut self.registry,
                     filter: self.filter.as_mut().map(|(f, _)| f),
                     limits: &mut self.limits,
-                    listen_port: self.listen_port,
+                    local_addr: self.local_addr,
                     key_file: self.key_file.as_deref(),
                 };
                 commands::execute(req, m, &mut updates)

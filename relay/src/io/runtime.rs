@@ -139,7 +139,7 @@ impl Relay {
             mgmt,
             filter,
             limits: initial_limits(cfg),
-            listen_port: local_addr.port(),
+            local_addr,
             key_file: Some(cfg.key_file.clone()),
             epoch,
             stop: stop.clone(),
