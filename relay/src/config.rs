@@ -131,6 +131,11 @@ pub struct JoinSettings {
     /// Replies per second to any one source address (burst: twice as many).
     #[serde(default = "default_replies_per_source")]
     pub replies_per_source_per_sec: u32,
+    /// Cookie replies per second in total (each smaller than the join it answers). While
+    /// answers are over `replies_per_sec`, joins need cookies; answers to joins that
+    /// echo a valid cookie count only against their source.
+    #[serde(default = "default_replies")]
+    pub cookies_per_sec: u32,
 }
 
 fn default_window() -> u16 {
@@ -150,8 +155,16 @@ impl Default for JoinSettings {
             timestamp_window_secs: default_window(),
             replies_per_sec: default_replies(),
             replies_per_source_per_sec: default_replies_per_source(),
+            cookies_per_sec: default_replies(),
         }
     }
+}
+
+fn default_control_budget() -> u64 {
+    20_000
+}
+fn default_control_budget_burst() -> u64 {
+    40_000
 }
 
 fn yes() -> bool {
@@ -209,6 +222,15 @@ pub struct XdpSettings {
     /// Packet bucket size.
     #[serde(default = "default_pps_burst")]
     pub pps_burst: u64,
+    /// Control messages per second that reach relayd from all sources without a session
+    /// together, after each source's join bucket: what a flood from random spoofed
+    /// addresses (each with a fresh bucket) can cost at most. 0 = unlimited. Control from
+    /// a known session (keepalives, leaves, messages) is not counted.
+    #[serde(default = "default_control_budget")]
+    pub control_budget_per_sec: u64,
+    /// The control budget's bucket size.
+    #[serde(default = "default_control_budget_burst")]
+    pub control_budget_burst: u64,
     /// Pin maps under /sys/fs/bpf/edgerelay so limits and the blocklist survive restarts.
     #[serde(default = "yes")]
     pub pin_maps: bool,
@@ -469,8 +491,10 @@ impl Config {
         if j.timestamp_window_secs == 0 || j.timestamp_window_secs > 3600 {
             return invalid("join.timestamp_window_secs must be 1..=3600");
         }
-        if j.replies_per_sec == 0 || j.replies_per_source_per_sec == 0 {
-            return invalid("join.replies_per_sec and join.replies_per_source_per_sec must be at least 1");
+        if j.replies_per_sec == 0 || j.replies_per_source_per_sec == 0 || j.cookies_per_sec == 0 {
+            return invalid(
+                "join.replies_per_sec, join.replies_per_source_per_sec and join.cookies_per_sec must be at least 1",
+            );
         }
         let key_file = match base {
             Some(b) if self.identity.key_file.is_relative() => b.join(&self.identity.key_file),

@@ -140,6 +140,12 @@ impl<D: From<SocketAddr>> Engine<D> {
         self.by_id.len()
     }
 
+    /// Whether a session in this replica has the address `addr` (its control goes to the
+    /// control thread's session queue). Not on the media path.
+    pub fn has_session_at(&self, addr: SocketAddr) -> bool {
+        self.by_addr.contains_key(&addr)
+    }
+
     /// Rooms in this replica.
     pub fn room_count(&self) -> usize {
         self.room_index.len()

@@ -57,10 +57,26 @@ impl Bucket {
 /// its budget. Fixed size: no allocation per source, no eviction policy to game.
 pub const REPLY_SLOTS: usize = 4096;
 
-/// Rate limits on replies to control datagrams.
+/// What a reply is, for the budget it draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyKind {
+    /// Anything that costs the relay work or tells something: answers, errors, acks.
+    Answer,
+    /// A cookie: 52 bytes, smaller than the join it answers (no amplification), sent
+    /// without any public-key work.
+    Cookie,
+    /// The answer to a join that echoed a valid cookie: its source address is proven, so
+    /// it cannot aim the reply at a victim; only the per-source bucket applies.
+    Proven,
+}
+
+/// Rate limits on replies to control datagrams: one token bucket per source (hashed into
+/// [`REPLY_SLOTS`]), and a total per [`ReplyKind`].
 pub struct ReplyLimiter {
     total: Bucket,
     total_rate: u64,
+    cookies: Bucket,
+    cookie_rate: u64,
     per_source: Box<[Bucket]>,
     source_rate: u64,
     hasher: std::collections::hash_map::RandomState,
@@ -72,10 +88,18 @@ impl ReplyLimiter {
     /// `total_rate` replies per second in all (burst: one second's worth), and
     /// `source_rate` per source (burst: two seconds' worth).
     pub fn new(total_rate: u32, source_rate: u32, now_ms: u64) -> Self {
-        let (total_rate, source_rate) = (u64::from(total_rate), u64::from(source_rate));
+        Self::with_cookies(total_rate, total_rate, source_rate, now_ms)
+    }
+
+    /// As [`new`](Self::new), with `cookie_rate` cookies per second in all besides.
+    pub fn with_cookies(total_rate: u32, cookie_rate: u32, source_rate: u32, now_ms: u64) -> Self {
+        let (total_rate, source_rate, cookie_rate) =
+            (u64::from(total_rate), u64::from(source_rate), u64::from(cookie_rate));
         Self {
             total: Bucket::full(total_rate, now_ms),
             total_rate,
+            cookies: Bucket::full(cookie_rate, now_ms),
+            cookie_rate,
             per_source: vec![Bucket::full(2 * source_rate, now_ms); REPLY_SLOTS].into_boxed_slice(),
             source_rate,
             hasher: std::collections::hash_map::RandomState::new(),
@@ -83,11 +107,20 @@ impl ReplyLimiter {
         }
     }
 
-    /// Whether a reply to `dst` may be sent now (and if so, charges for it).
+    /// Whether an answer to `dst` may be sent now (and if so, charges for it).
     pub fn allow(&mut self, dst: SocketAddr, now_ms: u64) -> bool {
+        self.allow_kind(dst, ReplyKind::Answer, now_ms)
+    }
+
+    /// Whether a reply of `kind` to `dst` may be sent now (and if so, charges for it).
+    pub fn allow_kind(&mut self, dst: SocketAddr, kind: ReplyKind, now_ms: u64) -> bool {
         let slot = (self.hasher.hash_one(dst) as usize) % REPLY_SLOTS;
         let ok = self.per_source[slot].take(self.source_rate, 2 * self.source_rate, now_ms)
-            && self.total.take(self.total_rate, self.total_rate, now_ms);
+            && match kind {
+                ReplyKind::Answer => self.total.take(self.total_rate, self.total_rate, now_ms),
+                ReplyKind::Cookie => self.cookies.take(self.cookie_rate, self.cookie_rate, now_ms),
+                ReplyKind::Proven => true,
+            };
         if !ok {
             self.limited += 1;
         }
@@ -239,6 +272,13 @@ mod tests {
         assert!(l.limited >= 40 + 900);
         // A second later the total refills.
         assert!(l.allow("198.19.0.1:1".parse().unwrap(), 1000));
+        // Cookies have a budget of their own, and proven sources only their own bucket.
+        let mut l = ReplyLimiter::with_cookies(1, 2, 100, 0);
+        let src = |i: u8| SocketAddr::from(([198, 18, 1, i], 1));
+        assert!(l.allow(src(1), 0) && !l.allow(src(2), 0));
+        assert!(l.allow_kind(src(3), ReplyKind::Cookie, 0) && l.allow_kind(src(4), ReplyKind::Cookie, 0));
+        assert!(!l.allow_kind(src(5), ReplyKind::Cookie, 0));
+        assert!((0..50).all(|i| l.allow_kind(src(6 + i), ReplyKind::Proven, 0)));
     }
 
     #[test]

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use crate::config::{App, CookieMode, JoinSettings, Timeouts, Validated};
-use crate::guard::{CookieJar, Replay, ReplayCache, ReplyLimiter, REPLAY_CAPACITY};
+use crate::guard::{CookieJar, Replay, ReplayCache, ReplyKind, ReplyLimiter, REPLAY_CAPACITY};
 use crate::handshake::{KeyPair, SessionSecrets};
 use crate::identity::{Identity, RelayKey, StaticKey};
 use crate::ids::{RoomId, RoomKey, SdkAppId, SessionId, UserId};
@@ -180,6 +180,8 @@ pub struct Registry {
     cookies: CookieJar,
     limiter: ReplyLimiter,
     under_load: bool,
+    /// Answers ran over their budget: cookies are required until then.
+    load_until_ms: u64,
     pending: Option<Pending>,
 }
 
@@ -268,8 +270,14 @@ impl Registry {
             join_cfg: cfg.join,
             replay: ReplayCache::new(REPLAY_CAPACITY),
             cookies: CookieJar::new(cookie_rng, 0),
-            limiter: ReplyLimiter::new(cfg.join.replies_per_sec, cfg.join.replies_per_source_per_sec, 0),
+            limiter: ReplyLimiter::with_cookies(
+                cfg.join.replies_per_sec,
+                cfg.join.cookies_per_sec,
+                cfg.join.replies_per_source_per_sec,
+                0,
+            ),
             under_load: false,
+            load_until_ms: 0,
             pending: None,
         };
         r.refresh_keys(0);
@@ -317,7 +325,8 @@ impl Registry {
     }
 
     /// Handshake and join-path counters by name: `v1_joins`, `v2_joins`, `mac1_failed`,
-    /// `cookies_sent`, `dh`, `decrypt_failed`, `replayed`, `replies_limited`.
+    /// `cookies_sent`, `dh`, `decrypt_failed`, `replayed`, `replies` (replies sent to
+    /// control datagrams), `replies_limited` (replies the budget withheld).
     pub fn handshake_counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         self.handshake.iter().map(|(k, v)| (*k, *v)).chain(std::iter::once(("replies_limited", self.limiter.limited)))
     }
@@ -376,9 +385,13 @@ impl Registry {
             Err(proto::Error::Version(_)) if proto::parse_header_len_ok(datagram) => {
                 // A well-formed header of a version this relay does not speak: say so (a
                 // newer client can fall back), within the reply budget.
-                let (o, n) =
+                let r =
                     self.refuse(Refusal(ErrorCode::UnsupportedVersion, "unsupported version"), datagram.len(), reply);
-                return (o, n.filter(|_| self.limiter.allow(src, now.mono_ms)));
+                let (o, n) = self.charge(r, src, now);
+                if n.is_some() {
+                    self.count("replies");
+                }
+                return (o, n);
             }
             Err(_) => {
                 *self.joins.entry(ErrorCode::Malformed.name()).or_default() += 1;
@@ -386,12 +399,27 @@ impl Registry {
             }
         };
         let (outcome, n) = match (version, ty) {
-            (proto::VERSION_2, MsgType::Join) => return self.join_v2(now, src, datagram, reply, updates),
-            (_, MsgType::Join) => self.join(now, src, datagram, reply, updates),
-            (_, MsgType::Keepalive | MsgType::Leave) => self.ticket(now, src, datagram, reply, updates),
+            // Charged inside, before its public-key work.
+            (proto::VERSION_2, MsgType::Join) => self.join_v2(now, src, datagram, reply, updates),
+            (_, MsgType::Join) => {
+                let r = self.join(now, src, datagram, reply, updates);
+                self.charge(r, src, now)
+            }
+            (_, MsgType::Keepalive | MsgType::Leave) => {
+                let r = self.ticket(now, src, datagram, reply, updates);
+                self.charge(r, src, now)
+            }
             _ => (Outcome::Ignored, None),
         };
-        (outcome, n.filter(|_| self.limiter.allow(src, now.mono_ms)))
+        if n.is_some() {
+            self.count("replies");
+        }
+        (outcome, n)
+    }
+
+    /// Drops the reply if the reply budget for `src` is spent.
+    fn charge(&mut self, r: (Outcome, Option<usize>), src: SocketAddr, now: Now) -> (Outcome, Option<usize>) {
+        (r.0, r.1.filter(|_| self.limiter.allow(src, now.mono_ms)))
     }
 
     fn refuse(&mut self, r: Refusal, max_len: usize, reply: &mut [u8]) -> (Outcome, Option<usize>) {
@@ -499,13 +527,25 @@ impl Registry {
             return (Outcome::Ignored, None);
         };
         self.count("v2_joins");
-        // Whatever follows is answered, so charge the budget first: a source over it costs
-        // no Diffie-Hellman.
-        if !self.limiter.allow(src, now.mono_ms) {
+        // What follows is answered, so the reply budget is charged first: a join over it
+        // costs no Diffie-Hellman. A join that echoes a valid cookie has proven its address
+        // and is charged to its source only; any other one needs a cookie while relayd is
+        // under load (the control queue backs up, or answers ran over their budget).
+        let proven = self.cookies.verify(src, now.mono_ms, |c| frame.mac2_ok(c));
+        let mut need_cookie =
+            self.join_cfg.cookies == CookieMode::Always || self.under_load || now.mono_ms < self.load_until_ms;
+        if !proven && !need_cookie && !self.limiter.allow(src, now.mono_ms) {
+            // Answers are over budget: from now on (for a second), cookies first.
+            self.load_until_ms = now.mono_ms + 1000;
+            need_cookie = true;
+        }
+        if proven && !self.limiter.allow_kind(src, ReplyKind::Proven, now.mono_ms) {
             return (Outcome::Ignored, None);
         }
-        let need_cookie = self.join_cfg.cookies == CookieMode::Always || self.under_load;
-        if need_cookie && !self.cookies.verify(src, now.mono_ms, |c| frame.mac2_ok(c)) {
+        if !proven && need_cookie {
+            if !self.limiter.allow_kind(src, ReplyKind::Cookie, now.mono_ms) {
+                return (Outcome::Ignored, None);
+            }
             let cookie = self.cookies.cookie(src, now.mono_ms);
             let mut nonce = [0u8; 12];
             nonce.copy_from_slice(&(self.rng)().secret_bytes()[..12]);

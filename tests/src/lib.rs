@@ -310,11 +310,15 @@ impl Peer {
     /// Joins, retrying for up to 5 s (a fresh join per attempt, as v2 needs; a cookie
     /// reply is answered at once); returns the session or the refusal.
     pub fn join(&mut self) -> Result<u64, (Option<ErrorCode>, String)> {
+        self.join_within(Duration::from_secs(5))
+    }
+
+    /// [`join`](Self::join), retrying for up to `patience` (a flood may hold joins back).
+    pub fn join_within(&mut self, patience: Duration) -> Result<u64, (Option<ErrorCode>, String)> {
         let mut buf = [0u8; 2048];
         self.sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-        let mut attempts = 0;
-        while attempts < 25 {
-            attempts += 1;
+        let deadline = Instant::now() + patience;
+        while Instant::now() < deadline {
             let n = self.client.join(&mut buf).expect("encode join");
             self.sock.send_to(&buf[..n], self.relay).unwrap();
             while let Ok(n) = self.sock.recv(&mut buf) {

@@ -198,6 +198,13 @@ pub struct Attacker {
 }
 
 impl Attacker {
+    /// `program` run inside the attacker's namespace.
+    pub fn command(&self, program: &str) -> std::process::Command {
+        let mut c = std::process::Command::new("ip");
+        c.args(["netns", "exec", self.ns.name(), program]);
+        c
+    }
+
     /// A UDP socket bound in the attacker's namespace.
     pub fn socket(&self) -> UdpSocket {
         let _g = self.ns.enter().expect("enter attacker namespace");

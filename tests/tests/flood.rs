@@ -102,7 +102,7 @@ fn xdp_drops_the_flood_in_the_kernel_and_media_keeps_flowing() {
     assert!(flood_sent > 10_000, "the attacker sent {flood_sent}");
     // The kernel accounts for the flood: every SRTP-looking packet is an unknown session,
     // junk is not relayed, and joins beyond the per-source bucket are rate limited.
-    let dropped = k("unknown_session") + k("not_relayed") + k("join_rate_limited");
+    let dropped = k("unknown_session") + k("not_relayed") + k("join_rate_limited") + k("control_budget");
     let admitted_joins = k("redirect_control");
     assert!(
         dropped + admitted_joins >= flood_sent * 99 / 100,

@@ -46,7 +46,13 @@ enum er_reason {
 	ER_RATE_LIMITED = 11,
 	/* XDP_DROP: first byte outside the RFC 7983 ranges the relay serves. */
 	ER_NOT_RELAYED = 12,
-	ER_REASON_COUNT = 13,
+	/* XDP_REDIRECT of a control message from a known session's 5-tuple
+	 * (keepalive, leave, in-room message): no join bucket, no budget. */
+	ER_REDIRECT_SESSION_CONTROL = 13,
+	/* XDP_DROP: the global control budget (all unknown sources together) is
+	 * spent. */
+	ER_CONTROL_BUDGET = 14,
+	ER_REASON_COUNT = 15,
 };
 
 /* At most this many IPv6 extension headers are walked. */
@@ -68,6 +74,10 @@ struct er_config {
 	__u64 join_burst;
 	__u64 pps_rate_per_sec;
 	__u64 pps_burst;
+	/* Control messages per second from sources without a session, all of
+	 * them together (after their per-source join buckets); 0 = unlimited. */
+	__u64 control_rate_per_sec;
+	__u64 control_burst;
 };
 
 /* `stats` (PERCPU_ARRAY, ER_REASON_COUNT entries, key enum er_reason). */
@@ -125,7 +135,7 @@ struct er_bucket {
 	__u64 last_ns; /* CLOCK_BOOTTIME of the last refill */
 };
 
-_Static_assert(sizeof(struct er_config) == 40, "er_config");
+_Static_assert(sizeof(struct er_config) == 56, "er_config");
 _Static_assert(sizeof(struct er_counter) == 16, "er_counter");
 _Static_assert(sizeof(struct er_lpm_v4_key) == 8, "er_lpm_v4_key");
 _Static_assert(sizeof(struct er_lpm_v6_key) == 20, "er_lpm_v6_key");

@@ -16,9 +16,13 @@
  *  3. The source is blocklisted: DROP, before any other work on it.
  *  4. Fragments and IPv6 extension headers to relay ports: DROP (below).
  *  5. UDP length must match the IP length, payload non-empty, else malformed.
- *  6. RFC 7983 demultiplexing on the first payload byte: 0-3 control (join
- *     rate limit), 128-191 SRTP/SRTCP (known session, packet rate limit),
- *     anything else DROP not_relayed.
+ *  6. RFC 7983 demultiplexing on the first payload byte: 0-3 control,
+ *     128-191 SRTP/SRTCP (known session, packet rate limit), anything else
+ *     DROP not_relayed. Control from a known session's 5-tuple (keepalives,
+ *     leaves, in-room messages) is redirected at once; control from anyone
+ *     else passes its source's join bucket, then the global control budget,
+ *     so a flood from random spoofed sources (each with a full bucket of its
+ *     own) still reaches userspace at most at the budget's rate.
  *  7. bpf_redirect_map(&xsks, rx_queue_index, XDP_PASS): an empty slot makes
  *     the helper return XDP_PASS, counted as no_socket, so the kernel stack
  *     (e.g. the socket backend) serves the packet while relayd restarts.
@@ -159,6 +163,16 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } pps_buckets SEC(".maps");
 
+/* The global control budget's bucket (ARRAY, 1 entry): shared by all CPUs,
+ * updated without a lock like the per-source buckets. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct er_bucket);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} control_budget SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
 	__uint(max_entries, ER_OFFENDERS_MAX);
@@ -286,35 +300,13 @@ static __always_inline int blocklisted(const struct er_session_key *k, __u64 now
 }
 
 /*
- * Takes one packet from the source's bucket; 1 if it was there. A missing
- * bucket starts full. rate 0 means unlimited.
+ * Refills bucket `b` for the time since its last refill and takes one packet
+ * from it; 1 if it was there.
  */
-static __always_inline int bucket_take(void *map, const struct er_session_key *k, __u64 rate,
-				       __u64 burst, __u64 now)
+static __always_inline int bucket_refill_take(struct er_bucket *b, __u64 rate, __u64 cap, __u64 now)
 {
-	struct er_src_key key = {};
-	struct er_bucket *b;
-	__u64 cap, tokens;
+	__u64 tokens = b->tokens;
 
-	if (rate == 0)
-		return 1;
-	if (burst == 0)
-		burst = 1;
-	if (burst > ER_MAX_BURST)
-		burst = ER_MAX_BURST;
-	cap = burst * NSEC_PER_SEC;
-
-	key.family = k->family;
-	__builtin_memcpy(key.addr, k->src_addr, 16);
-	b = bpf_map_lookup_elem(map, &key);
-	if (!b) {
-		struct er_bucket fresh = { .tokens = cap - NSEC_PER_SEC, .last_ns = now };
-
-		bpf_map_update_elem(map, &key, &fresh, BPF_ANY);
-		return 1;
-	}
-
-	tokens = b->tokens;
 	if (tokens > cap)
 		tokens = cap;
 	if (now > b->last_ns) {
@@ -334,6 +326,58 @@ static __always_inline int bucket_take(void *map, const struct er_session_key *k
 	}
 	b->tokens = tokens - NSEC_PER_SEC;
 	return 1;
+}
+
+static __always_inline __u64 bucket_cap(__u64 burst)
+{
+	if (burst == 0)
+		burst = 1;
+	if (burst > ER_MAX_BURST)
+		burst = ER_MAX_BURST;
+	return burst * NSEC_PER_SEC;
+}
+
+/*
+ * Takes one packet from the source's bucket; 1 if it was there. A missing
+ * bucket starts full. rate 0 means unlimited.
+ */
+static __always_inline int bucket_take(void *map, const struct er_session_key *k, __u64 rate,
+				       __u64 burst, __u64 now)
+{
+	struct er_src_key key = {};
+	struct er_bucket *b;
+	__u64 cap;
+
+	if (rate == 0)
+		return 1;
+	cap = bucket_cap(burst);
+	key.family = k->family;
+	__builtin_memcpy(key.addr, k->src_addr, 16);
+	b = bpf_map_lookup_elem(map, &key);
+	if (!b) {
+		struct er_bucket fresh = { .tokens = cap - NSEC_PER_SEC, .last_ns = now };
+
+		bpf_map_update_elem(map, &key, &fresh, BPF_ANY);
+		return 1;
+	}
+	return bucket_refill_take(b, rate, cap, now);
+}
+
+/*
+ * Takes one packet from the global control budget; 1 if it was there. The
+ * zeroed entry (last_ns 0) fills on the first packet. rate 0 means unlimited.
+ */
+static __always_inline int budget_take(__u64 rate, __u64 burst, __u64 now)
+{
+	__u32 zero = 0;
+	struct er_bucket *b;
+
+	if (rate == 0)
+		return 1;
+	b = bpf_map_lookup_elem(&control_budget, &zero);
+	if (!b)
+		return 1;
+	return bucket_refill_take(b, rate, bucket_cap(burst), now);
 }
 
 static __always_inline int redirect(struct xdp_md *ctx, __u32 reason)
@@ -494,9 +538,13 @@ int edgerelay(struct xdp_md *ctx)
 
 	/* RFC 7983 section 7. */
 	if (payload[0] <= 3) {
+		if (bpf_map_lookup_elem(&sessions, &f.key))
+			return redirect(ctx, ER_REDIRECT_SESSION_CONTROL);
 		if (!bucket_take(&join_buckets, &f.key, cfg->join_rate_per_sec, cfg->join_burst,
 				 now))
 			return drop(ctx, &f, ER_JOIN_RATE_LIMITED);
+		if (!budget_take(cfg->control_rate_per_sec, cfg->control_burst, now))
+			return drop(ctx, &f, ER_CONTROL_BUDGET);
 		return redirect(ctx, ER_REDIRECT_CONTROL);
 	}
 	if (payload[0] >= 128 && payload[0] <= 191) {

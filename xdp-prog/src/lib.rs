@@ -50,6 +50,8 @@ pub mod maps {
     pub const SESSIONS: &str = "sessions";
     /// `LRU_HASH`, key [`SrcKey`](crate::SrcKey), value [`Bucket`](crate::Bucket): join limits.
     pub const JOIN_BUCKETS: &str = "join_buckets";
+    /// `ARRAY`, 1 entry: the global control budget's [`Bucket`](crate::Bucket).
+    pub const CONTROL_BUDGET: &str = "control_budget";
     /// `LRU_HASH`, key [`SrcKey`](crate::SrcKey), value [`Bucket`](crate::Bucket): packet limits.
     pub const PPS_BUCKETS: &str = "pps_buckets";
     /// `LRU_PERCPU_HASH` of [`OFFENDERS_MAX`](crate::OFFENDERS_MAX) entries, key
@@ -59,8 +61,18 @@ pub mod maps {
     /// `XSKMAP`, key the RX queue index, value an AF_XDP socket fd.
     pub const XSKS: &str = "xsks";
     /// Every map, in declaration order.
-    pub const ALL: [&str; 9] =
-        [CONFIG, STATS, BLOCKLIST_V4, BLOCKLIST_V6, SESSIONS, JOIN_BUCKETS, PPS_BUCKETS, OFFENDERS, XSKS];
+    pub const ALL: [&str; 10] = [
+        CONFIG,
+        STATS,
+        BLOCKLIST_V4,
+        BLOCKLIST_V6,
+        SESSIONS,
+        JOIN_BUCKETS,
+        PPS_BUCKETS,
+        CONTROL_BUDGET,
+        OFFENDERS,
+        XSKS,
+    ];
 }
 
 /// Entries of the `offenders` map: the sources tracked at once (least recently dropped
@@ -86,6 +98,11 @@ pub struct Config {
     pub pps_rate_per_sec: u64,
     /// Packet bucket size; 0 is taken as 1, larger than 10^9 as 10^9.
     pub pps_burst: u64,
+    /// Control messages per second from sources without a session, all together (the
+    /// global control budget, after the per-source join buckets); 0 = unlimited.
+    pub control_rate_per_sec: u64,
+    /// The budget's bucket size; 0 is taken as 1, larger than 10^9 as 10^9.
+    pub control_burst: u64,
 }
 
 /// `struct er_counter`: one `stats` slot of one CPU.
@@ -215,7 +232,7 @@ pub const NANOTOKENS_PER_PACKET: u64 = 1_000_000_000;
 // Mirrors of the `_Static_assert`s in edgerelay.h.
 const _: () = {
     use std::mem::size_of;
-    assert!(size_of::<Config>() == 40);
+    assert!(size_of::<Config>() == 56);
     assert!(size_of::<Counter>() == 16);
     assert!(size_of::<aya::maps::lpm_trie::Key<[u8; 4]>>() == 8);
     assert!(size_of::<aya::maps::lpm_trie::Key<[u8; 16]>>() == 20);
@@ -277,6 +294,11 @@ pub enum Reason {
     RateLimited,
     /// `XDP_DROP`: first byte outside the RFC 7983 ranges the relay serves.
     NotRelayed,
+    /// `XDP_REDIRECT` of a control message from a known session's 5-tuple (keepalive,
+    /// leave, in-room message): no join bucket, no budget.
+    RedirectSessionControl,
+    /// `XDP_DROP`: the global control budget is spent.
+    ControlBudget,
 }
 
 /// Metric labels of [`Reason`], indexed like `enum er_reason`.
@@ -294,11 +316,13 @@ pub const REASON_NAMES: &[&str] = &[
     "unknown_session",
     "rate_limited",
     "not_relayed",
+    "redirect_session_control",
+    "control_budget",
 ];
 
 impl Reason {
     /// Every reason, in index order.
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 15] = [
         Self::PassNotOurs,
         Self::PassFragment,
         Self::RedirectControl,
@@ -312,6 +336,8 @@ impl Reason {
         Self::UnknownSession,
         Self::RateLimited,
         Self::NotRelayed,
+        Self::RedirectSessionControl,
+        Self::ControlBudget,
     ];
 
     /// The metric label.

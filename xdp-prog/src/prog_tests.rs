@@ -49,6 +49,8 @@ const CONFIG: Config = Config {
     join_burst: 0,
     pps_rate_per_sec: 0,
     pps_burst: 0,
+    control_rate_per_sec: 0,
+    control_burst: 0,
 };
 
 fn sa(s: &str) -> SocketAddr {
@@ -694,6 +696,43 @@ fn join_bucket_empties_and_refills() {
     buckets.insert(key, Bucket { tokens: 50 * NANOTOKENS_PER_PACKET, last_ns: boot_time_ns() }, 0).expect("write");
     prog.set_config(Config { join_burst: 2, ..config });
     assert_eq!(admitted(&prog, &join, 10, Reason::JoinRateLimited), 2);
+}
+
+#[test]
+fn known_sessions_control_skips_the_join_bucket_and_the_budget() {
+    let config = Config { join_rate_per_sec: 1, join_burst: 1, control_rate_per_sec: 1, control_burst: 1, ..CONFIG };
+    let Some(prog) = Prog::load(config) else { return };
+    prog.add_session(CLIENT_V4, RELAY_V4);
+    let keepalive = frame(CLIENT_V4, RELAY_V4, CONTROL);
+    for _ in 0..20 {
+        prog.expect(&keepalive, XDP_PASS, Reason::NoSocket);
+    }
+    assert_eq!(prog.stats()[Reason::JoinRateLimited as usize].packets, 0);
+    assert_eq!(prog.stats()[Reason::ControlBudget as usize].packets, 0);
+    // A stranger at the same address but another port has no session: it meets its bucket.
+    let stranger = frame("192.0.2.10:40001", RELAY_V4, CONTROL);
+    prog.expect(&stranger, XDP_PASS, Reason::NoSocket);
+    prog.expect(&stranger, XDP_DROP, Reason::JoinRateLimited);
+}
+
+#[test]
+fn the_control_budget_caps_sources_that_each_have_a_full_bucket() {
+    let config = Config { join_rate_per_sec: 10, join_burst: 10, control_rate_per_sec: 1, control_burst: 3, ..CONFIG };
+    let Some(prog) = Prog::load(config) else { return };
+    // 50 spoofed sources, one join each: every source bucket is full, the budget is not.
+    let admitted = (0..50u8)
+        .filter(|i| {
+            let before = prog.stats()[Reason::ControlBudget as usize].packets;
+            prog.run(&frame(&format!("198.18.{i}.1:1000"), RELAY_V4, CONTROL));
+            prog.stats()[Reason::ControlBudget as usize].packets == before
+        })
+        .count();
+    assert_eq!(admitted, 3, "the budget's burst, then nothing");
+    assert_eq!(prog.stats()[Reason::ControlBudget as usize].packets, 47);
+    assert_eq!(prog.stats()[Reason::JoinRateLimited as usize].packets, 0);
+    // Media is not charged to it, and 0 turns it off.
+    prog.set_config(Config { control_rate_per_sec: 0, ..config });
+    prog.expect(&frame("198.18.200.1:1000", RELAY_V4, CONTROL), XDP_PASS, Reason::NoSocket);
 }
 
 #[test]

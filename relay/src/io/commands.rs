@@ -244,14 +244,19 @@ fn set_limits(m: Managed<'_>, l: Limits) -> Response {
     if let Err(e) = l.check_for(m.local_addr.port()) {
         return invalid(e.to_string());
     }
+    // The global control budget is relayd's config, not a per-source limit: kept as it is.
+    let current = match f.config() {
+        Ok(c) => c,
+        Err(e) => return failed(e),
+    };
     let fc = FilterConfig {
         port_lo: l.port_min,
         port_hi: l.port_max,
-        flags: 0,
         join_rate_per_sec: l.join_rate_per_sec.into(),
         join_burst: l.join_burst.into(),
         pps_rate_per_sec: l.pps_rate_per_sec.into(),
         pps_burst: l.pps_burst.into(),
+        ..current
     };
     match f.set_config(fc) {
         Ok(()) => {

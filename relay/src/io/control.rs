@@ -41,8 +41,10 @@ pub struct Control {
     pub registry: Registry,
     /// The control thread's poll: the waker and the management socket.
     pub poll: Poll,
-    /// Control datagrams from the workers.
+    /// Control datagrams from the workers: joins and other sources without a session.
     pub rx: Receiver<ControlIn>,
+    /// Control datagrams from known sessions' addresses, served first.
+    pub rx_sessions: Receiver<ControlIn>,
     /// Each worker's channel and waker.
     pub workers: Vec<(Sender<WorkerMsg>, Arc<Waker>)>,
     /// The workers' counters, then this thread's own.
@@ -97,7 +99,7 @@ impl Control {
                     return;
                 }
             }
-            while let Ok(m) = self.rx.try_recv() {
+            while let Ok(m) = self.rx_sessions.try_recv().or_else(|_| self.rx.try_recv()) {
                 let now = now(self.epoch);
                 // Joins need cookies while the queue backs up (a flood): a quarter full.
                 self.registry.set_under_load(self.rx.len() >= super::worker::CONTROL_QUEUE / 4);

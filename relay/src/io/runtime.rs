@@ -24,7 +24,9 @@ use super::control::Control;
 use super::mgmt_server::Server as MgmtServer;
 use super::socket::Worker;
 use super::sys;
-use super::worker::{mono_ms, sum_counters, ControlIn, WorkerCore, WorkerMsg, CONTROL_QUEUE, WAKE};
+use super::worker::{
+    mono_ms, sum_counters, ControlIn, ControlQueues, WorkerCore, WorkerMsg, CONTROL_QUEUE, SESSION_CONTROL_QUEUE, WAKE,
+};
 use super::xdp::open_xdp;
 use super::xdp_worker::XdpWorker;
 use crate::config::{Backend, Validated};
@@ -56,6 +58,8 @@ impl Relay {
         let stop = Arc::new(AtomicBool::new(false));
         let epoch = Instant::now();
         let (ctl_tx, ctl_rx) = crossbeam_channel::bounded::<ControlIn>(CONTROL_QUEUE);
+        let (ctl_session_tx, ctl_session_rx) = crossbeam_channel::bounded::<ControlIn>(SESSION_CONTROL_QUEUE);
+        let queues = ControlQueues { joins: ctl_tx, sessions: ctl_session_tx };
         let ctl_poll = Poll::new()?;
         let ctl_waker = Arc::new(Waker::new(ctl_poll.registry(), WAKE)?);
         let mut threads = Vec::new();
@@ -75,7 +79,7 @@ impl Relay {
                 pin: cfg.pin_workers,
                 poll,
                 msgs: rx,
-                to_control: ctl_tx.clone(),
+                to_control: queues.clone(),
                 control_waker: ctl_waker.clone(),
                 counters: c,
                 epoch,
@@ -134,6 +138,7 @@ impl Relay {
             registry,
             poll: ctl_poll,
             rx: ctl_rx,
+            rx_sessions: ctl_session_rx,
             workers: links,
             counters: counters.clone(),
             mgmt,

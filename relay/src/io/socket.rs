@@ -156,7 +156,8 @@ impl Worker {
                     self.engine.handle(now_ms, src, data, &mut sink);
                 }
                 Demux::Control => {
-                    wake_control |= enqueue_control(&self.core.to_control, self.core.index, src, data, &counters)
+                    let q = self.core.to_control.for_source(self.engine.has_session_at(src));
+                    wake_control |= enqueue_control(q, self.core.index, src, data, &counters)
                 }
                 Demux::Other => counters.count_drop(DropReason::NotRelayed),
             }

@@ -89,8 +89,8 @@ pub struct WorkerCore {
     pub poll: Poll,
     /// Messages from the control thread.
     pub msgs: Receiver<WorkerMsg>,
-    /// The bounded queue to the control thread.
-    pub to_control: Sender<ControlIn>,
+    /// The bounded queues to the control thread.
+    pub to_control: ControlQueues,
     /// Wakes the control thread.
     pub control_waker: Arc<Waker>,
     /// The worker's counters (its engine counts into the same ones).
@@ -144,6 +144,33 @@ fn worker_core(index: usize, allowed: &[usize]) -> usize {
 /// Copies a control datagram into the bounded queue to the control thread. Returns whether
 /// it was queued (the caller then wakes the control thread once per batch); oversize
 /// datagrams and a full queue are counted drops.
+/// The two queues from a worker to the control thread. Control from a source that holds a
+/// session (keepalives, leaves, messages) has a queue of its own, which the control thread
+/// drains first, so a join flood filling the other one cannot starve live sessions.
+#[derive(Clone)]
+pub struct ControlQueues {
+    /// Joins and anything else from sources without a session.
+    pub joins: Sender<ControlIn>,
+    /// Control from the address of a known session.
+    pub sessions: Sender<ControlIn>,
+}
+
+impl ControlQueues {
+    /// The queue for a datagram from a source that does (`known`) or does not hold a
+    /// session in the worker's replica.
+    pub fn for_source(&self, known: bool) -> &Sender<ControlIn> {
+        if known {
+            &self.sessions
+        } else {
+            &self.joins
+        }
+    }
+}
+
+/// Capacity of the queue for known sessions' control.
+pub const SESSION_CONTROL_QUEUE: usize = 256;
+
+/// Queues a control datagram for the control thread; false (counted) when it is full.
 pub fn enqueue_control(
     to_control: &Sender<ControlIn>,
     worker: usize,

@@ -472,6 +472,8 @@ pub fn open_xdp(cfg: &Validated, x: &XdpSettings) -> io::Result<(XdpFilter, Vec<
         join_burst: x.join_burst,
         pps_rate_per_sec: x.pps_rate_per_sec,
         pps_burst: x.pps_burst,
+        control_rate_per_sec: x.control_budget_per_sec,
+        control_burst: x.control_budget_burst,
     };
     let mut filter = XdpFilter::load_sized(&x.iface, pin, fc, x.max_sessions).map_err(io_err)?;
     let mac = RouteSocket::open()?

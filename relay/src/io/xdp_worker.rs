@@ -153,7 +153,8 @@ impl XdpWorker {
                     engine.handle(now_ms, meta.src, payload, tx);
                 }
                 Demux::Control => {
-                    if enqueue_control(to_control, *index, meta.src, payload, &counters) {
+                    let q = to_control.for_source(engine.has_session_at(meta.src));
+                    if enqueue_control(q, *index, meta.src, payload, &counters) {
                         wake = true;
                         if n_learned < LEARN_MAX {
                             learned[n_learned] = Some((meta.src.ip(), meta.src_mac));
