@@ -10,15 +10,20 @@
 //! no media and relayd runs with a long session timeout), so open descriptors stay bounded
 //! by the window, not by the session count.
 //!
-//! The client side is kept cheap so relayd, not the bench, is what gets measured: one X25519
-//! key share for the whole run (relayd still runs a fresh agreement per join), UserSigs
-//! minted once per user name (users are named by their index in the room, so the same
-//! names recur across rooms), and the join-ok's key confirmation is checked on a sample of
-//! joins ([`Joiner::verify_every`]), each failure an error.
+//! Joins are v2 (Noise NK to relayd's key). The client side is kept cheap so relayd, not
+//! the bench, is what gets measured: one ephemeral key for the whole run with its `es`
+//! computed once ([`relay::noise::SharedEphemeral`]; relayd still runs both of its
+//! Diffie-Hellmans and a key generation per join), UserSigs minted once per user name (users
+//! are named by their index in the room, so the same names recur across rooms), and an
+//! answer is decrypted (one more DH) only when it is a refusal (a refusal never has the
+//! length of a "joined" answer) or on a sample of joins ([`Joiner::verify_every`]), each
+//! failure an error.
 //!
 //! Invariants: every join started ends as exactly one [`Done`] (answered, refused or timed
-//! out); a retransmission reuses the join's bytes and address, so relayd sees the same
-//! (room, user, address) and at most replaces the session with a new one.
+//! out); a retransmission is a fresh handshake from the same address (relayd refuses a
+//! copy as a replay), so relayd sees the same (room, user, address) and at most replaces
+//! the session with a new one. A cookie reply is answered at once with a join that carries
+//! it.
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -28,8 +33,11 @@ use anyhow::{bail, Context, Result};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use relay::handshake::KeyPair;
+use relay::identity::RelayKey;
 use relay::ids::{RoomId, Ssrc};
-use relay::proto::{DeclaredSsrc, ErrorCode, Join, JoinError, JoinOk, MsgType, StreamKind, MAX_SSRCS};
+use relay::noise::{Initiator, SharedEphemeral};
+use relay::proto::v2::{self, COOKIE_LEN};
+use relay::proto::{DeclaredSsrc, ErrorCode, JoinError, MsgType, StreamKind, MAX_SSRCS};
 use relay::srtp::Profile;
 
 /// Ports used per source IP (20000..60000).
@@ -88,7 +96,10 @@ pub struct Retry {
 
 struct Pending {
     sock: UdpSocket,
-    msg: Vec<u8>,
+    user: u32,
+    /// The last join's handshake, and its mac1 (a cookie reply's associated data).
+    init: Option<(Initiator, [u8; relay::proto::MAC_LEN])>,
+    cookie: Option<[u8; COOKIE_LEN]>,
     room: u32,
     first: Instant,
     sends: u32,
@@ -99,11 +110,12 @@ struct Pending {
 /// The join pipeline of one run (one fresh relayd).
 pub struct Joiner {
     relay: SocketAddr,
+    relay_key: RelayKey,
     app: u32,
     secret: Vec<u8>,
     profile: Profile,
     ssrcs_per_member: usize,
-    key: KeyPair,
+    key: SharedEphemeral,
     usersigs: Vec<String>,
     poll: Poll,
     events: Events,
@@ -122,6 +134,8 @@ pub struct Joiner {
     pub verified: u64,
     /// Sockets that could not be bound (address taken by another program): skipped.
     pub bind_skips: u64,
+    /// Cookie replies received (relayd was under load).
+    pub cookies: u64,
 }
 
 impl Joiner {
@@ -129,6 +143,7 @@ impl Joiner {
     /// `secret`; every member declares `ssrcs_per_member` SSRCs (audio first, then video).
     pub fn new(
         relay: SocketAddr,
+        relay_key: RelayKey,
         app: u32,
         secret: &str,
         ssrcs_per_member: usize,
@@ -143,11 +158,13 @@ impl Joiner {
         }
         Ok(Self {
             relay,
+            relay_key,
             app,
             secret: secret.as_bytes().to_vec(),
             profile: Profile::AesCm128HmacSha1_80,
             ssrcs_per_member,
-            key: KeyPair::generate(),
+            key: SharedEphemeral::new(KeyPair::generate().secret_bytes(), relay_key.bytes())
+                .context("relayd's key is of low order")?,
             usersigs: Vec::new(),
             poll: Poll::new()?,
             events: Events::with_capacity(1024),
@@ -162,6 +179,7 @@ impl Joiner {
             verify_every: 64,
             verified: 0,
             bind_skips: 0,
+            cookies: 0,
         })
     }
 
@@ -215,25 +233,6 @@ impl Joiner {
     /// [`has_room`](Self::has_room).
     pub fn start(&mut self, room: u32, user: u32) -> Result<()> {
         let slot = self.free.pop().context("the join window is full")?;
-        let mut ssrcs = [None; MAX_SSRCS];
-        for (j, s) in ssrcs.iter_mut().take(self.ssrcs_per_member).enumerate() {
-            // Unique in the room: user u owns u * n + 1 ..= u * n + n.
-            let v = user * self.ssrcs_per_member as u32 + j as u32 + 1;
-            let kind = if j == 0 { StreamKind::Audio } else { StreamKind::Video };
-            *s = Some(DeclaredSsrc { ssrc: Ssrc::new(v)?, kind });
-        }
-        let (profile, key_share) = (self.profile.id(), self.key.public);
-        let join = Join {
-            sdkappid: self.app,
-            profile,
-            room: RoomId::Num(room),
-            key_share,
-            ssrcs,
-            usersig: self.usersig(user),
-            private_map_key: None,
-        };
-        let mut buf = [0u8; relay::proto::MAX_LEN];
-        let n = join.write(&mut buf)?;
         let mut sock = match self.bind_next() {
             Ok(s) => s,
             Err(e) => {
@@ -241,21 +240,59 @@ impl Joiner {
                 return Err(e);
             }
         };
+        self.usersig(user);
         self.poll.registry().register(&mut sock, Token(slot), Interest::READABLE)?;
         let now = Instant::now();
         self.generation += 1;
         self.started += 1;
         let verify = self.verify_every > 0 && self.started % self.verify_every == 1;
-        let p =
-            Pending { sock, msg: buf[..n].to_vec(), room, first: now, sends: 0, generation: self.generation, verify };
+        let p = Pending {
+            sock,
+            user,
+            init: None,
+            cookie: None,
+            room,
+            first: now,
+            sends: 0,
+            generation: self.generation,
+            verify,
+        };
         self.slots[slot] = Some(p);
         self.send(slot, now)
     }
 
+    /// A fresh join of the slot's member (a new handshake each time), carrying its cookie.
+    fn join_bytes(&mut self, slot: usize, out: &mut [u8]) -> Result<usize> {
+        let p = self.slots[slot].as_ref().expect("a live slot");
+        let (room, user, cookie) = (p.room, p.user, p.cookie);
+        let mut ssrcs = [None; MAX_SSRCS];
+        for (j, s) in ssrcs.iter_mut().take(self.ssrcs_per_member).enumerate() {
+            // Unique in the room: user u owns u * n + 1 ..= u * n + n.
+            let v = user * self.ssrcs_per_member as u32 + j as u32 + 1;
+            let kind = if j == 0 { StreamKind::Audio } else { StreamKind::Video };
+            *s = Some(DeclaredSsrc { ssrc: Ssrc::new(v)?, kind });
+        }
+        let payload = v2::JoinPayload {
+            timestamp_ms: relay::time::unix_now_ms(),
+            sdkappid: self.app,
+            profile: self.profile.id(),
+            room: RoomId::Num(room),
+            ssrcs,
+            usersig: &self.usersigs[user as usize],
+            private_map_key: None,
+        };
+        let (init, n) = v2::write_join_shared(&self.relay_key, &self.key, &payload, cookie.as_ref(), out)?;
+        let mac1 = v2::JoinFrame::new_checked(&out[..n])?.mac1();
+        self.slots[slot].as_mut().expect("a live slot").init = Some((init, mac1));
+        Ok(n)
+    }
+
     fn send(&mut self, slot: usize, now: Instant) -> Result<()> {
+        let mut buf = [0u8; relay::proto::MAX_LEN];
+        let n = self.join_bytes(slot, &mut buf)?;
         let p = self.slots[slot].as_mut().expect("sending from a live slot");
         p.sends += 1;
-        match p.sock.send(&p.msg) {
+        match p.sock.send(&buf[..n]) {
             Ok(_) => {}
             // A full socket buffer loses this send; the retry policy covers it like a loss.
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -298,23 +335,38 @@ impl Joiner {
                     // ICMP errors from an earlier send; the retry policy handles the join.
                     Err(_) => continue,
                 };
-                let datagram = &buf[..n];
-                let answer = match relay::proto::parse_header(datagram) {
-                    Ok((MsgType::JoinOk, _)) => {
-                        let ok = JoinOk::parse(datagram).context("relayd sent a malformed join-ok")?;
-                        if p.verify {
-                            let secrets = self
-                                .key
-                                .agree(&ok.key_share, &p.msg, &ok.key_share, self.profile)
-                                .context("relayd's key share is invalid")?;
-                            secrets
-                                .verify_confirm(ok.session, &ok.confirm)
-                                .context("relayd's join-ok key confirmation does not verify")?;
-                            self.verified += 1;
-                        }
-                        Answer::Ok
+                let datagram = &mut buf[..n];
+                let answer = match relay::proto::parse_any_header(datagram) {
+                    Ok((relay::proto::VERSION_2, MsgType::Cookie, _)) => {
+                        let Some((_, mac1)) = p.init.as_ref() else { continue };
+                        let Ok(cookie) = v2::read_cookie(&self.relay_key, mac1, datagram) else { continue };
+                        p.cookie = Some(cookie);
+                        self.cookies += 1;
+                        self.send(slot, Instant::now())?;
+                        continue;
                     }
-                    Ok((MsgType::JoinError, _)) => {
+                    Ok((relay::proto::VERSION_2, MsgType::JoinOk, _)) => {
+                        let Some((init, _)) = p.init.as_ref() else { continue };
+                        if n == v2::ANSWER_OK_LEN && !p.verify {
+                            Answer::Ok
+                        } else {
+                            // Only the answer to this slot's last join decrypts; one to an
+                            // earlier attempt of the same join is as good (same member).
+                            let Ok((a, _)) = v2::read_answer(init, datagram) else { continue };
+                            if p.verify {
+                                self.verified += 1;
+                            }
+                            match a {
+                                v2::AnswerPayload::Joined { .. } => Answer::Ok,
+                                v2::AnswerPayload::Refused { code, detail } => Answer::Refused {
+                                    code: ErrorCode::from_u16(code),
+                                    raw: code,
+                                    detail: detail.to_owned(),
+                                },
+                            }
+                        }
+                    }
+                    Ok((_, MsgType::JoinError, _)) => {
                         let e = JoinError::parse(datagram).context("relayd sent a malformed join-error")?;
                         Answer::Refused { code: e.code, raw: e.raw_code, detail: e.detail.to_owned() }
                     }
@@ -386,40 +438,42 @@ mod tests {
         assert!(open_files_limit().unwrap() >= 16, "this process's own limit is readable");
     }
 
-    /// A fake relay on loopback answers each join once; the joiner must see every answer,
-    /// one per join, including a refusal, and time out the one the fake ignores.
+    /// A fake relay on loopback (with a static key of its own) answers each join once; the
+    /// joiner must see every answer, one per join, including a refusal, and time out the one
+    /// the fake ignores.
     #[test]
     fn every_join_ends_once() {
         let relay = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = relay.local_addr().unwrap();
+        let key = relay::identity::StaticKey::from_secret([4; 32]);
+        let public = key.public();
         let fake = std::thread::spawn(move || {
             relay.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
             let mut buf = [0u8; 2048];
             let mut seen = 0;
             while let Ok((n, src)) = relay.recv_from(&mut buf) {
-                let j = Join::parse(&buf[..n]).expect("a valid join");
+                let frame = v2::JoinFrame::new_checked(&buf[..n]).expect("a v2 join");
+                assert!(frame.mac1_ok(&v2::mac1_key(&key.public())));
+                let mut msg = buf[frame.noise_range()].to_vec();
+                let (resp, len) =
+                    relay::noise::Responder::read_first(v2::PROLOGUE, key.secret(), key.public().bytes(), &mut msg)
+                        .expect("a join to this key");
+                let payload = v2::JoinPayload::parse(&msg[relay::noise::DH_LEN..relay::noise::DH_LEN + len]).unwrap();
                 seen += 1;
-                let RoomId::Num(room) = j.room else { panic!("numeric rooms") };
-                let mut out = [0u8; 256];
-                let len = match room {
-                    1 => JoinOk {
-                        session: 7,
-                        key_share: [9; 32],
-                        keepalive_secs: 5,
-                        timeout_secs: 30,
-                        confirm: [0; relay::proto::MAC_LEN],
-                    }
-                    .write(&mut out)
-                    .unwrap(),
-                    2 => JoinError::write(ErrorCode::RoomQuota, "full", &mut out, 256).unwrap(),
+                let RoomId::Num(room) = payload.room else { panic!("numeric rooms") };
+                let answer = match room {
+                    1 => v2::AnswerPayload::Joined { session: 7, keepalive_secs: 5, timeout_secs: 30 },
+                    2 => v2::AnswerPayload::Refused { code: ErrorCode::RoomQuota as u16, detail: "full" },
                     _ => continue,
                 };
+                let mut out = [0u8; 256];
+                let (len, _) = v2::write_answer(resp, [8; 32], &answer, &mut out, n).unwrap();
                 relay.send_to(&out[..len], src).unwrap();
             }
             seen
         });
         let retry = Retry { every: Duration::from_millis(200), tries: 2 };
-        let mut j = Joiner::new(addr, 1_400_000_001, "0123456789abcdef0123", 2, 4, retry).unwrap();
+        let mut j = Joiner::new(addr, public, 1_400_000_001, "0123456789abcdef0123", 2, 4, retry).unwrap();
         j.verify_every = 0;
         for room in 1..=3 {
             j.start(room, 0).unwrap();

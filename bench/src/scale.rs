@@ -343,7 +343,7 @@ pub fn scale_run(a: &ScaleArgs, bin: &Path) -> Result<ScaleRun> {
     let cpu0 = procs::cpu_seconds(pid)?;
     let (app, secret) = relayd::app();
     let retry = Retry { every: Duration::from_millis(1000), tries: 3 };
-    let mut joiner = Joiner::new(relayd.addr, app, secret, a.ssrcs, a.window, retry)?;
+    let mut joiner = Joiner::new(relayd.addr, relayd.key, app, secret, a.ssrcs, a.window, retry)?;
     if topo.is_some() {
         joiner = joiner.sources_from(XDP_FIRST_SOURCE.into());
     }
@@ -805,7 +805,7 @@ pub fn storm_run(a: &StormArgs, bin: &Path, window: usize) -> Result<StormRun> {
     let mut relayd = relayd::start_sized(bin, None, Backend::Socket, None, size)?;
     let (app, secret) = relayd::app();
     let retry = Retry { every: Duration::from_millis(a.timeout_ms), tries: 1 };
-    let mut joiner = Joiner::new(relayd.addr, app, secret, a.ssrcs, window, retry)?;
+    let mut joiner = Joiner::new(relayd.addr, relayd.key, app, secret, a.ssrcs, window, retry)?;
     let mut stages: Vec<Stage> = Vec::new();
     let mut next_member = 0u64;
     let mut rate = a.start_rate;

@@ -41,7 +41,7 @@ use super::{
 };
 use crate::identity::RelayKey;
 use crate::ids::RoomId;
-use crate::noise::{self, Initiator, Responder, Split, DH_LEN, TAG_LEN};
+use crate::noise::{self, Initiator, Responder, SharedEphemeral, Split, DH_LEN, TAG_LEN};
 
 /// The Noise prologue: binds the handshake to this protocol and version.
 pub const PROLOGUE: &[u8] = b"edgerelay join v2";
@@ -58,8 +58,10 @@ pub const MIN_JOIN_LEN: usize = JOIN_OVERHEAD + MIN_PAYLOAD_LEN;
 pub const COOKIE_REPLY_LEN: usize = HEADER_LEN + 12 + COOKIE_LEN + TAG_LEN;
 /// Bytes of an answer around its payload.
 pub const ANSWER_OVERHEAD: usize = HEADER_LEN + DH_LEN + TAG_LEN;
-/// An answer saying "joined".
-pub const ANSWER_OK_LEN: usize = ANSWER_OVERHEAD + 2 + 8 + 2 + 2;
+/// The payload of an answer saying "joined".
+const JOINED_PAYLOAD_LEN: usize = 2 + 8 + 2 + 2;
+/// An answer saying "joined". A refusal never has this length.
+pub const ANSWER_OK_LEN: usize = ANSWER_OVERHEAD + JOINED_PAYLOAD_LEN;
 // An answer is never longer than the shortest join it can answer.
 const _: () = assert!(ANSWER_OK_LEN <= MIN_JOIN_LEN);
 
@@ -220,6 +222,31 @@ pub fn write_join(
     Ok((init, total))
 }
 
+/// [`write_join`] with a [`SharedEphemeral`] (load generators only: see its docs).
+pub fn write_join_shared(
+    relay: &RelayKey,
+    shared: &SharedEphemeral,
+    payload: &JoinPayload<'_>,
+    cookie: Option<&[u8; COOKIE_LEN]>,
+    out: &mut [u8],
+) -> Result<(Initiator, usize), Error> {
+    let mut plain = [0u8; MAX_LEN];
+    let n = payload.write(&mut plain)?;
+    let total = JOIN_OVERHEAD + n;
+    if total > MAX_LEN {
+        return Err(Error::TooLong);
+    }
+    if out.len() < total {
+        return Err(Error::BufferTooSmall);
+    }
+    out[..HEADER_LEN].copy_from_slice(&[VERSION_2, MsgType::Join as u8, 0, 0]);
+    out[2..4].copy_from_slice(&((total - HEADER_LEN) as u16).to_be_bytes());
+    let (init, _) =
+        Initiator::write_first_shared(PROLOGUE, shared, &plain[..n], &mut out[HEADER_LEN..total - 2 * MAC_LEN])?;
+    set_macs(relay, cookie, &mut out[..total]);
+    Ok((init, total))
+}
+
 /// (Re)computes a join's mac1 and mac2 (zeros without a cookie).
 pub fn set_macs(relay: &RelayKey, cookie: Option<&[u8; COOKIE_LEN]>, join: &mut [u8]) {
     let at1 = join.len() - 2 * MAC_LEN;
@@ -264,6 +291,12 @@ impl AnswerPayload<'_> {
             AnswerPayload::Refused { code, detail } => {
                 let room = max_len.checked_sub(3).ok_or(Error::BufferTooSmall)?;
                 let mut n = detail.len().min(MAX_DETAIL_LEN).min(room);
+                // Never the length of a "joined" payload, so a load generator can count
+                // answers without decrypting each (it learns nothing an observer of the
+                // media that follows would not).
+                if 3 + n == JOINED_PAYLOAD_LEN {
+                    n -= 1;
+                }
                 while !detail.is_char_boundary(n) {
                     n -= 1;
                 }
@@ -461,6 +494,23 @@ mod tests {
         let (got, _) = read_answer(&init, &mut ans[..m]).unwrap();
         let AnswerPayload::Refused { code: 5, detail } = got else { panic!("{got:?}") };
         assert!(long.starts_with(detail) && detail.len() < long.len() && !detail.is_empty(), "{detail:?}");
+    }
+
+    #[test]
+    fn no_refusal_is_as_long_as_a_joined_answer() {
+        let relay = StaticKey::from_secret([5; 32]);
+        let mut out = [0u8; MAX_LEN];
+        let (init, n) = write_join(&relay.public(), [1; 32], &payload(), None, &mut out).unwrap();
+        for len in 0..=MAX_DETAIL_LEN {
+            let detail = "d".repeat(len);
+            let mut msg = out[HEADER_LEN..n - 2 * MAC_LEN].to_vec();
+            let (resp, _) = Responder::read_first(PROLOGUE, relay.secret(), relay.public().bytes(), &mut msg).unwrap();
+            let mut ans = [0u8; MAX_LEN];
+            let (m, _) =
+                write_answer(resp, [2; 32], &AnswerPayload::Refused { code: 9, detail: &detail }, &mut ans, n).unwrap();
+            assert_ne!(m, ANSWER_OK_LEN, "detail of {len}");
+            assert!(matches!(read_answer(&init, &mut ans[..m]).unwrap().0, AnswerPayload::Refused { code: 9, .. }));
+        }
     }
 
     #[test]
