@@ -35,6 +35,13 @@ pub use crate::store::BlockSource;
 pub const MAX_SDKAPPID: u64 = u32::MAX as u64;
 /// Longest rotation overlap, seconds (7 days).
 pub const MAX_OVERLAP_SECS: u64 = 604_800;
+/// Longest ban a removal may give, seconds (30 days).
+pub const MAX_BAN_SECS: u64 = 30 * 86_400;
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
 /// Longest UserSig lifetime, seconds (365 days).
 pub const MAX_USERSIG_SECS: u64 = 31_536_000;
 /// Longest user id a UserSig is minted for: relayd refuses longer ones at join.
@@ -478,6 +485,10 @@ pub struct TRemoveUser {
     /// 1 to [`MAX_USER_IDS`] users.
     #[serde(rename = "UserIds")]
     pub user_ids: Vec<String>,
+    /// Also ban the users from the room for this many seconds (0 = no ban; at most
+    /// [`MAX_BAN_SECS`]). An edgerelay extension: Tencent's action has no such field.
+    #[serde(rename = "BanSeconds", default, skip_serializing_if = "is_zero")]
+    pub ban_secs: u64,
 }
 
 /// `RemoveUserByStrRoomId`.
@@ -493,6 +504,10 @@ pub struct TRemoveStrRoomUser {
     /// 1 to [`MAX_USER_IDS`] users.
     #[serde(rename = "UserIds")]
     pub user_ids: Vec<String>,
+    /// Also ban the users from the room for this many seconds (0 = no ban; at most
+    /// [`MAX_BAN_SECS`]). An edgerelay extension: Tencent's action has no such field.
+    #[serde(rename = "BanSeconds", default, skip_serializing_if = "is_zero")]
+    pub ban_secs: u64,
 }
 
 /// The error inside a [`TResponse`].

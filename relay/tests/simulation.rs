@@ -1132,3 +1132,29 @@ fn a_rotated_key_stays_valid_for_its_overlap_only() {
     assert_eq!((r, out.len()), (NodeResult::Control(Outcome::Ignored), 0), "after it: not even answered");
     assert_eq!(sim.node.registry.session_count(), 1, "the session joined with the old key lives on");
 }
+
+#[test]
+fn private_map_key_receive_bits_decide_what_a_member_gets() {
+    let cfg = config("");
+    let mut sim = Sim::new(&cfg, 28);
+    let p = Profile::AesCm128HmacSha1_80;
+    let mut tx = sim.fake(1, "tx", RoomId::Num(1), &[(10, StreamKind::Audio), (20, StreamKind::Video)], p);
+    sim.join(&mut tx).unwrap();
+    let enter = PrivilegeMap::ENTER.0 | PrivilegeMap::CREATE.0;
+    let mut audio_only = sim.fake_privileged(2, "audio-only", &[], PrivilegeMap(enter | PrivilegeMap::RECV_AUDIO.0));
+    let mut video_only = sim.fake_privileged(3, "video-only", &[], PrivilegeMap(enter | PrivilegeMap::RECV_VIDEO.0));
+    let mut nothing = sim.fake_privileged(4, "no-recv", &[], PrivilegeMap(enter));
+    for f in [&mut audio_only, &mut video_only, &mut nothing] {
+        sim.join(f).unwrap();
+    }
+    for i in 0..5u8 {
+        let (r, out, _) = sim.rtp(&mut tx, 10, &[i; 40]);
+        assert_eq!(r, NodeResult::Media(Verdict::Forwarded(1)), "audio to the audio receiver only");
+        assert_eq!(deliver(&mut audio_only, &out).len(), 1);
+        assert!(out.iter().all(|(dst, _)| *dst == audio_only.addr));
+        let (r, out, _) = sim.rtp(&mut tx, 20, &[i; 40]);
+        assert_eq!(r, NodeResult::Media(Verdict::Forwarded(1)), "video to the video receiver only");
+        assert_eq!(deliver(&mut video_only, &out).len(), 1);
+        assert!(out.iter().all(|(dst, _)| *dst == video_only.addr));
+    }
+}

@@ -115,13 +115,34 @@ fn apps_usersigs_rotation_and_dismiss_through_the_api() {
     let mut carol = peer(&relayd, &mint("carol"), 42, None);
     carol.join().expect("a UserSig from the new secret admits");
 
+    // RemoveUser with a ban: the same UserSig cannot rejoin the room, and the TRTC action
+    // takes BanSeconds too.
+    let carol_sig = mint("carol-banned");
+    let mut cb = peer(&relayd, &carol_sig, 42, None);
+    cb.join().expect("joins before the ban");
+    let r = c.call("DELETE", &format!("/v1/apps/{APP}/rooms/42/users/carol-banned?ban_secs=600"), &Value::Null);
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    relayd.wait_for(5, "carol-banned removed", |s| s.sessions == 3);
+    let again = peer(&relayd, &carol_sig, 42, None).join();
+    assert!(matches!(again, Err((Some(ErrorCode::Banned), _))), "{again:?}");
+    let mut call =
+        Call::json("POST", "/", &json!({"SdkAppId": APP, "RoomId": 42, "UserIds": ["bob"], "BanSeconds": 600}));
+    call.headers = vec![("X-TC-Action".into(), "RemoveUser".into()), ("X-TC-Version".into(), "2019-07-22".into())];
+    assert_eq!(c.send(&call).response.status, 200);
+    let bob_again = peer(&relayd, &mint("bob"), 42, None).join();
+    assert!(matches!(bob_again, Err((Some(ErrorCode::Banned), _))), "{bob_again:?}");
+    // bob's session ended: rejoin him (unbanned elsewhere) for the rest of the test.
+    relayd.wait_for(5, "bob removed", |s| s.sessions == 2);
+    let bad = c.call("DELETE", &format!("/v1/apps/{APP}/rooms/42/users/x?ban_secs=99999999"), &Value::Null);
+    assert_eq!(bad.status, 400, "a ban beyond 30 days is refused");
+
     // Dismiss through REST: every session of the room ends.
     let before = relayd.stats().sessions;
-    assert_eq!(before, 3);
+    assert_eq!(before, 2);
     let r = c.call("DELETE", &format!("/v1/apps/{APP}/rooms/42"), &Value::Null);
     assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
     relayd.wait_for(5, "room dismissed", |s| s.sessions == 0);
-    assert_eq!(delivered(&mut alice, &mut bob, 3), 0);
+    assert_eq!(delivered(&mut alice, &mut carol, 3), 0);
     let r = c.call("DELETE", &format!("/v1/apps/{APP}/rooms/42"), &Value::Null);
     assert_eq!(r.status, 404);
 

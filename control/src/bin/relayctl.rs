@@ -204,6 +204,9 @@ enum RoomsCmd {
         room: String,
         /// The user id.
         user: String,
+        /// Also ban the user from the room for this many seconds (0 = no ban).
+        #[arg(long, default_value_t = 0)]
+        ban_secs: u64,
     },
     /// Dismiss a room: every member's session ends.
     Dismiss {
@@ -367,6 +370,9 @@ enum TrtcCmd {
         /// A user to remove (repeat for several).
         #[arg(long = "user-id", required = true)]
         user_ids: Vec<String>,
+        /// Also ban them from the room for this many seconds (edgerelay's `BanSeconds`).
+        #[arg(long, default_value_t = 0)]
+        ban_secs: u64,
         #[command(flatten)]
         common: TrtcCommon,
     },
@@ -381,6 +387,9 @@ enum TrtcCmd {
         /// A user to remove (repeat for several).
         #[arg(long = "user-id", required = true)]
         user_ids: Vec<String>,
+        /// Also ban them from the room for this many seconds (edgerelay's `BanSeconds`).
+        #[arg(long, default_value_t = 0)]
+        ban_secs: u64,
         #[command(flatten)]
         common: TrtcCommon,
     },
@@ -811,9 +820,14 @@ fn rooms(api: &mut Api, cmd: &RoomsCmd) -> Result<()> {
                 let _ = writeln!(out, "{} rooms", v.rooms.len());
             })
         }
-        RoomsCmd::RemoveUser { sdkappid, room, user } => {
-            let call = Call::new(Method::Delete, &["v1", "apps", &sdkappid.to_string(), "rooms", room, "users", user]);
-            api.done(&call, &format!("removed {user} from room {room} of app {sdkappid}"))
+        RoomsCmd::RemoveUser { sdkappid, room, user, ban_secs } => {
+            let mut call =
+                Call::new(Method::Delete, &["v1", "apps", &sdkappid.to_string(), "rooms", room, "users", user]);
+            if *ban_secs > 0 {
+                call = call.query("ban_secs", ban_secs);
+            }
+            let banned = if *ban_secs > 0 { format!(", banned for {ban_secs} s") } else { String::new() };
+            api.done(&call, &format!("removed {user} from room {room} of app {sdkappid}{banned}"))
         }
         RoomsCmd::Dismiss { sdkappid, room } => {
             let call = Call::new(Method::Delete, &["v1", "apps", &sdkappid.to_string(), "rooms", room]);
@@ -1044,17 +1058,23 @@ fn trtc(api: &mut Api, cmd: &TrtcCmd) -> Result<()> {
             body(&api::TDismissStrRoom { sdkappid: *sdkappid, room_id: room_id.clone() }),
             common,
         ),
-        TrtcCmd::RemoveUser { sdkappid, room_id, user_ids, common } => (
+        TrtcCmd::RemoveUser { sdkappid, room_id, user_ids, ban_secs, common } => (
             "RemoveUser",
-            body(&api::TRemoveUser { sdkappid: *sdkappid, room_id: *room_id, user_ids: user_ids.clone() }),
+            body(&api::TRemoveUser {
+                sdkappid: *sdkappid,
+                room_id: *room_id,
+                user_ids: user_ids.clone(),
+                ban_secs: *ban_secs,
+            }),
             common,
         ),
-        TrtcCmd::RemoveUserByStrRoomId { sdkappid, room_id, user_ids, common } => (
+        TrtcCmd::RemoveUserByStrRoomId { sdkappid, room_id, user_ids, ban_secs, common } => (
             "RemoveUserByStrRoomId",
             body(&api::TRemoveStrRoomUser {
                 sdkappid: *sdkappid,
                 room_id: room_id.clone(),
                 user_ids: user_ids.clone(),
+                ban_secs: *ban_secs,
             }),
             common,
         ),

@@ -140,6 +140,8 @@ fn schemas() -> Value {
             "privileges": int(0, MAX_PRIVILEGES)},
         "oneOf": [{"required": ["room_id"], "not": {"required": ["str_room_id"]}},
                   {"required": ["str_room_id"], "not": {"required": ["room_id"]}}]});
+    let ban_secs = json!({"type": "integer", "minimum": 0, "maximum": crate::api::MAX_BAN_SECS,
+        "description": "edgerelay: also ban the users from the room for this many seconds."});
     let user_ids = json!({"type": "array", "minItems": 1, "maxItems": MAX_USER_IDS, "items": text(1, MAX_USER_ID_LEN, ASCII_NO_SPACE)});
     let t_app = int(1, MAX_SDKAPPID);
     let t_num_room = int(1, MAX_NUM_ROOM);
@@ -213,9 +215,9 @@ fn schemas() -> Value {
         "TDismissRoom": object(&["SdkAppId", "RoomId"], json!({"SdkAppId": t_app, "RoomId": t_num_room})),
         "TDismissRoomByStrRoomId": object(&["SdkAppId", "RoomId"], json!({"SdkAppId": t_app, "RoomId": t_str_room})),
         "TRemoveUser": object(&["SdkAppId", "RoomId", "UserIds"],
-            json!({"SdkAppId": t_app, "RoomId": t_num_room, "UserIds": user_ids})),
+            json!({"SdkAppId": t_app, "RoomId": t_num_room, "UserIds": user_ids, "BanSeconds": ban_secs})),
         "TRemoveUserByStrRoomId": object(&["SdkAppId", "RoomId", "UserIds"],
-            json!({"SdkAppId": t_app, "RoomId": t_str_room, "UserIds": user_ids})),
+            json!({"SdkAppId": t_app, "RoomId": t_str_room, "UserIds": user_ids, "BanSeconds": ban_secs})),
         "TEnvelope": {"type": "object", "required": ["Response"], "additionalProperties": false, "properties": {
             "Response": {"type": "object", "required": ["RequestId"], "additionalProperties": false, "properties": {
                 "RequestId": {"type": "string"},
@@ -315,8 +317,11 @@ pub fn document() -> Value {
                 json!([app]), Some(body(r("MintUserSig"))), (200, ok("Tokens.", r("UserSig"))), &[403, 404, 409, 415])},
             "/v1/apps/{sdkappid}/rooms/{room}": {"delete": op("Dismiss a room: every member's session ends.", "dismissRoom",
                 json!([app, room]), None, (204, no_content()), &[403, 404, 503])},
-            "/v1/apps/{sdkappid}/rooms/{room}/users/{user}": {"delete": op("Remove a user from a room.", "removeUser",
-                json!([app, room, user]), None, (204, no_content()), &[403, 404, 503])},
+            "/v1/apps/{sdkappid}/rooms/{room}/users/{user}": {"delete": op(
+                "Remove a user from a room; with ban_secs, the user cannot rejoin it until then.", "removeUser",
+                json!([app, room, user, query_param("ban_secs", int(0, crate::api::MAX_BAN_SECS),
+                    "Ban the user from the room for this many seconds (0 = no ban).")]),
+                None, (204, no_content()), &[403, 404, 503])},
             "/v1/rooms": {"get": op("Live rooms and members, from relayd.", "listRooms", json!([
                     query_param("sdkappid", int(1, MAX_SDKAPPID), "Only this app's rooms."),
                     query_param("limit", int(1, relay::mgmt::ROOMS_MAX_LIMIT.into()), "At most this many rooms (default 1000).")]),
@@ -633,9 +638,10 @@ mod tests {
         request(&doc, "TDismissRoom", &api::TDismissRoom { sdkappid: 1, room_id: 2 }, errs);
         let str_room = api::TDismissStrRoom { sdkappid: 1, room_id: "lobby".into() };
         request(&doc, "TDismissRoomByStrRoomId", &str_room, errs);
-        let remove = api::TRemoveUser { sdkappid: 1, room_id: 2, user_ids: vec!["u".into()] };
+        let remove = api::TRemoveUser { sdkappid: 1, room_id: 2, user_ids: vec!["u".into()], ban_secs: 60 };
         request(&doc, "TRemoveUser", &remove, errs);
-        let remove = api::TRemoveStrRoomUser { sdkappid: 1, room_id: "lobby".into(), user_ids: vec!["u".into()] };
+        let remove =
+            api::TRemoveStrRoomUser { sdkappid: 1, room_id: "lobby".into(), user_ids: vec!["u".into()], ban_secs: 30 };
         request(&doc, "TRemoveUserByStrRoomId", &remove, errs);
         assert!(errs.is_empty(), "the OpenAPI document and control::api differ:\n{}", errs.join("\n"));
     }

@@ -487,10 +487,10 @@ async fn dismiss(st: &Server, sdkappid: u32, room: &RoomId) -> Result<u64, ApiEr
     Ok(removed(&r))
 }
 
-async fn remove(st: &Server, sdkappid: u32, room: &RoomId, user: &UserId) -> Result<u64, ApiError> {
+async fn remove(st: &Server, sdkappid: u32, room: &RoomId, user: &UserId, ban_secs: u64) -> Result<u64, ApiError> {
     app_exists(st, sdkappid)?;
     let req =
-        Mgmt::RemoveUser { sdkappid: u64::from(sdkappid), room: room.to_string(), user: user.to_string(), ban_secs: 0 };
+        Mgmt::RemoveUser { sdkappid: u64::from(sdkappid), room: room.to_string(), user: user.to_string(), ban_secs };
     Ok(removed(&st.link.call(req).await?))
 }
 
@@ -514,14 +514,17 @@ async fn dismiss_room(State(st): State<Arc<Server>>, Path((id, room)): Path<(Str
 async fn remove_user(
     State(st): State<Arc<Server>>,
     Path((id, room, user)): Path<(String, String, String)>,
+    RawQuery(q): RawQuery,
 ) -> ApiResult {
     let (sdkappid, room) = (path_sdkappid(&id)?, path_room(&room)?);
     let user = UserId::new(&user).map_err(|_| ApiError::invalid("user must be 1 to 32 printable ASCII characters"))?;
-    let n = remove(&st, sdkappid, &room, &user).await?;
-    if n == 0 {
+    let q = parse_query(q.as_deref(), &["ban_secs"])?;
+    let ban_secs = query_u64(&q, "ban_secs", 0, api::MAX_BAN_SECS, 0)?;
+    let n = remove(&st, sdkappid, &room, &user, ban_secs).await?;
+    if n == 0 && ban_secs == 0 {
         return Err(ApiError::not_found(format!("user {user} is not in room {room} of app {sdkappid}")));
     }
-    Ok(noted(StatusCode::NO_CONTENT, format!("remove_user {sdkappid} {room} {user}")))
+    Ok(noted(StatusCode::NO_CONTENT, format!("remove_user {sdkappid} {room} {user} ban_secs={ban_secs}")))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -757,16 +760,17 @@ async fn tencent_action(
             format!("{action} {app} {room} removed={n}")
         }
         "RemoveUser" | "RemoveUserByStrRoomId" => {
-            let (app, room, users) = if action == "RemoveUser" {
+            let (app, room, users, ban) = if action == "RemoveUser" {
                 let r: api::TRemoveUser = parse_body(&body)?;
-                (t_app(r.sdkappid)?, t_num_room(r.room_id)?, t_users(&r.user_ids)?)
+                (t_app(r.sdkappid)?, t_num_room(r.room_id)?, t_users(&r.user_ids)?, r.ban_secs)
             } else {
                 let r: api::TRemoveStrRoomUser = parse_body(&body)?;
-                (t_app(r.sdkappid)?, t_str_room(&r.room_id)?, t_users(&r.user_ids)?)
+                (t_app(r.sdkappid)?, t_str_room(&r.room_id)?, t_users(&r.user_ids)?, r.ban_secs)
             };
+            let ban = in_range("BanSeconds", ban, 0, api::MAX_BAN_SECS)?;
             let mut n = 0;
             for u in &users {
-                n += remove(&st, app, &room, u).await?;
+                n += remove(&st, app, &room, u, ban).await?;
             }
             format!("{action} {app} {room} users={} removed={n}", users.len())
         }
