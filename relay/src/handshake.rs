@@ -177,7 +177,8 @@ pub fn derive_secret(seed: &[u8; 32], counter: u64) -> [u8; 32] {
     h.finalize().into()
 }
 
-fn mac16(key: &[u8; 32], parts: &[&[u8]]) -> [u8; MAC_LEN] {
+/// HMAC-SHA256 over `parts` under `key`, truncated to [`MAC_LEN`].
+pub(crate) fn mac16(key: &[u8], parts: &[&[u8]]) -> [u8; MAC_LEN] {
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
     for p in parts {
         m.update(p);
@@ -188,7 +189,8 @@ fn mac16(key: &[u8; 32], parts: &[&[u8]]) -> [u8; MAC_LEN] {
     out
 }
 
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+/// Constant-time equality.
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     a.ct_eq(b).into()
 }

@@ -263,19 +263,7 @@ impl Initiator {
         payload: &[u8],
         out: &mut [u8],
     ) -> Result<(Self, usize), Error> {
-        let total = DH_LEN + payload.len() + TAG_LEN;
-        if out.len() < total {
-            return Err(Error::BufferTooSmall);
-        }
-        let mut sym = Symmetric::new(prologue, responder_static);
-        let e = StaticSecret::from(e);
-        let e_pub = PublicKey::from(&e).to_bytes();
-        out[..DH_LEN].copy_from_slice(&e_pub);
-        sym.mix_hash(&e_pub);
-        sym.mix_key(&dh(&e, responder_static)?);
-        out[DH_LEN..DH_LEN + payload.len()].copy_from_slice(payload);
-        let n = sym.encrypt_and_hash(&mut out[DH_LEN..total], payload.len())?;
-        Ok((Self { sym, e }, DH_LEN + n))
+        Self::write_first_shared(prologue, &SharedEphemeral::new(e, responder_static)?, payload, out)
     }
 
     /// The handshake hash after the first message (unique per join; the relay's replay

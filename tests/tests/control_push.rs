@@ -9,27 +9,16 @@ use std::time::{Duration, Instant};
 
 use edgerelay_tests::control::{Call, ControlDaemon};
 use edgerelay_tests::{two_app_config, unix_now, Peer, Relayd};
-use relay::client::ClientConfig;
-use relay::ids::{RoomId, Ssrc};
-use relay::proto::{DeclaredSsrc, ErrorCode, StreamKind};
-use relay::srtp::Profile;
+use relay::ids::RoomId;
+use relay::proto::ErrorCode;
 use serde_json::{json, Value};
 
 const APP: u32 = 1_400_000_500;
 
 fn peer(relayd: &Relayd, usersig: &str, room: u32, ssrc: Option<u32>) -> Peer {
-    let cfg = ClientConfig {
-        sdkappid: APP,
-        room: RoomId::num(room.into()).unwrap(),
-        usersig: usersig.to_owned(),
-        private_map_key: None,
-        profile: Profile::AesCm128HmacSha1_80,
-        ssrcs: ssrc
-            .map(|s| DeclaredSsrc { ssrc: Ssrc::new(s).unwrap(), kind: StreamKind::Video })
-            .into_iter()
-            .collect(),
-        relay_key: Some(relayd.key),
-    };
+    // A config for this relay, with the API-minted UserSig instead of a local one.
+    let mut cfg = relayd.client_config(APP, "unused-secret-unused", "unused", RoomId::num(room.into()).unwrap(), ssrc);
+    cfg.usersig = usersig.to_owned();
     Peer::with_config(relayd.addr, cfg)
 }
 

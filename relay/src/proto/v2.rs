@@ -32,7 +32,6 @@
 //! bytes against a join of at least [`MIN_JOIN_LEN`].
 #![forbid(unsafe_code)]
 
-use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use super::{
@@ -135,17 +134,11 @@ pub fn cookie_key(relay: &RelayKey) -> [u8; 32] {
 }
 
 fn mac16(key: &[u8], data: &[u8]) -> [u8; MAC_LEN] {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
-    m.update(data);
-    let full = m.finalize().into_bytes();
-    let mut out = [0u8; MAC_LEN];
-    out.copy_from_slice(&full[..MAC_LEN]);
-    out
+    crate::handshake::mac16(key, &[data])
 }
 
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    use subtle::ConstantTimeEq;
-    a.ct_eq(b).into()
+    crate::handshake::ct_eq(a, b)
 }
 
 /// A v2 join datagram's framing, checked for length and header only (no crypto).
@@ -204,22 +197,7 @@ pub fn write_join(
     cookie: Option<&[u8; COOKIE_LEN]>,
     out: &mut [u8],
 ) -> Result<(Initiator, usize), Error> {
-    let mut plain = [0u8; MAX_LEN];
-    let n = payload.write(&mut plain)?;
-    let total = JOIN_OVERHEAD + n;
-    if total > MAX_LEN {
-        return Err(Error::TooLong);
-    }
-    if out.len() < total {
-        return Err(Error::BufferTooSmall);
-    }
-    out[..HEADER_LEN].copy_from_slice(&[VERSION_2, MsgType::Join as u8, 0, 0]);
-    out[2..4].copy_from_slice(&((total - HEADER_LEN) as u16).to_be_bytes());
-    let (init, m) =
-        Initiator::write_first(PROLOGUE, relay.bytes(), e, &plain[..n], &mut out[HEADER_LEN..total - 2 * MAC_LEN])?;
-    debug_assert_eq!(HEADER_LEN + m, total - 2 * MAC_LEN);
-    set_macs(relay, cookie, &mut out[..total]);
-    Ok((init, total))
+    write_join_shared(relay, &SharedEphemeral::new(e, relay.bytes())?, payload, cookie, out)
 }
 
 /// [`write_join`] with a [`SharedEphemeral`] (load generators only: see its docs).
@@ -241,8 +219,9 @@ pub fn write_join_shared(
     }
     out[..HEADER_LEN].copy_from_slice(&[VERSION_2, MsgType::Join as u8, 0, 0]);
     out[2..4].copy_from_slice(&((total - HEADER_LEN) as u16).to_be_bytes());
-    let (init, _) =
+    let (init, m) =
         Initiator::write_first_shared(PROLOGUE, shared, &plain[..n], &mut out[HEADER_LEN..total - 2 * MAC_LEN])?;
+    debug_assert_eq!(HEADER_LEN + m, total - 2 * MAC_LEN);
     set_macs(relay, cookie, &mut out[..total]);
     Ok((init, total))
 }
