@@ -195,7 +195,8 @@ pub struct SentMessage {
 struct Messaging {
     keys: MessageKeys,
     tx_counter: u64,
-    rx_counter: u64,
+    /// Counters accepted from the relay.
+    rx: ReplayWindow,
     out_seq: [u32; 4],
     pending: Retransmits,
     /// The relay's reliable, unordered numbers seen.
@@ -212,7 +213,7 @@ impl Messaging {
         Self {
             keys,
             tx_counter: 0,
-            rx_counter: 0,
+            rx: ReplayWindow::new(),
             out_seq: [0; 4],
             pending: Retransmits::default(),
             seen: ReplayWindow::new(),
@@ -545,7 +546,7 @@ impl Client {
             return Event::Ignored;
         }
         let mut plain = [0u8; proto::MAX_LEN];
-        if f.counter() <= m.rx_counter {
+        if m.rx.check(f.counter()).is_err() {
             m.stats.rejected += 1;
             return Event::Ignored;
         }
@@ -553,7 +554,7 @@ impl Client {
             m.stats.rejected += 1;
             return Event::Ignored;
         };
-        m.rx_counter = f.counter();
+        m.rx.update(f.counter());
         if f.ty() == MsgType::MessageAck {
             let Ok(a) = Ack::parse(body) else { return Event::Ignored };
             if !m.pending.ack(a.flags, a.seq) {

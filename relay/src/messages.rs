@@ -23,8 +23,11 @@
 //! receiver and stream from 1, so a receiver's ordered streams have no gaps but the relay's
 //! give-ups, whoever sent.
 //!
-//! Replay: counters strictly increase per session and direction ([`crate::proto::msg`]), so
-//! a replayed datagram is dropped before decryption. Retransmissions carry fresh counters,
+//! Replay: senders use each counter once per session and direction, counting up
+//! ([`crate::proto::msg`]); receivers keep the SRTP replay window ([`ReplayWindow`], 128
+//! counters wide) over them, checked before decryption and updated after it, so a
+//! replayed datagram is dropped unread while datagrams the network reordered still count
+//! (an ordered stream is reordered by number anyway). Retransmissions carry fresh counters,
 //! so a message seen twice is recognised by its stream and number: ordered streams by
 //! [`Reorder`], the reliable unordered stream by a [`ReplayWindow`] over the numbers. A
 //! duplicate of a reliable message is acknowledged again (its ack was lost) and not
@@ -75,7 +78,8 @@ pub enum Count {
     Duplicates,
     /// Over the sender's budget: dropped, not acknowledged.
     RateLimited,
-    /// A counter not above the last one accepted for the session: dropped unread.
+    /// A counter already accepted for the session, or behind its replay window: dropped
+    /// unread.
     Replayed,
     /// Did not decrypt under the session's message key (or the session has none: v1).
     BadAuth,

@@ -16,10 +16,11 @@
 //! ```
 //!
 //! `session` names the session whose keys seal the frame: the sender's on the way in, the
-//! receiver's on the way out. `counter` strictly increases per session and direction;
+//! receiver's on the way out. The sender counts `counter` up per session and direction;
 //! messages and acks share it (one key, one nonce space), so no (key, nonce) pair is ever
-//! used twice and a replayed datagram is refused before any decryption. A retransmission
-//! is sealed again under a fresh counter: it is a new datagram carrying the same message.
+//! used twice, and the receiver's replay window over it refuses a replayed datagram before
+//! any decryption. A retransmission is sealed again under a fresh counter: it is a new
+//! datagram carrying the same message.
 //!
 //! `seq` numbers a sender's messages per stream: each of the four flag combinations is a
 //! stream of its own, counted from 1. The relay delivers each receiver its own numbering

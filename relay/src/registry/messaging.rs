@@ -34,8 +34,8 @@ pub(super) struct Stored {
 /// A session's message state, on both of its roles: sender (what it sent the relay) and
 /// receiver (what the relay sends it).
 pub(super) struct MessageState {
-    /// The highest counter accepted from the client (messages and acks share it).
-    rx_counter: u64,
+    /// Counters accepted from the client (messages and acks share them).
+    rx: ReplayWindow,
     /// The last counter used toward the client.
     tx_counter: u64,
     limit: Limit,
@@ -52,7 +52,7 @@ pub(super) struct MessageState {
 impl MessageState {
     pub(super) fn new(now_ms: u64) -> Self {
         Self {
-            rx_counter: 0,
+            rx: ReplayWindow::new(),
             tx_counter: 0,
             limit: Limit::new(now_ms),
             seen: ReplayWindow::new(),
@@ -159,11 +159,11 @@ impl Registry {
             return Err(Count::WrongSource);
         }
         let key = e.secrets.msg.as_ref().ok_or(Count::BadAuth)?;
-        if f.counter() <= e.msgs.rx_counter {
+        if e.msgs.rx.check(f.counter()).is_err() {
             return Err(Count::Replayed);
         }
         let body = f.open(&key.c2r, plain).map_err(|_| Count::BadAuth)?;
-        e.msgs.rx_counter = f.counter();
+        e.msgs.rx.update(f.counter());
         e.last_ctrl_ms = now.mono_ms;
         Ok((id, f.ty(), body))
     }
