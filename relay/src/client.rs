@@ -51,9 +51,9 @@ pub enum Error {
     /// Too many SSRCs declared.
     #[error("at most {MAX_SSRCS} SSRCs may be declared")]
     TooManySsrcs,
-    /// The session cannot carry in-room messages (a v1 join).
-    #[error("in-room messages need a v2 session")]
-    NoMessageKeys,
+    /// In-room messages and holds need a v2 session; this one joined with v1.
+    #[error("in-room messages and holds need a v2 session")]
+    NeedsV2,
     /// [`MAX_PENDING`] reliable messages are unacknowledged already.
     #[error("{MAX_PENDING} reliable messages await acks; wait for some")]
     TooManyPending,
@@ -625,7 +625,7 @@ impl Client {
     ) -> Result<SentMessage, Error> {
         self.now_ms = self.now_ms.max(now_ms);
         let j = self.joined.as_mut().ok_or(Error::NotJoined)?;
-        let m = j.msgs.as_mut().ok_or(Error::NoMessageKeys)?;
+        let m = j.msgs.as_mut().ok_or(Error::NeedsV2)?;
         let flags = Flags::new(reliable, ordered);
         if reliable && m.pending.is_full() {
             return Err(Error::TooManyPending);
@@ -712,6 +712,16 @@ impl Client {
     /// Writes an authenticated keepalive.
     pub fn keepalive(&mut self, out: &mut [u8]) -> Result<usize, Error> {
         self.ticket(MsgType::Keepalive, out)
+    }
+
+    /// Writes an authenticated hold (v2): a keepalive that may come from another address
+    /// than the session's, answered with a keepalive-ack there; the session stays where it
+    /// is.
+    pub fn hold(&mut self, out: &mut [u8]) -> Result<usize, Error> {
+        if self.joined.as_ref().is_some_and(|j| j.secrets.version != proto::VERSION_2) {
+            return Err(Error::NeedsV2);
+        }
+        self.ticket(MsgType::Hold, out)
     }
 
     /// Writes an authenticated leave and forgets the session.

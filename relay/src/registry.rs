@@ -417,7 +417,7 @@ impl Registry {
                 return (self.message(now, src, datagram, outbox), None)
             }
             (_, MsgType::Join) => self.join(now, src, datagram, reply, updates),
-            (_, MsgType::Keepalive | MsgType::Leave) => self.ticket(now, src, datagram, reply, updates),
+            (_, MsgType::Keepalive | MsgType::Leave | MsgType::Hold) => self.ticket(now, src, datagram, reply, updates),
             _ => (Outcome::Ignored, None),
         };
         (outcome, n.filter(|_| self.limiter.allow(src, now.mono_ms)))
@@ -886,7 +886,9 @@ impl Registry {
             self.remove(id, updates);
             return (Outcome::Left(id), None);
         }
-        if e.secrets.version == proto::VERSION_2 && src != e.info.addr {
+        // A hold keeps the session alive from wherever its key holder is (`relay-client
+        // attach` beside an external tool that owns the session's address).
+        if e.secrets.version == proto::VERSION_2 && src != e.info.addr && t.ty != MsgType::Hold {
             // A NAT rebinding (or a copy of the keepalive sent from elsewhere): the session
             // stays where it is, and the client, which proves it holds the session's key
             // by the MAC, is told to join again from its new address.

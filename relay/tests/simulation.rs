@@ -1494,3 +1494,47 @@ fn copies_never_acknowledged_are_given_up_after_ten_tries_and_pending_is_bounded
     let s = c.client.message_stats();
     assert_eq!((s.sent, s.retransmitted, s.given_up, c.client.pending_messages()), (1, 9, 1, 0));
 }
+
+#[test]
+fn a_hold_from_another_address_keeps_the_session_alive_where_it_is() {
+    let cfg = config("");
+    let mut sim = Sim::new(&cfg, 47);
+    let p = Profile::AesCm128HmacSha1_80;
+    let mut a = sim.fake(1, "a", RoomId::Num(1), &[(9, StreamKind::Video)], p);
+    let mut b = sim.fake(2, "b", RoomId::Num(1), &[], p);
+    sim.join(&mut a).unwrap();
+    sim.join(&mut b).unwrap();
+    // `relay-client attach`: holds from another port while a tool owns a's address.
+    let sidecar: SocketAddr = "198.18.0.1:9999".parse().unwrap();
+    let mut buf = [0u8; 64];
+    for _ in 0..8 {
+        sim.advance(5_000);
+        let n = a.client.hold(&mut buf).unwrap();
+        let (r, out) = sim.send(sidecar, &buf[..n]);
+        assert!(matches!(r, NodeResult::Control(Outcome::KeptAlive(_))), "{r:?}");
+        assert_eq!(out[0].0, sidecar, "answered where the hold came from");
+        let mut ack = out[0].1.clone();
+        assert_eq!(a.client.handle(&mut ack), Event::KeepaliveAck);
+        let n = b.client.keepalive(&mut buf).unwrap();
+        sim.send(b.addr, &buf[..n]);
+        assert_eq!(sim.node.expire(sim.now), 0);
+    }
+    // 40 s on, past the 30 s timeout: a's session lives, still at a's address.
+    let (r, out, _) = sim.rtp(&mut a, 9, b"media from the tool");
+    assert_eq!(r, NodeResult::Media(Verdict::Forwarded(1)));
+    assert_eq!(deliver(&mut b, &out).len(), 1);
+    // A keepalive (not a hold) from the sidecar is told the address changed, as before.
+    let n = a.client.keepalive(&mut buf).unwrap();
+    let (r, _) = sim.send(sidecar, &buf[..n]);
+    assert!(matches!(r, NodeResult::Control(Outcome::AddressChanged(_))));
+    // A replayed hold is ignored; after the holds stop, the session expires.
+    let n = a.client.hold(&mut buf).unwrap();
+    let hold = buf[..n].to_vec();
+    sim.send(sidecar, &hold);
+    assert_eq!(sim.send(sidecar, &hold).0, NodeResult::Control(Outcome::Ignored));
+    sim.advance(31_000);
+    let n = b.client.keepalive(&mut buf).unwrap();
+    sim.send(b.addr, &buf[..n]);
+    assert_eq!(sim.node.expire(sim.now), 1);
+    assert_eq!(sim.node.registry.session_count(), 1);
+}

@@ -106,6 +106,11 @@ pub enum MsgType {
     Message = 9,
     /// Either way (v2, encrypted): a reliable message arrived ([`msg`]).
     MessageAck = 10,
+    /// Client → relay (v2, authenticated): keep the session alive from another address than
+    /// its media's, e.g. `relay-client attach` while an external SRTP tool owns the
+    /// session's address. Answered with a keepalive-ack to the sender; the session does not
+    /// move.
+    Hold = 11,
 }
 
 impl MsgType {
@@ -121,6 +126,7 @@ impl MsgType {
             8 => Self::AddressChanged,
             9 => Self::Message,
             10 => Self::MessageAck,
+            11 => Self::Hold,
             _ => return None,
         })
     }
@@ -671,7 +677,7 @@ impl<'a> JoinError<'a> {
     }
 }
 
-/// A keepalive, keepalive-ack, leave or (v2) address-changed: names a session and carries
+/// A keepalive, keepalive-ack, leave or (v2) address-changed or hold: names a session and carries
 /// a counter and a MAC under the session's control key. The version byte is the session's
 /// protocol version and is covered by the MAC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -694,7 +700,7 @@ impl Ticket {
         let (version, ty, body) = parse_any_header(datagram)?;
         let allowed = match ty {
             MsgType::Keepalive | MsgType::KeepaliveAck | MsgType::Leave => true,
-            MsgType::AddressChanged => version == VERSION_2,
+            MsgType::AddressChanged | MsgType::Hold => version == VERSION_2,
             _ => false,
         };
         if !allowed {
