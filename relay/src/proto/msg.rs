@@ -68,7 +68,7 @@ impl Flags {
 
     /// The flags for these options.
     pub const fn new(reliable: bool, ordered: bool) -> Self {
-        Self((reliable as u8) * Self::RELIABLE | (ordered as u8) * Self::ORDERED)
+        Self(((reliable as u8) * Self::RELIABLE) | ((ordered as u8) * Self::ORDERED))
     }
     /// Checked: only bits 0 and 1 may be set.
     pub fn from_bits(b: u8) -> Result<Self, Error> {
