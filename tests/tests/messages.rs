@@ -86,12 +86,29 @@ fn a_message_reaches_the_other_members_of_its_room_and_no_one_else(net: &Net) {
         got.iter().map(|m| String::from_utf8_lossy(&m.data).into_owned()).collect::<Vec<_>>(),
         ["0", "1", "2", "3", "4"]
     );
+    // bob's ack of a reliable copy is lost: relayd's control thread sends the copy again
+    // (200 ms later) until bob acknowledges, and bob does not deliver it twice.
+    assert_eq!(receive(&mut b, Duration::from_millis(100)).1, 5, "bob's five were acknowledged");
+    send(&mut a, 4, "again", true, false);
+    let mut buf = [0u8; 2048];
+    b.sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let n = b.sock.recv(&mut buf).expect("the first copy");
+    assert_eq!(b.client.handle_at(now_ms(), &mut buf[..n]), Event::Messages { ready: 1 });
+    assert_eq!(b.client.next_message().unwrap().data, b"again");
+    while b.client.poll_transmit(&mut buf).is_some() {} // the ack, dropped
+    let (got, _) = receive(&mut b, QUIET);
+    assert!(got.is_empty(), "the retransmission is acknowledged, not delivered again: {got:?}");
+    assert_eq!(b.client.message_stats().duplicates, 1);
+    assert_eq!(receive(&mut a, Duration::from_millis(100)).1, 1, "alice's message was acknowledged");
     for p in [&mut other_room, &mut other_app] {
         assert!(receive(p, Duration::from_millis(100)).0.is_empty(), "nothing crosses rooms or apps");
     }
-    let s = relayd.wait_for(3, "bob's acks reached the relay", |s| s.messages.get("acks_received") == Some(&7));
+    let s = relayd.wait_for(3, "the acks reached the relay", |s| s.messages.get("acks_received") == Some(&8));
     let m = |k: &str| s.messages.get(k).copied().unwrap_or(0);
-    assert_eq!((m("received"), m("delivered"), m("acks_sent")), (9, 9, 7), "{:?}", s.messages);
+    // Senders that read their acks late retransmitted: each duplicate is acked again.
+    assert_eq!((m("received"), m("delivered")), (10, 10), "{:?}", s.messages);
+    assert_eq!(m("acks_sent"), 8 + m("duplicates"), "{:?}", s.messages);
+    assert!(m("retransmitted") >= 1, "{:?}", s.messages);
     assert_eq!((m("bad_auth"), m("replayed"), m("given_up")), (0, 0, 0));
 }
 
