@@ -142,6 +142,16 @@ pub fn render(latest: Option<&Latest>, counters: &ControlCounters) -> String {
         for (result, v) in &s.joins {
             f.sample(&[("result", result)], v);
         }
+        if !s.messages.is_empty() {
+            let mut f = w.family(
+                "edgerelay_messages_total",
+                Kind::Counter,
+                "In-room messages by event (received, delivered, acks, duplicates, drops by reason, given up).",
+            );
+            for (event, v) in &s.messages {
+                f.sample(&[("event", event)], v);
+            }
+        }
         w.family("edgerelay_sessions", Kind::Gauge, "Live sessions.").sample(&[], s.sessions);
         w.family("edgerelay_rooms", Kind::Gauge, "Live rooms.").sample(&[], s.rooms);
         let mut f = w.family(
@@ -337,6 +347,8 @@ mod tests {
         s.xdp.insert("rate_limited".into(), 5);
         s.joins.insert("ok".into(), 2);
         s.joins.insert("bad \"sig\"\\\nx".into(), 1);
+        s.messages.insert("delivered".into(), 6);
+        s.messages.insert("given_up".into(), 1);
         s
     }
 
@@ -365,6 +377,8 @@ mod tests {
         assert_eq!(value(r#"edgerelay_xdp_packets_total{verdict="pass_not_ours"}"#), "9");
         assert_eq!(value(r#"edgerelay_xdp_bytes_total{verdict="redirect_media"}"#), "700");
         assert_eq!(value(r#"edgerelay_joins_total{result="bad \"sig\"\\\nx"}"#), "1");
+        assert_eq!(value(r#"edgerelay_messages_total{event="delivered"}"#), "6");
+        assert_eq!(value(r#"edgerelay_messages_total{event="given_up"}"#), "1");
         assert_eq!(value(r#"edgerelay_worker_lag_seconds{worker="0"}"#), "0.003");
         assert_eq!(value(r#"edgerelay_worker_lag_seconds{worker="1"}"#), "1.25");
         assert_eq!(value(r#"edgerelay_alerts_firing{rule="flood"}"#), "1");

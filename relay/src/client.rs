@@ -9,17 +9,35 @@
 //! Used by `relay-client`, the benchmarks and the tests. The client keeps per-SSRC send
 //! state (ROC) and per-SSRC receive state (replay windows) for the streams the relay
 //! forwards to it. The client side may allocate: it is not the relay's per-packet path.
+//!
+//! In-room messages (v2 sessions, [`crate::messages`] has the rules): [`Client::send_message`]
+//! seals one; an incoming one yields [`Event::Messages`] and waits in a bounded queue for
+//! [`Client::next_message`]. Reliable messages in both directions need acks and
+//! retransmissions, so the client queues datagrams of its own: call
+//! [`Client::poll_timeouts`] at [`Client::next_timeout`] and send whatever
+//! [`Client::poll_transmit`] returns after each call into the client. Ordered messages
+//! reach the application in the relay's order, held (bounded) until a gap fills or times
+//! out.
 #![forbid(unsafe_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
-use crate::handshake::{KeyPair, SessionSecrets};
+use crate::handshake::{KeyPair, MessageKeys, SessionSecrets};
 use crate::identity::RelayKey;
 use crate::ids::RoomId;
+use crate::messages::{first_sight, Due, Pushed, Reorder, Retransmits, MAX_PENDING};
 use crate::noise::Initiator;
+use crate::proto::msg::{self, Ack, Flags, Frame, Message, ACK_LEN, MAX_BODY_LEN, MAX_FRAME_LEN};
 use crate::proto::v2::{self, AnswerPayload, COOKIE_LEN};
 use crate::proto::{self, DeclaredSsrc, ErrorCode, Join, JoinError, JoinOk, MsgType, Ticket, MAC_LEN, MAX_SSRCS};
-use crate::srtp::{self, Profile, RtcpPacket, RtcpReceiver, RtpPacket, RtpReceiver, RtpSender, SessionKeys};
+use crate::srtp::{
+    self, Profile, ReplayWindow, RtcpPacket, RtcpReceiver, RtpPacket, RtpReceiver, RtpSender, SessionKeys,
+};
+
+/// Received messages the client keeps for [`Client::next_message`]; more are dropped.
+pub const MAX_READY: usize = 1024;
+/// Datagrams the client keeps for [`Client::poll_transmit`]; more are dropped.
+pub const MAX_TRANSMIT: usize = 256;
 
 /// Errors of the client API.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +51,12 @@ pub enum Error {
     /// Too many SSRCs declared.
     #[error("at most {MAX_SSRCS} SSRCs may be declared")]
     TooManySsrcs,
+    /// In-room messages and holds need a v2 session; this one joined with v1.
+    #[error("in-room messages and holds need a v2 session")]
+    NeedsV2,
+    /// [`MAX_PENDING`] reliable messages are unacknowledged already.
+    #[error("{MAX_PENDING} reliable messages await acks; wait for some")]
+    TooManyPending,
     /// Encoding the join failed.
     #[error(transparent)]
     Proto(#[from] proto::Error),
@@ -100,8 +124,135 @@ pub enum Event {
     },
     /// Media that failed SRTP checks.
     MediaError(srtp::Error),
+    /// In-room messages are ready for [`Client::next_message`] (`ready` in all; 0 for a
+    /// duplicate or a message held for order). An ack may wait in
+    /// [`Client::poll_transmit`].
+    Messages {
+        /// Messages waiting.
+        ready: usize,
+    },
+    /// The relay acknowledged our reliable message `seq` (of the stream `reliable`,
+    /// `ordered` says): it stops being retransmitted.
+    MessageAcked {
+        /// The number [`Client::send_message`] returned.
+        seq: u32,
+        /// Its stream was ordered.
+        ordered: bool,
+    },
     /// Anything else (bad join-ok confirmation, wrong session, junk).
     Ignored,
+}
+
+/// An in-room message from another member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    /// The sender's user id, as the relay vouches for it.
+    pub from_user: String,
+    /// The command id, 1–10.
+    pub cmd: u8,
+    /// The data.
+    pub data: Vec<u8>,
+    /// Its number in this client's stream of that kind (the relay numbers per receiver).
+    pub seq: u32,
+    /// Sent reliable.
+    pub reliable: bool,
+    /// Sent ordered.
+    pub ordered: bool,
+}
+
+/// What a client did with in-room messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MessageStats {
+    /// Messages sent (first transmissions).
+    pub sent: u64,
+    /// Retransmissions of our reliable messages.
+    pub retransmitted: u64,
+    /// Our reliable messages the relay acknowledged.
+    pub acked: u64,
+    /// Our reliable messages given up after [`crate::messages::MAX_TRIES`].
+    pub given_up: u64,
+    /// Messages received and queued for the application.
+    pub received: u64,
+    /// Reliable messages received again (re-acknowledged, not queued again).
+    pub duplicates: u64,
+    /// Ordered, unreliable messages older than one delivered: dropped.
+    pub late: u64,
+    /// Numbers skipped in an ordered stream after a gap timed out.
+    pub gaps_skipped: u64,
+    /// Message datagrams refused: replayed counter, bad tag, malformed, or a queue full.
+    pub rejected: u64,
+}
+
+/// Message number a [`Client::send_message`] datagram carries, and its length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SentMessage {
+    /// Its number in its stream (an [`Event::MessageAcked`] names it).
+    pub seq: u32,
+    /// The datagram's length.
+    pub len: usize,
+}
+
+struct Messaging {
+    keys: MessageKeys,
+    tx_counter: u64,
+    /// Counters accepted from the relay.
+    rx: ReplayWindow,
+    out_seq: [u32; 4],
+    pending: Retransmits,
+    /// The relay's reliable, unordered numbers seen.
+    seen: ReplayWindow,
+    /// Ordered streams from the relay: unreliable, then reliable.
+    ordered: [Reorder<ReceivedMessage>; 2],
+    ready: VecDeque<ReceivedMessage>,
+    transmit: VecDeque<Vec<u8>>,
+    stats: MessageStats,
+}
+
+impl Messaging {
+    fn new(keys: MessageKeys) -> Self {
+        Self {
+            keys,
+            tx_counter: 0,
+            rx: ReplayWindow::new(),
+            out_seq: [0; 4],
+            pending: Retransmits::default(),
+            seen: ReplayWindow::new(),
+            ordered: Default::default(),
+            ready: VecDeque::new(),
+            transmit: VecDeque::new(),
+            stats: MessageStats::default(),
+        }
+    }
+
+    /// Seals `body` as the next datagram toward the relay.
+    fn seal(&mut self, ty: MsgType, session: u64, body: &[u8], out: &mut [u8]) -> Result<usize, proto::Error> {
+        self.tx_counter += 1;
+        msg::seal(ty, session, self.tx_counter, &self.keys.c2r, body, out)
+    }
+
+    fn queue(&mut self, datagram: Vec<u8>) {
+        if self.transmit.len() < MAX_TRANSMIT {
+            self.transmit.push_back(datagram);
+        } else {
+            self.stats.rejected += 1;
+        }
+    }
+
+    fn ack(&mut self, session: u64, flags: Flags, seq: u32) {
+        let mut out = [0u8; ACK_LEN];
+        if let Ok(n) = self.seal(MsgType::MessageAck, session, &Ack { flags, seq }.to_bytes(), &mut out) {
+            self.queue(out[..n].to_vec());
+        }
+    }
+
+    fn deliver(&mut self, m: ReceivedMessage) {
+        if self.ready.len() < MAX_READY {
+            self.stats.received += 1;
+            self.ready.push_back(m);
+        } else {
+            self.stats.rejected += 1;
+        }
+    }
 }
 
 struct Joined {
@@ -114,6 +265,7 @@ struct Joined {
     counter: u64,
     keepalive_secs: u16,
     timeout_secs: u16,
+    msgs: Option<Messaging>,
 }
 
 /// A client session.
@@ -126,6 +278,8 @@ pub struct Client {
     initiator: Option<(Initiator, [u8; MAC_LEN])>,
     cookie: Option<[u8; COOKIE_LEN]>,
     attempts: u64,
+    /// The last `now_ms` the caller gave ([`Client::handle`] uses it).
+    now_ms: u64,
 }
 
 impl Client {
@@ -139,7 +293,7 @@ impl Client {
         if cfg.ssrcs.len() > MAX_SSRCS {
             return Err(Error::TooManySsrcs);
         }
-        Ok(Self { cfg, key, join: Vec::new(), joined: None, initiator: None, cookie: None, attempts: 0 })
+        Ok(Self { cfg, key, join: Vec::new(), joined: None, initiator: None, cookie: None, attempts: 0, now_ms: 0 })
     }
 
     /// The config.
@@ -208,7 +362,16 @@ impl Client {
         self.joined.as_ref().map(|j| (j.keepalive_secs, j.timeout_secs))
     }
 
-    /// Handles a datagram from the relay; media is decrypted in place.
+    /// Handles a datagram from the relay at `now_ms` (monotonic milliseconds, the clock of
+    /// [`poll_timeouts`](Self::poll_timeouts)); media is decrypted in place.
+    pub fn handle_at(&mut self, now_ms: u64, buf: &mut [u8]) -> Event {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.handle(buf)
+    }
+
+    /// Handles a datagram from the relay; media is decrypted in place. Messages held for
+    /// order are stamped with the last time given to [`handle_at`](Self::handle_at),
+    /// [`poll_timeouts`](Self::poll_timeouts) or [`send_message`](Self::send_message).
     pub fn handle(&mut self, buf: &mut [u8]) -> Event {
         match proto::demux(buf) {
             proto::Demux::Control => self.handle_control(buf),
@@ -305,6 +468,7 @@ impl Client {
                     Event::KeepaliveAck
                 }
             }
+            MsgType::Message | MsgType::MessageAck => self.handle_message(buf),
             // A v1-format refusal of a ticket (unknown session) is sent for v2 sessions too.
             _ => Event::Ignored,
         }
@@ -312,7 +476,9 @@ impl Client {
 
     fn install(&mut self, session: u64, secrets: SessionSecrets, keepalive_secs: u16, timeout_secs: u16) {
         let senders = self.cfg.ssrcs.iter().map(|d| (d.ssrc.get(), (RtpSender::new(), 0))).collect();
+        let msgs = secrets.msg.clone().map(Messaging::new);
         self.joined = Some(Joined {
+            msgs,
             session,
             up: secrets.c2r.session_keys(),
             down: secrets.r2c.session_keys(),
@@ -371,6 +537,172 @@ impl Client {
         Ok(n)
     }
 
+    fn handle_message(&mut self, buf: &[u8]) -> Event {
+        let now_ms = self.now_ms;
+        let Some(j) = self.joined.as_mut() else { return Event::Ignored };
+        let (session, Some(m)) = (j.session, j.msgs.as_mut()) else { return Event::Ignored };
+        let Ok(f) = Frame::new_checked(buf) else { return Event::Ignored };
+        if f.session() != session {
+            return Event::Ignored;
+        }
+        let mut plain = [0u8; proto::MAX_LEN];
+        if m.rx.check(f.counter()).is_err() {
+            m.stats.rejected += 1;
+            return Event::Ignored;
+        }
+        let Ok(body) = f.open(&m.keys.r2c, &mut plain) else {
+            m.stats.rejected += 1;
+            return Event::Ignored;
+        };
+        m.rx.update(f.counter());
+        if f.ty() == MsgType::MessageAck {
+            let Ok(a) = Ack::parse(body) else { return Event::Ignored };
+            if !m.pending.ack(a.flags, a.seq) {
+                return Event::Ignored;
+            }
+            m.stats.acked += 1;
+            return Event::MessageAcked { seq: a.seq, ordered: a.flags.ordered() };
+        }
+        let Ok(msg) = Message::parse(body) else {
+            m.stats.rejected += 1;
+            return Event::Ignored;
+        };
+        let Some(from) = msg.from else {
+            m.stats.rejected += 1;
+            return Event::Ignored;
+        };
+        let flags = msg.flags;
+        let rm = ReceivedMessage {
+            from_user: from.to_owned(),
+            cmd: msg.cmd,
+            data: msg.data.to_vec(),
+            seq: msg.seq,
+            reliable: flags.reliable(),
+            ordered: flags.ordered(),
+        };
+        match (flags.reliable(), flags.ordered()) {
+            (false, false) => m.deliver(rm),
+            (true, false) => {
+                m.ack(session, flags, msg.seq);
+                if first_sight(&mut m.seen, msg.seq) {
+                    m.deliver(rm);
+                } else {
+                    m.stats.duplicates += 1;
+                }
+            }
+            (reliable, true) => {
+                let mut ready = Vec::new();
+                match m.ordered[usize::from(reliable)].push(msg.seq, rm, reliable, now_ms, |x| ready.push(x)) {
+                    Pushed::Ready | Pushed::Held if reliable => m.ack(session, flags, msg.seq),
+                    Pushed::Stale if reliable => {
+                        m.stats.duplicates += 1;
+                        m.ack(session, flags, msg.seq);
+                    }
+                    Pushed::Stale => m.stats.late += 1,
+                    Pushed::Full => m.stats.rejected += 1,
+                    _ => {}
+                }
+                for x in ready {
+                    m.deliver(x);
+                }
+            }
+        }
+        Event::Messages { ready: m.ready.len() }
+    }
+
+    /// Seals an in-room message for the relay to deliver to the room: command id `cmd`
+    /// (1–10), at most [`msg::MAX_DATA_LEN`] bytes of `data`. A reliable one is sent again
+    /// from [`poll_timeouts`](Self::poll_timeouts) until the relay acknowledges it
+    /// ([`Event::MessageAcked`]) or [`crate::messages::MAX_TRIES`] transmissions passed.
+    pub fn send_message(
+        &mut self,
+        now_ms: u64,
+        cmd: u8,
+        data: &[u8],
+        reliable: bool,
+        ordered: bool,
+        out: &mut [u8],
+    ) -> Result<SentMessage, Error> {
+        self.now_ms = self.now_ms.max(now_ms);
+        let j = self.joined.as_mut().ok_or(Error::NotJoined)?;
+        let m = j.msgs.as_mut().ok_or(Error::NeedsV2)?;
+        let flags = Flags::new(reliable, ordered);
+        if reliable && m.pending.is_full() {
+            return Err(Error::TooManyPending);
+        }
+        let seq = m.out_seq[flags.stream()] + 1;
+        let mut body = [0u8; MAX_BODY_LEN];
+        let n = Message { cmd, flags, seq, from: None, data }.write(&mut body)?;
+        let len = m.seal(MsgType::Message, j.session, &body[..n], out)?;
+        m.out_seq[flags.stream()] = seq;
+        if reliable {
+            m.pending.push(flags, seq, body[..n].to_vec(), now_ms);
+        }
+        m.stats.sent += 1;
+        Ok(SentMessage { seq, len })
+    }
+
+    /// Runs what is due at `now_ms`: retransmissions of our reliable messages (queued for
+    /// [`poll_transmit`](Self::poll_transmit)), and gaps in ordered streams that timed out
+    /// (their held messages become ready).
+    pub fn poll_timeouts(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        let Some(j) = self.joined.as_mut() else { return };
+        let (session, Some(m)) = (j.session, j.msgs.as_mut()) else { return };
+        let mut resend = Vec::new();
+        while let Some(due) = m.pending.poll(now_ms) {
+            match due {
+                Due::Resend(o) => resend.push(o.body.clone()),
+                Due::GaveUp(_) => m.stats.given_up += 1,
+            }
+        }
+        for body in resend {
+            let mut out = [0u8; MAX_FRAME_LEN];
+            if let Ok(n) = m.seal(MsgType::Message, session, &body, &mut out) {
+                m.stats.retransmitted += 1;
+                m.queue(out[..n].to_vec());
+            }
+        }
+        let mut ready = Vec::new();
+        for r in &mut m.ordered {
+            m.stats.gaps_skipped += r.expire(now_ms, |x| ready.push(x));
+        }
+        for x in ready {
+            m.deliver(x);
+        }
+    }
+
+    /// The next time [`poll_timeouts`](Self::poll_timeouts) has work.
+    pub fn next_timeout(&self) -> Option<u64> {
+        let m = self.joined.as_ref()?.msgs.as_ref()?;
+        m.pending.next_due().into_iter().chain(m.ordered.iter().filter_map(Reorder::deadline)).min()
+    }
+
+    /// Writes the next datagram the client queued (acks, retransmissions) into `out`;
+    /// returns its length, or `None` when nothing waits (or `out` is too small for it).
+    pub fn poll_transmit(&mut self, out: &mut [u8]) -> Option<usize> {
+        let m = self.joined.as_mut()?.msgs.as_mut()?;
+        let d = m.transmit.pop_front()?;
+        let dst = out.get_mut(..d.len())?;
+        dst.copy_from_slice(&d);
+        Some(d.len())
+    }
+
+    /// The next received message, in delivery order.
+    pub fn next_message(&mut self) -> Option<ReceivedMessage> {
+        self.joined.as_mut()?.msgs.as_mut()?.ready.pop_front()
+    }
+
+    /// Our reliable messages still awaiting the relay's ack.
+    pub fn pending_messages(&self) -> usize {
+        self.joined.as_ref().and_then(|j| j.msgs.as_ref()).map_or(0, |m| m.pending.len())
+    }
+
+    /// What the client did with messages so far (this session).
+    pub fn message_stats(&self) -> MessageStats {
+        self.joined.as_ref().and_then(|j| j.msgs.as_ref()).map_or_else(MessageStats::default, |m| m.stats)
+    }
+
     fn ticket(&mut self, ty: MsgType, out: &mut [u8]) -> Result<usize, Error> {
         let j = self.joined.as_mut().ok_or(Error::NotJoined)?;
         j.counter += 1;
@@ -380,6 +712,16 @@ impl Client {
     /// Writes an authenticated keepalive.
     pub fn keepalive(&mut self, out: &mut [u8]) -> Result<usize, Error> {
         self.ticket(MsgType::Keepalive, out)
+    }
+
+    /// Writes an authenticated hold (v2): a keepalive that may come from another address
+    /// than the session's, answered with a keepalive-ack there; the session stays where it
+    /// is.
+    pub fn hold(&mut self, out: &mut [u8]) -> Result<usize, Error> {
+        if self.joined.as_ref().is_some_and(|j| j.secrets.version != proto::VERSION_2) {
+            return Err(Error::NeedsV2);
+        }
+        self.ticket(MsgType::Hold, out)
     }
 
     /// Writes an authenticated leave and forgets the session.

@@ -40,15 +40,26 @@ impl Bucket {
 
     /// Takes one token if there is one, after refilling for the time since the last call.
     pub fn take(&mut self, rate: u64, burst: u64, now_ms: u64) -> bool {
-        let elapsed = now_ms.saturating_sub(self.last_ms);
-        self.last_ms = self.last_ms.max(now_ms);
-        self.tokens_milli = (self.tokens_milli + elapsed.saturating_mul(rate)).min(burst * 1000);
-        if self.tokens_milli >= 1000 {
-            self.tokens_milli -= 1000;
+        self.take_n(1, rate, burst, now_ms)
+    }
+
+    /// Takes `n` tokens if there are that many (none otherwise), after refilling.
+    pub fn take_n(&mut self, n: u64, rate: u64, burst: u64, now_ms: u64) -> bool {
+        if self.has(n, rate, burst, now_ms) {
+            self.tokens_milli -= n.saturating_mul(1000);
             true
         } else {
             false
         }
+    }
+
+    /// Refills for the time since the last call; returns whether `n` tokens are there now
+    /// (taking none: two buckets charged together check both, then take from both).
+    pub fn has(&mut self, n: u64, rate: u64, burst: u64, now_ms: u64) -> bool {
+        let elapsed = now_ms.saturating_sub(self.last_ms);
+        self.last_ms = self.last_ms.max(now_ms);
+        self.tokens_milli = (self.tokens_milli + elapsed.saturating_mul(rate)).min(burst * 1000);
+        self.tokens_milli >= n.saturating_mul(1000)
     }
 }
 
@@ -255,6 +266,12 @@ mod tests {
         assert!(b.take(1, 2, 60_000) && b.take(1, 2, 60_000) && !b.take(1, 2, 60_000));
         // A clock that steps back neither refills nor underflows.
         assert!(!b.take(1, 2, 10));
+        // Byte buckets: n tokens at once, or none.
+        let mut b = Bucket::full(100, 0);
+        assert!(b.take_n(60, 100, 100, 0));
+        assert!(!b.take_n(60, 100, 100, 0), "40 left: nothing taken");
+        assert!(b.take_n(40, 100, 100, 0));
+        assert!(b.has(50, 100, 100, 500) && !b.has(51, 100, 100, 500));
     }
 
     #[test]

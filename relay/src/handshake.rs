@@ -3,7 +3,8 @@
 //! **v2** ([`SessionSecrets::from_split`]): the keys come from the Noise NK handshake
 //! ([`crate::noise`], [`crate::proto::v2`]). Each direction's cipher key from `Split()` is
 //! the input keying material of an HKDF-SHA256 salted with the handshake hash, which
-//! expands to that direction's SRTP master key‖salt; the control MAC key comes from both.
+//! expands to that direction's SRTP master key‖salt and its in-room message key (AES-256-GCM,
+//! [`crate::proto::msg`]); the control MAC key comes from both.
 //! The keys are forward-secret: they depend on both sides' ephemeral keys.
 //!
 //! **v1** (kept for apps that allow v1 joins during a migration): the client sends an ephemeral X25519 key share in its join; the relay answers with its
@@ -94,6 +95,24 @@ pub struct SessionSecrets {
     pub r2c: MasterKey,
     /// Control MAC key.
     pub ctrl: [u8; 32],
+    /// In-room message keys (v2 sessions only; v1 sessions cannot send or receive messages).
+    pub msg: Option<MessageKeys>,
+}
+
+/// A v2 session's AES-256-GCM keys for in-room messages ([`crate::proto::msg`]), one per
+/// direction.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MessageKeys {
+    /// Client → relay.
+    pub c2r: [u8; 32],
+    /// Relay → client.
+    pub r2c: [u8; 32],
+}
+
+impl std::fmt::Debug for MessageKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MessageKeys(..)")
+    }
 }
 
 impl std::fmt::Debug for SessionSecrets {
@@ -158,6 +177,7 @@ impl KeyPair {
             c2r: master(b"edgerelay/v1 c2r srtp"),
             r2c: master(b"edgerelay/v1 r2c srtp"),
             ctrl,
+            msg: None,
         })
     }
 
@@ -213,11 +233,22 @@ impl SessionSecrets {
         Hkdf::<Sha256>::new(Some(&split.handshake_hash), &both)
             .expand(b"edgerelay/v2 ctrl", &mut ctrl)
             .expect("32 bytes is a valid HKDF length");
+        let aead = |ikm: &[u8; 32], label: &[u8]| {
+            let mut k = [0u8; 32];
+            Hkdf::<Sha256>::new(Some(&split.handshake_hash), ikm)
+                .expand(label, &mut k)
+                .expect("32 bytes is a valid HKDF length");
+            k
+        };
         Self {
             version: proto::VERSION_2,
             c2r: master(&split.initiator_to_responder, b"edgerelay/v2 c2r srtp"),
             r2c: master(&split.responder_to_initiator, b"edgerelay/v2 r2c srtp"),
             ctrl,
+            msg: Some(MessageKeys {
+                c2r: aead(&split.initiator_to_responder, b"edgerelay/v2 c2r msg"),
+                r2c: aead(&split.responder_to_initiator, b"edgerelay/v2 r2c msg"),
+            }),
         }
     }
 
@@ -289,6 +320,11 @@ mod tests {
         assert_ne!(s.c2r.key_salt(), s.r2c.key_salt());
         let other = SessionSecrets::from_split(&Split { handshake_hash: [4; 32], ..split.clone() }, s.c2r.profile());
         assert_ne!(other.c2r, s.c2r, "keys are bound to the handshake hash");
+        let (m, o) = (s.msg.clone().unwrap(), other.msg.unwrap());
+        assert_ne!(m.c2r, m.r2c, "message keys differ per direction");
+        assert_ne!(m.c2r, o.c2r, "message keys are bound to the handshake hash");
+        assert_ne!(m.c2r, split.initiator_to_responder, "message keys are not the Noise transport keys");
+        assert_ne!(&m.c2r[..16], s.c2r.key(), "nor the SRTP master");
         let t = s.ticket(MsgType::Keepalive, 5, 1);
         assert_eq!(t.version, proto::VERSION_2);
         assert!(s.verify_ticket(&t));

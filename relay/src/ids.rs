@@ -119,10 +119,15 @@ impl UserId {
 
     /// Checked constructor.
     pub fn new(s: &str) -> Result<Self, Error> {
+        Self::check(s)?;
+        Ok(Self(s.into()))
+    }
+    /// The constructor's check, without allocating (wire parsers use it).
+    pub fn check(s: &str) -> Result<(), Error> {
         if s.is_empty() || s.len() > Self::MAX_LEN || !printable(s.as_bytes()) {
             return Err(Error::BadUserId);
         }
-        Ok(Self(s.into()))
+        Ok(())
     }
     /// The id as text.
     pub fn as_str(&self) -> &str {

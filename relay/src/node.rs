@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::config::Validated;
 use crate::engine::{Engine, TxSink, Verdict};
+use crate::messages::Outbox;
 use crate::proto::{self, Demux};
 use crate::registry::{Now, Outcome, Registry, Update};
 use crate::stats::{DropReason, WorkerCounters};
@@ -32,12 +33,18 @@ pub struct Node {
     /// The engine.
     pub engine: Engine,
     updates: Vec<Update>,
+    outbox: Outbox,
 }
 
 impl Node {
     /// A node for a validated config.
     pub fn new(registry: Registry) -> Self {
-        Self { registry, engine: Engine::new(Arc::new(WorkerCounters::default())), updates: Vec::new() }
+        Self {
+            registry,
+            engine: Engine::new(Arc::new(WorkerCounters::default())),
+            updates: Vec::new(),
+            outbox: Outbox::new(),
+        }
     }
 
     /// Convenience: a node with the OS RNG.
@@ -61,7 +68,7 @@ impl Node {
                     self.engine.counters().count_drop(DropReason::TxFull);
                     return NodeResult::Dropped(DropReason::TxFull);
                 };
-                let (outcome, reply) = self.registry.handle(now, src, buf, out, &mut self.updates);
+                let (outcome, reply) = self.registry.handle(now, src, buf, out, &mut self.updates, &mut self.outbox);
                 if outcome == Outcome::Ignored {
                     self.engine.counters().count_drop(DropReason::ControlRejected);
                 }
@@ -69,6 +76,7 @@ impl Node {
                     tx.commit(&mut { src }, n);
                 }
                 self.flush();
+                self.send_outbox(tx);
                 NodeResult::Control(outcome)
             }
             Demux::Other => {
@@ -83,6 +91,25 @@ impl Node {
         let n = self.registry.expire(now, &mut self.updates);
         self.flush();
         n
+    }
+
+    /// Runs message retransmissions and gap expiry ([`Registry::tick`]); datagrams go to `tx`.
+    pub fn tick(&mut self, now: Now, tx: &mut impl TxSink<Dest = SocketAddr>) {
+        self.registry.tick(now, &mut self.outbox);
+        self.send_outbox(tx);
+    }
+
+    fn send_outbox(&mut self, tx: &mut impl TxSink<Dest = SocketAddr>) {
+        for (dst, bytes) in self.outbox.iter() {
+            match tx.buffer() {
+                Some(b) if b.len() >= bytes.len() => {
+                    b[..bytes.len()].copy_from_slice(bytes);
+                    tx.commit(&mut { dst }, bytes.len());
+                }
+                _ => self.engine.counters().count_drop(DropReason::TxFull),
+            }
+        }
+        self.outbox.clear();
     }
 
     fn flush(&mut self) {

@@ -34,11 +34,14 @@ use crate::guard::{CookieJar, Replay, ReplayCache, ReplyKind, ReplyLimiter, REPL
 use crate::handshake::{KeyPair, SessionSecrets};
 use crate::identity::{Identity, RelayKey, StaticKey};
 use crate::ids::{RoomId, RoomKey, SdkAppId, SessionId, UserId};
+use crate::messages::{Counts, Outbox};
 use crate::noise::{Responder, DH_LEN};
 use crate::proto::v2::{self, AnswerPayload};
 use crate::proto::{self, DeclaredSsrc, ErrorCode, Join, JoinError, JoinOk, MsgType, StreamKind, Ticket, MAX_SSRCS};
 use crate::srtp::{Profile, SessionKeys};
 use crate::usersig::{self, PrivilegeMap};
+
+mod messaging;
 
 /// Most SSRCs a room remembers (see the module invariants).
 pub const MAX_ROOM_SSRCS: usize = 4096;
@@ -102,6 +105,13 @@ impl SessionInfo {
             StreamKind::Rtcp => true,
         }
     }
+
+    /// Whether this member may receive in-room messages: it holds any receive privilege.
+    pub fn may_receive_messages(&self) -> bool {
+        [PrivilegeMap::RECV_AUDIO, PrivilegeMap::RECV_VIDEO, PrivilegeMap::RECV_SUB_VIDEO]
+            .iter()
+            .any(|p| self.privileges.contains(*p))
+    }
 }
 
 /// A change the data plane must apply, in order.
@@ -129,6 +139,9 @@ pub enum Outcome {
     /// A v2 keepalive from another address than its session's: the reply tells the client
     /// to join again from there.
     AddressChanged(SessionId),
+    /// An in-room message or message-ack from this session was accepted; what it produced
+    /// is in the outbox.
+    Message(SessionId),
     /// The message was dropped without an answer (bad MAC, replayed counter, a type the
     /// relay never receives).
     Ignored,
@@ -158,6 +171,7 @@ struct Entry {
     secrets: SessionSecrets,
     last_counter: u64,
     last_ctrl_ms: u64,
+    msgs: messaging::MessageState,
 }
 
 /// The registry.
@@ -183,6 +197,11 @@ pub struct Registry {
     /// Answers ran over their budget: cookies are required until then.
     load_until_ms: u64,
     pending: Option<Pending>,
+    msg_counts: Counts,
+    /// Sessions with message copies awaiting acks or messages held for order.
+    msg_active: HashSet<SessionId>,
+    msg_scratch: Vec<SessionId>,
+    msg_members: Vec<SessionId>,
 }
 
 /// One static key the relay accepts joins for, with its derived mac1 key.
@@ -279,6 +298,10 @@ impl Registry {
             under_load: false,
             load_until_ms: 0,
             pending: None,
+            msg_counts: Counts::default(),
+            msg_active: HashSet::new(),
+            msg_scratch: Vec::new(),
+            msg_members: Vec::new(),
         };
         r.refresh_keys(0);
         r
@@ -370,7 +393,9 @@ impl Registry {
     /// Handles one control datagram from `src`. A reply, if any, is written to `reply` and
     /// its length returned with the outcome; data-plane changes are appended to `updates`.
     /// Malformed datagrams get no reply, and every reply is rate-limited per source and in
-    /// total ([`ReplyLimiter`]).
+    /// total ([`ReplyLimiter`]). An in-room message ([`proto::msg`]) gets no reply: the
+    /// copies for the room and the ack to its sender are appended to `outbox` (see
+    /// `registry::messaging` for their bounds).
     pub fn handle(
         &mut self,
         now: Now,
@@ -378,6 +403,7 @@ impl Registry {
         datagram: &[u8],
         reply: &mut [u8],
         updates: &mut Vec<Update>,
+        outbox: &mut Outbox,
     ) -> (Outcome, Option<usize>) {
         self.pending = None;
         let (version, ty) = match proto::parse_any_header(datagram) {
@@ -401,11 +427,14 @@ impl Registry {
         let (outcome, n) = match (version, ty) {
             // Charged inside, before its public-key work.
             (proto::VERSION_2, MsgType::Join) => self.join_v2(now, src, datagram, reply, updates),
+            (proto::VERSION_2, MsgType::Message | MsgType::MessageAck) => {
+                return (self.message(now, src, datagram, outbox), None)
+            }
             (_, MsgType::Join) => {
                 let r = self.join(now, src, datagram, reply, updates);
                 self.charge(r, src, now)
             }
-            (_, MsgType::Keepalive | MsgType::Leave) => {
+            (_, MsgType::Keepalive | MsgType::Leave | MsgType::Hold) => {
                 let r = self.ticket(now, src, datagram, reply, updates);
                 self.charge(r, src, now)
             }
@@ -859,7 +888,16 @@ impl Registry {
         *r.ssrcs_by_user.entry(user.clone()).or_default() += n_ssrcs;
         self.by_addr.insert(src, id);
         self.by_user.insert((room, user), id);
-        self.sessions.insert(id, Entry { info: info.clone(), secrets, last_counter: 0, last_ctrl_ms: now.mono_ms });
+        self.sessions.insert(
+            id,
+            Entry {
+                info: info.clone(),
+                secrets,
+                last_counter: 0,
+                last_ctrl_ms: now.mono_ms,
+                msgs: messaging::MessageState::new(now.mono_ms),
+            },
+        );
         updates.push(Update::Up(info));
         id
     }
@@ -888,7 +926,9 @@ impl Registry {
             self.remove(id, updates);
             return (Outcome::Left(id), None);
         }
-        if e.secrets.version == proto::VERSION_2 && src != e.info.addr {
+        // A hold keeps the session alive from wherever its key holder is (`relay-client
+        // attach` beside an external tool that owns the session's address).
+        if e.secrets.version == proto::VERSION_2 && src != e.info.addr && t.ty != MsgType::Hold {
             // A NAT rebinding (or a copy of the keepalive sent from elsewhere): the session
             // stays where it is, and the client, which proves it holds the session's key
             // by the MAC, is told to join again from its new address.

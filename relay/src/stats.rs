@@ -201,6 +201,10 @@ pub struct Snapshot {
     /// [`crate::registry::Registry::handshake_counts`]).
     #[serde(default)]
     pub handshake: std::collections::BTreeMap<String, u64>,
+    /// In-room message counters by name (`received`, `delivered`, `rate_limited`,
+    /// `replayed`, `bad_auth`, `given_up`, ...; see [`crate::messages::Count`]).
+    #[serde(default)]
+    pub messages: std::collections::BTreeMap<String, u64>,
     /// The relay's current public key (base64), as clients need it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay_key: Option<String>,

@@ -1158,3 +1158,409 @@ fn private_map_key_receive_bits_decide_what_a_member_gets() {
         assert!(out.iter().all(|(dst, _)| *dst == video_only.addr));
     }
 }
+
+// In-room messages.
+
+use relay::client::ReceivedMessage;
+
+/// Message counters by name.
+fn msgs(sim: &Sim, name: &str) -> u64 {
+    sim.node.registry.message_counts().find(|(k, _)| *k == name).map_or(0, |(_, v)| v)
+}
+
+impl Sim {
+    /// Runs the relay's retransmission tick; returns what it emitted.
+    fn tick(&mut self) -> Emitted {
+        let mut sink = VecSink::default();
+        self.node.tick(self.now, &mut sink);
+        sink.out
+    }
+
+    /// `f` seals a message; returns the datagram (not sent yet).
+    fn message_bytes(&mut self, f: &mut Fake, cmd: u8, data: &[u8], reliable: bool, ordered: bool) -> Vec<u8> {
+        let mut buf = [0u8; 1500];
+        let s = f.client.send_message(self.now.mono_ms, cmd, data, reliable, ordered, &mut buf).unwrap();
+        buf[..s.len].to_vec()
+    }
+
+    /// `f` sends a message; returns the result and what the relay emitted.
+    fn message(&mut self, f: &mut Fake, cmd: u8, data: &[u8], reliable: bool, ordered: bool) -> (NodeResult, Emitted) {
+        let m = self.message_bytes(f, cmd, data, reliable, ordered);
+        self.send(f.addr, &m)
+    }
+
+    /// Gives `f` what the relay emitted for it, sends back what `f` queued in reply (acks),
+    /// and returns the messages `f` now has, in order.
+    fn receive(&mut self, f: &mut Fake, out: &[(SocketAddr, Vec<u8>)]) -> Vec<ReceivedMessage> {
+        for (dst, b) in out {
+            if *dst == f.addr {
+                let mut b = b.clone();
+                f.client.handle_at(self.now.mono_ms, &mut b);
+            }
+        }
+        self.flush(f);
+        std::iter::from_fn(|| f.client.next_message()).collect()
+    }
+
+    /// Sends what `f` queued (acks, retransmissions) to the relay; returns what it emitted.
+    fn flush(&mut self, f: &mut Fake) -> Emitted {
+        let mut emitted = Vec::new();
+        let mut buf = [0u8; 1500];
+        while let Some(n) = f.client.poll_transmit(&mut buf) {
+            emitted.extend(self.send(f.addr, &buf[..n]).1);
+        }
+        emitted
+    }
+}
+
+fn to(out: &[(SocketAddr, Vec<u8>)], f: &Fake) -> usize {
+    out.iter().filter(|(d, _)| *d == f.addr).count()
+}
+
+#[test]
+fn messages_reach_every_other_member_in_every_mode_and_never_cross_rooms_or_apps() {
+    let cfg = config(&format!("[[app]]\nsdkappid = {APP2}\nsecret = \"{SECRET2}\"\n"));
+    let mut sim = Sim::new(&cfg, 40);
+    let p = Profile::AesCm128HmacSha1_80;
+    let mut a = sim.fake(1, "alice", RoomId::Num(1), &[], p);
+    let mut b = sim.fake(2, "bob", RoomId::Num(1), &[], p);
+    let mut c = sim.fake(3, "carol", RoomId::Num(1), &[], p);
+    let mut d = sim.fake(4, "dave", RoomId::Num(2), &[], p);
+    let mut e = sim.fake_with(
+        5,
+        ClientConfig {
+            sdkappid: APP2,
+            room: RoomId::Num(1),
+            usersig: usersig::mint(SECRET2.as_bytes(), APP2.into(), "eve", 86400, T0, None),
+            private_map_key: None,
+            profile: p,
+            ssrcs: vec![],
+            relay_key: Some(sim.node.registry.relay_key()),
+        },
+    );
+    for f in [&mut a, &mut b, &mut c, &mut d, &mut e] {
+        sim.join(f).unwrap();
+    }
+    for (i, (reliable, ordered)) in [(false, false), (true, false), (false, true), (true, true)].into_iter().enumerate()
+    {
+        let text = format!("mode {i}");
+        let (r, out) = sim.message(&mut a, 3, text.as_bytes(), reliable, ordered);
+        assert!(matches!(r, NodeResult::Control(Outcome::Message(_))), "{r:?}");
+        // One copy each to bob and carol, an ack to alice for a reliable one, nothing else.
+        assert_eq!(out.len(), 2 + usize::from(reliable), "mode {i}: {out:?}");
+        assert_eq!((to(&out, &b), to(&out, &c), to(&out, &a)), (1, 1, usize::from(reliable)));
+        for f in [&mut b, &mut c] {
+            let got = sim.receive(f, &out);
+            assert_eq!(got.len(), 1);
+            let m = &got[0];
+            assert_eq!((m.from_user.as_str(), m.cmd, &m.data[..]), ("alice", 3, text.as_bytes()));
+            assert_eq!((m.reliable, m.ordered, m.seq), (reliable, ordered, 1), "each stream counts from 1");
+        }
+        // The copies differ per receiver (their own keys), and neither is alice's datagram.
+        assert_ne!(out[0].1, out[1].1);
+        if reliable {
+            let ack = out.iter().find(|(dst, _)| *dst == a.addr).unwrap();
+            let mut ack = ack.1.clone();
+            assert_eq!(a.client.handle(&mut ack), Event::MessageAcked { seq: 1, ordered });
+            assert_eq!(a.client.pending_messages(), 0);
+        }
+    }
+    // The other room and the other app heard nothing; a copy for bob does not open for dave.
+    let (_, out) = sim.message(&mut d, 1, b"alone in room 2", false, false);
+    assert!(out.is_empty(), "dave is alone in his room");
+    let (_, out) = sim.message(&mut b, 1, b"from bob", true, false);
+    let mut for_c = out.iter().find(|(dst, _)| *dst == c.addr).unwrap().1.clone();
+    assert_eq!(d.client.handle(&mut for_c.clone()), Event::Ignored, "another session's copy");
+    assert_eq!(e.client.handle(&mut for_c), Event::Ignored);
+    assert!(d.client.next_message().is_none() && e.client.next_message().is_none());
+    assert_eq!((msgs(&sim, "received"), msgs(&sim, "delivered"), msgs(&sim, "acks_sent")), (6, 10, 3));
+}
+
+#[test]
+fn a_lost_copy_is_retransmitted_until_acknowledged_and_a_lost_ack_costs_no_second_delivery() {
+    let cfg = config("");
+    let mut sim = Sim::new(&cfg, 41);
+    let p = Profile::AesCm128HmacSha1_80;
+    let mut a = sim.fake(1, "a", RoomId::Num(1), &[], p);
+    let mut b = sim.fake(2, "b", RoomId::Num(1), &[], p);
+    sim.join(&mut a).unwrap();
+    sim.join(&mut b).unwrap();
+    // The first copy to b is lost on the way.
+    let (_, out) = sim.message(&mut a, 2, b"must arrive", true, false);
+    assert_eq!(to(&out, &b), 1);
+    sim.receive(&mut a, &out);
+    assert_eq!(a.client.pending_messages(), 0, "the relay acknowledged it");
+    sim.advance(100);
+    assert!(sim.tick().is_empty(), "not due before 200 ms");
+    sim.advance(100);
+    let again = sim.tick();
+    assert_eq!(to(&again, &b), 1, "retransmitted after 200 ms");
+    assert_ne!(again[0].1, out.iter().find(|(d, _)| *d == b.addr).unwrap().1, "under a fresh counter");
+    let got = sim.receive(&mut b, &again);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].data, b"must arrive");
+    assert_eq!(msgs(&sim, "acks_received"), 1, "b's ack reached the relay");
+    sim.advance(1000);
+    assert!(sim.tick().is_empty(), "acknowledged: no more retransmissions");
+    assert!(!sim.node.registry.has_message_work());
+    assert_eq!(msgs(&sim, "retransmitted"), 1);
+
+    // Now the relay's ack to a is lost: a retransmits, the relay acks again and b gets no
+    // second copy.
+    let (_, out) = sim.message(&mut a, 2, b"once", true, false);
+    assert_eq!(sim.receive(&mut b, &out).len(), 1);
+    sim.advance(200);
+    a.client.poll_timeouts(sim.now.mono_ms);
+    let resent = sim.flush(&mut a);
+    assert_eq!((to(&resent, &a), to(&resent, &b)), (1, 0), "{resent:?}");
+    assert_eq!(msgs(&sim, "duplicates"), 1);
+    let mut ack = resent[0].1.clone();
+    assert_eq!(a.client.handle(&mut ack), Event::MessageAcked { seq: 2, ordered: false });
+    assert_eq!(a.client.message_stats().retransmitted, 1);
+    // And a copy b sees twice (its ack lost) is acknowledged twice, delivered once.
+    let (_, out) = sim.message(&mut a, 2, b"twice", true, false);
+    let copy = out.iter().find(|(d, _)| *d == b.addr).unwrap().1.clone();
+    let mut first = copy.clone();
+    b.client.handle_at(sim.now.mono_ms, &mut first);
+    let mut ackbuf = [0u8; 128];
+    assert!(b.client.poll_transmit(&mut ackbuf).is_some(), "b's ack, lost");
+    sim.advance(200);
+    let again = sim.tick();
+    assert_eq!(sim.receive(&mut b, &again).len(), 1, "the first copy's message");
+    assert_eq!(b.client.message_stats().duplicates, 1);
+    assert_eq!(b.client.message_stats().received, 3);
+}
+
+#[test]
+fn ordered_messages_are_delivered_in_the_senders_order_despite_reordering_both_ways() {
+    let cfg = config("");
+    let mut sim = Sim::new(&cfg, 42);
+    let p = Profile::AesCm128HmacSha1_80;
+    let mut a = sim.fake(1, "a", RoomId::Num(1), &[], p);
+    let mut b = sim.fake(2, "b", RoomId::Num(1), &[], p);
+    sim.join(&mut a).unwrap();
+    sim.join(&mut b).unwrap();
+    // Reliable and ordered: a's datagrams reach the relay as 2, 1, 4, 3, 5.
+    let sent: Vec<Vec<u8>> = (1..=5).map(|i| sim.message_bytes(&mut a, 4, &[i], true, true)).collect();
+    let mut copies = Vec::new();
+    for i in [1, 0, 3, 2, 4] {
+        let (r, out) = sim.send(a.addr, &sent[i]);
+        assert!(matches!(r, NodeResult::Control(Outcome::Message(_))));
+        assert_eq!(to(&out, &a), 1, "held or delivered, each is acknowledged");
+        copies.extend(out.into_iter().filter(|(d, _)| *d == b.addr));
+    }
+    assert_eq!(copies.len(), 5);
+    // The relay kept a's order; now its copies reach b as 5, 3, 1, 4, 2.
+    let order = [4, 2, 0, 3, 1];
+    let shuffled: Vec<_> = order.iter().map(|&i| copies[i].clone()).collect();
+    let got = sim.receive(&mut b, &shuffled);
+    assert_eq!(got.iter().map(|m| m.data[0]).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    assert_eq!(got.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+
+    // Ordered but unreliable: a late one is dropped, never delivered out of order.
+    let sent: Vec<Vec<u8>> = (1..=3).map(|i| sim.message_bytes(&mut a, 4, &[i], false, true)).collect();
+    let mut delivered = Vec::new();
+    for i in [0, 2, 1] {
+        let (_, out) = sim.send(a.addr, &sent[i]);
+        assert_eq!(to(&out, &a), 0, "unreliable: no ack");
+        delivered.extend(sim.receive(&mut b, &out));
+    }
+    assert_eq!(delivered.iter().map(|m| m.data[0]).collect::<Vec<_>>(), [1, 3]);
+    assert_eq!(msgs(&sim, "late"), 1);
+
+    // A gap that never fills (the sender gave up on 2) is skipped after GAP_MS.
+    let sent: Vec<Vec<u8>> = (6..=8).map(|i| sim.message_bytes(&mut a, 4, &[i], true, true)).collect();
+    let (_, out) = sim.send(a.addr, &sent[0]);
+    assert_eq!(sim.receive(&mut b, &out).len(), 1);
+    let (_, out) = sim.send(a.addr, &sent[2]);
+    assert_eq!(to(&out, &b), 0, "8 waits for 7");
+    sim.advance(relay::messages::GAP_MS);
+    let out = sim.tick();
+    let got = sim.receive(&mut b, &out);
+    assert_eq!(got.iter().map(|m| m.data[0]).collect::<Vec<_>>(), [8]);
+    assert_eq!(msgs(&sim, "gaps_skipped"), 1);
+}
+
+#[test]
+fn the_per_sender_budget_is_thirty_messages_and_eight_kilobytes_a_second() {
+    let cfg = config("");
+    let mut sim = Sim::new(&cfg, 43);
+    let p = Profile::AesCm128HmacSha1_80;
+    let mut a = sim.fake(1, "a", RoomId::Num(1), &[], p);
+    let mut b = sim.fake(2, "b", RoomId::Num(1), &[], p);
+    let mut c = sim.fake(3, "c", RoomId::Num(1), &[], p);
+    for f in [&mut a, &mut b, &mut c] {
+        sim.join(f).unwrap();
+    }
+    let mut copies = 0;
+    for i in 0..40u8 {
+        copies += to(&sim.message(&mut a, 1, &[i; 10], false, false).1, &b);
+    }
+    assert_eq!((copies, msgs(&sim, "rate_limited")), (30, 10));
+    // Another sender has a budget of its own.
+    assert_eq!(to(&sim.message(&mut c, 1, b"c's own budget", false, false).1, &b), 1);
+    sim.advance(1000);
+    let mut copies = 0;
+    for _ in 0..9 {
+        copies += to(&sim.message(&mut a, 1, &[7; 1024], false, false).1, &b);
+    }
+    assert_eq!((copies, msgs(&sim, "rate_limited")), (8, 11), "8 KB a second");
+    // A reliable message over the budget is not acknowledged: the client sends it again.
+    let (_, out) = sim.message(&mut a, 1, b"over", true, false);
+    assert!(out.is_empty());
+    sim.advance(200);
+    a.client.poll_timeouts(sim.now.mono_ms);
+    let out = sim.flush(&mut a);
+    assert_eq!((to(&out, &a), to(&out, &b)), (1, 1), "the retransmission is in budget");
+}
+
+#[test]
+fn a_member_without_any_receive_privilege_gets_no_messages() {
+    let cfg = config("");
+    let mut sim = Sim::new(&cfg, 44);
+    let mut a = sim.fake_privileged(1, "a", &[], PrivilegeMap::ALL);
+    let mut deaf =
+        sim.fake_privileged(2, "deaf", &[], PrivilegeMap(PrivilegeMap::ENTER.0 | PrivilegeMap::SEND_AUDIO.0));
+    let mut audio_only =
+        sim.fake_privileged(3, "ears", &[], PrivilegeMap(PrivilegeMap::ENTER.0 | PrivilegeMap::RECV_AUDIO.0));
+    for f in [&mut a, &mut deaf, &mut audio_only] {
+        sim.join(f).unwrap();
+    }
+    let (_, out) = sim.message(&mut a, 5, b"who hears this", true, false);
+    assert_eq!((to(&out, &deaf), to(&out, &audio_only)), (0, 1));
+    // The deaf member may still send.
+    let (_, out) = sim.message(&mut deaf, 5, b"I can talk", false, false);
+    assert_eq!((to(&out, &a), to(&out, &audio_only)), (1, 1));
+}
+
+#[test]
+fn replayed_tampered_and_misaddressed_message_datagrams_are_dropped_and_counted() {
+    let cfg = config("");
+    let mut sim = Sim::new(&cfg, 45);
+    let p = Profile::AesCm128HmacSha1_80;
+    let mut a = sim.fake(1, "a", RoomId::Num(1), &[], p);
+    let mut b = sim.fake(2, "b", RoomId::Num(1), &[], p);
+    sim.join(&mut a).unwrap();
+    sim.join(&mut b).unwrap();
+    let wire = sim.message_bytes(&mut a, 1, b"once only", false, false);
+    let (_, out) = sim.send(a.addr, &wire);
+    assert_eq!(to(&out, &b), 1);
+    let (r, out) = sim.send(a.addr, &wire);
+    assert_eq!((r, out.len()), (NodeResult::Control(Outcome::Ignored), 0));
+    assert_eq!(msgs(&sim, "replayed"), 1);
+    // Reordered on the way (a later counter first) both count; a replay of either does not.
+    let (w1, w2) = (sim.message_bytes(&mut a, 1, b"1", false, false), sim.message_bytes(&mut a, 1, b"2", false, false));
+    for w in [&w2, &w1] {
+        assert_eq!(to(&sim.send(a.addr, w).1, &b), 1);
+    }
+    for w in [&w1, &w2] {
+        assert!(sim.send(a.addr, w).1.is_empty());
+    }
+    assert_eq!(msgs(&sim, "replayed"), 3);
+    // A fresh one from another address, a tampered one, one naming another session.
+    let wire = sim.message_bytes(&mut a, 1, b"x", false, false);
+    assert!(sim.send("198.18.9.9:1".parse().unwrap(), &wire).1.is_empty());
+    let mut bad = wire.clone();
+    *bad.last_mut().unwrap() ^= 1;
+    assert!(sim.send(a.addr, &bad).1.is_empty());
+    let mut other = wire.clone();
+    other[11] ^= 0x40;
+    assert!(sim.send(a.addr, &other).1.is_empty());
+    assert_eq!((msgs(&sim, "wrong_source"), msgs(&sim, "bad_auth"), msgs(&sim, "unknown_session")), (1, 1, 1));
+    // None of these burnt the counter: the genuine datagram still goes through.
+    assert_eq!(to(&sim.send(a.addr, &wire).1, &b), 1);
+    assert_eq!(msgs(&sim, "received"), 4);
+    // A copy replayed to the receiver is dropped there too.
+    let (_, out) = sim.message(&mut a, 1, b"y", false, false);
+    assert_eq!(sim.receive(&mut b, &out).len(), 1);
+    assert!(sim.receive(&mut b, &out).is_empty());
+    assert_eq!(b.client.message_stats().rejected, 1);
+}
+
+#[test]
+fn copies_never_acknowledged_are_given_up_after_ten_tries_and_pending_is_bounded() {
+    let cfg = config("");
+    let mut sim = Sim::new(&cfg, 46);
+    let p = Profile::AesCm128HmacSha1_80;
+    let mut a = sim.fake(1, "a", RoomId::Num(1), &[], p);
+    let mut b = sim.fake(2, "b", RoomId::Num(1), &[], p);
+    sim.join(&mut a).unwrap();
+    sim.join(&mut b).unwrap();
+    let (_, out) = sim.message(&mut a, 1, b"into the void", true, false);
+    sim.receive(&mut a, &out);
+    let mut sends = to(&out, &b);
+    for _ in 0..20 {
+        sim.advance(200);
+        sends += to(&sim.tick(), &b);
+    }
+    assert_eq!(sends, 10, "ten transmissions in all");
+    assert_eq!((msgs(&sim, "retransmitted"), msgs(&sim, "given_up")), (9, 1));
+    assert!(!sim.node.registry.has_message_work());
+    // b acknowledges nothing: at most 32 copies wait for it, the rest are given up at once.
+    for i in 0..30u8 {
+        let (_, out) = sim.message(&mut a, 1, &[i], true, false);
+        sim.receive(&mut a, &out);
+    }
+    sim.advance(1000);
+    for i in 0..5u8 {
+        let (_, out) = sim.message(&mut a, 1, &[i], true, false);
+        sim.receive(&mut a, &out);
+    }
+    assert_eq!(msgs(&sim, "given_up"), 1 + 3);
+    // The sender's own client gives up too when the relay never answers.
+    let mut c = sim.fake(3, "c", RoomId::Num(1), &[], p);
+    sim.join(&mut c).unwrap();
+    let mut buf = [0u8; 1500];
+    c.client.send_message(sim.now.mono_ms, 1, b"lost", true, false, &mut buf).unwrap();
+    for _ in 0..12 {
+        sim.advance(200);
+        c.client.poll_timeouts(sim.now.mono_ms);
+        while c.client.poll_transmit(&mut buf).is_some() {}
+    }
+    let s = c.client.message_stats();
+    assert_eq!((s.sent, s.retransmitted, s.given_up, c.client.pending_messages()), (1, 9, 1, 0));
+}
+
+#[test]
+fn a_hold_from_another_address_keeps_the_session_alive_where_it_is() {
+    let cfg = config("");
+    let mut sim = Sim::new(&cfg, 47);
+    let p = Profile::AesCm128HmacSha1_80;
+    let mut a = sim.fake(1, "a", RoomId::Num(1), &[(9, StreamKind::Video)], p);
+    let mut b = sim.fake(2, "b", RoomId::Num(1), &[], p);
+    sim.join(&mut a).unwrap();
+    sim.join(&mut b).unwrap();
+    // `relay-client attach`: holds from another port while a tool owns a's address.
+    let sidecar: SocketAddr = "198.18.0.1:9999".parse().unwrap();
+    let mut buf = [0u8; 64];
+    for _ in 0..8 {
+        sim.advance(5_000);
+        let n = a.client.hold(&mut buf).unwrap();
+        let (r, out) = sim.send(sidecar, &buf[..n]);
+        assert!(matches!(r, NodeResult::Control(Outcome::KeptAlive(_))), "{r:?}");
+        assert_eq!(out[0].0, sidecar, "answered where the hold came from");
+        let mut ack = out[0].1.clone();
+        assert_eq!(a.client.handle(&mut ack), Event::KeepaliveAck);
+        let n = b.client.keepalive(&mut buf).unwrap();
+        sim.send(b.addr, &buf[..n]);
+        assert_eq!(sim.node.expire(sim.now), 0);
+    }
+    // 40 s on, past the 30 s timeout: a's session lives, still at a's address.
+    let (r, out, _) = sim.rtp(&mut a, 9, b"media from the tool");
+    assert_eq!(r, NodeResult::Media(Verdict::Forwarded(1)));
+    assert_eq!(deliver(&mut b, &out).len(), 1);
+    // A keepalive (not a hold) from the sidecar is told the address changed, as before.
+    let n = a.client.keepalive(&mut buf).unwrap();
+    let (r, _) = sim.send(sidecar, &buf[..n]);
+    assert!(matches!(r, NodeResult::Control(Outcome::AddressChanged(_))));
+    // A replayed hold is ignored; after the holds stop, the session expires.
+    let n = a.client.hold(&mut buf).unwrap();
+    let hold = buf[..n].to_vec();
+    sim.send(sidecar, &hold);
+    assert_eq!(sim.send(sidecar, &hold).0, NodeResult::Control(Outcome::Ignored));
+    sim.advance(31_000);
+    let n = b.client.keepalive(&mut buf).unwrap();
+    sim.send(b.addr, &buf[..n]);
+    assert_eq!(sim.node.expire(sim.now), 1);
+    assert_eq!(sim.node.registry.session_count(), 1);
+}

@@ -3,11 +3,13 @@
 //! ffmpeg sends H.264 over SRTP (`AES_CM_128_HMAC_SHA1_80`) into a room with the uplink key
 //! of one member's session; a second ffmpeg receives through relayd with the downlink key
 //! of another member's session and decodes. Both sessions are set up by `relay-client
-//! --print-srtp-params`, which joins from the port ffmpeg then uses.
+//! --print-srtp-params`, which joins from the port ffmpeg then uses, or by `relay-client
+//! attach`, which also keeps them alive while ffmpeg runs.
 
+use std::io::BufRead as _;
 use std::net::UdpSocket;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use edgerelay_tests::*;
@@ -37,7 +39,8 @@ fn free_port_pair() -> u16 {
 /// Joins through relay-client from `port` and returns (srtp_out_params, srtp_in_params).
 fn session_keys(relayd: &Relayd, user: &str, port: u16, ssrc: Option<u32>) -> (String, String) {
     let mut cmd = Command::new(bin("relay-client"));
-    cmd.args(["run", "--relay", &relayd.addr.to_string(), "--bind", &format!("127.0.0.1:{port}")])
+    cmd.args(["run", "--relay", &relayd.addr.to_string(), "--relay-key", &relayd.key.to_string()])
+        .args(["--bind", &format!("127.0.0.1:{port}")])
         .args(["--sdkappid", &APP_A.to_string(), "--secret", SECRET_A, "--user", user, "--room", "77"])
         .arg("--print-srtp-params");
     match ssrc {
@@ -70,6 +73,12 @@ fn run_case(dir: &Path, recv_key: Option<&str>, seq: u16) -> u32 {
     let (_, recv_in) = session_keys(&relayd, "viewer", rport, None);
     let (send_out, _) = session_keys(&relayd, "camera", sport, Some(12345));
     let key = recv_key.map_or(recv_in.as_str(), |k| if k == "uplink" { send_out.as_str() } else { k }).to_owned();
+    stream(dir, &relayd, rport, &key, sport, &send_out, seq)
+}
+
+/// ffmpeg sends 4 s of H.264 from `sport` with `send_out`; another ffmpeg receives on
+/// `rport` and decodes with `key`. Returns the frames decoded.
+fn stream(dir: &Path, relayd: &Relayd, rport: u16, key: &str, sport: u16, send_out: &str, seq: u16) -> u32 {
     let sdp = dir.join(format!("recv-{rport}.sdp"));
     std::fs::write(
         &sdp,
@@ -96,7 +105,7 @@ fn run_case(dir: &Path, recv_key: Option<&str>, seq: u16) -> u32 {
         .args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25", "-bf", "0"])
         .args(["-pix_fmt", "yuv420p", "-f", "rtp", "-payload_type", "96", "-ssrc", "12345"])
         .args(["-seq", &seq.to_string()])
-        .args(["-srtp_out_suite", "AES_CM_128_HMAC_SHA1_80", "-srtp_out_params", &send_out])
+        .args(["-srtp_out_suite", "AES_CM_128_HMAC_SHA1_80", "-srtp_out_params", send_out])
         .arg(format!("srtp://{}?localport={sport}", relayd.addr))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -118,7 +127,7 @@ fn run_case(dir: &Path, recv_key: Option<&str>, seq: u16) -> u32 {
         progress.lines().filter_map(|l| l.strip_prefix("frame=")).next_back().map_or(0, |n| n.trim().parse().unwrap());
     let s = relayd.stats();
     eprintln!(
-        "seq {seq}, key {recv_key:?}: {frames}/{FRAMES} frames; relay accepted {} media packets, sent {}, drops {:?}",
+        "seq {seq}: {frames}/{FRAMES} frames; relay accepted {} media packets, sent {}, drops {:?}",
         s.media_accepted, s.tx_packets, s.drops
     );
     assert!(s.media_accepted >= 100, "the relay authenticated ffmpeg's SRTP: {s:?}");
@@ -158,4 +167,56 @@ fn ffmpeg_roc_wrap_still_decodes() {
     let dir = TempDir::new("interop").expect("create a temp dir");
     let frames = run_case(dir.path(), None, 65_500);
     assert!(frames * 100 >= FRAMES * 95, "only {frames}/{FRAMES} frames decoded across the ROC wrap");
+}
+
+/// Starts `relay-client attach` for `user` from `port` and reads its SRTP params line.
+fn attach(relayd: &Relayd, user: &str, port: u16, ssrc: Option<u32>) -> (Child, serde_json::Value) {
+    let mut cmd = Command::new(bin("relay-client"));
+    cmd.args(["attach", "--relay", &relayd.addr.to_string(), "--relay-key", &relayd.key.to_string()])
+        .args(["--bind", &format!("127.0.0.1:{port}")])
+        .args(["--sdkappid", &APP_A.to_string(), "--secret", SECRET_A, "--user", user, "--room", "77"]);
+    match ssrc {
+        Some(s) => cmd.args(["--ssrc", &s.to_string()]),
+        None => cmd.arg("--recv-only"),
+    };
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn relay-client attach");
+    let mut line = String::new();
+    // relay-client gives up joining after 5 s, closing stdout: this read ends either way.
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let params = serde_json::from_str(&line).unwrap_or_else(|e| panic!("attach printed {line:?}: {e}"));
+    (child, params)
+}
+
+#[test]
+fn attach_holds_sessions_past_their_timeout_for_ffmpeg_and_they_end_when_it_stops() {
+    if skip() {
+        return;
+    }
+    let dir = TempDir::new("interop").expect("create a temp dir");
+    let relayd = Relayd::start(&two_app_config(3, ""));
+    let (rport, sport) = (free_port_pair(), free_port_pair());
+    let (mut viewer, vp) = attach(&relayd, "viewer", rport, None);
+    let (mut camera, cp) = attach(&relayd, "camera", sport, Some(12345));
+    assert_eq!(vp["local"], format!("127.0.0.1:{rport}"));
+    relayd.wait_for(5, "both sessions", |s| s.sessions == 2);
+    // Deliberately idle past session_secs (3 s): no media, only attach's holds.
+    std::thread::sleep(Duration::from_secs(5));
+    let s = relayd.stats();
+    assert_eq!(s.sessions, 2, "holds kept both sessions alive: {s:?}");
+    assert_eq!(s.media_accepted, 0);
+    // ffmpeg now owns both ports; media flows through the held sessions.
+    let key = vp["srtp_in_params"].as_str().unwrap();
+    let frames = stream(dir.path(), &relayd, rport, key, sport, cp["srtp_out_params"].as_str().unwrap(), 0);
+    assert!(frames * 100 >= FRAMES * 95, "only {frames}/{FRAMES} frames decoded");
+    assert_eq!(relayd.stats().sessions, 2);
+    // SIGTERM: attach leaves at once.
+    relay::io::sys::terminate(viewer.id()).unwrap();
+    assert!(viewer.wait().unwrap().success());
+    relayd.wait_for(2, "the viewer left", |s| s.sessions == 1);
+    // SIGKILL: no leave, so the camera's session lives on until session_secs of silence.
+    camera.kill().unwrap();
+    camera.wait().unwrap();
+    let killed = Instant::now();
+    relayd.wait_for(8, "the camera's session expired", |s| s.sessions == 0);
+    assert!(killed.elapsed() >= Duration::from_secs(2), "expired by the timeout, not at once");
 }

@@ -1,5 +1,6 @@
-//! `relay-client`: join a room through relayd, send or receive a synthetic SRTP stream, and
-//! mint test credentials.
+//! `relay-client`: join a room through relayd, send or receive a synthetic SRTP stream and
+//! in-room messages, hold a session for an external SRTP tool (`attach`), and mint test
+//! credentials.
 #![forbid(unsafe_code)]
 
 use relay::time::unix_now;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 use clap::{Args, Parser, Subcommand};
-use relay::client::{write_rtp_header, Client, ClientConfig, Event};
+use relay::client::{write_rtp_header, Client, ClientConfig, Event, MessageStats, ReceivedMessage};
 use relay::identity::RelayKey;
 use relay::ids::{RoomId, Ssrc};
 use relay::proto::{DeclaredSsrc, StreamKind};
@@ -27,7 +28,9 @@ use std::path::PathBuf;
 relay-client usersig --sdkappid 1400000001 --secret $KEY --user alice\n  \
 relay-client run --relay 127.0.0.1:7000 --relay-key $(relayd key show -c relayd.toml | awk '/public_key/{print $2}') \\\n      --sdkappid 1400000001 --secret $KEY --user alice --room 42 --send-pps 50 --duration 10\n  \
 relay-client run --relay-info token.json --sdkappid 1400000001 --user bob --room 42 --duration 10   # JSON from relay-control\n  \
-relay-client run ... --bind 127.0.0.1:40000 --ssrc 1234 --print-srtp-params   # keys for ffmpeg"
+relay-client run ... --recv-only --send-message 1:hello --send-message 2:bye --reliable --ordered --duration 3\n  \
+relay-client run ... --bind 127.0.0.1:40000 --ssrc 1234 --print-srtp-params   # keys for ffmpeg, then exits\n  \
+relay-client attach ... --bind 127.0.0.1:40000 --ssrc 1234   # keys for ffmpeg, held until SIGTERM"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -39,8 +42,13 @@ enum Cmd {
     /// Mint a UserSig, or a PrivateMapKey with --room and --privileges (for testing; the
     /// secret belongs on your app server, not in clients).
     Usersig(MintArgs),
-    /// Join a room and stream.
+    /// Join a room and stream synthetic SRTP and in-room messages.
     Run(RunArgs),
+    /// Join from --bind, print the SRTP params JSON line (as `run --print-srtp-params`),
+    /// free --bind for an external SRTP tool (ffmpeg, GStreamer) and keep the session alive
+    /// with authenticated holds from another port until SIGTERM/SIGINT or --duration; then
+    /// leave. The tool sends and receives the session's media on --bind.
+    Attach(AttachArgs),
 }
 
 #[derive(Args)]
@@ -65,8 +73,9 @@ struct MintArgs {
     privileges: String,
 }
 
+/// What every joining subcommand takes.
 #[derive(Args)]
-struct RunArgs {
+struct JoinArgs {
     /// relayd's UDP address (default: the endpoint in --relay-info).
     #[arg(long, required_unless_present = "relay_info")]
     relay: Option<SocketAddr>,
@@ -114,6 +123,12 @@ struct RunArgs {
     /// Declare no stream: receive only.
     #[arg(long)]
     recv_only: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    join: JoinArgs,
     /// Packets per second to send (0: receive only).
     #[arg(long, default_value_t = 0)]
     send_pps: u32,
@@ -133,12 +148,45 @@ struct RunArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Send an in-room message: command id 1–10, a colon, the text (at most 1024 bytes).
+    /// Repeatable; sent in order, 25 a second, from the start of the run.
+    #[arg(long, value_name = "CMD:TEXT", value_parser = parse_message)]
+    send_message: Vec<(u8, String)>,
+    /// Send the messages reliably: retransmitted until the relay acknowledges them (the
+    /// run waits up to 3 s past --duration for the last acks).
+    #[arg(long)]
+    reliable: bool,
+    /// Send the messages ordered: every receiver gets them in this order.
+    #[arg(long)]
+    ordered: bool,
+}
+
+#[derive(Args)]
+struct AttachArgs {
+    #[command(flatten)]
+    join: JoinArgs,
+    /// Leave after this many seconds (default: run until SIGTERM or SIGINT).
+    #[arg(long)]
+    duration: Option<f64>,
+}
+
+fn parse_message(s: &str) -> Result<(u8, String), String> {
+    let (cmd, text) = s.split_once(':').ok_or("expected CMD:TEXT, e.g. 1:hello")?;
+    let cmd: u8 = cmd.parse().map_err(|_| format!("command id {cmd:?} is not a number"))?;
+    if !(relay::proto::msg::MIN_CMD..=relay::proto::msg::MAX_CMD).contains(&cmd) {
+        return Err(format!("command id {cmd} is outside 1–10"));
+    }
+    if text.len() > relay::proto::msg::MAX_DATA_LEN {
+        return Err(format!("{} bytes of text; at most 1024", text.len()));
+    }
+    Ok((cmd, text.to_owned()))
 }
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Usersig(a) => mint(a),
         Cmd::Run(a) => run(a),
+        Cmd::Attach(a) => attach(a),
     }
 }
 
@@ -208,8 +256,35 @@ struct Report {
     replays: u64,
     other_errors: u64,
     streams: BTreeMap<u32, StreamReport>,
+    /// In-room messages received, in delivery order.
+    messages: Vec<MessageReport>,
+    /// What this client did with in-room messages.
+    message_stats: MessageStats,
     #[serde(skip)]
     seen: BTreeMap<u32, std::collections::HashSet<u64>>,
+}
+
+#[derive(serde::Serialize)]
+struct MessageReport {
+    from: String,
+    cmd: u8,
+    text: String,
+    seq: u32,
+    reliable: bool,
+    ordered: bool,
+}
+
+impl From<ReceivedMessage> for MessageReport {
+    fn from(m: ReceivedMessage) -> Self {
+        Self {
+            from: m.from_user,
+            cmd: m.cmd,
+            text: String::from_utf8_lossy(&m.data).into_owned(),
+            seq: m.seq,
+            reliable: m.reliable,
+            ordered: m.ordered,
+        }
+    }
 }
 
 /// Joins: a fresh join every 250 ms (each v2 attempt is a new handshake; a cookie reply
@@ -292,7 +367,17 @@ fn read_relay_info(path: &std::path::Path) -> Result<RelayInfo> {
     Ok(info)
 }
 
-fn run(a: RunArgs) -> Result<()> {
+/// A joined session: the client, its socket (connected to the relay) and its SSRC.
+struct Session {
+    client: Client,
+    sock: UdpSocket,
+    ssrc: Ssrc,
+    report: Report,
+}
+
+/// Builds the client from the join options, binds --bind and joins. A refusal is printed
+/// (as JSON with `json`) and exits with status 2.
+fn connect(a: &JoinArgs, json: bool) -> Result<Session> {
     let info = a.relay_info.as_deref().map(read_relay_info).transpose()?;
     let relay_addr = match (a.relay, &info) {
         (Some(r), _) => r,
@@ -336,27 +421,98 @@ fn run(a: RunArgs) -> Result<()> {
     let mut buf = [0u8; 2048];
     join(&mut client, &sock, relay_addr, &mut report, &mut buf)?;
     if let Some(r) = &report.refused {
-        if a.json {
+        if json {
             println!("{}", serde_json::to_string(&report)?);
         } else {
             eprintln!("join refused: {r}");
         }
         std::process::exit(2);
     }
+    Ok(Session { client, sock, ssrc, report })
+}
+
+/// The SRTP params JSON line (`--print-srtp-params`, `attach`): what an external SRTP tool
+/// needs to send and receive as this session.
+fn srtp_params(client: &Client, local: SocketAddr, ssrc: Ssrc) -> serde_json::Value {
     let secrets = client.secrets().expect("joined");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    serde_json::json!({
+        "session": client.session(),
+        "profile": client.config().profile.name(),
+        "local": local.to_string(),
+        "ssrc": ssrc.get(),
+        "srtp_out_params": b64.encode(secrets.c2r.key_salt()),
+        "srtp_in_params": b64.encode(secrets.r2c.key_salt()),
+    })
+}
+
+/// `attach`: join from --bind, print the params, free --bind for the tool, hold the
+/// session from another port of the same host until a signal or --duration, leave.
+///
+/// The relay keys a session by its source address, so the tool's media must come from
+/// --bind. ffmpeg's SRTP output cannot share a port (it sets no SO_REUSEADDR, and its
+/// `reuse` option does not reach the socket under `srtp://`), so attach does not keep
+/// --bind: its holds (authenticated keepalives that may come from another address) keep
+/// the session alive from a port of its own, and the session stays at --bind.
+fn attach(a: AttachArgs) -> Result<()> {
+    if a.join.v1 {
+        bail!("attach needs a v2 session (holds are v2): drop --v1");
+    }
+    let shutdown = relay::io::sys::shutdown_flag().context("installing the SIGTERM/SIGINT handler")?;
+    let Session { mut client, sock, ssrc, .. } = connect(&a.join, false)?;
+    let relay_addr = sock.peer_addr()?;
+    let bound = sock.local_addr()?;
+    let params = srtp_params(&client, bound, ssrc);
+    // Free --bind before the tool learns it may start.
+    drop(sock);
+    let hold_from = SocketAddr::new(bound.ip(), 0);
+    let hold = UdpSocket::bind(hold_from).with_context(|| format!("binding {hold_from} for holds"))?;
+    hold.connect(relay_addr).with_context(|| format!("connecting to {relay_addr}"))?;
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{params}")?;
+        out.flush()?;
+    }
+    let (keepalive_secs, _) = client.timers().expect("joined");
+    let every = Duration::from_secs(keepalive_secs.max(1).into());
+    let end = a.duration.map(|d| Instant::now() + Duration::from_secs_f64(d));
+    let mut buf = [0u8; 2048];
+    let mut next = Instant::now();
+    let mut unanswered = 0u32;
+    hold.set_read_timeout(Some(Duration::from_millis(100)))?;
+    while !shutdown.load(std::sync::atomic::Ordering::Relaxed) && end.is_none_or(|e| Instant::now() < e) {
+        if Instant::now() >= next {
+            let n = client.hold(&mut buf)?;
+            let _ = hold.send(&buf[..n]);
+            next += every;
+            unanswered += 1;
+            if unanswered > 5 {
+                eprintln!("relay-client attach: no hold answered for {} s; the session may be gone", unanswered - 1);
+            }
+        }
+        if let Ok(n) = hold.recv(&mut buf) {
+            match client.handle(&mut buf[..n]) {
+                Event::KeepaliveAck => unanswered = 0,
+                Event::Refused { code, detail } => {
+                    bail!("the relay ended the session: {}: {detail}", code.map_or("unknown", |c| c.name()))
+                }
+                _ => {}
+            }
+        }
+    }
+    let n = client.leave(&mut buf)?;
+    let _ = hold.send(&buf[..n]);
+    Ok(())
+}
+
+fn run(a: RunArgs) -> Result<()> {
+    let Session { mut client, sock, ssrc, mut report } = connect(&a.join, a.json)?;
     if a.print_srtp_params {
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let out = serde_json::json!({
-            "session": report.session,
-            "profile": a.profile.name(),
-            "local": sock.local_addr()?.to_string(),
-            "ssrc": ssrc.get(),
-            "srtp_out_params": b64.encode(secrets.c2r.key_salt()),
-            "srtp_in_params": b64.encode(secrets.r2c.key_salt()),
-        });
-        println!("{out}");
+        println!("{}", srtp_params(&client, sock.local_addr()?, ssrc));
         return Ok(());
     }
+    let mut buf = [0u8; 2048];
     let (keepalive_secs, _) = client.timers().expect("joined");
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(a.duration);
@@ -365,12 +521,28 @@ fn run(a: RunArgs) -> Result<()> {
     let mut next_keepalive = start + Duration::from_secs(keepalive_secs.into());
     let mut seq = a.seq;
     let size = a.size.clamp(12 + 12, 1400);
-    let pt = if a.audio { 111 } else { 96 };
+    let pt = if a.join.audio { 111 } else { 96 };
     let mut rbuf = [0u8; 2048];
-    while Instant::now() < end {
+    let mut to_send = a.send_message.iter();
+    let mut next_message = start;
+    // Past --duration, wait a little for the acks of reliable messages.
+    let linger = start + Duration::from_secs_f64(a.duration) + Duration::from_secs(3);
+    let now_ms = |t: Instant| t.duration_since(start).as_millis() as u64;
+    while Instant::now() < end || (client.pending_messages() > 0 && Instant::now() < linger) {
         let now = Instant::now();
-        if let Some(iv) = interval {
-            if !a.recv_only {
+        if now >= next_message {
+            if let Some((cmd, text)) = to_send.next() {
+                let m = client.send_message(now_ms(now), *cmd, text.as_bytes(), a.reliable, a.ordered, &mut buf)?;
+                let _ = sock.send(&buf[..m.len]);
+                next_message = now + Duration::from_millis(40);
+            }
+        }
+        client.poll_timeouts(now_ms(now));
+        while let Some(n) = client.poll_transmit(&mut buf) {
+            let _ = sock.send(&buf[..n]);
+        }
+        if let Some(iv) = interval.filter(|_| now < end) {
+            if !a.join.recv_only {
                 let mut burst = 0;
                 while next_send <= now && burst < 64 {
                     let h = write_rtp_header(&mut buf, pt, seq, report.sent as u32 * 3000, ssrc.get());
@@ -395,7 +567,13 @@ fn run(a: RunArgs) -> Result<()> {
         let wait = interval.map_or(Duration::from_millis(20), |_| next_send.saturating_duration_since(Instant::now()));
         sock.set_read_timeout(Some(wait.clamp(Duration::from_micros(100), Duration::from_millis(20))))?;
         while let Ok(n) = sock.recv(&mut rbuf) {
-            match client.handle(&mut rbuf[..n]) {
+            match client.handle_at(now_ms(Instant::now()), &mut rbuf[..n]) {
+                Event::Messages { .. } => {
+                    report.messages.extend(std::iter::from_fn(|| client.next_message()).map(MessageReport::from));
+                    while let Some(n) = client.poll_transmit(&mut buf) {
+                        let _ = sock.send(&buf[..n]);
+                    }
+                }
                 Event::Media { ssrc, rtcp: false, index, .. } => {
                     report.received += 1;
                     let s = report.streams.entry(ssrc).or_default();
@@ -416,6 +594,7 @@ fn run(a: RunArgs) -> Result<()> {
             sock.set_read_timeout(Some(Duration::from_micros(100)))?;
         }
     }
+    report.message_stats = client.message_stats();
     let n = client.leave(&mut buf)?;
     let _ = sock.send(&buf[..n]);
     for s in report.streams.values_mut() {
@@ -434,6 +613,22 @@ fn run(a: RunArgs) -> Result<()> {
             "auth failures {}, replays {}, other errors {}",
             report.auth_failures, report.replays, report.other_errors
         );
+        let ms = &report.message_stats;
+        if ms.sent + ms.received > 0 {
+            println!(
+                "messages: sent {}, acked {}, retransmitted {}, given up {}, received {}",
+                ms.sent, ms.acked, ms.retransmitted, ms.given_up, ms.received
+            );
+        }
+        for m in &report.messages {
+            let mode = match (m.reliable, m.ordered) {
+                (false, false) => "",
+                (true, false) => " reliable",
+                (false, true) => " ordered",
+                (true, true) => " reliable ordered",
+            };
+            println!("  message from {} cmd {} seq {}{mode}: {}", m.from, m.cmd, m.seq, m.text);
+        }
     }
     Ok(())
 }

@@ -529,6 +529,10 @@ fn print_table(s: &Snapshot) {
     for (k, v) in &s.handshake {
         let _ = writeln!(t, "  {k:<26} {v:>14}");
     }
+    let _ = writeln!(t, "in-room messages:");
+    for (k, v) in &s.messages {
+        let _ = writeln!(t, "  {k:<26} {v:>14}");
+    }
     if let Some(k) = &s.relay_key {
         let _ = writeln!(t, "relay key                    {k}");
     }

@@ -1,5 +1,7 @@
 //! relayd's control thread: it owns the [`Registry`], answers joins, keepalives and leaves,
-//! expires idle sessions, and fans [`Update`]s out to every worker. A reply goes back
+//! routes in-room messages (their copies, acks and retransmissions, from an [`Outbox`], go
+//! out through the worker that received the message, or in turn for the retransmission
+//! tick), expires idle sessions, and fans [`Update`]s out to every worker. A reply goes back
 //! through the worker that received the request, after the updates, so by the time a
 //! client reads join-ok the worker that will see its media already knows the session.
 //!
@@ -27,6 +29,7 @@ use super::worker::{mono_ms, now, sum_counters, ControlIn, WorkerMsg, REPLY_MAX}
 use super::xdp::XdpFilter;
 use crate::ids::SessionId;
 use crate::limits::Limits;
+use crate::messages::{Outbox, TICK_MS};
 use crate::mgmt::{Answer, Request, Response};
 use crate::proto::ErrorCode;
 use crate::registry::{Outcome, Registry, Update};
@@ -76,6 +79,10 @@ impl Control {
     pub fn run(mut self) {
         let mut events = Events::with_capacity(32);
         let mut updates = Vec::new();
+        // What in-room messages make (copies, acks, retransmissions), reused.
+        let mut outbox = Outbox::new();
+        let mut last_tick = 0;
+        let mut tick_worker = 0;
         let mut last_expiry = 0;
         let mut last_purge = 0;
         // A second handle to the poll's registry, so connections can be (de)registered
@@ -93,7 +100,9 @@ impl Control {
         self.push_neighbors(&mut wake);
         self.wake_workers(&mut wake);
         while !self.stop.load(Relaxed) && !self.shutdown.load(Relaxed) {
-            if let Err(e) = self.poll.poll(&mut events, Some(Duration::from_millis(250))) {
+            // Wake for message retransmissions while any are pending.
+            let timeout = if self.registry.has_message_work() { TICK_MS } else { 250 };
+            if let Err(e) = self.poll.poll(&mut events, Some(Duration::from_millis(timeout))) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(error = %e, "control poll failed");
                     return;
@@ -104,7 +113,8 @@ impl Control {
                 // Joins need cookies while the queue backs up (a flood): a quarter full.
                 self.registry.set_under_load(self.rx.len() >= super::worker::CONTROL_QUEUE / 4);
                 let mut reply = [0u8; REPLY_MAX];
-                let (outcome, mut n) = self.registry.handle(now, m.src, &m.data[..m.len], &mut reply, &mut updates);
+                let (outcome, mut n) =
+                    self.registry.handle(now, m.src, &m.data[..m.len], &mut reply, &mut updates, &mut outbox);
                 log_outcome(m.src, outcome);
                 if outcome == Outcome::Ignored {
                     self.own.count_drop(DropReason::ControlRejected);
@@ -128,8 +138,16 @@ impl Control {
                     let _ = self.workers[m.worker].0.send(WorkerMsg::Reply { dst: m.src, len, data: reply });
                     wake[m.worker] = true;
                 }
+                self.send_outbox(&mut outbox, m.worker, &mut wake);
             }
             let now = now(self.epoch);
+            if now.mono_ms >= last_tick + TICK_MS && self.registry.has_message_work() {
+                last_tick = now.mono_ms;
+                self.registry.tick(now, &mut outbox);
+                // No worker received anything for these: take turns.
+                tick_worker = (tick_worker + 1) % self.workers.len();
+                self.send_outbox(&mut outbox, tick_worker, &mut wake);
+            }
             if now.mono_ms >= last_expiry + 1000 {
                 last_expiry = now.mono_ms;
                 self.push_neighbors(&mut wake);
@@ -191,6 +209,16 @@ impl Control {
         failed
     }
 
+    /// Hands what the outbox holds to `worker`, which sends it (any worker can send to any
+    /// address), and clears it.
+    fn send_outbox(&self, outbox: &mut Outbox, worker: usize, wake: &mut [bool]) {
+        for (dst, bytes) in outbox.iter() {
+            let _ = self.workers[worker].0.send(WorkerMsg::Datagram { dst, data: bytes.into() });
+            wake[worker] = true;
+        }
+        outbox.clear();
+    }
+
     /// Wakes the workers marked in `wake` and clears the marks.
     fn wake_workers(&self, wake: &mut [bool]) {
         for (i, w) in wake.iter_mut().enumerate() {
@@ -248,6 +276,9 @@ impl Control {
         for (k, v) in self.registry.handshake_counts() {
             s.handshake.insert(k.to_owned(), v);
         }
+        for (k, v) in self.registry.message_counts() {
+            s.messages.insert(k.to_owned(), v);
+        }
         s.relay_key = Some(self.registry.relay_key().to_string());
         s.sessions = self.registry.session_count() as u64;
         s.rooms = self.registry.room_count() as u64;
@@ -291,6 +322,6 @@ fn log_outcome(src: SocketAddr, o: Outcome) {
         Outcome::Left(id) => tracing::info!(%src, session = %id, "session left"),
         Outcome::Refused(code) => tracing::debug!(%src, code = code.name(), "join refused"),
         Outcome::AddressChanged(id) => tracing::info!(%src, session = %id, "keepalive from a new address"),
-        Outcome::KeptAlive(_) | Outcome::CookieSent | Outcome::Ignored => {}
+        Outcome::KeptAlive(_) | Outcome::CookieSent | Outcome::Message(_) | Outcome::Ignored => {}
     }
 }

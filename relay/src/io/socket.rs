@@ -13,7 +13,7 @@
 #![forbid(unsafe_code)]
 
 use std::io;
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -128,15 +128,21 @@ impl Worker {
             match m {
                 WorkerMsg::Neighbors(_) => {}
                 WorkerMsg::Update(u) => self.engine.apply(&u),
-                WorkerMsg::Reply { dst, len, data } => {
-                    let counters = self.core.counters.clone();
-                    let mut sink = SocketSink { batch: tx, sock: &self.sock, counters: &counters };
-                    if let Some(b) = sink.buffer() {
-                        b[..len].copy_from_slice(&data[..len]);
-                        sink.commit(&mut SockAddr::from(dst), len);
-                    }
-                }
+                WorkerMsg::Reply { dst, len, data } => self.send_control(tx, dst, &data[..len]),
+                WorkerMsg::Datagram { dst, data } => self.send_control(tx, dst, &data),
             }
+        }
+    }
+
+    fn send_control(&self, tx: &mut SendBatch, dst: SocketAddr, bytes: &[u8]) {
+        let counters = self.core.counters.clone();
+        let mut sink = SocketSink { batch: tx, sock: &self.sock, counters: &counters };
+        match sink.buffer() {
+            Some(b) if b.len() >= bytes.len() => {
+                b[..bytes.len()].copy_from_slice(bytes);
+                sink.commit(&mut SockAddr::from(dst), bytes.len());
+            }
+            _ => counters.count_drop(DropReason::TxFull),
         }
     }
 

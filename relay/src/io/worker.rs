@@ -57,6 +57,15 @@ pub enum WorkerMsg {
     /// The kernel's neighbour and route tables, dumped by the control thread (XDP backend),
     /// so workers never block on netlink.
     Neighbors(Arc<(Vec<Neighbor>, Vec<Route>)>),
+    /// A datagram of any control size for `dst`: an in-room message's copy, ack or
+    /// retransmission (one incoming message can make many; see
+    /// [`crate::messages::Outbox`]).
+    Datagram {
+        /// Where.
+        dst: SocketAddr,
+        /// The bytes.
+        data: Box<[u8]>,
+    },
 }
 
 /// Monotonic milliseconds since `epoch`, the clock every thread shares.

@@ -122,6 +122,10 @@ impl XdpWorker {
                     self.port.send_to(dst, &data[..len]);
                     sent = true;
                 }
+                WorkerMsg::Datagram { dst, data } => {
+                    self.port.send_to(dst, &data);
+                    sent = true;
+                }
             }
         }
         if sent {

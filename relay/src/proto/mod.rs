@@ -22,10 +22,13 @@
 //! Join-ok: `u64 session id | [32] relay X25519 key | u16 keepalive secs | u16 timeout secs |
 //! [16] confirm`. Join-error: `u16 code | u8 len | UTF-8 detail`. Keepalive, keepalive-ack
 //! and leave: `u64 session id | u64 counter | [16] MAC`.
+//!
+//! v2 adds the Noise join ([`v2`]) and in-room messages ([`msg`]).
 #![forbid(unsafe_code)]
 
 use crate::ids::{Error as IdError, RoomId, Ssrc};
 
+pub mod msg;
 pub mod v2;
 
 /// The version byte of v1 messages (cleartext join; see [`v2`] for the current protocol).
@@ -99,6 +102,15 @@ pub enum MsgType {
     /// Relay → client (v2, authenticated): a keepalive came from another address than the
     /// session's (a NAT rebinding); join again from the new address.
     AddressChanged = 8,
+    /// Either way (v2, encrypted): an in-room message ([`msg`]).
+    Message = 9,
+    /// Either way (v2, encrypted): a reliable message arrived ([`msg`]).
+    MessageAck = 10,
+    /// Client → relay (v2, authenticated): keep the session alive from another address than
+    /// its media's, e.g. `relay-client attach` while an external SRTP tool owns the
+    /// session's address. Answered with a keepalive-ack to the sender; the session does not
+    /// move.
+    Hold = 11,
 }
 
 impl MsgType {
@@ -112,6 +124,9 @@ impl MsgType {
             6 => Self::KeepaliveAck,
             7 => Self::Cookie,
             8 => Self::AddressChanged,
+            9 => Self::Message,
+            10 => Self::MessageAck,
+            11 => Self::Hold,
             _ => return None,
         })
     }
@@ -662,7 +677,7 @@ impl<'a> JoinError<'a> {
     }
 }
 
-/// A keepalive, keepalive-ack, leave or (v2) address-changed: names a session and carries
+/// A keepalive, keepalive-ack, leave or (v2) address-changed or hold: names a session and carries
 /// a counter and a MAC under the session's control key. The version byte is the session's
 /// protocol version and is covered by the MAC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -685,7 +700,7 @@ impl Ticket {
         let (version, ty, body) = parse_any_header(datagram)?;
         let allowed = match ty {
             MsgType::Keepalive | MsgType::KeepaliveAck | MsgType::Leave => true,
-            MsgType::AddressChanged => version == VERSION_2,
+            MsgType::AddressChanged | MsgType::Hold => version == VERSION_2,
             _ => false,
         };
         if !allowed {
@@ -719,6 +734,7 @@ impl Ticket {
 /// Runs every parser over arbitrary bytes; must never panic (fuzz entry point).
 pub fn fuzz_parse(data: &[u8]) {
     v2::fuzz_parse(data);
+    msg::fuzz_parse(data);
     let _ = demux(data);
     let _ = is_rtcp(data);
     if let Ok(j) = Join::parse(data) {
