@@ -97,6 +97,9 @@ pub struct CreateApp {
     /// Refuse joins without a PrivateMapKey; `false` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_private_map_key: Option<bool>,
+    /// Also accept cleartext v1 joins while clients migrate; `false` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_v1_joins: Option<bool>,
 }
 
 /// `PATCH /v1/apps/{sdkappid}`: each field given replaces the app's.
@@ -109,6 +112,9 @@ pub struct PatchApp {
     /// New PrivateMapKey requirement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_private_map_key: Option<bool>,
+    /// Open or close the v1 migration window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_v1_joins: Option<bool>,
 }
 
 /// `POST /v1/apps/{sdkappid}/rotate-secret` and `POST /v1/keys/{secret_id}/rotate`.
@@ -137,6 +143,8 @@ pub struct App {
     pub quotas: Quotas,
     /// Whether relayd refuses joins without a PrivateMapKey.
     pub require_private_map_key: bool,
+    /// Whether relayd also accepts cleartext v1 joins.
+    pub allow_v1_joins: bool,
     /// Its usable secrets, newest first.
     pub secrets: Vec<SecretInfo>,
 }
@@ -559,6 +567,7 @@ mod tests {
             sdkappid: 7,
             quotas: Quotas::DEFAULT,
             require_private_map_key: false,
+            allow_v1_joins: false,
             secrets: vec![SecretInfo { created_at: 1, expires_at: None }],
         };
         let v = serde_json::to_value(AppWithSecret { app, secret: "s".into() }).expect("serializes");

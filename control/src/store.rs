@@ -145,6 +145,9 @@ pub struct App {
     /// Whether relayd refuses joins without a PrivateMapKey.
     #[serde(default)]
     pub require_private_map_key: bool,
+    /// Whether relayd also accepts cleartext v1 joins (a client migration window).
+    #[serde(default)]
+    pub allow_v1_joins: bool,
 }
 
 fn check_app_secret(secret: &SecretKey) -> Result<(), StoreError> {
@@ -164,6 +167,7 @@ impl App {
             quotas,
             created_at: now,
             require_private_map_key: false,
+            allow_v1_joins: false,
         }
     }
 
@@ -435,12 +439,14 @@ impl Store {
         self.update_app(sdkappid, actor, &format!("update_quotas {sdkappid}"), |app| app.quotas = quotas)
     }
 
-    /// Changes an app's quotas and/or its PrivateMapKey requirement, in one change.
+    /// Changes an app's quotas, its PrivateMapKey requirement and/or its v1 migration
+    /// window, in one change.
     pub fn update_app_settings(
         &self,
         sdkappid: u32,
         quotas: Option<Quotas>,
         require_private_map_key: Option<bool>,
+        allow_v1_joins: Option<bool>,
         actor: &Actor<'_>,
     ) -> Result<App, StoreError> {
         if let Some(q) = &quotas {
@@ -452,6 +458,9 @@ impl Store {
             }
             if let Some(r) = require_private_map_key {
                 app.require_private_map_key = r;
+            }
+            if let Some(v) = allow_v1_joins {
+                app.allow_v1_joins = v;
             }
         })
     }

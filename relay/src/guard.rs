@@ -228,8 +228,10 @@ impl ReplayCache {
         self.seen.is_empty()
     }
 
-    /// Checks and remembers `hash` until `forget_at_ms`. Deadlines must be given in
-    /// non-decreasing order (now + a constant), which keeps expiry a queue.
+    /// Checks and remembers `hash` until `forget_at_ms`. Expiry is a queue in insertion
+    /// order: an entry whose deadline comes before that of an older entry is kept until the
+    /// older one goes (longer than asked, never shorter), so the cache never forgets a hash
+    /// early; the capacity bounds what that costs.
     pub fn check(&mut self, hash: &[u8; 32], now_ms: u64, forget_at_ms: u64) -> Replay {
         while let Some(&(t, h)) = self.order.front() {
             if t > now_ms {

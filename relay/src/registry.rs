@@ -608,19 +608,24 @@ impl Registry {
             usersig: payload.usersig,
             private_map_key: payload.private_map_key,
         };
-        let verified = match self.authenticate(now, &req, payload.timestamp_ms) {
+        let verified = match self.authenticate(now, &req) {
             Ok(v) => v,
             Err(r) => return self.answer(responder, Err(r), max_len, reply),
         };
-        // Authentic and in its window: remember it until it can no longer pass either check,
-        // whatever the outcome below (a join refused for a quota now must not succeed when
-        // replayed later).
-        let window_ms = u64::from(self.join_cfg.timestamp_window_secs) * 1000;
+        // Authentic: remember it until it can no longer pass the timestamp check (or its
+        // UserSig expires), whatever the outcome below. A join refused for a quota now, or
+        // for a clock ahead of the relay's, must not succeed when replayed later. `unix_secs`
+        // is whole seconds: the window gets one more second each way.
+        let window_ms = u64::from(self.join_cfg.timestamp_window_secs) * 1000 + 1000;
         let now_unix_ms = now.unix_secs * 1000;
-        let valid_for_ms = (payload.timestamp_ms + window_ms + 1000)
+        let valid_for_ms = (payload.timestamp_ms + window_ms)
             .saturating_sub(now_unix_ms)
             .min(verified.expires_unix.saturating_sub(now.unix_secs).saturating_mul(1000));
-        match self.replay.check(&responder.hash(), now.mono_ms, now.mono_ms + valid_for_ms) {
+        let seen = match valid_for_ms {
+            0 => Replay::Fresh,
+            ms => self.replay.check(&responder.hash(), now.mono_ms, now.mono_ms + ms),
+        };
+        match seen {
             Replay::Fresh => {}
             Replay::Replayed => {
                 // No answer: whoever replays it could not read one, and it costs a DH.
@@ -636,6 +641,10 @@ impl Registry {
                     reply,
                 )
             }
+        }
+        if payload.timestamp_ms + window_ms < now_unix_ms || payload.timestamp_ms > now_unix_ms + window_ms {
+            let r = Refusal(ErrorCode::ClockSkew, "join timestamp is outside the relay's window: check the clock");
+            return self.answer(responder, Err(r), max_len, reply);
         }
         let adm = self.admit(now, src, &req, Some(verified.secret));
         self.answer(responder, adm.map(|a| (a, now, src, updates)), max_len, reply)
@@ -687,7 +696,7 @@ impl Registry {
 
     /// v2: the UserSig's HMAC first (the Diffie-Hellman already cost far more), then the
     /// join's timestamp against the window.
-    fn authenticate(&mut self, now: Now, req: &Request<'_>, timestamp_ms: u64) -> Result<Verified, Refusal> {
+    fn authenticate(&mut self, now: Now, req: &Request<'_>) -> Result<Verified, Refusal> {
         let app_id = self.app_of(req)?;
         let sig =
             usersig::decode(req.usersig).map_err(|_| Refusal(ErrorCode::BadSignature, "UserSig does not decode"))?;
@@ -697,12 +706,6 @@ impl Registry {
         let app = &self.apps[&app_id];
         let secret =
             verify_with_any(&app.cfg.secrets, |k| sig.verify(k, now.unix_secs)).map_err(credential_refusal)?.to_vec();
-        let window_ms = u64::from(self.join_cfg.timestamp_window_secs) * 1000;
-        let now_ms = now.unix_secs * 1000;
-        // `unix_secs` is whole seconds: allow one more second each way.
-        if timestamp_ms + window_ms + 1000 < now_ms || timestamp_ms > now_ms + window_ms + 1000 {
-            return Err(Refusal(ErrorCode::ClockSkew, "join timestamp is outside the relay's window: check the clock"));
-        }
         Ok(Verified { secret, expires_unix: sig.time.saturating_add(sig.expire) })
     }
 

@@ -953,6 +953,17 @@ fn a_captured_join_replayed_later_or_elsewhere_creates_and_displaces_nothing() {
     assert_eq!(r, NodeResult::Control(Outcome::Refused(ErrorCode::ClockSkew)));
     assert_eq!(out.len(), 1, "refused with an answer only the client could read");
     assert_eq!(handshake(&sim, "dh"), dh + 4, "each replay cost one DH, no more");
+    // A join stamped ahead of the relay's clock (a client clock off by 40 s) is refused,
+    // and remembered: replayed once the relay's clock has caught up, it still gets nothing.
+    let mut c = sim.fake(3, "carol", RoomId::Num(1), &[], p);
+    let mut buf = [0u8; 1500];
+    let n = c.client.join_at((sim.now.unix_secs + 40) * 1000, &mut buf).unwrap();
+    let early = buf[..n].to_vec();
+    let (r, _) = sim.send(c.addr, &early);
+    assert_eq!(r, NodeResult::Control(Outcome::Refused(ErrorCode::ClockSkew)));
+    sim.advance(20_000);
+    let (r, out) = sim.send(c.addr, &early);
+    assert_eq!((r, out.len()), (NodeResult::Control(Outcome::Refused(ErrorCode::Replayed)), 0));
     // Alice's own session was never touched: her media still flows to a new member.
     let mut b = sim.fake(2, "bob", RoomId::Num(1), &[], p);
     sim.join(&mut b).unwrap();

@@ -146,6 +146,20 @@ fn apps_usersigs_rotation_and_dismiss_through_the_api() {
     assert_eq!(j, json!({"Response": {"RequestId": r.header("x-request-id").unwrap()}}));
     relayd.wait_for(5, "room 43 dismissed", |s| s.sessions == 0);
 
+    // v1 joins: refused until the app opens a migration window through the API.
+    let v1 = |user: &str| {
+        let mut p = peer(&relayd, &mint(user), 45, None);
+        let mut cfg = p.client.config().clone();
+        cfg.relay_key = None;
+        p.client = relay::client::Client::new(cfg).unwrap();
+        p.join()
+    };
+    assert!(matches!(v1("v1-early"), Err((Some(ErrorCode::V1NotAllowed), _))));
+    let r = c.call("PATCH", &format!("/v1/apps/{APP}"), &json!({"allow_v1_joins": true}));
+    assert_eq!((r.status, r.json()["allow_v1_joins"].as_bool()), (200, Some(true)));
+    wait_until(5, "the v1 window pushed", || v1("v1-late").is_ok());
+    assert!(relayd.stats().handshake.get("v1_joins").is_some_and(|&n| n >= 2), "v1 joins are counted");
+
     // Deleting the app removes it from relayd.
     assert_eq!(c.call("DELETE", &format!("/v1/apps/{APP}"), &Value::Null).status, 204);
     let fresh = mint_local_after_delete(&rotated.json()["secret"]);

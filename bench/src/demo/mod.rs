@@ -139,7 +139,8 @@ pub fn run(a: Args) -> Result<()> {
 /// returns what was measured.
 fn drive(a: &Args, edge: &mut Edge, screen: bool) -> Result<Summary> {
     for app in APPS {
-        let create = api::CreateApp { sdkappid: app.into(), quotas: None, require_private_map_key: None };
+        let create =
+            api::CreateApp { sdkappid: app.into(), quotas: None, require_private_map_key: None, allow_v1_joins: None };
         edge.api_ok::<serde::de::IgnoredAny>(&Call::json(Method::Post, &["v1", "apps"], &create))?;
         println!("app {app}: created through relay-control's signed API (pushed to relayd)");
     }

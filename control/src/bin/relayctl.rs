@@ -129,6 +129,9 @@ enum AppsCmd {
         /// Refuse joins without a PrivateMapKey.
         #[arg(long)]
         require_private_map_key: bool,
+        /// Also accept cleartext v1 joins while clients migrate (refused by default).
+        #[arg(long)]
+        allow_v1_joins: bool,
     },
     /// List apps (never secret values).
     List,
@@ -146,6 +149,9 @@ enum AppsCmd {
         /// Whether joins need a PrivateMapKey.
         #[arg(long, value_name = "BOOL")]
         require_private_map_key: Option<bool>,
+        /// Whether cleartext v1 joins are still accepted (a migration window).
+        #[arg(long, value_name = "BOOL")]
+        allow_v1_joins: Option<bool>,
     },
     /// Issue a new secret; the old one stays valid for the overlap. Prints the new secret once.
     RotateSecret {
@@ -671,6 +677,7 @@ fn app_pairs(app: &api::App, secret: Option<&str>, out: &mut String) {
         ("max members per room", app.quotas.max_members_per_room.to_string()),
         ("max sessions", app.quotas.max_sessions.to_string()),
         ("require private map key", yes(app.require_private_map_key)),
+        ("allow v1 joins", yes(app.allow_v1_joins)),
         ("secrets", secrets.len().to_string()),
     ];
     for s in &secrets {
@@ -704,11 +711,12 @@ fn body<T: serde::Serialize>(v: &T) -> Value {
 
 fn apps(api: &mut Api, cmd: &AppsCmd) -> Result<()> {
     match cmd {
-        AppsCmd::Create { sdkappid, quotas: q, require_private_map_key } => {
+        AppsCmd::Create { sdkappid, quotas: q, require_private_map_key, allow_v1_joins } => {
             let req = api::CreateApp {
                 sdkappid: *sdkappid,
                 quotas: quotas(q, Quotas::DEFAULT),
                 require_private_map_key: Some(*require_private_map_key),
+                allow_v1_joins: Some(*allow_v1_joins),
             };
             api.show(&Call::json(Method::Post, &["v1", "apps"], &body(&req)), app_with_secret)
         }
@@ -732,7 +740,7 @@ fn apps(api: &mut Api, cmd: &AppsCmd) -> Result<()> {
             .show(&Call::new(Method::Get, &["v1", "apps", &sdkappid.to_string()]), |a: &api::App, out| {
                 app_pairs(a, None, out)
             }),
-        AppsCmd::Update { sdkappid, quotas: q, require_private_map_key } => {
+        AppsCmd::Update { sdkappid, quotas: q, require_private_map_key, allow_v1_joins } => {
             let id = sdkappid.to_string();
             let all_given = q.max_rooms.is_some() && q.max_members_per_room.is_some() && q.max_sessions.is_some();
             let base = if all_given || quotas(q, Quotas::DEFAULT).is_none() {
@@ -742,12 +750,16 @@ fn apps(api: &mut Api, cmd: &AppsCmd) -> Result<()> {
                 let (_, current): (_, api::App) = api.value(&Call::new(Method::Get, &["v1", "apps", &id]))?;
                 current.quotas
             };
-            let req = api::PatchApp { quotas: quotas(q, base), require_private_map_key: *require_private_map_key };
+            let req = api::PatchApp {
+                quotas: quotas(q, base),
+                require_private_map_key: *require_private_map_key,
+                allow_v1_joins: *allow_v1_joins,
+            };
             if req == api::PatchApp::default() {
                 return Err(Failure::new(
                     Exit::Usage,
-                    "nothing to change: give --max-rooms, --max-members-per-room, --max-sessions or \
-                     --require-private-map-key",
+                    "nothing to change: give --max-rooms, --max-members-per-room, --max-sessions, \
+                     --require-private-map-key or --allow-v1-joins",
                 ));
             }
             api.show(&Call::json(Method::Patch, &["v1", "apps", &id], &body(&req)), |a: &api::App, out| {

@@ -127,7 +127,8 @@ fn schemas() -> Value {
         "created_at": {"type": "integer"}, "expires_at": {"type": "integer", "nullable": true}}));
     let app_props = json!({
         "sdkappid": {"type": "integer"}, "quotas": r("Quotas"),
-        "require_private_map_key": {"type": "boolean"}, "secrets": {"type": "array", "items": secret_view}});
+        "require_private_map_key": {"type": "boolean"}, "allow_v1_joins": {"type": "boolean"},
+        "secrets": {"type": "array", "items": secret_view}});
     let mut app_secret_props = app_props.clone();
     app_secret_props["secret"] = json!({"type": "string", "description": "The new secret; shown only here."});
     let cidr_pattern = format!("^({IPV4}(/(3[0-2]|[12]?[0-9]))?|{IPV6}(/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))?)$");
@@ -155,9 +156,11 @@ fn schemas() -> Value {
         "AppWithSecret": response_object(app_secret_props),
         "CreateApp": object(&["sdkappid"], json!({
             "sdkappid": int(1, MAX_SDKAPPID), "quotas": nullable(r("Quotas")),
-            "require_private_map_key": {"type": "boolean", "nullable": true}})),
+            "require_private_map_key": {"type": "boolean", "nullable": true},
+            "allow_v1_joins": {"type": "boolean", "nullable": true}})),
         "PatchApp": object(&[], json!({
-            "quotas": nullable(r("Quotas")), "require_private_map_key": {"type": "boolean", "nullable": true}})),
+            "quotas": nullable(r("Quotas")), "require_private_map_key": {"type": "boolean", "nullable": true},
+            "allow_v1_joins": {"type": "boolean", "nullable": true}})),
         "Overlap": object(&["overlap_secs"], json!({"overlap_secs": int(0, MAX_OVERLAP_SECS)})),
         "MintUserSig": object(&["user_id", "expire_secs"], json!({
             "user_id": text(1, MAX_USER_ID_LEN, ASCII_NO_SPACE),
@@ -519,6 +522,7 @@ mod tests {
             sdkappid: 1_400_000_001,
             quotas,
             require_private_map_key: true,
+            allow_v1_joins: false,
             secrets: vec![
                 api::SecretInfo { created_at: 1, expires_at: None },
                 api::SecretInfo { created_at: 0, expires_at: Some(60) },
@@ -623,9 +627,16 @@ mod tests {
         answer(&doc, &ok("/v1/keys", "get"), "Keys", &api::Keys { keys: vec![key] }, errs);
         answer(&doc, &ok("/v1/audit", "get"), "AuditLog", &api::AuditLog { entries: vec![audit] }, errs);
         // Requests.
-        let create = api::CreateApp { sdkappid: 1, quotas: Some(quotas), require_private_map_key: Some(true) };
+        let create = api::CreateApp {
+            sdkappid: 1,
+            quotas: Some(quotas),
+            require_private_map_key: Some(true),
+            allow_v1_joins: Some(true),
+        };
         request(&doc, "CreateApp", &create, errs);
-        request(&doc, "PatchApp", &api::PatchApp { quotas: Some(quotas), require_private_map_key: Some(false) }, errs);
+        let patch =
+            api::PatchApp { quotas: Some(quotas), require_private_map_key: Some(false), allow_v1_joins: Some(false) };
+        request(&doc, "PatchApp", &patch, errs);
         request(&doc, "Quotas", &quotas, errs);
         request(&doc, "Limits", &limits, errs);
         request(&doc, "Overlap", &api::Overlap { overlap_secs: 60 }, errs);

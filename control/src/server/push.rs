@@ -155,7 +155,7 @@ pub fn apps_request(apps: &[App], now: u64) -> (Request, Option<u64>) {
             sdkappid: u64::from(a.sdkappid),
             secrets: a.usable_secrets(now).map(|s| s.expose().to_owned()).collect(),
             require_private_map_key: a.require_private_map_key,
-            allow_v1_joins: false,
+            allow_v1_joins: a.allow_v1_joins,
             profiles: None,
             quotas: a.quotas,
         })

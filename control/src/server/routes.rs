@@ -191,7 +191,13 @@ fn app_view(a: &App, now: u64) -> api::App {
         .filter(|s| s.expires_at.is_none_or(|e| now < e))
         .map(|s| api::SecretInfo { created_at: s.created_at, expires_at: s.expires_at })
         .collect();
-    api::App { sdkappid: a.sdkappid, quotas: a.quotas, require_private_map_key: a.require_private_map_key, secrets }
+    api::App {
+        sdkappid: a.sdkappid,
+        quotas: a.quotas,
+        require_private_map_key: a.require_private_map_key,
+        allow_v1_joins: a.allow_v1_joins,
+        secrets,
+    }
 }
 
 fn with_secret(app: api::App, secret: &SecretKey) -> api::AppWithSecret {
@@ -347,6 +353,7 @@ async fn create_app(State(st): State<Arc<Server>>, Extension(ctx): Extension<Ctx
     let secret = SecretKey::generate_app_secret().map_err(ApiError::internal)?;
     let mut app = App::new(sdkappid, secret.clone(), quotas, ctx.now);
     app.require_private_map_key = req.require_private_map_key.unwrap_or(false);
+    app.allow_v1_joins = req.allow_v1_joins.unwrap_or(false);
     let (s, a) = (st.store.clone(), app.clone());
     blocking(move || Ok(s.create_app(&a, &ctx.actor())?)).await?;
     st.link.changed(Change::Apps);
@@ -368,9 +375,10 @@ async fn patch_app(
     let req: api::PatchApp = parse_body(&body)?;
     let quotas = req.quotas.map(check_quotas).transpose()?;
     let (s, now) = (st.store.clone(), ctx.now);
-    let app =
-        blocking(move || Ok(s.update_app_settings(sdkappid, quotas, req.require_private_map_key, &ctx.actor())?))
-            .await?;
+    let app = blocking(move || {
+        Ok(s.update_app_settings(sdkappid, quotas, req.require_private_map_key, req.allow_v1_joins, &ctx.actor())?)
+    })
+    .await?;
     st.link.changed(Change::Apps);
     Ok(stored(Json(app_view(&app, now))))
 }
