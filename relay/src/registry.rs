@@ -185,6 +185,9 @@ pub struct Registry {
     next_id: u64,
     timeouts: Timeouts,
     rng: Box<dyn FnMut() -> KeyPair + Send>,
+    /// Fresh secrets for v2: the relay's ephemeral keys and cookie nonces (the OS RNG in
+    /// relayd; a bare 32 bytes, so no key generation is wasted on a key pair).
+    secrets: Box<dyn FnMut() -> [u8; 32] + Send>,
     joins: HashMap<&'static str, u64>,
     handshake: HashMap<&'static str, u64>,
     identity: Identity,
@@ -257,21 +260,16 @@ impl Registry {
     /// drawn from it too.
     pub fn with_rng(cfg: &Validated, mut rng: Box<dyn FnMut() -> KeyPair + Send>) -> Self {
         let identity = Identity::new(StaticKey::from_secret(rng().secret_bytes()));
-        Self::with_identity(cfg, identity, rng)
+        let seed = rng().secret_bytes();
+        let mut r = Self::with_identity(cfg, identity, rng);
+        r.secrets = seeded(seed);
+        r
     }
 
     /// A registry with the relay's static identity (relayd loads it from its key file).
     pub fn with_identity(cfg: &Validated, identity: Identity, mut rng: Box<dyn FnMut() -> KeyPair + Send>) -> Self {
         let apps = cfg.apps.iter().map(|a| (a.sdkappid, AppState { cfg: a.clone(), rooms: 0, sessions: 0 })).collect();
-        let seed = rng().secret_bytes();
-        let mut counter = 0u64;
-        let cookie_rng = Box::new(move || {
-            counter += 1;
-            let mut h = Sha256::new();
-            h.update(seed);
-            h.update(counter.to_be_bytes());
-            h.finalize().into()
-        });
+        let cookie_rng = seeded(rng().secret_bytes());
         let mut r = Self {
             apps,
             rooms: HashMap::new(),
@@ -282,6 +280,11 @@ impl Registry {
             next_id: 1,
             timeouts: cfg.timeouts,
             rng,
+            secrets: Box::new(|| {
+                let mut b = [0u8; 32];
+                getrandom::getrandom(&mut b).expect("the OS RNG is available");
+                b
+            }),
             joins: HashMap::new(),
             handshake: HashMap::new(),
             identity,
@@ -463,7 +466,7 @@ impl Registry {
         match self.pending.take()? {
             Pending::V1 { max_len } => JoinError::write(code, detail, reply, max_len),
             Pending::V2 { responder, max_len } => {
-                let e = (self.rng)().secret_bytes();
+                let e = (self.secrets)();
                 let a = AnswerPayload::Refused { code: code as u16, detail };
                 v2::write_answer(responder, e, &a, reply, max_len).ok().map(|(n, _)| n)
             }
@@ -577,7 +580,7 @@ impl Registry {
             }
             let cookie = self.cookies.cookie(src, now.mono_ms);
             let mut nonce = [0u8; 12];
-            nonce.copy_from_slice(&(self.rng)().secret_bytes()[..12]);
+            nonce.copy_from_slice(&(self.secrets)()[..12]);
             self.count("cookies_sent");
             let n = v2::write_cookie(&self.keys[ki].key.public(), nonce, &cookie, &frame.mac1(), reply).ok();
             return (Outcome::CookieSent, n);
@@ -658,7 +661,7 @@ impl Registry {
         max_len: usize,
         reply: &mut [u8],
     ) -> (Outcome, Option<usize>) {
-        let e = (self.rng)().secret_bytes();
+        let e = (self.secrets)();
         match admitted {
             Ok((adm, now, src, updates)) => {
                 let id = SessionId(self.next_id);
@@ -1017,6 +1020,19 @@ impl Registry {
         updates.push(Update::Down(info));
         true
     }
+}
+
+/// 32-byte secrets from SHA-256(seed ‖ counter): the cookie secrets (they protect no
+/// traffic, only say which address a cookie was sent to) and deterministic simulations.
+fn seeded(seed: [u8; 32]) -> Box<dyn FnMut() -> [u8; 32] + Send> {
+    let mut counter = 0u64;
+    Box::new(move || {
+        counter += 1;
+        let mut h = Sha256::new();
+        h.update(seed);
+        h.update(counter.to_be_bytes());
+        h.finalize().into()
+    })
 }
 
 /// Verifies with each secret in turn (newest first) and returns the one that matched; any
