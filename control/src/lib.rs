@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod observe;
 pub mod server;
+pub mod state;
 pub mod store;
 pub mod tc3;
 pub mod webhook;
