@@ -22,6 +22,7 @@ pub mod alerts;
 pub mod api;
 pub mod autoblock;
 pub mod client;
+pub mod cluster;
 pub mod keys;
 pub mod metrics;
 pub mod monitor;

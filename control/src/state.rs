@@ -393,7 +393,11 @@ impl Mutation {
                 if view.app(app.sdkappid).is_some() {
                     return Err(StoreError::AppExists(app.sdkappid));
                 }
-                Applied::change(format!("create_app {}", app.sdkappid), vec![put(Record::App(app.clone()))], Output::Done)
+                Applied::change(
+                    format!("create_app {}", app.sdkappid),
+                    vec![put(Record::App(app.clone()))],
+                    Output::Done,
+                )
             }
             M::UpdateApp { sdkappid, quotas, require_private_map_key, allow_v1_joins } => {
                 if let Some(q) = quotas {

@@ -17,6 +17,7 @@ use relay::proto::{DeclaredSsrc, ErrorCode, StreamKind};
 use relay::srtp::Profile;
 use relay::stats::Snapshot;
 
+pub mod cluster;
 pub mod control;
 pub mod control_plane;
 pub mod net;

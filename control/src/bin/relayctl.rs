@@ -792,7 +792,14 @@ fn usersig(api: &mut Api, cmd: &UsersigCmd) -> Result<()> {
     } else {
         None
     };
-    let req = api::MintUserSig { user_id: user_id.clone(), expire_secs: *expire_secs, private_map_key };
+    let req = api::MintUserSig {
+        user_id: user_id.clone(),
+        expire_secs: *expire_secs,
+        private_map_key,
+        room_id: None,
+        str_room_id: None,
+        region: None,
+    };
     let call = Call::json(Method::Post, &["v1", "apps", &sdkappid.to_string(), "usersig"], &body(&req));
     api.show(&call, |v: &api::UserSig, out| {
         let mut rows = vec![("usersig", v.usersig.clone())];

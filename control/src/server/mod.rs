@@ -14,6 +14,7 @@
 //! finish for a bounded time.
 
 pub mod auth;
+pub mod clustering;
 pub mod config;
 pub mod errors;
 pub mod monitoring;
@@ -30,9 +31,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
+use crate::cluster::Cluster;
 use crate::observe::ControlCounters;
 use crate::observe::Latest;
-use crate::store::Store;
+use crate::state::{Mutation, Output};
+use crate::store::{Actor, Store};
 use crate::tc3::{ReplayCache, Verifier};
 
 /// Most signatures the replay cache holds (one skew window's worth of requests).
@@ -64,8 +67,11 @@ pub enum ServerError {
 pub struct Server {
     /// The loaded config.
     pub cfg: config::Config,
-    /// The store.
+    /// The store: the whole state of a single node, a cluster node's working copy. Every
+    /// read comes from here; every change goes through [`Server::write`].
     pub store: Arc<Store>,
+    /// The cluster agent, when `[cluster]` is configured.
+    pub cluster: Option<Arc<Cluster>>,
     /// TC3 verification for the configured service.
     pub verifier: Verifier,
     /// Signatures seen within the skew window.
@@ -101,6 +107,7 @@ impl Server {
     pub fn start(
         cfg: config::Config,
         store: Arc<Store>,
+        cluster: Option<Arc<Cluster>>,
         link: push::Link,
         certs: Arc<tls::CertStore>,
     ) -> Result<Arc<Self>, ServerError> {
@@ -113,6 +120,7 @@ impl Server {
             limits: auth::RateLimits::new(&cfg.rate_limits),
             cfg,
             store,
+            cluster,
             link,
             certs,
             started: Instant::now(),
@@ -121,7 +129,24 @@ impl Server {
             cert_not_after,
         });
         tokio::spawn(monitoring::apply_decisions(st.clone(), monitor.decisions));
+        if st.cluster.is_some() {
+            tokio::spawn(clustering::heartbeat(st.clone()));
+        }
         Ok(st)
+    }
+
+    /// Makes change `m` as `actor`: cluster-wide when this node is in a cluster, else in the
+    /// store. Blocking (Redis round trips or an fsync): call it on the blocking pool.
+    pub fn write(&self, m: &Mutation, actor: &Actor<'_>) -> Result<Output, crate::cluster::ClusterError> {
+        match &self.cluster {
+            Some(c) => c.mutate(m, actor),
+            None => Ok(self.store.mutate(m, actor)?),
+        }
+    }
+
+    /// Whether reads may be stale: this node is in a cluster and does not reach Redis.
+    pub fn maybe_stale(&self) -> bool {
+        self.cluster.as_ref().is_some_and(|c| !c.health.is_reachable())
     }
 
     /// The `/metrics` body: relayd's counters from the monitor's latest poll, and ours.

@@ -641,7 +641,14 @@ mod tests {
         request(&doc, "Limits", &limits, errs);
         request(&doc, "Overlap", &api::Overlap { overlap_secs: 60 }, errs);
         let pmk = api::PrivateMapKeyRequest { room_id: Some(42), str_room_id: Some("lobby".into()), privileges: 255 };
-        let mint = api::MintUserSig { user_id: "alice".into(), expire_secs: 600, private_map_key: Some(pmk) };
+        let mint = api::MintUserSig {
+            user_id: "alice".into(),
+            expire_secs: 600,
+            private_map_key: Some(pmk),
+            room_id: None,
+            str_room_id: None,
+            region: None,
+        };
         request(&doc, "MintUserSig", &mint, errs);
         let add = api::AddBlock { cidr: "198.18.5.0/24".into(), ttl_secs: 0, reason: Some("r".into()) };
         request(&doc, "AddBlock", &add, errs);

@@ -61,6 +61,26 @@ pub enum Change {
     Unblock(IpAddr, u8),
     /// The limits changed.
     Limits(Limits),
+    /// Anything may have changed (a cluster node resynced its store): push everything.
+    All,
+}
+
+impl Change {
+    /// What relayd must hear about a store write (API keys are not relayd's business).
+    pub fn of_write((id, rec): &crate::state::Write) -> Option<Change> {
+        use crate::state::{Record, RecordId};
+        match (id, rec) {
+            (RecordId::App(_), _) => Some(Change::Apps),
+            (RecordId::Key(_), _) => None,
+            (_, Some(Record::Block(e))) => Some(Change::Block(e.clone())),
+            (RecordId::Block(cidr), None) => {
+                let p = relay::prefix::Prefix::parse_truncating(cidr).ok()?;
+                Some(Change::Unblock(p.addr(), p.len()))
+            }
+            (_, Some(Record::Limits(l))) => Some(Change::Limits(*l)),
+            _ => None,
+        }
+    }
 }
 
 enum Msg {
@@ -270,6 +290,11 @@ impl Worker {
             }
             Change::Limits(l) => {
                 self.push_request(&limits_request(&l), "set_limits");
+            }
+            Change::All => {
+                if let Err(why) = self.full_sync() {
+                    self.down(why);
+                }
             }
         }
     }
