@@ -130,6 +130,15 @@ fn three_nodes_converge_refuse_replays_and_survive_redis_outages() {
         r.status == 503 && r.code() == "ResourceUnavailable.Cluster"
     });
     eprintln!("first 503 after {w:?}");
+    let metric = |client: &ApiClient, line: &str| {
+        let r = client.call("GET", "/metrics", &Value::Null);
+        String::from_utf8_lossy(&r.body).lines().any(|l| l == line)
+    };
+    wait_until(Duration::from_secs(3), "redis_up 0 in /metrics", || metric(&c[1], "edgerelay_cluster_redis_up 0"));
+    let fired = wait_until(Duration::from_secs(8), "cluster_unreachable alert fires", || {
+        metric(&c[1], r#"edgerelay_alerts_firing{rule="cluster_unreachable"} 1"#)
+    });
+    eprintln!("cluster_unreachable fired {fired:?} after the first 503");
     let read = c[1].call("GET", "/v1/apps/1400000301", &Value::Null);
     assert_eq!(read.status, 200);
     wait_until(Duration::from_secs(5), "stale header", || {
@@ -138,6 +147,10 @@ fn three_nodes_converge_refuse_replays_and_survive_redis_outages() {
     redis.restart();
     wait_until(Duration::from_secs(10), "writes pass again", || {
         c[2].call("POST", "/v1/blocklist", &json!({"cidr": "198.18.66.2/32", "ttl_secs": 0})).status == 201
+    });
+    wait_until(Duration::from_secs(5), "cluster_unreachable resolves", || {
+        metric(&c[1], r#"edgerelay_alerts_firing{rule="cluster_unreachable"} 0"#)
+            && metric(&c[1], "edgerelay_cluster_redis_up 1")
     });
     for client in &c {
         wait_until(Duration::from_secs(3), "block everywhere after the outage", || {

@@ -295,6 +295,10 @@ for_secs = 5               # 0..=86400
 enabled = true
 within_days = 14           # 1..=365
 
+[alerts.cluster_unreachable]   # cluster nodes only: Redis unreachable (writes answer 503)
+enabled = true
+after_secs = 3             # 1..=86400
+
 # Automatic blocking: a source whose kernel drops (any reason: unknown session, rate
 # limited, junk, ...) exceed pps_threshold per second is blocklisted (/32 or /128, source
 # "auto") for ttl_secs, then released. A live entry that already covers it is left alone.

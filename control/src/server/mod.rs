@@ -113,7 +113,7 @@ impl Server {
     ) -> Result<Arc<Self>, ServerError> {
         let counters = Arc::new(ControlCounters::default());
         let (cert_not_after, cert_rx) = watch::channel(Some(certs.info().not_after));
-        let monitor = monitoring::start(&cfg, counters.clone(), cert_rx)?;
+        let monitor = monitoring::start(&cfg, counters.clone(), cert_rx, cluster.as_ref().map(|c| c.health.clone()))?;
         let st = Arc::new(Server {
             verifier: Verifier::new(cfg.service.clone()),
             replay: Mutex::new(ReplayCache::new(REPLAY_CACHE_CAPACITY)),
@@ -152,7 +152,11 @@ impl Server {
     /// The `/metrics` body: relayd's counters from the monitor's latest poll, and ours.
     pub fn render_metrics(&self) -> String {
         let latest = self.latest.borrow().clone();
-        crate::metrics::render(latest.as_deref(), &self.counters)
+        let mut text = crate::metrics::render(latest.as_deref(), &self.counters);
+        if let Some(c) = &self.cluster {
+            text.push_str(&crate::metrics::render_cluster(&c.health));
+        }
+        text
     }
 }
 

@@ -114,10 +114,11 @@ pub fn start(
     cfg: &Config,
     counters: Arc<ControlCounters>,
     cert_not_after: watch::Receiver<Option<u64>>,
+    cluster: Option<Arc<crate::cluster::Health>>,
 ) -> Result<MonitorHandle, MonitorError> {
     let settings = MonitorSettings::default();
     let link = MgmtLink::new(cfg.relayd_socket.clone(), settings.poll_timeout);
-    monitor::spawn(link, settings, cfg.alerts.clone(), cfg.autoblock.clone(), counters, cert_not_after)
+    monitor::spawn(link, settings, cfg.alerts.clone(), cfg.autoblock.clone(), counters, cert_not_after, cluster)
 }
 
 /// What applying one decision did to the store, and what relayd must hear.
