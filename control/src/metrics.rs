@@ -130,6 +130,12 @@ pub fn render_cluster(h: &crate::cluster::Health) -> String {
             &h.replay_local_only,
         ),
         ("edgerelay_cluster_heartbeat_failures_total", "Registry heartbeats that failed.", &h.heartbeat_failures),
+        (
+            "edgerelay_cluster_quota_fallbacks_total",
+            "App heartbeats spent on the Redis-less fallback share of a quota.",
+            &h.quota_fallbacks,
+        ),
+        ("edgerelay_cluster_lease_changes_total", "Quota lease changes pushed to relayd.", &h.lease_changes),
     ];
     for (name, help, v) in counters {
         w.family(name, Kind::Counter, help).sample(&[], v.load(Relaxed));

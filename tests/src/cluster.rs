@@ -213,12 +213,25 @@ impl Nodes {
     /// `n` nodes on `redis`; node `i` (from 1) is `edge-i` in region `region(i)`. `extra`
     /// is added to every config after `[cluster]` (whole sections).
     pub fn start(redis: &Redis, n: usize, region: impl Fn(usize) -> String, extra: &str) -> Nodes {
+        Self::start_with(redis, n, region, extra, |_| String::new())
+    }
+
+    /// As [`Nodes::start`], with `top(i)` as node `i`'s top-level config lines (such as its
+    /// `relayd_socket`).
+    pub fn start_with(
+        redis: &Redis,
+        n: usize,
+        region: impl Fn(usize) -> String,
+        extra: &str,
+        top: impl Fn(usize) -> String,
+    ) -> Nodes {
         let dir = Arc::new(TempDir::new("cluster").expect("temp dir"));
         let key = cluster_key(&dir);
         let mut nodes: Vec<ControlDaemon> = Vec::new();
         for i in 1..=n {
             let endpoint = SocketAddr::from(([198, 18, 0, i as u8], 7000));
-            let cfg = format!("{}\n{extra}", cluster_toml(redis, &key, &format!("edge-{i}"), &region(i), endpoint));
+            let cluster = cluster_toml(redis, &key, &format!("edge-{i}"), &region(i), endpoint);
+            let cfg = format!("{}\n{cluster}\n{extra}", top(i));
             let node = match nodes.first() {
                 None => ControlDaemon::start(&cfg),
                 Some(first) => ControlDaemon::start_joining(&cfg, first.admin.clone()),

@@ -265,3 +265,65 @@ fn no_update_is_lost_across_redis_and_node_crashes() {
     assert!(lost_apps.len() + lost_blocks.len() + extra_apps.len() + extra_blocks.len() <= ambiguous,
         "lost apps {lost_apps:?} blocks {lost_blocks:?}; unexpected apps {extra_apps:?} blocks {extra_blocks:?} ({ambiguous} ambiguous)");
 }
+
+#[test]
+fn max_sessions_holds_across_nodes() {
+    use edgerelay_tests::{two_app_config, Peer, Relayd};
+    use relay::ids::RoomId;
+    let Some(redis) = loopback_redis() else { return };
+    let relayds: Vec<Relayd> = (0..3).map(|_| Relayd::start(&two_app_config(30, ""))).collect();
+    let nodes = Nodes::start_with(
+        &redis,
+        3,
+        |_| "eu-west".into(),
+        GENEROUS_LIMITS,
+        |i| format!("relayd_socket = \"{}\"", relayds[i - 1].stats_socket.display()),
+    );
+    let c: Vec<ApiClient> = nodes.nodes.iter().map(|n| n.admin_client()).collect();
+    for client in &c {
+        wait_until(Duration::from_secs(10), "relayd link up", || {
+            client.get_ok("/v1/node")["relayd"]["reachable"] == true
+        });
+    }
+    const APP: u32 = 1_400_000_777;
+    const MAX: u64 = 4;
+    let q = json!({"max_rooms": 10, "max_members_per_room": 20, "max_sessions": MAX});
+    assert_eq!(c[0].call("POST", "/v1/apps", &json!({"sdkappid": APP, "quotas": q})).status, 201);
+    // Three would-be members per node, 9 in all, each with a UserSig minted on its node.
+    let mut peers: Vec<(usize, Peer, bool)> = Vec::new();
+    for (n, relayd) in relayds.iter().enumerate() {
+        for k in 0..3 {
+            let user = format!("u{n}{k}");
+            let r =
+                c[n].call("POST", &format!("/v1/apps/{APP}/usersig"), &json!({"user_id": user, "expire_secs": 600}));
+            assert_eq!(r.status, 200);
+            let mut cfg = relayd.client_config(APP, "unused-secret-unused", &user, RoomId::num(7).unwrap(), None);
+            cfg.usersig = r.json()["usersig"].as_str().unwrap().to_owned();
+            peers.push((n, Peer::with_config(relayd.addr, cfg), false));
+        }
+    }
+    let total = || relayds.iter().map(|r| r.stats().sessions).sum::<u64>();
+    // Keep trying every refused member for a while: leases move, the quota never breaks.
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    let mut max_seen = 0;
+    while std::time::Instant::now() < deadline {
+        for (_, p, joined) in peers.iter_mut().filter(|(_, _, j)| !*j) {
+            *joined = p.join_within(Duration::from_millis(150)).is_ok();
+            max_seen = max_seen.max(total());
+            assert!(max_seen <= MAX, "the app holds {max_seen} sessions across nodes; max_sessions is {MAX}");
+        }
+        for (_, p, joined) in peers.iter_mut() {
+            if *joined {
+                p.keepalive();
+            }
+        }
+        if total() == MAX {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let per_node: Vec<u64> = relayds.iter().map(|r| r.stats().sessions).collect();
+    eprintln!("sessions per node {per_node:?} (quota {MAX}), highest total seen {max_seen}");
+    assert_eq!(total(), MAX, "the cluster did not admit up to its quota: {per_node:?}");
+    assert_eq!(peers.iter().filter(|p| p.2).count() as u64, MAX);
+}

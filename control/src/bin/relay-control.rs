@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use control::cluster::quota::Leases;
 use control::cluster::Cluster;
 use control::keys::{ApiKey, Role};
 use control::server::{config::Config, push::Link, tls, unix_now, Server};
@@ -94,7 +95,7 @@ fn open_store(cfg: &Config) -> anyhow::Result<Store> {
 fn bootstrap(config: &Path, label: &str) -> anyhow::Result<()> {
     let cfg = Config::load(config)?;
     let store = Arc::new(open_store(&cfg)?);
-    let cluster = start_cluster(&cfg, &store, &Link::disabled())?;
+    let cluster = start_cluster(&cfg, &store, &Link::disabled(), Arc::default())?;
     if let Some(c) = &cluster {
         wait_synced(c, std::time::Duration::from_secs(10))?;
     }
@@ -142,11 +143,12 @@ fn serve(config: &Path) -> anyhow::Result<()> {
         }
     };
     let certs = Arc::new(tls::CertStore::open(cert, key)?);
+    let leases = cfg.cluster.is_some().then(|| Arc::new(Leases::default()));
     let link = match &cfg.relayd_socket {
-        Some(p) => Link::spawn(p.clone(), store.clone())?,
+        Some(p) => Link::spawn(p.clone(), store.clone(), leases.clone())?,
         None => Link::disabled(),
     };
-    let cluster = start_cluster(&cfg, &store, &link)?;
+    let cluster = start_cluster(&cfg, &store, &link, leases.unwrap_or_default())?;
     let agent = cluster.clone();
     let info = certs.info();
     tracing::info!(fingerprint = %info.sha256, listen = %bound, "relay-control starting");
@@ -183,10 +185,15 @@ fn serve(config: &Path) -> anyhow::Result<()> {
 }
 
 /// The cluster agent and its follower, when `[cluster]` is configured.
-fn start_cluster(cfg: &Config, store: &Arc<Store>, link: &Link) -> anyhow::Result<Option<Arc<Cluster>>> {
+fn start_cluster(
+    cfg: &Config,
+    store: &Arc<Store>,
+    link: &Link,
+    leases: Arc<Leases>,
+) -> anyhow::Result<Option<Arc<Cluster>>> {
     let Some(cc) = cfg.cluster.clone() else { return Ok(None) };
     let node = cc.node_id.clone();
-    let cluster = Cluster::new(cc, store.clone(), link.clone())?;
+    let cluster = Cluster::new(cc, store.clone(), link.clone(), leases)?;
     control::cluster::follow::spawn(cluster.clone())?;
     tracing::info!(node, "cluster agent started");
     Ok(Some(cluster))

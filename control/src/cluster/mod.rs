@@ -34,6 +34,7 @@
 
 pub mod follow;
 pub mod nodes;
+pub mod quota;
 pub mod seal;
 
 use std::collections::HashMap;
@@ -240,6 +241,10 @@ pub struct Health {
     pub nodes_seen: AtomicU64,
     /// Heartbeats that failed.
     pub heartbeat_failures: AtomicU64,
+    /// App-heartbeats spent on the Redis-less fallback share of a quota.
+    pub quota_fallbacks: AtomicU64,
+    /// Lease changes pushed to relayd.
+    pub lease_changes: AtomicU64,
     /// The last Redis error.
     pub last_error: Mutex<Option<String>>,
 }
@@ -314,6 +319,8 @@ pub struct Cluster {
     pub health: Arc<Health>,
     store: Arc<Store>,
     link: Link,
+    /// This node's quota leases, which the relayd link pushes in place of app quotas.
+    pub leases: Arc<quota::Leases>,
     applied: Mutex<Cursor>,
     applied_cv: Condvar,
 }
@@ -327,7 +334,12 @@ impl std::fmt::Debug for Cluster {
 impl Cluster {
     /// The agent for `cfg`, on `store` (the working copy) and `link` (relayd). Connects
     /// lazily: Redis may be down at start.
-    pub fn new(cfg: ClusterConfig, store: Arc<Store>, link: Link) -> Result<Arc<Cluster>, ClusterError> {
+    pub fn new(
+        cfg: ClusterConfig,
+        store: Arc<Store>,
+        link: Link,
+        leases: Arc<quota::Leases>,
+    ) -> Result<Arc<Cluster>, ClusterError> {
         cfg.check().map_err(ClusterError::Setup)?;
         let key = ClusterKey::load(&cfg.key_file).map_err(|e| ClusterError::Setup(e.to_string()))?;
         let client = redis_client(&cfg)?;
@@ -342,6 +354,7 @@ impl Cluster {
             health: Arc::new(Health::default()),
             store,
             link,
+            leases,
             applied: Mutex::new(cursor),
             applied_cv: Condvar::new(),
         }))

@@ -1,7 +1,10 @@
 //! The node's side of the cluster that needs the running server: the heartbeat, which
-//! publishes this node's endpoints, relay key and load ([`crate::cluster::nodes`]), and
-//! the periodic pruning of expired blocklist entries from the shared state.
+//! publishes this node's endpoints, relay key and load ([`crate::cluster::nodes`]), renews
+//! its quota leases ([`crate::cluster::quota`]), and prunes expired blocklist entries from
+//! the shared state.
 
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,6 +13,8 @@ use relay::mgmt::{Answer, Request as Mgmt, ROOMS_MAX_LIMIT};
 use super::Server;
 use crate::api::{ClusterNode, NodeLoad, RelayEndpoint};
 use crate::cluster::nodes::{heartbeat_now, room_key};
+use crate::cluster::quota::{fallback_share, wanted, Lease};
+use crate::cluster::Cluster;
 use crate::state::Mutation;
 use crate::store::Actor;
 
@@ -50,6 +55,8 @@ pub async fn heartbeat(st: Arc<Server>) {
     let mut beats: u32 = 0;
     let mut last: Option<Sample> = None;
     let mut last_prune = Instant::now();
+    let mut live_nodes: u32 = 1;
+    let mut granted_at: HashMap<u32, Instant> = HashMap::new();
     loop {
         tick.tick().await;
         let stats = st.latest.borrow().as_ref().and_then(|l| l.observation.stats.clone());
@@ -87,19 +94,38 @@ pub async fn heartbeat(st: Arc<Server>) {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             heartbeat_at_ms: heartbeat_now(),
         };
-        let rooms = match beats.is_multiple_of(ROOMS_EVERY) && st.link.reachable() {
+        let listed = match st.link.reachable() {
             true => match st.link.call(Mgmt::Rooms { sdkappid: None, limit: Some(ROOMS_MAX_LIMIT) }).await {
-                Ok(Answer::Rooms(r)) => Some(r.iter().map(|r| room_key(r.sdkappid, &r.room)).collect::<Vec<_>>()),
+                Ok(Answer::Rooms(r)) => Some(r),
                 _ => None,
             },
             false => None,
         };
+        let usage = listed.as_ref().map(|rooms| {
+            let mut per_app: HashMap<u32, (u32, u32)> = HashMap::new();
+            for r in rooms {
+                let e = per_app.entry(r.sdkappid as u32).or_default();
+                e.0 += r.members.len() as u32;
+                e.1 += 1;
+            }
+            per_app
+        });
+        let rooms = listed
+            .as_ref()
+            .filter(|_| beats.is_multiple_of(ROOMS_EVERY))
+            .map(|r| r.iter().map(|r| room_key(r.sdkappid, &r.room)).collect::<Vec<_>>());
         beats = beats.wrapping_add(1);
         let c = cluster.clone();
         let beat = tokio::task::spawn_blocking(move || c.beat(&node, rooms.as_deref())).await;
         if let Ok(Err(e)) = beat {
             tracing::debug!(error = %e, "heartbeat failed");
         }
+        let c = cluster.clone();
+        let live = tokio::task::spawn_blocking(move || c.nodes().map(|n| n.len() as u32)).await;
+        if let Ok(Ok(n)) = live {
+            live_nodes = n.max(1);
+        }
+        renew_leases(&st, &cluster, usage.as_ref(), live_nodes, &mut granted_at).await;
         if last_prune.elapsed() >= PRUNE_EVERY && cluster.health.is_reachable() {
             last_prune = Instant::now();
             let st2 = st.clone();
@@ -114,5 +140,85 @@ pub async fn heartbeat(st: Arc<Server>) {
             })
             .await;
         }
+    }
+}
+
+/// Renews this node's quota lease of every app (see [`crate::cluster::quota`] for the
+/// policy and why a shrink is pushed to relayd before Redis hears of it). `usage` is what
+/// relayd holds per app (sessions, rooms), `None` when relayd did not answer: then each
+/// lease is renewed as it is, since relayd keeps enforcing it.
+async fn renew_leases(
+    st: &Arc<Server>,
+    cluster: &Arc<Cluster>,
+    usage: Option<&HashMap<u32, (u32, u32)>>,
+    live_nodes: u32,
+    granted_at: &mut HashMap<u32, Instant>,
+) {
+    let Ok(apps) = st.store.list_apps() else { return };
+    let leases = &cluster.leases;
+    leases.retain(&apps.iter().map(|a| a.sdkappid).collect::<Vec<_>>());
+    granted_at.retain(|k, _| apps.iter().any(|a| a.sdkappid == *k));
+    let ttl = Duration::from_millis(cluster.cfg.node_ttl_ms);
+    let mut changed = false;
+    for app in &apps {
+        let (id, q) = (app.sdkappid, app.quotas);
+        let cur = leases.get(id);
+        let want = match (usage, cur) {
+            (Some(u), _) => {
+                let (s, r) = u.get(&id).copied().unwrap_or((0, 0));
+                (wanted(s, q.max_sessions, live_nodes), wanted(r, q.max_rooms, live_nodes))
+            }
+            (None, Some(c)) => (c.sessions, c.rooms),
+            (None, None) => (0, 0),
+        };
+        if let Some(c) = cur.filter(|c| want.0 < c.sessions || want.1 < c.rooms) {
+            // Shrink relayd first; Redis hears of it only once relayd enforces it.
+            leases
+                .set(id, Lease { sessions: want.0.min(c.sessions), rooms: want.1.min(c.rooms), fallback: c.fallback });
+            let (req, _) = super::push::apps_request(&apps, super::unix_now(), Some(leases));
+            if st.link.call(req).await.is_err() {
+                leases.set(id, c);
+                continue;
+            }
+        }
+        let c2 = cluster.clone();
+        let granted = tokio::task::spawn_blocking(move || c2.lease(id, want, q)).await;
+        match granted {
+            Ok(Ok(g)) => {
+                granted_at.insert(id, Instant::now());
+                if leases.get(id) != Some(g) {
+                    leases.set(id, g);
+                    changed = true;
+                }
+            }
+            _ => {
+                let expired = granted_at.get(&id).is_none_or(|t| t.elapsed() >= ttl);
+                if expired {
+                    let share = Lease {
+                        sessions: fallback_share(q.max_sessions, live_nodes),
+                        rooms: fallback_share(q.max_rooms, live_nodes),
+                        fallback: true,
+                    };
+                    let l = match cur {
+                        Some(c) if !c.fallback => Lease {
+                            sessions: c.sessions.min(share.sessions),
+                            rooms: c.rooms.min(share.rooms),
+                            fallback: true,
+                        },
+                        Some(c) => c,
+                        None => share,
+                    };
+                    cluster.health.quota_fallbacks.fetch_add(1, Ordering::Relaxed);
+                    if leases.get(id) != Some(l) {
+                        leases.set(id, l);
+                        changed = true;
+                    }
+                }
+            }
+        }
+    }
+    if changed {
+        cluster.health.lease_changes.fetch_add(1, Ordering::Relaxed);
+        st.link.changed(super::push::Change::Apps);
     }
 }
