@@ -34,6 +34,8 @@ pub enum RecordId {
     Block(String),
     /// The data-plane limits (one record).
     Limits,
+    /// A ban of a user from a room ([`Ban::field`]).
+    Ban(String),
 }
 
 /// The kinds of record, each one table of the store and one hash in Redis.
@@ -47,11 +49,13 @@ pub enum Kind {
     Block,
     /// Settings (the limits).
     Settings,
+    /// Bans.
+    Ban,
 }
 
 impl Kind {
     /// Every kind, in a fixed order.
-    pub const ALL: [Kind; 4] = [Kind::App, Kind::Key, Kind::Block, Kind::Settings];
+    pub const ALL: [Kind; 5] = [Kind::App, Kind::Key, Kind::Block, Kind::Settings, Kind::Ban];
 
     /// The kind's name, as written in the change log and used in Redis key names.
     pub fn name(self) -> &'static str {
@@ -60,6 +64,7 @@ impl Kind {
             Kind::Key => "keys",
             Kind::Block => "blocks",
             Kind::Settings => "settings",
+            Kind::Ban => "bans",
         }
     }
 
@@ -85,6 +90,7 @@ impl RecordId {
             RecordId::Key(_) => Kind::Key,
             RecordId::Block(_) => Kind::Block,
             RecordId::Limits => Kind::Settings,
+            RecordId::Ban(_) => Kind::Ban,
         }
     }
 
@@ -92,7 +98,7 @@ impl RecordId {
     pub fn field(&self) -> String {
         match self {
             RecordId::App(id) => id.to_string(),
-            RecordId::Key(id) | RecordId::Block(id) => id.clone(),
+            RecordId::Key(id) | RecordId::Block(id) | RecordId::Ban(id) => id.clone(),
             RecordId::Limits => LIMITS_FIELD.to_owned(),
         }
     }
@@ -104,6 +110,7 @@ impl RecordId {
             Kind::Key => Some(RecordId::Key(field.to_owned())),
             Kind::Block => Some(RecordId::Block(field.to_owned())),
             Kind::Settings => (field == LIMITS_FIELD).then_some(RecordId::Limits),
+            Kind::Ban => Some(RecordId::Ban(field.to_owned())),
         }
     }
 }
@@ -120,6 +127,36 @@ pub enum Record {
     Block(BlockEntry),
     /// The limits.
     Limits(Limits),
+    /// A ban.
+    Ban(Ban),
+}
+
+/// A user banned from a room until a time: RemoveUser with `ban_secs`, held cluster-wide and
+/// pushed to relayd again after a restart while it lasts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ban {
+    /// The app.
+    pub sdkappid: u32,
+    /// The room, as relayd's `remove_user` takes it.
+    pub room: String,
+    /// The user.
+    pub user: String,
+    /// When it ends (Unix seconds, exclusive). A ban that ends when it is made is a kick:
+    /// every node removes the user once.
+    pub until: u64,
+}
+
+impl Ban {
+    /// Its field: unambiguous whatever characters the room and user hold.
+    pub fn field(&self) -> String {
+        format!("{}:{}:{}:{}", self.sdkappid, self.room.len(), self.room, self.user)
+    }
+
+    /// Seconds left at `now`.
+    pub fn secs_left(&self, now: u64) -> u64 {
+        self.until.saturating_sub(now)
+    }
 }
 
 impl Record {
@@ -130,6 +167,7 @@ impl Record {
             Record::Key(k) => RecordId::Key(k.secret_id.clone()),
             Record::Block(b) => RecordId::block(b.ip, b.prefix_len),
             Record::Limits(_) => RecordId::Limits,
+            Record::Ban(b) => RecordId::Ban(b.field()),
         }
     }
 
@@ -140,6 +178,7 @@ impl Record {
             Record::Key(k) => serde_json::to_vec(k),
             Record::Block(b) => serde_json::to_vec(b),
             Record::Limits(l) => serde_json::to_vec(l),
+            Record::Ban(b) => serde_json::to_vec(b),
         }
     }
 
@@ -151,6 +190,7 @@ impl Record {
             Kind::Key => Record::Key(serde_json::from_slice(bytes)?),
             Kind::Block => Record::Block(serde_json::from_slice(bytes)?),
             Kind::Settings => Record::Limits(serde_json::from_slice(bytes)?),
+            Kind::Ban => Record::Ban(serde_json::from_slice(bytes)?),
         };
         if &rec.id() != id {
             return Err(StoreError::MisplacedRecord(id.field()));
@@ -208,6 +248,13 @@ impl View {
     fn blocks(&self) -> impl Iterator<Item = &BlockEntry> {
         self.records.values().filter_map(|r| match r {
             Some(Record::Block(b)) => Some(b),
+            _ => None,
+        })
+    }
+
+    fn bans(&self) -> impl Iterator<Item = &Ban> {
+        self.records.values().filter_map(|r| match r {
+            Some(Record::Ban(b)) => Some(b),
             _ => None,
         })
     }
@@ -279,8 +326,10 @@ pub enum Mutation {
         /// Who must have added it.
         source: BlockSource,
     },
-    /// Delete blocklist entries that expired (housekeeping; not audited).
-    PruneBlocks,
+    /// Delete blocklist entries and bans that ended (housekeeping; not audited).
+    Prune,
+    /// Ban (or, with `until` now, kick) a user from a room on every node.
+    Ban(Ban),
     /// Store the data-plane limits.
     SetLimits(Limits),
 }
@@ -356,7 +405,8 @@ impl Mutation {
             M::RemoveBlock { ip, prefix_len } | M::RemoveBlockFrom { ip, prefix_len, .. } => {
                 vec![Read::One(RecordId::block(*ip, *prefix_len))]
             }
-            M::PruneBlocks => vec![Read::All(Kind::Block)],
+            M::Prune => vec![Read::All(Kind::Block), Read::All(Kind::Ban)],
+            M::Ban(b) => vec![Read::One(RecordId::Ban(b.field()))],
             M::SetLimits(_) => vec![Read::One(RecordId::Limits)],
         }
     }
@@ -492,13 +542,18 @@ impl Mutation {
                 }
                 Applied::change(format!("unblock {}", id.field()), vec![(id, None)], Output::RemovedFrom(found, true))
             }
-            M::PruneBlocks => {
-                let writes: Vec<Write> = view
+            M::Prune => {
+                let mut writes: Vec<Write> = view
                     .blocks()
                     .filter(|e| !e.is_live(now))
                     .map(|e| (RecordId::block(e.ip, e.prefix_len), None))
                     .collect();
+                writes.extend(view.bans().filter(|b| b.until <= now).map(|b| (RecordId::Ban(b.field()), None)));
                 Applied { what: None, writes, out: Output::Done }
+            }
+            M::Ban(b) => {
+                let what = format!("ban {} {} {} secs={}", b.sdkappid, b.room, b.user, b.secs_left(now));
+                Applied::change(what, vec![put(Record::Ban(b.clone()))], Output::Done)
             }
             M::SetLimits(limits) => {
                 limits.check().map_err(StoreError::InvalidLimits)?;
@@ -572,7 +627,7 @@ mod tests {
         for e in [&live, &dead] {
             view.records.insert(RecordId::block(e.ip, 32), Some(Record::Block(e.clone())));
         }
-        let applied = Mutation::PruneBlocks.apply(&view, 10).unwrap();
+        let applied = Mutation::Prune.apply(&view, 10).unwrap();
         assert_eq!(applied.writes, vec![(RecordId::block(dead.ip, 32), None)]);
         assert!(applied.what.is_none());
     }

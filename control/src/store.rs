@@ -32,7 +32,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{ApiKey, KeyError, SecretKey};
-use crate::state::{Kind, Mutation, Output, Read, Record, RecordId, View, Write};
+use crate::state::{Ban, Kind, Mutation, Output, Read, Record, RecordId, View, Write};
 
 const APPS: TableDefinition<u32, &[u8]> = TableDefinition::new("apps");
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
@@ -40,6 +40,7 @@ const AUDIT: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("audit");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const BLOCKS: TableDefinition<&str, &[u8]> = TableDefinition::new("blocklist");
 const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
+const BANS: TableDefinition<&str, &[u8]> = TableDefinition::new("bans");
 const AUDIT_SEQ: &str = "audit_seq";
 const LIMITS_KEY: &str = crate::state::LIMITS_FIELD;
 const CURSOR_KEY: &str = "cluster_cursor";
@@ -350,6 +351,7 @@ impl Store {
         txn.open_table(META)?;
         txn.open_table(BLOCKS)?;
         txn.open_table(SETTINGS)?;
+        txn.open_table(BANS)?;
         txn.commit()?;
         Ok(Store { db })
     }
@@ -421,10 +423,12 @@ impl Store {
         txn.delete_table(APPS)?;
         txn.delete_table(KEYS)?;
         txn.delete_table(BLOCKS)?;
+        txn.delete_table(BANS)?;
         txn.open_table(SETTINGS)?.remove(LIMITS_KEY)?;
         txn.open_table(APPS)?;
         txn.open_table(KEYS)?;
         txn.open_table(BLOCKS)?;
+        txn.open_table(BANS)?;
         for r in records {
             write_record(&txn, &(r.id(), Some(r.clone())))?;
         }
@@ -442,7 +446,14 @@ impl Store {
             out.push(Record::Block(decode(row?.1.value())?));
         }
         out.extend(self.limits()?.map(Record::Limits));
+        out.extend(self.list_bans()?.into_iter().map(Record::Ban));
         Ok(out)
+    }
+
+    /// Every stored ban, ended or not (pruned by housekeeping).
+    pub fn list_bans(&self) -> Result<Vec<Ban>, StoreError> {
+        let t = self.db.begin_read()?.open_table(BANS)?;
+        t.iter()?.map(|row| decode(row?.1.value())).collect()
     }
 
     /// The cluster cursor last recorded by [`Store::apply_writes`] or [`Store::replace_all`].
@@ -623,6 +634,7 @@ fn load(txn: &WriteTransaction, read: &Read, view: &mut View) -> Result<(), Stor
                 RecordId::Key(k) => txn.open_table(KEYS)?.get(k.as_str())?.map(|v| v.value().to_vec()),
                 RecordId::Block(b) => txn.open_table(BLOCKS)?.get(b.as_str())?.map(|v| v.value().to_vec()),
                 RecordId::Limits => txn.open_table(SETTINGS)?.get(LIMITS_KEY)?.map(|v| v.value().to_vec()),
+                RecordId::Ban(b) => txn.open_table(BANS)?.get(b.as_str())?.map(|v| v.value().to_vec()),
             };
             let rec = bytes.map(|b| Record::decode_value(id, &b)).transpose()?;
             view.records.insert(id.clone(), rec);
@@ -646,6 +658,12 @@ fn load(txn: &WriteTransaction, read: &Read, view: &mut View) -> Result<(), Stor
             }
         }
         Read::All(Kind::Settings) => load(txn, &Read::One(RecordId::Limits), view)?,
+        Read::All(Kind::Ban) => {
+            for row in txn.open_table(BANS)?.iter()? {
+                let b: Ban = decode(row?.1.value())?;
+                view.records.insert(RecordId::Ban(b.field()), Some(Record::Ban(b)));
+            }
+        }
         Read::BlockCount => view.block_count = txn.open_table(BLOCKS)?.len()?,
     }
     Ok(())
@@ -663,6 +681,8 @@ fn write_record(txn: &WriteTransaction, (id, rec): &Write) -> Result<(), StoreEr
         (RecordId::Block(k), None) => drop(txn.open_table(BLOCKS)?.remove(k.as_str())?),
         (RecordId::Limits, Some(b)) => drop(txn.open_table(SETTINGS)?.insert(LIMITS_KEY, b.as_slice())?),
         (RecordId::Limits, None) => drop(txn.open_table(SETTINGS)?.remove(LIMITS_KEY)?),
+        (RecordId::Ban(k), Some(b)) => drop(txn.open_table(BANS)?.insert(k.as_str(), b.as_slice())?),
+        (RecordId::Ban(k), None) => drop(txn.open_table(BANS)?.remove(k.as_str())?),
     }
     Ok(())
 }

@@ -290,7 +290,7 @@ fn max_sessions_holds_across_nodes() {
     let q = json!({"max_rooms": 10, "max_members_per_room": 20, "max_sessions": MAX});
     assert_eq!(c[0].call("POST", "/v1/apps", &json!({"sdkappid": APP, "quotas": q})).status, 201);
     // Three would-be members per node, 9 in all, each with a UserSig minted on its node.
-    let mut peers: Vec<(usize, Peer, bool)> = Vec::new();
+    let mut peers: Vec<(usize, String, Peer, bool)> = Vec::new();
     for (n, relayd) in relayds.iter().enumerate() {
         for k in 0..3 {
             let user = format!("u{n}{k}");
@@ -299,7 +299,7 @@ fn max_sessions_holds_across_nodes() {
             assert_eq!(r.status, 200);
             let mut cfg = relayd.client_config(APP, "unused-secret-unused", &user, RoomId::num(7).unwrap(), None);
             cfg.usersig = r.json()["usersig"].as_str().unwrap().to_owned();
-            peers.push((n, Peer::with_config(relayd.addr, cfg), false));
+            peers.push((n, user, Peer::with_config(relayd.addr, cfg), false));
         }
     }
     let total = || relayds.iter().map(|r| r.stats().sessions).sum::<u64>();
@@ -307,12 +307,12 @@ fn max_sessions_holds_across_nodes() {
     let deadline = std::time::Instant::now() + Duration::from_secs(6);
     let mut max_seen = 0;
     while std::time::Instant::now() < deadline {
-        for (_, p, joined) in peers.iter_mut().filter(|(_, _, j)| !*j) {
+        for (_, _, p, joined) in peers.iter_mut().filter(|(_, _, _, j)| !*j) {
             *joined = p.join_within(Duration::from_millis(150)).is_ok();
             max_seen = max_seen.max(total());
             assert!(max_seen <= MAX, "the app holds {max_seen} sessions across nodes; max_sessions is {MAX}");
         }
-        for (_, p, joined) in peers.iter_mut() {
+        for (_, _, p, joined) in peers.iter_mut() {
             if *joined {
                 p.keepalive();
             }
@@ -325,5 +325,19 @@ fn max_sessions_holds_across_nodes() {
     let per_node: Vec<u64> = relayds.iter().map(|r| r.stats().sessions).collect();
     eprintln!("sessions per node {per_node:?} (quota {MAX}), highest total seen {max_seen}");
     assert_eq!(total(), MAX, "the cluster did not admit up to its quota: {per_node:?}");
-    assert_eq!(peers.iter().filter(|p| p.2).count() as u64, MAX);
+    assert_eq!(peers.iter().filter(|p| p.3).count() as u64, MAX);
+
+    // A ban made through node 3 reaches the node whose relayd holds the user.
+    let (n, user, peer, _) = peers.iter_mut().find(|p| p.3).expect("a member");
+    let before = relayds[*n].stats().sessions;
+    let r = c[2].call("DELETE", &format!("/v1/apps/{APP}/rooms/7/users/{user}?ban_secs=60"), &Value::Null);
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    let t = wait_until(Duration::from_secs(2), "the ban removes the member on its node", || {
+        relayds[*n].stats().sessions == before - 1
+    });
+    eprintln!("ban through node 3 removed {user} on node {} after {t:?}", *n + 1);
+    match peer.join_within(Duration::from_millis(500)) {
+        Err((Some(code), _)) => assert_eq!(code, relay::proto::ErrorCode::Banned),
+        other => panic!("a banned user rejoined: {other:?}"),
+    }
 }

@@ -168,18 +168,14 @@ fn resync(cl: &Cluster, c: &mut redis::Connection) -> Result<Cursor, ClusterErro
         pipe.cmd("HGETALL").arg(cl.keys.hash(kind));
     }
     pipe.cmd("XREVRANGE").arg(cl.keys.log()).arg("+").arg("-").arg("COUNT").arg(1);
-    type Snapshot = (
-        Option<String>,
-        HashMap<String, Vec<u8>>,
-        HashMap<String, Vec<u8>>,
-        HashMap<String, Vec<u8>>,
-        HashMap<String, Vec<u8>>,
-        StreamRangeReply,
-    );
-    let (epoch, apps, keys, blocks, settings, last): Snapshot = pipe.query(c)?;
+    type Hash = HashMap<String, Vec<u8>>;
+    type Snapshot = (Option<String>, Hash, Hash, Hash, Hash, Hash, StreamRangeReply);
+    let (epoch, apps, keys, blocks, settings, bans, last): Snapshot = pipe.query(c)?;
     let Some(epoch) = epoch else { return seed(cl, c) };
     let mut records = Vec::new();
-    for (kind, hash) in [(Kind::App, apps), (Kind::Key, keys), (Kind::Block, blocks), (Kind::Settings, settings)] {
+    let hashes =
+        [(Kind::App, apps), (Kind::Key, keys), (Kind::Block, blocks), (Kind::Settings, settings), (Kind::Ban, bans)];
+    for (kind, hash) in hashes {
         for (field, sealed) in hash {
             let Some(id) = RecordId::parse(kind, &field) else { continue };
             match cl.open_record(&id, &sealed) {

@@ -1,7 +1,6 @@
 //! The node's side of the cluster that needs the running server: the heartbeat, which
 //! publishes this node's endpoints, relay key and load ([`crate::cluster::nodes`]), renews
-//! its quota leases ([`crate::cluster::quota`]), and prunes expired blocklist entries from
-//! the shared state.
+//! its quota leases ([`crate::cluster::quota`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -15,13 +14,9 @@ use crate::api::{ClusterNode, NodeLoad, RelayEndpoint};
 use crate::cluster::nodes::{heartbeat_now, room_key};
 use crate::cluster::quota::{fallback_share, wanted, Lease};
 use crate::cluster::Cluster;
-use crate::state::Mutation;
-use crate::store::Actor;
 
 /// Hosted rooms are re-read from relayd every this many heartbeats.
 pub const ROOMS_EVERY: u32 = 4;
-/// How often expired blocklist entries are pruned from the shared state.
-pub const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
 /// Host CPU busy and total jiffies, from `/proc/stat`.
 fn cpu_jiffies() -> Option<(u64, u64)> {
@@ -54,7 +49,6 @@ pub async fn heartbeat(st: Arc<Server>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut beats: u32 = 0;
     let mut last: Option<Sample> = None;
-    let mut last_prune = Instant::now();
     let mut live_nodes: u32 = 1;
     let mut granted_at: HashMap<u32, Instant> = HashMap::new();
     loop {
@@ -126,20 +120,6 @@ pub async fn heartbeat(st: Arc<Server>) {
             live_nodes = n.max(1);
         }
         renew_leases(&st, &cluster, usage.as_ref(), live_nodes, &mut granted_at).await;
-        if last_prune.elapsed() >= PRUNE_EVERY && cluster.health.is_reachable() {
-            last_prune = Instant::now();
-            let st2 = st.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                let actor = Actor {
-                    who: "cluster",
-                    source_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-                    now: super::unix_now(),
-                    via: "",
-                };
-                st2.write(&Mutation::PruneBlocks, &actor)
-            })
-            .await;
-        }
     }
 }
 

@@ -46,6 +46,8 @@ pub const MAX_CONNECTIONS: usize = 256;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a client has to send a request's headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Ended blocklist entries and bans are pruned every this many 10-s housekeeping ticks.
+pub const PRUNE_EVERY_TICKS: u64 = 6;
 /// How often the certificate files are checked for changes.
 pub const CERT_POLL: Duration = Duration::from_secs(2);
 
@@ -187,10 +189,26 @@ fn spawn_housekeeping(st: Arc<Server>) -> std::io::Result<()> {
     });
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(10));
+        let mut ticks: u64 = 0;
         loop {
             tick.tick().await;
             st.limits.prune();
             st.replay.lock().unwrap_or_else(|p| p.into_inner()).prune(unix_now());
+            ticks += 1;
+            if ticks.is_multiple_of(PRUNE_EVERY_TICKS) {
+                // Ended blocklist entries and bans leave the store (and the cluster state).
+                let s = st.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let actor = Actor {
+                        who: "housekeeping",
+                        source_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                        now: unix_now(),
+                        via: "",
+                    };
+                    s.write(&Mutation::Prune, &actor)
+                })
+                .await;
+            }
         }
     });
     Ok(())

@@ -64,6 +64,8 @@ pub enum Change {
     Limits(Limits),
     /// Anything may have changed (a cluster node resynced its store): push everything.
     All,
+    /// A user was banned from (or, with no time left, kicked out of) a room.
+    Ban(crate::state::Ban),
 }
 
 impl Change {
@@ -79,6 +81,7 @@ impl Change {
                 Some(Change::Unblock(p.addr(), p.len()))
             }
             (_, Some(Record::Limits(l))) => Some(Change::Limits(*l)),
+            (_, Some(Record::Ban(b))) => Some(Change::Ban(b.clone())),
             _ => None,
         }
     }
@@ -187,6 +190,16 @@ pub fn apps_request(apps: &[App], now: u64, leases: Option<&Leases>) -> (Request
         .collect();
     let due = apps.iter().flat_map(|a| a.secrets.iter().filter_map(|s| s.expires_at)).filter(|&e| e > now).min();
     (Request::SetApps { apps: specs }, due)
+}
+
+/// The `remove_user` request that enforces `ban` on relayd at `now`.
+pub fn ban_request(ban: &crate::state::Ban, now: u64) -> Request {
+    Request::RemoveUser {
+        sdkappid: u64::from(ban.sdkappid),
+        room: ban.room.clone(),
+        user: ban.user.clone(),
+        ban_secs: ban.secs_left(now),
+    }
 }
 
 /// The `set_limits` request for stored limits.
@@ -301,6 +314,9 @@ impl Worker {
                     self.down(why);
                 }
             }
+            Change::Ban(b) => {
+                self.push_request(&ban_request(&b, now), "remove_user");
+            }
         }
     }
 
@@ -350,6 +366,11 @@ impl Worker {
                     self.push_request(&Request::Unblock { ip: h.ip, prefix_len: h.prefix_len }, "unblock");
                 }
             }
+        }
+        // Bans that still run: a restarted relayd forgot them.
+        let bans = self.store.list_bans().map_err(|e| format!("store: {e}"))?;
+        for b in bans.iter().filter(|b| b.secs_left(now) > 0) {
+            self.push_request(&ban_request(b, now), "remove_user");
         }
         if self.conn.is_none() {
             return Err("connection lost during sync".into());

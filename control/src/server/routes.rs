@@ -35,7 +35,7 @@ use super::push::Change;
 use super::Server;
 use crate::api::{self, Limits, Quotas, MAX_AUDIT_LIMIT, MAX_AUDIT_TIME, MAX_SDKAPPID, TRTC_VERSION};
 use crate::keys::{ApiKey, KeyState, SecretKey};
-use crate::state::{Mutation, Output};
+use crate::state::{Ban, Mutation, Output};
 use crate::store::{self, App, BlockEntry, BlockSource};
 
 type ApiResult = Result<Response, ApiError>;
@@ -600,8 +600,24 @@ async fn dismiss(st: &Server, sdkappid: u32, room: &RoomId) -> Result<u64, ApiEr
     Ok(removed(&r))
 }
 
-async fn remove(st: &Server, sdkappid: u32, room: &RoomId, user: &UserId, ban_secs: u64) -> Result<u64, ApiError> {
+/// Removes `user` from `room`, banned for `ban_secs`. A ban is stored (so it holds on every
+/// node of a cluster, and after a relayd restart); in a cluster a plain removal is stored too,
+/// as a ban that ends at once, so every node removes the user. Then this node's relayd is
+/// asked directly, for the count.
+async fn remove(
+    st: &Arc<Server>,
+    ctx: &Ctx,
+    sdkappid: u32,
+    room: &RoomId,
+    user: &UserId,
+    ban_secs: u64,
+) -> Result<u64, ApiError> {
     app_exists(st, sdkappid)?;
+    if ban_secs > 0 || st.cluster.is_some() {
+        let ban = Ban { sdkappid, room: room.to_string(), user: user.to_string(), until: ctx.now + ban_secs };
+        let (s, actor_ctx) = (st.clone(), ctx.clone());
+        blocking(move || Ok(s.write(&Mutation::Ban(ban), &actor_ctx.actor())?)).await?;
+    }
     let req =
         Mgmt::RemoveUser { sdkappid: u64::from(sdkappid), room: room.to_string(), user: user.to_string(), ban_secs };
     Ok(removed(&st.link.call(req).await?))
@@ -626,6 +642,7 @@ async fn dismiss_room(State(st): State<Arc<Server>>, Path((id, room)): Path<(Str
 
 async fn remove_user(
     State(st): State<Arc<Server>>,
+    Extension(ctx): Extension<Ctx>,
     Path((id, room, user)): Path<(String, String, String)>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
@@ -633,7 +650,7 @@ async fn remove_user(
     let user = UserId::new(&user).map_err(|_| ApiError::invalid("user must be 1 to 32 printable ASCII characters"))?;
     let q = parse_query(q.as_deref(), &["ban_secs"])?;
     let ban_secs = query_u64(&q, "ban_secs", 0, api::MAX_BAN_SECS, 0)?;
-    let n = remove(&st, sdkappid, &room, &user, ban_secs).await?;
+    let n = remove(&st, &ctx, sdkappid, &room, &user, ban_secs).await?;
     if n == 0 && ban_secs == 0 {
         return Err(ApiError::not_found(format!("user {user} is not in room {room} of app {sdkappid}")));
     }
@@ -887,7 +904,7 @@ async fn tencent_action(
             let ban = in_range("BanSeconds", ban, 0, api::MAX_BAN_SECS)?;
             let mut n = 0;
             for u in &users {
-                n += remove(&st, app, &room, u, ban).await?;
+                n += remove(&st, &ctx, app, &room, u, ban).await?;
             }
             format!("{action} {app} {room} users={} removed={n}", users.len())
         }
