@@ -28,6 +28,10 @@ pub struct Redis {
     /// File holding the password, for `[cluster] redis_password_file`.
     pub password_file: PathBuf,
     netns: Option<String>,
+    /// TLS: the server's certificate and key files (PEM); plain TCP when `None`.
+    tls: Option<(PathBuf, PathBuf)>,
+    /// With TLS: the CA file the nodes must trust.
+    pub ca: Option<PathBuf>,
     /// Its data directory (AOF) and log.
     pub dir: Arc<TempDir>,
 }
@@ -43,6 +47,17 @@ impl Redis {
 
     /// Starts Redis on `addr` (in namespace `netns` when given).
     pub fn start(addr: SocketAddr, netns: Option<&str>) -> Redis {
+        Self::start_with(addr, netns, None)
+    }
+
+    /// Starts Redis with TLS only on `addr` (no plaintext port), serving `cert`/`key` (PEM).
+    pub fn start_tls(addr: SocketAddr, cert: PathBuf, key: PathBuf, ca: PathBuf) -> Redis {
+        let mut r = Self::start_with(addr, None, Some((cert, key)));
+        r.ca = Some(ca);
+        r
+    }
+
+    fn start_with(addr: SocketAddr, netns: Option<&str>, tls: Option<(PathBuf, PathBuf)>) -> Redis {
         let dir = Arc::new(TempDir::new("redis").expect("temp dir"));
         let mut pw = [0u8; 16];
         getrandom_fill(&mut pw);
@@ -52,18 +67,32 @@ impl Redis {
         let acl = dir.join("users.acl");
         std::fs::write(&acl, format!("user default off\nuser {REDIS_USER} on >{password} ~* &* +@all\n"))
             .expect("write ACL file");
-        let mut r = Redis { child: None, addr, password, password_file, netns: netns.map(str::to_owned), dir };
+        let mut r =
+            Redis { child: None, addr, password, password_file, netns: netns.map(str::to_owned), tls, ca: None, dir };
         r.spawn();
         r
     }
 
     fn spawn(&mut self) {
         let d = &self.dir;
-        let args: Vec<String> = vec![
+        let mut args: Vec<String> = match &self.tls {
+            None => vec!["--port".into(), self.addr.port().to_string()],
+            Some((cert, key)) => vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                self.addr.port().to_string(),
+                "--tls-cert-file".into(),
+                cert.display().to_string(),
+                "--tls-key-file".into(),
+                key.display().to_string(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+        };
+        args.extend([
             "--bind".into(),
             self.addr.ip().to_string(),
-            "--port".into(),
-            self.addr.port().to_string(),
             "--dir".into(),
             d.path().display().to_string(),
             "--aclfile".into(),
@@ -78,7 +107,7 @@ impl Redis {
             "no".into(),
             "--logfile".into(),
             d.join("redis.log").display().to_string(),
-        ];
+        ]);
         let mut cmd = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -114,6 +143,8 @@ impl Redis {
                 .args(["--user", REDIS_USER, "--pass", &self.password, "PING"])
                 .output()
                 .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG"),
+            // redis-cli here may lack TLS; the server's own log says when it listens.
+            None if self.tls.is_some() => self.log().contains("Ready to accept connections"),
             None => TcpStream::connect_timeout(&self.addr, Duration::from_millis(200))
                 .is_ok_and(|_| self.cli(&["PING"]).trim() == "PONG"),
         }
@@ -188,11 +219,28 @@ pub fn cluster_key(dir: &TempDir) -> PathBuf {
     path
 }
 
-/// The `[cluster]` section for node `id`.
+/// The `[cluster]` section for node `id`. With `ca` (a PEM file), the nodes speak TLS
+/// (`rediss://`) and trust only that CA.
 pub fn cluster_toml(redis: &Redis, key: &std::path::Path, id: &str, region: &str, endpoint: SocketAddr) -> String {
+    cluster_toml_trusting(redis, redis.ca.as_deref(), key, id, region, endpoint)
+}
+
+/// As [`cluster_toml`], trusting the CA in `ca` (TLS) whatever Redis serves.
+pub fn cluster_toml_trusting(
+    redis: &Redis,
+    ca: Option<&std::path::Path>,
+    key: &std::path::Path,
+    id: &str,
+    region: &str,
+    endpoint: SocketAddr,
+) -> String {
+    let (scheme, ca) = match ca {
+        Some(ca) => ("rediss", format!("redis_ca_file = \"{}\"\n", ca.display())),
+        None => ("redis", String::new()),
+    };
     format!(
-        "public_endpoint = \"{endpoint}\"\n[cluster]\nredis_url = \"redis://{REDIS_USER}@{}\"\nredis_password_file = \"{}\"\n\
-         node_id = \"{id}\"\nregion = \"{region}\"\nkey_file = \"{}\"\nheartbeat_ms = 250\nnode_ttl_ms = 1500\n",
+        "public_endpoint = \"{endpoint}\"\n[cluster]\nredis_url = \"{scheme}://{REDIS_USER}@{}\"\nredis_password_file = \"{}\"\n\
+         {ca}node_id = \"{id}\"\nregion = \"{region}\"\nkey_file = \"{}\"\nheartbeat_ms = 250\nnode_ttl_ms = 1500\n",
         redis.addr,
         redis.password_file.display(),
         key.display()

@@ -341,3 +341,63 @@ fn max_sessions_holds_across_nodes() {
         other => panic!("a banned user rejoined: {other:?}"),
     }
 }
+
+#[test]
+fn nodes_reach_redis_over_tls_and_refuse_an_unknown_ca() {
+    if !Redis::available() {
+        return;
+    }
+    let dir = edgerelay_tests::TempDir::new("redis-tls").expect("temp dir");
+    // A CA and a server certificate for 127.0.0.1 signed by it.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "edgerelay test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.subject_alt_names = vec![rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap())];
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let (cert_file, key_file, ca_file) = (dir.join("redis.crt"), dir.join("redis.key"), dir.join("ca.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let redis = Redis::start_tls(SocketAddr::from(([127, 0, 0, 1], port)), cert_file, key_file, ca_file);
+
+    let nodes = Nodes::start(&redis, 2, |_| "eu-west".into(), GENEROUS_LIMITS);
+    let c: Vec<ApiClient> = nodes.nodes.iter().map(|n| n.admin_client()).collect();
+    assert_eq!(c[0].call("POST", "/v1/apps", &json!({"sdkappid": 1400000901u32})).status, 201);
+    wait_until(Duration::from_secs(3), "app on node 2 over TLS", || {
+        c[1].call("GET", "/v1/apps/1400000901", &Value::Null).status == 200
+    });
+    assert_eq!(c[1].get_ok("/v1/cluster")["redis_reachable"], true);
+
+    // A node that trusts another CA does not talk to this Redis.
+    let other_key = rcgen::KeyPair::generate().unwrap();
+    let mut other_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    other_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let other = other_params.self_signed(&other_key).unwrap();
+    let other_ca = dir.join("other-ca.pem");
+    std::fs::write(&other_ca, other.pem()).unwrap();
+    let endpoint = "198.18.0.9:7000".parse().unwrap();
+    let cfg = edgerelay_tests::cluster::cluster_toml_trusting(
+        &redis,
+        Some(&other_ca),
+        &nodes.key,
+        "edge-x",
+        "eu-west",
+        endpoint,
+    );
+    let stranger =
+        edgerelay_tests::control::ControlDaemon::start_joining(&format!("{cfg}\n{GENEROUS_LIMITS}"), nodes.admin());
+    wait_until(Duration::from_secs(5), "the stranger logs why it cannot reach Redis", || {
+        let log = stranger.log();
+        log.contains("cluster") && (log.contains("UnknownIssuer") || log.contains("certificate"))
+    });
+    let listed = c[0].get_ok("/v1/cluster");
+    assert!(
+        listed["nodes"].as_array().unwrap().iter().all(|n| n["node_id"] != "edge-x"),
+        "a node trusting another CA registered: {listed}"
+    );
+}

@@ -29,14 +29,17 @@ pub const BATCH: usize = 256;
 
 /// Starts the follower thread.
 pub fn spawn(cluster: Arc<Cluster>) -> std::io::Result<()> {
-    std::thread::Builder::new().name("cluster-follow".into()).spawn(move || loop {
-        match follow(&cluster) {
-            Ok(()) => {}
-            Err(e) => {
-                if cluster.health.is_reachable() {
-                    tracing::warn!(error = %e, "cluster follower lost Redis; serving the working copy, retrying");
+    std::thread::Builder::new().name("cluster-follow".into()).spawn(move || {
+        // Logged when it changes, not on every retry.
+        let mut last_logged = String::new();
+        loop {
+            if let Err(e) = follow(&cluster) {
+                let msg = e.to_string();
+                if msg != last_logged {
+                    tracing::warn!(error = %msg, "cluster: cannot follow Redis; serving the working copy, retrying");
+                    last_logged = msg.clone();
                 }
-                cluster.health.failed(&e.to_string());
+                cluster.health.failed(&msg);
                 std::thread::sleep(RETRY);
             }
         }
