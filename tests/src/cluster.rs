@@ -298,6 +298,20 @@ impl Nodes {
     pub fn admin(&self) -> Credentials {
         self.nodes[0].admin.clone()
     }
+
+    /// `relayctl` pointed at node `i` (from 1) as the admin.
+    pub fn relayctl(&self, i: usize) -> Command {
+        let n = self.node(i);
+        let mut c = Command::new(crate::bin("relayctl"));
+        for v in ["EDGERELAY_CREDENTIALS", "EDGERELAY_CA_CERT", "EDGERELAY_SERVICE"] {
+            c.env_remove(v);
+        }
+        c.env("EDGERELAY_ENDPOINT", format!("https://{}", n.addr))
+            .env("EDGERELAY_SECRET_ID", &n.admin.secret_id)
+            .env("EDGERELAY_SECRET_KEY", &n.admin.secret_key)
+            .env("EDGERELAY_CERT_SHA256", &n.fingerprint);
+        c
+    }
 }
 
 /// Polls `check` every 10 ms until it holds or `within` passes; returns the time it took.

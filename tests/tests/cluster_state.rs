@@ -60,10 +60,16 @@ fn three_nodes_converge_refuse_replays_and_survive_redis_outages() {
     let nodes = Nodes::start(&redis, 3, |i| if i == 3 { "ap-east".into() } else { "eu-west".into() }, GENEROUS_LIMITS);
     let c: Vec<ApiClient> = nodes.nodes.iter().map(|n| n.admin_client()).collect();
 
-    // Every node sees all three in the registry.
+    // Every node sees all three in the registry; so does relayctl.
     wait_until(Duration::from_secs(5), "three nodes registered", || {
         c[0].get_ok("/v1/cluster")["nodes"].as_array().is_some_and(|n| n.len() == 3)
     });
+    let out = nodes.relayctl(2).args(["cluster", "status"]).output().expect("run relayctl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "relayctl cluster status: {text} {}", String::from_utf8_lossy(&out.stderr));
+    for want in ["this node", "edge-2", "redis", "reachable", "edge-1", "edge-3", "ap-east", "LAG"] {
+        assert!(text.contains(want), "relayctl cluster status lacks {want:?}:\n{text}");
+    }
 
     // An app created on node 1 reaches nodes 2 and 3.
     let r = c[0].call("POST", "/v1/apps", &json!({"sdkappid": 1400000301u32}));
@@ -340,6 +346,30 @@ fn max_sessions_holds_across_nodes() {
         Err((Some(code), _)) => assert_eq!(code, relay::proto::ErrorCode::Banned),
         other => panic!("a banned user rejoined: {other:?}"),
     }
+
+    // A secret rotated through node 3 (no overlap): the members keep their sessions.
+    let held = total();
+    let rot = c[2].call("POST", &format!("/v1/apps/{APP}/rotate-secret"), &json!({"overlap_secs": 0}));
+    assert_eq!(rot.status, 200, "{}", String::from_utf8_lossy(&rot.body));
+    for client in &c {
+        wait_until(Duration::from_secs(3), "rotation on every node", || {
+            client.get_ok(&format!("/v1/apps/{APP}"))["secrets"].as_array().is_some_and(|s| s.len() == 1)
+        });
+    }
+    // Every relayd has the new secret once an unused old token is refused there...
+    for node in 0..3 {
+        let (_, _, p, _) = peers.iter_mut().find(|p| p.0 == node && !p.3).expect("a refused member on every node");
+        wait_until(Duration::from_secs(3), "the rotation reaches relayd", || {
+            matches!(p.join_within(Duration::from_millis(300)), Err((Some(relay::proto::ErrorCode::BadSignature), _)))
+        });
+    }
+    // ...and the sessions made with the old secret are all still there.
+    for (_, _, p, joined) in peers.iter_mut() {
+        if *joined {
+            p.keepalive();
+        }
+    }
+    assert_eq!(total(), held, "a rotation ended sessions made with the old secret");
 }
 
 #[test]
