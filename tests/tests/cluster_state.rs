@@ -333,6 +333,23 @@ fn max_sessions_holds_across_nodes() {
     assert_eq!(total(), MAX, "the cluster did not admit up to its quota: {per_node:?}");
     assert_eq!(peers.iter().filter(|p| p.3).count() as u64, MAX);
 
+    // Node selection: nodes hosting room 7 (1 and 2) come first, then node 3; every node
+    // with its relay key. The UserSig answer lists the same order.
+    let sel = wait_until(Duration::from_secs(5), "hosting nodes first", || {
+        let v = c[2].get_ok(&format!("/v1/apps/{APP}/nodes?room_id=7"));
+        let nodes: Vec<&str> = v["nodes"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        nodes.len() == 3 && nodes[2] == "edge-3" && v["relays"].as_array().is_some_and(|r| r.len() == 3)
+    });
+    eprintln!("selection put the hosting nodes first after {sel:?}");
+    let minted = c[2]
+        .call("POST", &format!("/v1/apps/{APP}/usersig"), &json!({"user_id": "late", "expire_secs": 60, "room_id": 7}))
+        .json();
+    let keys: Vec<String> = relayds.iter().map(|r| r.key.to_string()).collect();
+    let relays = minted["relays"].as_array().expect("relays");
+    assert_eq!(relays.len(), 3, "{minted}");
+    assert_eq!(relays[2]["public_key"], keys[2], "node 3 (not hosting) is not last: {minted}");
+    assert!(relays[..2].iter().all(|r| r["public_key"] != keys[2]), "{minted}");
+
     // A ban made through node 3 reaches the node whose relayd holds the user.
     let (n, user, peer, _) = peers.iter_mut().find(|p| p.3).expect("a member");
     let before = relayds[*n].stats().sessions;
@@ -430,4 +447,63 @@ fn nodes_reach_redis_over_tls_and_refuse_an_unknown_ca() {
         listed["nodes"].as_array().unwrap().iter().all(|n| n["node_id"] != "edge-x"),
         "a node trusting another CA registered: {listed}"
     );
+}
+
+#[test]
+fn a_node_behind_a_trimmed_log_or_a_wiped_redis_resyncs_and_secrets_stay_sealed() {
+    let Some(redis) = loopback_redis() else { return };
+    let mut nodes = Nodes::start(&redis, 3, |_| "eu-west".into(), GENEROUS_LIMITS);
+    let c1 = nodes.node(1).admin_client();
+    let r = c1.call("POST", "/v1/apps", &json!({"sdkappid": 1400000401u32}));
+    assert_eq!(r.status, 201);
+    let secret = r.json()["secret"].as_str().unwrap().to_owned();
+
+    // Node 3 stops; changes go on; the log is trimmed past node 3's position.
+    let mut n3 = nodes.nodes.pop().unwrap();
+    n3.stop();
+    for i in 0..5 {
+        let cidr = format!("198.18.77.{i}/32");
+        assert_eq!(c1.call("POST", "/v1/blocklist", &json!({"cidr": cidr, "ttl_secs": 0})).status, 201);
+    }
+    assert_eq!(c1.call("DELETE", "/v1/apps/1400000401", &Value::Null).status, 204);
+    redis.cli(&["XTRIM", "edgerelay:log", "MAXLEN", "0"]);
+    let n3 = n3.restart();
+    let c3 = n3.admin_client();
+    wait_until(Duration::from_secs(5), "node 3 resynced past the gap", || {
+        blocks(&c3).len() == 5 && !app_ids(&c3).contains(&1400000401)
+    });
+    let m = String::from_utf8_lossy(&c3.call("GET", "/metrics", &Value::Null).body).into_owned();
+    let resyncs: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("edgerelay_cluster_resyncs_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("resync counter");
+    assert!(resyncs >= 1, "node 3 caught up without a resync: the trimmed entries were skipped silently?");
+
+    // Nothing in Redis reads as a secret: every value is sealed.
+    let r = c1.call("POST", "/v1/apps", &json!({"sdkappid": 1400000402u32}));
+    let secret2 = r.json()["secret"].as_str().unwrap().to_owned();
+    let key = c1.call("POST", "/v1/keys", &json!({"role": "auditor", "label": "x"})).json();
+    let secret_key = key["secret_key"].as_str().unwrap().to_owned();
+    let dump: String = ["apps", "keys", "blocks", "settings", "bans"]
+        .iter()
+        .map(|k| redis.cli(&["HGETALL", &format!("edgerelay:state:{k}")]))
+        .chain([redis.cli(&["XRANGE", "edgerelay:log", "-", "+"])])
+        .collect();
+    assert!(dump.contains("1400000402"), "the dump holds the app's field name: {}", &dump[..dump.len().min(300)]);
+    for s in [&secret, &secret2, &secret_key] {
+        assert!(!dump.contains(s.as_str()), "a secret is readable in Redis");
+    }
+    assert!(!dump.contains("secret"), "a record's JSON is readable in Redis");
+
+    // Redis loses everything: the first node to notice seeds it from its copy.
+    redis.cli(&["FLUSHALL"]);
+    wait_until(Duration::from_secs(5), "Redis re-seeded", || redis.cli(&["EXISTS", "edgerelay:epoch"]).trim() == "1");
+    let c2 = nodes.node(2).admin_client();
+    assert_eq!(c2.call("POST", "/v1/apps", &json!({"sdkappid": 1400000403u32})).status, 201);
+    for c in [&c1, &c2, &c3] {
+        wait_until(Duration::from_secs(5), "every node agrees after the re-seed", || {
+            app_ids(c) == BTreeSet::from([1400000402, 1400000403]) && blocks(c).len() == 5
+        });
+    }
 }
