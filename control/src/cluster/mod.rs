@@ -59,6 +59,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const MAX_ATTEMPTS: usize = 32;
 /// How long a change waits for this node's follower to apply it before answering anyway.
 pub const APPLY_WAIT: Duration = Duration::from_secs(3);
+/// After a Redis failure, API calls fail fast (no connection attempt) for this long, so an
+/// unreachable Redis (a partition: connects that time out) does not add a connect timeout
+/// to every request. The follower keeps trying on its own and clears the failure.
+pub const FAIL_FAST: Duration = Duration::from_millis(500);
 
 /// `[cluster]` in `control.toml`. Without it relay-control runs as a single node on its
 /// embedded store, and nothing needs Redis.
@@ -247,6 +251,8 @@ pub struct Health {
     pub lease_changes: AtomicU64,
     /// The last Redis error.
     pub last_error: Mutex<Option<String>>,
+    /// When the last Redis failure happened.
+    last_failure: Mutex<Option<Instant>>,
 }
 
 impl Health {
@@ -257,6 +263,14 @@ impl Health {
     fn failed(&self, e: &str) {
         self.reachable.store(false, Ordering::Relaxed);
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_owned());
+        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// Whether callers should fail fast: Redis failed less than [`FAIL_FAST`] ago and has
+    /// not answered since.
+    fn failing_fast(&self) -> bool {
+        !self.is_reachable()
+            && self.last_failure.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|t| t.elapsed() < FAIL_FAST)
     }
 
     /// Whether Redis answered last time.
@@ -360,8 +374,12 @@ impl Cluster {
         }))
     }
 
-    /// A connection from the pool, or a new one.
+    /// A connection from the pool, or a new one; fails at once while failing fast.
     fn conn(&self) -> Result<redis::Connection, ClusterError> {
+        if self.health.failing_fast() {
+            let why = self.health.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            return Err(ClusterError::Unavailable(why.unwrap_or_else(|| "unreachable".into())));
+        }
         if let Some(c) = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop() {
             return Ok(c);
         }
