@@ -18,6 +18,8 @@
 #![forbid(unsafe_code)]
 
 mod baseline;
+mod cluster;
+mod control_proc;
 mod coturn;
 mod crypto;
 mod demo;
@@ -93,6 +95,10 @@ enum Cmd {
     /// Joins at a rising rate until the first refusal or timeout: the join rate relayd
     /// sustains, and what stopped it.
     JoinStorm(scale::StormArgs),
+    /// The edge cluster's control plane on a real Redis (installed with apt-get install
+    /// redis-server): time until a change is served by every node, until a killed node leaves
+    /// the registry, and the API's p50/p99 with and without cluster mode.
+    Cluster(cluster::Args),
 }
 
 #[derive(Subcommand)]
@@ -150,5 +156,6 @@ fn main() -> anyhow::Result<()> {
         Cmd::Compare(a) => baseline::run_compare(a),
         Cmd::Scale(a) => scale::run_scale(a),
         Cmd::JoinStorm(a) => scale::run_storm(a),
+        Cmd::Cluster(a) => cluster::run(a),
     }
 }

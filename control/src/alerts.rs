@@ -78,6 +78,25 @@ pub struct AlertsConfig {
     pub worker_stalled: WorkerStalledRule,
     /// Rule `cert_expiry`.
     pub cert_expiry: CertExpiryRule,
+    /// Rule `cluster_unreachable` (cluster nodes only).
+    pub cluster_unreachable: ClusterUnreachableRule,
+}
+
+/// `[alerts.cluster_unreachable]`: a cluster node has not reached Redis for `after_secs`
+/// (writes answer 503 meanwhile; forwarding and joins go on).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterUnreachableRule {
+    /// Whether the rule is evaluated.
+    pub enabled: bool,
+    /// Seconds without reaching Redis (1..=86400).
+    pub after_secs: u64,
+}
+
+impl Default for ClusterUnreachableRule {
+    fn default() -> Self {
+        Self { enabled: true, after_secs: 3 }
+    }
 }
 
 /// `[alerts.drop_rate]`: engine plus XDP drops per second over `per_sec` for `for_secs`.
@@ -209,6 +228,7 @@ impl AlertsConfig {
         check("worker_stalled.lag_ms", self.worker_stalled.lag_ms, 200, 3_600_000)?;
         check("worker_stalled.for_secs", self.worker_stalled.for_secs, 0, MAX_FOR_SECS)?;
         check("cert_expiry.within_days", self.cert_expiry.within_days, 1, 365)?;
+        check("cluster_unreachable.after_secs", self.cluster_unreachable.after_secs, 1, MAX_FOR_SECS)?;
         Ok(())
     }
 }
@@ -242,6 +262,7 @@ pub struct Evaluator {
     states: BTreeMap<Rule, State>,
     prev: Option<Totals>,
     last_ok: Instant,
+    last_cluster_ok: Instant,
     last_autoblock: Option<Instant>,
 }
 
@@ -256,7 +277,7 @@ impl Evaluator {
     /// answers fires after `after_secs`. `cfg` must have passed [`AlertsConfig::validate`].
     pub fn new(cfg: AlertsConfig, now: Instant) -> Self {
         let states = Rule::ALL.iter().map(|r| (*r, State::Idle)).collect();
-        Self { cfg, states, prev: None, last_ok: now, last_autoblock: None }
+        Self { cfg, states, prev: None, last_ok: now, last_cluster_ok: now, last_autoblock: None }
     }
 
     /// The rules currently firing.
@@ -288,6 +309,7 @@ impl Evaluator {
                 self.worker_stalled(obs),
             ),
             (Rule::CertExpiry, self.cfg.cert_expiry.enabled, 0, self.cert_expiry(unix_secs, obs)),
+            (Rule::ClusterUnreachable, self.cfg.cluster_unreachable.enabled, 0, self.cluster_unreachable(now, obs)),
         ];
         let mut events = Vec::new();
         for (rule, enabled, for_secs, verdict) in verdicts {
@@ -356,6 +378,23 @@ impl Evaluator {
         Some(Verdict {
             holds: silent >= Duration::from_secs(after),
             summary: format!("relayd has not answered a poll for {} s (threshold {after} s)", silent.as_secs()),
+            labels: vec![("after_secs", after.to_string())],
+        })
+    }
+
+    fn cluster_unreachable(&mut self, now: Instant, obs: &Observation) -> Option<Verdict> {
+        let reachable = obs.cluster_reachable?;
+        if reachable {
+            self.last_cluster_ok = now;
+        }
+        let after = self.cfg.cluster_unreachable.after_secs;
+        let silent = now.saturating_duration_since(self.last_cluster_ok);
+        Some(Verdict {
+            holds: silent >= Duration::from_secs(after),
+            summary: format!(
+                "Redis unreachable for {} s: API writes answer 503, relayd keeps its config",
+                silent.as_secs()
+            ),
             labels: vec![("after_secs", after.to_string())],
         })
     }
@@ -448,6 +487,7 @@ mod tests {
         lags: Vec<u64>,
         up: bool,
         cert: Option<u64>,
+        cluster: Option<bool>,
     }
 
     impl Sim {
@@ -462,6 +502,7 @@ mod tests {
                 xdp: 0,
                 lags: vec![0, 0],
                 up: true,
+                cluster: None,
                 cert: None,
             }
         }
@@ -475,7 +516,12 @@ mod tests {
             s.drops.insert("auth_failed".into(), self.engine);
             s.xdp.insert("rate_limited".into(), self.xdp);
             s.xdp.insert("redirect_media".into(), self.t.as_millis() as u64 * 1000);
-            let obs = Observation { stats: self.up.then_some(s), offenders: Vec::new(), cert_not_after: self.cert };
+            let obs = Observation {
+                stats: self.up.then_some(s),
+                offenders: Vec::new(),
+                cert_not_after: self.cert,
+                cluster_reachable: self.cluster,
+            };
             self.ev.evaluate(self.start + self.t, T0 + self.t.as_secs(), &obs, blocks)
         }
 
@@ -492,6 +538,7 @@ mod tests {
         c.relayd_unreachable.enabled = rule == Rule::RelaydUnreachable;
         c.worker_stalled.enabled = rule == Rule::WorkerStalled;
         c.cert_expiry.enabled = rule == Rule::CertExpiry;
+        c.cluster_unreachable.enabled = rule == Rule::ClusterUnreachable;
         c
     }
 
@@ -584,6 +631,23 @@ mod tests {
         assert!(sim.polls(5, 0, 0).is_empty());
         sim.up = true;
         assert!(sim.polls(10, 0, 0).is_empty());
+    }
+
+    #[test]
+    fn cluster_unreachable_fires_and_resolves_only_in_a_cluster() {
+        let mut c = only(Rule::ClusterUnreachable);
+        c.cluster_unreachable.after_secs = 2;
+        let mut sim = Sim::new(c);
+        // Not a cluster node: never evaluated.
+        assert!(sim.polls(20, 0, 0).is_empty());
+        sim.cluster = Some(true);
+        assert!(sim.polls(2, 0, 0).is_empty());
+        sim.cluster = Some(false);
+        assert!(sim.polls(3, 0, 0).is_empty());
+        assert_eq!(statuses(&sim.polls(1, 0, 0)), [(Rule::ClusterUnreachable, AlertStatus::Firing)]);
+        assert!(sim.polls(10, 0, 0).is_empty());
+        sim.cluster = Some(true);
+        assert_eq!(statuses(&sim.polls(1, 0, 0)), [(Rule::ClusterUnreachable, AlertStatus::Resolved)]);
     }
 
     #[test]

@@ -191,6 +191,16 @@ pub struct MintUserSig {
     /// Also mint a PrivateMapKey for this room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_map_key: Option<PrivateMapKeyRequest>,
+    /// In a cluster: the numeric room the client will join, so that `relays` lists the
+    /// nodes hosting it first (default: the PrivateMapKey's room, if any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_id: Option<u64>,
+    /// In a cluster: the string room the client will join (instead of `room_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub str_room_id: Option<String>,
+    /// In a cluster: the client's region, so that `relays` lists nodes there next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 /// The answer to [`MintUserSig`]: what an app back end hands its client, as TRTC hands
@@ -205,6 +215,72 @@ pub struct UserSig {
     /// Where to join, in order of preference, each with the key its join v2 is encrypted
     /// to. Empty when this node's relayd cannot be asked, or has no usable endpoint (set
     /// `public_endpoint`).
+    pub relays: Vec<RelayEndpoint>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Cluster
+
+/// A node's load, as published in its heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct NodeLoad {
+    /// Live sessions on its relayd.
+    pub sessions: u64,
+    /// Live rooms on its relayd.
+    pub rooms: u64,
+    /// Packets per second its relayd received, over the last heartbeat interval.
+    pub pps: u64,
+    /// Busy share of the host's CPUs over the last heartbeat interval, 0–100.
+    pub cpu_percent: f64,
+}
+
+/// One node of the cluster registry (`GET /v1/cluster`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterNode {
+    /// Its id (`[cluster] node_id`).
+    pub node_id: String,
+    /// Its region.
+    pub region: String,
+    /// Where clients join it, with its relay key. Empty while its relayd is unreachable.
+    pub relays: Vec<RelayEndpoint>,
+    /// Its load.
+    pub load: NodeLoad,
+    /// Whether its relayd answered its last poll.
+    pub relayd_reachable: bool,
+    /// The last change-log entry its working copy applied.
+    pub applied: String,
+    /// How late it applied its latest change-log entries, in milliseconds.
+    pub lag_ms: u64,
+    /// Its relay-control version.
+    pub version: String,
+    /// When it last beat (Unix milliseconds).
+    pub heartbeat_at_ms: u64,
+}
+
+/// `GET /v1/cluster`: the cluster as this node sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// This node's id.
+    pub node_id: String,
+    /// Whether this node reaches Redis.
+    pub redis_reachable: bool,
+    /// The last Redis error this node saw, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_error: Option<String>,
+    /// The last change-log entry this node applied.
+    pub applied: String,
+    /// Live nodes in the registry, by id (empty while Redis is unreachable).
+    pub nodes: Vec<ClusterNode>,
+}
+
+/// The answer to node selection (`GET /v1/apps/{sdkappid}/nodes`): where a client of this
+/// room should join, best first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSelection {
+    /// The nodes, best first: those already hosting the room, then those in the client's
+    /// region, then the least loaded.
+    pub nodes: Vec<String>,
+    /// Their endpoints and keys, in the same order (a node may have several endpoints).
     pub relays: Vec<RelayEndpoint>,
 }
 

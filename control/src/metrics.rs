@@ -95,6 +95,54 @@ fn ms_as_secs(ms: u64) -> String {
     }
 }
 
+/// The cluster families of `/metrics` (a cluster node only), appended to [`render`]'s.
+pub fn render_cluster(h: &crate::cluster::Health) -> String {
+    let mut w = Writer { out: String::with_capacity(1024) };
+    let gauges = [
+        ("edgerelay_cluster_redis_up", "1 when this node's last Redis command succeeded.", u64::from(h.is_reachable())),
+        (
+            "edgerelay_cluster_log_lag_ms",
+            "How late this node applied its latest change-log entries, in milliseconds.",
+            h.lag_ms.load(Relaxed),
+        ),
+        ("edgerelay_cluster_nodes", "Live nodes in the registry at the last listing.", h.nodes_seen.load(Relaxed)),
+    ];
+    for (name, help, v) in gauges {
+        w.family(name, Kind::Gauge, help).sample(&[], v);
+    }
+    let counters = [
+        ("edgerelay_cluster_log_applied_total", "Change-log entries applied to this node's copy.", &h.applied),
+        ("edgerelay_cluster_resyncs_total", "Full resyncs from Redis (after a gap or a new epoch).", &h.resyncs),
+        ("edgerelay_cluster_seeds_total", "Times this node seeded an empty Redis from its copy.", &h.seeds),
+        (
+            "edgerelay_cluster_writes_unavailable_total",
+            "API changes refused because Redis was unreachable.",
+            &h.writes_unavailable,
+        ),
+        (
+            "edgerelay_cluster_write_conflicts_total",
+            "Changes decided again after a concurrent change.",
+            &h.write_conflicts,
+        ),
+        (
+            "edgerelay_cluster_replay_local_only_total",
+            "TC3 replay checks made against this node's cache alone (Redis unreachable).",
+            &h.replay_local_only,
+        ),
+        ("edgerelay_cluster_heartbeat_failures_total", "Registry heartbeats that failed.", &h.heartbeat_failures),
+        (
+            "edgerelay_cluster_quota_fallbacks_total",
+            "App heartbeats spent on the Redis-less fallback share of a quota.",
+            &h.quota_fallbacks,
+        ),
+        ("edgerelay_cluster_lease_changes_total", "Quota lease changes pushed to relayd.", &h.lease_changes),
+    ];
+    for (name, help, v) in counters {
+        w.family(name, Kind::Counter, help).sample(&[], v.load(Relaxed));
+    }
+    w.out
+}
+
 /// Renders the `/metrics` body. `latest` is `None` before the monitor's first poll.
 pub fn render(latest: Option<&Latest>, counters: &ControlCounters) -> String {
     let mut w = Writer { out: String::with_capacity(8192) };
@@ -323,7 +371,12 @@ mod tests {
 
     fn latest_with(stats: Option<Snapshot>) -> Latest {
         Latest {
-            observation: Observation { stats, offenders: Vec::new(), cert_not_after: Some(1_900_000_000) },
+            observation: Observation {
+                stats,
+                offenders: Vec::new(),
+                cert_not_after: Some(1_900_000_000),
+                cluster_reachable: None,
+            },
             firing: vec![Rule::Flood],
             active_autoblocks: 2,
         }

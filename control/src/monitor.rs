@@ -137,6 +137,8 @@ pub struct MonitorCore {
     detector: Detector,
     counters: Arc<ControlCounters>,
     offenders_limit: u32,
+    /// In a cluster: Redis reachability, for the `cluster_unreachable` rule.
+    pub cluster: Option<Arc<crate::cluster::Health>>,
 }
 
 impl MonitorCore {
@@ -148,7 +150,13 @@ impl MonitorCore {
         offenders_limit: u32,
         now: Instant,
     ) -> Self {
-        Self { evaluator: Evaluator::new(alerts, now), detector: Detector::new(autoblock), counters, offenders_limit }
+        Self {
+            evaluator: Evaluator::new(alerts, now),
+            detector: Detector::new(autoblock),
+            counters,
+            offenders_limit,
+            cluster: None,
+        }
     }
 
     /// One poll: `stats` and `offenders` are `None` when their op failed.
@@ -190,7 +198,9 @@ impl MonitorCore {
                 }
             }
         }
-        let observation = Observation { stats, offenders: offenders.unwrap_or_default(), cert_not_after };
+        let cluster_reachable = self.cluster.as_ref().map(|h| h.is_reachable());
+        let observation =
+            Observation { stats, offenders: offenders.unwrap_or_default(), cert_not_after, cluster_reachable };
         let alerts = self.evaluator.evaluate(now, unix_secs, &observation, new_blocks);
         for a in &alerts {
             let counter = match a.status {
@@ -229,12 +239,14 @@ pub fn spawn<L: RelaydLink>(
     autoblock: AutoblockConfig,
     counters: Arc<ControlCounters>,
     cert_not_after: watch::Receiver<Option<u64>>,
+    cluster: Option<Arc<crate::cluster::Health>>,
 ) -> Result<MonitorHandle, MonitorError> {
     settings.validate()?;
     alerts.validate()?;
     autoblock.validate()?;
     let sender = alerts.webhook.clone().map(|w| WebhookSender::new(w, counters.clone())).transpose()?;
     let mut core = MonitorCore::new(alerts, autoblock, counters.clone(), settings.offenders_limit, Instant::now());
+    core.cluster = cluster;
     let (alert_tx, alert_rx) = mpsc::channel(settings.alert_queue);
     let (decision_tx, decisions) = mpsc::channel(settings.decision_queue);
     let (latest_tx, latest) = watch::channel(None);

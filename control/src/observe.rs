@@ -29,6 +29,8 @@ pub struct Observation {
     pub offenders: Vec<Offender>,
     /// Expiry of relay-control's TLS certificate, Unix seconds, when known.
     pub cert_not_after: Option<u64>,
+    /// In a cluster: whether this node reached Redis last time; `None` outside a cluster.
+    pub cluster_reachable: Option<bool>,
 }
 
 impl Observation {
@@ -144,12 +146,20 @@ pub enum Rule {
     WorkerStalled,
     /// relay-control's TLS certificate expires soon.
     CertExpiry,
+    /// In a cluster: this node has not reached Redis for a while.
+    ClusterUnreachable,
 }
 
 impl Rule {
     /// Every rule.
-    pub const ALL: [Rule; 5] =
-        [Self::DropRate, Self::Flood, Self::RelaydUnreachable, Self::WorkerStalled, Self::CertExpiry];
+    pub const ALL: [Rule; 6] = [
+        Self::DropRate,
+        Self::Flood,
+        Self::RelaydUnreachable,
+        Self::WorkerStalled,
+        Self::CertExpiry,
+        Self::ClusterUnreachable,
+    ];
 
     /// The name used in events, logs and the `rule` metric label.
     pub const fn name(self) -> &'static str {
@@ -159,6 +169,7 @@ impl Rule {
             Self::RelaydUnreachable => "relayd_unreachable",
             Self::WorkerStalled => "worker_stalled",
             Self::CertExpiry => "cert_expiry",
+            Self::ClusterUnreachable => "cluster_unreachable",
         }
     }
 }

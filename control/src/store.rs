@@ -31,7 +31,8 @@ use relay::prefix::Prefix;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::keys::{ApiKey, KeyError, Role, SecretKey};
+use crate::keys::{ApiKey, KeyError, SecretKey};
+use crate::state::{Ban, Kind, Mutation, Output, Read, Record, RecordId, View, Write};
 
 const APPS: TableDefinition<u32, &[u8]> = TableDefinition::new("apps");
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
@@ -39,8 +40,10 @@ const AUDIT: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("audit");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const BLOCKS: TableDefinition<&str, &[u8]> = TableDefinition::new("blocklist");
 const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
+const BANS: TableDefinition<&str, &[u8]> = TableDefinition::new("bans");
 const AUDIT_SEQ: &str = "audit_seq";
-const LIMITS_KEY: &str = "limits";
+const LIMITS_KEY: &str = crate::state::LIMITS_FIELD;
+const CURSOR_KEY: &str = "cluster_cursor";
 
 /// Mode of the store file: owner read and write only.
 pub const STORE_FILE_MODE: u32 = 0o600;
@@ -105,6 +108,9 @@ pub enum StoreError {
     /// A rate or burst is too large, a port is 0, or `port_min > port_max` ([`Limits::check`]).
     #[error("invalid limits: {0}")]
     InvalidLimits(LimitsError),
+    /// A stored record's own id is not the field it is stored under (moved or tampered).
+    #[error("record under {0} is not that record")]
+    MisplacedRecord(String),
 }
 
 macro_rules! redb_error {
@@ -150,7 +156,7 @@ pub struct App {
     pub allow_v1_joins: bool,
 }
 
-fn check_app_secret(secret: &SecretKey) -> Result<(), StoreError> {
+pub(crate) fn check_app_secret(secret: &SecretKey) -> Result<(), StoreError> {
     let s = secret.expose();
     if s.is_empty() || s.len() > 128 || !s.bytes().all(|c| c.is_ascii_graphic()) {
         return Err(StoreError::InvalidAppSecret);
@@ -254,7 +260,7 @@ impl BlockEntry {
         self.expires_at.map_or(0, |e| e.saturating_sub(now).max(1))
     }
 
-    fn check(&self) -> Result<(), StoreError> {
+    pub(crate) fn check(&self) -> Result<(), StoreError> {
         if self.prefix_len > relay::prefix::width(self.ip) {
             return Err(StoreError::InvalidBlock("prefix length longer than the address"));
         }
@@ -266,10 +272,6 @@ impl BlockEntry {
         }
         Ok(())
     }
-}
-
-fn block_key(ip: IpAddr, prefix_len: u8) -> String {
-    format!("{ip}/{prefix_len}")
 }
 
 /// How an audited call ended.
@@ -349,22 +351,9 @@ impl Store {
         txn.open_table(META)?;
         txn.open_table(BLOCKS)?;
         txn.open_table(SETTINGS)?;
+        txn.open_table(BANS)?;
         txn.commit()?;
         Ok(Store { db })
-    }
-
-    /// Runs `change` and records it as `what` by `actor`, in one write transaction.
-    fn change<T>(
-        &self,
-        actor: &Actor<'_>,
-        what: &str,
-        change: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let txn = self.db.begin_write()?;
-        let out = change(&txn)?;
-        append_in(&txn, actor, what, Outcome::Success)?;
-        txn.commit()?;
-        Ok(out)
     }
 
     /// Appends an entry on its own, for refused or failed calls.
@@ -388,18 +377,94 @@ impl Store {
         Ok(out)
     }
 
+    /// Runs `m` in one write transaction: loads what it reads, decides, writes what it decided
+    /// together with its audit entry. Block mutations prune expired entries first.
+    pub fn mutate(&self, m: &Mutation, actor: &Actor<'_>) -> Result<Output, StoreError> {
+        let txn = self.db.begin_write()?;
+        if m.touches_blocks() {
+            prune_blocks(&mut txn.open_table(BLOCKS)?, actor.now)?;
+        }
+        let mut view = View::default();
+        for read in m.reads() {
+            load(&txn, &read, &mut view)?;
+        }
+        let applied = m.apply(&view, actor.now)?;
+        if applied.what.is_none() && applied.writes.is_empty() {
+            txn.abort()?;
+            return Ok(applied.out);
+        }
+        for w in &applied.writes {
+            write_record(&txn, w)?;
+        }
+        if let Some(what) = &applied.what {
+            append_in(&txn, actor, what, Outcome::Success)?;
+        }
+        txn.commit()?;
+        Ok(applied.out)
+    }
+
+    /// Applies writes decided elsewhere (a cluster change-log entry) and records `cursor` (the
+    /// log position they came from), in one transaction. Not audited here: the node that made
+    /// the change audited it.
+    pub fn apply_writes(&self, writes: &[Write], cursor: &[u8]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        for w in writes {
+            write_record(&txn, w)?;
+        }
+        txn.open_table(SETTINGS)?.insert(CURSOR_KEY, cursor)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Replaces every app, API key, blocklist entry and the limits with `records`, and records
+    /// `cursor`, in one transaction (a cluster node's full resync).
+    pub fn replace_all(&self, records: &[Record], cursor: &[u8]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.delete_table(APPS)?;
+        txn.delete_table(KEYS)?;
+        txn.delete_table(BLOCKS)?;
+        txn.delete_table(BANS)?;
+        txn.open_table(SETTINGS)?.remove(LIMITS_KEY)?;
+        txn.open_table(APPS)?;
+        txn.open_table(KEYS)?;
+        txn.open_table(BLOCKS)?;
+        txn.open_table(BANS)?;
+        for r in records {
+            write_record(&txn, &(r.id(), Some(r.clone())))?;
+        }
+        txn.open_table(SETTINGS)?.insert(CURSOR_KEY, cursor)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every app, API key, blocklist entry (expired ones included) and the limits.
+    pub fn all_records(&self) -> Result<Vec<Record>, StoreError> {
+        let mut out: Vec<Record> = self.list_apps()?.into_iter().map(Record::App).collect();
+        out.extend(self.list_keys()?.into_iter().map(Record::Key));
+        let t = self.db.begin_read()?.open_table(BLOCKS)?;
+        for row in t.iter()? {
+            out.push(Record::Block(decode(row?.1.value())?));
+        }
+        out.extend(self.limits()?.map(Record::Limits));
+        out.extend(self.list_bans()?.into_iter().map(Record::Ban));
+        Ok(out)
+    }
+
+    /// Every stored ban, ended or not (pruned by housekeeping).
+    pub fn list_bans(&self) -> Result<Vec<Ban>, StoreError> {
+        let t = self.db.begin_read()?.open_table(BANS)?;
+        t.iter()?.map(|row| decode(row?.1.value())).collect()
+    }
+
+    /// The cluster cursor last recorded by [`Store::apply_writes`] or [`Store::replace_all`].
+    pub fn cursor(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let t = self.db.begin_read()?.open_table(SETTINGS)?;
+        Ok(t.get(CURSOR_KEY)?.map(|v| v.value().to_vec()))
+    }
+
     /// Creates an app.
     pub fn create_app(&self, app: &App, actor: &Actor<'_>) -> Result<(), StoreError> {
-        app.quotas.check().map_err(StoreError::InvalidQuotas)?;
-        app.secrets.iter().try_for_each(|s| check_app_secret(&s.key))?;
-        self.change(actor, &format!("create_app {}", app.sdkappid), |txn| {
-            let mut t = txn.open_table(APPS)?;
-            if t.get(app.sdkappid)?.is_some() {
-                return Err(StoreError::AppExists(app.sdkappid));
-            }
-            t.insert(app.sdkappid, encode(app)?.as_slice())?;
-            Ok(())
-        })
+        self.mutate(&Mutation::CreateApp(app.clone()), actor).map(drop)
     }
 
     /// The app `sdkappid`, if any.
@@ -414,29 +479,16 @@ impl Store {
         t.iter()?.map(|row| decode(row?.1.value())).collect()
     }
 
-    fn update_app(
-        &self,
-        sdkappid: u32,
-        actor: &Actor<'_>,
-        what: &str,
-        f: impl FnOnce(&mut App),
-    ) -> Result<App, StoreError> {
-        self.change(actor, what, |txn| {
-            let mut t = txn.open_table(APPS)?;
-            let mut app: App = match t.get(sdkappid)? {
-                Some(v) => decode(v.value())?,
-                None => return Err(StoreError::AppNotFound(sdkappid)),
-            };
-            f(&mut app);
-            t.insert(sdkappid, encode(&app)?.as_slice())?;
-            Ok(app)
-        })
+    fn changed_app(&self, m: &Mutation, actor: &Actor<'_>) -> Result<App, StoreError> {
+        match self.mutate(m, actor)? {
+            Output::App(a) => Ok(a),
+            other => unreachable!("app mutation returned {other:?}"),
+        }
     }
 
     /// Replaces the quotas of an app.
     pub fn update_quotas(&self, sdkappid: u32, quotas: Quotas, actor: &Actor<'_>) -> Result<App, StoreError> {
-        quotas.check().map_err(StoreError::InvalidQuotas)?;
-        self.update_app(sdkappid, actor, &format!("update_quotas {sdkappid}"), |app| app.quotas = quotas)
+        self.update_app_settings(sdkappid, Some(quotas), None, None, actor)
     }
 
     /// Changes an app's quotas, its PrivateMapKey requirement and/or its v1 migration
@@ -449,20 +501,7 @@ impl Store {
         allow_v1_joins: Option<bool>,
         actor: &Actor<'_>,
     ) -> Result<App, StoreError> {
-        if let Some(q) = &quotas {
-            q.check().map_err(StoreError::InvalidQuotas)?;
-        }
-        self.update_app(sdkappid, actor, &format!("update_app {sdkappid}"), |app| {
-            if let Some(q) = quotas {
-                app.quotas = q;
-            }
-            if let Some(r) = require_private_map_key {
-                app.require_private_map_key = r;
-            }
-            if let Some(v) = allow_v1_joins {
-                app.allow_v1_joins = v;
-            }
-        })
+        self.changed_app(&Mutation::UpdateApp { sdkappid, quotas, require_private_map_key, allow_v1_joins }, actor)
     }
 
     /// Rotates an app's secret; see [`App::rotate_secret`].
@@ -473,31 +512,17 @@ impl Store {
         overlap: u64,
         actor: &Actor<'_>,
     ) -> Result<App, StoreError> {
-        check_app_secret(&secret)?;
-        let now = actor.now;
-        self.update_app(sdkappid, actor, &format!("rotate_app_secret {sdkappid}"), |app| {
-            app.rotate_secret(secret, now, overlap)
-        })
+        self.changed_app(&Mutation::RotateAppSecret { sdkappid, secret, overlap }, actor)
     }
 
     /// Deletes an app.
     pub fn delete_app(&self, sdkappid: u32, actor: &Actor<'_>) -> Result<(), StoreError> {
-        self.change(actor, &format!("delete_app {sdkappid}"), |txn| match txn.open_table(APPS)?.remove(sdkappid)? {
-            Some(_) => Ok(()),
-            None => Err(StoreError::AppNotFound(sdkappid)),
-        })
+        self.mutate(&Mutation::DeleteApp(sdkappid), actor).map(drop)
     }
 
     /// Stores a new API key (e.g. from [`ApiKey::generate`]).
     pub fn insert_key(&self, key: &ApiKey, actor: &Actor<'_>) -> Result<(), StoreError> {
-        self.change(actor, &format!("create_key {} {:?}", key.secret_id, key.role), |txn| {
-            let mut t = txn.open_table(KEYS)?;
-            if t.get(key.secret_id.as_str())?.is_some() {
-                return Err(StoreError::KeyExists);
-            }
-            t.insert(key.secret_id.as_str(), encode(key)?.as_slice())?;
-            Ok(())
-        })
+        self.mutate(&Mutation::InsertKey(key.clone()), actor).map(drop)
     }
 
     /// The API key `secret_id`, whatever its state.
@@ -517,83 +542,31 @@ impl Store {
         Ok(self.get_key(secret_id)?.filter(|k| k.is_usable(now)))
     }
 
-    fn update_key<T>(
-        &self,
-        secret_id: &str,
-        actor: &Actor<'_>,
-        what: &str,
-        f: impl FnOnce(&mut ApiKey, &mut redb::Table<'_, &'static str, &'static [u8]>) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        self.change(actor, what, |txn| {
-            let mut t = txn.open_table(KEYS)?;
-            let mut key: ApiKey = match t.get(secret_id)? {
-                Some(v) => decode(v.value())?,
-                None => return Err(StoreError::KeyNotFound),
-            };
-            let out = f(&mut key, &mut t)?;
-            t.insert(secret_id, encode(&key)?.as_slice())?;
-            Ok(out)
-        })
-    }
-
     /// Rotates an API key: stores its successor and returns it (to show its SecretKey once).
     pub fn rotate_key(&self, secret_id: &str, overlap: u64, actor: &Actor<'_>) -> Result<ApiKey, StoreError> {
-        let now = actor.now;
-        self.update_key(secret_id, actor, &format!("rotate_key {secret_id}"), |key, t| {
-            let next = key.rotate(now, overlap)?;
-            if t.get(next.secret_id.as_str())?.is_some() {
-                return Err(StoreError::KeyExists);
-            }
-            t.insert(next.secret_id.as_str(), encode(&next)?.as_slice())?;
-            Ok(next)
-        })
+        match self.mutate(&Mutation::RotateKey { secret_id: secret_id.to_owned(), overlap }, actor)? {
+            Output::Key(k) => Ok(k),
+            other => unreachable!("rotate_key returned {other:?}"),
+        }
     }
 
     /// Revokes an API key at once.
     pub fn revoke_key(&self, secret_id: &str, actor: &Actor<'_>) -> Result<(), StoreError> {
-        let now = actor.now;
-        self.update_key(secret_id, actor, &format!("revoke_key {secret_id}"), |key, t| {
-            if key.role == Role::Admin && key.is_usable(now) {
-                let mut other_admin = false;
-                for row in t.iter()? {
-                    let (id, v) = row?;
-                    let k: ApiKey = decode(v.value())?;
-                    other_admin |= id.value() != secret_id && k.role == Role::Admin && k.is_usable(now);
-                }
-                if !other_admin {
-                    return Err(StoreError::LastAdmin);
-                }
-            }
-            Ok(key.revoke(now)?)
-        })
+        self.mutate(&Mutation::RevokeKey(secret_id.to_owned()), actor).map(drop)
     }
 
     /// Adds a blocklist entry, replacing a live entry for the same prefix (a new TTL and
     /// reason). Expired entries are pruned in the same transaction.
     pub fn add_block(&self, entry: &BlockEntry, actor: &Actor<'_>) -> Result<(), StoreError> {
-        entry.check()?;
-        let what = format!("block {} ttl={}", entry.cidr(), entry.ttl_at(actor.now));
-        self.change(actor, &what, |txn| {
-            let mut t = txn.open_table(BLOCKS)?;
-            prune_blocks(&mut t, actor.now)?;
-            let key = block_key(entry.ip, entry.prefix_len);
-            if t.get(key.as_str())?.is_none() && t.len()? >= MAX_BLOCKS as u64 {
-                return Err(StoreError::BlocklistFull);
-            }
-            t.insert(key.as_str(), encode(entry)?.as_slice())?;
-            Ok(())
-        })
+        self.mutate(&Mutation::AddBlock(entry.clone()), actor).map(drop)
     }
 
     /// Removes the live blocklist entry for `ip/prefix_len`.
     pub fn remove_block(&self, ip: IpAddr, prefix_len: u8, actor: &Actor<'_>) -> Result<BlockEntry, StoreError> {
-        let key = block_key(ip, prefix_len);
-        self.change(actor, &format!("unblock {key}"), |txn| {
-            let mut t = txn.open_table(BLOCKS)?;
-            prune_blocks(&mut t, actor.now)?;
-            let removed = t.remove(key.as_str())?.map(|v| decode::<BlockEntry>(v.value())).transpose()?;
-            removed.ok_or(StoreError::BlockNotFound)
-        })
+        match self.mutate(&Mutation::RemoveBlock { ip, prefix_len }, actor)? {
+            Output::Removed(e) => Ok(e),
+            other => unreachable!("remove_block returned {other:?}"),
+        }
     }
 
     /// Adds `entry` unless a live entry already covers its prefix ([`BlockEntry::covers`]);
@@ -604,35 +577,10 @@ impl Store {
         entry: &BlockEntry,
         actor: &Actor<'_>,
     ) -> Result<Option<BlockEntry>, StoreError> {
-        entry.check()?;
-        let txn = self.db.begin_write()?;
-        let covering = {
-            let mut t = txn.open_table(BLOCKS)?;
-            prune_blocks(&mut t, actor.now)?;
-            let mut covering = None;
-            for row in t.iter()? {
-                let e: BlockEntry = decode(row?.1.value())?;
-                if e.covers(entry.ip, entry.prefix_len) {
-                    covering = Some(e);
-                    break;
-                }
-            }
-            if covering.is_none() {
-                if t.len()? >= MAX_BLOCKS as u64 {
-                    return Err(StoreError::BlocklistFull);
-                }
-                t.insert(block_key(entry.ip, entry.prefix_len).as_str(), encode(entry)?.as_slice())?;
-            }
-            covering
-        };
-        if covering.is_some() {
-            txn.abort()?;
-            return Ok(covering);
+        match self.mutate(&Mutation::AddBlockUnlessCovered(entry.clone()), actor)? {
+            Output::Covered(c) => Ok(c),
+            other => unreachable!("add_block_unless_covered returned {other:?}"),
         }
-        let what = format!("block {} ttl={}", entry.cidr(), entry.ttl_at(actor.now));
-        append_in(&txn, actor, &what, Outcome::Success)?;
-        txn.commit()?;
-        Ok(None)
     }
 
     /// Removes the live entry for `ip/prefix_len` only if `source` added it, so the detector
@@ -646,25 +594,10 @@ impl Store {
         source: BlockSource,
         actor: &Actor<'_>,
     ) -> Result<(BlockEntry, bool), StoreError> {
-        let key = block_key(ip, prefix_len);
-        let txn = self.db.begin_write()?;
-        let found = {
-            let mut t = txn.open_table(BLOCKS)?;
-            prune_blocks(&mut t, actor.now)?;
-            let found = t.get(key.as_str())?.map(|v| decode::<BlockEntry>(v.value())).transpose()?;
-            let found = found.ok_or(StoreError::BlockNotFound)?;
-            if found.source == source {
-                t.remove(key.as_str())?;
-            }
-            found
-        };
-        if found.source != source {
-            txn.abort()?;
-            return Ok((found, false));
+        match self.mutate(&Mutation::RemoveBlockFrom { ip, prefix_len, source }, actor)? {
+            Output::RemovedFrom(e, removed) => Ok((e, removed)),
+            other => unreachable!("remove_block_from returned {other:?}"),
         }
-        append_in(&txn, actor, &format!("unblock {key}"), Outcome::Success)?;
-        txn.commit()?;
-        Ok((found, true))
     }
 
     /// Blocklist entries live at `now`, by prefix text.
@@ -682,20 +615,7 @@ impl Store {
 
     /// Stores the data-plane limits to push to relayd.
     pub fn set_limits(&self, limits: &Limits, actor: &Actor<'_>) -> Result<(), StoreError> {
-        limits.check().map_err(StoreError::InvalidLimits)?;
-        let what = format!(
-            "set_limits pps={}/{} join={}/{} ports={}-{}",
-            limits.pps_rate_per_sec,
-            limits.pps_burst,
-            limits.join_rate_per_sec,
-            limits.join_burst,
-            limits.port_min,
-            limits.port_max
-        );
-        self.change(actor, &what, |txn| {
-            txn.open_table(SETTINGS)?.insert(LIMITS_KEY, encode(limits)?.as_slice())?;
-            Ok(())
-        })
+        self.mutate(&Mutation::SetLimits(*limits), actor).map(drop)
     }
 
     /// The stored limits, if an operator ever set them.
@@ -703,6 +623,68 @@ impl Store {
         let t = self.db.begin_read()?.open_table(SETTINGS)?;
         t.get(LIMITS_KEY)?.map(|v| decode(v.value())).transpose()
     }
+}
+
+/// Loads what `read` names into `view`, inside `txn`.
+fn load(txn: &WriteTransaction, read: &Read, view: &mut View) -> Result<(), StoreError> {
+    match read {
+        Read::One(id) => {
+            let bytes = match id {
+                RecordId::App(a) => txn.open_table(APPS)?.get(*a)?.map(|v| v.value().to_vec()),
+                RecordId::Key(k) => txn.open_table(KEYS)?.get(k.as_str())?.map(|v| v.value().to_vec()),
+                RecordId::Block(b) => txn.open_table(BLOCKS)?.get(b.as_str())?.map(|v| v.value().to_vec()),
+                RecordId::Limits => txn.open_table(SETTINGS)?.get(LIMITS_KEY)?.map(|v| v.value().to_vec()),
+                RecordId::Ban(b) => txn.open_table(BANS)?.get(b.as_str())?.map(|v| v.value().to_vec()),
+            };
+            let rec = bytes.map(|b| Record::decode_value(id, &b)).transpose()?;
+            view.records.insert(id.clone(), rec);
+        }
+        Read::All(Kind::App) => {
+            for row in txn.open_table(APPS)?.iter()? {
+                let a: App = decode(row?.1.value())?;
+                view.records.insert(RecordId::App(a.sdkappid), Some(Record::App(a)));
+            }
+        }
+        Read::All(Kind::Key) => {
+            for row in txn.open_table(KEYS)?.iter()? {
+                let k: ApiKey = decode(row?.1.value())?;
+                view.records.insert(RecordId::Key(k.secret_id.clone()), Some(Record::Key(k)));
+            }
+        }
+        Read::All(Kind::Block) => {
+            for row in txn.open_table(BLOCKS)?.iter()? {
+                let b: BlockEntry = decode(row?.1.value())?;
+                view.records.insert(RecordId::block(b.ip, b.prefix_len), Some(Record::Block(b)));
+            }
+        }
+        Read::All(Kind::Settings) => load(txn, &Read::One(RecordId::Limits), view)?,
+        Read::All(Kind::Ban) => {
+            for row in txn.open_table(BANS)?.iter()? {
+                let b: Ban = decode(row?.1.value())?;
+                view.records.insert(RecordId::Ban(b.field()), Some(Record::Ban(b)));
+            }
+        }
+        Read::BlockCount => view.block_count = txn.open_table(BLOCKS)?.len()?,
+    }
+    Ok(())
+}
+
+/// Writes (or deletes) one record inside `txn`.
+fn write_record(txn: &WriteTransaction, (id, rec): &Write) -> Result<(), StoreError> {
+    let bytes = rec.as_ref().map(Record::encode_value).transpose()?;
+    match (id, bytes) {
+        (RecordId::App(a), Some(b)) => drop(txn.open_table(APPS)?.insert(*a, b.as_slice())?),
+        (RecordId::App(a), None) => drop(txn.open_table(APPS)?.remove(*a)?),
+        (RecordId::Key(k), Some(b)) => drop(txn.open_table(KEYS)?.insert(k.as_str(), b.as_slice())?),
+        (RecordId::Key(k), None) => drop(txn.open_table(KEYS)?.remove(k.as_str())?),
+        (RecordId::Block(k), Some(b)) => drop(txn.open_table(BLOCKS)?.insert(k.as_str(), b.as_slice())?),
+        (RecordId::Block(k), None) => drop(txn.open_table(BLOCKS)?.remove(k.as_str())?),
+        (RecordId::Limits, Some(b)) => drop(txn.open_table(SETTINGS)?.insert(LIMITS_KEY, b.as_slice())?),
+        (RecordId::Limits, None) => drop(txn.open_table(SETTINGS)?.remove(LIMITS_KEY)?),
+        (RecordId::Ban(k), Some(b)) => drop(txn.open_table(BANS)?.insert(k.as_str(), b.as_slice())?),
+        (RecordId::Ban(k), None) => drop(txn.open_table(BANS)?.remove(k.as_str())?),
+    }
+    Ok(())
 }
 
 fn prune_blocks(t: &mut redb::Table<'_, &'static str, &'static [u8]>, now: u64) -> Result<(), StoreError> {

@@ -159,8 +159,9 @@ async fn flood_is_blocked_within_two_seconds_and_its_alert_fires_then_resolves()
     let counters = Arc::new(ControlCounters::default());
     let unix = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs();
     let (_cert_tx, cert_rx) = watch::channel(Some(unix + 90 * 86_400));
-    let mut handle = spawn(relayd.clone(), MonitorSettings::default(), alerts, autoblock, counters.clone(), cert_rx)
-        .expect("monitor starts");
+    let mut handle =
+        spawn(relayd.clone(), MonitorSettings::default(), alerts, autoblock, counters.clone(), cert_rx, None)
+            .expect("monitor starts");
 
     // Quiet for a few polls: no decisions, no alerts.
     tokio::time::sleep(Duration::from_millis(1200)).await;

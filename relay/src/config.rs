@@ -376,11 +376,12 @@ impl App {
                 v
             }
         };
+        // max_rooms or max_sessions 0 admits no new room or session for now: what a cluster
+        // node pushes while its share of the app's quota is empty. The config file refuses 0
+        // (see `Config::apps`).
         let q = quotas;
-        if q.max_rooms == 0 || q.max_members_per_room < 2 || q.max_sessions == 0 {
-            return invalid(format!(
-                "app {id}: quotas need max_rooms >= 1, max_members_per_room >= 2, max_sessions >= 1"
-            ));
+        if q.max_members_per_room < 2 {
+            return invalid(format!("app {id}: quotas need max_members_per_room >= 2"));
         }
         Ok(Self {
             sdkappid,
@@ -483,6 +484,11 @@ impl Config {
                 (Some(_), Some(_)) => return invalid(format!("app {id}: set secret or secret_file, not both")),
                 (None, None) => return invalid(format!("app {id}: secret or secret_file is required")),
             };
+            if a.quotas.max_rooms == 0 || a.quotas.max_sessions == 0 {
+                return invalid(format!(
+                    "app {id}: quotas need max_rooms >= 1, max_members_per_room >= 2, max_sessions >= 1"
+                ));
+            }
             let mut app = App::new(id, vec![secret], a.require_private_map_key, a.profiles, a.quotas)?;
             app.allow_v1_joins = a.allow_v1_joins;
             apps.push(app);

@@ -81,6 +81,16 @@ impl ControlDaemon {
         Self::serve(dir, config, admin)
     }
 
+    /// Starts a daemon with a fresh state dir that takes its keys from elsewhere (a cluster
+    /// node joining; `admin` was bootstrapped on another node).
+    pub fn start_joining(extra: &str, admin: Credentials) -> Self {
+        let dir = Arc::new(TempDir::new("control").expect("create a temp dir"));
+        let config = dir.join("control.toml");
+        let cfg = format!("listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\n{extra}\n", dir.join("state").display());
+        std::fs::write(&config, cfg).expect("write control config");
+        Self::serve(dir, config, admin)
+    }
+
     /// Starts `relay-control serve` on an existing config and state (a restart).
     pub fn serve(dir: Arc<TempDir>, config: PathBuf, admin: Credentials) -> Self {
         let log = std::fs::OpenOptions::new()
@@ -314,6 +324,7 @@ static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1
 #[derive(Debug, Clone)]
 pub struct ApiClient {
     addr: SocketAddr,
+    host: String,
     pin: Option<String>,
     /// The key it signs with.
     pub creds: Credentials,
@@ -324,12 +335,18 @@ pub struct ApiClient {
 impl ApiClient {
     /// A client for `addr` pinned to `pin` (any certificate when `None`).
     pub fn new(addr: SocketAddr, pin: Option<String>, creds: Credentials) -> Self {
-        ApiClient { addr, pin, creds, service: "trtc".into() }
+        ApiClient { addr, host: format!("127.0.0.1:{}", addr.port()), pin, creds, service: "trtc".into() }
+    }
+
+    /// The same client (same `Host` header, same key) aimed at another daemon: what an
+    /// attacker replaying a captured request to another node sends.
+    pub fn redirected(&self, addr: SocketAddr, pin: Option<String>) -> Self {
+        ApiClient { addr, pin, ..self.clone() }
     }
 
     /// The `Host` header value.
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.addr.port())
+        self.host.clone()
     }
 
     /// `method path[?query]` with a JSON body (`Value::Null` for none), signed now.

@@ -69,14 +69,7 @@ impl Net {
             queues,
         )
         .expect("create veth pair");
-        // Frames redirected or sent to a veth are dropped unless the peer runs XDP too; the
-        // edgerelay program with an empty config passes everything.
-        let client_pass = {
-            let _g = client_ns.enter().expect("enter client namespace");
-            let mut f = XdpFilter::load(&veth.name_b, None, FilterConfig::default()).expect("load pass program");
-            f.attach().expect("attach pass program");
-            f
-        };
+        let client_pass = pass_program(&client_ns, &veth.name_b);
         Some(Self { xdp: Some(XdpNet { _client_pass: client_pass, veth, client_ns, relay_ns }), v6 })
     }
 
@@ -144,12 +137,7 @@ impl Net {
                 } else {
                     format!("{RELAY_IP}:7000").parse().unwrap()
                 };
-                let queues = x.veth.queues;
-                let body = format!(
-                    "backend = \"xdp\"\n{}\n[xdp]\niface = \"{}\"\nqueues = {queues}\nmode = \"copy\"\npin_maps = false\n{limits}",
-                    body.replace("workers = 2\n", ""),
-                    x.veth.name_a
-                );
+                let body = xdp_relayd_body(body, &x.veth.name_a, x.veth.queues, limits);
                 Relayd::start_with(addr, &body, Some(x.relay_ns.name()))
             }
         }
@@ -188,6 +176,25 @@ impl Net {
     pub fn free_port(&self) -> u16 {
         free_udp_port()
     }
+}
+
+/// A relayd config body for the XDP backend on `iface` (copy mode, one worker per queue,
+/// unpinned maps) from `body` (apps and timeouts), with `limits` as extra `[xdp]` keys.
+pub fn xdp_relayd_body(body: &str, iface: &str, queues: u32, limits: &str) -> String {
+    format!(
+        "backend = \"xdp\"\n{}\n[xdp]\niface = \"{iface}\"\nqueues = {queues}\nmode = \"copy\"\npin_maps = false\n{limits}",
+        body.replace("workers = 2\n", ""),
+    )
+}
+
+/// The edgerelay program with an empty config (it passes everything) on `iface` in `ns`.
+/// Frames redirected or sent to a veth are dropped unless its peer runs XDP too, so the far
+/// end of every link to an XDP relayd carries this.
+pub fn pass_program(ns: &NetNs, iface: &str) -> XdpFilter {
+    let _g = ns.enter().expect("enter the namespace");
+    let mut f = XdpFilter::load(iface, None, FilterConfig::default()).expect("load pass program");
+    f.attach().expect("attach pass program");
+    f
 }
 
 /// An attacker namespace (see [`Net::attacker`]); torn down on drop.

@@ -22,19 +22,18 @@
 //!   pass program, veth pairs, namespaces, the temporary directory), so an error or Ctrl-C at
 //!   any point tears down all of it.
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use control::client::{Call, Client, Credentials, Endpoint, Response, Trust, DEFAULT_SERVICE, DEFAULT_TIMEOUT};
-use control::keys::SecretKey;
+use control::client::{Call, Client, Response};
 use relay::io::netns::{NetNs, VethPair};
 use relay::io::xdp::{FilterConfig, XdpFilter};
 use relay::mgmt;
 
+use crate::control_proc;
 use crate::procs::{check_interrupted, Guard};
 use relay::tempdir::TempDir;
 
@@ -276,60 +275,6 @@ fn start_control(bin: &Path, dir: &TempDir, relay: &NetNs, relayd_socket: &Path)
     );
     let config = dir.join("control.toml");
     std::fs::write(&config, cfg)?;
-    let out = Command::new(bin).args(["bootstrap-admin", "--config"]).arg(&config).output().context("relay-control")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!("relay-control bootstrap-admin failed: {text}{}", String::from_utf8_lossy(&out.stderr));
-    }
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.trim().to_owned())
-            .with_context(|| format!("no {name} in bootstrap-admin's output"))
-    };
-    let (secret_id, secret_key) = (field("SecretId:")?, field("SecretKey:")?);
-
-    let log = std::fs::File::create(dir.join("control.log"))?;
-    let mut cmd = Edge::in_relay_ns(relay, bin);
-    cmd.args(["serve", "--config"]).arg(&config).stdout(Stdio::piped()).stderr(log);
-    let mut guard = Guard::spawn(cmd, "relay-control")?;
-    let stdout = guard.child_mut().stdout.take().context("relay-control's stdout")?;
-    // Read the start-up lines on a thread (a read cannot time out), then keep draining.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            // The receiver is gone once start-up is over; later lines are discarded.
-            let _ = tx.send(line);
-        }
-    });
-    let (mut fingerprint, mut endpoint) = (None, None);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while endpoint.is_none() {
-        check_interrupted()?;
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(line) => {
-                if let Some(f) = line.trim().strip_prefix("relay-control: certificate ") {
-                    fingerprint = Some(f.to_owned());
-                }
-                if let Some(a) = line.trim().strip_prefix("relay-control: listening on ") {
-                    endpoint = Some(a.to_owned());
-                }
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
-            Err(_) => {
-                let log = std::fs::read_to_string(dir.join("control.log")).unwrap_or_default();
-                bail!("relay-control did not start:\n{log}");
-            }
-        }
-    }
-    let fingerprint = fingerprint.context("relay-control printed no certificate fingerprint")?;
-    let creds = Credentials {
-        endpoint: Endpoint::parse(endpoint.as_deref().unwrap_or_default())?,
-        secret_id,
-        secret_key: SecretKey::from_exposed(secret_key),
-        trust: Trust::Pin(control::client::parse_fingerprint(&fingerprint)?),
-        service: DEFAULT_SERVICE.into(),
-    };
-    Ok((guard, Client::new(&creds, DEFAULT_TIMEOUT)?))
+    let admin = control_proc::bootstrap(bin, &config)?;
+    control_proc::serve(Edge::in_relay_ns(relay, bin), &config, &dir.join("control.log"), &admin)
 }

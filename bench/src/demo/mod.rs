@@ -256,7 +256,14 @@ fn drive(a: &Args, edge: &mut Edge, screen: bool) -> Result<Summary> {
 /// A client of `plan`'s app with a UserSig minted through the API, joined to its room.
 fn member(edge: &Edge, plan: &Plan, user: &str, ssrc: Option<u32>) -> Result<Member> {
     let sdkappid = APPS[plan.app];
-    let mint = api::MintUserSig { user_id: user.to_owned(), expire_secs: 3600, private_map_key: None };
+    let mint = api::MintUserSig {
+        user_id: user.to_owned(),
+        expire_secs: 3600,
+        private_map_key: None,
+        room_id: None,
+        str_room_id: None,
+        region: None,
+    };
     let minted = edge.api_ok::<api::UserSig>(&Call::json(
         Method::Post,
         &["v1", "apps", &sdkappid.to_string(), "usersig"],

@@ -14,8 +14,11 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use control::cluster::quota::Leases;
+use control::cluster::Cluster;
 use control::keys::{ApiKey, Role};
 use control::server::{config::Config, push::Link, tls, unix_now, Server};
+use control::state::Mutation;
 use control::store::{Actor, Store};
 
 #[derive(Parser)]
@@ -49,6 +52,13 @@ enum Cmd {
     },
     /// Print a commented example config.
     ExampleConfig,
+    /// Write a new random cluster key (64 hex digits, mode 0600) for `[cluster] key_file`.
+    /// Every node of a cluster needs the same file; it never goes into Redis.
+    ClusterKey {
+        /// Where to write it (refused if the file exists).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn state_dir(cfg: &Config) -> anyhow::Result<()> {
@@ -84,14 +94,22 @@ fn open_store(cfg: &Config) -> anyhow::Result<Store> {
 
 fn bootstrap(config: &Path, label: &str) -> anyhow::Result<()> {
     let cfg = Config::load(config)?;
-    let store = open_store(&cfg)?;
+    let store = Arc::new(open_store(&cfg)?);
+    let cluster = start_cluster(&cfg, &store, &Link::disabled(), Arc::default())?;
+    if let Some(c) = &cluster {
+        wait_synced(c, std::time::Duration::from_secs(10))?;
+    }
     let now = unix_now();
     if control::server::auth::has_admin(&store, now)? {
         bail!("an admin key exists already; create further keys through the API");
     }
     let key = ApiKey::generate(Role::Admin, label, now)?;
     let actor = Actor { who: "bootstrap", source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), now, via: "bootstrap-admin" };
-    store.insert_key(&key, &actor)?;
+    let insert = Mutation::InsertKey(key.clone());
+    match &cluster {
+        Some(c) => drop(c.mutate(&insert, &actor)?),
+        None => drop(store.mutate(&insert, &actor)?),
+    }
     let mut out = std::io::stdout().lock();
     writeln!(out, "SecretId: {}", key.secret_id)?;
     writeln!(out, "SecretKey: {}", key.secret_key.expose())?;
@@ -125,10 +143,13 @@ fn serve(config: &Path) -> anyhow::Result<()> {
         }
     };
     let certs = Arc::new(tls::CertStore::open(cert, key)?);
+    let leases = cfg.cluster.is_some().then(|| Arc::new(Leases::default()));
     let link = match &cfg.relayd_socket {
-        Some(p) => Link::spawn(p.clone(), store.clone())?,
+        Some(p) => Link::spawn(p.clone(), store.clone(), leases.clone())?,
         None => Link::disabled(),
     };
+    let cluster = start_cluster(&cfg, &store, &link, leases.unwrap_or_default())?;
+    let agent = cluster.clone();
     let info = certs.info();
     tracing::info!(fingerprint = %info.sha256, listen = %bound, "relay-control starting");
     {
@@ -139,7 +160,7 @@ fn serve(config: &Path) -> anyhow::Result<()> {
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
-        let server = Server::start(cfg, store, link, certs)?;
+        let server = Server::start(cfg, store, agent, link, certs)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -154,6 +175,46 @@ fn serve(config: &Path) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    if let Some(c) = cluster {
+        match c.leave() {
+            Ok(()) => tracing::info!("left the cluster registry"),
+            Err(e) => tracing::warn!(error = %e, "could not leave the cluster registry; it expires by itself"),
+        }
+    }
+    Ok(())
+}
+
+/// The cluster agent and its follower, when `[cluster]` is configured.
+fn start_cluster(
+    cfg: &Config,
+    store: &Arc<Store>,
+    link: &Link,
+    leases: Arc<Leases>,
+) -> anyhow::Result<Option<Arc<Cluster>>> {
+    let Some(cc) = cfg.cluster.clone() else { return Ok(None) };
+    let node = cc.node_id.clone();
+    let cluster = Cluster::new(cc, store.clone(), link.clone(), leases)?;
+    control::cluster::follow::spawn(cluster.clone())?;
+    tracing::info!(node, "cluster agent started");
+    Ok(Some(cluster))
+}
+
+/// Waits until the cluster follower has synced this node's copy with Redis.
+fn wait_synced(cluster: &Cluster, within: std::time::Duration) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + within;
+    while cluster.applied().epoch.is_empty() {
+        if std::time::Instant::now() >= deadline {
+            let why = cluster.health.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            bail!("could not sync with the cluster's Redis: {}", why.unwrap_or_else(|| "no answer".into()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn cluster_key(path: &Path) -> anyhow::Result<()> {
+    control::cluster::seal::ClusterKey::generate(path)?;
+    println!("wrote a new cluster key to {} (mode 0600); copy it to every node of the cluster", path.display());
     Ok(())
 }
 
@@ -169,5 +230,6 @@ fn main() -> anyhow::Result<()> {
             print!("{}", control::server::config::EXAMPLE);
             Ok(())
         }
+        Cmd::ClusterKey { out } => cluster_key(&out),
     }
 }

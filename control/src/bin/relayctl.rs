@@ -86,6 +86,10 @@ enum Cmd {
     /// The node: control daemon and relayd status, health checks.
     #[command(subcommand)]
     Node(NodeCmd),
+    /// The edge cluster (nodes with `[cluster]`): its nodes, their load and lag, and node
+    /// selection for a room.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// API keys (admin only): create, list, rotate, revoke.
     #[command(subcommand)]
     Keys(KeysCmd),
@@ -273,6 +277,27 @@ struct LimitArgs {
     /// Highest relayed UDP port.
     #[arg(long)]
     port_max: Option<u16>,
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCmd {
+    /// Every live node: region, endpoints, load, and how far behind its copy is.
+    Status,
+    /// Where a client of this room should join, best first (hosting node, region, load).
+    Select {
+        /// The app.
+        #[arg(long)]
+        sdkappid: u32,
+        /// The numeric room.
+        #[arg(long, conflicts_with = "str_room_id")]
+        room_id: Option<u64>,
+        /// The string room.
+        #[arg(long)]
+        str_room_id: Option<String>,
+        /// The client's region.
+        #[arg(long)]
+        region: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -792,7 +817,14 @@ fn usersig(api: &mut Api, cmd: &UsersigCmd) -> Result<()> {
     } else {
         None
     };
-    let req = api::MintUserSig { user_id: user_id.clone(), expire_secs: *expire_secs, private_map_key };
+    let req = api::MintUserSig {
+        user_id: user_id.clone(),
+        expire_secs: *expire_secs,
+        private_map_key,
+        room_id: None,
+        str_room_id: None,
+        region: None,
+    };
     let call = Call::json(Method::Post, &["v1", "apps", &sdkappid.to_string(), "usersig"], &body(&req));
     api.show(&call, |v: &api::UserSig, out| {
         let mut rows = vec![("usersig", v.usersig.clone())];
@@ -987,6 +1019,57 @@ fn node(api: &mut Api, cmd: &NodeCmd) -> Result<u8> {
                 table(&mut api.out, &["CHECK", "STATE", "DETAIL"], &rows);
             }
             Ok(if v.status == api::HealthStatus::Ok { 0 } else { Exit::Other as u8 })
+        }
+    }
+}
+
+fn cluster(api: &mut Api, cmd: &ClusterCmd) -> Result<()> {
+    match cmd {
+        ClusterCmd::Status => api.show(&Call::new(Method::Get, &["v1", "cluster"]), |v: &api::ClusterStatus, out| {
+            let redis = match (&v.redis_reachable, &v.redis_error) {
+                (true, _) => "reachable".to_owned(),
+                (false, Some(e)) => format!("UNREACHABLE ({e})"),
+                (false, None) => "UNREACHABLE".to_owned(),
+            };
+            pairs(out, &[("this node", v.node_id.clone()), ("redis", redis), ("applied", v.applied.clone())]);
+            let rows: Vec<Vec<String>> = v
+                .nodes
+                .iter()
+                .map(|n| {
+                    vec![
+                        n.node_id.clone(),
+                        n.region.clone(),
+                        n.relays.iter().map(|r| r.endpoint.clone()).collect::<Vec<_>>().join(","),
+                        n.load.sessions.to_string(),
+                        n.load.rooms.to_string(),
+                        n.load.pps.to_string(),
+                        format!("{:.1}", n.load.cpu_percent),
+                        if n.relayd_reachable { "up" } else { "DOWN" }.into(),
+                        format!("{} ms", n.lag_ms),
+                    ]
+                })
+                .collect();
+            out.push('\n');
+            table(out, &["NODE", "REGION", "ENDPOINTS", "SESSIONS", "ROOMS", "PPS", "CPU%", "RELAYD", "LAG"], &rows);
+        }),
+        ClusterCmd::Select { sdkappid, room_id, str_room_id, region } => {
+            let id = sdkappid.to_string();
+            let mut call = Call::new(Method::Get, &["v1", "apps", &id, "nodes"]);
+            if let Some(r) = room_id {
+                call = call.query("room_id", r);
+            }
+            if let Some(r) = str_room_id {
+                call = call.query("str_room_id", r);
+            }
+            if let Some(r) = region {
+                call = call.query("region", r);
+            }
+            api.show(&call, |v: &api::NodeSelection, out| {
+                let rows: Vec<Vec<String>> =
+                    v.relays.iter().map(|r| vec![r.endpoint.clone(), r.public_key.to_string()]).collect();
+                pairs(out, &[("nodes", v.nodes.join(", "))]);
+                table(out, &["ENDPOINT", "PUBLIC KEY"], &rows);
+            })
         }
     }
 }
@@ -1211,6 +1294,7 @@ fn run(cli: &Cli, api: &mut Api) -> Result<u8> {
         Cmd::Blocklist(c) => blocklist(api, c)?,
         Cmd::Limits(c) => limits(api, c)?,
         Cmd::Node(c) => return node(api, c),
+        Cmd::Cluster(c) => cluster(api, c)?,
         Cmd::Keys(c) => keys(api, c)?,
         Cmd::Audit(c) => audit(api, c)?,
         Cmd::Metrics => {

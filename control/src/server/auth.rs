@@ -238,6 +238,9 @@ async fn admit(st: &Arc<Server>, req: Request, ctx: &mut Ctx) -> Result<Request,
         let (secret_id, role) = authenticate(st, &parts, &bytes, ctx.now).inspect_err(|e| {
             st.counters.count_auth_failure(e.code.trim_start_matches("AuthFailure."));
         })?;
+        claim_cluster_wide(st, auth_value.unwrap_or("")).await.inspect_err(|e| {
+            st.counters.count_auth_failure(e.code.trim_start_matches("AuthFailure."));
+        })?;
         ctx.who = secret_id;
         ctx.role = Some(role);
         st.limits.check_key(&ctx.who).map_err(ApiError::rate_limited)?;
@@ -300,6 +303,28 @@ fn authenticate(
     }
 }
 
+/// In a cluster, a signature this node accepted must not have been accepted by any other
+/// node: claimed once in Redis for twice the skew window. With Redis unreachable the node's
+/// own cache is the only check (counted: `replay_local_only`), and no write can pass anyway.
+async fn claim_cluster_wide(st: &Arc<Server>, authorization: &str) -> Result<(), ApiError> {
+    let Some(cluster) = st.cluster.clone() else { return Ok(()) };
+    let Some((_, sig)) = authorization.rsplit_once("Signature=") else { return Ok(()) };
+    let sig = sig.trim().to_owned();
+    let claimed = tokio::task::spawn_blocking(move || cluster.claim_signature(&sig, 2 * tc3::MAX_SKEW_SECS)).await;
+    match claimed {
+        Ok(Ok(true)) => Ok(()),
+        Ok(Ok(false)) => {
+            Err(ApiError::auth("Replayed", "this signed request was already accepted by a node of the cluster"))
+        }
+        Ok(Err(_)) | Err(_) => {
+            if let Some(c) = &st.cluster {
+                c.health.replay_local_only.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(())
+        }
+    }
+}
+
 async fn finish(st: &Arc<Server>, ctx: &Ctx, audit: bool, envelope: bool, mut resp: Response) -> Response {
     let status = resp.status();
     let error = match resp.extensions_mut().remove::<ErrorMark>() {
@@ -331,6 +356,10 @@ async fn finish(st: &Arc<Server>, ctx: &Ctx, audit: bool, envelope: bool, mut re
         Some(e) => render_error(&e, &ctx.request_id, envelope),
         None => resp,
     };
+    if st.maybe_stale() {
+        resp.headers_mut()
+            .insert("x-edgerelay-stale", HeaderValue::from_static("redis unreachable; this node's copy may be behind"));
+    }
     st.counters.count_request(resp.status().as_u16());
     if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
         resp.headers_mut().insert("x-request-id", v);

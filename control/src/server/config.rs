@@ -141,6 +141,10 @@ pub struct Config {
     /// Automatic blocking of flooding sources (`control::autoblock`).
     #[serde(default)]
     pub autoblock: AutoblockConfig,
+    /// The edge cluster (`control::cluster`): shared state in Redis. Without it this node
+    /// runs alone on its embedded store, and nothing needs Redis.
+    #[serde(default)]
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -164,8 +168,14 @@ impl Config {
             other => other,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
+        let cluster = cfg.cluster.as_mut();
+        let (key_file, pw, ca) = match cluster {
+            Some(c) => (Some(&mut c.key_file), c.redis_password_file.as_mut(), c.redis_ca_file.as_mut()),
+            None => (None, None, None),
+        };
         for p in [Some(&mut cfg.state_dir), cfg.tls_cert.as_mut(), cfg.tls_key.as_mut(), cfg.relayd_socket.as_mut()]
             .into_iter()
+            .chain([key_file, pw, ca])
             .flatten()
         {
             if p.is_relative() {
@@ -207,6 +217,14 @@ impl Config {
         }
         self.alerts.validate()?;
         self.autoblock.validate()?;
+        if let Some(c) = &self.cluster {
+            c.check().map_err(ConfigError::Invalid)?;
+            if c.endpoints.is_empty() && self.public_endpoint.is_none() {
+                return invalid(
+                    "[cluster] needs endpoints (or public_endpoint): the addresses clients join this node at",
+                );
+            }
+        }
         Ok(())
     }
 
@@ -277,6 +295,10 @@ for_secs = 5               # 0..=86400
 enabled = true
 within_days = 14           # 1..=365
 
+[alerts.cluster_unreachable]   # cluster nodes only: Redis unreachable (writes answer 503)
+enabled = true
+after_secs = 3             # 1..=86400
+
 # Automatic blocking: a source whose kernel drops (any reason: unknown session, rate
 # limited, junk, ...) exceed pps_threshold per second is blocklisted (/32 or /128, source
 # "auto") for ttl_secs, then released. A live entry that already covers it is left alone.
@@ -287,6 +309,21 @@ ttl_secs = 600             # 1..=2592000
 max_tracked = 4096         # sources tracked, 16..=1048576
 max_blocks = 1024          # live autoblocks, 1..=1048576
 exempt = []                # CIDRs never blocked, e.g. ["198.51.100.0/24"] (at most 1024)
+
+# Edge cluster: uncomment to share apps, keys, the blocklist and limits with other nodes
+# through Redis 7 (or Valkey). Without it this node runs alone on its embedded store.
+# [cluster]
+# redis_url = "rediss://edgerelay@redis.internal:6380/0"   # redis:// or rediss:// (TLS)
+# redis_password_file = "/etc/edgerelay/redis.password"    # the ACL user's password
+# redis_ca_file = "/etc/edgerelay/redis-ca.pem"            # CA of Redis's certificate
+# node_id = "edge-1"                                        # unique: A-Z a-z 0-9 . _ -
+# region = "eu-west"
+# endpoints = ["203.0.113.10:7000"]                         # where clients join this node
+# key_file = "/etc/edgerelay/cluster.key"                   # same on every node; mode 0600
+# key_prefix = "edgerelay:"
+# log_max_len = 100000        # change-log entries kept; a node further behind resyncs
+# heartbeat_ms = 500          # 100..=1000
+# node_ttl_ms = 2000          # a silent node leaves the registry after this, <= 3000
 "#;
 
 #[cfg(test)]

@@ -138,6 +138,21 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
+impl From<crate::cluster::ClusterError> for ApiError {
+    fn from(e: crate::cluster::ClusterError) -> Self {
+        use crate::cluster::ClusterError as C;
+        match e {
+            C::Store(e) => e.into(),
+            C::Unavailable(_) | C::Contended => {
+                let mut err = Self::new(StatusCode::SERVICE_UNAVAILABLE, "ResourceUnavailable.Cluster", e.to_string());
+                err.retry_after = Some(1);
+                err
+            }
+            other => Self::internal(other),
+        }
+    }
+}
+
 impl From<super::push::LinkError> for ApiError {
     fn from(e: super::push::LinkError) -> Self {
         use super::push::LinkError as L;

@@ -14,6 +14,7 @@
 //! finish for a bounded time.
 
 pub mod auth;
+pub mod clustering;
 pub mod config;
 pub mod errors;
 pub mod monitoring;
@@ -30,9 +31,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
+use crate::cluster::Cluster;
 use crate::observe::ControlCounters;
 use crate::observe::Latest;
-use crate::store::Store;
+use crate::state::{Mutation, Output};
+use crate::store::{Actor, Store};
 use crate::tc3::{ReplayCache, Verifier};
 
 /// Most signatures the replay cache holds (one skew window's worth of requests).
@@ -43,6 +46,8 @@ pub const MAX_CONNECTIONS: usize = 256;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a client has to send a request's headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Ended blocklist entries and bans are pruned every this many 10-s housekeeping ticks.
+pub const PRUNE_EVERY_TICKS: u64 = 6;
 /// How often the certificate files are checked for changes.
 pub const CERT_POLL: Duration = Duration::from_secs(2);
 
@@ -64,8 +69,11 @@ pub enum ServerError {
 pub struct Server {
     /// The loaded config.
     pub cfg: config::Config,
-    /// The store.
+    /// The store: the whole state of a single node, a cluster node's working copy. Every
+    /// read comes from here; every change goes through [`Server::write`].
     pub store: Arc<Store>,
+    /// The cluster agent, when `[cluster]` is configured.
+    pub cluster: Option<Arc<Cluster>>,
     /// TC3 verification for the configured service.
     pub verifier: Verifier,
     /// Signatures seen within the skew window.
@@ -101,18 +109,20 @@ impl Server {
     pub fn start(
         cfg: config::Config,
         store: Arc<Store>,
+        cluster: Option<Arc<Cluster>>,
         link: push::Link,
         certs: Arc<tls::CertStore>,
     ) -> Result<Arc<Self>, ServerError> {
         let counters = Arc::new(ControlCounters::default());
         let (cert_not_after, cert_rx) = watch::channel(Some(certs.info().not_after));
-        let monitor = monitoring::start(&cfg, counters.clone(), cert_rx)?;
+        let monitor = monitoring::start(&cfg, counters.clone(), cert_rx, cluster.as_ref().map(|c| c.health.clone()))?;
         let st = Arc::new(Server {
             verifier: Verifier::new(cfg.service.clone()),
             replay: Mutex::new(ReplayCache::new(REPLAY_CACHE_CAPACITY)),
             limits: auth::RateLimits::new(&cfg.rate_limits),
             cfg,
             store,
+            cluster,
             link,
             certs,
             started: Instant::now(),
@@ -121,13 +131,34 @@ impl Server {
             cert_not_after,
         });
         tokio::spawn(monitoring::apply_decisions(st.clone(), monitor.decisions));
+        if st.cluster.is_some() {
+            tokio::spawn(clustering::heartbeat(st.clone()));
+        }
         Ok(st)
+    }
+
+    /// Makes change `m` as `actor`: cluster-wide when this node is in a cluster, else in the
+    /// store. Blocking (Redis round trips or an fsync): call it on the blocking pool.
+    pub fn write(&self, m: &Mutation, actor: &Actor<'_>) -> Result<Output, crate::cluster::ClusterError> {
+        match &self.cluster {
+            Some(c) => c.mutate(m, actor),
+            None => Ok(self.store.mutate(m, actor)?),
+        }
+    }
+
+    /// Whether reads may be stale: this node is in a cluster and does not reach Redis.
+    pub fn maybe_stale(&self) -> bool {
+        self.cluster.as_ref().is_some_and(|c| !c.health.is_reachable())
     }
 
     /// The `/metrics` body: relayd's counters from the monitor's latest poll, and ours.
     pub fn render_metrics(&self) -> String {
         let latest = self.latest.borrow().clone();
-        crate::metrics::render(latest.as_deref(), &self.counters)
+        let mut text = crate::metrics::render(latest.as_deref(), &self.counters);
+        if let Some(c) = &self.cluster {
+            text.push_str(&crate::metrics::render_cluster(&c.health));
+        }
+        text
     }
 }
 
@@ -158,10 +189,26 @@ fn spawn_housekeeping(st: Arc<Server>) -> std::io::Result<()> {
     });
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(10));
+        let mut ticks: u64 = 0;
         loop {
             tick.tick().await;
             st.limits.prune();
             st.replay.lock().unwrap_or_else(|p| p.into_inner()).prune(unix_now());
+            ticks += 1;
+            if ticks.is_multiple_of(PRUNE_EVERY_TICKS) {
+                // Ended blocklist entries and bans leave the store (and the cluster state).
+                let s = st.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let actor = Actor {
+                        who: "housekeeping",
+                        source_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                        now: unix_now(),
+                        via: "",
+                    };
+                    s.write(&Mutation::Prune, &actor)
+                })
+                .await;
+            }
         }
     });
     Ok(())

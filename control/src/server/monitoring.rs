@@ -30,9 +30,11 @@ use super::config::Config;
 use super::push::Change;
 use super::Server;
 use crate::autoblock::{Decision, Offender};
+use crate::cluster::ClusterError;
 use crate::monitor::{self, LinkError, MonitorError, MonitorHandle, MonitorSettings, RelaydLink};
 use crate::observe::ControlCounters;
-use crate::store::{Actor, BlockEntry, BlockSource, Store, StoreError};
+use crate::state::{Mutation, Output};
+use crate::store::{Actor, BlockEntry, BlockSource, StoreError};
 
 /// The audit log's `who` for automatic blocks.
 pub const AUTOBLOCK_ACTOR: &str = "autoblock";
@@ -112,10 +114,11 @@ pub fn start(
     cfg: &Config,
     counters: Arc<ControlCounters>,
     cert_not_after: watch::Receiver<Option<u64>>,
+    cluster: Option<Arc<crate::cluster::Health>>,
 ) -> Result<MonitorHandle, MonitorError> {
     let settings = MonitorSettings::default();
     let link = MgmtLink::new(cfg.relayd_socket.clone(), settings.poll_timeout);
-    monitor::spawn(link, settings, cfg.alerts.clone(), cfg.autoblock.clone(), counters, cert_not_after)
+    monitor::spawn(link, settings, cfg.alerts.clone(), cfg.autoblock.clone(), counters, cert_not_after, cluster)
 }
 
 /// What applying one decision did to the store, and what relayd must hear.
@@ -132,7 +135,12 @@ pub enum Applied {
 }
 
 /// Applies one autoblock decision to the store at `now` (Unix seconds).
-pub fn apply_decision(store: &Store, decision: &Decision, now: u64) -> Result<Applied, StoreError> {
+/// `write` makes a change ([`Server::write`]).
+pub fn apply_decision(
+    write: impl Fn(&Mutation, &Actor<'_>) -> Result<Output, ClusterError>,
+    decision: &Decision,
+    now: u64,
+) -> Result<Applied, ClusterError> {
     let actor = Actor { who: AUTOBLOCK_ACTOR, source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), now, via: "" };
     match decision {
         Decision::Block { cidr, ttl_secs, .. } => {
@@ -144,16 +152,17 @@ pub fn apply_decision(store: &Store, decision: &Decision, now: u64) -> Result<Ap
                 reason: decision.reason().unwrap_or_default(),
                 source: BlockSource::Auto,
             };
-            Ok(match store.add_block_unless_covered(&entry, &actor)? {
-                Some(covering) => Applied::Covered(covering),
-                None => Applied::Blocked(entry),
+            Ok(match write(&Mutation::AddBlockUnlessCovered(entry.clone()), &actor)? {
+                Output::Covered(Some(covering)) => Applied::Covered(covering),
+                _ => Applied::Blocked(entry),
             })
         }
         Decision::Unblock { cidr } => {
             let (ip, len) = (cidr.addr(), cidr.len());
-            match store.remove_block_from(ip, len, BlockSource::Auto, &actor) {
-                Ok((_, true)) | Err(StoreError::BlockNotFound) => Ok(Applied::Unblocked(ip, len)),
-                Ok((held, false)) => Ok(Applied::Kept(held)),
+            match write(&Mutation::RemoveBlockFrom { ip, prefix_len: len, source: BlockSource::Auto }, &actor) {
+                Ok(Output::RemovedFrom(held, false)) => Ok(Applied::Kept(held)),
+                Ok(_) => Ok(Applied::Unblocked(ip, len)),
+                Err(ClusterError::Store(StoreError::BlockNotFound)) => Ok(Applied::Unblocked(ip, len)),
                 Err(e) => Err(e),
             }
         }
@@ -164,9 +173,9 @@ pub fn apply_decision(store: &Store, decision: &Decision, now: u64) -> Result<Ap
 /// receiver (when this task ends) stops the monitor.
 pub async fn apply_decisions(st: Arc<Server>, mut decisions: mpsc::Receiver<Decision>) {
     while let Some(d) = decisions.recv().await {
-        let store = st.store.clone();
+        let st2 = st.clone();
         let applied = tokio::task::spawn_blocking(move || {
-            let r = apply_decision(&store, &d, super::unix_now());
+            let r = apply_decision(|m, a| st2.write(m, a), &d, super::unix_now());
             (d, r)
         })
         .await;
@@ -198,6 +207,7 @@ mod tests {
     use std::os::unix::net::UnixListener;
 
     use super::*;
+    use crate::store::Store;
     use relay::prefix::Prefix;
 
     fn block(ip: &str) -> Decision {
@@ -213,7 +223,9 @@ mod tests {
     fn decisions_become_auto_entries_and_leave_operator_entries_alone() {
         let dir = TempDir::new("control-decisions").expect("temp dir");
         let store = Store::open(dir.join("control.redb")).expect("store");
-        let Applied::Blocked(e) = apply_decision(&store, &block("198.18.7.7"), 1000).expect("apply") else {
+        let Applied::Blocked(e) =
+            apply_decision(|m, a| Ok(store.mutate(m, a)?), &block("198.18.7.7"), 1000).expect("apply")
+        else {
             panic!("not blocked")
         };
         assert_eq!((e.cidr().as_str(), e.source, e.expires_at), ("198.18.7.7/32", BlockSource::Auto, Some(1060)));
@@ -222,13 +234,22 @@ mod tests {
         let audit = store.audit_range(0, u64::MAX, 10).expect("audit");
         assert_eq!((audit[0].who.as_str(), audit[0].what.as_str()), (AUTOBLOCK_ACTOR, "block 198.18.7.7/32 ttl=60"));
         // Blocked again while live: covered by its own entry, nothing written.
-        assert_eq!(apply_decision(&store, &block("198.18.7.7"), 1002).expect("apply"), Applied::Covered(e));
+        assert_eq!(
+            apply_decision(|m, a| Ok(store.mutate(m, a)?), &block("198.18.7.7"), 1002).expect("apply"),
+            Applied::Covered(e)
+        );
         // Released at its TTL.
         let ip: IpAddr = "198.18.7.7".parse().expect("addr");
-        assert_eq!(apply_decision(&store, &unblock("198.18.7.7"), 1059).expect("apply"), Applied::Unblocked(ip, 32));
+        assert_eq!(
+            apply_decision(|m, a| Ok(store.mutate(m, a)?), &unblock("198.18.7.7"), 1059).expect("apply"),
+            Applied::Unblocked(ip, 32)
+        );
         assert!(store.list_blocks(1059).expect("list").is_empty());
         // Already gone (expired, or removed by an operator): relayd hears the unblock anyway.
-        assert_eq!(apply_decision(&store, &unblock("198.18.7.7"), 1100).expect("apply"), Applied::Unblocked(ip, 32));
+        assert_eq!(
+            apply_decision(|m, a| Ok(store.mutate(m, a)?), &unblock("198.18.7.7"), 1100).expect("apply"),
+            Applied::Unblocked(ip, 32)
+        );
 
         // An operator's /24 covers a flooder: no automatic entry.
         let op = BlockEntry {
@@ -241,11 +262,17 @@ mod tests {
         };
         let actor = Actor { who: "AKIDx", source_ip: IpAddr::V4(Ipv4Addr::LOCALHOST), now: 1000, via: "" };
         store.add_block(&op, &actor).expect("add");
-        assert_eq!(apply_decision(&store, &block("198.18.8.9"), 1000).expect("apply"), Applied::Covered(op.clone()));
+        assert_eq!(
+            apply_decision(|m, a| Ok(store.mutate(m, a)?), &block("198.18.8.9"), 1000).expect("apply"),
+            Applied::Covered(op.clone())
+        );
         // An operator's /32 for the address the detector releases stays.
         let op32 = BlockEntry { ip: "198.18.9.9".parse().expect("addr"), prefix_len: 32, ..op.clone() };
         store.add_block(&op32, &actor).expect("add");
-        assert_eq!(apply_decision(&store, &unblock("198.18.9.9"), 1200).expect("apply"), Applied::Kept(op32.clone()));
+        assert_eq!(
+            apply_decision(|m, a| Ok(store.mutate(m, a)?), &unblock("198.18.9.9"), 1200).expect("apply"),
+            Applied::Kept(op32.clone())
+        );
         assert_eq!(store.list_blocks(1200).expect("list"), [op, op32]);
     }
 

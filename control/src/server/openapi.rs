@@ -24,6 +24,7 @@ use crate::api::{
 
 const ASCII_NO_SPACE: &str = "^[!-~]*$";
 const ASCII: &str = "^[ -~]*$";
+const REGION: &str = "^[A-Za-z0-9._-]*$";
 const IPV4: &str = r"((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])";
 const IPV6: &str = concat!(
     "(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|",
@@ -165,13 +166,32 @@ fn schemas() -> Value {
         "MintUserSig": object(&["user_id", "expire_secs"], json!({
             "user_id": text(1, MAX_USER_ID_LEN, ASCII_NO_SPACE),
             "expire_secs": int(1, MAX_USERSIG_SECS),
-            "private_map_key": nullable(pmk)})),
+            "private_map_key": nullable(pmk),
+            "room_id": nullable(int(1, MAX_NUM_ROOM)),
+            "str_room_id": nullable(text(1, MAX_STR_ROOM_LEN, ASCII_NO_SPACE)),
+            "region": nullable(text(1, 64, REGION))})),
+        "ClusterStatus": {"type": "object", "required": ["node_id", "redis_reachable", "applied", "nodes"], "properties": {
+            "node_id": {"type": "string"}, "redis_reachable": {"type": "boolean"},
+            "redis_error": {"type": "string"}, "applied": {"type": "string"},
+            "nodes": {"type": "array", "items": response_object(json!({
+                "node_id": {"type": "string"}, "region": {"type": "string"},
+                "relays": {"type": "array", "items": r("RelayEndpoint")},
+                "load": response_object(json!({
+                    "sessions": {"type": "integer"}, "rooms": {"type": "integer"},
+                    "pps": {"type": "integer"}, "cpu_percent": {"type": "number"}})),
+                "relayd_reachable": {"type": "boolean"}, "applied": {"type": "string"},
+                "lag_ms": {"type": "integer"}, "version": {"type": "string"},
+                "heartbeat_at_ms": {"type": "integer"}}))}}},
+        "NodeSelection": response_object(json!({
+            "nodes": {"type": "array", "items": {"type": "string"}},
+            "relays": {"type": "array", "items": r("RelayEndpoint")}})),
+        "RelayEndpoint": response_object(json!({
+            "endpoint": {"type": "string", "description": "UDP address (host:port)."},
+            "public_key": {"type": "string", "description": "The relay's X25519 public key, base64."}})),
         "UserSig": {"type": "object", "required": ["usersig", "relays"], "properties": {
             "usersig": {"type": "string"}, "private_map_key": {"type": "string"},
             "relays": {"type": "array", "description": "Where to join, best first, with the key join v2 is encrypted to.",
-                "items": response_object(json!({
-                    "endpoint": {"type": "string", "description": "UDP address (host:port)."},
-                    "public_key": {"type": "string", "description": "The relay's X25519 public key, base64."}}))}}},
+                "items": r("RelayEndpoint")}}},
         "Room": response_object(json!({
             "sdkappid": {"type": "integer"}, "room": {"type": "string"},
             "members": {"type": "array", "items": response_object(json!({
@@ -318,6 +338,15 @@ pub fn document() -> Value {
                 &[403, 404, 415])},
             "/v1/apps/{sdkappid}/usersig": {"post": op("Mint a UserSig (and optionally a PrivateMapKey).", "mintUserSig",
                 json!([app]), Some(body(r("MintUserSig"))), (200, ok("Tokens.", r("UserSig"))), &[403, 404, 409, 415])},
+            "/v1/apps/{sdkappid}/nodes": {"get": op(
+                "Node selection: where a client of this room should join, best first (nodes hosting the room, then the client's region, then the least loaded). A single node answers itself.",
+                "selectNodes", json!([app,
+                    query_param("room_id", int(1, MAX_NUM_ROOM), "The numeric room (or str_room_id)."),
+                    query_param("str_room_id", text(1, MAX_STR_ROOM_LEN, ASCII_NO_SPACE), "The string room."),
+                    query_param("region", text(1, 64, REGION), "The client's region.")]),
+                None, (200, ok("Nodes and their endpoints.", r("NodeSelection"))), &[404])},
+            "/v1/cluster": {"get": op("The edge cluster as this node sees it: Redis reachability and every live node. 404 on a node without [cluster].",
+                "getCluster", none.clone(), None, (200, ok("Cluster status.", r("ClusterStatus"))), &[404])},
             "/v1/apps/{sdkappid}/rooms/{room}": {"delete": op("Dismiss a room: every member's session ends.", "dismissRoom",
                 json!([app, room]), None, (204, no_content()), &[403, 404, 503])},
             "/v1/apps/{sdkappid}/rooms/{room}/users/{user}": {"delete": op(
@@ -427,6 +456,7 @@ mod tests {
         let ty = s.get("type").and_then(Value::as_str);
         let ok = match ty {
             Some("integer") => value.is_u64() || value.is_i64(),
+            Some("number") => value.is_number(),
             Some("string") => value.is_string(),
             Some("boolean") => value.is_boolean(),
             Some("array") => value.is_array(),
@@ -587,6 +617,26 @@ mod tests {
             },
         };
         let error = api::ErrorBody { code: "c".into(), message: "m".into(), request_id: "r".into() };
+        let relay =
+            api::RelayEndpoint { endpoint: "198.18.0.1:7000".into(), public_key: relay::identity::RelayKey([7; 32]) };
+        let cluster = api::ClusterStatus {
+            node_id: "edge-1".into(),
+            redis_reachable: false,
+            redis_error: Some("refused".into()),
+            applied: "1-0".into(),
+            nodes: vec![api::ClusterNode {
+                node_id: "edge-1".into(),
+                region: "eu-west".into(),
+                relays: vec![relay.clone()],
+                load: api::NodeLoad { sessions: 1, rooms: 1, pps: 10, cpu_percent: 1.5 },
+                relayd_reachable: true,
+                applied: "1-0".into(),
+                lag_ms: 2,
+                version: "1".into(),
+                heartbeat_at_ms: 3,
+            }],
+        };
+        let selection = api::NodeSelection { nodes: vec!["edge-1".into()], relays: vec![relay] };
         for (name, v) in [
             ("Error", serde_json::to_value(&error)),
             ("Quotas", serde_json::to_value(quotas)),
@@ -612,6 +662,8 @@ mod tests {
             ("Node", serde_json::to_value(&node)),
             ("Health", serde_json::to_value(&health)),
             ("TEnvelope", serde_json::to_value(&envelope)),
+            ("ClusterStatus", serde_json::to_value(&cluster)),
+            ("NodeSelection", serde_json::to_value(&selection)),
         ] {
             conforms(&doc, schema(&doc, name), &v.expect("serializes"), name, errs);
         }
@@ -641,7 +693,14 @@ mod tests {
         request(&doc, "Limits", &limits, errs);
         request(&doc, "Overlap", &api::Overlap { overlap_secs: 60 }, errs);
         let pmk = api::PrivateMapKeyRequest { room_id: Some(42), str_room_id: Some("lobby".into()), privileges: 255 };
-        let mint = api::MintUserSig { user_id: "alice".into(), expire_secs: 600, private_map_key: Some(pmk) };
+        let mint = api::MintUserSig {
+            user_id: "alice".into(),
+            expire_secs: 600,
+            private_map_key: Some(pmk),
+            room_id: Some(42),
+            str_room_id: Some("lobby".into()),
+            region: Some("eu-west".into()),
+        };
         request(&doc, "MintUserSig", &mint, errs);
         let add = api::AddBlock { cidr: "198.18.5.0/24".into(), ttl_secs: 0, reason: Some("r".into()) };
         request(&doc, "AddBlock", &add, errs);

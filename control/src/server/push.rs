@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use relay::mgmt::{self, Answer, AppSpec, Request, Response};
 use relay::time::unix_now;
 
+use crate::cluster::quota::Leases;
 use crate::store::{App, BlockEntry, Limits, Store};
 
 /// How long relayd may take to answer one request.
@@ -61,6 +62,29 @@ pub enum Change {
     Unblock(IpAddr, u8),
     /// The limits changed.
     Limits(Limits),
+    /// Anything may have changed (a cluster node resynced its store): push everything.
+    All,
+    /// A user was banned from (or, with no time left, kicked out of) a room.
+    Ban(crate::state::Ban),
+}
+
+impl Change {
+    /// What relayd must hear about a store write (API keys are not relayd's business).
+    pub fn of_write((id, rec): &crate::state::Write) -> Option<Change> {
+        use crate::state::{Record, RecordId};
+        match (id, rec) {
+            (RecordId::App(_), _) => Some(Change::Apps),
+            (RecordId::Key(_), _) => None,
+            (_, Some(Record::Block(e))) => Some(Change::Block(e.clone())),
+            (RecordId::Block(cidr), None) => {
+                let p = relay::prefix::Prefix::parse_truncating(cidr).ok()?;
+                Some(Change::Unblock(p.addr(), p.len()))
+            }
+            (_, Some(Record::Limits(l))) => Some(Change::Limits(*l)),
+            (_, Some(Record::Ban(b))) => Some(Change::Ban(b.clone())),
+            _ => None,
+        }
+    }
 }
 
 enum Msg {
@@ -102,10 +126,11 @@ impl Link {
     }
 
     /// Starts the link thread for relayd's socket at `path`.
-    pub fn spawn(path: PathBuf, store: Arc<Store>) -> std::io::Result<Self> {
+    /// With `leases` (a cluster node), apps are pushed with this node's quota leases.
+    pub fn spawn(path: PathBuf, store: Arc<Store>, leases: Option<Arc<Leases>>) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel(QUEUE_DEPTH);
         let status = Arc::new(LinkStatus::default());
-        let worker = Worker { path, store, status: status.clone(), conn: None, apps_due: None };
+        let worker = Worker { path, store, leases, status: status.clone(), conn: None, apps_due: None };
         std::thread::Builder::new().name("relayd-link".into()).spawn(move || worker.run(rx))?;
         Ok(Link { tx: Some(tx), status })
     }
@@ -138,6 +163,7 @@ impl Link {
 }
 
 struct Worker {
+    leases: Option<Arc<Leases>>,
     path: PathBuf,
     store: Arc<Store>,
     status: Arc<LinkStatus>,
@@ -148,7 +174,9 @@ struct Worker {
 
 /// The `set_apps` request for the apps in the store at `now`, and when it next changes
 /// (the earliest expiry of an overlapping secret).
-pub fn apps_request(apps: &[App], now: u64) -> (Request, Option<u64>) {
+/// With `leases` (a cluster node), each app's session and room quotas are this node's
+/// lease of them ([`crate::cluster::quota`]).
+pub fn apps_request(apps: &[App], now: u64, leases: Option<&Leases>) -> (Request, Option<u64>) {
     let specs = apps
         .iter()
         .map(|a| AppSpec {
@@ -157,11 +185,21 @@ pub fn apps_request(apps: &[App], now: u64) -> (Request, Option<u64>) {
             require_private_map_key: a.require_private_map_key,
             allow_v1_joins: a.allow_v1_joins,
             profiles: None,
-            quotas: a.quotas,
+            quotas: leases.map_or(a.quotas, |l| l.apply(a.sdkappid, a.quotas)),
         })
         .collect();
     let due = apps.iter().flat_map(|a| a.secrets.iter().filter_map(|s| s.expires_at)).filter(|&e| e > now).min();
     (Request::SetApps { apps: specs }, due)
+}
+
+/// The `remove_user` request that enforces `ban` on relayd at `now`.
+pub fn ban_request(ban: &crate::state::Ban, now: u64) -> Request {
+    Request::RemoveUser {
+        sdkappid: u64::from(ban.sdkappid),
+        room: ban.room.clone(),
+        user: ban.user.clone(),
+        ban_secs: ban.secs_left(now),
+    }
 }
 
 /// The `set_limits` request for stored limits.
@@ -256,7 +294,7 @@ impl Worker {
         match change {
             Change::Apps => match self.store.list_apps() {
                 Ok(apps) => {
-                    let (req, due) = apps_request(&apps, now);
+                    let (req, due) = apps_request(&apps, now, self.leases.as_deref());
                     self.apps_due = due;
                     self.push_request(&req, "set_apps");
                 }
@@ -270,6 +308,14 @@ impl Worker {
             }
             Change::Limits(l) => {
                 self.push_request(&limits_request(&l), "set_limits");
+            }
+            Change::All => {
+                if let Err(why) = self.full_sync() {
+                    self.down(why);
+                }
+            }
+            Change::Ban(b) => {
+                self.push_request(&ban_request(&b, now), "remove_user");
             }
         }
     }
@@ -299,7 +345,7 @@ impl Worker {
     fn full_sync(&mut self) -> Result<(), String> {
         let now = unix_now();
         let apps = self.store.list_apps().map_err(|e| format!("store: {e}"))?;
-        let (req, due) = apps_request(&apps, now);
+        let (req, due) = apps_request(&apps, now, self.leases.as_deref());
         self.apps_due = due;
         if !self.push_request(&req, "set_apps") {
             return Err("set_apps failed".into());
@@ -321,6 +367,11 @@ impl Worker {
                 }
             }
         }
+        // Bans that still run: a restarted relayd forgot them.
+        let bans = self.store.list_bans().map_err(|e| format!("store: {e}"))?;
+        for b in bans.iter().filter(|b| b.secs_left(now) > 0) {
+            self.push_request(&ban_request(b, now), "remove_user");
+        }
         if self.conn.is_none() {
             return Err("connection lost during sync".into());
         }
@@ -341,14 +392,14 @@ mod tests {
         a.rotate_secret(SecretKey::from_exposed("new-secret-0123456789".into()), 100, 60);
         a.require_private_map_key = true;
         let b = App::new(8, SecretKey::from_exposed("b-secret-0123456789".into()), q, 0);
-        let (req, due) = apps_request(&[a.clone(), b.clone()], 120);
+        let (req, due) = apps_request(&[a.clone(), b.clone()], 120, None);
         let Request::SetApps { apps } = req else { panic!("not set_apps") };
         assert_eq!(apps[0].secrets, ["new-secret-0123456789", "old-secret-0123456789"]);
         assert!(apps[0].require_private_map_key && !apps[1].require_private_map_key);
         assert_eq!((apps[0].quotas.max_rooms, apps[0].quotas.max_members_per_room), (3, 4));
         assert_eq!(apps[0].quotas.max_sessions, 9, "the app's own max_sessions is pushed");
         assert_eq!(due, Some(160));
-        let (req, due) = apps_request(&[a, b], 160);
+        let (req, due) = apps_request(&[a, b], 160, None);
         let Request::SetApps { apps } = req else { panic!("not set_apps") };
         assert_eq!(apps[0].secrets, ["new-secret-0123456789"]);
         assert_eq!(due, None);

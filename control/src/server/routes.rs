@@ -35,6 +35,7 @@ use super::push::Change;
 use super::Server;
 use crate::api::{self, Limits, Quotas, MAX_AUDIT_LIMIT, MAX_AUDIT_TIME, MAX_SDKAPPID, TRTC_VERSION};
 use crate::keys::{ApiKey, KeyState, SecretKey};
+use crate::state::{Ban, Mutation, Output};
 use crate::store::{self, App, BlockEntry, BlockSource};
 
 type ApiResult = Result<Response, ApiError>;
@@ -50,6 +51,8 @@ pub fn router(st: Arc<Server>) -> Router {
         .route("/v1/apps/{sdkappid}", get(get_app).patch(patch_app).delete(delete_app))
         .route("/v1/apps/{sdkappid}/rotate-secret", post(rotate_app_secret))
         .route("/v1/apps/{sdkappid}/usersig", post(mint_usersig))
+        .route("/v1/apps/{sdkappid}/nodes", get(select_nodes))
+        .route("/v1/cluster", get(cluster_status))
         .route("/v1/apps/{sdkappid}/rooms/{room}", delete(dismiss_room))
         .route("/v1/apps/{sdkappid}/rooms/{room}/users/{user}", delete(remove_user))
         .route("/v1/rooms", get(list_rooms))
@@ -177,6 +180,14 @@ fn noted<T: IntoResponse>(r: T, note: String) -> Response {
     r
 }
 
+/// The app an app mutation returned.
+fn changed_app(out: Output) -> Result<App, ApiError> {
+    match out {
+        Output::App(a) => Ok(a),
+        other => Err(ApiError::internal(format!("app change answered {other:?}"))),
+    }
+}
+
 fn app_exists(st: &Server, sdkappid: u32) -> Result<App, ApiError> {
     st.store.get_app(sdkappid)?.ok_or_else(|| ApiError::not_found(format!("app {sdkappid} not found")))
 }
@@ -280,7 +291,7 @@ async fn node(State(st): State<Arc<Server>>) -> Json<api::Node> {
 }
 
 /// relayd's keys, when it answers.
-async fn relay_key(st: &Server) -> Option<relay::mgmt::KeyInfo> {
+pub(super) async fn relay_key(st: &Server) -> Option<relay::mgmt::KeyInfo> {
     if !st.link.reachable() {
         return None;
     }
@@ -295,6 +306,78 @@ async fn relay_endpoints(st: &Server) -> Vec<api::RelayEndpoint> {
     let Some(k) = relay_key(st).await else { return Vec::new() };
     let endpoint = st.cfg.public_endpoint.or(k.listen.filter(|a| !a.ip().is_unspecified()));
     endpoint.map(|e| api::RelayEndpoint { endpoint: e.to_string(), public_key: k.public_key }).into_iter().collect()
+}
+
+fn region_name(r: &str) -> Result<(), ApiError> {
+    match crate::cluster::valid_name(r) {
+        true => Ok(()),
+        false => Err(ApiError::invalid("region must be 1-64 of A-Z a-z 0-9 . _ -")),
+    }
+}
+
+/// Node selection for `room` (relayd's room form) of `sdkappid` from `region`. With Redis
+/// unreachable, this node alone (it can still admit the client: fail-static).
+async fn selection(
+    st: &Arc<Server>,
+    sdkappid: u32,
+    room: Option<&str>,
+    region: Option<&str>,
+) -> Result<api::NodeSelection, ApiError> {
+    let Some(cluster) = st.cluster.clone() else {
+        return Ok(api::NodeSelection { nodes: Vec::new(), relays: relay_endpoints(st).await });
+    };
+    let room = room.map(|r| crate::cluster::nodes::room_key(u64::from(sdkappid), r));
+    let region = region.map(str::to_owned);
+    let sel = blocking(move || Ok(cluster.select(room.as_deref(), region.as_deref())?)).await;
+    match sel {
+        Ok(s) if !s.relays.is_empty() => Ok(s),
+        _ => {
+            let node = st.cluster.as_ref().map(|c| c.cfg.node_id.clone()).into_iter().collect();
+            Ok(api::NodeSelection { nodes: node, relays: relay_endpoints(st).await })
+        }
+    }
+}
+
+async fn select_nodes(State(st): State<Arc<Server>>, Path(id): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
+    let sdkappid = path_sdkappid(&id)?;
+    app_exists(&st, sdkappid)?;
+    let q = parse_query(q.as_deref(), &["room_id", "str_room_id", "region"])?;
+    let get = |name: &str| q.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+    let room = match (get("room_id"), get("str_room_id")) {
+        (Some(_), None) => Some(query_u64(&q, "room_id", 1, api::MAX_NUM_ROOM, 1)?.to_string()),
+        (None, Some(s)) => {
+            ascii_text("str_room_id", s, 1, api::MAX_STR_ROOM_LEN, false)?;
+            Some(crate::cluster::nodes::str_room(s))
+        }
+        (None, None) => None,
+        _ => return Err(ApiError::invalid("give at most one of room_id and str_room_id")),
+    };
+    let region = get("region");
+    if let Some(r) = region {
+        region_name(r)?;
+    }
+    Ok(Json(selection(&st, sdkappid, room.as_deref(), region).await?).into_response())
+}
+
+async fn cluster_status(State(st): State<Arc<Server>>) -> ApiResult {
+    let Some(cluster) = st.cluster.clone() else {
+        return Err(ApiError::not_found("this node is not in a cluster (no [cluster] in its config)"));
+    };
+    let c = cluster.clone();
+    let nodes = blocking(move || Ok(c.nodes().unwrap_or_default())).await?;
+    let h = &cluster.health;
+    let out = api::ClusterStatus {
+        node_id: cluster.cfg.node_id.clone(),
+        redis_reachable: h.is_reachable(),
+        redis_error: if h.is_reachable() {
+            None
+        } else {
+            h.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        },
+        applied: cluster.applied().last.to_string(),
+        nodes,
+    };
+    Ok(Json(out).into_response())
 }
 
 /// Days before expiry at which the certificate check turns unhealthy.
@@ -354,8 +437,8 @@ async fn create_app(State(st): State<Arc<Server>>, Extension(ctx): Extension<Ctx
     let mut app = App::new(sdkappid, secret.clone(), quotas, ctx.now);
     app.require_private_map_key = req.require_private_map_key.unwrap_or(false);
     app.allow_v1_joins = req.allow_v1_joins.unwrap_or(false);
-    let (s, a) = (st.store.clone(), app.clone());
-    blocking(move || Ok(s.create_app(&a, &ctx.actor())?)).await?;
+    let (s, a) = (st.clone(), app.clone());
+    blocking(move || Ok(s.write(&Mutation::CreateApp(a), &ctx.actor())?)).await?;
     st.link.changed(Change::Apps);
     Ok(stored((StatusCode::CREATED, Json(with_secret(app_view(&app, app.created_at), &secret)))))
 }
@@ -374,11 +457,14 @@ async fn patch_app(
     let sdkappid = path_sdkappid(&id)?;
     let req: api::PatchApp = parse_body(&body)?;
     let quotas = req.quotas.map(check_quotas).transpose()?;
-    let (s, now) = (st.store.clone(), ctx.now);
-    let app = blocking(move || {
-        Ok(s.update_app_settings(sdkappid, quotas, req.require_private_map_key, req.allow_v1_joins, &ctx.actor())?)
-    })
-    .await?;
+    let (s, now) = (st.clone(), ctx.now);
+    let m = Mutation::UpdateApp {
+        sdkappid,
+        quotas,
+        require_private_map_key: req.require_private_map_key,
+        allow_v1_joins: req.allow_v1_joins,
+    };
+    let app = changed_app(blocking(move || Ok(s.write(&m, &ctx.actor())?)).await?)?;
     st.link.changed(Change::Apps);
     Ok(stored(Json(app_view(&app, now))))
 }
@@ -398,8 +484,9 @@ async fn rotate_app_secret(
     let sdkappid = path_sdkappid(&id)?;
     let overlap = parse_overlap(&body)?;
     let secret = SecretKey::generate_app_secret().map_err(ApiError::internal)?;
-    let (s, k, now) = (st.store.clone(), secret.clone(), ctx.now);
-    let app = blocking(move || Ok(s.rotate_app_secret(sdkappid, k, overlap, &ctx.actor())?)).await?;
+    let (s, now) = (st.clone(), ctx.now);
+    let m = Mutation::RotateAppSecret { sdkappid, secret: secret.clone(), overlap };
+    let app = changed_app(blocking(move || Ok(s.write(&m, &ctx.actor())?)).await?)?;
     st.link.changed(Change::Apps);
     Ok(stored(Json(with_secret(app_view(&app, now), &secret))))
 }
@@ -410,8 +497,8 @@ async fn delete_app(
     Path(id): Path<String>,
 ) -> ApiResult {
     let sdkappid = path_sdkappid(&id)?;
-    let s = st.store.clone();
-    blocking(move || Ok(s.delete_app(sdkappid, &ctx.actor())?)).await?;
+    let s = st.clone();
+    blocking(move || Ok(s.write(&Mutation::DeleteApp(sdkappid), &ctx.actor())?)).await?;
     st.link.changed(Change::Apps);
     Ok(stored(StatusCode::NO_CONTENT))
 }
@@ -450,7 +537,25 @@ async fn mint_usersig(
     let private_map_key = pmk.map(|(room, privileges)| {
         usersig::mint_private_map_key(k, sdkappid, &req.user_id, expire, ctx.now, room, privileges)
     });
-    let relays = relay_endpoints(&st).await;
+    let room = match (req.room_id, req.str_room_id.as_deref(), &req.private_map_key) {
+        (Some(n), None, _) => Some(in_range("room_id", n, 1, api::MAX_NUM_ROOM)?.to_string()),
+        (None, Some(s), _) => {
+            ascii_text("str_room_id", s, 1, api::MAX_STR_ROOM_LEN, false)?;
+            Some(crate::cluster::nodes::str_room(s))
+        }
+        (None, None, Some(p)) => {
+            p.room_id.map(|n| n.to_string()).or(p.str_room_id.as_deref().map(crate::cluster::nodes::str_room))
+        }
+        (None, None, None) => None,
+        _ => return Err(ApiError::invalid("give at most one of room_id and str_room_id")),
+    };
+    if let Some(r) = &req.region {
+        region_name(r)?;
+    }
+    let relays = match &st.cluster {
+        Some(_) => selection(&st, sdkappid, room.as_deref(), req.region.as_deref()).await?.relays,
+        None => relay_endpoints(&st).await,
+    };
     let out = api::UserSig { usersig: sig, private_map_key, relays };
     let note = format!("usersig {sdkappid} {} pmk={}", req.user_id, req.private_map_key.is_some());
     Ok(noted(Json(out), note))
@@ -495,8 +600,24 @@ async fn dismiss(st: &Server, sdkappid: u32, room: &RoomId) -> Result<u64, ApiEr
     Ok(removed(&r))
 }
 
-async fn remove(st: &Server, sdkappid: u32, room: &RoomId, user: &UserId, ban_secs: u64) -> Result<u64, ApiError> {
+/// Removes `user` from `room`, banned for `ban_secs`. A ban is stored (so it holds on every
+/// node of a cluster, and after a relayd restart); in a cluster a plain removal is stored too,
+/// as a ban that ends at once, so every node removes the user. Then this node's relayd is
+/// asked directly, for the count.
+async fn remove(
+    st: &Arc<Server>,
+    ctx: &Ctx,
+    sdkappid: u32,
+    room: &RoomId,
+    user: &UserId,
+    ban_secs: u64,
+) -> Result<u64, ApiError> {
     app_exists(st, sdkappid)?;
+    if ban_secs > 0 || st.cluster.is_some() {
+        let ban = Ban { sdkappid, room: room.to_string(), user: user.to_string(), until: ctx.now + ban_secs };
+        let (s, actor_ctx) = (st.clone(), ctx.clone());
+        blocking(move || Ok(s.write(&Mutation::Ban(ban), &actor_ctx.actor())?)).await?;
+    }
     let req =
         Mgmt::RemoveUser { sdkappid: u64::from(sdkappid), room: room.to_string(), user: user.to_string(), ban_secs };
     Ok(removed(&st.link.call(req).await?))
@@ -521,6 +642,7 @@ async fn dismiss_room(State(st): State<Arc<Server>>, Path((id, room)): Path<(Str
 
 async fn remove_user(
     State(st): State<Arc<Server>>,
+    Extension(ctx): Extension<Ctx>,
     Path((id, room, user)): Path<(String, String, String)>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
@@ -528,7 +650,7 @@ async fn remove_user(
     let user = UserId::new(&user).map_err(|_| ApiError::invalid("user must be 1 to 32 printable ASCII characters"))?;
     let q = parse_query(q.as_deref(), &["ban_secs"])?;
     let ban_secs = query_u64(&q, "ban_secs", 0, api::MAX_BAN_SECS, 0)?;
-    let n = remove(&st, sdkappid, &room, &user, ban_secs).await?;
+    let n = remove(&st, &ctx, sdkappid, &room, &user, ban_secs).await?;
     if n == 0 && ban_secs == 0 {
         return Err(ApiError::not_found(format!("user {user} is not in room {room} of app {sdkappid}")));
     }
@@ -577,8 +699,8 @@ async fn add_block(State(st): State<Arc<Server>>, Extension(ctx): Extension<Ctx>
         reason,
         source: BlockSource::Api,
     };
-    let (s, e, now) = (st.store.clone(), entry.clone(), ctx.now);
-    blocking(move || Ok(s.add_block(&e, &ctx.actor())?)).await?;
+    let (s, e, now) = (st.clone(), entry.clone(), ctx.now);
+    blocking(move || Ok(s.write(&Mutation::AddBlock(e), &ctx.actor())?)).await?;
     st.link.changed(Change::Block(entry.clone()));
     Ok(stored((StatusCode::CREATED, Json(block_view(&entry, now)))))
 }
@@ -593,8 +715,8 @@ async fn remove_block(
     }
     let prefix = parse_cidr(&format!("{ip}/{len}"))?;
     let (ip, prefix_len) = (prefix.addr(), prefix.len());
-    let s = st.store.clone();
-    blocking(move || Ok(s.remove_block(ip, prefix_len, &ctx.actor())?)).await?;
+    let s = st.clone();
+    blocking(move || Ok(s.write(&Mutation::RemoveBlock { ip, prefix_len }, &ctx.actor())?)).await?;
     st.link.changed(Change::Unblock(ip, prefix_len));
     Ok(stored(StatusCode::NO_CONTENT))
 }
@@ -625,8 +747,8 @@ async fn put_limits(State(st): State<Arc<Server>>, Extension(ctx): Extension<Ctx
             Err(e) => return Err(e.into()),
         }
     }
-    let s = st.store.clone();
-    blocking(move || Ok(s.set_limits(&l, &ctx.actor())?)).await?;
+    let s = st.clone();
+    blocking(move || Ok(s.write(&Mutation::SetLimits(l), &ctx.actor())?)).await?;
     Ok(stored(Json(l)))
 }
 
@@ -642,8 +764,8 @@ async fn create_key(State(st): State<Arc<Server>>, Extension(ctx): Extension<Ctx
     let req: api::CreateKey = parse_body(&body)?;
     ascii_text("label", &req.label, 0, api::MAX_LABEL_LEN, true)?;
     let key = ApiKey::generate(req.role, &req.label, ctx.now).map_err(|e| ApiError::invalid(e.to_string()))?;
-    let (s, k) = (st.store.clone(), key.clone());
-    blocking(move || Ok(s.insert_key(&k, &ctx.actor())?)).await?;
+    let (s, k) = (st.clone(), key.clone());
+    blocking(move || Ok(s.write(&Mutation::InsertKey(k), &ctx.actor())?)).await?;
     Ok(stored((StatusCode::CREATED, Json(new_key_view(&key)))))
 }
 
@@ -662,8 +784,12 @@ async fn rotate_key(
 ) -> ApiResult {
     let id = path_secret_id(&id)?;
     let overlap = parse_overlap(&body)?;
-    let s = st.store.clone();
-    let next = blocking(move || Ok(s.rotate_key(&id, overlap, &ctx.actor())?)).await?;
+    let s = st.clone();
+    let next =
+        match blocking(move || Ok(s.write(&Mutation::RotateKey { secret_id: id, overlap }, &ctx.actor())?)).await? {
+            Output::Key(k) => k,
+            other => return Err(ApiError::internal(format!("rotate_key answered {other:?}"))),
+        };
     Ok(stored((StatusCode::CREATED, Json(new_key_view(&next)))))
 }
 
@@ -673,8 +799,8 @@ async fn revoke_key(
     Path(id): Path<String>,
 ) -> ApiResult {
     let id = path_secret_id(&id)?;
-    let s = st.store.clone();
-    blocking(move || Ok(s.revoke_key(&id, &ctx.actor())?)).await?;
+    let s = st.clone();
+    blocking(move || Ok(s.write(&Mutation::RevokeKey(id), &ctx.actor())?)).await?;
     Ok(stored(StatusCode::NO_CONTENT))
 }
 
@@ -778,7 +904,7 @@ async fn tencent_action(
             let ban = in_range("BanSeconds", ban, 0, api::MAX_BAN_SECS)?;
             let mut n = 0;
             for u in &users {
-                n += remove(&st, app, &room, u, ban).await?;
+                n += remove(&st, &ctx, app, &room, u, ban).await?;
             }
             format!("{action} {app} {room} users={} removed={n}", users.len())
         }
