@@ -12,6 +12,10 @@
 //!
 //! Redis runs with an ACL user and `appendfsync always`, as the README asks of production:
 //! every cluster write waits for Redis's fsync.
+//!
+//! With `--xdp` (root), the loopback runs are followed by `--runs` runs of the XDP part:
+//! three nodes in network namespaces, each relayd on the XDP backend
+//! ([`crate::cluster_net`], measured in [`crate::cluster_xdp`]).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -21,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use control::client::{Call, Client, Method};
+use relay::io::netns::NetNs;
 use relay::tempdir::TempDir;
 use serde::Serialize;
 use serde_json::json;
@@ -44,6 +49,16 @@ pub struct Args {
     /// Path of relay-control (default: next to this binary).
     #[arg(long)]
     pub relay_control: Option<PathBuf>,
+    /// Also run the XDP part (root): three nodes in network namespaces, each relayd on the
+    /// XDP backend with relay-control in cluster mode (see `cluster_xdp.rs`).
+    #[arg(long)]
+    pub xdp: bool,
+    /// XDP part: operator blocklist entries timed into every node's kernel per run.
+    #[arg(long, default_value_t = 10)]
+    pub entries: usize,
+    /// Path of relayd, for the XDP part (default: next to this binary).
+    #[arg(long)]
+    pub relayd: Option<PathBuf>,
     /// Write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -83,31 +98,47 @@ pub struct Report {
     pub read_p50_ms: [Option<Stat>; 2],
     /// API read p99, cluster and single node.
     pub read_p99_ms: [Option<Stat>; 2],
+    /// The XDP part, with `--xdp`.
+    pub xdp: Option<crate::cluster_xdp::Report>,
 }
 
 const USER: &str = "edgerelay";
-const LIMITS: &str =
+/// Rate limits no polling loop of the scenario reaches.
+pub(crate) const LIMITS: &str =
     "[rate_limits]\nper_ip_per_sec = 100000\nper_ip_burst = 100000\nper_key_per_sec = 100000\nper_key_burst = 100000\n";
 
-/// A `redis-server` on loopback, killed on drop.
-struct Redis {
+/// A `redis-server`, killed on drop.
+pub(crate) struct Redis {
     _guard: Guard,
     addr: SocketAddr,
     password_file: PathBuf,
 }
 
 impl Redis {
+    /// On a free loopback port.
     fn start(dir: &Path) -> Result<Redis> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        Self::start_at(dir, SocketAddr::from(([127, 0, 0, 1], port)), None)
+    }
+
+    /// On `addr`, inside `ns` if given (`ip netns exec`; the readiness check connects from
+    /// there too).
+    pub(crate) fn start_at(dir: &Path, addr: SocketAddr, ns: Option<&NetNs>) -> Result<Redis> {
         let mut pw = [0u8; 16];
         getrandom::getrandom(&mut pw).map_err(|e| anyhow::anyhow!("random: {e}"))?;
         let password: String = pw.iter().map(|b| format!("{b:02x}")).collect();
         let password_file = dir.join("redis.password");
         std::fs::write(&password_file, format!("{password}\n"))?;
         std::fs::write(dir.join("users.acl"), format!("user default off\nuser {USER} on >{password} ~* &* +@all\n"))?;
-        let mut cmd = Command::new("redis-server");
-        cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--dir"])
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns.name(), "redis-server"]);
+                c
+            }
+            None => Command::new("redis-server"),
+        };
+        cmd.args(["--bind", &addr.ip().to_string(), "--port", &addr.port().to_string(), "--dir"])
             .arg(dir)
             .arg("--aclfile")
             .arg(dir.join("users.acl"))
@@ -115,6 +146,7 @@ impl Redis {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let guard = Guard::spawn(cmd, "redis-server").context("redis-server (apt-get install redis-server)")?;
+        let _in_ns = ns.map(NetNs::enter).transpose()?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if ping(addr, &password) {
@@ -159,10 +191,19 @@ struct Node {
     client: Client,
 }
 
-fn node_config(dir: &Path, name: &str, cluster: Option<(&Redis, &Path)>) -> Result<PathBuf> {
+/// Writes `DIR/NAME.toml`: relay-control on 127.0.0.1, serving `endpoint` as its relay's,
+/// with `top` (top-level keys) and `sections` (whole tables) added.
+pub(crate) fn node_config(
+    dir: &Path,
+    name: &str,
+    cluster: Option<(&Redis, &Path)>,
+    endpoint: SocketAddr,
+    top: &str,
+    sections: &str,
+) -> Result<PathBuf> {
     let state = dir.join(format!("{name}-state"));
     let mut cfg = format!(
-        "listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\npublic_endpoint = \"198.18.0.1:7000\"\n",
+        "listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\npublic_endpoint = \"{endpoint}\"\n{top}",
         state.display()
     );
     if let Some((redis, key)) = cluster {
@@ -175,6 +216,7 @@ fn node_config(dir: &Path, name: &str, cluster: Option<(&Redis, &Path)>) -> Resu
         ));
     }
     cfg.push_str(LIMITS);
+    cfg.push_str(sections);
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, cfg)?;
     Ok(path)
@@ -187,7 +229,7 @@ fn start_node(
     cluster: Option<(&Redis, &Path)>,
     admin: Option<&Admin>,
 ) -> Result<(Node, Admin)> {
-    let config = node_config(dir, name, cluster)?;
+    let config = node_config(dir, name, cluster, SocketAddr::from(([198, 18, 0, 1], 7000)), "", "")?;
     let admin = match admin {
         Some(a) => a.clone(),
         None => control_proc::bootstrap(bin, &config)?,
@@ -196,7 +238,18 @@ fn start_node(
     Ok((Node { guard: Some(guard), client }, admin))
 }
 
-fn send(c: &Client, call: &Call) -> Result<control::client::Response> {
+/// `relay-control cluster-key --out DIR/cluster.key`.
+pub(crate) fn cluster_key(bin: &Path, dir: &Path) -> Result<PathBuf> {
+    let key = dir.join("cluster.key");
+    let out = Command::new(bin).args(["cluster-key", "--out"]).arg(&key).output()?;
+    if !out.status.success() {
+        bail!("relay-control cluster-key: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(key)
+}
+
+/// Sends `call`; fails unless the answer is 2xx or 404.
+pub(crate) fn send(c: &Client, call: &Call) -> Result<control::client::Response> {
     let r = c.send(call)?;
     if !(200..300).contains(&r.status) && r.status != 404 {
         bail!("{} answered {}: {}", call.path(c.endpoint()).unwrap_or_default(), r.status, r.text());
@@ -209,7 +262,8 @@ fn blocklist_has(c: &Client, cidr: &str) -> Result<bool> {
     Ok(r.text().contains(&format!("\"{cidr}\"")))
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// The `p` quantile (0..=1) of `sorted`, nearest rank; NaN when empty.
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -239,11 +293,7 @@ fn api_latency(c: &Client, n: usize, tag: u8) -> Result<[f64; 4]> {
 fn one_run(bin: &Path, a: &Args, run: usize) -> Result<Run> {
     let dir = TempDir::new("bench-cluster")?;
     let redis = Redis::start(dir.path())?;
-    let key = dir.join("cluster.key");
-    let out = Command::new(bin).args(["cluster-key", "--out"]).arg(&key).output()?;
-    if !out.status.success() {
-        bail!("relay-control cluster-key: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    let key = cluster_key(bin, dir.path())?;
     let (n1, admin) = start_node(bin, dir.path(), "edge-1", Some((&redis, &key)), None)?;
     let (n2, _) = start_node(bin, dir.path(), "edge-2", Some((&redis, &key)), Some(&admin))?;
     let (mut n3, _) = start_node(bin, dir.path(), "edge-3", Some((&redis, &key)), Some(&admin))?;
@@ -329,6 +379,9 @@ pub fn run(a: Args) -> Result<()> {
         Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("relay-control"),
     };
+    if a.xdp && !relay::io::sys::is_root() {
+        bail!("relay-bench cluster --xdp needs root (network namespaces, BPF, AF_XDP); run it with sudo");
+    }
     let mut runs = Vec::new();
     for r in 0..a.runs {
         let run = one_run(&bin, &a, r).with_context(|| format!("run {}", r + 1))?;
@@ -351,7 +404,7 @@ pub fn run(a: Args) -> Result<()> {
         runs.push(run);
     }
     let col = |f: &dyn Fn(&Run) -> f64| Stat::of(&runs.iter().map(f).collect::<Vec<_>>());
-    let report = Report {
+    let mut report = Report {
         propagation_ms: col(&|r| r.propagation_ms),
         dead_node_ms: col(&|r| r.dead_node_ms),
         write_p50_ms: [col(&|r| r.cluster_api_ms[0]), col(&|r| r.single_api_ms[0])],
@@ -360,6 +413,7 @@ pub fn run(a: Args) -> Result<()> {
         read_p99_ms: [col(&|r| r.cluster_api_ms[3]), col(&|r| r.single_api_ms[3])],
         args: a.clone(),
         runs,
+        xdp: None,
     };
     let f = |s: Option<Stat>| Stat::fmt_or_dash(s, 1);
     println!("\ncluster control plane, {} runs (median [min–max], ms)", report.runs.len());
@@ -369,6 +423,10 @@ pub fn run(a: Args) -> Result<()> {
     println!("  API write p99  cluster {}  single node {}", f(report.write_p99_ms[0]), f(report.write_p99_ms[1]));
     println!("  API read p50   cluster {}  single node {}", f(report.read_p50_ms[0]), f(report.read_p50_ms[1]));
     println!("  API read p99   cluster {}  single node {}", f(report.read_p99_ms[0]), f(report.read_p99_ms[1]));
+    if a.xdp {
+        let relayd = crate::relayd::relayd_path(&a.relayd)?;
+        report.xdp = Some(crate::cluster_xdp::run(&bin, &relayd, &a)?);
+    }
     if let Some(p) = &a.json {
         crate::report::write(p, &report)?;
     }

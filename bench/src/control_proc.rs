@@ -1,6 +1,7 @@
 //! Starting `relay-control` for a scenario: bootstrap an admin key, run `serve`, read the
 //! address and certificate fingerprint it prints, and hand back a signing client pinned to
-//! that certificate. The demo and the cluster scenario share it.
+//! that certificate; and calling it from inside the namespace it listens in. The demo and
+//! the cluster scenario share it.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -8,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use control::client::{Client, Credentials, Endpoint, Trust, DEFAULT_SERVICE, DEFAULT_TIMEOUT};
+use control::client::{Call, Client, Credentials, Endpoint, Response, Trust, DEFAULT_SERVICE, DEFAULT_TIMEOUT};
 use control::keys::SecretKey;
 
 use crate::procs::{check_interrupted, Guard};
@@ -78,4 +79,22 @@ pub fn serve(mut cmd: Command, config: &Path, log: &Path, admin: &Admin) -> Resu
         service: DEFAULT_SERVICE.into(),
     };
     Ok((guard, Client::new(&creds, DEFAULT_TIMEOUT)?))
+}
+
+/// Sends `call` from inside network namespace `ns` (relay-control listens on loopback
+/// there; the calling thread enters it for the call).
+pub fn send_in(ns: &str, client: &Client, call: &Call) -> Result<Response> {
+    let _g = relay::io::netns::NetNsGuard::enter(&format!("/run/netns/{ns}"))?;
+    Ok(client.send(call)?)
+}
+
+/// As [`send_in`], failing unless the answer is 2xx; returns the body as the
+/// [`control::api`] type `T`.
+pub fn send_in_ok<T: serde::de::DeserializeOwned>(ns: &str, client: &Client, call: &Call) -> Result<T> {
+    let r = send_in(ns, client, call)?;
+    let path = || call.path(client.endpoint()).unwrap_or_default();
+    if let Some(e) = r.api_error() {
+        bail!("relay-control refused {}: {e}", path());
+    }
+    r.parse().with_context(|| format!("relay-control's answer to {}", path()))
 }

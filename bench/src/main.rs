@@ -19,6 +19,8 @@
 
 mod baseline;
 mod cluster;
+mod cluster_net;
+mod cluster_xdp;
 mod control_proc;
 mod coturn;
 mod crypto;

@@ -265,6 +265,13 @@ pub fn require(program: &str, package: &str, install: bool) -> Result<PathBuf> {
     find_program(program).with_context(|| format!("{package} is installed but {program} is still not found"))
 }
 
+/// The last `lines` lines of the log at `path` (empty if unreadable), for error messages.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
 #[cfg(test)]
 mod tests {
 

@@ -18,10 +18,8 @@ use relay::srtp::Profile;
 use relay::stats::Snapshot;
 
 pub mod cluster;
-pub mod cluster_net;
 pub mod control;
 pub mod control_plane;
-pub mod flood;
 pub mod net;
 
 /// Runs `relay-bench ARGS --json JSON` (the workspace's binary) and returns its output.

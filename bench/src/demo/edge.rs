@@ -139,20 +139,13 @@ impl Edge {
     /// Sends a signed API call to relay-control (which listens on loopback in the relay
     /// namespace; the connection is made from there).
     pub fn api(&self, call: &Call) -> Result<Response> {
-        let _g = self.relay.enter()?;
-        Ok(self.api.send(call)?)
+        control_proc::send_in(self.relay.name(), &self.api, call)
     }
 
     /// As [`api`](Self::api), failing unless the answer is 2xx; returns the body as the
     /// [`control::api`] type `T`.
     pub fn api_ok<T: serde::de::DeserializeOwned>(&self, call: &Call) -> Result<T> {
-        let r = self.api(call)?;
-        if let Some(e) = r.api_error() {
-            bail!("relay-control refused {}: {e}", call.path(self.api.endpoint()).unwrap_or_default());
-        }
-        r.parse().with_context(|| {
-            format!("relay-control's answer to {}", call.path(self.api.endpoint()).unwrap_or_default())
-        })
+        control_proc::send_in_ok(self.relay.name(), &self.api, call)
     }
 
     /// A persistent connection to relayd's management socket.
@@ -180,11 +173,7 @@ impl Edge {
 
     /// The last lines of both daemons' logs, for error messages.
     pub fn logs(&self) -> String {
-        let tail = |name: &str| {
-            let text = std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(15)..].join("\n")
-        };
+        let tail = |name: &str| crate::procs::log_tail(&self.dir.join(name), 15);
         format!(
             "--- relayd.log (tail) ---\n{}\n--- control.log (tail) ---\n{}",
             tail("relayd.log"),
@@ -196,7 +185,7 @@ impl Edge {
     /// clients and the attacker are other machines; here they share this machine's CPUs with
     /// relayd, and the node's daemons get the priority they would have there (`nice` and
     /// `ip netns exec` both exec, so the pid is the daemon's).
-    fn in_relay_ns(relay: &NetNs, bin: &Path) -> Command {
+    pub(crate) fn in_relay_ns(relay: &NetNs, bin: &Path) -> Command {
         let mut c = Command::new("nice");
         c.args(["-n", "-10", "ip", "netns", "exec", relay.name()]).arg(bin);
         c
@@ -216,7 +205,9 @@ fn random_hex(bytes: usize) -> Result<String> {
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
-fn start_relayd(
+/// Starts relayd on the XDP backend on `iface` in `relay`'s namespace (at nice -10), its
+/// config, key and log in `dir`; returns it once its management socket answers, with its key.
+pub(crate) fn start_relayd(
     bin: &Path,
     dir: &TempDir,
     relay: &NetNs,

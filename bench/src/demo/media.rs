@@ -38,8 +38,9 @@ pub struct Member {
     pub client: Client,
 }
 
-/// Joins with `cfg` over `sock`. A refusal with `unknown_app` is retried for up to 10 s
-/// (relay-control pushes a new app to relayd just after the API answers); any other refusal
+/// Joins with `cfg` over `sock`. A refusal with `unknown_app` or `session_quota` is retried
+/// for up to 10 s (relay-control pushes a new app to relayd just after the API answers; a
+/// cluster node gets its share of the app's quota at its next heartbeat); any other refusal
 /// is an error.
 pub fn join(sock: UdpSocket, relay: SocketAddr, cfg: ClientConfig) -> Result<Member> {
     sock.connect(relay)?;
@@ -54,7 +55,9 @@ pub fn join(sock: UdpSocket, relay: SocketAddr, cfg: ClientConfig) -> Result<Mem
         let Ok(n) = sock.recv(&mut buf) else { continue };
         match client.handle(&mut buf[..n]) {
             Event::Joined { .. } => return Ok(Member { sock, client }),
-            Event::Refused { code: Some(ErrorCode::UnknownApp), .. } => std::thread::sleep(Duration::from_millis(100)),
+            Event::Refused { code: Some(ErrorCode::UnknownApp | ErrorCode::SessionQuota), .. } => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
             Event::Refused { code, detail } => bail!("join refused: {code:?} {detail}"),
             _ => {}
         }

@@ -19,8 +19,8 @@
 //! [`media::Flood`]), torn down on success, on error and on Ctrl-C (checked every 200 ms).
 
 mod dashboard;
-mod edge;
-mod media;
+pub(crate) mod edge;
+pub(crate) mod media;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
