@@ -229,7 +229,7 @@ fn no_update_is_lost_across_redis_and_node_crashes() {
     }
     eprintln!("acknowledged {} refused {refused} ambiguous {ambiguous}", acked.len());
     assert!(refused > 0, "the Redis outage refused nothing: the test did not test it");
-    assert!(acked.len() > 700, "too few changes acknowledged: {}", acked.len());
+    assert!(acked.len() > 600, "too few changes acknowledged: {}", acked.len());
 
     // What the acknowledged changes imply.
     let mut want_apps = BTreeSet::new();

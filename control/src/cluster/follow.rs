@@ -20,7 +20,7 @@ use crate::server::push::Change;
 use crate::state::{Kind, Record, RecordId};
 
 /// Pause before reconnecting after a Redis error.
-pub const RETRY: Duration = Duration::from_millis(250);
+pub const RETRY: Duration = Duration::from_millis(100);
 /// How long one `XREAD` blocks waiting for entries, in milliseconds; also how often the epoch
 /// is checked while idle.
 pub const BLOCK_MS: u64 = 1_000;
@@ -34,7 +34,10 @@ pub fn spawn(cluster: Arc<Cluster>) -> std::io::Result<()> {
         let mut last_logged = String::new();
         loop {
             if let Err(e) = follow(&cluster) {
-                let msg = e.to_string();
+                let msg = match e {
+                    ClusterError::Unavailable(m) => m,
+                    other => other.to_string(),
+                };
                 if msg != last_logged {
                     tracing::warn!(error = %msg, "cluster: cannot follow Redis; serving the working copy, retrying");
                     last_logged = msg.clone();
@@ -107,6 +110,9 @@ fn follow(cl: &Cluster) -> Result<(), ClusterError> {
                 if let Some(change) = Change::of_write(w) {
                     cl.link.changed(change);
                 }
+            }
+            if writes.iter().any(|(id, _)| matches!(id, RecordId::App(_))) {
+                cl.apps_changed.notify_one();
             }
             cl.health.applied.fetch_add(1, Ordering::Relaxed);
             cl.set_applied(next.clone());
@@ -191,6 +197,7 @@ fn resync(cl: &Cluster, c: &mut redis::Connection) -> Result<Cursor, ClusterErro
     let cursor = Cursor { epoch, last };
     cl.store.replace_all(&records, &cursor.encode())?;
     cl.link.changed(Change::All);
+    cl.apps_changed.notify_one();
     cl.health.resyncs.fetch_add(1, Ordering::Relaxed);
     tracing::info!(records = records.len(), cursor = %cursor.last, "cluster state resynced in full");
     cl.set_applied(cursor.clone());

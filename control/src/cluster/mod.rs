@@ -335,6 +335,9 @@ pub struct Cluster {
     link: Link,
     /// This node's quota leases, which the relayd link pushes in place of app quotas.
     pub leases: Arc<quota::Leases>,
+    /// Woken when the follower applies an app change, so the heartbeat leases its quota at
+    /// once.
+    pub apps_changed: tokio::sync::Notify,
     applied: Mutex<Cursor>,
     applied_cv: Condvar,
 }
@@ -369,21 +372,48 @@ impl Cluster {
             store,
             link,
             leases,
+            apps_changed: tokio::sync::Notify::new(),
             applied: Mutex::new(cursor),
             applied_cv: Condvar::new(),
         }))
     }
 
     /// A connection from the pool, or a new one; fails at once while failing fast.
-    fn conn(&self) -> Result<redis::Connection, ClusterError> {
+    /// `fresh` says whether it was just made (a pooled one may have died with its server).
+    fn conn(&self) -> Result<(redis::Connection, bool), ClusterError> {
         if self.health.failing_fast() {
             let why = self.health.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
             return Err(ClusterError::Unavailable(why.unwrap_or_else(|| "unreachable".into())));
         }
         if let Some(c) = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop() {
-            return Ok(c);
+            return Ok((c, false));
         }
-        self.connect(COMMAND_TIMEOUT)
+        Ok((self.connect(COMMAND_TIMEOUT)?, true))
+    }
+
+    /// Runs `f` on a connection; when a pooled connection fails, the pool is emptied (its
+    /// connections went to the same server) and `f` runs once more on a fresh one, so a
+    /// Redis restart costs no request.
+    fn on_conn<T>(
+        &self,
+        mut f: impl FnMut(&mut redis::Connection) -> Result<T, ClusterError>,
+    ) -> Result<(T, redis::Connection), ClusterError> {
+        let (mut c, fresh) = self.conn()?;
+        match f(&mut c) {
+            Err(ClusterError::Unavailable(_)) if !fresh => {
+                self.pool.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                let mut c = self.connect(COMMAND_TIMEOUT)?;
+                let v = f(&mut c)?;
+                Ok((v, c))
+            }
+            Err(e) => {
+                if matches!(e, ClusterError::Unavailable(_)) {
+                    self.pool.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                }
+                Err(e)
+            }
+            Ok(v) => Ok((v, c)),
+        }
     }
 
     /// A new connection whose commands time out after `timeout`.
@@ -410,19 +440,21 @@ impl Cluster {
         ClusterError::Unavailable(msg)
     }
 
-    /// Runs `f` on a pooled connection; the connection is dropped on error.
-    pub fn with_conn<T>(
-        &self,
-        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
-    ) -> Result<T, ClusterError> {
-        let mut c = self.conn()?;
-        match f(&mut c) {
-            Ok(v) => {
+    /// Runs `f` on a pooled connection (once more on a fresh one if the pooled one had died);
+    /// a failed connection is dropped.
+    pub fn with_conn<T>(&self, f: impl Fn(&mut redis::Connection) -> redis::RedisResult<T>) -> Result<T, ClusterError> {
+        let result = self.on_conn(|c| f(c).map_err(ClusterError::from));
+        match result {
+            Ok((v, c)) => {
                 self.health.ok();
                 self.put_back(c);
                 Ok(v)
             }
-            Err(e) => Err(self.down(e)),
+            Err(ClusterError::Unavailable(e)) => {
+                self.health.failed(&e);
+                Err(ClusterError::Unavailable(e))
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -470,14 +502,29 @@ impl Cluster {
 
     fn decide_and_commit(&self, m: &Mutation, now: u64) -> Result<(Applied, Option<LogId>), ClusterError> {
         for _ in 0..MAX_ATTEMPTS {
-            let mut c = self.conn()?;
-            match self.attempt(&mut c, m, now) {
-                Ok(Some(done)) => {
+            // A refusal is an answer: the connection is fine (and UNWATCHed by `attempt`'s
+            // caller below); only Unavailable means the connection or Redis failed.
+            let mut refusal = None;
+            let result = self.on_conn(|c| match self.attempt(c, m, now) {
+                Err(ClusterError::Unavailable(e)) => Err(ClusterError::Unavailable(e)),
+                Err(e) => {
+                    refusal = Some(e);
+                    Ok(None)
+                }
+                Ok(done) => Ok(done),
+            });
+            match result {
+                Ok((_, mut c)) if refusal.is_some() => {
+                    let _ = redis::cmd("UNWATCH").query::<()>(&mut c);
+                    self.put_back(c);
+                    return Err(refusal.take().expect("checked just above"));
+                }
+                Ok((Some(done), c)) => {
                     self.health.ok();
                     self.put_back(c);
                     return Ok(done);
                 }
-                Ok(None) => {
+                Ok((None, c)) => {
                     self.health.write_conflicts.fetch_add(1, Ordering::Relaxed);
                     self.put_back(c);
                 }
@@ -485,12 +532,7 @@ impl Cluster {
                     self.health.failed(&e);
                     return Err(ClusterError::Unavailable(e));
                 }
-                Err(e) => {
-                    // A refusal: the connection is fine, but it may still WATCH.
-                    let _ = redis::cmd("UNWATCH").query::<()>(&mut c);
-                    self.put_back(c);
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             }
         }
         Err(ClusterError::Contended)

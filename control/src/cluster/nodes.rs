@@ -49,7 +49,7 @@ impl Cluster {
         let result = self.with_conn(|c| {
             let mut pipe = redis::pipe();
             pipe.atomic();
-            pipe.cmd("SET").arg(self.keys.node(id)).arg(sealed).arg("PX").arg(ttl).ignore();
+            pipe.cmd("SET").arg(self.keys.node(id)).arg(&sealed).arg("PX").arg(ttl).ignore();
             pipe.sadd(self.keys.nodes(), id).ignore();
             let rooms_key = self.keys.node_rooms(id);
             if let Some(rooms) = rooms {

@@ -52,7 +52,12 @@ pub async fn heartbeat(st: Arc<Server>) {
     let mut live_nodes: u32 = 1;
     let mut granted_at: HashMap<u32, Instant> = HashMap::new();
     loop {
-        tick.tick().await;
+        // A new or changed app needs its quota lease now, not at the next beat: until then
+        // this node admits none of its joins.
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = cluster.apps_changed.notified() => {}
+        }
         let stats = st.latest.borrow().as_ref().and_then(|l| l.observation.stats.clone());
         let relays = endpoints(&st).await;
         let now = Instant::now();
