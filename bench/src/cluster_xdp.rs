@@ -17,18 +17,14 @@
 //!   `[autoblock] pps_threshold`); from the flood's start until node 3's kernel holds the
 //!   `auto` entry, and from there until all three kernels do.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use control::api::{self, AddBlock, BlockSource};
 use control::client::{Call, Method};
-use relay::client::{write_rtp_header, ClientConfig, Event};
-use relay::ids::{RoomId, Ssrc};
+use relay::client::{write_rtp_header, Event};
 use relay::mgmt;
-use relay::proto::{DeclaredSsrc, StreamKind};
-use relay::srtp::Profile;
 use serde::Serialize;
 
 use crate::cluster::{self, percentile};
@@ -189,20 +185,7 @@ fn join_at(cl: &EdgeCluster, i: usize, user: &str, ssrc: Option<u32>, app_at: In
         if relay.public_key != cl.node(i).relay_key {
             bail!("edge-{i}'s UserSig answer hands out another key than its relayd's");
         }
-        let cfg = ClientConfig {
-            sdkappid: APP,
-            room: RoomId::Num(ROOM),
-            usersig: minted.usersig,
-            private_map_key: None,
-            profile: Profile::AesCm128HmacSha1_80,
-            ssrcs: ssrc
-                .map(|s| Ssrc::new(s).map(|ssrc| DeclaredSsrc { ssrc, kind: StreamKind::Video }))
-                .transpose()?
-                .into_iter()
-                .collect(),
-            relay_key: Some(relay.public_key),
-        };
-        let endpoint: SocketAddr = relay.endpoint.parse().context("the relay endpoint")?;
+        let (cfg, endpoint) = crate::demo::client_config(APP, ROOM, minted.usersig.clone(), ssrc, relay)?;
         media::join(cl.client_socket(i)?, endpoint, cfg)
     })();
     match r {

@@ -253,6 +253,31 @@ fn drive(a: &Args, edge: &mut Edge, screen: bool) -> Result<Summary> {
     Ok(Summary { rooms, first, last, attack, blocked, kernel_blocked, unknown_at_block, auto_cidr })
 }
 
+/// The config of a client joining numeric `room` of `sdkappid` with `usersig` (publishing
+/// `ssrc` as video, if any) at `relay`, as a UserSig answer lists it; and where to send.
+pub fn client_config(
+    sdkappid: u32,
+    room: u32,
+    usersig: String,
+    ssrc: Option<u32>,
+    relay: &api::RelayEndpoint,
+) -> Result<(ClientConfig, std::net::SocketAddr)> {
+    let cfg = ClientConfig {
+        sdkappid,
+        room: RoomId::Num(room),
+        usersig,
+        private_map_key: None,
+        profile: Profile::AesCm128HmacSha1_80,
+        ssrcs: ssrc
+            .map(|s| Ssrc::new(s).map(|ssrc| DeclaredSsrc { ssrc, kind: StreamKind::Video }))
+            .transpose()?
+            .into_iter()
+            .collect(),
+        relay_key: Some(relay.public_key),
+    };
+    Ok((cfg, relay.endpoint.parse().context("the relay endpoint")?))
+}
+
 /// A client of `plan`'s app with a UserSig minted through the API, joined to its room.
 fn member(edge: &Edge, plan: &Plan, user: &str, ssrc: Option<u32>) -> Result<Member> {
     let sdkappid = APPS[plan.app];
@@ -272,20 +297,7 @@ fn member(edge: &Edge, plan: &Plan, user: &str, ssrc: Option<u32>) -> Result<Mem
     // The API hands out where to join and the key to join to, as an app back end would
     // pass them to its client.
     let relay = minted.relays.first().context("the UserSig answer names no relay")?;
-    let cfg = ClientConfig {
-        sdkappid,
-        room: RoomId::Num(plan.room),
-        usersig: minted.usersig,
-        private_map_key: None,
-        profile: Profile::AesCm128HmacSha1_80,
-        ssrcs: ssrc
-            .map(|s| Ssrc::new(s).map(|ssrc| DeclaredSsrc { ssrc, kind: StreamKind::Video }))
-            .transpose()?
-            .into_iter()
-            .collect(),
-        relay_key: Some(relay.public_key),
-    };
-    let endpoint: std::net::SocketAddr = relay.endpoint.parse().context("the relay endpoint")?;
+    let (cfg, endpoint) = client_config(sdkappid, plan.room, minted.usersig.clone(), ssrc, relay)?;
     anyhow::ensure!(relay.public_key == edge.relay_key, "the API hands out another key than relayd's");
     media::join(edge.app_socket(plan.app)?, endpoint, cfg).with_context(|| format!("{user} joining"))
 }
