@@ -31,7 +31,7 @@ use relay::io::xdp::{FilterConfig, XdpFilter};
 use relay::mgmt;
 use relay::tempdir::TempDir;
 
-use crate::cluster::{self, Redis};
+use crate::cluster_proc::{self, Redis};
 use crate::control_proc::{self, Admin};
 use crate::demo::edge::{self, Edge};
 use crate::procs::{check_interrupted, log_tail, Guard};
@@ -148,7 +148,7 @@ impl EdgeCluster {
         }
 
         let redis = Redis::start_at(dir.path(), SocketAddr::from((REDIS_IP, 6379)), Some(&redis_ns))?;
-        let key = cluster::cluster_key(control_bin, dir.path())?;
+        let key = cluster_proc::cluster_key(control_bin, dir.path())?;
         let mut nodes: Vec<EdgeNode> = Vec::new();
         let mut admin: Option<Admin> = None;
         for (i, (ns, iface)) in node_ns.iter().zip(&relay_ifaces).enumerate().map(|(i, x)| (i + 1, x)) {
@@ -160,7 +160,7 @@ impl EdgeCluster {
                 edge::start_relayd(relayd_bin, &node_dir, ns, iface, relay_addr(i), &relayd_socket)?;
             let top = format!("relayd_socket = \"{}\"\n", relayd_socket.display());
             let config =
-                cluster::node_config(node_dir.path(), &name, Some((&redis, &key)), relay_addr(i), &top, sections)?;
+                cluster_proc::node_config(node_dir.path(), &name, Some((&redis, &key)), relay_addr(i), &top, sections)?;
             let admin = match &admin {
                 Some(a) => a.clone(),
                 None => {

@@ -27,8 +27,8 @@ use relay::client::{write_rtp_header, Event};
 use relay::mgmt;
 use serde::Serialize;
 
-use crate::cluster::{self, percentile};
 use crate::cluster_net::{relay_addr, EdgeCluster, ATTACKER_IP};
+use crate::cluster_proc::percentile;
 use crate::demo::edge::kernel_blocks;
 use crate::demo::media::{self, Member};
 use crate::procs::check_interrupted;
@@ -226,7 +226,16 @@ fn media_check(publisher: &mut Member, receivers: &mut [(usize, Member)]) -> Res
     Ok(out)
 }
 
-fn one_run(relayd: &Path, control: &Path, a: &cluster::Args) -> Result<Run> {
+/// What the XDP part takes from `relay-bench cluster`'s options.
+#[derive(Debug, Clone, Copy)]
+pub struct Opts {
+    /// Runs.
+    pub runs: usize,
+    /// Operator entries timed per run.
+    pub entries: usize,
+}
+
+fn one_run(relayd: &Path, control: &Path, a: &Opts) -> Result<Run> {
     let t0 = Instant::now();
     let sections = format!("[autoblock]\npps_threshold = {AUTOBLOCK_PPS}\nttl_secs = 600\n");
     let cl = EdgeCluster::start(relayd, control, NODES, &sections)?;
@@ -293,7 +302,7 @@ fn one_run(relayd: &Path, control: &Path, a: &cluster::Args) -> Result<Run> {
 }
 
 /// Runs the XDP part: `--runs` runs, each printed, then the summary.
-pub fn run(control: &Path, relayd: &Path, a: &cluster::Args) -> Result<Report> {
+pub fn run(control: &Path, relayd: &Path, a: &Opts) -> Result<Report> {
     if !(1..=250).contains(&a.entries) {
         bail!("--entries must be 1 to 250");
     }

@@ -20,6 +20,7 @@
 mod baseline;
 mod cluster;
 mod cluster_net;
+mod cluster_proc;
 mod cluster_xdp;
 mod control_proc;
 mod coturn;

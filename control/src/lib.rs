@@ -27,6 +27,7 @@ pub mod keys;
 pub mod metrics;
 pub mod monitor;
 pub mod observe;
+pub mod records;
 pub mod server;
 pub mod state;
 pub mod store;

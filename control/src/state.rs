@@ -20,7 +20,8 @@ use relay::prefix::Prefix;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{ApiKey, Role, SecretKey};
-use crate::store::{check_app_secret, App, BlockEntry, BlockSource, Limits, Quotas, StoreError, MAX_BLOCKS};
+use crate::records::{check_app_secret, App, BlockEntry, BlockSource, StoreError, MAX_BLOCKS};
+use relay::limits::{Limits, Quotas};
 
 /// The identity of one record of the control state.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

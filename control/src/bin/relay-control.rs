@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use control::cluster::quota::Leases;
+use control::cluster::leases::Leases;
 use control::cluster::Cluster;
 use control::keys::{ApiKey, Role};
 use control::server::{config::Config, push::Link, tls, unix_now, Server};

@@ -33,6 +33,7 @@
 //! never lost with it.
 
 pub mod follow;
+pub mod leases;
 pub mod nodes;
 pub mod quota;
 pub mod seal;
@@ -334,7 +335,7 @@ pub struct Cluster {
     store: Arc<Store>,
     link: Link,
     /// This node's quota leases, which the relayd link pushes in place of app quotas.
-    pub leases: Arc<quota::Leases>,
+    pub leases: Arc<leases::Leases>,
     /// Woken when the follower applies an app change, so the heartbeat leases its quota at
     /// once.
     pub apps_changed: tokio::sync::Notify,
@@ -355,7 +356,7 @@ impl Cluster {
         cfg: ClusterConfig,
         store: Arc<Store>,
         link: Link,
-        leases: Arc<quota::Leases>,
+        leases: Arc<leases::Leases>,
     ) -> Result<Arc<Cluster>, ClusterError> {
         cfg.check().map_err(ClusterError::Setup)?;
         let key = ClusterKey::load(&cfg.key_file).map_err(|e| ClusterError::Setup(e.to_string()))?;

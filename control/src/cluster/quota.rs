@@ -19,9 +19,7 @@
 //! lost Redis the shares sum to at most the quota; a node cut off while the others still
 //! reach Redis may exceed it by its own share until it reaches Redis again.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
+use super::leases::Lease;
 use super::{Cluster, ClusterError};
 use crate::store::Quotas;
 
@@ -51,47 +49,6 @@ redis.call('HSET', KEYS[1], ARGV[1], gs .. ' ' .. gr .. ' ' .. (now + ttl))
 redis.call('PEXPIRE', KEYS[1], ttl * 10)
 return {gs, gr}
 "#;
-
-/// A node's share of one app's quota.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Lease {
-    /// Sessions it may hold.
-    pub sessions: u32,
-    /// Rooms it may hold.
-    pub rooms: u32,
-    /// Whether this is the Redis-less fallback share.
-    pub fallback: bool,
-}
-
-/// The leases this node enforces, by SdkAppId: read by the relayd link on every push.
-#[derive(Debug, Default)]
-pub struct Leases {
-    map: Mutex<HashMap<u32, Lease>>,
-}
-
-impl Leases {
-    /// The lease of `sdkappid`, if any.
-    pub fn get(&self, sdkappid: u32) -> Option<Lease> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).get(&sdkappid).copied()
-    }
-
-    /// Records `lease` for `sdkappid`.
-    pub fn set(&self, sdkappid: u32, lease: Lease) {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).insert(sdkappid, lease);
-    }
-
-    /// Forgets apps not in `keep`.
-    pub fn retain(&self, keep: &[u32]) {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).retain(|k, _| keep.contains(k));
-    }
-
-    /// `quotas` as this node enforces them: its lease in place of the app's session and room
-    /// quotas. No lease yet means nothing may be admitted until the first grant.
-    pub fn apply(&self, sdkappid: u32, quotas: Quotas) -> Quotas {
-        let l = self.get(sdkappid).unwrap_or_default();
-        Quotas { max_sessions: l.sessions.min(quotas.max_sessions), max_rooms: l.rooms.min(quotas.max_rooms), ..quotas }
-    }
-}
 
 /// What a node asks for: its use plus a share, capped at the quota.
 pub fn wanted(used: u32, quota: u32, live_nodes: u32) -> u32 {
@@ -127,6 +84,7 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::leases::Leases;
 
     #[test]
     fn wants_and_shares() {

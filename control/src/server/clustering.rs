@@ -11,8 +11,9 @@ use relay::mgmt::{Answer, Request as Mgmt, ROOMS_MAX_LIMIT};
 
 use super::Server;
 use crate::api::{ClusterNode, NodeLoad, RelayEndpoint};
+use crate::cluster::leases::Lease;
 use crate::cluster::nodes::{heartbeat_now, room_key};
-use crate::cluster::quota::{fallback_share, wanted, Lease};
+use crate::cluster::quota::{fallback_share, wanted};
 use crate::cluster::Cluster;
 
 /// Hosted rooms are re-read from relayd every this many heartbeats.

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use relay::mgmt::{self, Answer, AppSpec, Request, Response};
 use relay::time::unix_now;
 
-use crate::cluster::quota::Leases;
+use crate::cluster::leases::Leases;
 use crate::store::{App, BlockEntry, Limits, Store};
 
 /// How long relayd may take to answer one request.
