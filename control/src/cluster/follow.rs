@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use redis::streams::{StreamRangeReply, StreamReadReply};
 
@@ -48,10 +48,6 @@ pub fn spawn(cluster: Arc<Cluster>) -> std::io::Result<()> {
         }
     })?;
     Ok(())
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// One connection's worth of following; returns on any error.
@@ -119,7 +115,7 @@ fn follow(cl: &Cluster) -> Result<(), ClusterError> {
             cursor = next;
         }
         // How late the newest entry was applied here: the propagation delay of this batch.
-        cl.health.lag_ms.store(now_ms().saturating_sub(cursor.last.0), Ordering::Relaxed);
+        cl.health.lag_ms.store(relay::time::unix_now_ms().saturating_sub(cursor.last.0), Ordering::Relaxed);
     }
 }
 

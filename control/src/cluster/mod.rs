@@ -692,11 +692,6 @@ impl Cluster {
             Ok(set.is_some())
         })
     }
-
-    /// The working copy.
-    pub fn store(&self) -> &Arc<Store> {
-        &self.store
-    }
 }
 
 /// The Redis client for `cfg`: its URL, plus the password file and CA file when given.

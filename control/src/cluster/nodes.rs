@@ -11,14 +11,8 @@
 //! stays on as few nodes as possible), then those in the client's region, then by load
 //! (sessions, then CPU); ties by node id, so every node answers the same.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use super::{Cluster, ClusterError};
 use crate::api::{ClusterNode, NodeSelection};
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
 
 /// The key a room has in `node-rooms` sets: the app, and the room as relayd's `rooms`
 /// answer writes it.
@@ -150,11 +144,6 @@ pub fn order(nodes: Vec<ClusterNode>, hosting: &[bool], region: Option<&str>) ->
         sel.relays.extend(n.relays);
     }
     sel
-}
-
-/// A fresh heartbeat timestamp.
-pub fn heartbeat_now() -> u64 {
-    now_ms()
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use relay::mgmt::{Answer, Request as Mgmt, ROOMS_MAX_LIMIT};
 use super::Server;
 use crate::api::{ClusterNode, NodeLoad, RelayEndpoint};
 use crate::cluster::leases::Lease;
-use crate::cluster::nodes::{heartbeat_now, room_key};
+use crate::cluster::nodes::room_key;
 use crate::cluster::quota::{fallback_share, wanted};
 use crate::cluster::Cluster;
 
@@ -92,7 +92,7 @@ pub async fn heartbeat(st: Arc<Server>) {
             applied: applied.last.to_string(),
             lag_ms: cluster.health.lag_ms.load(std::sync::atomic::Ordering::Relaxed),
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            heartbeat_at_ms: heartbeat_now(),
+            heartbeat_at_ms: relay::time::unix_now_ms(),
         };
         let listed = match st.link.reachable() {
             true => match st.link.call(Mgmt::Rooms { sdkappid: None, limit: Some(ROOMS_MAX_LIMIT) }).await {
