@@ -455,9 +455,8 @@ mod tests {
                 let frame = v2::JoinFrame::new_checked(&buf[..n]).expect("a v2 join");
                 assert!(frame.mac1_ok(&v2::mac1_key(&key.public())));
                 let mut msg = buf[frame.noise_range()].to_vec();
-                let (resp, len) =
-                    relay::noise::Responder::read_first(v2::PROLOGUE, key.secret(), key.public().bytes(), &mut msg)
-                        .expect("a join to this key");
+                let (resp, len) = relay::noise::Responder::read_first(v2::PROLOGUE, key.secret(), &mut msg)
+                    .expect("a join to this key");
                 let payload = v2::JoinPayload::parse(&msg[relay::noise::DH_LEN..relay::noise::DH_LEN + len]).unwrap();
                 seen += 1;
                 let RoomId::Num(room) = payload.room else { panic!("numeric rooms") };

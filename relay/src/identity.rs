@@ -21,11 +21,14 @@ use std::fmt;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use x25519_dalek::{PublicKey, StaticSecret};
+
+use crate::noise::DhSecret;
 
 /// Errors loading, creating or rotating an identity.
 #[derive(Debug, thiserror::Error)]
@@ -110,7 +113,10 @@ impl<'de> Deserialize<'de> for RelayKey {
 /// One static key pair.
 #[derive(Clone)]
 pub struct StaticKey {
+    /// The secret as saved (x25519-dalek zeroes it on drop).
     secret: StaticSecret,
+    /// The same secret loaded for the handshake's Diffie-Hellman.
+    dh: Arc<DhSecret>,
     public: RelayKey,
 }
 
@@ -118,8 +124,10 @@ impl StaticKey {
     /// From the 32 secret bytes.
     pub fn from_secret(bytes: [u8; 32]) -> Self {
         let secret = StaticSecret::from(bytes);
-        let public = RelayKey(PublicKey::from(&secret).to_bytes());
-        Self { secret, public }
+        let dh = Arc::new(DhSecret::new(bytes));
+        let public = RelayKey(*dh.public());
+        debug_assert_eq!(public.0, PublicKey::from(&secret).to_bytes());
+        Self { secret, dh, public }
     }
 
     /// A fresh key from the OS RNG.
@@ -130,8 +138,8 @@ impl StaticKey {
     }
 
     /// The secret, for the handshake.
-    pub fn secret(&self) -> &StaticSecret {
-        &self.secret
+    pub fn secret(&self) -> &DhSecret {
+        &self.dh
     }
 
     /// The public key.

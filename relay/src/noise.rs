@@ -1,5 +1,5 @@
 //! The Noise NK handshake, `Noise_NK_25519_AESGCM_SHA256` (Noise Protocol Framework,
-//! revision 34), built on the project's own primitives: x25519-dalek, SHA-256/HMAC from
+//! revision 34), built on the project's own primitives: aws-lc's X25519, SHA-256/HMAC from
 //! RustCrypto and ring's AES-256-GCM.
 //!
 //! ```text
@@ -23,10 +23,10 @@
 //! protocol name.
 #![forbid(unsafe_code)]
 
+use aws_lc_rs::agreement::{self, PrivateKey, UnparsedPublicKey, X25519};
 use hmac::{Hmac, Mac};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use sha2::{Digest, Sha256};
-use x25519_dalek::{PublicKey, StaticSecret};
 
 /// The protocol name, which is also the initial handshake hash (§5.2: it fits in 32 bytes,
 /// so it is zero-padded).
@@ -183,32 +183,58 @@ impl Symmetric {
     }
 }
 
-/// X25519 (RFC 7748 §5) of `secret` and `public`, refusing an all-zero result.
+/// An X25519 secret with its public half, ready for Diffie-Hellman (RFC 7748 §5).
 ///
-/// A public key on the curve (every honest one) is multiplied on the birationally
-/// equivalent Edwards curve, where curve25519-dalek runs its vectorised backend: about 25%
-/// faster here than the Montgomery ladder, for the same result (the clamped scalar is used
-/// unreduced, a multiple of the cofactor, exactly as the ladder uses it; [k]P and [k](-P)
-/// have the same u-coordinate, so the sign chosen for P does not matter). A point on the
-/// twist has no Edwards form and takes the ladder. Which path runs depends only on the
-/// public key, and each is constant-time in the secret.
-pub(crate) fn dh(secret: &StaticSecret, public: &[u8; DH_LEN]) -> Result<[u8; 32], Error> {
-    let u = curve25519_dalek::montgomery::MontgomeryPoint(*public);
-    let shared = match u.to_edwards(0) {
-        Some(p) => p.mul_clamped(secret.to_bytes()).to_montgomery().to_bytes(),
-        None => secret.diffie_hellman(&PublicKey::from(*public)).to_bytes(),
-    };
-    if shared == [0u8; 32] {
-        Err(Error::LowOrder)
-    } else {
+/// X25519 is aws-lc's: s2n-bignum's formally verified x86-64 and AArch64 code. A v2 join
+/// costs the relay two Diffie-Hellmans and one key generation, which is most of its CPU, and
+/// this implementation does each in about 60% of the time of curve25519-dalek's fastest form
+/// on the same machine (`docs/benchmarks/join-storm.md`). It clamps the secret as the RFC
+/// says, accepts any 32-byte public key, and refuses an all-zero result.
+pub struct DhSecret {
+    key: PrivateKey,
+    public: [u8; DH_LEN],
+}
+
+impl DhSecret {
+    /// From 32 secret bytes; computes the public key (one base-point multiplication).
+    pub fn new(bytes: [u8; 32]) -> Self {
+        let key = PrivateKey::from_private_key(&X25519, &bytes).expect("any 32 bytes are an X25519 secret");
+        let public = key
+            .compute_public_key()
+            .expect("an X25519 secret has a public key")
+            .as_ref()
+            .try_into()
+            .expect("an X25519 public key is 32 bytes");
+        Self { key, public }
+    }
+
+    /// The public key.
+    pub fn public(&self) -> &[u8; DH_LEN] {
+        &self.public
+    }
+
+    /// X25519 of this secret and `peer`, refusing an all-zero result (a peer key of low
+    /// order).
+    pub fn dh(&self, peer: &[u8; DH_LEN]) -> Result<[u8; 32], Error> {
+        let mut shared = [0u8; 32];
+        agreement::agree(&self.key, UnparsedPublicKey::new(&X25519, peer), Error::LowOrder, |k| {
+            shared.copy_from_slice(k);
+            Ok(())
+        })?;
         Ok(shared)
+    }
+}
+
+impl std::fmt::Debug for DhSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DhSecret(public {:02x?})", &self.public[..4])
     }
 }
 
 /// The client's side, between its first message and the relay's answer.
 pub struct Initiator {
     sym: Symmetric,
-    e: StaticSecret,
+    e: std::sync::Arc<DhSecret>,
 }
 
 /// An ephemeral key prepared for one responder: its public half and `es` computed once.
@@ -216,8 +242,7 @@ pub struct Initiator {
 /// between those handshakes: it exists for load generators, which must not spend their
 /// CPU on key generation. Clients use [`Initiator::write_first`] with a fresh key.
 pub struct SharedEphemeral {
-    e: StaticSecret,
-    e_pub: [u8; DH_LEN],
+    e: std::sync::Arc<DhSecret>,
     es: [u8; 32],
     rs: [u8; DH_LEN],
 }
@@ -225,10 +250,9 @@ pub struct SharedEphemeral {
 impl SharedEphemeral {
     /// Prepares `e` for the responder `responder_static`.
     pub fn new(e: [u8; 32], responder_static: &[u8; DH_LEN]) -> Result<Self, Error> {
-        let e = StaticSecret::from(e);
-        let e_pub = PublicKey::from(&e).to_bytes();
-        let es = dh(&e, responder_static)?;
-        Ok(Self { e, e_pub, es, rs: *responder_static })
+        let e = DhSecret::new(e);
+        let es = e.dh(responder_static)?;
+        Ok(Self { e: std::sync::Arc::new(e), es, rs: *responder_static })
     }
 }
 
@@ -245,8 +269,8 @@ impl Initiator {
             return Err(Error::BufferTooSmall);
         }
         let mut sym = Symmetric::new(prologue, &shared.rs);
-        out[..DH_LEN].copy_from_slice(&shared.e_pub);
-        sym.mix_hash(&shared.e_pub);
+        out[..DH_LEN].copy_from_slice(shared.e.public());
+        sym.mix_hash(shared.e.public());
         sym.mix_key(&shared.es);
         out[DH_LEN..DH_LEN + payload.len()].copy_from_slice(payload);
         let n = sym.encrypt_and_hash(&mut out[DH_LEN..total], payload.len())?;
@@ -283,7 +307,7 @@ impl Initiator {
         let (re, body) = msg.split_at_mut(DH_LEN);
         let re: [u8; DH_LEN] = (&*re).try_into().expect("split at DH_LEN");
         sym.mix_hash(&re);
-        sym.mix_key(&dh(&self.e, &re)?);
+        sym.mix_key(&self.e.dh(&re)?);
         let n = sym.decrypt_and_hash(body)?;
         Ok((n, sym.split()))
     }
@@ -297,22 +321,17 @@ pub struct Responder {
 }
 
 impl Responder {
-    /// Reads `-> e, es` in place with the static key pair (`s`, `s_pub`). On success the
-    /// payload is `msg[DH_LEN..DH_LEN + len]`. Costs one X25519.
-    pub fn read_first(
-        prologue: &[u8],
-        s: &StaticSecret,
-        s_pub: &[u8; DH_LEN],
-        msg: &mut [u8],
-    ) -> Result<(Self, usize), Error> {
+    /// Reads `-> e, es` in place with the static key `s`. On success the payload is
+    /// `msg[DH_LEN..DH_LEN + len]`. Costs one X25519.
+    pub fn read_first(prologue: &[u8], s: &DhSecret, msg: &mut [u8]) -> Result<(Self, usize), Error> {
         if msg.len() < DH_LEN + TAG_LEN {
             return Err(Error::Truncated);
         }
-        let mut sym = Symmetric::new(prologue, s_pub);
+        let mut sym = Symmetric::new(prologue, s.public());
         let (re, body) = msg.split_at_mut(DH_LEN);
         let re: [u8; DH_LEN] = (&*re).try_into().expect("split at DH_LEN");
         sym.mix_hash(&re);
-        sym.mix_key(&dh(s, &re)?);
+        sym.mix_key(&s.dh(&re)?);
         let n = sym.decrypt_and_hash(body)?;
         Ok((Self { sym, re }, n))
     }
@@ -323,17 +342,16 @@ impl Responder {
     }
 
     /// Writes `<- e, ee` with `payload` into `out` and splits. `e` is the ephemeral secret.
-    /// Costs one X25519 plus one base-point multiplication.
+    /// Costs one X25519 plus one base-point multiplication (the key generation).
     pub fn write_second(mut self, e: [u8; 32], payload: &[u8], out: &mut [u8]) -> Result<(usize, Split), Error> {
         let total = DH_LEN + payload.len() + TAG_LEN;
         if out.len() < total {
             return Err(Error::BufferTooSmall);
         }
-        let e = StaticSecret::from(e);
-        let e_pub = PublicKey::from(&e).to_bytes();
-        out[..DH_LEN].copy_from_slice(&e_pub);
-        self.sym.mix_hash(&e_pub);
-        self.sym.mix_key(&dh(&e, &self.re)?);
+        let e = DhSecret::new(e);
+        out[..DH_LEN].copy_from_slice(e.public());
+        self.sym.mix_hash(e.public());
+        self.sym.mix_key(&e.dh(&self.re)?);
         out[DH_LEN..DH_LEN + payload.len()].copy_from_slice(payload);
         let n = self.sym.encrypt_and_hash(&mut out[DH_LEN..total], payload.len())?;
         Ok((DH_LEN + n, self.sym.split()))
@@ -343,6 +361,7 @@ impl Responder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use x25519_dalek::{PublicKey, StaticSecret};
 
     fn h<const N: usize>(s: &str) -> [u8; N] {
         hex::decode(s).unwrap().try_into().unwrap()
@@ -357,8 +376,8 @@ mod tests {
         let resp_s: [u8; 32] = h("4a3acbfdb163dec651dfa3194dece676d437029c62a408b4c5ea9114246e4893");
         let resp_e: [u8; 32] = h("bbdb4cdbd309f1a1f2e1456967fe288cadd6f712d65dc7b7793d5e63da6b375b");
         let rs: [u8; 32] = h("31e0303fd6418d2f8c0e78b91f22e8caed0fbe48656dcf4767e4834f701b8f62");
-        let s = StaticSecret::from(resp_s);
-        assert_eq!(PublicKey::from(&s).to_bytes(), rs);
+        let s = DhSecret::new(resp_s);
+        assert_eq!(s.public(), &rs);
 
         let p0 = hex::decode("4c756477696720766f6e204d69736573").unwrap();
         let c0 = hex::decode("ca35def5ae56cec33dc2036731ab14896bc4c75dbb07a61f879f8e3afa4c794475ab4d66d222457dd414bc5f296bc7b4078cc7d72af5192628b68bca7d28844b").unwrap();
@@ -367,7 +386,7 @@ mod tests {
         assert_eq!(&out[..n], &c0[..]);
 
         let mut msg = c0.clone();
-        let (resp, len) = Responder::read_first(&prologue, &s, &rs, &mut msg).unwrap();
+        let (resp, len) = Responder::read_first(&prologue, &s, &mut msg).unwrap();
         assert_eq!(&msg[DH_LEN..DH_LEN + len], &p0[..]);
         assert_eq!(resp.hash(), init.hash());
 
@@ -410,32 +429,32 @@ mod tests {
 
     #[test]
     fn wrong_static_key_or_tampering_fails_and_answers_are_checked() {
-        let s = StaticSecret::from([9u8; 32]);
-        let s_pub = PublicKey::from(&s).to_bytes();
-        let other = PublicKey::from(&StaticSecret::from([8u8; 32])).to_bytes();
+        let s = DhSecret::new([9u8; 32]);
+        let s_pub = *s.public();
+        let other = *DhSecret::new([8u8; 32]).public();
         let mut out = [0u8; 128];
         // Encrypted to another relay's key: this relay cannot read it.
         let (_, n) = Initiator::write_first(b"p", &other, [1; 32], b"secret", &mut out).unwrap();
-        assert_eq!(Responder::read_first(b"p", &s, &s_pub, &mut out[..n].to_vec()).err(), Some(Error::Decrypt));
+        assert_eq!(Responder::read_first(b"p", &s, &mut out[..n].to_vec()).err(), Some(Error::Decrypt));
         // A different prologue fails too.
         let (init, n) = Initiator::write_first(b"p", &s_pub, [1; 32], b"secret", &mut out).unwrap();
-        assert_eq!(Responder::read_first(b"q", &s, &s_pub, &mut out[..n].to_vec()).err(), Some(Error::Decrypt));
+        assert_eq!(Responder::read_first(b"q", &s, &mut out[..n].to_vec()).err(), Some(Error::Decrypt));
         // Every flipped bit of the first message fails.
         for bit in 0..n * 8 {
             let mut m = out[..n].to_vec();
             m[bit / 8] ^= 1 << (bit % 8);
-            assert!(Responder::read_first(b"p", &s, &s_pub, &mut m).is_err(), "bit {bit}");
+            assert!(Responder::read_first(b"p", &s, &mut m).is_err(), "bit {bit}");
         }
         // Every truncation fails.
         for cut in 0..n {
-            assert!(Responder::read_first(b"p", &s, &s_pub, &mut out[..cut].to_vec()).is_err());
+            assert!(Responder::read_first(b"p", &s, &mut out[..cut].to_vec()).is_err());
         }
-        let (resp, _) = Responder::read_first(b"p", &s, &s_pub, &mut out[..n].to_vec()).unwrap();
+        let (resp, _) = Responder::read_first(b"p", &s, &mut out[..n].to_vec()).unwrap();
         let mut ans = [0u8; 128];
         let (m, _) = resp.write_second([2; 32], b"ok", &mut ans).unwrap();
         // An answer from someone without the static secret: an impostor reading the client's
         // ephemeral key can only answer with its own "first message" keys.
-        let (impostor, _) = Responder::read_first(b"p", &StaticSecret::from([8u8; 32]), &other, &mut out[..n].to_vec())
+        let (impostor, _) = Responder::read_first(b"p", &DhSecret::new([8u8; 32]), &mut out[..n].to_vec())
             .map_or((None, 0), |(r, n)| (Some(r), n));
         assert!(impostor.is_none(), "an impostor cannot even read the join");
         let mut forged = ans[..m].to_vec();
@@ -448,7 +467,7 @@ mod tests {
 
     #[test]
     fn a_shared_ephemeral_writes_the_same_first_message() {
-        let rs = PublicKey::from(&StaticSecret::from([9u8; 32])).to_bytes();
+        let rs = *DhSecret::new([9u8; 32]).public();
         let shared = SharedEphemeral::new([3; 32], &rs).unwrap();
         let (mut a, mut b) = ([0u8; 128], [0u8; 128]);
         let (_, n) = Initiator::write_first(b"p", &rs, [3; 32], b"payload", &mut a).unwrap();
@@ -456,14 +475,15 @@ mod tests {
         assert_eq!(&a[..n], &b[..m]);
     }
 
-    /// The Edwards path gives the ladder's result on the curve and on the twist (RFC 7748
-    /// §5.2 vectors, then random keys).
+    /// aws-lc's X25519 gives RFC 7748's result (the §5.2 vector) and curve25519-dalek's
+    /// ladder's for random keys, on the curve and on the twist.
     #[test]
     fn dh_matches_x25519() {
         let k: [u8; 32] = h("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4");
         let u: [u8; 32] = h("e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c");
         let want: [u8; 32] = h("c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552");
-        assert_eq!(dh(&StaticSecret::from(k), &u).unwrap(), want);
+        assert_eq!(DhSecret::new(k).dh(&u).unwrap(), want);
+        assert_eq!(DhSecret::new(k).public(), PublicKey::from(&StaticSecret::from(k)).as_bytes());
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         let mut rand32 = || {
             let mut b = [0u8; 32];
@@ -477,7 +497,8 @@ mod tests {
         };
         let (mut on_curve, mut on_twist) = (0, 0);
         for _ in 0..300 {
-            let s = StaticSecret::from(rand32());
+            let k = rand32();
+            let (s, ours) = (StaticSecret::from(k), DhSecret::new(k));
             // Random u-coordinates: about half are on the twist.
             let mut u = rand32();
             u[31] &= 0x7f;
@@ -487,9 +508,9 @@ mod tests {
                 None => on_twist += 1,
             }
             if ladder == [0; 32] {
-                assert_eq!(dh(&s, &u), Err(Error::LowOrder));
+                assert_eq!(ours.dh(&u), Err(Error::LowOrder));
             } else {
-                assert_eq!(dh(&s, &u).unwrap(), ladder);
+                assert_eq!(ours.dh(&u).unwrap(), ladder);
             }
         }
         assert!(on_curve > 50 && on_twist > 50, "{on_curve} on the curve, {on_twist} on the twist");
@@ -497,9 +518,8 @@ mod tests {
 
     #[test]
     fn low_order_ephemeral_is_refused() {
-        let s = StaticSecret::from([9u8; 32]);
-        let s_pub = PublicKey::from(&s).to_bytes();
+        let s = DhSecret::new([9u8; 32]);
         let mut m = [0u8; DH_LEN + TAG_LEN + 4];
-        assert_eq!(Responder::read_first(b"p", &s, &s_pub, &mut m).err(), Some(Error::LowOrder));
+        assert_eq!(Responder::read_first(b"p", &s, &mut m).err(), Some(Error::LowOrder));
     }
 }

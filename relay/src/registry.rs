@@ -149,6 +149,8 @@ pub enum Outcome {
 
 /// A v2 join's verified UserSig.
 struct Verified {
+    /// The decoded UserSig, so admission does not inflate and parse it again.
+    sig: usersig::UserSig,
     secret: Vec<u8>,
     expires_unix: u64,
 }
@@ -205,6 +207,8 @@ pub struct Registry {
     msg_active: HashSet<SessionId>,
     msg_scratch: Vec<SessionId>,
     msg_members: Vec<SessionId>,
+    /// Decodes UserSigs and PrivateMapKeys without allocating an inflater per token.
+    tokens: usersig::Decoder,
 }
 
 /// One static key the relay accepts joins for, with its derived mac1 key.
@@ -300,6 +304,7 @@ impl Registry {
             ),
             under_load: false,
             load_until_ms: 0,
+            tokens: usersig::Decoder::new(),
             pending: None,
             msg_counts: Counts::default(),
             msg_active: HashSet::new(),
@@ -591,7 +596,7 @@ impl Registry {
         let msg = &mut msg[..range.len()];
         msg.copy_from_slice(&datagram[range]);
         let key = &self.keys[ki].key;
-        let (responder, len) = match Responder::read_first(v2::PROLOGUE, key.secret(), key.public().bytes(), msg) {
+        let (responder, len) = match Responder::read_first(v2::PROLOGUE, key.secret(), msg) {
             Ok(r) => r,
             Err(_) => {
                 self.count("decrypt_failed");
@@ -649,7 +654,7 @@ impl Registry {
             let r = Refusal(ErrorCode::ClockSkew, "join timestamp is outside the relay's window: check the clock");
             return self.answer(responder, Err(r), max_len, reply);
         }
-        let adm = self.admit(now, src, &req, Some(verified.secret));
+        let adm = self.admit(now, src, &req, Some(verified));
         self.answer(responder, adm.map(|a| (a, now, src, updates)), max_len, reply)
     }
 
@@ -702,25 +707,26 @@ impl Registry {
     fn authenticate(&mut self, now: Now, req: &Request<'_>) -> Result<Verified, Refusal> {
         let app_id = self.app_of(req)?;
         let sig =
-            usersig::decode(req.usersig).map_err(|_| Refusal(ErrorCode::BadSignature, "UserSig does not decode"))?;
+            self.tokens.decode(req.usersig).map_err(|_| Refusal(ErrorCode::BadSignature, "UserSig does not decode"))?;
         if sig.sdkappid != u64::from(req.sdkappid) {
             return Err(Refusal(ErrorCode::WrongApp, "UserSig is for another SdkAppId"));
         }
         let app = &self.apps[&app_id];
         let secret =
             verify_with_any(&app.cfg.secrets, |k| sig.verify(k, now.unix_secs)).map_err(credential_refusal)?.to_vec();
-        Ok(Verified { secret, expires_unix: sig.time.saturating_add(sig.expire) })
+        let expires_unix = sig.time.saturating_add(sig.expire);
+        Ok(Verified { sig, secret, expires_unix })
     }
 
-    /// Every check of a join but the key agreement. `verified` is the app secret the
-    /// UserSig already verified with (v2); without it (v1) the UserSig's HMAC runs last,
-    /// after every check that needs none.
+    /// Every check of a join but the key agreement. `verified` is the UserSig already
+    /// decoded and verified (v2), with the app secret that verified it; without it (v1)
+    /// the UserSig's HMAC runs last, after every check that needs none.
     fn admit(
         &mut self,
         now: Now,
         src: SocketAddr,
         j: &Request<'_>,
-        verified: Option<Vec<u8>>,
+        verified: Option<Verified>,
     ) -> Result<Admission, Refusal> {
         let app_id = self.app_of(j)?;
         let app = &self.apps[&app_id];
@@ -729,8 +735,15 @@ impl Registry {
             .ok_or(Refusal(ErrorCode::UnsupportedProfile, "SRTP profile not enabled for this app"))?;
 
         // Structure first, no HMAC yet.
-        let sig =
-            usersig::decode(j.usersig).map_err(|_| Refusal(ErrorCode::BadSignature, "UserSig does not decode"))?;
+        let (sig, verified) = match verified {
+            Some(v) => (v.sig, Some(v.secret)),
+            None => (
+                self.tokens
+                    .decode(j.usersig)
+                    .map_err(|_| Refusal(ErrorCode::BadSignature, "UserSig does not decode"))?,
+                None,
+            ),
+        };
         if sig.sdkappid != u64::from(j.sdkappid) {
             return Err(Refusal(ErrorCode::WrongApp, "UserSig is for another SdkAppId"));
         }
@@ -750,7 +763,9 @@ impl Registry {
             }
             None => None,
             Some(t) => {
-                let p = usersig::decode(t)
+                let p = self
+                    .tokens
+                    .decode(t)
                     .map_err(|_| Refusal(ErrorCode::BadSignature, "PrivateMapKey does not decode"))?;
                 if p.sdkappid != sig.sdkappid {
                     return Err(Refusal(ErrorCode::WrongApp, "PrivateMapKey is for another SdkAppId"));

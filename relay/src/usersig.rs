@@ -323,46 +323,79 @@ const TOKEN_B64: GeneralPurpose = GeneralPurpose::new(
 /// The token alphabet is Tencent's only (`A–Z a–z 0–9 * -` and `_` padding); standard
 /// `+ / =`, whitespace and anything else is [`Error::BadEncoding`].
 pub fn decode(token: &str) -> Result<UserSig, Error> {
-    let json = inflate_token(token)?;
-    parse_json(&json)
+    Decoder::new().decode(token)
 }
 
-/// Base64 and inflate steps of [`decode`]; returns the JSON bytes.
-fn inflate_token(token: &str) -> Result<Vec<u8>, Error> {
-    if token.is_empty() {
-        return Err(Error::Empty);
-    }
-    if token.len() > MAX_TOKEN_LEN {
-        return Err(Error::TooLong);
-    }
-    let mut std_b64 = Vec::with_capacity(token.len());
-    for &b in token.as_bytes() {
-        std_b64.push(match b {
-            b'*' => b'+',
-            b'-' => b'/',
-            b'_' => b'=',
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' => b,
-            _ => return Err(Error::BadEncoding),
-        });
-    }
-    let compressed = TOKEN_B64.decode(&std_b64).map_err(|_| Error::BadEncoding)?;
+/// [`decode`] with its working memory kept between tokens: the inflate state (about 43 KiB,
+/// allocated and zeroed by every fresh inflater) and the three buffers. relayd decodes one
+/// or two tokens per join, so its registry keeps one. The bounds are [`decode`]'s.
+pub struct Decoder {
+    z: Decompress,
+    std_b64: Vec<u8>,
+    compressed: Vec<u8>,
+    out: Vec<u8>,
+}
 
-    let mut out = vec![0u8; MAX_INFLATED_LEN + 1];
-    let mut z = Decompress::new(true);
-    let status = z.decompress(&compressed, &mut out, FlushDecompress::Finish).map_err(|_| Error::Inflate);
-    let produced = usize::try_from(z.total_out()).map_err(|_| Error::TooLarge)?;
-    if produced > MAX_INFLATED_LEN {
-        return Err(Error::TooLarge);
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new()
     }
-    match status? {
-        Status::StreamEnd => {}
-        Status::Ok | Status::BufError => return Err(Error::Inflate),
+}
+
+impl Decoder {
+    /// A decoder with its buffers at their bounds.
+    pub fn new() -> Self {
+        Self {
+            z: Decompress::new(true),
+            std_b64: Vec::with_capacity(MAX_TOKEN_LEN),
+            compressed: Vec::with_capacity(MAX_TOKEN_LEN / 4 * 3 + 3),
+            out: vec![0u8; MAX_INFLATED_LEN + 1],
+        }
     }
-    if z.total_in() != compressed.len() as u64 {
-        return Err(Error::Inflate);
+
+    /// Decodes a token without verifying it: exactly [`decode`].
+    pub fn decode(&mut self, token: &str) -> Result<UserSig, Error> {
+        let json = self.inflate(token)?;
+        parse_json(json)
     }
-    out.truncate(produced);
-    Ok(out)
+
+    /// Base64 and inflate steps of [`decode`]; returns the JSON bytes.
+    fn inflate(&mut self, token: &str) -> Result<&[u8], Error> {
+        if token.is_empty() {
+            return Err(Error::Empty);
+        }
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(Error::TooLong);
+        }
+        self.std_b64.clear();
+        for &b in token.as_bytes() {
+            self.std_b64.push(match b {
+                b'*' => b'+',
+                b'-' => b'/',
+                b'_' => b'=',
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' => b,
+                _ => return Err(Error::BadEncoding),
+            });
+        }
+        self.compressed.clear();
+        TOKEN_B64.decode_vec(&self.std_b64, &mut self.compressed).map_err(|_| Error::BadEncoding)?;
+
+        self.z.reset(true);
+        let status =
+            self.z.decompress(&self.compressed, &mut self.out, FlushDecompress::Finish).map_err(|_| Error::Inflate);
+        let produced = usize::try_from(self.z.total_out()).map_err(|_| Error::TooLarge)?;
+        if produced > MAX_INFLATED_LEN {
+            return Err(Error::TooLarge);
+        }
+        match status? {
+            Status::StreamEnd => {}
+            Status::Ok | Status::BufError => return Err(Error::Inflate),
+        }
+        if self.z.total_in() != self.compressed.len() as u64 {
+            return Err(Error::Inflate);
+        }
+        Ok(&self.out[..produced])
+    }
 }
 
 /// The known fields, each kept as a raw JSON value so that type errors name the field.
@@ -719,11 +752,28 @@ mod tests {
     }
 
     fn inflate(token: &str) -> String {
-        String::from_utf8(inflate_token(token).unwrap()).unwrap()
+        String::from_utf8(Decoder::new().inflate(token).unwrap().to_vec()).unwrap()
     }
 
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    /// A decoder kept between tokens (as relayd's registry keeps one) answers exactly as a
+    /// fresh one, after good tokens and after every kind of failure.
+    #[test]
+    fn a_reused_decoder_decodes_as_a_fresh_one() {
+        let good = mint(KEY, APP, "xiaojun", 86400, T0, None);
+        let pmk = mint(KEY, APP, "xiaojun", 86400, T0, Some(&[1, 2, 3]));
+        let bomb = tok(&format!("{{\"a\":\"{}\"}}", "x".repeat(3 * MAX_INFLATED_LEN)), 9);
+        let cases =
+            [good.as_str(), &good[..good.len() - 6], "*-_", "not base64!", bomb.as_str(), PY_TOKEN, &pmk, "", &good];
+        let mut d = Decoder::new();
+        for t in cases {
+            assert_eq!(d.decode(t), decode(t), "{t:?}");
+        }
+        assert_eq!(d.decode(&bomb), Err(Error::TooLarge));
+        assert!(d.decode(&good).is_ok());
     }
 
     #[test]

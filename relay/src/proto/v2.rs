@@ -437,8 +437,7 @@ mod tests {
         assert!(!f.mac1_ok(&mac1_key(&StaticKey::from_secret([6; 32]).public())));
         assert!(!f.mac2_ok(&[3; COOKIE_LEN]));
         let mut noise_msg = join[f.noise_range()].to_vec();
-        let (resp, len) =
-            Responder::read_first(PROLOGUE, relay.secret(), relay.public().bytes(), &mut noise_msg).unwrap();
+        let (resp, len) = Responder::read_first(PROLOGUE, relay.secret(), &mut noise_msg).unwrap();
         let got = JoinPayload::parse(&noise_msg[DH_LEN..DH_LEN + len]).unwrap();
         assert_eq!(got, p);
         assert_eq!(resp.hash(), init.hash());
@@ -464,7 +463,7 @@ mod tests {
         let (init, n) = write_join(&relay.public(), [1; 32], &p, None, &mut out).unwrap();
         assert_eq!(n, MIN_JOIN_LEN);
         let mut msg = out[HEADER_LEN..n - 2 * MAC_LEN].to_vec();
-        let (resp, _) = Responder::read_first(PROLOGUE, relay.secret(), relay.public().bytes(), &mut msg).unwrap();
+        let (resp, _) = Responder::read_first(PROLOGUE, relay.secret(), &mut msg).unwrap();
         let long = "the UserSig expired an hour ago; mint a new one with a later expiry time, please";
         let no = AnswerPayload::Refused { code: 5, detail: long };
         let mut ans = [0u8; MAX_LEN];
@@ -483,7 +482,7 @@ mod tests {
         for len in 0..=MAX_DETAIL_LEN {
             let detail = "d".repeat(len);
             let mut msg = out[HEADER_LEN..n - 2 * MAC_LEN].to_vec();
-            let (resp, _) = Responder::read_first(PROLOGUE, relay.secret(), relay.public().bytes(), &mut msg).unwrap();
+            let (resp, _) = Responder::read_first(PROLOGUE, relay.secret(), &mut msg).unwrap();
             let mut ans = [0u8; MAX_LEN];
             let (m, _) =
                 write_answer(resp, [2; 32], &AnswerPayload::Refused { code: 9, detail: &detail }, &mut ans, n).unwrap();
