@@ -141,7 +141,7 @@ fn receive(sock: UdpSocket, mut verify: Verify, counts: Arc<RxCounts>, stop: Arc
         on_packet(&mut one[..n], &counts);
         while let Ok(k) = batch.recv(&sock) {
             for i in 0..k {
-                if let Some((_, buf)) = batch.get(i) {
+                if let Some(relay::io::sys::Received::Datagram(_, buf)) = batch.get(i) {
                     on_packet(buf, &counts);
                 }
             }

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::ids::SdkAppId;
 use crate::limits::Quotas;
+pub use crate::logging::LogFormat;
 use crate::srtp::Profile;
 
 /// Errors loading or validating a config.
@@ -51,6 +52,7 @@ pub struct Config {
     #[serde(default = "yes")]
     pub pin_workers: bool,
     /// Unix management socket (`relayd stats`, `relayd ctl`, relay-control). Default: none.
+    /// A relative path is relative to the config file.
     #[serde(default)]
     pub control_socket: Option<PathBuf>,
     /// Users, besides root and relayd's own user, that may use the management socket
@@ -78,6 +80,13 @@ pub struct Config {
     /// How joins are admitted under load.
     #[serde(default)]
     pub join: JoinSettings,
+    /// The log level: an `EnvFilter` directive such as `"info"` or `"relay=debug,info"`
+    /// (`RUST_LOG`, when set, wins at start-up). Default `"info"`. Changes on reload.
+    #[serde(default)]
+    pub log_level: Option<String>,
+    /// `"text"` (default) or `"json"` (one object per line). Needs a restart to change.
+    #[serde(default)]
+    pub log_format: LogFormat,
 }
 
 /// Where relayd keeps its static X25519 key ([`crate::identity`]).
@@ -196,7 +205,7 @@ pub enum XskMode {
 }
 
 /// The `[xdp]` table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct XdpSettings {
     /// The interface to attach to and open AF_XDP sockets on.
@@ -280,7 +289,7 @@ fn default_pps_burst() -> u64 {
 }
 
 /// Session timing.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timeouts {
     /// How often idle clients should send a keepalive (told to them in join-ok).
@@ -323,7 +332,7 @@ pub struct AppConfig {
 }
 
 /// An app after validation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct App {
     /// The id.
     pub sdkappid: SdkAppId,
@@ -395,7 +404,7 @@ impl App {
 }
 
 /// A validated config.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Validated {
     /// Listen address.
     pub listen: SocketAddr,
@@ -424,6 +433,10 @@ pub struct Validated {
     pub key_file: PathBuf,
     /// The join path's defences.
     pub join: JoinSettings,
+    /// The log level directive ([`Config::log_level`], checked).
+    pub log_level: String,
+    /// The log format.
+    pub log_format: LogFormat,
 }
 
 /// Most worker threads accepted.
@@ -502,17 +515,22 @@ impl Config {
                 "join.replies_per_sec, join.replies_per_source_per_sec and join.cookies_per_sec must be at least 1",
             );
         }
-        let key_file = match base {
-            Some(b) if self.identity.key_file.is_relative() => b.join(&self.identity.key_file),
-            _ => self.identity.key_file,
+        let resolve = |p: PathBuf| match base {
+            Some(b) if p.is_relative() => b.join(p),
+            _ => p,
         };
+        let key_file = resolve(self.identity.key_file);
+        let log_level = self.log_level.unwrap_or_else(|| crate::logging::DEFAULT_LEVEL.to_owned());
+        crate::logging::parse_level(&log_level).map_err(|e| Error::Invalid(e.to_string()))?;
         let mut v = Validated {
             key_file,
+            log_level,
+            log_format: self.log_format,
             join: j,
             listen: self.listen,
             workers,
             pin_workers: self.pin_workers,
-            control_socket: self.control_socket,
+            control_socket: self.control_socket.map(resolve),
             control_users: self.control_users,
             control_uids: Vec::new(),
             timeouts: t,
@@ -526,7 +544,87 @@ impl Config {
     }
 }
 
+/// What a reload found changed between the running config and the file, by config key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Changed settings that apply to the running relay: `app` (apps, secrets, quotas),
+    /// `timeouts`, `join`, `log_level`, `control_users` and the `[xdp]` rates.
+    pub live: Vec<String>,
+    /// Changed settings that take effect only at the next start (sockets, threads, the
+    /// backend and its interface, the user, the key file, the log format).
+    pub restart: Vec<String>,
+}
+
 impl Validated {
+    /// What differs in `new` (the file as just re-read), split into what can change live
+    /// and what needs a restart.
+    pub fn changes_to(&self, new: &Validated) -> Changes {
+        let mut c = Changes::default();
+        let mut check = |changed: bool, key: &str, live: bool| {
+            let list = if live { &mut c.live } else { &mut c.restart };
+            if changed {
+                list.push(key.to_owned());
+            }
+        };
+        check(self.listen != new.listen, "listen", false);
+        check(self.workers != new.workers, "workers", false);
+        check(self.pin_workers != new.pin_workers, "pin_workers", false);
+        check(self.control_socket != new.control_socket, "control_socket", false);
+        check(self.backend != new.backend, "backend", false);
+        check(self.user != new.user, "user", false);
+        check(self.key_file != new.key_file, "identity.key_file", false);
+        check(self.log_format != new.log_format, "log_format", false);
+        check(self.apps != new.apps, "app", true);
+        check(self.timeouts != new.timeouts, "timeouts", true);
+        check(self.join != new.join, "join", true);
+        check(self.log_level != new.log_level, "log_level", true);
+        check(self.control_uids != new.control_uids, "control_users", true);
+        match (&self.xdp, &new.xdp) {
+            (Some(a), Some(b)) => {
+                for (key, x, y) in [
+                    ("join_rate_per_sec", a.join_rate_per_sec, b.join_rate_per_sec),
+                    ("join_burst", a.join_burst, b.join_burst),
+                    ("pps_rate_per_sec", a.pps_rate_per_sec, b.pps_rate_per_sec),
+                    ("pps_burst", a.pps_burst, b.pps_burst),
+                    ("control_budget_per_sec", a.control_budget_per_sec, b.control_budget_per_sec),
+                    ("control_budget_burst", a.control_budget_burst, b.control_budget_burst),
+                ] {
+                    check(x != y, &format!("xdp.{key}"), true);
+                }
+                check(a.iface != b.iface, "xdp.iface", false);
+                check(a.queues != b.queues, "xdp.queues", false);
+                check(a.mode != b.mode, "xdp.mode", false);
+                check(a.gateway != b.gateway, "xdp.gateway", false);
+                check(a.pin_maps != b.pin_maps, "xdp.pin_maps", false);
+                check(a.max_sessions != b.max_sessions, "xdp.max_sessions", false);
+                check(a.ring_size != b.ring_size, "xdp.ring_size", false);
+            }
+            (a, b) => check(a != b, "xdp", false),
+        }
+        c
+    }
+
+    /// This config with the settings of `new` that apply live (see [`Changes::live`]);
+    /// everything that needs a restart stays as it runs.
+    pub fn with_live_settings_of(&self, new: &Validated) -> Validated {
+        let mut v = self.clone();
+        v.apps = new.apps.clone();
+        v.timeouts = new.timeouts;
+        v.join = new.join;
+        v.log_level = new.log_level.clone();
+        v.control_users = new.control_users.clone();
+        v.control_uids = new.control_uids.clone();
+        if let (Some(x), Some(n)) = (v.xdp.as_mut(), new.xdp.as_ref()) {
+            x.join_rate_per_sec = n.join_rate_per_sec;
+            x.join_burst = n.join_burst;
+            x.pps_rate_per_sec = n.pps_rate_per_sec;
+            x.pps_burst = n.pps_burst;
+            x.control_budget_per_sec = n.control_budget_per_sec;
+            x.control_budget_burst = n.control_budget_burst;
+        }
+        v
+    }
+
     /// Resolves [`Validated::control_users`] to uids with `lookup` (name to uid, `None` for
     /// no such user: relayd passes the system's user database), so an unknown name is a
     /// config error.
@@ -688,6 +786,54 @@ max_sessions = 10
         assert_eq!(v.xdp.as_ref().map(|x| x.ring_size), Some(4096));
         let v = Config::parse(&xdp("max_sessions = 200000\n")).unwrap().validate(None).unwrap();
         assert_eq!(v.xdp.as_ref().map(|x| x.max_sessions), Some(200_000));
+    }
+
+    #[test]
+    fn changes_split_into_live_and_restart() {
+        let old = Config::parse(GOOD).unwrap().validate(None).unwrap();
+        assert_eq!(old.changes_to(&old), Changes::default());
+        let edited = GOOD
+            .replace("max_rooms = 3", "max_rooms = 5")
+            .replace("session_secs = 10", "session_secs = 12")
+            .replace("workers = 2", "workers = 3\nlog_level = \"relay=debug\"\nlog_format = \"json\"")
+            .replace("127.0.0.1:7000", "127.0.0.1:7001");
+        let new = Config::parse(&edited).unwrap().validate(None).unwrap();
+        let c = old.changes_to(&new);
+        assert_eq!(c.live, ["app", "timeouts", "log_level"]);
+        assert_eq!(c.restart, ["listen", "workers", "log_format"]);
+        // Applying the live part leaves only what needs a restart.
+        let applied = old.with_live_settings_of(&new);
+        assert_eq!(applied.apps[0].quotas.max_rooms, 5);
+        assert_eq!(applied.listen, old.listen);
+        let again = applied.changes_to(&new);
+        assert!(again.live.is_empty(), "{again:?}");
+        assert_eq!(again.restart, c.restart);
+    }
+
+    #[test]
+    fn xdp_rates_change_live_and_the_rest_of_xdp_does_not() {
+        let xdp = |extra: &str| {
+            let t = format!(
+                "backend = \"xdp\"\n{}\n[xdp]\niface = \"eth0\"\n{extra}",
+                GOOD.replace("127.0.0.1", "192.0.2.1")
+            );
+            Config::parse(&t).unwrap().validate(None).unwrap()
+        };
+        let c = xdp("").changes_to(&xdp("pps_rate_per_sec = 100\nring_size = 2048\n"));
+        assert_eq!(c.live, ["xdp.pps_rate_per_sec"]);
+        assert_eq!(c.restart, ["xdp.ring_size"]);
+    }
+
+    #[test]
+    fn log_settings_are_checked_and_relative_sockets_resolve() {
+        assert!(err(&format!("log_level = \"relay=loud\"\n{GOOD}")).contains("log level \"relay=loud\""));
+        assert!(err(&format!("log_format = \"xml\"\n{GOOD}")).contains("unknown variant `xml`"));
+        let v = Config::parse(&format!("control_socket = \"r.sock\"\n{GOOD}"))
+            .unwrap()
+            .validate(Some(Path::new("/etc/edgerelay")))
+            .unwrap();
+        assert_eq!(v.control_socket.as_deref(), Some(Path::new("/etc/edgerelay/r.sock")));
+        assert_eq!(v.log_level, "info");
     }
 
     #[test]

@@ -118,6 +118,14 @@ impl ReplyLimiter {
         }
     }
 
+    /// New rates (a config reload): the buckets start full again; the `limited` count and
+    /// the source hashing are kept.
+    pub fn set_rates(&mut self, total_rate: u32, cookie_rate: u32, source_rate: u32, now_ms: u64) {
+        let limited = self.limited;
+        let hasher = std::mem::take(&mut self.hasher);
+        *self = Self { hasher, limited, ..Self::with_cookies(total_rate, cookie_rate, source_rate, now_ms) };
+    }
+
     /// Whether an answer to `dst` may be sent now (and if so, charges for it).
     pub fn allow(&mut self, dst: SocketAddr, now_ms: u64) -> bool {
         self.allow_kind(dst, ReplyKind::Answer, now_ms)

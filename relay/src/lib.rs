@@ -25,6 +25,7 @@ pub mod ids;
 #[cfg(feature = "dataplane")]
 pub mod io;
 pub mod limits;
+pub mod logging;
 pub mod messages;
 pub mod mgmt;
 pub mod node;

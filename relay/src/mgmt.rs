@@ -123,6 +123,27 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
     },
+    /// Re-read `relayd.toml` and apply what can change live, as SIGHUP does (answer:
+    /// `reloaded`). An invalid file changes nothing and is refused `invalid` with the
+    /// reason.
+    Reload {},
+}
+
+/// What a reload did, in a `reloaded` answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReloadReport {
+    /// The config keys whose new values are now in force (`app`, `timeouts`, `join`,
+    /// `log_level`, `control_users`, `xdp.<rate>`). Empty when the file did not change them.
+    pub applied: Vec<String>,
+    /// Keys that changed in the file but take effect only when relayd restarts (`listen`,
+    /// `workers`, `backend`, `xdp.iface`, ...). They keep their running values.
+    pub needs_restart: Vec<String>,
+    /// Changed keys that were not applied, each with why (e.g. apps that relay-control
+    /// pushes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_applied: Vec<String>,
+    /// Sessions ended because their app is no longer configured.
+    pub sessions_ended: u64,
 }
 
 /// One app in a [`Request::SetApps`].
@@ -250,6 +271,8 @@ pub enum Answer {
     Offenders(Vec<Offender>),
     /// The relay's keys (`key`, `rotate_key`).
     Key(KeyInfo),
+    /// What a reload applied (`reload`).
+    Reloaded(ReloadReport),
 }
 
 /// What kind of refusal a [`Refusal`] is. Snake-case on the wire; a code this version does
@@ -427,6 +450,8 @@ struct Wire {
     offenders: Option<Vec<Offender>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     key: Option<KeyInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reloaded: Option<ReloadReport>,
 }
 
 impl From<Response> for Wire {
@@ -444,6 +469,7 @@ impl From<Response> for Wire {
             Response::Ok(Answer::Limits(l)) => Self { limits: Some(l), ..ok },
             Response::Ok(Answer::Offenders(o)) => Self { offenders: Some(o), ..ok },
             Response::Ok(Answer::Key(k)) => Self { key: Some(k), ..ok },
+            Response::Ok(Answer::Reloaded(r)) => Self { reloaded: Some(r), ..ok },
         }
     }
 }
@@ -467,6 +493,8 @@ impl From<Wire> for Response {
             Answer::Offenders(o)
         } else if let Some(k) = w.key {
             Answer::Key(k)
+        } else if let Some(r) = w.reloaded {
+            Answer::Reloaded(r)
         } else {
             Answer::Done
         })
@@ -503,6 +531,7 @@ impl Answer {
             Self::Limits(_) => "limits",
             Self::Offenders(_) => "offenders",
             Self::Key(_) => "key",
+            Self::Reloaded(_) => "reloaded",
         }
     }
 }
@@ -607,6 +636,15 @@ impl Client {
         }
     }
 
+    /// `reload`: what the reload applied; an invalid file is a [`ClientError::Refused`]
+    /// with code [`RefusalCode::Invalid`].
+    pub fn reload(&mut self) -> Result<ReloadReport, ClientError> {
+        match self.call(&Request::Reload {})? {
+            Answer::Reloaded(r) => Ok(r),
+            a => Err(ClientError::Unexpected { op: "reload", got: a.kind() }),
+        }
+    }
+
     /// `offenders`.
     pub fn offenders(&mut self, limit: Option<u32>) -> Result<Vec<Offender>, ClientError> {
         match self.call(&Request::Offenders { limit })? {
@@ -633,6 +671,7 @@ impl Request {
             Self::Offenders { .. } => "offenders",
             Self::Key {} => "key",
             Self::RotateKey { .. } => "rotate_key",
+            Self::Reload {} => "reload",
         }
     }
 }
@@ -683,6 +722,7 @@ mod tests {
         round_trip(&Request::GetLimits {}, r#"{"op":"get_limits"}"#);
         round_trip(&Request::Offenders { limit: None }, r#"{"op":"offenders"}"#);
         round_trip(&Request::Offenders { limit: Some(10) }, r#"{"op":"offenders","limit":10}"#);
+        round_trip(&Request::Reload {}, r#"{"op":"reload"}"#);
         let limits = Limits {
             pps_rate_per_sec: 100,
             pps_burst: 200,
@@ -736,7 +776,13 @@ mod tests {
         let offenders =
             Response::Ok(Answer::Offenders(vec![Offender { ip: "198.19.0.2".parse().unwrap(), dropped_packets: 9 }]));
         let mut all = String::new();
-        for r in [&rooms, &blocks, &limits, &offenders, &Response::Ok(Answer::Removed(3))] {
+        let reloaded = Response::Ok(Answer::Reloaded(ReloadReport {
+            applied: vec!["app".into()],
+            needs_restart: vec!["listen".into()],
+            not_applied: Vec::new(),
+            sessions_ended: 0,
+        }));
+        for r in [&rooms, &blocks, &limits, &offenders, &reloaded, &Response::Ok(Answer::Removed(3))] {
             let j = serde_json::to_string(r).unwrap();
             assert_eq!(&serde_json::from_str::<Response>(&j).unwrap(), r);
             all.push_str(&j);
@@ -746,6 +792,7 @@ mod tests {
         assert!(j.contains(r#""blocks":[{"ip":"2001:2::","prefix_len":48,"expires_in_secs":null}]"#), "{j}");
         assert!(j.contains(r#""offenders":[{"ip":"198.19.0.2","dropped_packets":9}]"#), "{j}");
         assert!(j.contains(r#"{"ok":true,"removed":3}"#), "{j}");
+        assert!(j.contains(r#""reloaded":{"applied":["app"],"needs_restart":["listen"],"sessions_ended":0}"#), "{j}");
         // A refusal carries its code beside the message.
         let refused = Response::refused(RefusalCode::NeedsXdp, "blocking needs the XDP backend");
         let rj = serde_json::to_string(&refused).unwrap();

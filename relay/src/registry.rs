@@ -209,6 +209,28 @@ pub struct Registry {
     msg_members: Vec<SessionId>,
     /// Decodes UserSigs and PrivateMapKeys without allocating an inflater per token.
     tokens: usersig::Decoder,
+    /// The app and room of the join [`Registry::handle`] last handled, once known.
+    last_join: Option<JoinSubject>,
+    /// Sessions an operator ended, with why and until when (mono ms) a keepalive for one is
+    /// answered with that reason instead of `unknown_session`. At most [`ENDED_MAX`].
+    ended: HashMap<SessionId, (ErrorCode, u64)>,
+}
+
+/// Sessions remembered as dismissed at most; beyond it the oldest reasons are forgotten
+/// (those clients are told `unknown_session`, as before).
+pub const ENDED_MAX: usize = 65_536;
+
+/// How long a dismissed session's reason is remembered past the session timeout: enough
+/// for its client's next keepalives to learn it.
+const ENDED_KEEP_MS: u64 = 60_000;
+
+/// The app and room a join asked for, for the log line of its outcome. Never a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinSubject {
+    /// The SdkAppId the join named (not necessarily a configured app).
+    pub sdkappid: u32,
+    /// The room it asked for.
+    pub room: RoomId,
 }
 
 /// One static key the relay accepts joins for, with its derived mac1 key.
@@ -310,6 +332,8 @@ impl Registry {
             msg_active: HashSet::new(),
             msg_scratch: Vec::new(),
             msg_members: Vec::new(),
+            last_join: None,
+            ended: HashMap::new(),
         };
         r.refresh_keys(0);
         r
@@ -347,6 +371,25 @@ impl Registry {
             .valid_keys(unix_secs)
             .map(|k| RelayKeyState { key: k.clone(), mac1: v2::mac1_key(&k.public()) })
             .collect();
+    }
+
+    /// New session timing (a reload): joins from now on are told the new keepalive
+    /// interval, and expiry uses the new timeout for every session.
+    pub fn set_timeouts(&mut self, timeouts: Timeouts) {
+        self.timeouts = timeouts;
+    }
+
+    /// New join-path settings (a reload): cookie mode, timestamp window and reply budgets,
+    /// whose buckets start full.
+    pub fn set_join_settings(&mut self, join: JoinSettings, now_ms: u64) {
+        self.join_cfg = join;
+        self.limiter.set_rates(join.replies_per_sec, join.cookies_per_sec, join.replies_per_source_per_sec, now_ms);
+    }
+
+    /// The app and room of the join the last [`handle`](Self::handle) call processed, if it
+    /// was a join whose request could be read (a v2 join: once decrypted).
+    pub fn last_join(&self) -> Option<&JoinSubject> {
+        self.last_join.as_ref()
     }
 
     /// Tells the join path whether relayd is under load (its control queue backing up):
@@ -414,6 +457,7 @@ impl Registry {
         outbox: &mut Outbox,
     ) -> (Outcome, Option<usize>) {
         self.pending = None;
+        self.last_join = None;
         let (version, ty) = match proto::parse_any_header(datagram) {
             Ok((v, ty, _)) => (v, ty),
             Err(proto::Error::Version(_)) if proto::parse_header_len_ok(datagram) => {
@@ -513,6 +557,7 @@ impl Registry {
         datagram: &[u8],
         updates: &mut Vec<Update>,
     ) -> Result<(SessionId, JoinOk), Refusal> {
+        self.last_join = Some(JoinSubject { sdkappid: j.sdkappid, room: j.room.clone() });
         let req = Request {
             sdkappid: j.sdkappid,
             profile: j.profile,
@@ -608,6 +653,7 @@ impl Registry {
             Ok(p) => p,
             Err(e) => return self.answer(responder, Err(Refusal(e.code(), "malformed join")), max_len, reply),
         };
+        self.last_join = Some(JoinSubject { sdkappid: payload.sdkappid, room: payload.room.clone() });
         let req = Request {
             sdkappid: payload.sdkappid,
             profile: payload.profile,
@@ -936,8 +982,14 @@ impl Registry {
         };
         let id = SessionId(t.session);
         let Some(e) = self.sessions.get_mut(&id) else {
-            let n = JoinError::write(ErrorCode::UnknownSession, "unknown session: join again", reply, datagram.len());
-            return (Outcome::Refused(ErrorCode::UnknownSession), n);
+            let (code, detail) = match self.ended.get(&id) {
+                Some((ErrorCode::RoomDismissed, until)) if now.mono_ms < *until => {
+                    (ErrorCode::RoomDismissed, "the room was dismissed by the operator")
+                }
+                _ => (ErrorCode::UnknownSession, "unknown session: join again"),
+            };
+            let n = JoinError::write(code, detail, reply, datagram.len());
+            return (Outcome::Refused(code), n);
         };
         if !e.secrets.verify_ticket(&t) || t.counter <= e.last_counter {
             return (Outcome::Ignored, None);
@@ -976,6 +1028,7 @@ impl Registry {
         for id in &dead {
             self.remove(*id, updates);
         }
+        self.ended.retain(|_, (_, until)| now.mono_ms < *until);
         dead.len()
     }
 
@@ -998,11 +1051,22 @@ impl Registry {
         gone.len()
     }
 
-    /// Ends every session of a room (an operator's dismissal); returns how many.
-    pub fn dismiss_room(&mut self, key: &RoomKey, updates: &mut Vec<Update>) -> usize {
+    /// Ends every session of a room (an operator's dismissal, TRTC `DismissRoom`); returns
+    /// how many. For a while after, a keepalive from one of them is answered
+    /// `room_dismissed`, so its client can say why the session ended.
+    pub fn dismiss_room(&mut self, now: Now, key: &RoomKey, updates: &mut Vec<Update>) -> usize {
         let ids = self.rooms.get(key).map(|r| r.members.clone()).unwrap_or_default();
+        let until = now.mono_ms + u64::from(self.timeouts.session_secs) * 1000 + ENDED_KEEP_MS;
         for id in &ids {
             self.remove(*id, updates);
+            if self.ended.len() >= ENDED_MAX {
+                // Bounded: forget the reasons that expire first.
+                let oldest = self.ended.iter().min_by_key(|(_, (_, u))| *u).map(|(id, _)| *id);
+                if let Some(o) = oldest {
+                    self.ended.remove(&o);
+                }
+            }
+            self.ended.insert(*id, (ErrorCode::RoomDismissed, until));
         }
         ids.len()
     }

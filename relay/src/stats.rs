@@ -42,11 +42,14 @@ pub enum DropReason {
     /// and A.2: version, lengths, padding, the first packet's type, each type's structure).
     /// Dropped whole: nothing of it is routed.
     RtcpMalformed,
+    /// A datagram longer than any the relay serves (the socket backend's 2048-byte receive
+    /// buffer: the kernel reported it truncated). Counted as received, at its real length.
+    Oversized,
 }
 
 impl DropReason {
     /// Every reason, in counter-index order.
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 15] = [
         Self::Malformed,
         Self::NotRelayed,
         Self::UnknownSession,
@@ -61,6 +64,7 @@ impl DropReason {
         Self::IndexExhausted,
         Self::NoRoute,
         Self::RtcpMalformed,
+        Self::Oversized,
     ];
 
     /// The metric label.
@@ -80,6 +84,7 @@ impl DropReason {
             Self::IndexExhausted => "index_exhausted",
             Self::NoRoute => "no_route",
             Self::RtcpMalformed => "rtcp_malformed",
+            Self::Oversized => "oversized",
         }
     }
 }

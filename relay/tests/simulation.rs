@@ -1123,6 +1123,37 @@ fn a_ban_refuses_the_same_usersig_until_it_ends() {
 }
 
 #[test]
+fn a_dismissed_members_keepalive_learns_why_until_the_reason_expires() {
+    let cfg = config("");
+    let mut sim = Sim::new(&cfg, 28);
+    let p = Profile::AesCm128HmacSha1_80;
+    let mut a = sim.fake(1, "a", RoomId::Num(1), &[], p);
+    let mut other = sim.fake(2, "o", RoomId::Num(2), &[], p);
+    sim.join(&mut a).unwrap();
+    sim.join(&mut other).unwrap();
+    let room = relay::ids::RoomKey { app: relay::ids::SdkAppId::new(APP.into()).unwrap(), room: RoomId::Num(1) };
+    let mut updates = Vec::new();
+    assert_eq!(sim.node.registry.dismiss_room(sim.now, &room, &mut updates), 1);
+    let keepalive = |sim: &mut Sim, f: &mut Fake| {
+        let mut ka = [0u8; 64];
+        let n = f.client.keepalive(&mut ka).unwrap();
+        let (_, mut out) = sim.send(f.addr, &ka[..n]);
+        let mut reply = out.pop().expect("a keepalive is answered").1;
+        f.client.handle(&mut reply)
+    };
+    assert!(
+        matches!(keepalive(&mut sim, &mut a), Event::Refused { code: Some(ErrorCode::RoomDismissed), .. }),
+        "the dismissed member is told why"
+    );
+    assert_eq!(keepalive(&mut sim, &mut other), Event::KeepaliveAck, "another room is untouched");
+    // Remembered for the session timeout plus a minute, then forgotten at an expiry pass.
+    let session_ms = u64::from(cfg.timeouts.session_secs) * 1000;
+    sim.advance(session_ms + 60_000);
+    sim.node.registry.expire(sim.now, &mut updates);
+    assert!(matches!(keepalive(&mut sim, &mut a), Event::Refused { code: Some(ErrorCode::UnknownSession), .. }));
+}
+
+#[test]
 fn a_rotated_key_stays_valid_for_its_overlap_only() {
     let cfg = config("");
     let mut sim = Sim::new(&cfg, 27);

@@ -121,6 +121,10 @@ pub struct Relayd {
     pub key: RelayKey,
     /// Its stats socket.
     pub stats_socket: PathBuf,
+    /// Its config file.
+    pub config: PathBuf,
+    /// What [`Relayd::start_with`] wrote around the body (listen, socket; the key file).
+    frame: (String, String),
     _dir: TempDir,
 }
 
@@ -150,9 +154,9 @@ impl Relayd {
         } else {
             format!("\n[identity]\nkey_file = \"{}\"\n", key_file.display())
         };
-        let cfg = format!("listen = \"{addr}\"\ncontrol_socket = \"{}\"\n{body}{identity}", stats_socket.display());
+        let head = format!("listen = \"{addr}\"\ncontrol_socket = \"{}\"\n", stats_socket.display());
         let path = dir.join("relayd.toml");
-        std::fs::write(&path, cfg).unwrap();
+        std::fs::write(&path, format!("{head}{body}{identity}")).unwrap();
         let log = std::fs::File::create(dir.join("relayd.log")).unwrap();
         let mut cmd = match netns {
             Some(ns) => {
@@ -170,7 +174,15 @@ impl Relayd {
             .stderr(log)
             .spawn()
             .expect("spawn relayd");
-        let mut r = Self { child, addr, key: RelayKey([0; 32]), stats_socket, _dir: dir };
+        let mut r = Self {
+            child,
+            addr,
+            key: RelayKey([0; 32]),
+            stats_socket,
+            config: path,
+            frame: (head, identity),
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         let stats = loop {
             if let Ok(s) = relay::mgmt::read_stats(&r.stats_socket) {
@@ -216,6 +228,28 @@ impl Relayd {
     /// relayd's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self._dir.join("relayd.log")).unwrap_or_default()
+    }
+
+    /// Rewrites the config file with a new `body` (the same listen address, socket and key
+    /// file around it), for a reload; relayd itself is not told.
+    pub fn rewrite_config(&self, body: &str) {
+        let (head, tail) = &self.frame;
+        std::fs::write(&self.config, format!("{head}{body}{tail}")).expect("rewrite relayd.toml");
+    }
+
+    /// Waits until relayd's log, past its first `from` bytes, has a line containing every
+    /// one of `needles`; returns that line (or panics after `secs` with the log).
+    pub fn wait_log_line(&self, from: usize, secs: u64, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let log = self.log();
+            let found = log.get(from..).unwrap_or("").lines().find(|l| needles.iter().all(|n| l.contains(n)));
+            if let Some(l) = found {
+                return l.to_owned();
+            }
+            assert!(Instant::now() < deadline, "no log line with {needles:?} within {secs} s:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The relayd process id.

@@ -28,6 +28,9 @@ use control::store::{Actor, Store};
     about = "edgerelay management daemon: HTTPS API, push to relayd, metrics, alerts, autoblock"
 )]
 struct Cli {
+    /// Log lines as `text` or `json` (default: the config's `log_format`, else text).
+    #[arg(long, global = true)]
+    log_format: Option<relay::logging::LogFormat>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -218,18 +221,35 @@ fn cluster_key(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sets up the log: `--log-format`, else the config's `log_format` (when there is a config).
+fn init_log(flag: Option<relay::logging::LogFormat>, config: Option<&Path>) -> anyhow::Result<()> {
+    let format = match (flag, config) {
+        (Some(f), _) => f,
+        (None, Some(c)) => Config::load(c)?.log_format,
+        (None, None) => relay::logging::LogFormat::Text,
+    };
+    relay::logging::init(format, None)?;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().cmd {
-        Cmd::Serve { config } => serve(&config),
-        Cmd::BootstrapAdmin { config, label } => bootstrap(&config, &label),
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Serve { config } => {
+            init_log(cli.log_format, Some(&config))?;
+            serve(&config)
+        }
+        Cmd::BootstrapAdmin { config, label } => {
+            init_log(cli.log_format, Some(&config))?;
+            bootstrap(&config, &label)
+        }
         Cmd::ExampleConfig => {
             print!("{}", control::server::config::EXAMPLE);
             Ok(())
         }
-        Cmd::ClusterKey { out } => cluster_key(&out),
+        Cmd::ClusterKey { out } => {
+            init_log(cli.log_format, None)?;
+            cluster_key(&out)
+        }
     }
 }

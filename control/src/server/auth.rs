@@ -19,6 +19,12 @@
 //! audited with who (SecretId or `anonymous`), what (`METHOD path` and a detail), source and
 //! outcome. A successful change whose store transaction already wrote its entry is marked
 //! [`AuditedInStore`] and not written twice.
+//!
+//! Every refused call is logged once, as `API call refused`, with the structured fields
+//! `code`, `status`, `source`, `via`, `who`, `request_id`, and `app` and `room` when the
+//! path (`/v1/apps/{app}/rooms/{room}`) or a Tencent-style body (`SdkAppId`, `RoomId`) names
+//! them: never a header, a signature, a token or a body (429s go to debug, so a flood cannot
+//! flood the log).
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
@@ -66,6 +72,39 @@ pub struct Ctx {
     pub via: String,
     /// Unix seconds at arrival.
     pub now: u64,
+    /// The app the call names (path or body), for the log.
+    pub app: Option<String>,
+    /// The room the call names (path or body), for the log.
+    pub room: Option<String>,
+}
+
+/// Longest app or room quoted in a log line.
+const MAX_LOGGED_ID: usize = 64;
+
+/// The app and room a REST path names: `/v1/apps/{app}[/rooms/{room}...]`.
+fn subject_of_path(path: &str) -> (Option<String>, Option<String>) {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let after = |key: &str| segs.windows(2).find(|w| w[0] == key).map(|w| bounded(w[1], MAX_LOGGED_ID).to_owned());
+    match segs.as_slice() {
+        ["v1", "apps", ..] => (after("apps"), after("rooms")),
+        _ => (None, None),
+    }
+}
+
+/// The app and room a JSON body names (`SdkAppId`/`sdkappid`, `RoomId`/`room`): only these
+/// two values are read, never anything else of the body.
+fn subject_of_body(body: &[u8]) -> (Option<String>, Option<String>) {
+    let Ok(serde_json::Value::Object(m)) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return (None, None);
+    };
+    let text = |keys: &[&str]| {
+        keys.iter().find_map(|k| match m.get(*k)? {
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            serde_json::Value::String(s) => Some(bounded(s, MAX_LOGGED_ID).to_owned()),
+            _ => None,
+        })
+    };
+    (text(&["SdkAppId", "sdkappid"]), text(&["RoomId", "room"]))
 }
 
 impl Ctx {
@@ -195,7 +234,10 @@ pub async fn gate(State(st): State<Arc<Server>>, req: Request, next: Next) -> Re
         source_ip,
         via: format!("{method} {}", bounded(&path, MAX_AUDIT_PATH)),
         now: super::unix_now(),
+        app: None,
+        room: None,
     };
+    (ctx.app, ctx.room) = subject_of_path(&path);
     let mutating = !matches!(method, Method::GET | Method::HEAD);
     let envelope = path == "/" && method == Method::POST;
     let (resp, audited) = match admit(&st, req, &mut ctx).await {
@@ -224,6 +266,9 @@ async fn admit(st: &Arc<Server>, req: Request, ctx: &mut Ctx) -> Result<Request,
             ApiError::invalid(format!("reading the body: {e}"))
         }
     })?;
+    if ctx.app.is_none() {
+        (ctx.app, ctx.room) = subject_of_body(&bytes);
+    }
 
     let auth_value = parts.headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or(""));
     if let (Some(bearer), "/metrics") = (auth_value.and_then(|v| v.strip_prefix("Bearer ")), parts.uri.path()) {
@@ -332,6 +377,9 @@ async fn finish(st: &Arc<Server>, ctx: &Ctx, audit: bool, envelope: bool, mut re
         None if status.is_client_error() || status.is_server_error() => Some(ApiError::from_status(status)),
         None => None,
     };
+    if let Some(e) = &error {
+        log_refusal(ctx, e);
+    }
     if audit {
         let in_store = resp.extensions().get::<AuditedInStore>().is_some();
         let note = resp.extensions_mut().remove::<AuditNote>();
@@ -365,6 +413,19 @@ async fn finish(st: &Arc<Server>, ctx: &Ctx, audit: bool, envelope: bool, mut re
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
+}
+
+/// The one log line of a refused call (module doc): structured fields, no secrets.
+fn log_refusal(ctx: &Ctx, e: &ApiError) {
+    let (app, room) = (ctx.app.as_deref(), ctx.room.as_deref());
+    let status = e.status.as_u16();
+    if e.status == StatusCode::TOO_MANY_REQUESTS {
+        tracing::debug!(code = %e.code, status, source = %ctx.source_ip, via = %ctx.via, who = %ctx.who,
+            request_id = %ctx.request_id, app, room, "API call refused");
+    } else {
+        tracing::warn!(code = %e.code, status, source = %ctx.source_ip, via = %ctx.via, who = %ctx.who,
+            request_id = %ctx.request_id, app, room, reason = %bounded(&e.message, 200), "API call refused");
+    }
 }
 
 fn render_error(e: &ApiError, request_id: &str, envelope: bool) -> Response {
@@ -415,6 +476,21 @@ mod tests {
         assert!(l.check_ip(IpAddr::from([198, 18, 0, 10])).is_ok());
         assert!(l.check_key("AKIDa").is_ok());
         assert_eq!(l.check_key("AKIDa"), Err(1));
+    }
+
+    #[test]
+    fn subjects_come_from_the_path_or_the_two_body_fields_only() {
+        assert_eq!(
+            subject_of_path("/v1/apps/1400000001/rooms/s:lobby/users/bob"),
+            (Some("1400000001".into()), Some("s:lobby".into()))
+        );
+        assert_eq!(subject_of_path("/v1/apps/7"), (Some("7".into()), None));
+        assert_eq!(subject_of_path("/v1/blocklist/198.18.0.1/32"), (None, None));
+        let body = br#"{"SdkAppId":1400000001,"RoomId":42,"UserSig":"eJw-secret","SecretKey":"k"}"#;
+        assert_eq!(subject_of_body(body), (Some("1400000001".into()), Some("42".into())));
+        assert_eq!(subject_of_body(b"not json"), (None, None));
+        let long = format!(r#"{{"sdkappid":"{}"}}"#, "9".repeat(500));
+        assert_eq!(subject_of_body(long.as_bytes()).0.map(|a| a.len()), Some(MAX_LOGGED_ID));
     }
 
     #[test]

@@ -145,6 +145,10 @@ pub struct Config {
     /// runs alone on its embedded store, and nothing needs Redis.
     #[serde(default)]
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// `"text"` (default) or `"json"`: one JSON object per log line (`--log-format`
+    /// overrides it). The level is `RUST_LOG` (default `info`).
+    #[serde(default)]
+    pub log_format: relay::logging::LogFormat,
 }
 
 fn default_listen() -> SocketAddr {
@@ -251,6 +255,8 @@ relayd_socket = "/run/edgerelay/relayd.sock"
 service = "trtc"
 # Optional bearer token Prometheus can use for /metrics (>= 16 characters).
 # metrics_token = "change-me-to-a-long-random-token"
+# Log lines: "text" or "json" (one object per line; --log-format overrides). Level: RUST_LOG.
+# log_format = "text"
 
 [rate_limits]
 per_ip_per_sec = 20
@@ -340,6 +346,9 @@ mod tests {
         assert_eq!(c.autoblock, AutoblockConfig::default(), "the example documents the defaults");
         let minimal = Config::parse("state_dir = \"/tmp/x\"").unwrap();
         assert_eq!(minimal.listen.port(), 8443);
+        assert_eq!(minimal.log_format, relay::logging::LogFormat::Text);
+        let json = Config::parse("state_dir = \"/tmp/x\"\nlog_format = \"json\"").unwrap();
+        assert_eq!(json.log_format, relay::logging::LogFormat::Json);
         assert!(minimal.relayd_socket.is_none() && minimal.tls_cert.is_none());
     }
 
@@ -347,6 +356,7 @@ mod tests {
     fn bad_configs_are_refused() {
         let err = |t: &str| Config::parse(t).unwrap_err().to_string();
         assert!(err("state_dir = \"/x\"\nbogus = 1").contains("unknown field"));
+        assert!(err("state_dir = \"/x\"\nlog_format = \"xml\"").contains("unknown variant `xml`"));
         assert!(err("state_dir = \"/x\"\n[rate_limits]\nper_ip = 1").contains("unknown field"));
         assert!(err("state_dir = \"/x\"\ntls_cert = \"/c\"").contains("go together"));
         assert!(err("state_dir = \"/x\"\nservice = \"TRTC\"").contains("service"));

@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use relay::client::{write_rtp_header, Client, ClientConfig, Event, MessageStats, ReceivedMessage};
 use relay::identity::RelayKey;
 use relay::ids::{RoomId, Ssrc};
-use relay::proto::{DeclaredSsrc, StreamKind};
+use relay::proto::{DeclaredSsrc, ErrorCode, StreamKind};
 use relay::srtp::{self, Profile};
 use relay::usersig::{self, PrivilegeMap, RoomRef};
 use std::path::PathBuf;
@@ -96,9 +96,11 @@ struct JoinArgs {
     /// The app's SdkAppId.
     #[arg(long)]
     sdkappid: u64,
-    /// The user id; with --secret, a UserSig is minted locally.
-    #[arg(long, default_value = "relay-client")]
-    user: String,
+    /// The user id; with --secret, a UserSig is minted locally (default `relay-client`).
+    /// With a ready UserSig the relay takes the user from the UserSig, so a --user that
+    /// disagrees with it is warned about.
+    #[arg(long)]
+    user: Option<String>,
     /// App secret to mint the UserSig with (testing only).
     #[arg(long, env = "EDGERELAY_SECRET", conflicts_with = "usersig")]
     secret: Option<String>,
@@ -250,6 +252,9 @@ struct Report {
     session: Option<u64>,
     joined: bool,
     refused: Option<String>,
+    /// Why the relay ended the session during the run (`room_dismissed: ...`), if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ended: Option<String>,
     sent: u64,
     received: u64,
     auth_failures: u64,
@@ -395,12 +400,18 @@ fn connect(a: &JoinArgs, json: bool) -> Result<Session> {
     };
     let usersig = match (&a.usersig, &a.secret, info.as_ref().and_then(|i| i.usersig.clone())) {
         (Some(t), _, _) => t.clone(),
-        (None, Some(s), _) => usersig::mint(s.as_bytes(), a.sdkappid, &a.user, 86400, unix_now(), None),
+        (None, Some(s), _) => {
+            let user = a.user.as_deref().unwrap_or("relay-client");
+            usersig::mint(s.as_bytes(), a.sdkappid, user, 86400, unix_now(), None)
+        }
         (None, None, Some(t)) => t,
         (None, None, None) => {
             bail!("give --usersig, --relay-info with a usersig, or --secret to mint one (testing only)")
         }
     };
+    if let Some(w) = user_mismatch(a.user.as_deref(), &usersig) {
+        eprintln!("relay-client: warning: {w}");
+    }
     let room = RoomId::parse(&a.room).map_err(|e| anyhow::anyhow!("--room {:?}: {e}", a.room))?;
     let ssrc = Ssrc::new(a.ssrc.unwrap_or_else(|| random_u32() | 1)).context("--ssrc")?;
     let kind = if a.audio { StreamKind::Audio } else { StreamKind::Video };
@@ -429,6 +440,20 @@ fn connect(a: &JoinArgs, json: bool) -> Result<Session> {
         std::process::exit(2);
     }
     Ok(Session { client, sock, ssrc, report })
+}
+
+/// A warning when `--user` names someone other than the UserSig's identifier (the relay
+/// admits the UserSig's user, whatever --user says), or when the UserSig does not decode.
+fn user_mismatch(user: Option<&str>, token: &str) -> Option<String> {
+    let user = user?;
+    match usersig::decode(token) {
+        Ok(t) if t.identifier == user => None,
+        Ok(t) => Some(format!(
+            "--user {user:?} disagrees with the UserSig's identifier {:?}: the relay admits you as {:?}",
+            t.identifier, t.identifier
+        )),
+        Err(e) => Some(format!("cannot read the UserSig to compare it with --user {user:?}: {e}")),
+    }
 }
 
 /// The SRTP params JSON line (`--print-srtp-params`, `attach`): what an external SRTP tool
@@ -494,6 +519,9 @@ fn attach(a: AttachArgs) -> Result<()> {
         if let Ok(n) = hold.recv(&mut buf) {
             match client.handle(&mut buf[..n]) {
                 Event::KeepaliveAck => unanswered = 0,
+                Event::Refused { code: Some(ErrorCode::RoomDismissed), detail } => {
+                    bail!("the room was dismissed (room_dismissed: {detail}); the session has ended")
+                }
                 Event::Refused { code, detail } => {
                     bail!("the relay ended the session: {}: {detail}", code.map_or("unknown", |c| c.name()))
                 }
@@ -528,7 +556,8 @@ fn run(a: RunArgs) -> Result<()> {
     // Past --duration, wait a little for the acks of reliable messages.
     let linger = start + Duration::from_secs_f64(a.duration) + Duration::from_secs(3);
     let now_ms = |t: Instant| t.duration_since(start).as_millis() as u64;
-    while Instant::now() < end || (client.pending_messages() > 0 && Instant::now() < linger) {
+    while report.ended.is_none() && (Instant::now() < end || (client.pending_messages() > 0 && Instant::now() < linger))
+    {
         let now = Instant::now();
         if now >= next_message {
             if let Some((cmd, text)) = to_send.next() {
@@ -586,6 +615,9 @@ fn run(a: RunArgs) -> Result<()> {
                         s.last_index = s.last_index.max(index);
                     }
                 }
+                Event::Refused { code: Some(code @ ErrorCode::RoomDismissed), detail } => {
+                    report.ended = Some(format!("{}: {detail}", code.name()));
+                }
                 Event::MediaError(srtp::Error::AuthFailed) => report.auth_failures += 1,
                 Event::MediaError(srtp::Error::Replayed | srtp::Error::TooOld) => report.replays += 1,
                 Event::MediaError(_) => report.other_errors += 1,
@@ -595,8 +627,10 @@ fn run(a: RunArgs) -> Result<()> {
         }
     }
     report.message_stats = client.message_stats();
-    let n = client.leave(&mut buf)?;
-    let _ = sock.send(&buf[..n]);
+    if report.ended.is_none() {
+        let n = client.leave(&mut buf)?;
+        let _ = sock.send(&buf[..n]);
+    }
     for s in report.streams.values_mut() {
         if let Some(f) = s.first_index {
             s.lost = (s.last_index - f + 1).saturating_sub(s.received);
@@ -606,6 +640,9 @@ fn run(a: RunArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!("session {:016x}: sent {}, received {}", report.session.unwrap_or(0), report.sent, report.received);
+        if let Some(why) = &report.ended {
+            println!("the relay ended the session: {why}");
+        }
         for (ssrc, s) in &report.streams {
             println!("  from SSRC {ssrc:#010x}: received {}, lost {}, duplicates {}", s.received, s.lost, s.duplicates);
         }

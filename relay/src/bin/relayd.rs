@@ -14,16 +14,20 @@ use relay::prefix::Prefix;
 use relay::registry::Registry;
 use relay::stats::Snapshot;
 
-const EXAMPLE_CONFIG: &str = r#"# relayd.toml
+/// The example config; `{WHO}`, `{SOCKET}` and `{KEY}` are filled in for the user who asks
+/// ([`example_config`]).
+const EXAMPLE_CONFIG: &str = r#"# relayd.toml ({WHO})
 listen = "0.0.0.0:7000"        # UDP port for media (SRTP) and control (join/keepalive)
 workers = 2                    # one SO_REUSEPORT socket + pinned thread each; default: cores
-control_socket = "/run/edgerelay/relayd.sock"   # for `relayd stats`, `relayd ctl`, relay-control
+control_socket = "{SOCKET}"   # for `relayd stats`, `relayd ctl`, relay-control; relative = next to this file
 # control_users = ["edgerelay-control"]         # may use the socket besides root and relayd's user
 # backend = "xdp"              # XDP filter + AF_XDP (root); listen must be the interface's address
 # user = "nobody"              # drop to this user after setup (no capabilities kept)
+# log_level = "info"           # or e.g. "relay=debug,info"; RUST_LOG wins at start; changes on reload
+# log_format = "text"          # or "json": one object per line (restart to change)
 
 [identity]
-key_file = "/var/lib/edgerelay/relay.key"   # X25519 key, created (0600) on first start; `relayd key show`
+key_file = "{KEY}"   # X25519 key, created (0600) on first start; `relayd key show`
 
 [join]                         # defences of the join path
 cookies = "auto"               # auto: joins echo an address cookie while the control queue backs up; always
@@ -72,13 +76,46 @@ relayd ctl set-limits --pps-rate 5000 --pps-burst 10000 --join-rate 20 --join-bu
 relayd example-config > relayd.toml\n  \
 relayd key show --config relayd.toml          # the public key clients join to (--relay-key)\n  \
 relayd ctl rotate-key --overlap-secs 86400    # new key; the old one is accepted for a day\n  \
-relayd run --config relayd.toml --backend xdp --iface eth0     # kernel-bypass data plane (root)\n\n\
-Logging: RUST_LOG=relay=debug shows refused joins."
+relayd run --config relayd.toml --backend xdp --iface eth0     # kernel-bypass data plane (root)\n  \
+relayd ctl --config relayd.toml reload       # or: kill -HUP <pid>; re-reads the file, applies what can change live\n\n\
+Logging: log_level in relayd.toml (or RUST_LOG, which wins at start) = \"relay=debug\" shows refused \
+joins, each with app, room, code and source; log_format = \"json\" (or --log-format json) writes JSON lines."
 )]
 struct Cli {
+    /// Log lines as `text` or `json` (default: `log_format` from the config, else text).
+    #[arg(long, global = true)]
+    log_format: Option<relay::logging::LogFormat>,
     #[command(subcommand)]
     cmd: Cmd,
 }
+
+/// Where `stats` and `ctl` find relayd's management socket.
+#[derive(clap::Args)]
+struct SocketArgs {
+    /// The control socket path (default: `control_socket` of --config, else
+    /// /run/edgerelay/relayd.sock).
+    #[arg(short, long)]
+    socket: Option<PathBuf>,
+    /// Read the socket path from this config's `control_socket`.
+    #[arg(short, long, conflicts_with = "socket")]
+    config: Option<PathBuf>,
+}
+
+impl SocketArgs {
+    fn path(&self) -> Result<PathBuf> {
+        match (&self.socket, &self.config) {
+            (Some(s), _) => Ok(s.clone()),
+            (None, Some(c)) => Config::load(c)
+                .with_context(|| format!("loading {}", c.display()))?
+                .control_socket
+                .with_context(|| format!("{} sets no control_socket", c.display())),
+            (None, None) => Ok(PathBuf::from(DEFAULT_SOCKET)),
+        }
+    }
+}
+
+/// The management socket of a root relayd started with the example config.
+const DEFAULT_SOCKET: &str = "/run/edgerelay/relayd.sock";
 
 #[derive(Subcommand)]
 enum Cmd {
@@ -100,7 +137,8 @@ enum Cmd {
         #[arg(long)]
         iface: Option<String>,
     },
-    /// Validate a config file and print what it would run.
+    /// Validate a config file, check that this user could start it (the control socket and
+    /// key file can be created), and print what it would run.
     Check {
         /// The TOML config.
         #[arg(short, long)]
@@ -108,9 +146,8 @@ enum Cmd {
     },
     /// Print a running relayd's counters (from its `control_socket`).
     Stats {
-        /// The control socket path from the config.
-        #[arg(short, long, default_value = "/run/edgerelay/relayd.sock")]
-        socket: PathBuf,
+        #[command(flatten)]
+        socket: SocketArgs,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -118,9 +155,8 @@ enum Cmd {
     /// Act on a running relayd through its management socket (root, relayd's user, or a
     /// `control_users` member).
     Ctl {
-        /// The control socket path from the config.
-        #[arg(short, long, default_value = "/run/edgerelay/relayd.sock")]
-        socket: PathBuf,
+        #[command(flatten)]
+        socket: SocketArgs,
         /// Print relayd's JSON answer instead of text.
         #[arg(long)]
         json: bool,
@@ -132,7 +168,9 @@ enum Cmd {
         #[command(subcommand)]
         action: KeyAction,
     },
-    /// Print an annotated example config.
+    /// Print an annotated example config. Run as root, its control socket and key file are
+    /// under /run/edgerelay and /var/lib/edgerelay; run as another user, next to the config
+    /// file, so `relayd run` works as that user too.
     ExampleConfig,
 }
 
@@ -242,6 +280,10 @@ enum CtlAction {
         #[arg(long)]
         port_max: Option<u16>,
     },
+    /// Re-read relayd.toml and apply what can change live (apps, quotas, timeouts, [join],
+    /// log_level, control_users, [xdp] rates), as SIGHUP does; live sessions keep flowing.
+    /// Prints what was applied and what needs a restart; an invalid file changes nothing.
+    Reload,
     /// List the sources the kernel dropped most packets from (XDP backend).
     Offenders {
         /// At most this many (default 256).
@@ -251,15 +293,23 @@ enum CtlAction {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match Cli::parse().cmd {
-        Cmd::Run { config, listen, workers, backend, iface } => run(config, listen, workers, backend, iface),
+    let cli = Cli::parse();
+    if let Cmd::Run { config, listen, workers, backend, iface } = cli.cmd {
+        let overrides = Overrides { listen, workers, backend, iface };
+        return run(config, overrides, cli.log_format);
+    }
+    relay::logging::init(cli.log_format.unwrap_or_default(), None)?;
+    match cli.cmd {
+        Cmd::Run { .. } => unreachable!("handled above"),
         Cmd::Check { config } => {
             let v = load(&config)?;
+            let problems = relay::io::runtime::preflight(&v);
+            if !problems.is_empty() {
+                for p in &problems {
+                    eprintln!("error: {p}");
+                }
+                anyhow::bail!("{} cannot start as this user (uid {}): {}", config.display(), sys::euid(), problems[0]);
+            }
             println!("config OK: listen {} with {} worker(s)", v.listen, v.workers);
             for a in &v.apps {
                 let profiles: Vec<_> = a.profiles.iter().map(|p| p.name()).collect();
@@ -276,6 +326,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Stats { socket, json } => {
+            let socket = socket.path()?;
             let s = read_stats(&socket).with_context(|| {
                 format!("cannot read stats from {} (is relayd running with control_socket set?)", socket.display())
             })?;
@@ -286,13 +337,23 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Ctl { socket, json, action } => ctl(&socket, json, action),
+        Cmd::Ctl { socket, json, action } => ctl(&socket.path()?, json, action),
         Cmd::Key { action } => key(action),
         Cmd::ExampleConfig => {
-            print!("{EXAMPLE_CONFIG}");
+            print!("{}", example_config(sys::is_root()));
             Ok(())
         }
     }
+}
+
+/// The example config for root (system paths) or another user (paths next to the file).
+fn example_config(root: bool) -> String {
+    let (who, socket, key) = if root {
+        ("for root", DEFAULT_SOCKET, relay::config::DEFAULT_KEY_FILE)
+    } else {
+        ("for an unprivileged user: socket and key next to this file", "relayd.sock", "relay.key")
+    };
+    EXAMPLE_CONFIG.replace("{WHO}", who).replace("{SOCKET}", socket).replace("{KEY}", key)
 }
 
 fn key(action: KeyAction) -> Result<()> {
@@ -308,7 +369,7 @@ fn key(action: KeyAction) -> Result<()> {
                     KeyInfo::of(&id)
                 }
                 (None, socket) => {
-                    let socket = socket.unwrap_or_else(|| PathBuf::from("/run/edgerelay/relayd.sock"));
+                    let socket = socket.unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
                     relay::mgmt::Client::connect(&socket, std::time::Duration::from_secs(5))
                         .with_context(|| format!("connecting to relayd at {}", socket.display()))?
                         .key(None)
@@ -390,6 +451,7 @@ fn ctl(socket: &std::path::Path, json: bool, action: CtlAction) -> Result<()> {
             })
         }
         CtlAction::Offenders { limit } => Request::Offenders { limit },
+        CtlAction::Reload => Request::Reload {},
     };
     let answer = client.call(&req).with_context(talking)?;
     if json {
@@ -444,6 +506,19 @@ fn ctl(socket: &std::path::Path, json: bool, action: CtlAction) -> Result<()> {
             }
         },
         Answer::Key(k) => print_key(&mut t, &k),
+        Answer::Reloaded(r) => {
+            let list = |v: &[String]| if v.is_empty() { "nothing".to_owned() } else { v.join(", ") };
+            let _ = writeln!(t, "reloaded: applied {}", list(&r.applied));
+            if !r.needs_restart.is_empty() {
+                let _ = writeln!(t, "needs restart (running values kept): {}", r.needs_restart.join(", "));
+            }
+            for n in &r.not_applied {
+                let _ = writeln!(t, "not applied: {n}");
+            }
+            if r.sessions_ended > 0 {
+                let _ = writeln!(t, "{} session(s) of removed apps ended", r.sessions_ended);
+            }
+        }
         Answer::Done | Answer::Stats(_) => {
             let _ = writeln!(t, "ok");
         }
@@ -452,33 +527,51 @@ fn ctl(socket: &std::path::Path, json: bool, action: CtlAction) -> Result<()> {
     Ok(())
 }
 
-fn run(
-    config: PathBuf,
+/// `relayd run`'s command-line overrides of the config, applied at start and at every
+/// reload (so a reload never reports them as changes).
+#[derive(Clone)]
+struct Overrides {
     listen: Option<std::net::SocketAddr>,
     workers: Option<usize>,
     backend: Option<relay::config::Backend>,
     iface: Option<String>,
-) -> Result<()> {
-    let mut cfg = load(&config).with_context(|| format!("loading {}", config.display()))?;
-    if let Some(l) = listen {
+}
+
+/// Loads `config` and applies `o`.
+fn load_with(config: &std::path::Path, o: &Overrides) -> Result<relay::config::Validated> {
+    let mut cfg = load(config).with_context(|| format!("loading {}", config.display()))?;
+    if let Some(l) = o.listen {
         cfg.listen = l;
     }
-    if let Some(w) = workers {
+    if let Some(w) = o.workers {
         anyhow::ensure!((1..=relay::config::MAX_WORKERS).contains(&w), "--workers must be 1..=256");
         cfg.workers = w;
     }
-    if let Some(b) = backend {
+    if let Some(b) = o.backend {
         cfg.backend = b;
     }
-    if let Some(i) = iface {
+    if let Some(i) = &o.iface {
         match cfg.xdp.as_mut() {
-            Some(x) => x.iface = i,
+            Some(x) => x.iface.clone_from(i),
             None => {
                 cfg.xdp = Some(toml::from_str(&format!("iface = {i:?}")).context("--iface")?);
             }
         }
     }
     cfg.check_backend()?;
+    Ok(cfg)
+}
+
+fn run(config: PathBuf, overrides: Overrides, log_format: Option<relay::logging::LogFormat>) -> Result<()> {
+    let cfg = load_with(&config, &overrides)?;
+    let log = relay::logging::init(log_format.unwrap_or(cfg.log_format), Some(&cfg.log_level))?;
+    if log.level_from_env() {
+        tracing::info!(rust_log = ?std::env::var("RUST_LOG").ok(), "RUST_LOG sets the log level (log_level applies on reload)");
+    }
+    // The start-up failures a user can fix, named before anything is bound.
+    if let Some(p) = relay::io::runtime::preflight(&cfg).into_iter().next() {
+        anyhow::bail!("{p}");
+    }
     let (identity, created) =
         Identity::load_or_generate(&cfg.key_file).context("loading the relay's static key ([identity] key_file)")?;
     if created {
@@ -486,8 +579,14 @@ fn run(
     }
     tracing::info!(key = %identity.current.public(), previous = ?identity.previous.as_ref().map(|(k, _)| k.public()), "relay key");
     let shutdown = sys::shutdown_flag().context("installing signal handlers")?;
+    let reloader = relay::io::runtime::Reloader {
+        signal: sys::reload_flag().context("installing the SIGHUP handler")?,
+        load: Box::new(move || load_with(&config, &overrides).map_err(|e| format!("{e:#}"))),
+        set_log_level: Box::new(move |level| log.set_level(level).map_err(|e| e.to_string())),
+    };
     let registry = Registry::with_identity(&cfg, identity, Box::new(relay::handshake::KeyPair::generate));
-    let relay = Relay::start(&cfg, registry, shutdown).with_context(|| format!("starting relay on {}", cfg.listen))?;
+    let relay = Relay::start(&cfg, registry, shutdown, Some(reloader))
+        .with_context(|| format!("starting relay on {}", cfg.listen))?;
     if let Some(user) = &cfg.user {
         sys::drop_privileges(user).with_context(|| format!("switching to user {user}"))?;
         tracing::info!(

@@ -16,7 +16,7 @@ use crate::mgmt::{
     room_text, Answer, BlockInfo, KeyInfo, MemberInfo, Offender, RefusalCode, Request, Response, RoomInfo,
     OFFENDERS_DEFAULT_LIMIT, ROOMS_DEFAULT_LIMIT, ROOMS_MAX_LIMIT,
 };
-use crate::registry::{Registry, Update};
+use crate::registry::{Now, Registry, Update};
 use crate::usersig::PrivilegeMap as P;
 
 use super::xdp::{FilterConfig, XdpFilter};
@@ -36,6 +36,8 @@ pub struct Managed<'a> {
     pub local_addr: std::net::SocketAddr,
     /// Where the relay's static keys are saved (a rotation writes it before answering).
     pub key_file: Option<&'a std::path::Path>,
+    /// The time.
+    pub now: Now,
 }
 
 fn invalid(msg: impl Into<String>) -> Response {
@@ -55,10 +57,12 @@ fn room_key(sdkappid: u64, room: &str) -> Result<RoomKey, String> {
 /// Runs one command (anything but `stats`); the updates it causes go into `updates`.
 pub fn execute(req: Request, m: Managed<'_>, updates: &mut Vec<Update>) -> Response {
     match req {
-        Request::Stats {} => Response::refused(RefusalCode::BadRequest, "stats is answered by the control thread"),
+        Request::Stats {} | Request::Reload {} => {
+            Response::refused(RefusalCode::BadRequest, "stats and reload are answered by the control thread")
+        }
         Request::DismissRoom { sdkappid, room } => match room_key(sdkappid, &room) {
             Ok(k) => {
-                let n = m.registry.dismiss_room(&k, updates);
+                let n = m.registry.dismiss_room(m.now, &k, updates);
                 tracing::info!(room = %k, sessions = n, "room dismissed by the operator");
                 Response::Ok(Answer::Removed(n as u64))
             }
@@ -232,6 +236,21 @@ pub fn current_limits(filter: Option<&XdpFilter>, configured: Limits) -> Limits 
             configured
         }
     }
+}
+
+/// Writes the `[xdp]` per-source rates and the control budget of `x` into the kernel's
+/// `config` map (a reload), keeping its port range.
+pub fn apply_xdp_rates(f: &mut XdpFilter, x: &crate::config::XdpSettings) -> Result<(), super::xdp::Error> {
+    let current = f.config()?;
+    f.set_config(FilterConfig {
+        join_rate_per_sec: x.join_rate_per_sec,
+        join_burst: x.join_burst,
+        pps_rate_per_sec: x.pps_rate_per_sec,
+        pps_burst: x.pps_burst,
+        control_rate_per_sec: x.control_budget_per_sec,
+        control_burst: x.control_budget_burst,
+        ..current
+    })
 }
 
 fn set_limits(m: Managed<'_>, l: Limits) -> Response {

@@ -11,6 +11,14 @@
 //!
 //! It serves the optional management socket ([`MgmtServer`]) on the same poll, running
 //! each request through [`super::commands`] between control datagrams.
+//!
+//! **Reload** (SIGHUP, or the `reload` request): the [`Reloader`] re-reads the file; an
+//! invalid one changes nothing and the reason is logged and answered. Otherwise the keys that
+//! can change live (apps, quotas, timeouts, `[join]`, the log level, `control_users`, the
+//! `[xdp]` rates) are applied between control datagrams, like any other registry change, so
+//! live sessions keep flowing; changed keys that need a restart are reported, never
+//! silently ignored. Once relay-control has pushed the app set, its pushes own the apps and
+//! a reload reports the file's `[[app]]` changes as not applied.
 #![forbid(unsafe_code)]
 
 use std::io;
@@ -27,16 +35,34 @@ use super::mgmt_server::Server as MgmtServer;
 use super::netlink::RouteSocket;
 use super::worker::{mono_ms, now, sum_counters, ControlIn, WorkerMsg, REPLY_MAX};
 use super::xdp::XdpFilter;
+use crate::config::Validated;
 use crate::ids::SessionId;
 use crate::limits::Limits;
 use crate::messages::{Outbox, TICK_MS};
-use crate::mgmt::{Answer, Request, Response};
+use crate::mgmt::{Answer, RefusalCode, ReloadReport, Request, Response};
 use crate::proto::ErrorCode;
-use crate::registry::{Outcome, Registry, Update};
+use crate::registry::{JoinSubject, Outcome, Registry, Update};
 use crate::stats::{DropReason, Snapshot, WorkerCounters};
 
 /// How often the control thread deletes expired blocklist entries.
 const BLOCKLIST_PURGE_MS: u64 = 60_000;
+
+/// Reads and validates the config file again, or says why it cannot.
+pub type LoadConfig = Box<dyn FnMut() -> Result<Validated, String> + Send>;
+
+/// Makes a level directive the log's filter, or says why it cannot.
+pub type SetLogLevel = Box<dyn FnMut(&str) -> Result<(), String> + Send>;
+
+/// How the control thread reloads the config: on SIGHUP or a `reload` request.
+pub struct Reloader {
+    /// Set by SIGHUP ([`super::sys::reload_flag`]); the control thread clears it and reloads.
+    pub signal: &'static AtomicBool,
+    /// Reads and validates the file again, with the command line's overrides applied as at
+    /// start-up, or says why it cannot.
+    pub load: LoadConfig,
+    /// Makes a level directive (validated by the config) the log's filter.
+    pub set_log_level: SetLogLevel,
+}
 
 /// The control thread's state.
 pub struct Control {
@@ -72,6 +98,15 @@ pub struct Control {
     pub stop: Arc<AtomicBool>,
     /// Set by a signal.
     pub shutdown: &'static AtomicBool,
+    /// The config in force (what a reload compares the file with).
+    pub running: Validated,
+    /// Re-reads the config (relayd); `None` when there is no file to reload.
+    pub reloader: Option<Reloader>,
+    /// relay-control pushed the app set since start: its pushes own the apps from then on.
+    pub apps_pushed: bool,
+    /// New `control_users` uids from a reload, for the management server once it is back
+    /// from handling the request that asked for it.
+    pub new_allowed: Option<Vec<u32>>,
 }
 
 impl Control {
@@ -115,7 +150,7 @@ impl Control {
                 let mut reply = [0u8; REPLY_MAX];
                 let (outcome, mut n) =
                     self.registry.handle(now, m.src, &m.data[..m.len], &mut reply, &mut updates, &mut outbox);
-                log_outcome(m.src, outcome);
+                log_outcome(m.src, outcome, self.registry.last_join());
                 if outcome == Outcome::Ignored {
                     self.own.count_drop(DropReason::ControlRejected);
                 }
@@ -160,6 +195,16 @@ impl Control {
                 }
                 self.broadcast_all(&mut updates, &mut wake);
             }
+            if self.reloader.as_ref().is_some_and(|r| r.signal.swap(false, Relaxed)) {
+                match self.reload(&mut wake) {
+                    Ok(r) => tracing::info!(
+                        applied = ?r.applied, needs_restart = ?r.needs_restart, not_applied = ?r.not_applied,
+                        sessions_ended = r.sessions_ended, "config reloaded (SIGHUP)"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "config reload (SIGHUP) refused; nothing changed"),
+                }
+                self.apply_new_allowed();
+            }
             if now.mono_ms >= last_purge + BLOCKLIST_PURGE_MS {
                 last_purge = now.mono_ms;
                 if let Some((f, _)) = self.filter.as_mut() {
@@ -176,6 +221,7 @@ impl Control {
                     }
                 }
                 self.mgmt = Some(server);
+                self.apply_new_allowed();
                 self.wake_workers(&mut wake);
             }
         }
@@ -296,10 +342,100 @@ impl Control {
         s
     }
 
+    fn apply_new_allowed(&mut self) {
+        if let (Some(uids), Some(server)) = (self.new_allowed.as_ref(), self.mgmt.as_mut()) {
+            server.set_allowed(uids.clone());
+            self.new_allowed = None;
+        }
+    }
+
+    /// Re-reads the config and applies what can change live (module doc). An error means
+    /// nothing changed.
+    fn reload(&mut self, wake: &mut [bool]) -> Result<ReloadReport, String> {
+        let Some(r) = self.reloader.as_mut() else {
+            return Err("this relay was started without a config file: nothing to reload".into());
+        };
+        let new = (r.load)()?;
+        let changes = self.running.changes_to(&new);
+        let mut report = ReloadReport { needs_restart: changes.restart, ..ReloadReport::default() };
+        let changed = |key: &str| changes.live.iter().any(|k| k == key);
+        let xdp_changed = changes.live.iter().any(|k| k.starts_with("xdp."));
+        // What can fail goes first, so a failure leaves everything as it was.
+        if xdp_changed {
+            if let (Some((f, _)), Some(x)) = (self.filter.as_mut(), new.xdp.as_ref()) {
+                commands::apply_xdp_rates(f, x).map_err(|e| format!("cannot write the XDP rates: {e}"))?;
+            }
+        }
+        let mut next = self.running.with_live_settings_of(&new);
+        if changed("log_level") {
+            match (r.set_log_level)(&new.log_level) {
+                Ok(()) => report.applied.push("log_level".into()),
+                Err(e) => {
+                    report.not_applied.push(format!("log_level: {e}"));
+                    next.log_level = self.running.log_level.clone();
+                }
+            }
+        }
+        let mut updates = Vec::new();
+        if changed("app") {
+            if self.apps_pushed {
+                report.not_applied.push(
+                    "app: relay-control pushed the app set since relayd started, and its pushes own the apps".into(),
+                );
+                next.apps = self.running.apps.clone();
+            } else {
+                report.sessions_ended = self.registry.set_apps(new.apps.clone(), &mut updates) as u64;
+                report.applied.push("app".into());
+            }
+        }
+        let now = now(self.epoch);
+        if changed("timeouts") {
+            self.registry.set_timeouts(new.timeouts);
+            report.applied.push("timeouts".into());
+        }
+        if changed("join") {
+            self.registry.set_join_settings(new.join, now.mono_ms);
+            report.applied.push("join".into());
+        }
+        if changed("control_users") {
+            self.new_allowed = Some(new.control_uids.clone());
+            report.applied.push("control_users".into());
+        }
+        if xdp_changed {
+            if let Some(x) = &new.xdp {
+                let u32_of = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+                self.limits.pps_rate_per_sec = u32_of(x.pps_rate_per_sec);
+                self.limits.pps_burst = u32_of(x.pps_burst);
+                self.limits.join_rate_per_sec = u32_of(x.join_rate_per_sec);
+                self.limits.join_burst = u32_of(x.join_burst);
+            }
+            report.applied.extend(changes.live.iter().filter(|k| k.starts_with("xdp.")).cloned());
+        }
+        // Reported in the file's order of keys, whatever order they were applied in.
+        report.applied.sort_by_key(|k| changes.live.iter().position(|l| l == k));
+        self.running = next;
+        self.broadcast_all(&mut updates, wake);
+        Ok(report)
+    }
+
     fn execute(&mut self, req: Request, wake: &mut [bool]) -> Response {
         let mut updates = Vec::new();
+        let pushes_apps = matches!(req, Request::SetApps { .. });
         let resp = match req {
             Request::Stats {} => Response::Ok(Answer::Stats(Box::new(self.snapshot()))),
+            Request::Reload {} => match self.reload(wake) {
+                Ok(r) => {
+                    tracing::info!(
+                        applied = ?r.applied, needs_restart = ?r.needs_restart, not_applied = ?r.not_applied,
+                        sessions_ended = r.sessions_ended, "config reloaded (reload request)"
+                    );
+                    Response::Ok(Answer::Reloaded(r))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "config reload refused; nothing changed");
+                    Response::refused(RefusalCode::Invalid, e)
+                }
+            },
             req => {
                 let m = Managed {
                     registry: &mut self.registry,
@@ -307,20 +443,33 @@ impl Control {
                     limits: &mut self.limits,
                     local_addr: self.local_addr,
                     key_file: self.key_file.as_deref(),
+                    now: now(self.epoch),
                 };
                 commands::execute(req, m, &mut updates)
             }
         };
+        if pushes_apps && resp.is_ok() {
+            self.apps_pushed = true;
+        }
         self.broadcast_all(&mut updates, wake);
         resp
     }
 }
 
-fn log_outcome(src: SocketAddr, o: Outcome) {
+/// One line per join outcome and session end. A refused join names its app, room, code and
+/// source as fields (never the UserSig or PrivateMapKey); when the request could not be read
+/// (malformed, or a keepalive for an unknown session) app and room are absent.
+fn log_outcome(src: SocketAddr, o: Outcome, join: Option<&JoinSubject>) {
+    let app = join.map(|j| j.sdkappid);
+    let room = join.map(|j| crate::mgmt::room_text(&j.room));
     match o {
-        Outcome::Joined(id) => tracing::info!(%src, session = %id, "join accepted"),
-        Outcome::Left(id) => tracing::info!(%src, session = %id, "session left"),
-        Outcome::Refused(code) => tracing::debug!(%src, code = code.name(), "join refused"),
+        Outcome::Joined(id) => {
+            tracing::info!(source = %src, app, room = room.as_deref(), session = %id, "join accepted")
+        }
+        Outcome::Left(id) => tracing::info!(source = %src, session = %id, "session left"),
+        Outcome::Refused(code) => {
+            tracing::debug!(source = %src, app, room = room.as_deref(), code = code.name(), "join refused")
+        }
         Outcome::AddressChanged(id) => tracing::info!(%src, session = %id, "keepalive from a new address"),
         Outcome::KeptAlive(_) | Outcome::CookieSent | Outcome::Message(_) | Outcome::Ignored => {}
     }

@@ -23,6 +23,11 @@ use mio::{Interest, Token};
 
 use crate::mgmt::{RefusalCode, Request, Response, MAX_CONNECTIONS, MAX_REQUEST};
 
+/// What to do when the management socket's path may not be created.
+pub(crate) const SOCKET_HINT: &str = "; run relayd as root, or set control_socket to a path this user may create \
+(a relative path is relative to the config file, e.g. control_socket = \"relayd.sock\"; \
+`relayd example-config` run as this user writes such paths)";
+
 /// The listener and its connections, driven by the control thread's poll.
 pub(crate) struct Server {
     listener: mio::net::UnixListener,
@@ -64,15 +69,26 @@ impl Server {
                 format!("{} is in use by a running relayd", path.display()),
             ));
         }
+        let named = |what: &str, e: io::Error| {
+            let hint = if e.kind() == io::ErrorKind::PermissionDenied { SOCKET_HINT } else { "" };
+            io::Error::new(e.kind(), format!("control_socket {}: {what}: {e}{hint}", path.display()))
+        };
         let _ = std::fs::remove_file(path);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| named(&format!("cannot create {}", dir.display()), e))?;
         }
-        let mut listener = mio::net::UnixListener::bind(path)?;
+        let mut listener = mio::net::UnixListener::bind(path).map_err(|e| named("cannot bind", e))?;
         // Anyone may connect; SO_PEERCRED decides who is served (module doc).
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+            .map_err(|e| named("cannot make it mode 0666", e))?;
         registry.register(&mut listener, listen_token, Interest::READABLE)?;
         Ok(Self { listener, conns: (0..MAX_CONNECTIONS).map(|_| None).collect(), allowed, listen_token, first_conn })
+    }
+
+    /// Replaces the uids allowed besides root and relayd's own (a reload of `control_users`);
+    /// open connections stay, new ones are checked against the new list.
+    pub fn set_allowed(&mut self, allowed: Vec<u32>) {
+        self.allowed = allowed;
     }
 
     /// Whether `token` belongs to this server.

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use mio::{Poll, Token, Waker};
 
 use super::control::Control;
+pub use super::control::Reloader;
 use super::mgmt_server::Server as MgmtServer;
 use super::socket::Worker;
 use super::sys;
@@ -53,8 +54,14 @@ pub struct Relay {
 
 impl Relay {
     /// Binds the sockets (or attaches XDP and opens AF_XDP sockets) and starts the threads.
-    /// `shutdown` is polled by every loop.
-    pub fn start(cfg: &Validated, registry: Registry, shutdown: &'static AtomicBool) -> io::Result<Self> {
+    /// `shutdown` is polled by every loop; `reloader`, if given, lets SIGHUP and the
+    /// `reload` request re-read the config.
+    pub fn start(
+        cfg: &Validated,
+        registry: Registry,
+        shutdown: &'static AtomicBool,
+        reloader: Option<Reloader>,
+    ) -> io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let epoch = Instant::now();
         let (ctl_tx, ctl_rx) = crossbeam_channel::bounded::<ControlIn>(CONTROL_QUEUE);
@@ -149,6 +156,10 @@ impl Relay {
             epoch,
             stop: stop.clone(),
             shutdown,
+            running: cfg.clone(),
+            reloader,
+            apps_pushed: false,
+            new_allowed: None,
         };
         threads.push(std::thread::Builder::new().name("relay-control".into()).spawn(move || ctl.run())?);
         Ok(Self { threads, counters, workers, epoch, local_addr, stop, control_socket: cfg.control_socket.clone() })
@@ -181,6 +192,55 @@ impl Relay {
             std::thread::sleep(Duration::from_millis(50));
         }
         self.stop();
+    }
+}
+
+/// What would stop relayd from starting with `cfg` as the current user, found without
+/// creating or binding anything (`relayd check`, and `relayd run` before it starts): the
+/// management socket's directory and the key file must be creatable (or the key file
+/// readable). Each problem names the config key, the path and the fix.
+pub fn preflight(cfg: &Validated) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(p) = &cfg.control_socket {
+        if let Err(e) = may_create("control_socket", p, super::mgmt_server::SOCKET_HINT) {
+            problems.push(e);
+        }
+    }
+    let key_hint = "; run relayd as root, or set [identity] key_file to a path this user may create \
+(a relative path is relative to the config file, e.g. key_file = \"relay.key\")";
+    if cfg.key_file.exists() {
+        if let Err(e) = std::fs::File::open(&cfg.key_file) {
+            let hint = if e.kind() == io::ErrorKind::PermissionDenied { key_hint } else { "" };
+            problems.push(format!("[identity] key_file {}: cannot read it: {e}{hint}", cfg.key_file.display()));
+        }
+    } else if let Err(e) = may_create("[identity] key_file", &cfg.key_file, key_hint) {
+        problems.push(e);
+    }
+    problems
+}
+
+/// Checks that the current user may create `path`: the nearest existing ancestor of its
+/// directory must be a directory this user may write (the directories in between are
+/// created at start).
+fn may_create(key: &str, path: &std::path::Path, hint: &str) -> Result<(), String> {
+    use std::path::Path;
+    let parent = |p: &Path| p.parent().filter(|d| !d.as_os_str().is_empty()).map(Path::to_owned);
+    let mut existing = parent(path).unwrap_or_else(|| PathBuf::from("."));
+    while !existing.exists() {
+        existing = parent(&existing).unwrap_or_else(|| PathBuf::from("."));
+    }
+    if !existing.is_dir() {
+        return Err(format!("{key} {}: {} is not a directory", path.display(), existing.display()));
+    }
+    match sys::may_create_in(&existing) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!(
+            "{key} {}: uid {} may not create it ({} is not writable for this user){hint}",
+            path.display(),
+            sys::euid(),
+            existing.display()
+        )),
+        Err(e) => Err(format!("{key} {}: checking {}: {e}", path.display(), existing.display())),
     }
 }
 

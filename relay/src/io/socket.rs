@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use mio::{Events, Interest, Token};
 
-use super::sys::{RecvBatch, SendBatch, SockAddr};
+use super::sys::{Received, RecvBatch, SendBatch, SockAddr};
 use super::worker::{enqueue_control, mono_ms, WorkerCore, WorkerMsg};
 use crate::engine::{Engine, TxSink};
 use crate::proto::{self, Demux};
@@ -151,9 +151,20 @@ impl Worker {
         let counters = self.core.counters.clone();
         let mut wake_control = false;
         for i in 0..n {
-            let Some((src, data)) = rx.get(i) else {
-                counters.count_drop(DropReason::Malformed);
-                continue;
+            let (src, data) = match rx.get(i) {
+                Some(Received::Datagram(src, data)) => (src, data),
+                // Received, so counted as received (at its real length), then dropped.
+                Some(Received::Oversized { len }) => {
+                    counters.rx(len);
+                    counters.count_drop(DropReason::Oversized);
+                    continue;
+                }
+                Some(Received::UnknownFamily { len }) => {
+                    counters.rx(len);
+                    counters.count_drop(DropReason::Malformed);
+                    continue;
+                }
+                None => continue,
             };
             counters.rx(data.len());
             match proto::demux(data) {

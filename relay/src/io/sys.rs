@@ -175,6 +175,49 @@ pub fn shutdown_flag() -> io::Result<&'static AtomicBool> {
     Ok(&SHUTDOWN)
 }
 
+static RELOAD: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_reload_signal(_: libc::c_int) {
+    RELOAD.store(true, Ordering::SeqCst);
+}
+
+/// Installs a SIGHUP handler that sets a flag, and returns it: the control thread swaps it
+/// back to false and reloads the config (without a handler SIGHUP would end the process).
+/// The handler only stores to an atomic, which is async-signal-safe.
+pub fn reload_flag() -> io::Result<&'static AtomicBool> {
+    // SAFETY: sigaction is plain old data; all-zero is a valid starting value.
+    let mut sa: libc::sigaction = unsafe { zeroed() };
+    sa.sa_sigaction = on_reload_signal as extern "C" fn(libc::c_int) as usize;
+    // Restart interrupted syscalls: a reload request must not fail another thread's read.
+    sa.sa_flags = libc::SA_RESTART;
+    // SAFETY: sa is a valid sigaction whose handler is async-signal-safe.
+    cvt(unsafe { libc::sigaction(libc::SIGHUP, &sa, std::ptr::null_mut()) })?;
+    Ok(&RELOAD)
+}
+
+/// Sends SIGHUP to process `pid`: asks a relayd to reload its config.
+pub fn hangup(pid: u32) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: kill has no memory-safety preconditions; the result is checked.
+    cvt(unsafe { libc::kill(pid, libc::SIGHUP) }).map(drop)
+}
+
+/// Whether the effective user may create and remove entries in the directory `dir` (write
+/// and search permission, checked by the kernel with `faccessat(AT_EACCESS)`, so root and
+/// read-only file systems are judged as they would be at `bind` or `open`).
+pub fn may_create_in(dir: &std::path::Path) -> io::Result<bool> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    // SAFETY: `c` is a valid NUL-terminated path that outlives the call; no other pointers.
+    let r = unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::W_OK | libc::X_OK, libc::AT_EACCESS) };
+    match cvt(r) {
+        Ok(_) => Ok(true),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EROFS | libc::EPERM)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// The effective capability set of this process, from `/proc/self/status` (`CapEff`).
 pub fn effective_capabilities() -> io::Result<u64> {
     let s = std::fs::read_to_string("/proc/self/status")?;
@@ -232,6 +275,24 @@ pub fn ensure_bpffs(dir: &str) -> io::Result<()> {
     cvt(unsafe { libc::mount(bpf.as_ptr(), c.as_ptr(), bpf.as_ptr(), 0, std::ptr::null()) }).map(drop)
 }
 
+/// One datagram of a [`RecvBatch`].
+#[derive(Debug)]
+pub enum Received<'a> {
+    /// Its source and bytes.
+    Datagram(SocketAddr, &'a mut [u8]),
+    /// Longer than [`BUF_LEN`]: only a prefix was read (`MSG_TRUNC`); `len` is its real
+    /// length. The relay drops it (no datagram it serves is that long).
+    Oversized {
+        /// The datagram's length on the wire (UDP payload).
+        len: usize,
+    },
+    /// A source address of a family the relay does not speak.
+    UnknownFamily {
+        /// The datagram's length.
+        len: usize,
+    },
+}
+
 /// A batch of datagram buffers for `recvmmsg(2)`.
 pub struct RecvBatch {
     bufs: Box<[[u8; BUF_LEN]]>,
@@ -280,7 +341,8 @@ impl RecvBatch {
                 sock.as_raw_fd(),
                 self.hdrs.as_mut_ptr(),
                 self.hdrs.len() as libc::c_uint,
-                libc::MSG_DONTWAIT,
+                // MSG_TRUNC: a longer datagram's msg_len is its real length (udp(7)).
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
                 std::ptr::null_mut(),
             )
         };
@@ -288,19 +350,20 @@ impl RecvBatch {
         Ok(self.n)
     }
 
-    /// Datagram `i` of the last receive: source and bytes. Truncated datagrams
-    /// (`MSG_TRUNC`) and unknown address families yield `None`.
-    pub fn get(&mut self, i: usize) -> Option<(SocketAddr, &mut [u8])> {
+    /// Datagram `i` of the last receive; `None` past the count.
+    pub fn get(&mut self, i: usize) -> Option<Received<'_>> {
         if i >= self.n {
             return None;
         }
         let h = &self.hdrs[i];
-        if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-            return None;
+        let len = h.msg_len as usize;
+        if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len > BUF_LEN {
+            return Some(Received::Oversized { len });
         }
-        let src = sockaddr_to(&self.addrs[i])?;
-        let len = (h.msg_len as usize).min(BUF_LEN);
-        Some((src, &mut self.bufs[i][..len]))
+        Some(match sockaddr_to(&self.addrs[i]) {
+            Some(src) => Received::Datagram(src, &mut self.bufs[i][..len]),
+            None => Received::UnknownFamily { len },
+        })
     }
 }
 
@@ -483,7 +546,7 @@ mod tests {
             match rx.recv(&a) {
                 Ok(n) => {
                     for i in 0..n {
-                        let (src, data) = rx.get(i).unwrap();
+                        let Some(Received::Datagram(src, data)) = rx.get(i) else { panic!("datagram {i}") };
                         assert_eq!(src, sender.local_addr().unwrap());
                         assert_eq!(data.len(), 3);
                         got += 1;
@@ -499,5 +562,20 @@ mod tests {
         }
         assert_eq!(got, 3);
         assert!(matches!(rx.recv(&a), Err(e) if e.kind() == io::ErrorKind::WouldBlock));
+
+        // A datagram longer than the buffer is reported with its real length.
+        sender.send_to(&[0x80; 3000], addr).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let n = loop {
+            match rx.recv(&a) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => panic!("recvmmsg: {e}"),
+            }
+        };
+        assert_eq!(n, 1);
+        assert!(matches!(rx.get(0), Some(Received::Oversized { len: 3000 })), "{:?}", rx.get(0));
     }
 }

@@ -183,11 +183,14 @@ pub enum ErrorCode {
     ClockSkew = 21,
     /// The user is banned from this room for a while (an operator's RemoveUser with a ban).
     Banned = 22,
+    /// The answer to a keepalive of a session that ended because an operator dismissed its
+    /// room (TRTC `DismissRoom`, `relayd ctl dismiss-room`).
+    RoomDismissed = 23,
 }
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         Self::Malformed,
         Self::UnsupportedVersion,
         Self::UnknownApp,
@@ -210,6 +213,7 @@ impl ErrorCode {
         Self::Replayed,
         Self::ClockSkew,
         Self::Banned,
+        Self::RoomDismissed,
     ];
 
     /// Decodes a wire code.
@@ -242,6 +246,7 @@ impl ErrorCode {
             Self::Replayed => "replayed",
             Self::ClockSkew => "clock_skew",
             Self::Banned => "banned",
+            Self::RoomDismissed => "room_dismissed",
         }
     }
 }
