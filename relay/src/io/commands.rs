@@ -242,15 +242,7 @@ pub fn current_limits(filter: Option<&XdpFilter>, configured: Limits) -> Limits 
 /// `config` map (a reload), keeping its port range.
 pub fn apply_xdp_rates(f: &mut XdpFilter, x: &crate::config::XdpSettings) -> Result<(), super::xdp::Error> {
     let current = f.config()?;
-    f.set_config(FilterConfig {
-        join_rate_per_sec: x.join_rate_per_sec,
-        join_burst: x.join_burst,
-        pps_rate_per_sec: x.pps_rate_per_sec,
-        pps_burst: x.pps_burst,
-        control_rate_per_sec: x.control_budget_per_sec,
-        control_burst: x.control_budget_burst,
-        ..current
-    })
+    f.set_config(super::xdp::with_rates(current, x))
 }
 
 fn set_limits(m: Managed<'_>, l: Limits) -> Response {

@@ -453,6 +453,20 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+/// `base` with the `[xdp]` per-source rates and the control budget of `x` (at start-up,
+/// and on a reload, which keeps the running port range).
+pub fn with_rates(base: FilterConfig, x: &XdpSettings) -> FilterConfig {
+    FilterConfig {
+        join_rate_per_sec: x.join_rate_per_sec,
+        join_burst: x.join_burst,
+        pps_rate_per_sec: x.pps_rate_per_sec,
+        pps_burst: x.pps_burst,
+        control_rate_per_sec: x.control_budget_per_sec,
+        control_burst: x.control_budget_burst,
+        ..base
+    }
+}
+
 /// Attaches the XDP program to the interface and opens one AF_XDP socket per RX queue.
 pub fn open_xdp(cfg: &Validated, x: &XdpSettings) -> io::Result<(XdpFilter, Vec<XskPort>)> {
     let ifindex = super::netns::ifindex(&x.iface).map_err(|e| io_err(format!("interface {}: {e}", x.iface)))?;
@@ -464,17 +478,7 @@ pub fn open_xdp(cfg: &Validated, x: &XdpSettings) -> io::Result<(XdpFilter, Vec<
         None
     };
     let port = cfg.listen.port();
-    let fc = FilterConfig {
-        port_lo: port,
-        port_hi: port,
-        flags: 0,
-        join_rate_per_sec: x.join_rate_per_sec,
-        join_burst: x.join_burst,
-        pps_rate_per_sec: x.pps_rate_per_sec,
-        pps_burst: x.pps_burst,
-        control_rate_per_sec: x.control_budget_per_sec,
-        control_burst: x.control_budget_burst,
-    };
+    let fc = with_rates(FilterConfig { port_lo: port, port_hi: port, flags: 0, ..FilterConfig::default() }, x);
     let mut filter = XdpFilter::load_sized(&x.iface, pin, fc, x.max_sessions).map_err(io_err)?;
     let mac = RouteSocket::open()?
         .link_mac(ifindex)
