@@ -296,8 +296,8 @@ fn proto_seeds() -> Seeds {
     ] {
         let mut noise =
             join[v2::JoinFrame::new_checked(&join[..n]).expect("written join checks").noise_range()].to_vec();
-        let (responder, _) = Responder::read_first(v2::PROLOGUE, relay.secret(), relay.public().bytes(), &mut noise)
-            .expect("the relay reads its own join");
+        let (responder, _) =
+            Responder::read_first(v2::PROLOGUE, relay.secret(), &mut noise).expect("the relay reads its own join");
         s.push(seed(name, written(|o| v2::write_answer(responder, [2; 32], &answer, o, n).expect("fits").0)));
     }
     let cookie_key = RelayKey([9; 32]);
