@@ -18,7 +18,17 @@
 //! [`Client::poll_transmit`] returns after each call into the client. Ordered messages
 //! reach the application in the relay's order, held (bounded) until a gap fills or times
 //! out.
+//!
+//! Staying joined ([`liveness`] has the timers): [`Client::poll_session`] sends the
+//! keepalives, notices a lost session (an `unknown_session` answer to a keepalive, after a
+//! relay restart for example, or no answer within the no-answer deadline) and joins again
+//! by itself, with fresh SSRCs, until it is back ([`Event::Rejoined`]). Fresh SSRCs because
+//! the relay refuses an SSRC declared twice in a room's lifetime (a room that outlived the
+//! session would refuse the old ones), and so that no receiver ever sees one SSRC's packet
+//! indexes start over.
 #![forbid(unsafe_code)]
+
+pub mod liveness;
 
 use std::collections::{HashMap, VecDeque};
 
@@ -33,6 +43,7 @@ use crate::proto::{self, DeclaredSsrc, ErrorCode, Join, JoinError, JoinOk, MsgTy
 use crate::srtp::{
     self, Profile, ReplayWindow, RtcpPacket, RtcpReceiver, RtpPacket, RtpReceiver, RtpSender, SessionKeys,
 };
+use liveness::{Backoff, Liveness};
 
 /// Received messages the client keeps for [`Client::next_message`]; more are dropped.
 pub const MAX_READY: usize = 1024;
@@ -93,6 +104,15 @@ pub enum Event {
         /// The session id.
         session: u64,
     },
+    /// Joined again after the session was lost ([`Client::poll_session`]); the declared
+    /// SSRCs are fresh ([`ClientConfig::ssrcs`] through [`Client::config`]).
+    Rejoined {
+        /// The new session id.
+        session: u64,
+    },
+    /// The session is gone: the relay answered our keepalive with `unknown_session`.
+    /// [`Client::poll_session`] joins again.
+    SessionLost,
     /// Join-error (or an error answer to a keepalive).
     Refused {
         /// The code, `None` if unknown to this client.
@@ -268,6 +288,29 @@ struct Joined {
     msgs: Option<Messaging>,
 }
 
+/// What [`Client::poll_session`] wrote into its buffer: send it to the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transmit {
+    /// A keepalive of `len` bytes.
+    Keepalive(usize),
+    /// A join (again, after a loss) of `len` bytes.
+    Join(usize),
+}
+
+/// Why a session was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loss {
+    /// The relay answered a keepalive with `unknown_session`.
+    UnknownSession,
+    /// Nothing authenticated came from the relay within the no-answer deadline.
+    NoAnswer,
+}
+
+/// A lost session being joined again.
+struct Rejoining {
+    attempts: Backoff,
+}
+
 /// A client session.
 pub struct Client {
     cfg: ClientConfig,
@@ -280,6 +323,15 @@ pub struct Client {
     attempts: u64,
     /// The last `now_ms` the caller gave ([`Client::handle`] uses it).
     now_ms: u64,
+    /// The keepalive schedule of the joined session, from its first
+    /// [`poll_session`](Client::poll_session).
+    liveness: Option<Liveness>,
+    /// Set while a lost session is being joined again.
+    rejoining: Option<Rejoining>,
+    /// Sessions lost, by reason: unknown session, no answer.
+    losses: [u64; 2],
+    /// Fresh SSRCs drawn so far (the derivation's counter).
+    ssrc_draws: u64,
 }
 
 impl Client {
@@ -293,7 +345,20 @@ impl Client {
         if cfg.ssrcs.len() > MAX_SSRCS {
             return Err(Error::TooManySsrcs);
         }
-        Ok(Self { cfg, key, join: Vec::new(), joined: None, initiator: None, cookie: None, attempts: 0, now_ms: 0 })
+        Ok(Self {
+            cfg,
+            key,
+            join: Vec::new(),
+            joined: None,
+            initiator: None,
+            cookie: None,
+            attempts: 0,
+            now_ms: 0,
+            liveness: None,
+            rejoining: None,
+            losses: [0; 2],
+            ssrc_draws: 0,
+        })
     }
 
     /// The config.
@@ -373,10 +438,132 @@ impl Client {
     /// order are stamped with the last time given to [`handle_at`](Self::handle_at),
     /// [`poll_timeouts`](Self::poll_timeouts) or [`send_message`](Self::send_message).
     pub fn handle(&mut self, buf: &mut [u8]) -> Event {
-        match proto::demux(buf) {
+        let ev = match proto::demux(buf) {
             proto::Demux::Control => self.handle_control(buf),
             proto::Demux::Media => self.handle_media(buf),
             proto::Demux::Other => Event::Ignored,
+        };
+        self.track(ev)
+    }
+
+    /// Keeps the session's liveness in step with what arrived.
+    fn track(&mut self, ev: Event) -> Event {
+        let now = self.now_ms;
+        let ack = ev == Event::KeepaliveAck;
+        if ack || matches!(ev, Event::Media { .. }) {
+            // Authenticated: this relay holds our session.
+            if let Some(l) = self.liveness.as_mut() {
+                l.answered(now, ack);
+            }
+            return ev;
+        }
+        let Event::Refused { code: Some(code), .. } = ev else {
+            return match ev {
+                Event::Joined { session } if self.rejoining.is_some() => {
+                    self.rejoining = None;
+                    Event::Rejoined { session }
+                }
+                ev => ev,
+            };
+        };
+        // The refusal is not authenticated (the relay has no key for a session it does not
+        // know): believed only as the answer to a keepalive we are waiting on.
+        if code == ErrorCode::UnknownSession && self.liveness.is_some_and(|l| l.awaiting_answer()) {
+            self.lose(now, Loss::UnknownSession);
+            return Event::SessionLost;
+        }
+        // The operator ended the room (the answer to a keepalive): the session is over for
+        // good, so it is forgotten and never joined again.
+        if code == ErrorCode::RoomDismissed && self.rejoining.is_none() {
+            self.joined = None;
+            self.liveness = None;
+            self.initiator = None;
+            self.cookie = None;
+            return ev;
+        }
+        if code == ErrorCode::SsrcConflict && self.rejoining.is_some() {
+            self.fresh_ssrcs();
+        }
+        ev
+    }
+
+    /// Drives the session at `now_ms` (monotonic milliseconds; `now_unix_ms` stamps joins):
+    /// writes into `out` the keepalive or join due now, if any. Call it at
+    /// [`next_session_timeout`](Self::next_session_timeout) and after each
+    /// [`handle_at`](Self::handle_at). Once joined, it sends keepalives at the interval the
+    /// relay gave; when the session is lost ([`Event::SessionLost`], or no answer within
+    /// [`liveness::no_answer_deadline_ms`]) it forgets it, draws fresh SSRCs and joins
+    /// again: at once, then on [`liveness::Backoff`]'s schedule until joined
+    /// ([`Event::Rejoined`]). Before the first join it does nothing.
+    pub fn poll_session(&mut self, now_ms: u64, now_unix_ms: u64, out: &mut [u8]) -> Result<Option<Transmit>, Error> {
+        self.now_ms = self.now_ms.max(now_ms);
+        if self.rejoining.is_none() {
+            let Some((keepalive_secs, timeout_secs)) = self.timers() else { return Ok(None) };
+            let l = *self.liveness.get_or_insert_with(|| Liveness::new(now_ms, keepalive_secs, timeout_secs));
+            if l.lost(now_ms) {
+                self.lose(now_ms, Loss::NoAnswer);
+            } else if l.keepalive_due(now_ms) {
+                let n = self.keepalive(out)?;
+                if let Some(l) = self.liveness.as_mut() {
+                    l.sent_keepalive(now_ms);
+                }
+                return Ok(Some(Transmit::Keepalive(n)));
+            } else {
+                return Ok(None);
+            }
+        }
+        let Some(r) = self.rejoining.as_mut() else { return Ok(None) };
+        if !r.attempts.take(now_ms) {
+            return Ok(None);
+        }
+        Ok(Some(Transmit::Join(self.join_at(now_unix_ms, out)?)))
+    }
+
+    /// When [`poll_session`](Self::poll_session) next has something to do (`None` before
+    /// the first join, or before the first poll after it: poll now).
+    pub fn next_session_timeout(&self) -> Option<u64> {
+        match (&self.rejoining, &self.liveness) {
+            (Some(r), _) => Some(r.attempts.next_ms()),
+            (None, Some(l)) if self.joined.is_some() => Some(l.next_due_ms()),
+            _ => None,
+        }
+    }
+
+    /// Whether a lost session is being joined again.
+    pub fn is_rejoining(&self) -> bool {
+        self.rejoining.is_some()
+    }
+
+    /// Sessions lost so far, by reason.
+    pub fn losses(&self, why: Loss) -> u64 {
+        self.losses[why as usize]
+    }
+
+    /// Forgets the session and starts joining again with fresh SSRCs.
+    fn lose(&mut self, now_ms: u64, why: Loss) {
+        self.losses[why as usize] += 1;
+        self.joined = None;
+        self.liveness = None;
+        self.initiator = None;
+        self.cookie = None;
+        self.fresh_ssrcs();
+        self.rejoining = Some(Rejoining { attempts: Backoff::new(now_ms) });
+    }
+
+    /// Replaces every declared SSRC with a fresh one (derived from this client's key, so
+    /// deterministic tests stay deterministic), keeping each stream's kind.
+    fn fresh_ssrcs(&mut self) {
+        let old: Vec<u32> = self.cfg.ssrcs.iter().map(|d| d.ssrc.get()).collect();
+        for i in 0..self.cfg.ssrcs.len() {
+            let ssrc = loop {
+                self.ssrc_draws += 1;
+                let v = fresh_ssrc(&self.key.secret_bytes(), self.ssrc_draws);
+                let taken = old.contains(&v) || self.cfg.ssrcs[..i].iter().any(|d| d.ssrc.get() == v);
+                if let (false, Ok(s)) = (taken, crate::ids::Ssrc::new(v)) {
+                    break s;
+                }
+            };
+            self.cfg.ssrcs[i].ssrc = ssrc;
         }
     }
 
@@ -475,6 +662,7 @@ impl Client {
     }
 
     fn install(&mut self, session: u64, secrets: SessionSecrets, keepalive_secs: u16, timeout_secs: u16) {
+        self.liveness = None;
         let senders = self.cfg.ssrcs.iter().map(|d| (d.ssrc.get(), (RtpSender::new(), 0))).collect();
         let msgs = secrets.msg.clone().map(Messaging::new);
         self.joined = Some(Joined {
@@ -728,8 +916,21 @@ impl Client {
     pub fn leave(&mut self, out: &mut [u8]) -> Result<usize, Error> {
         let n = self.ticket(MsgType::Leave, out)?;
         self.joined = None;
+        self.liveness = None;
         Ok(n)
     }
+}
+
+/// The `n`th fresh SSRC of a client whose key is `seed` (SHA-256 under a label of its own,
+/// so an SSRC in clear on the wire says nothing about the key's other uses).
+fn fresh_ssrc(seed: &[u8; 32], n: u64) -> u32 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"edgerelay client ssrc");
+    h.update(seed);
+    h.update(n.to_be_bytes());
+    let d = h.finalize();
+    u32::from_be_bytes([d[0], d[1], d[2], d[3]])
 }
 
 /// Writes a minimal RTP header (V=2, no CSRC, no extension) and returns its length (12).

@@ -87,6 +87,13 @@ pub struct Config {
     /// `"text"` (default) or `"json"` (one object per line). Needs a restart to change.
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Where relayd keeps the config it was last pushed over its management socket (apps
+    /// and secrets, limits, blocklist, bans: [`crate::pushed`]), so that it starts from it
+    /// again when relay-control is absent. Mode 0600 (it holds app secrets). A relative
+    /// path is relative to the config file. Default: `pushed.json` next to the key file
+    /// (`/var/lib/edgerelay/pushed.json`).
+    #[serde(default)]
+    pub state_file: Option<PathBuf>,
 }
 
 /// Where relayd keeps its static X25519 key ([`crate::identity`]).
@@ -240,9 +247,13 @@ pub struct XdpSettings {
     /// The control budget's bucket size.
     #[serde(default = "default_control_budget_burst")]
     pub control_budget_burst: u64,
-    /// Pin maps under /sys/fs/bpf/edgerelay so limits and the blocklist survive restarts.
+    /// Pin maps under `pin_dir` so limits and the blocklist survive restarts.
     #[serde(default = "yes")]
     pub pin_maps: bool,
+    /// Where maps are pinned (a directory on the BPF filesystem). Default
+    /// [`DEFAULT_PIN_DIR`]. Two relayds on one host need two directories.
+    #[serde(default)]
+    pub pin_dir: Option<PathBuf>,
     /// Entries of the kernel's `sessions` map: the most concurrent sessions the XDP backend
     /// admits (a join beyond it is refused `overloaded`). Kernel memory is about 100 bytes
     /// per entry, preallocated (the default, 262,144, is about 26 MiB).
@@ -255,6 +266,9 @@ pub struct XdpSettings {
     #[serde(default = "default_ring_size")]
     pub ring_size: u32,
 }
+
+/// `xdp.pin_dir` when the file gives none (the XDP program's own `PIN_DIR`).
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/edgerelay";
 
 /// `xdp.ring_size` when the file gives none.
 pub const DEFAULT_XDP_RING_SIZE: u32 = 1024;
@@ -437,6 +451,8 @@ pub struct Validated {
     pub log_level: String,
     /// The log format.
     pub log_format: LogFormat,
+    /// The saved push ([`Config::state_file`], resolved; its default next to `key_file`).
+    pub state_file: PathBuf,
 }
 
 /// Most worker threads accepted.
@@ -522,7 +538,16 @@ impl Config {
         let key_file = resolve(self.identity.key_file);
         let log_level = self.log_level.unwrap_or_else(|| crate::logging::DEFAULT_LEVEL.to_owned());
         crate::logging::parse_level(&log_level).map_err(|e| Error::Invalid(e.to_string()))?;
+        let state_file = match self.state_file {
+            Some(p) if p.as_os_str().is_empty() => return invalid("state_file must not be empty"),
+            Some(p) => resolve(p),
+            None => key_file.parent().unwrap_or(Path::new(".")).join(crate::pushed::DEFAULT_FILE_NAME),
+        };
+        if state_file == key_file {
+            return invalid(format!("state_file and [identity] key_file are both {}", key_file.display()));
+        }
         let mut v = Validated {
+            state_file,
             key_file,
             log_level,
             log_format: self.log_format,
@@ -574,6 +599,7 @@ impl Validated {
         check(self.user != new.user, "user", false);
         check(self.key_file != new.key_file, "identity.key_file", false);
         check(self.log_format != new.log_format, "log_format", false);
+        check(self.state_file != new.state_file, "state_file", false);
         check(self.apps != new.apps, "app", true);
         check(self.timeouts != new.timeouts, "timeouts", true);
         check(self.join != new.join, "join", true);
@@ -598,6 +624,7 @@ impl Validated {
                 check(a.pin_maps != b.pin_maps, "xdp.pin_maps", false);
                 check(a.max_sessions != b.max_sessions, "xdp.max_sessions", false);
                 check(a.ring_size != b.ring_size, "xdp.ring_size", false);
+                check(a.pin_dir != b.pin_dir, "xdp.pin_dir", false);
             }
             (a, b) => check(a != b, "xdp", false),
         }
@@ -668,6 +695,14 @@ impl Validated {
                 }
                 if x.queues == Some(0) {
                     return invalid("xdp.queues must be at least 1");
+                }
+                if let Some(d) = &x.pin_dir {
+                    if !d.starts_with("/sys/fs/bpf") || d == Path::new("/sys/fs/bpf") {
+                        return invalid(format!(
+                            "xdp.pin_dir = {}: must be a directory under /sys/fs/bpf (the BPF filesystem)",
+                            d.display()
+                        ));
+                    }
                 }
                 if !XDP_MAX_SESSIONS_RANGE.contains(&x.max_sessions) {
                     return invalid(format!(
@@ -834,6 +869,27 @@ max_sessions = 10
             .unwrap();
         assert_eq!(v.control_socket.as_deref(), Some(Path::new("/etc/edgerelay/r.sock")));
         assert_eq!(v.log_level, "info");
+    }
+
+    #[test]
+    fn the_saved_push_lives_next_to_the_key_file_unless_told() {
+        let v = Config::parse(GOOD).unwrap().validate(Some(Path::new("/etc/edgerelay"))).unwrap();
+        assert_eq!(v.state_file, Path::new("/var/lib/edgerelay/pushed.json"));
+        let text = format!("state_file = \"run/pushed.json\"\n{GOOD}\n[identity]\nkey_file = \"k/relay.key\"\n");
+        let v = Config::parse(&text).unwrap().validate(Some(Path::new("/srv/relay"))).unwrap();
+        assert_eq!(v.state_file, Path::new("/srv/relay/run/pushed.json"));
+        assert_eq!(v.key_file, Path::new("/srv/relay/k/relay.key"));
+        let text = format!("{GOOD}\n[identity]\nkey_file = \"k/relay.key\"\n");
+        let v = Config::parse(&text).unwrap().validate(Some(Path::new("/srv/relay"))).unwrap();
+        assert_eq!(v.state_file, Path::new("/srv/relay/k/pushed.json"));
+        assert!(err(&format!("state_file = \"\"\n{GOOD}")).contains("state_file must not be empty"));
+        assert!(err(&format!("state_file = \"/var/lib/edgerelay/relay.key\"\n{GOOD}")).contains("are both"));
+        let xdp = |extra: &str| {
+            format!("backend = \"xdp\"\n{}\n[xdp]\niface = \"eth0\"\n{extra}", GOOD.replace("127.0.0.1", "192.0.2.1"))
+        };
+        assert!(err(&xdp("pin_dir = \"/tmp/maps\"\n")).contains("must be a directory under /sys/fs/bpf"));
+        let v = Config::parse(&xdp("pin_dir = \"/sys/fs/bpf/edgerelay-b\"\n")).unwrap().validate(None).unwrap();
+        assert_eq!(v.xdp.unwrap().pin_dir.unwrap(), Path::new("/sys/fs/bpf/edgerelay-b"));
     }
 
     #[test]

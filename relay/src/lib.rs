@@ -34,6 +34,7 @@ pub mod prefix;
 #[cfg(feature = "privileges")]
 pub mod privileges;
 pub mod proto;
+pub mod pushed;
 pub mod registry;
 pub mod srtp;
 pub mod stats;

@@ -295,7 +295,8 @@ impl Registry {
     /// A registry with the relay's static identity (relayd loads it from its key file).
     pub fn with_identity(cfg: &Validated, identity: Identity, mut rng: Box<dyn FnMut() -> KeyPair + Send>) -> Self {
         let apps = cfg.apps.iter().map(|a| (a.sdkappid, AppState { cfg: a.clone(), rooms: 0, sessions: 0 })).collect();
-        let cookie_rng = seeded(rng().secret_bytes());
+        let seed = rng().secret_bytes();
+        let cookie_rng = seeded(seed);
         let mut r = Self {
             apps,
             rooms: HashMap::new(),
@@ -303,7 +304,7 @@ impl Registry {
             by_addr: HashMap::new(),
             by_user: HashMap::new(),
             bans: HashMap::new(),
-            next_id: 1,
+            next_id: first_session_id(&seed),
             timeouts: cfg.timeouts,
             rng,
             secrets: Box::new(|| {
@@ -1103,6 +1104,19 @@ impl Registry {
 
 /// 32-byte secrets from SHA-256(seed ‖ counter): the cookie secrets (they protect no
 /// traffic, only say which address a cookie was sent to) and deterministic simulations.
+/// Where this registry's session ids start: a random 48-bit number (never 0), so ids do not
+/// repeat across relayd restarts. A client of an earlier process keeps sending keepalives
+/// for its old id; if a new session had that id, the keepalive would fail its MAC and go
+/// unanswered (the client would wait out its no-answer deadline) instead of being told
+/// `unknown_session` at once. 48 bits leave room for 2^64 - 2^48 ids after the start.
+fn first_session_id(seed: &[u8; 32]) -> u64 {
+    let mut h = Sha256::new();
+    h.update(b"edgerelay session ids");
+    h.update(seed);
+    let d: [u8; 32] = h.finalize().into();
+    (u64::from_be_bytes([0, 0, d[0], d[1], d[2], d[3], d[4], d[5]])).max(1)
+}
+
 fn seeded(seed: [u8; 32]) -> Box<dyn FnMut() -> [u8; 32] + Send> {
     let mut counter = 0u64;
     Box::new(move || {
@@ -1136,5 +1150,17 @@ fn credential_refusal(e: usersig::Error) -> Refusal {
         usersig::Error::Expired => Refusal(ErrorCode::Expired, "credential has expired"),
         usersig::Error::NotYetValid => Refusal(ErrorCode::Expired, "credential is not valid yet: check the clock"),
         _ => Refusal(ErrorCode::BadSignature, "credential signature does not verify"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_start_somewhere_else_after_each_start() {
+        let starts: HashSet<u64> = (0u8..64).map(|i| first_session_id(&[i; 32])).collect();
+        assert_eq!(starts.len(), 64, "distinct seeds, distinct first ids");
+        assert!(starts.iter().all(|id| (1..1 << 48).contains(id)));
     }
 }

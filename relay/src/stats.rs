@@ -231,6 +231,16 @@ pub struct Snapshot {
     /// backend only, empty otherwise).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub xsk: std::collections::BTreeMap<String, u64>,
+    /// Where the pushed part of the running config (apps, limits, blocklist, bans) comes
+    /// from: `file` (the TOML file alone: nothing saved or pushed), `saved` (the config
+    /// last pushed, restored from the state file at start; nothing pushed since), or
+    /// `pushed` (pushed over the management socket since start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_origin: Option<String>,
+    /// The state file's counters (`loaded`, `load_failed`, `restore_refused`, `saved`,
+    /// `save_failed`; see `relay::io::persist::StateCounters`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub state: std::collections::BTreeMap<String, u64>,
 }
 
 impl Snapshot {

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use relay::client::{write_rtcp_rr, write_rtp_header, Client, ClientConfig, Event};
+use relay::client::{write_rtcp_rr, write_rtp_header, Client, ClientConfig, Event, Transmit};
 use relay::config::{Config, Validated};
 use relay::engine::{TxSink, Verdict};
 use relay::handshake::KeyPair;
@@ -1132,25 +1132,33 @@ fn a_dismissed_members_keepalive_learns_why_until_the_reason_expires() {
     sim.join(&mut a).unwrap();
     sim.join(&mut other).unwrap();
     let room = relay::ids::RoomKey { app: relay::ids::SdkAppId::new(APP.into()).unwrap(), room: RoomId::Num(1) };
+    // A keepalive of a's session, written while it lasts, for the relay's answer later.
+    let mut late = [0u8; 64];
+    let late_len = a.client.keepalive(&mut late).unwrap();
     let mut updates = Vec::new();
     assert_eq!(sim.node.registry.dismiss_room(sim.now, &room, &mut updates), 1);
+    let answer = |sim: &mut Sim, f: &mut Fake, ka: &[u8]| {
+        let (_, mut out) = sim.send(f.addr, ka);
+        let mut reply = out.pop().expect("a keepalive is answered").1;
+        f.client.handle(&mut reply)
+    };
     let keepalive = |sim: &mut Sim, f: &mut Fake| {
         let mut ka = [0u8; 64];
         let n = f.client.keepalive(&mut ka).unwrap();
-        let (_, mut out) = sim.send(f.addr, &ka[..n]);
-        let mut reply = out.pop().expect("a keepalive is answered").1;
-        f.client.handle(&mut reply)
+        answer(sim, f, &ka[..n])
     };
     assert!(
         matches!(keepalive(&mut sim, &mut a), Event::Refused { code: Some(ErrorCode::RoomDismissed), .. }),
         "the dismissed member is told why"
     );
+    assert!(a.client.session().is_none(), "and its client forgets the session");
     assert_eq!(keepalive(&mut sim, &mut other), Event::KeepaliveAck, "another room is untouched");
     // Remembered for the session timeout plus a minute, then forgotten at an expiry pass.
     let session_ms = u64::from(cfg.timeouts.session_secs) * 1000;
     sim.advance(session_ms + 60_000);
     sim.node.registry.expire(sim.now, &mut updates);
-    assert!(matches!(keepalive(&mut sim, &mut a), Event::Refused { code: Some(ErrorCode::UnknownSession), .. }));
+    let ev = answer(&mut sim, &mut a, &late[..late_len]);
+    assert!(matches!(ev, Event::Refused { code: Some(ErrorCode::UnknownSession), .. }), "{ev:?}");
 }
 
 #[test]
@@ -1605,4 +1613,207 @@ fn a_hold_from_another_address_keeps_the_session_alive_where_it_is() {
     sim.send(b.addr, &buf[..n]);
     assert_eq!(sim.node.expire(sim.now), 1);
     assert_eq!(sim.node.registry.session_count(), 1);
+}
+
+/// What [`RestartSim`] recorded for the receiver.
+#[derive(Debug, Default)]
+struct Deliveries {
+    /// (virtual ms, publisher's packet number) of every packet the receiver verified.
+    got: Vec<(u64, u64)>,
+    rejoined: u64,
+}
+
+/// One publisher and one receiver, both driven by [`Client::poll_session`] on a 10 ms
+/// virtual tick, through a relay that can be restarted (a fresh registry with the same
+/// relay key: what relayd does with its key file) or silenced.
+struct RestartSim {
+    sim: Sim,
+    cfg: Validated,
+    publisher: Fake,
+    receiver: Fake,
+    /// The publisher's packet number, carried in the payload (bytes 0..8).
+    sent: u64,
+    /// While true the relay receives and answers nothing (down).
+    down: bool,
+    seen: Deliveries,
+}
+
+impl RestartSim {
+    fn new(seed: u64) -> Self {
+        let cfg = Config::parse(&format!(
+            "listen = \"127.0.0.1:7000\"\nworkers = 1\n[timeouts]\nkeepalive_secs = 1\nsession_secs = 5\n\
+             [[app]]\nsdkappid = {APP}\nsecret = \"{SECRET}\"\n"
+        ))
+        .unwrap()
+        .validate(None)
+        .unwrap();
+        let mut sim = Sim::new(&cfg, seed);
+        let p = Profile::AesCm128HmacSha1_80;
+        let mut publisher = sim.fake(1, "pub", RoomId::Num(1), &[(0x1111, StreamKind::Video)], p);
+        let mut receiver = sim.fake(2, "sub", RoomId::Num(1), &[], p);
+        sim.join(&mut publisher).unwrap();
+        sim.join(&mut receiver).unwrap();
+        Self { sim, cfg, publisher, receiver, sent: 0, down: false, seen: Deliveries::default() }
+    }
+
+    fn restart(&mut self) {
+        let identity = self.sim.node.registry.identity().clone();
+        let mut rng = Rng(self.sim.rng.next());
+        let reg = Registry::with_identity(&self.cfg, identity, Box::new(move || rng.key()));
+        self.sim.node = Node::new(reg);
+    }
+
+    fn publisher_ssrc(&self) -> u32 {
+        self.publisher.client.config().ssrcs[0].ssrc.get()
+    }
+
+    /// Delivers what the relay emitted to the two clients.
+    fn deliver(&mut self, out: Emitted) {
+        let now = self.sim.now.mono_ms;
+        for (dst, mut bytes) in out {
+            let is_receiver = dst == self.receiver.addr;
+            let f = if is_receiver { &mut self.receiver } else { &mut self.publisher };
+            match f.client.handle_at(now, &mut bytes) {
+                Event::Media { len, .. } if is_receiver => {
+                    assert!(len >= 12 + 8);
+                    let n = u64::from_be_bytes(bytes[12..20].try_into().unwrap());
+                    self.seen.got.push((now, n));
+                }
+                Event::Media { .. } => panic!("the publisher got media"),
+                Event::MediaError(e) => panic!("media failed its checks at {now} ms: {e:?}"),
+                Event::Rejoined { .. } if is_receiver => self.seen.rejoined += 1,
+                _ => {}
+            }
+        }
+    }
+
+    /// Runs `ms` of virtual time: the publisher sends every 10 ms while joined, both poll.
+    fn run(&mut self, ms: u64) {
+        for _ in 0..ms / 10 {
+            self.sim.advance(10);
+            let now = self.sim.now;
+            let mut buf = [0u8; 1500];
+            for who in [0, 1] {
+                let f = if who == 0 { &mut self.publisher } else { &mut self.receiver };
+                if let Some(t) = f.client.poll_session(now.mono_ms, now.unix_secs * 1000, &mut buf).unwrap() {
+                    let (Transmit::Keepalive(n) | Transmit::Join(n)) = t;
+                    let from = f.addr;
+                    if !self.down {
+                        let (_, out) = self.sim.send(from, &buf[..n]);
+                        self.deliver(out);
+                    }
+                }
+            }
+            if self.publisher.client.session().is_some() {
+                let ssrc = self.publisher_ssrc();
+                self.sent += 1;
+                let payload = self.sent.to_be_bytes();
+                let (_, out, _) = self.sim.rtp(&mut self.publisher, ssrc, &payload);
+                if !self.down {
+                    self.deliver(out);
+                }
+            }
+            if !self.down {
+                self.sim.node.expire(now);
+            }
+        }
+    }
+
+    /// Virtual ms from `since` to the receiver's first packet after it.
+    fn recovered_after(&self, since: u64) -> u64 {
+        let first = self.seen.got.iter().find(|(t, _)| *t > since).expect("media resumed").0;
+        first - since
+    }
+
+    /// No packet number twice, and every number the publisher sent while both were joined.
+    fn assert_no_duplicates(&self) {
+        let mut ns: Vec<u64> = self.seen.got.iter().map(|(_, n)| *n).collect();
+        let total = ns.len();
+        ns.sort_unstable();
+        ns.dedup();
+        assert_eq!(ns.len(), total, "a packet was delivered twice");
+    }
+}
+
+#[test]
+fn after_a_relay_restart_clients_are_told_unknown_session_and_rejoin_with_fresh_ssrcs() {
+    use relay::client::Loss;
+    let mut s = RestartSim::new(41);
+    s.run(2_500);
+    let before = s.seen.got.len();
+    assert!(before > 200, "media flows: {before}");
+    let old_ssrc = s.publisher_ssrc();
+    // A forged unknown_session while no keepalive awaits an answer changes nothing.
+    let mut forged = [0u8; 64];
+    let n = relay::proto::JoinError::write(ErrorCode::UnknownSession, "forged", &mut forged, 64).unwrap();
+    let ev = s.receiver.client.handle_at(s.sim.now.mono_ms, &mut forged[..n]);
+    assert!(matches!(ev, Event::Refused { .. }), "{ev:?}");
+    assert!(!s.receiver.client.is_rejoining());
+
+    s.restart();
+    let restarted_at = s.sim.now.mono_ms;
+    s.run(3_000);
+    // Each client learns at its next keepalive (within 1 s) and joins again at once.
+    let took = s.recovered_after(restarted_at);
+    assert!(took <= 1_000 + 30, "media resumed {took} ms after the restart");
+    assert_eq!(s.publisher.client.losses(Loss::UnknownSession), 1);
+    assert_eq!(s.receiver.client.losses(Loss::UnknownSession), 1);
+    assert_eq!(s.publisher.client.losses(Loss::NoAnswer), 0);
+    assert_eq!(s.seen.rejoined, 1);
+    assert_ne!(s.publisher_ssrc(), old_ssrc, "a rejoin declares fresh SSRCs");
+    assert!(s.publisher.client.next_session_timeout().is_some());
+    s.assert_no_duplicates();
+}
+
+#[test]
+fn a_relay_that_stops_answering_is_left_at_the_deadline_and_rejoined_within_a_second_of_its_return() {
+    use relay::client::liveness::{no_answer_deadline_ms, REJOIN_MAX_MS};
+    use relay::client::Loss;
+    let mut s = RestartSim::new(42);
+    s.run(2_000);
+    let old_ssrc = s.publisher_ssrc();
+    s.down = true;
+    // 1 s keepalives, 5 s timeout: the deadline is 3 s after the last answer.
+    assert_eq!(no_answer_deadline_ms(1, 5), 3_000);
+    // The receiver was answered (its media) until the relay went down: it waits the whole
+    // deadline. The publisher's last answer, a keepalive-ack, may be a second older.
+    s.run(2_900);
+    assert!(!s.receiver.client.is_rejoining(), "not before the deadline");
+    s.run(1_200);
+    assert!(s.publisher.client.is_rejoining() && s.receiver.client.is_rejoining(), "lost at the deadline");
+    // Down for longer: the joins back off to one a second.
+    s.run(5_000);
+    s.restart();
+    s.down = false;
+    let back_at = s.sim.now.mono_ms;
+    s.run(3_000);
+    let took = s.recovered_after(back_at);
+    assert!(took <= REJOIN_MAX_MS + 20, "media resumed {took} ms after the relay came back");
+    assert_eq!(s.publisher.client.losses(Loss::NoAnswer), 1);
+    assert_eq!(s.receiver.client.losses(Loss::NoAnswer), 1);
+    assert_eq!(s.publisher.client.losses(Loss::UnknownSession), 0);
+    assert_ne!(s.publisher_ssrc(), old_ssrc);
+    s.assert_no_duplicates();
+}
+
+#[test]
+fn a_dismissed_room_ends_its_members_sessions_for_good_and_they_never_join_again() {
+    let mut s = RestartSim::new(43);
+    s.run(2_000);
+    assert!(s.seen.got.len() > 150, "media flows");
+    let room = relay::ids::RoomKey { app: relay::ids::SdkAppId::new(APP.into()).unwrap(), room: RoomId::Num(1) };
+    let mut updates = Vec::new();
+    assert_eq!(s.sim.node.registry.dismiss_room(s.sim.now, &room, &mut updates), 2);
+    let dismissed_at = s.sim.now.mono_ms;
+    // Each member hears room_dismissed at its next keepalive, then stays gone: no rejoin at
+    // the no-answer deadline, nor later.
+    s.run(15_000);
+    for f in [&s.publisher, &s.receiver] {
+        assert!(f.client.session().is_none(), "the session is over");
+        assert!(!f.client.is_rejoining(), "a dismissed member never joins again");
+        assert_eq!(f.client.next_session_timeout(), None);
+    }
+    assert!(s.seen.got.iter().all(|(t, _)| *t <= dismissed_at + 10), "no media after the dismissal");
+    assert_eq!(s.seen.rejoined, 0);
+    assert_eq!(s.sim.node.registry.session_count(), 0, "nobody joined again");
 }

@@ -125,6 +125,7 @@ pub struct Relayd {
     pub config: PathBuf,
     /// What [`Relayd::start_with`] wrote around the body (listen, socket; the key file).
     frame: (String, String),
+    netns: Option<String>,
     _dir: TempDir,
 }
 
@@ -157,23 +158,7 @@ impl Relayd {
         let head = format!("listen = \"{addr}\"\ncontrol_socket = \"{}\"\n", stats_socket.display());
         let path = dir.join("relayd.toml");
         std::fs::write(&path, format!("{head}{body}{identity}")).unwrap();
-        let log = std::fs::File::create(dir.join("relayd.log")).unwrap();
-        let mut cmd = match netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(bin("relayd"));
-                c
-            }
-            None => Command::new(bin("relayd")),
-        };
-        let child = cmd
-            .args(["run", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "relay=debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn relayd");
+        let child = spawn_relayd(&path, &dir.join("relayd.log"), netns);
         let mut r = Self {
             child,
             addr,
@@ -181,21 +166,75 @@ impl Relayd {
             stats_socket,
             config: path,
             frame: (head, identity),
+            netns: netns.map(str::to_owned),
             _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let stats = loop {
-            if let Ok(s) = relay::mgmt::read_stats(&r.stats_socket) {
-                break s;
-            }
-            if let Ok(Some(st)) = r.child.try_wait() {
-                panic!("relayd exited with {st}: {}", r.log());
-            }
-            assert!(Instant::now() < deadline, "relayd did not come up: {}", r.log());
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let stats = r.wait_serving();
         r.key = stats.relay_key.as_deref().expect("relayd reports its key").parse().expect("a base64 key");
         r
+    }
+
+    /// Waits (up to 10 s) until relayd answers on its management socket, which it serves
+    /// only after its UDP sockets are bound; returns its counters.
+    fn wait_serving(&mut self) -> Snapshot {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(s) = relay::mgmt::read_stats(&self.stats_socket) {
+                return s;
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("relayd exited with {st}: {}", self.log());
+            }
+            assert!(Instant::now() < deadline, "relayd did not come up: {}", self.log());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Kills relayd with SIGKILL and reaps it, keeping its files (config, key, state file)
+    /// for [`respawn`](Self::respawn).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits (up to 5 s) for the exit, keeping its files; returns whether
+    /// it exited 0.
+    pub fn sigterm(&mut self) -> bool {
+        let _ = relay::io::sys::terminate(self.child.id());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.success();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    /// Starts relayd again with the same config, key and state file (after [`kill`] or
+    /// [`sigterm`]); returns when it spawned and when it answered on its management socket
+    /// (by then it listens). Its key must be the one it had.
+    ///
+    /// [`kill`]: Self::kill
+    /// [`sigterm`]: Self::sigterm
+    pub fn respawn(&mut self) -> (Instant, Instant) {
+        assert!(matches!(self.child.try_wait(), Ok(Some(_))), "relayd is still running");
+        let spawned = Instant::now();
+        self.child = spawn_relayd(&self.config, &self._dir.join("relayd.log"), self.netns.as_deref());
+        let stats = self.wait_serving();
+        let serving = Instant::now();
+        assert_eq!(stats.relay_key.as_deref(), Some(self.key.to_string().as_str()), "the relay key survives");
+        (spawned, serving)
+    }
+
+    /// The directory holding its config, key file, state file and log.
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    /// Its state file (the saved push): the default, next to the key file.
+    pub fn state_file(&self) -> PathBuf {
+        self._dir.join(relay::pushed::DEFAULT_FILE_NAME)
     }
 
     /// A client config for this relay (v2, to its key), joining `room` of `app` as `user`
@@ -259,21 +298,12 @@ impl Relayd {
 
     /// Kills relayd with SIGKILL (a crash) and reaps it.
     pub fn crash(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
 
     /// Sends SIGTERM and waits for a clean exit; returns the exit status success.
     pub fn terminate(mut self) -> bool {
-        let _ = relay::io::sys::terminate(self.child.id());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st.success();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
+        self.sigterm()
     }
 
     /// Polls the counters until `pred` holds (or panics after `secs`).
@@ -295,6 +325,26 @@ impl Drop for Relayd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts `relayd run --config CONFIG` (in `netns` if given), its stderr appended to `log`.
+fn spawn_relayd(config: &Path, log: &Path, netns: Option<&str>) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(bin("relayd"));
+            c
+        }
+        None => Command::new(bin("relayd")),
+    };
+    cmd.args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "relay=debug")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn relayd")
 }
 
 /// Mints a UserSig valid for a day.

@@ -179,10 +179,12 @@ impl Net {
 }
 
 /// A relayd config body for the XDP backend on `iface` (copy mode, one worker per queue,
-/// unpinned maps) from `body` (apps and timeouts), with `limits` as extra `[xdp]` keys.
+/// unpinned maps unless `limits` sets `pin_maps`) from `body` (apps and timeouts), with
+/// `limits` as extra `[xdp]` keys.
 pub fn xdp_relayd_body(body: &str, iface: &str, queues: u32, limits: &str) -> String {
+    let unpinned = if limits.contains("pin_maps") { "" } else { "pin_maps = false\n" };
     format!(
-        "backend = \"xdp\"\n{}\n[xdp]\niface = \"{iface}\"\nqueues = {queues}\nmode = \"copy\"\npin_maps = false\n{limits}",
+        "backend = \"xdp\"\n{}\n[xdp]\niface = \"{iface}\"\nqueues = {queues}\nmode = \"copy\"\n{unpinned}{limits}",
         body.replace("workers = 2\n", ""),
     )
 }

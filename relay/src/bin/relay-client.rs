@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 use clap::{Args, Parser, Subcommand};
-use relay::client::{write_rtp_header, Client, ClientConfig, Event, MessageStats, ReceivedMessage};
+use relay::client::{write_rtp_header, Client, ClientConfig, Event, Loss, MessageStats, ReceivedMessage, Transmit};
 use relay::identity::RelayKey;
 use relay::ids::{RoomId, Ssrc};
 use relay::proto::{DeclaredSsrc, ErrorCode, StreamKind};
@@ -42,7 +42,9 @@ enum Cmd {
     /// Mint a UserSig, or a PrivateMapKey with --room and --privileges (for testing; the
     /// secret belongs on your app server, not in clients).
     Usersig(MintArgs),
-    /// Join a room and stream synthetic SRTP and in-room messages.
+    /// Join a room and stream synthetic SRTP and in-room messages. A lost session (an
+    /// `unknown_session` answer after a relay restart, or no answer in time) is joined again
+    /// by itself with a fresh SSRC.
     Run(RunArgs),
     /// Join from --bind, print the SRTP params JSON line (as `run --print-srtp-params`),
     /// free --bind for an external SRTP tool (ffmpeg, GStreamer) and keep the session alive
@@ -137,7 +139,7 @@ struct RunArgs {
     /// RTP packet size in bytes (header + payload, before the SRTP tag).
     #[arg(long, default_value_t = 1200)]
     size: usize,
-    /// How long to run, in seconds.
+    /// How long to run, in seconds (SIGTERM or SIGINT end the run earlier, with the report).
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
     /// Initial RTP sequence number (e.g. 65500 to exercise ROC wrap).
@@ -256,6 +258,16 @@ struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     ended: Option<String>,
     sent: u64,
+    /// Packets due while the session was lost and being joined again: not sent.
+    unsent: u64,
+    /// Every SSRC sent from: the first, then the fresh one of each rejoin.
+    sent_ssrcs: Vec<u32>,
+    /// Sessions lost and joined again (after `unknown_session`, or no answer in time).
+    rejoins: u64,
+    /// Sessions lost to an `unknown_session` answer (a relay restart, an expiry).
+    lost_unknown_session: u64,
+    /// Sessions lost to silence past the no-answer deadline.
+    lost_no_answer: u64,
     received: u64,
     auth_failures: u64,
     replays: u64,
@@ -535,18 +547,18 @@ fn attach(a: AttachArgs) -> Result<()> {
 }
 
 fn run(a: RunArgs) -> Result<()> {
+    // SIGTERM/SIGINT end the run early, with the report.
+    let shutdown = relay::io::sys::shutdown_flag().context("installing the SIGTERM/SIGINT handler")?;
     let Session { mut client, sock, ssrc, mut report } = connect(&a.join, a.json)?;
     if a.print_srtp_params {
         println!("{}", srtp_params(&client, sock.local_addr()?, ssrc));
         return Ok(());
     }
     let mut buf = [0u8; 2048];
-    let (keepalive_secs, _) = client.timers().expect("joined");
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(a.duration);
     let interval = if a.send_pps > 0 { Some(Duration::from_secs_f64(1.0 / f64::from(a.send_pps))) } else { None };
     let mut next_send = start;
-    let mut next_keepalive = start + Duration::from_secs(keepalive_secs.into());
     let mut seq = a.seq;
     let size = a.size.clamp(12 + 12, 1400);
     let pt = if a.join.audio { 111 } else { 96 };
@@ -556,10 +568,15 @@ fn run(a: RunArgs) -> Result<()> {
     // Past --duration, wait a little for the acks of reliable messages.
     let linger = start + Duration::from_secs_f64(a.duration) + Duration::from_secs(3);
     let now_ms = |t: Instant| t.duration_since(start).as_millis() as u64;
-    while report.ended.is_none() && (Instant::now() < end || (client.pending_messages() > 0 && Instant::now() < linger))
+    if !a.join.recv_only {
+        report.sent_ssrcs.push(ssrc.get());
+    }
+    while report.ended.is_none()
+        && !shutdown.load(std::sync::atomic::Ordering::Relaxed)
+        && (Instant::now() < end || (client.pending_messages() > 0 && Instant::now() < linger))
     {
         let now = Instant::now();
-        if now >= next_message {
+        if now >= next_message && client.session().is_some() {
             if let Some((cmd, text)) = to_send.next() {
                 let m = client.send_message(now_ms(now), *cmd, text.as_bytes(), a.reliable, a.ordered, &mut buf)?;
                 let _ = sock.send(&buf[..m.len]);
@@ -570,11 +587,28 @@ fn run(a: RunArgs) -> Result<()> {
         while let Some(n) = client.poll_transmit(&mut buf) {
             let _ = sock.send(&buf[..n]);
         }
+        // Keepalives, and joining again when the session is lost (a relay restart).
+        let was_rejoining = client.is_rejoining();
+        if let Some(Transmit::Keepalive(n) | Transmit::Join(n)) =
+            client.poll_session(now_ms(now), relay::time::unix_now_ms(), &mut buf)?
+        {
+            let _ = sock.send(&buf[..n]);
+        }
+        if !was_rejoining && client.is_rejoining() && client.losses(Loss::NoAnswer) > report.lost_no_answer {
+            report.lost_no_answer = client.losses(Loss::NoAnswer);
+            eprintln!("relay-client: no answer from the relay in time: joining again with a fresh SSRC");
+        }
         if let Some(iv) = interval.filter(|_| now < end) {
             if !a.join.recv_only {
                 let mut burst = 0;
                 while next_send <= now && burst < 64 {
-                    let h = write_rtp_header(&mut buf, pt, seq, report.sent as u32 * 3000, ssrc.get());
+                    next_send += iv;
+                    burst += 1;
+                    let Some(d) = client.session().and(client.config().ssrcs.first()) else {
+                        report.unsent += 1;
+                        continue;
+                    };
+                    let h = write_rtp_header(&mut buf, pt, seq, report.sent as u32 * 3000, d.ssrc.get());
                     let ns = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
                     buf[h..h + 8].copy_from_slice(&ns.to_be_bytes());
                     buf[h + 8..h + 12].copy_from_slice(&(report.sent as u32).to_be_bytes());
@@ -583,15 +617,8 @@ fn run(a: RunArgs) -> Result<()> {
                     let _ = sock.send(&buf[..n]);
                     report.sent += 1;
                     seq = seq.wrapping_add(1);
-                    next_send += iv;
-                    burst += 1;
                 }
             }
-        }
-        if now >= next_keepalive {
-            let n = client.keepalive(&mut buf)?;
-            let _ = sock.send(&buf[..n]);
-            next_keepalive += Duration::from_secs(keepalive_secs.into());
         }
         let wait = interval.map_or(Duration::from_millis(20), |_| next_send.saturating_duration_since(Instant::now()));
         sock.set_read_timeout(Some(wait.clamp(Duration::from_micros(100), Duration::from_millis(20))))?;
@@ -621,14 +648,36 @@ fn run(a: RunArgs) -> Result<()> {
                 Event::MediaError(srtp::Error::AuthFailed) => report.auth_failures += 1,
                 Event::MediaError(srtp::Error::Replayed | srtp::Error::TooOld) => report.replays += 1,
                 Event::MediaError(_) => report.other_errors += 1,
+                Event::SessionLost => {
+                    report.lost_unknown_session = client.losses(Loss::UnknownSession);
+                    eprintln!("relay-client: the relay does not know this session (restarted?): joining again");
+                }
+                Event::Rejoined { session } => {
+                    report.rejoins += 1;
+                    report.session = Some(session);
+                    if let (false, Some(d)) = (a.join.recv_only, client.config().ssrcs.first()) {
+                        report.sent_ssrcs.push(d.ssrc.get());
+                    }
+                    eprintln!("relay-client: joined again: session {session:016x}");
+                }
+                Event::Cookie if client.is_rejoining() => {
+                    let n = client.join(&mut buf)?;
+                    let _ = sock.send(&buf[..n]);
+                }
+                Event::Refused { code, detail } if client.is_rejoining() => {
+                    eprintln!(
+                        "relay-client: join refused while joining again ({}: {detail}); retrying",
+                        code.map_or("unknown", |c| c.name())
+                    );
+                }
                 _ => {}
             }
             sock.set_read_timeout(Some(Duration::from_micros(100)))?;
         }
     }
     report.message_stats = client.message_stats();
-    if report.ended.is_none() {
-        let n = client.leave(&mut buf)?;
+    let leave = if report.ended.is_none() { client.leave(&mut buf).ok() } else { None };
+    if let Some(n) = leave {
         let _ = sock.send(&buf[..n]);
     }
     for s in report.streams.values_mut() {
@@ -642,6 +691,9 @@ fn run(a: RunArgs) -> Result<()> {
         println!("session {:016x}: sent {}, received {}", report.session.unwrap_or(0), report.sent, report.received);
         if let Some(why) = &report.ended {
             println!("the relay ended the session: {why}");
+        }
+        if report.rejoins > 0 {
+            println!("  joined again {} time(s); {} packet(s) not sent while rejoining", report.rejoins, report.unsent);
         }
         for (ssrc, s) in &report.streams {
             println!("  from SSRC {ssrc:#010x}: received {}, lost {}, duplicates {}", s.received, s.lost, s.duplicates);

@@ -25,6 +25,9 @@ control_socket = "{SOCKET}"   # for `relayd stats`, `relayd ctl`, relay-control;
 # user = "nobody"              # drop to this user after setup (no capabilities kept)
 # log_level = "info"           # or e.g. "relay=debug,info"; RUST_LOG wins at start; changes on reload
 # log_format = "text"          # or "json": one object per line (restart to change)
+# state_file = "/var/lib/edgerelay/pushed.json" # what relay-control pushed last (apps, secrets, limits,
+#                              # blocklist, bans; 0600); relayd starts from it when relay-control is
+#                              # absent. Default: pushed.json next to [identity] key_file
 
 [identity]
 key_file = "{KEY}"   # X25519 key, created (0600) on first start; `relayd key show`
@@ -57,6 +60,8 @@ max_sessions = 10000
 # pps_rate_per_sec = 20000
 # max_sessions = 262144        # kernel sessions map: concurrent sessions admitted (~100 B each)
 # ring_size = 1024             # AF_XDP RX/TX ring descriptors per queue (UMEM: 4x as many 2 KiB frames)
+# pin_maps = true              # pin the maps so the blocklist and limits outlive relayd
+# pin_dir = "/sys/fs/bpf/edgerelay"   # where (one directory per relayd on a host)
 "#;
 
 #[derive(Parser)]
@@ -68,7 +73,14 @@ max_sessions = 10000
 TRTC UserSig (optionally a PrivateMapKey) in a Noise NK handshake to the relay's static key \
 (`relayd key show`): the join is encrypted, the answer proves the relay's identity, and the \
 per-session SRTP keys are forward-secret. Every packet a member sends is authenticated, \
-replay-checked and re-encrypted with each other member's own keys.",
+replay-checked and re-encrypted with each other member's own keys.\n\n\
+What relay-control pushes over the management socket (apps and their secrets, limits, the \
+blocklist, bans) wins over the TOML file and is saved in `state_file` (default: pushed.json \
+next to the key file, mode 0600), so a restarted relayd serves it again before relay-control \
+reconnects, or without it; on the XDP backend the saved blocklist is put back into the kernel \
+before the program is attached, also into freshly created maps (after a reboot). A damaged \
+state file is reported (log, `relayd stats` state counters) and relayd starts from the TOML \
+file alone. Delete the file to go back to the TOML file's apps.",
     after_help = "Examples:\n  relayd run --config relayd.toml\n  relayd check --config relayd.toml\n  \
 relayd stats --socket /run/edgerelay/relayd.sock\n  relayd ctl dismiss-room --sdkappid 1400000001 --room 42\n  \
 relayd ctl rooms --sdkappid 1400000001\n  relayd ctl offenders --limit 20\n  \
@@ -311,6 +323,23 @@ fn main() -> Result<()> {
                 anyhow::bail!("{} cannot start as this user (uid {}): {}", config.display(), sys::euid(), problems[0]);
             }
             println!("config OK: listen {} with {} worker(s)", v.listen, v.workers);
+            match relay::pushed::load(&v.state_file) {
+                Ok(Some(p)) => {
+                    let n = p.summary();
+                    println!(
+                        "  saved push {} (saved at {}: {} app(s), {} block(s), {} ban(s), limits {}): relayd starts \
+                         from it; pushed apps replace the apps below",
+                        v.state_file.display(),
+                        p.saved_at,
+                        n["apps"],
+                        n["blocks"],
+                        n["bans"],
+                        if n["limits"] > 0 { "yes" } else { "no" }
+                    );
+                }
+                Ok(None) => println!("  no saved push at {}", v.state_file.display()),
+                Err(e) => println!("  {e}: relayd would start from this file alone"),
+            }
             for a in &v.apps {
                 let profiles: Vec<_> = a.profiles.iter().map(|p| p.name()).collect();
                 println!(
@@ -634,6 +663,21 @@ fn print_table(s: &Snapshot) {
     }
     if let Some(k) = &s.relay_key {
         let _ = writeln!(t, "relay key                    {k}");
+    }
+    if let Some(o) = &s.config_origin {
+        let what = match o.as_str() {
+            "file" => "the TOML file (nothing pushed or saved)",
+            "saved" => "the saved push (state_file), nothing pushed since start",
+            "pushed" => "pushed since start (and saved)",
+            other => other,
+        };
+        let _ = writeln!(t, "config from                  {what}");
+    }
+    if !s.state.is_empty() {
+        let _ = writeln!(t, "state file:");
+        for (k, v) in &s.state {
+            let _ = writeln!(t, "  {k:<26} {v:>14}");
+        }
     }
     if !s.xdp.is_empty() {
         let _ = writeln!(t, "XDP verdicts (packets, in the kernel):");

@@ -10,7 +10,10 @@
 //! second it dumps the kernel's neighbour and route tables for the workers.
 //!
 //! It serves the optional management socket ([`MgmtServer`]) on the same poll, running
-//! each request through [`super::commands`] between control datagrams.
+//! each request through [`super::commands`] between control datagrams. What a request
+//! pushes (apps, limits, blocklist, bans) is recorded in a [`PushedConfig`] and saved to
+//! the state file through [`Saver`]; at start-up [`Control::restore`] runs the saved
+//! requests through the same commands, so a restarted relayd serves them again.
 //!
 //! **Reload** (SIGHUP, or the `reload` request): the [`Reloader`] re-reads the file; an
 //! invalid one changes nothing and the reason is logged and answered. Otherwise the keys that
@@ -33,6 +36,7 @@ use mio::{Events, Poll, Waker};
 use super::commands::{self, Managed};
 use super::mgmt_server::Server as MgmtServer;
 use super::netlink::RouteSocket;
+use super::persist::{Saver, StateCounters};
 use super::worker::{mono_ms, now, sum_counters, ControlIn, WorkerMsg, REPLY_MAX};
 use super::xdp::XdpFilter;
 use crate::config::Validated;
@@ -41,6 +45,7 @@ use crate::limits::Limits;
 use crate::messages::{Outbox, TICK_MS};
 use crate::mgmt::{Answer, RefusalCode, ReloadReport, Request, Response};
 use crate::proto::ErrorCode;
+use crate::pushed::PushedConfig;
 use crate::registry::{JoinSubject, Outcome, Registry, Update};
 use crate::stats::{DropReason, Snapshot, WorkerCounters};
 
@@ -62,6 +67,28 @@ pub struct Reloader {
     pub load: LoadConfig,
     /// Makes a level directive (validated by the config) the log's filter.
     pub set_log_level: SetLogLevel,
+}
+
+/// Where the pushed part of the running config (apps, limits, blocklist, bans) comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigOrigin {
+    /// The TOML file alone: nothing was saved or pushed.
+    File,
+    /// The state file: restored at start, nothing pushed since.
+    Saved,
+    /// Pushed over the management socket since start.
+    Pushed,
+}
+
+impl ConfigOrigin {
+    /// The name `stats` reports (`config_origin`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::File => "file",
+            Self::Saved => "saved",
+            Self::Pushed => "pushed",
+        }
+    }
 }
 
 /// The control thread's state.
@@ -94,6 +121,14 @@ pub struct Control {
     pub epoch: Instant,
     /// The relay's key file (key rotations are saved to it).
     pub key_file: Option<std::path::PathBuf>,
+    /// What was pushed (or restored) and is in force, as the state file holds it.
+    pub pushed: PushedConfig,
+    /// Writes `pushed` to the state file after each change.
+    pub saver: Saver,
+    /// The state file's counters.
+    pub state: Arc<StateCounters>,
+    /// Where the pushed part of the config comes from.
+    pub origin: ConfigOrigin,
     /// Set by `Relay::stop`.
     pub stop: Arc<AtomicBool>,
     /// Set by a signal.
@@ -326,6 +361,10 @@ impl Control {
             s.messages.insert(k.to_owned(), v);
         }
         s.relay_key = Some(self.registry.relay_key().to_string());
+        s.config_origin = Some(self.origin.name().to_owned());
+        for (k, v) in self.state.named() {
+            s.state.insert(k.to_owned(), v);
+        }
         s.sessions = self.registry.session_count() as u64;
         s.rooms = self.registry.room_count() as u64;
         if let Some((f, _)) = &self.filter {
@@ -380,7 +419,7 @@ impl Control {
         if changed("app") {
             if self.apps_pushed {
                 report.not_applied.push(
-                    "app: relay-control pushed the app set since relayd started, and its pushes own the apps".into(),
+                    "app: the app set was pushed by relay-control (or restored from its saved push), and its pushes own the apps".into(),
                 );
                 next.apps = self.running.apps.clone();
             } else {
@@ -419,40 +458,101 @@ impl Control {
     }
 
     fn execute(&mut self, req: Request, wake: &mut [bool]) -> Response {
-        let mut updates = Vec::new();
-        let pushes_apps = matches!(req, Request::SetApps { .. });
-        let resp = match req {
-            Request::Stats {} => Response::Ok(Answer::Stats(Box::new(self.snapshot()))),
-            Request::Reload {} => match self.reload(wake) {
-                Ok(r) => {
-                    tracing::info!(
-                        applied = ?r.applied, needs_restart = ?r.needs_restart, not_applied = ?r.not_applied,
-                        sessions_ended = r.sessions_ended, "config reloaded (reload request)"
-                    );
-                    Response::Ok(Answer::Reloaded(r))
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "config reload refused; nothing changed");
-                    Response::refused(RefusalCode::Invalid, e)
-                }
-            },
-            req => {
-                let m = Managed {
-                    registry: &mut self.registry,
-                    filter: self.filter.as_mut().map(|(f, _)| f),
-                    limits: &mut self.limits,
-                    local_addr: self.local_addr,
-                    key_file: self.key_file.as_deref(),
-                    now: now(self.epoch),
+        match req {
+            Request::Stats {} => return Response::Ok(Answer::Stats(Box::new(self.snapshot()))),
+            Request::Reload {} => {
+                return match self.reload(wake) {
+                    Ok(r) => {
+                        tracing::info!(
+                            applied = ?r.applied, needs_restart = ?r.needs_restart, not_applied = ?r.not_applied,
+                            sessions_ended = r.sessions_ended, "config reloaded (reload request)"
+                        );
+                        Response::Ok(Answer::Reloaded(r))
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "config reload refused; nothing changed");
+                        Response::refused(RefusalCode::Invalid, e)
+                    }
                 };
-                commands::execute(req, m, &mut updates)
             }
+            _ => {}
+        }
+        let resp = self.run_command(req.clone(), wake);
+        if resp.is_ok() && self.pushed.record(&req, crate::time::unix_now()) {
+            self.saver.save(self.pushed.encode());
+            if self.origin != ConfigOrigin::Pushed {
+                tracing::info!(
+                    replaces = self.origin.name(),
+                    "config pushed over the management socket: in force now, and saved for restarts"
+                );
+                self.origin = ConfigOrigin::Pushed;
+            }
+        }
+        resp
+    }
+
+    /// Runs one management request through [`commands`]. A set of apps that was pushed (or
+    /// restored from the state file, which is a push saved) owns the apps from then on: a
+    /// reload reports the file's `[[app]]` changes as not applied.
+    fn run_command(&mut self, req: Request, wake: &mut [bool]) -> Response {
+        let pushes_apps = matches!(req, Request::SetApps { .. });
+        let mut updates = Vec::new();
+        let m = Managed {
+            registry: &mut self.registry,
+            filter: self.filter.as_mut().map(|(f, _)| f),
+            limits: &mut self.limits,
+            local_addr: self.local_addr,
+            key_file: self.key_file.as_deref(),
+            now: now(self.epoch),
         };
+        let resp = commands::execute(req, m, &mut updates);
         if pushes_apps && resp.is_ok() {
             self.apps_pushed = true;
         }
         self.broadcast_all(&mut updates, wake);
         resp
+    }
+
+    /// Puts back the config saved in the state file: its requests run through the same
+    /// commands as a push (before the workers see traffic, and on XDP before the program
+    /// is attached, so the blocklist is in the kernel from the first packet). A request
+    /// refused now is logged and counted, and what the TOML file says stands for it.
+    pub fn restore(&mut self, saved: &PushedConfig) {
+        let now = crate::time::unix_now();
+        let mut wake = vec![false; self.workers.len()];
+        let mut kept = PushedConfig::new();
+        for req in saved.requests(now) {
+            match self.run_command(req.clone(), &mut wake) {
+                Response::Ok(_) => {
+                    kept.record(&req, now);
+                }
+                Response::Refused(r) => {
+                    self.state.restore_refused.fetch_add(1, Relaxed);
+                    tracing::warn!(
+                        request = describe(&req),
+                        code = ?r.code,
+                        error = %r.message,
+                        "a saved request is refused now; the TOML file's setting stands for it"
+                    );
+                }
+            }
+        }
+        self.wake_workers(&mut wake);
+        kept.saved_at = saved.saved_at;
+        self.pushed = kept;
+        self.origin = ConfigOrigin::Saved;
+        self.state.loaded.fetch_add(1, Relaxed);
+    }
+}
+
+/// A saved request for a log line (never its secrets).
+fn describe(req: &Request) -> String {
+    match req {
+        Request::SetApps { apps } => format!("set_apps ({} apps)", apps.len()),
+        Request::SetLimits(_) => "set_limits".into(),
+        Request::Block { ip, prefix_len, .. } => format!("block {ip}/{prefix_len}"),
+        Request::RemoveUser { sdkappid, room, user, .. } => format!("ban of {user:?} from app {sdkappid} room {room}"),
+        _ => "another request".into(),
     }
 }
 

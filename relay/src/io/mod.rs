@@ -6,6 +6,7 @@
 //!   XDP backend's (one per RX queue, over [`afxdp`]);
 //! - [`control`] is the control thread (the registry, joins, expiry, the XDP `sessions`
 //!   map), running management requests through [`commands`] for [`mgmt_server`];
+//! - [`persist`] writes the saved push ([`crate::pushed`]) off the control thread;
 //! - [`worker`] is what every worker shares (core, channels, clocks, pinning);
 //! - [`xdp`] loads and attaches the XDP program and keeps its maps; [`afxdp`] is the
 //!   AF_XDP layer (UMEM, rings, the engine's transmit sink over them), [`netlink`] resolves
@@ -22,6 +23,7 @@ mod control;
 mod mgmt_server;
 pub mod netlink;
 pub mod netns;
+pub mod persist;
 pub mod runtime;
 mod socket;
 pub mod sys;

@@ -7,7 +7,14 @@
 //! [`super::xdp_worker`]), the control thread ([`super::control`]) and XDP setup
 //! ([`super::xdp`]); none of them imports it.
 //!
-//! Shutdown: a signal sets a flag; every loop polls with a short timeout and exits.
+//! Start-up order: the backend's sockets (or the XDP program, loaded, with its AF_XDP
+//! sockets in `xsks`), the workers, then the control thread's state, into which the saved
+//! push ([`crate::pushed`], the state file) is restored; only then is the XDP program
+//! attached, so a blocklist that must be rebuilt (its maps recreated) is in the kernel
+//! before the first packet is filtered.
+//!
+//! Shutdown: a signal sets a flag; every loop polls with a short timeout and exits; the
+//! state file's writer finishes last, so a save the control thread queued is written.
 #![forbid(unsafe_code)]
 
 use std::io;
@@ -20,9 +27,10 @@ use std::time::{Duration, Instant};
 
 use mio::{Poll, Token, Waker};
 
-use super::control::Control;
 pub use super::control::Reloader;
+use super::control::{ConfigOrigin, Control};
 use super::mgmt_server::Server as MgmtServer;
+use super::persist::{Saver, StateCounters, Writer};
 use super::socket::Worker;
 use super::sys;
 use super::worker::{
@@ -33,6 +41,7 @@ use super::xdp_worker::XdpWorker;
 use crate::config::{Backend, Validated};
 use crate::engine::Engine;
 use crate::limits::Limits;
+use crate::pushed::{self, PushedConfig};
 use crate::registry::Registry;
 use crate::stats::{Snapshot, WorkerCounters};
 
@@ -50,6 +59,8 @@ pub struct Relay {
     local_addr: SocketAddr,
     stop: Arc<AtomicBool>,
     control_socket: Option<PathBuf>,
+    /// The state file's writer, finished after the other threads.
+    writer: Writer,
 }
 
 impl Relay {
@@ -132,6 +143,19 @@ impl Relay {
             }
         };
 
+        let state = Arc::new(StateCounters::default());
+        let saved = match pushed::load(&cfg.state_file) {
+            Ok(s) => s,
+            Err(e) => {
+                state.load_failed.fetch_add(1, Relaxed);
+                tracing::error!(
+                    error = %e,
+                    "cannot use the saved push: starting from the TOML file alone (the next push replaces the file)"
+                );
+                None
+            }
+        };
+        let (saver, writer) = Saver::spawn(cfg.state_file.clone(), state.clone())?;
         let mgmt = match &cfg.control_socket {
             Some(p) => Some(MgmtServer::bind(p, cfg.control_uids.clone(), ctl_poll.registry(), MGMT, MGMT_CONNS)?),
             None => None,
@@ -139,7 +163,11 @@ impl Relay {
         let workers = counters.len();
         let own = Arc::new(WorkerCounters::default());
         counters.push(own.clone());
-        let ctl = Control {
+        let mut ctl = Control {
+            pushed: PushedConfig::new(),
+            saver,
+            state,
+            origin: ConfigOrigin::File,
             own,
             route: None,
             registry,
@@ -161,8 +189,62 @@ impl Relay {
             apps_pushed: false,
             new_allowed: None,
         };
-        threads.push(std::thread::Builder::new().name("relay-control".into()).spawn(move || ctl.run())?);
-        Ok(Self { threads, counters, workers, epoch, local_addr, stop, control_socket: cfg.control_socket.clone() })
+        match &saved {
+            Some(saved) => {
+                ctl.restore(saved);
+                let s = ctl.pushed.summary();
+                tracing::info!(
+                    path = %cfg.state_file.display(),
+                    saved_at = saved.saved_at,
+                    apps = s["apps"],
+                    limits = s["limits"],
+                    blocks = s["blocks"],
+                    bans = s["bans"],
+                    refused = ctl.state.restore_refused.load(Relaxed),
+                    "starting from the config pushed last (saved): it wins over the TOML file until relay-control pushes again"
+                );
+            }
+            None => tracing::info!(
+                path = %cfg.state_file.display(),
+                "no saved push: starting from the TOML file alone"
+            ),
+        }
+        let stop_all = |threads: Vec<JoinHandle<()>>, writer: Writer| {
+            stop.store(true, Relaxed);
+            for t in threads {
+                let _ = t.join();
+            }
+            writer.finish();
+        };
+        if let Some((f, _)) = ctl.filter.as_mut() {
+            // Attached last: the AF_XDP sockets are in `xsks` and the blocklist is restored.
+            match f.attach() {
+                Ok(how) => tracing::info!(attached = ?how, "XDP program attached"),
+                Err(e) => {
+                    drop(ctl);
+                    stop_all(threads, writer);
+                    return Err(io::Error::other(e.to_string()));
+                }
+            }
+        }
+        let started = std::thread::Builder::new().name("relay-control".into()).spawn(move || ctl.run());
+        match started {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                stop_all(threads, writer);
+                return Err(e);
+            }
+        }
+        Ok(Self {
+            threads,
+            counters,
+            workers,
+            epoch,
+            local_addr,
+            stop,
+            control_socket: cfg.control_socket.clone(),
+            writer,
+        })
     }
 
     /// The bound address (resolves port 0).
@@ -181,6 +263,7 @@ impl Relay {
         for t in self.threads {
             let _ = t.join();
         }
+        self.writer.finish();
         if let Some(p) = &self.control_socket {
             let _ = std::fs::remove_file(p);
         }

@@ -20,8 +20,9 @@
 //! warning. Dropping the [`XdpFilter`] detaches.
 //!
 //! [`open_xdp`] is relayd's XDP start-up: load the program, open one AF_XDP socket per RX
-//! queue and register it in `xsks`, and only then attach, so nothing is redirected to a
-//! socket that does not exist yet.
+//! queue and register it in `xsks`; the caller attaches ([`XdpFilter::attach`]) only after
+//! that and after restoring the saved blocklist, so nothing is redirected to a socket that
+//! does not exist yet, and a blocklist rebuilt into fresh maps filters the first packet.
 #![forbid(unsafe_code)]
 
 use std::io;
@@ -467,13 +468,18 @@ pub fn with_rates(base: FilterConfig, x: &XdpSettings) -> FilterConfig {
     }
 }
 
-/// Attaches the XDP program to the interface and opens one AF_XDP socket per RX queue.
+/// Loads the XDP program (maps pinned under `[xdp] pin_dir` when `pin_maps`) and opens one
+/// AF_XDP socket per RX queue, registered in `xsks`. Not attached yet: call
+/// [`XdpFilter::attach`].
 pub fn open_xdp(cfg: &Validated, x: &XdpSettings) -> io::Result<(XdpFilter, Vec<XskPort>)> {
     let ifindex = super::netns::ifindex(&x.iface).map_err(|e| io_err(format!("interface {}: {e}", x.iface)))?;
     let queues = x.queues.unwrap_or_else(|| rx_queues(&x.iface));
     let pin = if x.pin_maps {
         sys::ensure_bpffs("/sys/fs/bpf").map_err(|e| io_err(format!("mounting bpffs at /sys/fs/bpf: {e}")))?;
-        Some(xdp_prog::PIN_DIR)
+        match &x.pin_dir {
+            Some(d) => Some(d.to_str().ok_or_else(|| io_err(format!("xdp.pin_dir {} is not UTF-8", d.display())))?),
+            None => Some(xdp_prog::PIN_DIR),
+        }
     } else {
         None
     };
@@ -516,9 +522,7 @@ pub fn open_xdp(cfg: &Validated, x: &XdpSettings) -> io::Result<(XdpFilter, Vec<
         tracing::info!(iface = %x.iface, queue = q, mode = ?p.mode(), "AF_XDP socket open");
         ports.push(p);
     }
-    // Attach last: until now nothing was redirected to sockets that did not exist yet.
-    let how = filter.attach().map_err(io_err)?;
-    tracing::info!(iface = %x.iface, attached = ?how, queues, "XDP program attached");
+    tracing::info!(iface = %x.iface, queues, pin_dir = pin.unwrap_or("(private)"), "XDP program loaded");
     Ok((filter, ports))
 }
 
@@ -533,6 +537,11 @@ fn rx_queues(iface: &str) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_configs_default_pin_dir_is_the_programs() {
+        assert_eq!(crate::config::DEFAULT_PIN_DIR, xdp_prog::PIN_DIR);
+    }
 
     #[test]
     fn prefixes_are_masked_and_bounded() {

@@ -1,0 +1,528 @@
+//! The restart drill: relayd killed under load (`kill -9`, then SIGTERM; five times each) and
+//! started again,
+//! with no relay-control anywhere. The apps the clients use exist only in the config pushed
+//! over the management socket (the TOML file has another app), so every join after a
+//! restart proves the saved push was restored.
+//!
+//! Load: four rooms over two apps (two apps' room 1 included). Three rooms have an
+//! in-process publisher (`relay::client`, 200 pps) and two receivers; the fourth a
+//! `relay-client run` publisher, one in-process receiver and one `relay-client` receiver.
+//! Every client stays joined through `Client::poll_session` alone: after the kill the
+//! drill waits until every in-process client has noticed the silence (the no-answer
+//! deadline) before starting relayd again; after the SIGTERM it starts relayd at once,
+//! and the clients learn from an `unknown_session` answer to a keepalive.
+//!
+//! Receivers check every packet: SRTP auth and replay (the client), the room's tag in the
+//! payload, the sender's SSRC against the SSRCs its room's publisher declared, and the
+//! publisher's packet number, which must never arrive twice. Per receiver and restart the
+//! drill prints the time from relayd answering on its management socket (it binds its UDP
+//! sockets before) to the first packet of the new session, and asserts it is at most 2 s.
+//!
+//! Socket backend on loopback. Run `cargo build --workspace --bins` first.
+
+use std::collections::HashSet;
+use std::net::UdpSocket;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use edgerelay_tests::*;
+use relay::client::{write_rtp_header, Client, ClientConfig, Event, Transmit};
+use relay::ids::RoomId;
+use relay::mgmt::{AppSpec, Request};
+use relay::proto::ErrorCode;
+use relay::srtp;
+
+/// A third app, pushed with app A; the TOML file has only app B.
+const APP_C: u32 = 1_400_000_003;
+const SECRET_C: &str = "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00";
+/// Packets per second of each in-process publisher.
+const PPS: u64 = 200;
+/// How many times the drill kills relayd (and then stops it with SIGTERM).
+const ROUNDS: usize = 5;
+/// The bound the drill asserts on each receiver's recovery.
+const RECOVERY_BOUND: Duration = Duration::from_secs(2);
+
+/// relayd's TOML: 1 s keepalives and a 5 s session timeout (a 3 s no-answer deadline),
+/// and only app B, which the push replaces.
+fn toml() -> String {
+    format!(
+        "workers = 2\n[timeouts]\nkeepalive_secs = 1\nsession_secs = 5\n\
+         [[app]]\nsdkappid = {APP_B}\nsecret = \"{SECRET_B}\"\n"
+    )
+}
+
+fn app(sdkappid: u32, secret: &str) -> AppSpec {
+    AppSpec {
+        sdkappid: sdkappid.into(),
+        secrets: vec![secret.into()],
+        require_private_map_key: false,
+        allow_v1_joins: false,
+        profiles: None,
+        quotas: relay::limits::Quotas::default(),
+    }
+}
+
+/// A room and what its receivers check against.
+struct Room {
+    app: u32,
+    secret: &'static str,
+    room: u32,
+    /// Carried in every payload of the in-process publisher (payload bytes 0..4).
+    tag: u32,
+    /// The SSRCs its publisher declared (each rejoin adds one).
+    ssrcs: Mutex<Vec<u32>>,
+}
+
+/// What one receiver saw.
+#[derive(Default)]
+struct Seen {
+    /// Arrival of each verified packet, with the receiver's session generation (0 for
+    /// the first session, +1 per rejoin).
+    arrivals: Vec<(Instant, u64)>,
+    generation: u64,
+    /// SSRCs media came from.
+    ssrcs: HashSet<u32>,
+    /// The publisher's packet numbers seen.
+    numbers: HashSet<u64>,
+    duplicates: u64,
+    foreign: u64,
+    auth_failed: u64,
+    replayed: u64,
+    other_errors: u64,
+}
+
+/// What every client thread shares with the drill.
+struct Shared {
+    stop: AtomicBool,
+}
+
+struct ClientThread {
+    rejoining: Arc<AtomicBool>,
+    seen: Option<Arc<Mutex<Seen>>>,
+    room: usize,
+    handle: std::thread::JoinHandle<()>,
+}
+
+fn config(relay: &Relayd, r: &Room, user: &str, ssrc: Option<u32>) -> ClientConfig {
+    relay.client_config(r.app, r.secret, user, RoomId::Num(r.room), ssrc)
+}
+
+/// Joins (the first time) from `sock`: a fresh join every 250 ms for up to 10 s.
+fn first_join(c: &mut Client, sock: &UdpSocket, epoch: Instant) {
+    let mut buf = [0u8; 2048];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    sock.set_read_timeout(Some(Duration::from_millis(250))).unwrap();
+    while Instant::now() < deadline {
+        let n = c.join(&mut buf).unwrap();
+        sock.send(&buf[..n]).unwrap();
+        while let Ok(n) = sock.recv(&mut buf) {
+            match c.handle_at(ms(epoch), &mut buf[..n]) {
+                Event::Joined { .. } => return,
+                Event::Refused { code, detail } => panic!("join refused: {code:?} {detail}"),
+                Event::Cookie => {
+                    let n = c.join(&mut buf).unwrap();
+                    sock.send(&buf[..n]).unwrap();
+                }
+                _ => {}
+            }
+        }
+    }
+    panic!("no answer to the first join");
+}
+
+fn ms(epoch: Instant) -> u64 {
+    epoch.elapsed().as_millis() as u64
+}
+
+/// Keepalives and rejoins: sends what [`Client::poll_session`] wants sent.
+fn poll(c: &mut Client, sock: &UdpSocket, epoch: Instant, buf: &mut [u8]) {
+    if let Some(Transmit::Keepalive(n) | Transmit::Join(n)) =
+        c.poll_session(ms(epoch), relay::time::unix_now_ms(), buf).unwrap()
+    {
+        let _ = sock.send(&buf[..n]);
+    }
+}
+
+fn spawn_publisher(relay: &Relayd, rooms: &Arc<Vec<Room>>, room: usize, shared: &Arc<Shared>) -> ClientThread {
+    let r = &rooms[room];
+    let ssrc = 0x1000 * (room as u32 + 1) + 1;
+    r.ssrcs.lock().unwrap().push(ssrc);
+    let mut c = Client::new(config(relay, r, "publisher", Some(ssrc))).unwrap();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(relay.addr).unwrap();
+    let (rooms, shared) = (rooms.clone(), shared.clone());
+    let rejoining = Arc::new(AtomicBool::new(false));
+    let flag = rejoining.clone();
+    let handle = std::thread::spawn(move || {
+        let epoch = Instant::now();
+        first_join(&mut c, &sock, epoch);
+        let r = &rooms[room];
+        let mut buf = [0u8; 2048];
+        let mut number = 0u64;
+        let mut seq = 0u16;
+        let every = Duration::from_micros(1_000_000 / PPS);
+        let mut next = Instant::now();
+        while !shared.stop.load(Relaxed) {
+            poll(&mut c, &sock, epoch, &mut buf);
+            flag.store(c.is_rejoining(), Relaxed);
+            let now = Instant::now();
+            match (c.session(), c.config().ssrcs.first().map(|d| d.ssrc.get())) {
+                (Some(_), Some(ssrc)) if now >= next => {
+                    let h = write_rtp_header(&mut buf, 96, seq, u32::from(seq) * 3000, ssrc);
+                    buf[h..h + 4].copy_from_slice(&r.tag.to_be_bytes());
+                    buf[h + 4..h + 12].copy_from_slice(&number.to_be_bytes());
+                    buf[h + 12..h + 100].fill(0x33);
+                    let n = c.protect_rtp(&mut buf, h + 100).unwrap();
+                    let _ = sock.send(&buf[..n]);
+                    number += 1;
+                    seq = seq.wrapping_add(1);
+                    next += every;
+                }
+                (Some(_), _) => {}
+                // Lost: nothing is sent, and no backlog builds up.
+                (None, _) => next = now,
+            }
+            let wait = next.saturating_duration_since(Instant::now()).clamp(Duration::from_micros(200), every);
+            sock.set_read_timeout(Some(wait)).unwrap();
+            while let Ok(n) = sock.recv(&mut buf) {
+                match c.handle_at(ms(epoch), &mut buf[..n]) {
+                    Event::Rejoined { .. } => {
+                        // Receivers learn the fresh SSRC before its first packet is sent.
+                        let ssrc = c.config().ssrcs[0].ssrc.get();
+                        r.ssrcs.lock().unwrap().push(ssrc);
+                    }
+                    Event::Cookie if c.is_rejoining() => {
+                        let n = c.join(&mut buf).unwrap();
+                        let _ = sock.send(&buf[..n]);
+                    }
+                    _ => {}
+                }
+                sock.set_read_timeout(Some(Duration::from_micros(200))).unwrap();
+            }
+        }
+    });
+    ClientThread { rejoining, seen: None, room, handle }
+}
+
+fn spawn_receiver(
+    relay: &Relayd,
+    rooms: &Arc<Vec<Room>>,
+    room: usize,
+    user: &str,
+    shared: &Arc<Shared>,
+) -> ClientThread {
+    let mut c = Client::new(config(relay, &rooms[room], user, None)).unwrap();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(relay.addr).unwrap();
+    let (rooms, shared) = (rooms.clone(), shared.clone());
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let rejoining = Arc::new(AtomicBool::new(false));
+    let (log, flag) = (seen.clone(), rejoining.clone());
+    let handle = std::thread::spawn(move || {
+        let epoch = Instant::now();
+        first_join(&mut c, &sock, epoch);
+        let r = &rooms[room];
+        let mut buf = [0u8; 2048];
+        let mut out = [0u8; 2048];
+        sock.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+        while !shared.stop.load(Relaxed) {
+            poll(&mut c, &sock, epoch, &mut out);
+            flag.store(c.is_rejoining(), Relaxed);
+            let Ok(n) = sock.recv(&mut buf) else { continue };
+            let ev = c.handle_at(ms(epoch), &mut buf[..n]);
+            let at = Instant::now();
+            let mut s = log.lock().unwrap();
+            match ev {
+                Event::Media { ssrc, rtcp: false, len, .. } => {
+                    let g = s.generation;
+                    s.arrivals.push((at, g));
+                    s.ssrcs.insert(ssrc);
+                    let p = &buf[12..len];
+                    // In-process publishers tag their payloads; relay-client's payload is
+                    // a timestamp (0..8), its packet number (8..12) and 0x5a filler.
+                    let number = if r.tag != 0 {
+                        if p.len() < 12 || p[..4] != r.tag.to_be_bytes() {
+                            s.foreign += 1;
+                            continue;
+                        }
+                        u64::from_be_bytes(p[4..12].try_into().unwrap())
+                    } else {
+                        if p.len() < 13 || p[12..].iter().any(|&b| b != 0x5a) {
+                            s.foreign += 1;
+                            continue;
+                        }
+                        u64::from(u32::from_be_bytes(p[8..12].try_into().unwrap()))
+                    };
+                    if !s.numbers.insert(number) {
+                        s.duplicates += 1;
+                    }
+                }
+                Event::MediaError(srtp::Error::AuthFailed) => s.auth_failed += 1,
+                Event::MediaError(srtp::Error::Replayed | srtp::Error::TooOld) => s.replayed += 1,
+                Event::MediaError(_) => s.other_errors += 1,
+                Event::Rejoined { .. } => s.generation += 1,
+                Event::Cookie if c.is_rejoining() => {
+                    drop(s);
+                    let n = c.join(&mut out).unwrap();
+                    let _ = sock.send(&out[..n]);
+                }
+                _ => {}
+            }
+        }
+    });
+    ClientThread { rejoining, seen: Some(seen), room, handle }
+}
+
+/// A `relay-client run` process, SIGTERMed (it then reports) or killed on drop.
+struct RelayClient(Option<Child>);
+
+impl RelayClient {
+    fn start(relay: &Relayd, room: u32, user: &str, extra: &[&str]) -> Self {
+        let child = Command::new(bin("relay-client"))
+            .args(["run", "--relay", &relay.addr.to_string(), "--relay-key", &relay.key.to_string()])
+            .args(["--sdkappid", &APP_A.to_string(), "--secret", SECRET_A, "--user", user])
+            .args(["--room", &room.to_string(), "--duration", "120", "--json"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn relay-client");
+        Self(Some(child))
+    }
+
+    /// Stops it with SIGTERM and returns its JSON report and its stderr.
+    fn finish(mut self) -> (serde_json::Value, String) {
+        let child = self.0.take().expect("running");
+        let _ = relay::io::sys::terminate(child.id());
+        let out = child.wait_with_output().expect("relay-client exits");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "relay-client failed: {stderr}");
+        let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("report: {e}: {stderr}"));
+        (report, stderr)
+    }
+}
+
+impl Drop for RelayClient {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Each receiver's next session generation (the one a rejoin will start).
+fn next_generations(clients: &[ClientThread]) -> Vec<u64> {
+    clients.iter().filter_map(|c| c.seen.as_ref()).map(|s| s.lock().unwrap().generation + 1).collect()
+}
+
+/// Waits until every receiver got `n` packets of its session `from[i]` or a later one;
+/// returns, per receiver, the arrival of the first of them.
+fn wait_resumed(clients: &[ClientThread], from: &[u64], n: usize) -> Vec<Instant> {
+    let receivers: Vec<_> = clients.iter().filter_map(|c| c.seen.as_ref()).collect();
+    let mut first = vec![None; receivers.len()];
+    wait_until(&format!("{n} packets of a new session at every receiver"), Duration::from_secs(15), || {
+        receivers.iter().zip(from).zip(&mut first).all(|((s, &from), f)| {
+            let s = s.lock().unwrap();
+            let new: Vec<_> = s.arrivals.iter().filter(|(_, g)| *g >= from).collect();
+            *f = new.first().map(|(t, _)| *t);
+            new.len() >= n
+        })
+    });
+    first.into_iter().map(|f| f.expect("resumed")).collect()
+}
+
+/// Prints and checks the recovery of every receiver after a restart.
+fn report(
+    what: &str,
+    clients: &[ClientThread],
+    rooms: &[Room],
+    spawned: Instant,
+    serving: Instant,
+    firsts: &[Instant],
+) -> Vec<Duration> {
+    let receivers: Vec<_> = clients.iter().filter(|c| c.seen.is_some()).collect();
+    let startup = serving - spawned;
+    println!("{what}: relayd answered {} ms after it was spawned", startup.as_millis());
+    let mut worst = Duration::ZERO;
+    let mut all = Vec::new();
+    for (c, first) in receivers.iter().zip(firsts) {
+        let r = &rooms[c.room];
+        let took = first.saturating_duration_since(serving);
+        worst = worst.max(took);
+        all.push(took);
+        println!(
+            "  receiver in app {} room {}: media again {:>4} ms after relayd listened ({:>4} ms after the restart began)",
+            r.app,
+            r.room,
+            took.as_millis(),
+            first.saturating_duration_since(spawned).as_millis()
+        );
+        assert!(took <= RECOVERY_BOUND, "{what}: a receiver in room {} recovered in {took:?}", r.room);
+    }
+    println!("  worst {} ms", worst.as_millis());
+    all
+}
+
+/// `median [min–max]` in milliseconds, over `n` values.
+fn summary(v: &mut [Duration]) -> String {
+    v.sort_unstable();
+    let ms = |d: Duration| d.as_millis();
+    format!("{} [{}–{}] ms, n = {}", ms(v[v.len() / 2]), ms(v[0]), ms(v[v.len() - 1]), v.len())
+}
+
+#[test]
+fn kill_9_and_sigterm_under_load_lose_nothing_and_media_resumes_within_2_s() {
+    let mut relayd = Relayd::start(&toml());
+    // What relay-control would push: two apps (replacing the TOML's app B) and a ban.
+    let push = |relayd: &Relayd, req: Request| {
+        let r = relayd.mgmt(&req);
+        assert!(r.is_ok(), "{req:?}: {r:?}");
+    };
+    push(&relayd, Request::SetApps { apps: vec![app(APP_A, SECRET_A), app(APP_C, SECRET_C)] });
+    let ban = Request::RemoveUser { sdkappid: APP_A.into(), room: "1".into(), user: "eve".into(), ban_secs: 600 };
+    push(&relayd, ban);
+    wait_until(
+        "the push saved",
+        Duration::from_secs(5),
+        || matches!(relay::pushed::load(&relayd.state_file()), Ok(Some(c)) if c.apps.as_ref().is_some_and(|a| a.len() == 2) && c.bans.len() == 1),
+    );
+    assert_eq!(relayd.stats().config_origin.as_deref(), Some("pushed"));
+
+    let rooms: Arc<Vec<Room>> = Arc::new(
+        [(APP_A, SECRET_A, 1, 0xa1), (APP_A, SECRET_A, 2, 0xa2), (APP_C, SECRET_C, 1, 0xc1), (APP_A, SECRET_A, 3, 0)]
+            .into_iter()
+            .map(|(app, secret, room, tag)| Room { app, secret, room, tag, ssrcs: Mutex::new(Vec::new()) })
+            .collect(),
+    );
+    let shared = Arc::new(Shared { stop: AtomicBool::new(false) });
+    let mut clients = Vec::new();
+    for room in 0..3 {
+        clients.push(spawn_publisher(&relayd, &rooms, room, &shared));
+        clients.push(spawn_receiver(&relayd, &rooms, room, "receiver-1", &shared));
+        clients.push(spawn_receiver(&relayd, &rooms, room, "receiver-2", &shared));
+    }
+    clients.push(spawn_receiver(&relayd, &rooms, 3, "receiver-1", &shared));
+    let rc_pub = RelayClient::start(&relayd, 3, "rc-publisher", &["--send-pps", "100", "--size", "200"]);
+    let rc_rx = RelayClient::start(&relayd, 3, "rc-receiver", &["--recv-only"]);
+    // Everyone streams: 100 packets at every in-process receiver.
+    let _ = wait_resumed(&clients, &[0; 7], 100);
+
+    // Each kind of restart ROUNDS times; the note reports the median.
+    let mut kill_worst = Vec::new();
+    let mut kill_all = Vec::new();
+    let mut term_worst = Vec::new();
+    let mut term_all = Vec::new();
+    for round in 1..=ROUNDS {
+        // kill -9, then wait until every in-process client has given the session up (its
+        // no-answer deadline, 3 s) and is joining again, then start relayd.
+        let next = next_generations(&clients);
+        relayd.kill();
+        let killed = Instant::now();
+        wait_until("every client to notice the relay is gone", Duration::from_secs(10), || {
+            clients.iter().all(|c| c.rejoining.load(Relaxed))
+        });
+        println!(
+            "kill -9 #{round}: every client gave its session up {} ms after the kill",
+            killed.elapsed().as_millis()
+        );
+        let (spawned, serving) = relayd.respawn();
+        let firsts = wait_resumed(&clients, &next, 50);
+        let took = report(&format!("kill -9 #{round}"), &clients, &rooms, spawned, serving, &firsts);
+        kill_worst.push(*took.iter().max().expect("receivers"));
+        kill_all.extend(took);
+
+        // The saved push is what runs: the pushed apps and the ban, not the TOML's app B.
+        let s = relayd.stats();
+        assert_eq!(s.config_origin.as_deref(), Some("saved"));
+        assert_eq!(s.state.get("loaded"), Some(&1));
+        assert_eq!(s.state.get("load_failed"), Some(&0));
+        let mut eve = Peer::new(&relayd, APP_A, SECRET_A, "eve", RoomId::Num(1), None);
+        assert_eq!(eve.join().map_err(|e| e.0), Err(Some(ErrorCode::Banned)), "the ban survives the crash");
+        let mut b = Peer::new(&relayd, APP_B, SECRET_B, "b", RoomId::Num(1), None);
+        assert_eq!(b.join().map_err(|e| e.0), Err(Some(ErrorCode::UnknownApp)), "the push wins over the TOML file");
+
+        // SIGTERM, and relayd started again at once: the clients learn from unknown_session.
+        let next = next_generations(&clients);
+        assert!(relayd.sigterm(), "relayd exits 0 on SIGTERM");
+        let (spawned, serving) = relayd.respawn();
+        let firsts = wait_resumed(&clients, &next, 50);
+        let took = report(&format!("SIGTERM #{round}"), &clients, &rooms, spawned, serving, &firsts);
+        term_worst.push(*took.iter().max().expect("receivers"));
+        term_all.extend(took);
+    }
+    println!(
+        "kill -9: slowest receiver per restart {}; every receiver {}",
+        summary(&mut kill_worst),
+        summary(&mut kill_all)
+    );
+    println!(
+        "SIGTERM: slowest receiver per restart {}; every receiver {}",
+        summary(&mut term_worst),
+        summary(&mut term_all)
+    );
+
+    shared.stop.store(true, Relaxed);
+    let (pub_report, pub_err) = rc_pub.finish();
+    let (rx_report, rx_err) = rc_rx.finish();
+    let mut receivers = Vec::new();
+    for c in clients {
+        c.handle.join().expect("client thread");
+        if let Some(s) = c.seen {
+            receivers.push((c.room, Arc::try_unwrap(s).ok().expect("thread done").into_inner().unwrap()));
+        }
+    }
+
+    // relay-client joined again by itself after both restarts, with fresh SSRCs.
+    println!("relay-client publisher: {pub_report}");
+    let restarts = 2 * ROUNDS as u64;
+    assert!(pub_report["rejoins"].as_u64() >= Some(restarts), "{pub_report}\n{pub_err}");
+    let rc_ssrcs: Vec<u32> =
+        pub_report["sent_ssrcs"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    assert_eq!(rc_ssrcs.len(), pub_report["rejoins"].as_u64().unwrap() as usize + 1);
+    rooms[3].ssrcs.lock().unwrap().extend(&rc_ssrcs);
+    assert!(rx_report["rejoins"].as_u64() >= Some(restarts), "{rx_report}\n{rx_err}");
+    assert!(rx_report["received"].as_u64() > Some(100), "{rx_report}");
+    assert_eq!(rx_report["auth_failures"], 0, "{rx_report}");
+    assert_eq!(rx_report["replays"], 0, "{rx_report}");
+    for (ssrc, s) in rx_report["streams"].as_object().unwrap() {
+        assert!(rc_ssrcs.contains(&ssrc.parse().unwrap()), "relay-client received a foreign SSRC {ssrc}");
+        assert_eq!(s["duplicates"], 0, "{rx_report}");
+    }
+
+    // Every packet verified, none twice, none from another room; each publisher's fresh
+    // SSRCs reached its receivers.
+    for (room, s) in &receivers {
+        let r = &rooms[*room];
+        let declared = r.ssrcs.lock().unwrap();
+        println!(
+            "receiver in app {} room {}: {} packets from SSRCs {:x?} (room's: {:x?}), {} duplicates, {} foreign, \
+             {} auth failures, {} replays, {} other errors, {} rejoins",
+            r.app,
+            r.room,
+            s.arrivals.len(),
+            s.ssrcs,
+            *declared,
+            s.duplicates,
+            s.foreign,
+            s.auth_failed,
+            s.replayed,
+            s.other_errors,
+            s.generation
+        );
+        assert_eq!((s.duplicates, s.foreign, s.auth_failed, s.replayed, s.other_errors), (0, 0, 0, 0, 0));
+        assert!(s.ssrcs.iter().all(|x| declared.contains(x)), "media from an SSRC not of this room");
+        assert!(s.ssrcs.len() as u64 > restarts, "media from the first SSRC and from each rejoin's fresh one");
+        assert_eq!(s.generation, restarts, "one rejoin per restart");
+    }
+}
