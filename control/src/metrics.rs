@@ -200,6 +200,35 @@ pub fn render(latest: Option<&Latest>, counters: &ControlCounters) -> String {
                 f.sample(&[("event", event)], v);
             }
         }
+        if !s.handshake.is_empty() {
+            let mut f = w.family(
+                "edgerelay_join_path_total",
+                Kind::Counter,
+                "relayd's join-path events (v1_joins, v2_joins, mac1_failed, cookies_sent, dh, decrypt_failed, \
+                 replayed, replies, replies_limited, sessions_map_full).",
+            );
+            for (event, v) in &s.handshake {
+                f.sample(&[("event", event)], v);
+            }
+        }
+        if !s.state.is_empty() {
+            let mut f = w.family(
+                "edgerelay_saved_push_total",
+                Kind::Counter,
+                "relayd's saved push (state file): loaded, load_failed, restore_refused, saved, save_failed.",
+            );
+            for (event, v) in &s.state {
+                f.sample(&[("event", event)], v);
+            }
+        }
+        if let Some(origin) = &s.config_origin {
+            w.family(
+                "edgerelay_config_origin",
+                Kind::Gauge,
+                "1 for where relayd's pushed config comes from: file, saved (the state file) or pushed.",
+            )
+            .sample(&[("origin", origin)], 1u8);
+        }
         w.family("edgerelay_sessions", Kind::Gauge, "Live sessions.").sample(&[], s.sessions);
         w.family("edgerelay_rooms", Kind::Gauge, "Live rooms.").sample(&[], s.rooms);
         let mut f = w.family(

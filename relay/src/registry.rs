@@ -401,12 +401,14 @@ impl Registry {
 
     /// Handshake and join-path counters by name: `v1_joins`, `v2_joins`, `mac1_failed`,
     /// `cookies_sent`, `dh`, `decrypt_failed`, `replayed`, `replies` (replies sent to
-    /// control datagrams), `replies_limited` (replies the budget withheld).
+    /// control datagrams), `replies_limited` (replies the budget withheld),
+    /// `sessions_map_full` (joins taken back: the kernel's `sessions` map was full).
     pub fn handshake_counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         self.handshake.iter().map(|(k, v)| (*k, *v)).chain(std::iter::once(("replies_limited", self.limiter.limited)))
     }
 
-    fn count(&mut self, name: &'static str) {
+    /// Counts a join-path event by name (see [`handshake_counts`](Self::handshake_counts)).
+    pub(crate) fn count(&mut self, name: &'static str) {
         *self.handshake.entry(name).or_default() += 1;
     }
 
@@ -513,7 +515,13 @@ impl Registry {
     /// (relayd takes the join back when the kernel cannot install its session). Returns the
     /// new reply's length.
     pub fn refuse_last_join(&mut self, code: ErrorCode, detail: &str, reply: &mut [u8]) -> Option<usize> {
-        match self.pending.take()? {
+        let pending = self.pending.take()?;
+        // It was counted as accepted: it is refused after all.
+        if let Some(ok) = self.joins.get_mut("ok") {
+            *ok = ok.saturating_sub(1);
+        }
+        *self.joins.entry(code.name()).or_default() += 1;
+        match pending {
             Pending::V1 { max_len } => JoinError::write(code, detail, reply, max_len),
             Pending::V2 { responder, max_len } => {
                 let e = (self.secrets)();

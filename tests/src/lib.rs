@@ -20,6 +20,7 @@ use relay::stats::Snapshot;
 pub mod cluster;
 pub mod control;
 pub mod control_plane;
+pub mod drill;
 pub mod net;
 
 /// Runs `relay-bench ARGS --json JSON` (the workspace's binary) and returns its output.

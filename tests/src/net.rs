@@ -160,6 +160,18 @@ impl Net {
         }
     }
 
+    /// As [`client_socket`](Self::client_socket), bound to `port` (XDP only).
+    pub fn client_socket_on(&self, n: usize, port: u16) -> UdpSocket {
+        let x = self.xdp.as_ref().expect("XDP network");
+        let _g = x.client_ns.enter().expect("enter client namespace");
+        let ip: IpAddr = if self.v6 {
+            format!("2001:2::{}", 2 + n % 3).parse().unwrap()
+        } else {
+            format!("198.18.0.{}", 2 + n % 3).parse().unwrap()
+        };
+        UdpSocket::bind((ip, port)).unwrap_or_else(|e| panic!("bind {ip}:{port}: {e}"))
+    }
+
     /// A peer as [`Peer::new`], on this network.
     pub fn peer(&self, relayd: &Relayd, app: u32, secret: &str, user: &str, room: RoomId, ssrc: Option<u32>) -> Peer {
         let mut p = Peer::new(relayd, app, secret, user, room, ssrc);

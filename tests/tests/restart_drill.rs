@@ -20,19 +20,17 @@
 //!
 //! Socket backend on loopback. Run `cargo build --workspace --bins` first.
 
-use std::collections::HashSet;
 use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use edgerelay_tests::drill::*;
 use edgerelay_tests::*;
-use relay::client::{write_rtp_header, Client, ClientConfig, Event, Transmit};
 use relay::ids::RoomId;
 use relay::mgmt::{AppSpec, Request};
 use relay::proto::ErrorCode;
-use relay::srtp;
 
 /// A third app, pushed with app A; the TOML file has only app B.
 const APP_C: u32 = 1_400_000_003;
@@ -62,217 +60,6 @@ fn app(sdkappid: u32, secret: &str) -> AppSpec {
         profiles: None,
         quotas: relay::limits::Quotas::default(),
     }
-}
-
-/// A room and what its receivers check against.
-struct Room {
-    app: u32,
-    secret: &'static str,
-    room: u32,
-    /// Carried in every payload of the in-process publisher (payload bytes 0..4).
-    tag: u32,
-    /// The SSRCs its publisher declared (each rejoin adds one).
-    ssrcs: Mutex<Vec<u32>>,
-}
-
-/// What one receiver saw.
-#[derive(Default)]
-struct Seen {
-    /// Arrival of each verified packet, with the receiver's session generation (0 for
-    /// the first session, +1 per rejoin).
-    arrivals: Vec<(Instant, u64)>,
-    generation: u64,
-    /// SSRCs media came from.
-    ssrcs: HashSet<u32>,
-    /// The publisher's packet numbers seen.
-    numbers: HashSet<u64>,
-    duplicates: u64,
-    foreign: u64,
-    auth_failed: u64,
-    replayed: u64,
-    other_errors: u64,
-}
-
-/// What every client thread shares with the drill.
-struct Shared {
-    stop: AtomicBool,
-}
-
-struct ClientThread {
-    rejoining: Arc<AtomicBool>,
-    seen: Option<Arc<Mutex<Seen>>>,
-    room: usize,
-    handle: std::thread::JoinHandle<()>,
-}
-
-fn config(relay: &Relayd, r: &Room, user: &str, ssrc: Option<u32>) -> ClientConfig {
-    relay.client_config(r.app, r.secret, user, RoomId::Num(r.room), ssrc)
-}
-
-/// Joins (the first time) from `sock`: a fresh join every 250 ms for up to 10 s.
-fn first_join(c: &mut Client, sock: &UdpSocket, epoch: Instant) {
-    let mut buf = [0u8; 2048];
-    let deadline = Instant::now() + Duration::from_secs(10);
-    sock.set_read_timeout(Some(Duration::from_millis(250))).unwrap();
-    while Instant::now() < deadline {
-        let n = c.join(&mut buf).unwrap();
-        sock.send(&buf[..n]).unwrap();
-        while let Ok(n) = sock.recv(&mut buf) {
-            match c.handle_at(ms(epoch), &mut buf[..n]) {
-                Event::Joined { .. } => return,
-                Event::Refused { code, detail } => panic!("join refused: {code:?} {detail}"),
-                Event::Cookie => {
-                    let n = c.join(&mut buf).unwrap();
-                    sock.send(&buf[..n]).unwrap();
-                }
-                _ => {}
-            }
-        }
-    }
-    panic!("no answer to the first join");
-}
-
-fn ms(epoch: Instant) -> u64 {
-    epoch.elapsed().as_millis() as u64
-}
-
-/// Keepalives and rejoins: sends what [`Client::poll_session`] wants sent.
-fn poll(c: &mut Client, sock: &UdpSocket, epoch: Instant, buf: &mut [u8]) {
-    if let Some(Transmit::Keepalive(n) | Transmit::Join(n)) =
-        c.poll_session(ms(epoch), relay::time::unix_now_ms(), buf).unwrap()
-    {
-        let _ = sock.send(&buf[..n]);
-    }
-}
-
-fn spawn_publisher(relay: &Relayd, rooms: &Arc<Vec<Room>>, room: usize, shared: &Arc<Shared>) -> ClientThread {
-    let r = &rooms[room];
-    let ssrc = 0x1000 * (room as u32 + 1) + 1;
-    r.ssrcs.lock().unwrap().push(ssrc);
-    let mut c = Client::new(config(relay, r, "publisher", Some(ssrc))).unwrap();
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.connect(relay.addr).unwrap();
-    let (rooms, shared) = (rooms.clone(), shared.clone());
-    let rejoining = Arc::new(AtomicBool::new(false));
-    let flag = rejoining.clone();
-    let handle = std::thread::spawn(move || {
-        let epoch = Instant::now();
-        first_join(&mut c, &sock, epoch);
-        let r = &rooms[room];
-        let mut buf = [0u8; 2048];
-        let mut number = 0u64;
-        let mut seq = 0u16;
-        let every = Duration::from_micros(1_000_000 / PPS);
-        let mut next = Instant::now();
-        while !shared.stop.load(Relaxed) {
-            poll(&mut c, &sock, epoch, &mut buf);
-            flag.store(c.is_rejoining(), Relaxed);
-            let now = Instant::now();
-            match (c.session(), c.config().ssrcs.first().map(|d| d.ssrc.get())) {
-                (Some(_), Some(ssrc)) if now >= next => {
-                    let h = write_rtp_header(&mut buf, 96, seq, u32::from(seq) * 3000, ssrc);
-                    buf[h..h + 4].copy_from_slice(&r.tag.to_be_bytes());
-                    buf[h + 4..h + 12].copy_from_slice(&number.to_be_bytes());
-                    buf[h + 12..h + 100].fill(0x33);
-                    let n = c.protect_rtp(&mut buf, h + 100).unwrap();
-                    let _ = sock.send(&buf[..n]);
-                    number += 1;
-                    seq = seq.wrapping_add(1);
-                    next += every;
-                }
-                (Some(_), _) => {}
-                // Lost: nothing is sent, and no backlog builds up.
-                (None, _) => next = now,
-            }
-            let wait = next.saturating_duration_since(Instant::now()).clamp(Duration::from_micros(200), every);
-            sock.set_read_timeout(Some(wait)).unwrap();
-            while let Ok(n) = sock.recv(&mut buf) {
-                match c.handle_at(ms(epoch), &mut buf[..n]) {
-                    Event::Rejoined { .. } => {
-                        // Receivers learn the fresh SSRC before its first packet is sent.
-                        let ssrc = c.config().ssrcs[0].ssrc.get();
-                        r.ssrcs.lock().unwrap().push(ssrc);
-                    }
-                    Event::Cookie if c.is_rejoining() => {
-                        let n = c.join(&mut buf).unwrap();
-                        let _ = sock.send(&buf[..n]);
-                    }
-                    _ => {}
-                }
-                sock.set_read_timeout(Some(Duration::from_micros(200))).unwrap();
-            }
-        }
-    });
-    ClientThread { rejoining, seen: None, room, handle }
-}
-
-fn spawn_receiver(
-    relay: &Relayd,
-    rooms: &Arc<Vec<Room>>,
-    room: usize,
-    user: &str,
-    shared: &Arc<Shared>,
-) -> ClientThread {
-    let mut c = Client::new(config(relay, &rooms[room], user, None)).unwrap();
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.connect(relay.addr).unwrap();
-    let (rooms, shared) = (rooms.clone(), shared.clone());
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let rejoining = Arc::new(AtomicBool::new(false));
-    let (log, flag) = (seen.clone(), rejoining.clone());
-    let handle = std::thread::spawn(move || {
-        let epoch = Instant::now();
-        first_join(&mut c, &sock, epoch);
-        let r = &rooms[room];
-        let mut buf = [0u8; 2048];
-        let mut out = [0u8; 2048];
-        sock.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
-        while !shared.stop.load(Relaxed) {
-            poll(&mut c, &sock, epoch, &mut out);
-            flag.store(c.is_rejoining(), Relaxed);
-            let Ok(n) = sock.recv(&mut buf) else { continue };
-            let ev = c.handle_at(ms(epoch), &mut buf[..n]);
-            let at = Instant::now();
-            let mut s = log.lock().unwrap();
-            match ev {
-                Event::Media { ssrc, rtcp: false, len, .. } => {
-                    let g = s.generation;
-                    s.arrivals.push((at, g));
-                    s.ssrcs.insert(ssrc);
-                    let p = &buf[12..len];
-                    // In-process publishers tag their payloads; relay-client's payload is
-                    // a timestamp (0..8), its packet number (8..12) and 0x5a filler.
-                    let number = if r.tag != 0 {
-                        if p.len() < 12 || p[..4] != r.tag.to_be_bytes() {
-                            s.foreign += 1;
-                            continue;
-                        }
-                        u64::from_be_bytes(p[4..12].try_into().unwrap())
-                    } else {
-                        if p.len() < 13 || p[12..].iter().any(|&b| b != 0x5a) {
-                            s.foreign += 1;
-                            continue;
-                        }
-                        u64::from(u32::from_be_bytes(p[8..12].try_into().unwrap()))
-                    };
-                    if !s.numbers.insert(number) {
-                        s.duplicates += 1;
-                    }
-                }
-                Event::MediaError(srtp::Error::AuthFailed) => s.auth_failed += 1,
-                Event::MediaError(srtp::Error::Replayed | srtp::Error::TooOld) => s.replayed += 1,
-                Event::MediaError(_) => s.other_errors += 1,
-                Event::Rejoined { .. } => s.generation += 1,
-                Event::Cookie if c.is_rejoining() => {
-                    drop(s);
-                    let n = c.join(&mut out).unwrap();
-                    let _ = sock.send(&out[..n]);
-                }
-                _ => {}
-            }
-        }
-    });
-    ClientThread { rejoining, seen: Some(seen), room, handle }
 }
 
 /// A `relay-client run` process, SIGTERMed (it then reports) or killed on drop.
@@ -313,33 +100,8 @@ impl Drop for RelayClient {
     }
 }
 
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Each receiver's next session generation (the one a rejoin will start).
-fn next_generations(clients: &[ClientThread]) -> Vec<u64> {
-    clients.iter().filter_map(|c| c.seen.as_ref()).map(|s| s.lock().unwrap().generation + 1).collect()
-}
-
-/// Waits until every receiver got `n` packets of its session `from[i]` or a later one;
-/// returns, per receiver, the arrival of the first of them.
-fn wait_resumed(clients: &[ClientThread], from: &[u64], n: usize) -> Vec<Instant> {
-    let receivers: Vec<_> = clients.iter().filter_map(|c| c.seen.as_ref()).collect();
-    let mut first = vec![None; receivers.len()];
-    wait_until(&format!("{n} packets of a new session at every receiver"), Duration::from_secs(15), || {
-        receivers.iter().zip(from).zip(&mut first).all(|((s, &from), f)| {
-            let s = s.lock().unwrap();
-            let new: Vec<_> = s.arrivals.iter().filter(|(_, g)| *g >= from).collect();
-            *f = new.first().map(|(t, _)| *t);
-            new.len() >= n
-        })
-    });
-    first.into_iter().map(|f| f.expect("resumed")).collect()
+fn loopback() -> UdpSocket {
+    UdpSocket::bind("127.0.0.1:0").unwrap()
 }
 
 /// Prints and checks the recovery of every receiver after a restart.
@@ -408,11 +170,11 @@ fn kill_9_and_sigterm_under_load_lose_nothing_and_media_resumes_within_2_s() {
     let shared = Arc::new(Shared { stop: AtomicBool::new(false) });
     let mut clients = Vec::new();
     for room in 0..3 {
-        clients.push(spawn_publisher(&relayd, &rooms, room, &shared));
-        clients.push(spawn_receiver(&relayd, &rooms, room, "receiver-1", &shared));
-        clients.push(spawn_receiver(&relayd, &rooms, room, "receiver-2", &shared));
+        clients.push(spawn_publisher(&relayd, loopback(), &rooms, room, PPS, &shared));
+        clients.push(spawn_receiver(&relayd, loopback(), &rooms, room, "receiver-1", &shared));
+        clients.push(spawn_receiver(&relayd, loopback(), &rooms, room, "receiver-2", &shared));
     }
-    clients.push(spawn_receiver(&relayd, &rooms, 3, "receiver-1", &shared));
+    clients.push(spawn_receiver(&relayd, loopback(), &rooms, 3, "receiver-1", &shared));
     let rc_pub = RelayClient::start(&relayd, 3, "rc-publisher", &["--send-pps", "100", "--size", "200"]);
     let rc_rx = RelayClient::start(&relayd, 3, "rc-receiver", &["--recv-only"]);
     // Everyone streams: 100 packets at every in-process receiver.

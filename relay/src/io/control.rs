@@ -192,6 +192,7 @@ impl Control {
                 let failed = self.broadcast(&mut updates, &mut wake);
                 if !failed.is_empty() {
                     // The kernel would drop this session's media: take the join back.
+                    self.registry.count("sessions_map_full");
                     for id in &failed {
                         self.registry.remove(*id, &mut updates);
                     }
