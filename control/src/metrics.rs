@@ -431,6 +431,9 @@ mod tests {
         s.joins.insert("bad \"sig\"\\\nx".into(), 1);
         s.messages.insert("delivered".into(), 6);
         s.messages.insert("given_up".into(), 1);
+        s.handshake.insert("sessions_map_full".into(), 3);
+        s.state.insert("loaded".into(), 1);
+        s.config_origin = Some("saved".into());
         s
     }
 
@@ -461,6 +464,9 @@ mod tests {
         assert_eq!(value(r#"edgerelay_joins_total{result="bad \"sig\"\\\nx"}"#), "1");
         assert_eq!(value(r#"edgerelay_messages_total{event="delivered"}"#), "6");
         assert_eq!(value(r#"edgerelay_messages_total{event="given_up"}"#), "1");
+        assert_eq!(value(r#"edgerelay_join_path_total{event="sessions_map_full"}"#), "3");
+        assert_eq!(value(r#"edgerelay_saved_push_total{event="loaded"}"#), "1");
+        assert_eq!(value(r#"edgerelay_config_origin{origin="saved"}"#), "1");
         assert_eq!(value(r#"edgerelay_worker_lag_seconds{worker="0"}"#), "0.003");
         assert_eq!(value(r#"edgerelay_worker_lag_seconds{worker="1"}"#), "1.25");
         assert_eq!(value(r#"edgerelay_alerts_firing{rule="flood"}"#), "1");
