@@ -127,6 +127,7 @@ pub struct Relayd {
     /// What [`Relayd::start_with`] wrote around the body (listen, socket; the key file).
     frame: (String, String),
     netns: Option<String>,
+    share_mounts: bool,
     _dir: TempDir,
 }
 
@@ -146,8 +147,17 @@ impl Relayd {
         relayd
     }
 
-    /// Starts relayd listening on `addr`, inside network namespace `netns` if given.
+    /// Starts relayd listening on `addr`, inside network namespace `netns` if given (with
+    /// `ip netns exec`, which gives it a private mount namespace and a fresh `/sys`, so its
+    /// BPF pins die with it).
     pub fn start_with(addr: SocketAddr, body: &str, netns: Option<&str>) -> Self {
+        Self::start_in(addr, body, netns, false)
+    }
+
+    /// As [`start_with`](Self::start_with); with `share_mounts`, relayd enters only the
+    /// network namespace (`nsenter --net`) and keeps this process's mounts, so pins under
+    /// `/sys/fs/bpf` outlive it, as on a host where relayd restarts without a reboot.
+    pub fn start_in(addr: SocketAddr, body: &str, netns: Option<&str>, share_mounts: bool) -> Self {
         let dir = TempDir::new("relayd").expect("create a temp dir");
         let stats_socket = dir.join("relayd.sock");
         let key_file = dir.join("relay.key");
@@ -159,7 +169,7 @@ impl Relayd {
         let head = format!("listen = \"{addr}\"\ncontrol_socket = \"{}\"\n", stats_socket.display());
         let path = dir.join("relayd.toml");
         std::fs::write(&path, format!("{head}{body}{identity}")).unwrap();
-        let child = spawn_relayd(&path, &dir.join("relayd.log"), netns);
+        let child = spawn_relayd(&path, &dir.join("relayd.log"), netns, share_mounts);
         let mut r = Self {
             child,
             addr,
@@ -168,6 +178,7 @@ impl Relayd {
             config: path,
             frame: (head, identity),
             netns: netns.map(str::to_owned),
+            share_mounts,
             _dir: dir,
         };
         let stats = r.wait_serving();
@@ -221,7 +232,8 @@ impl Relayd {
     pub fn respawn(&mut self) -> (Instant, Instant) {
         assert!(matches!(self.child.try_wait(), Ok(Some(_))), "relayd is still running");
         let spawned = Instant::now();
-        self.child = spawn_relayd(&self.config, &self._dir.join("relayd.log"), self.netns.as_deref());
+        self.child =
+            spawn_relayd(&self.config, &self._dir.join("relayd.log"), self.netns.as_deref(), self.share_mounts);
         let stats = self.wait_serving();
         let serving = Instant::now();
         assert_eq!(stats.relay_key.as_deref(), Some(self.key.to_string().as_str()), "the relay key survives");
@@ -328,10 +340,16 @@ impl Drop for Relayd {
     }
 }
 
-/// Starts `relayd run --config CONFIG` (in `netns` if given), its stderr appended to `log`.
-fn spawn_relayd(config: &Path, log: &Path, netns: Option<&str>) -> Child {
+/// Starts `relayd run --config CONFIG` (in `netns` if given; see [`Relayd::start_in`] for
+/// `share_mounts`), its stderr appended to `log`.
+fn spawn_relayd(config: &Path, log: &Path, netns: Option<&str>, share_mounts: bool) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     let mut cmd = match netns {
+        Some(ns) if share_mounts => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{ns}")).arg(bin("relayd"));
+            c
+        }
         Some(ns) => {
             let mut c = Command::new("ip");
             c.args(["netns", "exec", ns]).arg(bin("relayd"));

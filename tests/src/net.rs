@@ -129,6 +129,12 @@ impl Net {
 
     /// As [`relayd`](Self::relayd), with `limits` as extra `[xdp]` keys.
     pub fn relayd_with_limits(&self, body: &str, limits: &str) -> Relayd {
+        self.relayd_mounting(body, limits, false)
+    }
+
+    /// As [`relayd_with_limits`](Self::relayd_with_limits); with `share_mounts` relayd's
+    /// BPF pins outlive it ([`Relayd::start_in`]). XDP only.
+    pub fn relayd_mounting(&self, body: &str, limits: &str, share_mounts: bool) -> Relayd {
         match &self.xdp {
             None => Relayd::start(body),
             Some(x) => {
@@ -138,7 +144,7 @@ impl Net {
                     format!("{RELAY_IP}:7000").parse().unwrap()
                 };
                 let body = xdp_relayd_body(body, &x.veth.name_a, x.veth.queues, limits);
-                Relayd::start_with(addr, &body, Some(x.relay_ns.name()))
+                Relayd::start_in(addr, &body, Some(x.relay_ns.name()), share_mounts)
             }
         }
     }

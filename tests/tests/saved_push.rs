@@ -189,3 +189,48 @@ fn the_blocklist_and_limits_come_back_into_maps_created_anew() {
     check(&relayd, "after SIGTERM");
     assert!(relayd.sigterm());
 }
+
+/// Removes a pin directory under `/sys/fs/bpf` on drop (pins outlive relayd by design).
+struct PinDir(String);
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The other restart: relayd shares the host's mounts, so its maps stay pinned across a
+/// `kill -9`. With the state file deleted before the restart, only the pinned blocklist
+/// can bring the block back, and the kernel's counters carry on (the same maps).
+#[test]
+fn the_blocklist_survives_a_restart_in_its_pinned_maps_alone() {
+    let Some(net) = Net::xdp(1) else { return };
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let pins = PinDir(format!("/sys/fs/bpf/edgerelay-test-{}-{nanos}", std::process::id()));
+    let limits = format!("pin_maps = true\npin_dir = \"{}\"\n", pins.0);
+    let mut relayd = net.relayd_mounting(&two_app_config(30, ""), &limits, true);
+    push(&relayd, Request::Block { ip: "198.18.0.4".parse().unwrap(), prefix_len: 32, ttl_secs: 600 });
+    assert!(blocked(&net, &relayd, 2), "the blocked address is dropped in the kernel");
+    let counted = relayd.stats().xdp.get("blocklisted").copied().unwrap_or(0);
+    assert!(std::path::Path::new(&pins.0).join("blocklist_v4").exists(), "the blocklist is pinned in {}", pins.0);
+
+    relayd.kill();
+    let file = relayd.state_file();
+    wait_until("the state file written", || file.exists());
+    std::fs::remove_file(&file).unwrap();
+    relayd.respawn();
+    let s = relayd.stats();
+    assert_eq!(s.config_origin.as_deref(), Some("file"), "no saved push this time: {s:?}");
+    assert!(
+        s.xdp.get("blocklisted").copied().unwrap_or(0) >= counted,
+        "the same pinned maps: the kernel's counters carry on ({counted} before)"
+    );
+    let list = relayd.mgmt(&Request::Blocklist {});
+    let b = list.blocks().expect("a blocklist").iter().find(|b| b.ip.to_string() == "198.18.0.4").cloned();
+    let b = b.unwrap_or_else(|| panic!("the pinned entry is listed: {list:?}"));
+    assert!(b.expires_in_secs.is_some_and(|left| (500..=600).contains(&left)), "its deadline kept: {b:?}");
+    assert!(blocked(&net, &relayd, 2), "the blocked address is dropped again, from the pinned map");
+    let mut ok = net.peer(&relayd, APP_A, SECRET_A, "ok", RoomId::Num(1), None);
+    ok.join().expect("an unblocked client joins");
+    assert!(relayd.sigterm());
+}
