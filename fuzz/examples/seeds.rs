@@ -1,7 +1,8 @@
 //! Writes the seed corpus of every fuzz target, `<DIR>/<target>/<name>`, from the test
 //! vectors of the parsers' unit tests (RFC 3711 / RFC 7714 / libsrtp packets, the scapy
 //! frames, the official UserSig tokens and userbufs, Tencent's TC3 example) and from the
-//! crate's own encoders (relay::proto, relay::srtp, relay::usersig, control::tc3).
+//! crate's own encoders (relay::proto, relay::srtp, relay::usersig, control::tc3), and the
+//! API's documented request bodies.
 //!
 //! Run from the repository root, where `DIR` defaults to `fuzz/corpus`:
 //! `cargo run --locked --manifest-path fuzz/Cargo.toml --example seeds [DIR]`.
@@ -33,7 +34,8 @@ type Seeds = Vec<(String, Vec<u8>)>;
 
 fn main() -> io::Result<()> {
     let dir = std::env::args_os().nth(1).map_or_else(|| PathBuf::from("fuzz/corpus"), PathBuf::from);
-    let targets: [(&str, Seeds); 8] = [
+    let targets: [(&str, Seeds); 9] = [
+        ("api", api_seeds()),
         ("msg", msg_seeds()),
         ("proto", proto_seeds()),
         ("rtcp", rtcp_seeds()),
@@ -384,6 +386,120 @@ fn usersig_seeds() -> Seeds {
         seed("private-map-key-num-room", pmk(RoomRef::Num(10_000))),
         seed("private-map-key-str-room", pmk(RoomRef::Str("1000000040"))),
     ]
+}
+
+// --- The management API and socket (control/src/server/routes.rs, relay/src/mgmt.rs tests) ---
+
+/// A well-formed input for each of `fuzz_targets/api.rs`'s parsers, behind its selector
+/// byte: the JSON bodies written by the API's own types, so they follow the API.
+fn api_seeds() -> Seeds {
+    use control::api;
+    let quotas = api::Quotas { max_rooms: 10, max_members_per_room: 8, max_sessions: 40 };
+    let pmk = api::PrivateMapKeyRequest { room_id: Some(42), str_room_id: None, privileges: 0xff };
+    let bodies: Vec<(&str, u8, Vec<u8>)> = vec![
+        (
+            "create-app",
+            0,
+            json(&api::CreateApp {
+                sdkappid: 1_400_000_001,
+                quotas: Some(quotas),
+                require_private_map_key: Some(false),
+                allow_v1_joins: None,
+            }),
+        ),
+        (
+            "patch-app",
+            1,
+            json(&api::PatchApp { quotas: Some(quotas), require_private_map_key: Some(true), allow_v1_joins: None }),
+        ),
+        ("overlap", 2, json(&api::Overlap { overlap_secs: 3600 })),
+        (
+            "mint-usersig",
+            3,
+            json(&api::MintUserSig {
+                user_id: "alice".into(),
+                expire_secs: 3600,
+                private_map_key: Some(pmk.clone()),
+                room_id: Some(42),
+                str_room_id: None,
+                region: Some("eu-west".into()),
+            }),
+        ),
+        (
+            "add-block",
+            4,
+            json(&api::AddBlock { cidr: "198.51.100.0/24".into(), ttl_secs: 600, reason: Some("flood".into()) }),
+        ),
+        (
+            "limits",
+            5,
+            json(&api::Limits {
+                pps_rate_per_sec: 5000,
+                pps_burst: 10_000,
+                join_rate_per_sec: 100,
+                join_burst: 200,
+                port_min: 7000,
+                port_max: 7000,
+            }),
+        ),
+        ("create-key", 6, json(&api::CreateKey { role: api::Role::Operator, label: "ops".into() })),
+        (
+            "t-remove-user",
+            7,
+            json(&api::TRemoveUser {
+                sdkappid: 1_400_000_001,
+                room_id: 42,
+                user_ids: vec!["alice".into(), "bob".into()],
+                ban_secs: 60,
+            }),
+        ),
+        (
+            "t-remove-str-room-user",
+            8,
+            json(&api::TRemoveStrRoomUser {
+                sdkappid: 1_400_000_001,
+                room_id: "lobby".into(),
+                user_ids: vec!["alice".into()],
+                ban_secs: 0,
+            }),
+        ),
+        ("t-dismiss-str-room", 9, json(&api::TDismissStrRoom { sdkappid: 1_400_000_001, room_id: "lobby".into() })),
+        ("private-map-key", 10, json(&pmk)),
+        ("cidr-v4", 11, b"198.51.100.0/24".to_vec()),
+        ("cidr-v6", 11, b"2001:db8::/32".to_vec()),
+        ("path-sdkappid", 12, b"1400000001".to_vec()),
+        ("path-str-room", 12, b"s:lobby".to_vec()),
+        ("query", 13, b"sdkappid=1400000001&limit=100".to_vec()),
+        ("tc3-timestamp", 14, b"1551113065".to_vec()),
+        (
+            "mgmt-block",
+            15,
+            json(&relay::mgmt::Request::Block {
+                ip: "198.51.100.7".parse().expect("an address"),
+                prefix_len: 32,
+                ttl_secs: 600,
+            }),
+        ),
+        ("mgmt-rooms", 15, json(&relay::mgmt::Request::Rooms { sdkappid: Some(1_400_000_001), limit: Some(10) })),
+    ];
+    bodies
+        .into_iter()
+        .map(|(name, which, body)| {
+            let mut bytes = vec![which];
+            bytes.extend_from_slice(&body);
+            seed(name, bytes)
+        })
+        .collect()
+}
+
+/// A request type as the API's JSON, checked to parse back (so the seed starts past the
+/// parser's refusals).
+fn json<T: serde::Serialize + serde::de::DeserializeOwned>(v: &T) -> Vec<u8> {
+    let bytes = serde_json::to_vec(v).expect("an API type serializes");
+    if let Err(e) = control::server::routes::parse_body::<T>(&bytes) {
+        panic!("seed {} does not parse: {e:?}", String::from_utf8_lossy(&bytes));
+    }
+    bytes
 }
 
 // --- TC3 (control/src/tc3.rs tests) ---

@@ -125,7 +125,8 @@ fn ascii_text(field: &str, s: &str, min: usize, max: usize, space: bool) -> Resu
     Ok(())
 }
 
-fn path_sdkappid(s: &str) -> Result<u32, ApiError> {
+/// An `SdkAppId` path segment: decimal, 1..=[`MAX_SDKAPPID`] (also a fuzz entry point).
+pub fn path_sdkappid(s: &str) -> Result<u32, ApiError> {
     let v = parse_decimal("sdkappid", s)?;
     Ok(in_range("sdkappid", v, 1, MAX_SDKAPPID)? as u32)
 }
@@ -137,8 +138,9 @@ fn parse_decimal(field: &str, s: &str) -> Result<u64, ApiError> {
     s.parse().map_err(|_| ApiError::invalid(format!("{field} is out of range")))
 }
 
-/// Parses a query string of `name=value` pairs with only `allowed` names, each at most once.
-fn parse_query<'a>(q: Option<&'a str>, allowed: &[&str]) -> Result<Vec<(&'a str, &'a str)>, ApiError> {
+/// Parses a query string of `name=value` pairs with only `allowed` names, each at most once
+/// (also a fuzz entry point, `fuzz/fuzz_targets/api.rs`).
+pub fn parse_query<'a>(q: Option<&'a str>, allowed: &[&str]) -> Result<Vec<(&'a str, &'a str)>, ApiError> {
     let mut out: Vec<(&str, &str)> = Vec::new();
     for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -564,7 +566,8 @@ async fn mint_usersig(
 // ---------------------------------------------------------------------------------------
 // Rooms (relayd)
 
-fn path_room(s: &str) -> Result<RoomId, ApiError> {
+/// A room path segment: a numeric room or a string room (also a fuzz entry point).
+pub fn path_room(s: &str) -> Result<RoomId, ApiError> {
     RoomId::parse(s).map_err(|e| {
         ApiError::invalid(format!(
             "room: {e}; digits 1..=4294967294 for a numeric room, or 1 to 64 printable ASCII characters \
@@ -838,12 +841,14 @@ fn t_num_room(v: u64) -> Result<RoomId, ApiError> {
     RoomId::num(v).map_err(|_| ApiError::invalid(format!("RoomId must be in 1..=4294967294, got {v}")))
 }
 
-fn t_str_room(s: &str) -> Result<RoomId, ApiError> {
+/// A TRTC action's string `RoomId` (also a fuzz entry point).
+pub fn t_str_room(s: &str) -> Result<RoomId, ApiError> {
     ascii_text("RoomId", s, 1, api::MAX_STR_ROOM_LEN, false)?;
     RoomId::str(s).map_err(|e| ApiError::invalid(format!("RoomId: {e}")))
 }
 
-fn t_users(ids: &[String]) -> Result<Vec<UserId>, ApiError> {
+/// A TRTC action's `UserIds` (also a fuzz entry point).
+pub fn t_users(ids: &[String]) -> Result<Vec<UserId>, ApiError> {
     if ids.is_empty() || ids.len() > api::MAX_USER_IDS {
         return Err(ApiError::invalid(format!("UserIds must hold 1 to {} user ids", api::MAX_USER_IDS)));
     }
