@@ -46,6 +46,14 @@ pub struct Seen {
 }
 
 impl Seen {
+    /// Panics unless every packet passed its checks (no duplicate, foreign, unauthentic or
+    /// replayed packet, no other error) and came from an SSRC its room declared.
+    pub fn assert_clean(&self, declared: &[u32], what: &str) {
+        let bad = (self.duplicates, self.foreign, self.auth_failed, self.replayed, self.other_errors);
+        assert_eq!(bad, (0, 0, 0, 0, 0), "{what}: (duplicates, foreign, auth failed, replayed, other errors)");
+        assert!(self.ssrcs.iter().all(|x| declared.contains(x)), "{what}: media from an SSRC not of this room");
+    }
+
     /// The longest time between two verified packets (or from `from` to the first, or from
     /// the last to `to`) within `from..to`.
     pub fn max_gap(&self, from: Instant, to: Instant) -> Duration {
@@ -278,4 +286,11 @@ pub fn wait_resumed(clients: &[ClientThread], from: &[u64], n: usize) -> Vec<Ins
         })
     });
     first.into_iter().map(|f| f.expect("resumed")).collect()
+}
+
+/// `median [min–max] ms (n = ...)` of `v` (sorted in place).
+pub fn summary(v: &mut [Duration]) -> String {
+    v.sort_unstable();
+    let ms = |d: Duration| d.as_millis();
+    format!("{} [{}–{}] ms (n = {})", ms(v[v.len() / 2]), ms(v[0]), ms(v[v.len() - 1]), v.len())
 }

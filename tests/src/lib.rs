@@ -267,6 +267,13 @@ impl Relayd {
         }
     }
 
+    /// `relayd stats --socket ...`: the table an operator reads.
+    pub fn stats_table(&self) -> String {
+        let out = Command::new(bin("relayd")).args(["stats", "--socket"]).arg(&self.stats_socket).output().unwrap();
+        assert!(out.status.success(), "relayd stats: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The counters.
     pub fn stats(&self) -> Snapshot {
         relay::mgmt::read_stats(&self.stats_socket).expect("read relayd stats")

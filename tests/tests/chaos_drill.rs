@@ -71,13 +71,6 @@ fn control_config(relayd: &Relayd) -> String {
     )
 }
 
-/// `median [min–max] ms (n = ...)`.
-fn summary(v: &mut [Duration]) -> String {
-    v.sort_unstable();
-    let ms = |d: Duration| d.as_millis();
-    format!("{} [{}–{}] ms (n = {})", ms(v[v.len() / 2]), ms(v[0]), ms(v[v.len() - 1]), v.len())
-}
-
 /// Whether relay-control serves: a signed call answers 200 and relayd's link is up.
 fn api_serves(c: &ApiClient) -> bool {
     let r = c.call("GET", "/v1/node", &Value::Null);
@@ -407,8 +400,7 @@ fn the_node_recovers_from_kills_a_full_sessions_map_and_malformed_bursts_losing_
             s.replayed,
             s.generation
         );
-        assert_eq!((s.duplicates, s.foreign, s.auth_failed, s.replayed, s.other_errors), (0, 0, 0, 0, 0));
-        assert!(s.ssrcs.iter().all(|x| declared.contains(x)), "media from an SSRC not of this room");
+        s.assert_clean(&declared, &format!("receiver in room {}", rooms[room].room));
         assert_eq!(s.generation, ROUNDS as u64, "one rejoin per relayd kill, none otherwise");
     }
 }

@@ -64,12 +64,7 @@ fn the_saved_push_is_restored_and_a_damaged_file_falls_back_to_the_toml() {
     assert!(relayd.log().contains("starting from the config pushed last"), "{}", relayd.log());
     assert!(join(&relayd, APP_C, SECRET_C).is_ok());
     assert_eq!(join(&relayd, APP_A, SECRET_A), Err(Some(ErrorCode::UnknownApp)));
-    let out = std::process::Command::new(bin("relayd"))
-        .args(["stats", "--socket"])
-        .arg(&relayd.stats_socket)
-        .output()
-        .unwrap();
-    let table = String::from_utf8_lossy(&out.stdout);
+    let table = relayd.stats_table();
     assert!(table.contains("config from") && table.contains("the saved push"), "{table}");
     // The restored set is a push: a reload leaves it alone and says the file's apps were not
     // applied, and app C still serves.

@@ -30,12 +30,7 @@ fn xdp_attach_drop_privileges_detach_and_survive_a_crash() {
     a.send_rtp(1, b"as nobody");
     assert_eq!(b.drain(Duration::from_millis(300)).len(), 1);
     // `relayd stats` shows the kernel's verdicts.
-    let out = std::process::Command::new(bin("relayd"))
-        .args(["stats", "--socket"])
-        .arg(&relayd.stats_socket)
-        .output()
-        .unwrap();
-    let table = String::from_utf8_lossy(&out.stdout);
+    let table = relayd.stats_table();
     assert!(table.contains("XDP verdicts") && table.contains("redirect_media"), "{table}");
 
     // A crash (SIGKILL) leaves no program behind: the BPF link dies with the process.
