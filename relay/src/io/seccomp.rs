@@ -56,8 +56,10 @@ const COMMON: &[c_long] = &[
     libc::SYS_rt_sigprocmask,
     libc::SYS_exit,
     // relayd switches user after the workers started (`user = "..."`): glibc makes every
-    // thread repeat the call in a `SIGSETXID` handler, which returns with rt_sigreturn.
+    // thread repeat the call in a `SIGSETXID` handler, which checks the signal came from
+    // its own process (getpid) and returns with rt_sigreturn.
     libc::SYS_rt_sigreturn,
+    libc::SYS_getpid,
     libc::SYS_setgroups,
     libc::SYS_setresgid,
     libc::SYS_setresuid,
