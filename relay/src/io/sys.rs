@@ -590,12 +590,7 @@ impl SyscallFilter {
         // SAFETY: `prog` points to `self.prog`, which outlives the call (the kernel copies
         // the program); flags 0, so no TSYNC. The result is checked.
         let r = unsafe {
-            libc::syscall(
-                libc::SYS_seccomp,
-                libc::SECCOMP_SET_MODE_FILTER,
-                0 as libc::c_uint,
-                std::ptr::addr_of!(prog),
-            )
+            libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0 as libc::c_uint, std::ptr::addr_of!(prog))
         };
         if r < 0 {
             return Err(io::Error::last_os_error());
