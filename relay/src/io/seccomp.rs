@@ -1,5 +1,5 @@
 //! The workers' seccomp allow-lists, one per backend, and their installation: each worker
-//! thread installs its own filter ([`sys::SyscallFilter`], no `TSYNC`) after its setup and
+//! thread installs its own filter ([`SyscallFilter`], no `TSYNC`) after its setup and
 //! before its loop, so the control thread, the state writer and start-up keep every syscall.
 //!
 //! The lists are what `strace -f` saw each backend's workers make under load, start to
@@ -10,14 +10,14 @@
 //! making an unlisted call is either compromised or running a path nobody reviewed.
 //!
 //! Below the workers ([`super::socket`], [`super::xdp_worker`]) in the module order; it
-//! imports only [`sys`], the config and the counters.
+//! imports only [`super::sys`], the config and the counters.
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::Ordering::Relaxed;
 
 use libc::c_long;
 
-use super::sys::{self, Otherwise, SyscallFilter};
+use super::sys::{Otherwise, SyscallFilter};
 use crate::config::{Backend, WorkerSeccomp};
 use crate::stats::WorkerCounters;
 
@@ -107,6 +107,7 @@ pub fn install_worker_filter(index: usize, backend: Backend, mode: WorkerSeccomp
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::sys;
 
     #[test]
     fn lists_have_no_duplicates_and_fit_the_kernel() {
