@@ -127,6 +127,12 @@ fn xdp_extra() -> String {
         .map_or(String::new(), |v| v.split(';').map(|l| format!("{}\n", l.trim())).collect())
 }
 
+/// relayd's `[security]` table from `RELAY_BENCH_SECCOMP` (`kill`, `log` or `off`: the
+/// workers' seccomp filter, for measuring its cost A/B); empty, relayd's default, when unset.
+fn security_extra() -> String {
+    std::env::var("RELAY_BENCH_SECCOMP").map_or(String::new(), |v| format!("[security]\nworker_seccomp = \"{v}\"\n"))
+}
+
 /// [`start`] with a given [`Size`].
 pub fn start_sized(
     bin: &Path,
@@ -173,6 +179,7 @@ pub fn start_sized(
     let identity = Identity::new(StaticKey::generate());
     identity.save(&key_file)?;
     cfg += &format!("[identity]\nkey_file = \"{}\"\n", key_file.display());
+    cfg += &security_extra();
     let path = dir.join("relayd.toml");
     std::fs::write(&path, cfg)?;
     let log = std::fs::File::create(dir.join("relayd.log"))?;

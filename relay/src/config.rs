@@ -94,6 +94,33 @@ pub struct Config {
     /// (`/var/lib/edgerelay/pushed.json`).
     #[serde(default)]
     pub state_file: Option<PathBuf>,
+    /// Hardening of relayd's threads.
+    #[serde(default)]
+    pub security: SecuritySettings,
+}
+
+/// The `[security]` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySettings {
+    /// A seccomp allow-list on each worker thread (`relay::io::seccomp`). Needs a restart.
+    #[serde(default)]
+    pub worker_seccomp: WorkerSeccomp,
+}
+
+/// What a worker's seccomp filter does with a syscall not on its backend's list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerSeccomp {
+    /// Kill relayd (`SIGSYS`, an audit record and a core dump): a worker making an
+    /// unlisted call is compromised or on a path nobody reviewed. The default.
+    #[default]
+    Kill,
+    /// Allow it and write an audit record (`type=1326` in the kernel log): for trying the
+    /// filter out on a new kernel or libc before enforcing it.
+    Log,
+    /// No filter.
+    Off,
 }
 
 /// Where relayd keeps its static X25519 key ([`crate::identity`]).
@@ -453,6 +480,8 @@ pub struct Validated {
     pub log_format: LogFormat,
     /// The saved push ([`Config::state_file`], resolved; its default next to `key_file`).
     pub state_file: PathBuf,
+    /// The `[security]` table.
+    pub security: SecuritySettings,
 }
 
 /// Most worker threads accepted.
@@ -563,6 +592,7 @@ impl Config {
             backend: self.backend,
             xdp: self.xdp,
             user: self.user,
+            security: self.security,
         };
         v.check_backend()?;
         Ok(v)
@@ -576,7 +606,7 @@ pub struct Changes {
     /// `timeouts`, `join`, `log_level`, `control_users` and the `[xdp]` rates.
     pub live: Vec<String>,
     /// Changed settings that take effect only at the next start (sockets, threads, the
-    /// backend and its interface, the user, the key file, the log format).
+    /// backend and its interface, the user, the key file, the log format, `[security]`).
     pub restart: Vec<String>,
 }
 
@@ -600,6 +630,7 @@ impl Validated {
         check(self.key_file != new.key_file, "identity.key_file", false);
         check(self.log_format != new.log_format, "log_format", false);
         check(self.state_file != new.state_file, "state_file", false);
+        check(self.security != new.security, "security.worker_seccomp", false);
         check(self.apps != new.apps, "app", true);
         check(self.timeouts != new.timeouts, "timeouts", true);
         check(self.join != new.join, "join", true);
@@ -843,6 +874,20 @@ max_sessions = 10
         let again = applied.changes_to(&new);
         assert!(again.live.is_empty(), "{again:?}");
         assert_eq!(again.restart, c.restart);
+    }
+
+    #[test]
+    fn worker_seccomp_defaults_to_kill_and_needs_a_restart() {
+        let with = |v: &str| Config::parse(&format!("{GOOD}\n[security]\nworker_seccomp = \"{v}\"\n"));
+        let default = Config::parse(GOOD).unwrap().validate(None).unwrap();
+        assert_eq!(default.security.worker_seccomp, WorkerSeccomp::Kill);
+        let off = with("off").unwrap().validate(None).unwrap();
+        assert_eq!(off.security.worker_seccomp, WorkerSeccomp::Off);
+        assert_eq!(with("log").unwrap().security.worker_seccomp, WorkerSeccomp::Log);
+        assert!(with("errno").unwrap_err().to_string().contains("unknown variant `errno`"));
+        assert!(Config::parse(&format!("{GOOD}\n[security]\nseccomp = true\n")).is_err());
+        let c = default.changes_to(&off);
+        assert_eq!((c.live, c.restart), (vec![], vec!["security.worker_seccomp".to_owned()]));
     }
 
     #[test]

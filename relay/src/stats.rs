@@ -112,6 +112,8 @@ pub struct WorkerCounters {
     pub loop_mark_ms: AtomicU64,
     /// The worker's AF_XDP socket statistics (XDP backend only).
     pub xsk: XskCounters,
+    /// 1 once the worker installed its seccomp filter (`relay::io::seccomp`), else 0.
+    pub seccomp: AtomicU64,
 }
 
 /// The kernel's statistics of one AF_XDP socket (`XDP_STATISTICS`), as its worker last
@@ -227,6 +229,9 @@ pub struct Snapshot {
     /// [`WorkerCounters::loop_mark_ms`]); idle workers stay near or below 100.
     #[serde(default)]
     pub worker_lag_ms: Vec<u64>,
+    /// Workers running under their seccomp filter (see [`WorkerCounters::seccomp`]).
+    #[serde(default)]
+    pub seccomp_workers: u64,
     /// The AF_XDP sockets' kernel statistics summed over workers ([`XskCounters`]; XDP
     /// backend only, empty otherwise).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -252,6 +257,7 @@ impl Snapshot {
         self.tx_bytes += w.tx_bytes.load(Relaxed);
         self.media_accepted += w.media_accepted.load(Relaxed);
         self.control_in += w.control_in.load(Relaxed);
+        self.seccomp_workers += w.seccomp.load(Relaxed);
         for r in DropReason::ALL {
             *self.drops.entry(r.name().to_owned()).or_default() += w.drops(r);
         }

@@ -53,6 +53,9 @@ max_rooms = 1000
 max_members_per_room = 50
 max_sessions = 10000
 
+[security]
+worker_seccomp = "kill"        # seccomp allow-list per worker thread: kill (default) | log (audit only) | off; restart to change
+
 # [xdp]                        # with backend = "xdp"
 # iface = "eth0"
 # mode = "auto"                # auto | copy | zerocopy
@@ -661,6 +664,7 @@ fn print_table(s: &Snapshot) {
     for (k, v) in &s.messages {
         let _ = writeln!(t, "  {k:<26} {v:>14}");
     }
+    let _ = writeln!(t, "workers under seccomp        {}", s.seccomp_workers);
     if let Some(k) = &s.relay_key {
         let _ = writeln!(t, "relay key                    {k}");
     }

@@ -7,7 +7,8 @@
 //! - [`control`] is the control thread (the registry, joins, expiry, the XDP `sessions`
 //!   map), running management requests through [`commands`] for [`mgmt_server`];
 //! - [`persist`] writes the saved push ([`crate::pushed`]) off the control thread;
-//! - [`worker`] is what every worker shares (core, channels, clocks, pinning);
+//! - [`worker`] is what every worker shares (core, channels, clocks, pinning), and
+//!   [`seccomp`] the allow-list each worker installs on its own thread;
 //! - [`xdp`] loads and attaches the XDP program and keeps its maps; [`afxdp`] is the
 //!   AF_XDP layer (UMEM, rings, the engine's transmit sink over them), [`netlink`] resolves
 //!   next-hop MACs from the kernel's tables for it, and [`netns`] builds network namespaces
@@ -25,6 +26,7 @@ pub mod netlink;
 pub mod netns;
 pub mod persist;
 pub mod runtime;
+mod seccomp;
 mod socket;
 pub mod sys;
 pub mod worker;

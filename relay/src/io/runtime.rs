@@ -95,6 +95,7 @@ impl Relay {
             let run = make(WorkerCore {
                 index,
                 pin: cfg.pin_workers,
+                seccomp: cfg.security.worker_seccomp,
                 poll,
                 msgs: rx,
                 to_control: queues.clone(),

@@ -19,8 +19,10 @@ use std::time::Duration;
 
 use mio::{Events, Interest, Token};
 
+use super::seccomp::install_worker_filter;
 use super::sys::{Received, RecvBatch, SendBatch, SockAddr};
 use super::worker::{enqueue_control, mono_ms, WorkerCore, WorkerMsg};
+use crate::config::Backend;
 use crate::engine::{Engine, TxSink};
 use crate::proto::{self, Demux};
 use crate::stats::{DropReason, WorkerCounters};
@@ -88,6 +90,8 @@ impl Worker {
         let mut events = Events::with_capacity(8);
         let mut rx = RecvBatch::new(RX_BATCH);
         let mut tx = SendBatch::new(TX_BATCH);
+        // Last, once everything is open and allocated: from here on, only the loop's syscalls.
+        install_worker_filter(self.core.index, Backend::Socket, self.core.seccomp, &self.core.counters);
         while self.core.running() {
             if let Err(e) = self.core.poll.poll(&mut events, Some(POLL_TIMEOUT)) {
                 if e.kind() != io::ErrorKind::Interrupted {

@@ -1,5 +1,7 @@
 //! Thin, safe wrappers over the Linux syscalls the socket backend needs: `SO_REUSEPORT`
-//! sockets, `recvmmsg`/`sendmmsg` batches, CPU pinning and a shutdown signal flag.
+//! sockets, `recvmmsg`/`sendmmsg` batches, CPU pinning, a shutdown signal flag, and a
+//! per-thread seccomp allow-list ([`SyscallFilter`]; which syscalls, per backend, is
+//! `super::seccomp`'s concern).
 //!
 //! This is one of the two places `unsafe` is allowed (the other is AF_XDP). Every block
 //! says why it is sound. Batches own fixed buffers allocated once; a receive or send call
@@ -489,6 +491,135 @@ impl SendBatch {
     }
 }
 
+/// `AUDIT_ARCH_X86_64` (`linux/audit.h`: `EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE`).
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: u32 = 0xc000_003e;
+/// `AUDIT_ARCH_AARCH64` (`EM_AARCH64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE`).
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: u32 = 0xc000_00b7;
+/// Syscall numbers of the x32 ABI have this bit set; they share `AUDIT_ARCH_X86_64`.
+#[cfg(target_arch = "x86_64")]
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+/// What a [`SyscallFilter`] does with a syscall that is not on its list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Otherwise {
+    /// `SECCOMP_RET_KILL_PROCESS`: the whole process dies of `SIGSYS` (core dump, audit record).
+    KillProcess,
+    /// `SECCOMP_RET_LOG`: allowed, and logged to the kernel's audit log (`type=1326`).
+    Log,
+    /// `SECCOMP_RET_ERRNO`: the call fails with this errno and has no effect.
+    Errno(i32),
+}
+
+impl Otherwise {
+    fn ret(self) -> u32 {
+        match self {
+            Otherwise::KillProcess => libc::SECCOMP_RET_KILL_PROCESS,
+            Otherwise::Log => libc::SECCOMP_RET_LOG,
+            Otherwise::Errno(e) => libc::SECCOMP_RET_ERRNO | (e as u32 & libc::SECCOMP_RET_DATA),
+        }
+    }
+}
+
+/// A seccomp-BPF program that allows a list of syscalls (by number, any arguments) and
+/// applies [`Otherwise`] to the rest. A foreign architecture (and, on x86_64, the x32 ABI,
+/// whose numbers would bypass the list) always kills the process.
+///
+/// Installed per thread ([`SyscallFilter::install`], no `SECCOMP_FILTER_FLAG_TSYNC`): the
+/// filter binds the calling thread and the threads it creates later, not its siblings.
+pub struct SyscallFilter {
+    prog: Vec<libc::sock_filter>,
+}
+
+fn stmt(code: u32, k: u32) -> libc::sock_filter {
+    libc::sock_filter { code: code as u16, jt: 0, jf: 0, k }
+}
+
+fn jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+    libc::sock_filter { code: code as u16, jt, jf, k }
+}
+
+impl SyscallFilter {
+    /// A linear list of comparisons: one per allowed syscall. At the few dozen syscalls a
+    /// worker needs this costs about as much as a binary search and is easier to audit.
+    pub fn allow(syscalls: &[libc::c_long], otherwise: Otherwise) -> Self {
+        use libc::{BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W};
+        let arch = std::mem::offset_of!(libc::seccomp_data, arch) as u32;
+        let nr = std::mem::offset_of!(libc::seccomp_data, nr) as u32;
+        let mut prog = vec![
+            stmt(BPF_LD | BPF_W | BPF_ABS, arch),
+            jump(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH, 1, 0),
+            stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_KILL_PROCESS),
+            stmt(BPF_LD | BPF_W | BPF_ABS, nr),
+        ];
+        #[cfg(target_arch = "x86_64")]
+        {
+            // JGE (unsigned) X32_SYSCALL_BIT: an x32 call, killed.
+            prog.push(jump(BPF_JMP | libc::BPF_JGE | BPF_K, X32_SYSCALL_BIT, 0, 1));
+            prog.push(stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_KILL_PROCESS));
+        }
+        for &sc in syscalls {
+            // Equal: fall through to the next instruction, ALLOW; else skip it.
+            prog.push(jump(BPF_JMP | BPF_JEQ | BPF_K, sc as u32, 0, 1));
+            prog.push(stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_ALLOW));
+        }
+        prog.push(stmt(BPF_RET | BPF_K, otherwise.ret()));
+        Self { prog }
+    }
+
+    /// Instructions in the program (the kernel accepts at most 4096).
+    pub fn len(&self) -> usize {
+        self.prog.len()
+    }
+
+    /// Whether the program is empty (never: it always checks the architecture).
+    pub fn is_empty(&self) -> bool {
+        self.prog.is_empty()
+    }
+
+    /// Sets `PR_SET_NO_NEW_PRIVS` and installs the filter on the calling thread, for good.
+    /// Both are per thread: the process's other threads are unaffected.
+    pub fn install(&self) -> io::Result<()> {
+        let prog = libc::sock_fprog {
+            len: u16::try_from(self.prog.len()).map_err(|_| io::Error::other("seccomp program too long"))?,
+            filter: self.prog.as_ptr().cast_mut(),
+        };
+        // SAFETY: prctl with integer arguments only; the result is checked.
+        cvt(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })?;
+        // SAFETY: `prog` points to `self.prog`, which outlives the call (the kernel copies
+        // the program); flags 0, so no TSYNC. The result is checked.
+        let r = unsafe {
+            libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0 as libc::c_uint, std::ptr::addr_of!(prog))
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// The calling thread's id.
+pub fn gettid() -> u32 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    unsafe { libc::gettid() as u32 }
+}
+
+/// The calling thread's seccomp mode from `/proc/thread-self/status` (0 none, 1 strict,
+/// 2 filter).
+pub fn seccomp_mode() -> io::Result<u8> {
+    seccomp_mode_of(std::path::Path::new("/proc/thread-self/status"))
+}
+
+/// The seccomp mode in a `/proc/<pid>/task/<tid>/status` file.
+pub fn seccomp_mode_of(status: &std::path::Path) -> io::Result<u8> {
+    let text = std::fs::read_to_string(status)?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("Seccomp:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| io::Error::other(format!("{}: no Seccomp line", status.display())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -577,5 +708,81 @@ mod tests {
         };
         assert_eq!(n, 1);
         assert!(matches!(rx.get(0), Some(Received::Oversized { len: 3000 })), "{:?}", rx.get(0));
+    }
+
+    /// The calls the tests' filtered threads make besides the one under test: the test
+    /// harness's thread exit and result hand-off.
+    const THREAD_EXIT: &[libc::c_long] = &[
+        libc::SYS_futex,
+        libc::SYS_munmap,
+        libc::SYS_madvise,
+        libc::SYS_mmap,
+        libc::SYS_mprotect,
+        libc::SYS_brk,
+        libc::SYS_sigaltstack,
+        libc::SYS_rt_sigprocmask,
+        libc::SYS_exit,
+        libc::SYS_write,
+        libc::SYS_close,
+        libc::SYS_openat,
+        libc::SYS_read,
+        libc::SYS_fstat,
+        libc::SYS_statx,
+        libc::SYS_lseek,
+    ];
+
+    fn getppid_raw() -> (libc::c_long, i32) {
+        // SAFETY: getppid takes no arguments; the raw syscall avoids any libc caching.
+        let r = unsafe { libc::syscall(libc::SYS_getppid) };
+        (r, io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+
+    #[test]
+    fn a_filtered_thread_gets_the_errno_and_its_siblings_do_not() {
+        let (r, errno, mode) = std::thread::spawn(|| {
+            SyscallFilter::allow(THREAD_EXIT, Otherwise::Errno(libc::EPERM)).install().unwrap();
+            let (r, errno) = getppid_raw();
+            (r, errno, seccomp_mode().unwrap())
+        })
+        .join()
+        .unwrap();
+        assert_eq!((r, errno), (-1, libc::EPERM), "getppid is not on the list");
+        assert_eq!(mode, 2, "the filtered thread is in filter mode");
+        assert_eq!(seccomp_mode().unwrap(), 0, "no TSYNC: the test's own thread is unfiltered");
+        assert!(getppid_raw().0 > 0);
+    }
+
+    /// Run in a child process by [`the_kill_action_kills_the_whole_process`].
+    #[test]
+    #[ignore = "run by the_kill_action_kills_the_whole_process in a child process"]
+    fn kill_child() {
+        if std::env::var_os("EDGERELAY_SECCOMP_KILL_CHILD").is_none() {
+            return;
+        }
+        std::thread::spawn(|| {
+            SyscallFilter::allow(THREAD_EXIT, Otherwise::KillProcess).install().unwrap();
+            getppid_raw();
+        })
+        .join()
+        .unwrap();
+        // Not reached: getppid killed the process.
+        std::process::exit(0);
+    }
+
+    #[test]
+    fn the_kill_action_kills_the_whole_process() {
+        use std::os::unix::process::ExitStatusExt as _;
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "io::sys::tests::kill_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .env("EDGERELAY_SECCOMP_KILL_CHILD", "1")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGSYS),
+            "{:?}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
 }

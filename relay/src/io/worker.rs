@@ -17,6 +17,7 @@ use mio::{Poll, Token, Waker};
 
 use super::netlink::{Neighbor, Route};
 use super::sys;
+use crate::config::WorkerSeccomp;
 use crate::proto;
 use crate::registry::{Now, Update};
 use crate::stats::{DropReason, Snapshot, WorkerCounters};
@@ -94,6 +95,8 @@ pub struct WorkerCore {
     pub index: usize,
     /// Pin the thread to a core.
     pub pin: bool,
+    /// The seccomp filter it installs before its loop.
+    pub seccomp: WorkerSeccomp,
     /// The worker's poll (its socket or ring, and the waker).
     pub poll: Poll,
     /// Messages from the control thread.

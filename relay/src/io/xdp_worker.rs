@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Token};
 
 use super::afxdp::{XskDest, XskPort};
+use super::seccomp::install_worker_filter;
 use super::worker::{enqueue_control, mono_ms, WorkerCore, WorkerMsg};
+use crate::config::Backend;
 use crate::engine::Engine;
 use crate::proto::{self, Demux};
 use crate::stats::DropReason;
@@ -60,6 +62,8 @@ impl XdpWorker {
         let mut last_warn: Option<Instant> = None;
         let mut last_sample: Option<Instant> = None;
         let mut events = Events::with_capacity(8);
+        // Last, once everything is open and allocated: from here on, only the loop's syscalls.
+        install_worker_filter(self.core.index, Backend::Xdp, self.core.seccomp, &self.core.counters);
         while self.core.running() {
             if let Err(e) = self.core.poll.poll(&mut events, Some(Duration::from_millis(10))) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
