@@ -127,6 +127,95 @@ pub enum Request {
     /// `reloaded`). An invalid file changes nothing and is refused `invalid` with the
     /// reason.
     Reload {},
+    /// The cluster's other relays, from its node registry (relay-control pushes it): the only
+    /// nodes this relay opens cascade legs to or accepts them from. Replaces the set; legs of
+    /// a node no longer in it close (answer: `removed`, the legs closed).
+    SetPeers {
+        /// This node's own id in the registry (named in the legs it opens).
+        node: String,
+        /// Every other node, with its relay endpoint and key.
+        peers: Vec<PeerSpec>,
+    },
+    /// Open the cascade leg of a room to a peer, unless the room already has one to it
+    /// (answer: `done`). The leg forms in the background and is retried until it is up or the
+    /// room has no local member left; `legs` shows it. Refused `not_found` when the room has
+    /// no local member or the peer is not in `set_peers`.
+    OpenLeg {
+        /// The app.
+        sdkappid: u64,
+        /// The room, as in `dismiss_room`.
+        room: String,
+        /// The peer's node id, as in `set_peers`.
+        peer: String,
+    },
+    /// The cascade legs (answer: `legs`).
+    Legs {},
+    /// Rooms that gained their first local member or lost their last one since `after`
+    /// (answer: `room_events`): how relay-control learns, within one poll, which rooms this
+    /// node hosts.
+    RoomEvents {
+        /// The `next` of the previous answer; 0 for everything still remembered.
+        after: u64,
+    },
+}
+
+/// A peer relay in a [`Request::SetPeers`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSpec {
+    /// Its node id.
+    pub node: String,
+    /// Its relayd's UDP endpoint (where legs are sent and come from).
+    pub endpoint: std::net::SocketAddr,
+    /// Its relay public key (base64): the static key its legs authenticate with.
+    pub public_key: crate::identity::RelayKey,
+}
+
+/// A cascade leg in a `legs` answer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LegInfo {
+    /// The app.
+    pub sdkappid: u64,
+    /// The room, as in [`RoomInfo`].
+    pub room: String,
+    /// The peer's node id.
+    pub peer: String,
+    /// Which side opened it: `initiator` (this relay) or `responder`.
+    pub role: String,
+    /// `connecting` (handshake sent, no answer yet) or `up`.
+    pub state: String,
+    /// Streams the peer announced and this relay accepted (its local members' SSRCs).
+    pub streams_in: u32,
+    /// Streams this relay announces to the peer (its own local members' SSRCs).
+    pub streams_out: u32,
+    /// Milliseconds since the leg was opened (or last reopened).
+    pub age_ms: u64,
+    /// The last handshake refusal or failure, while connecting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// A room that gained its first local member (`local`) or lost its last one.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RoomEvent {
+    /// The app.
+    pub sdkappid: u64,
+    /// The room, as in [`RoomInfo`].
+    pub room: String,
+    /// It has local members now (true), or none any more (false).
+    pub local: bool,
+}
+
+/// A `room_events` answer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RoomEvents {
+    /// The cursor for the next request.
+    pub next: u64,
+    /// Events between `after` and `next` were forgotten (the caller is too far behind, or
+    /// relayd restarted): list `rooms` in full, then follow from `next`.
+    pub resync: bool,
+    /// The events, oldest first.
+    pub events: Vec<RoomEvent>,
 }
 
 /// What a reload did, in a `reloaded` answer.
@@ -273,6 +362,10 @@ pub enum Answer {
     Key(KeyInfo),
     /// What a reload applied (`reload`).
     Reloaded(ReloadReport),
+    /// Cascade legs (`legs`).
+    Legs(Vec<LegInfo>),
+    /// Room changes (`room_events`).
+    RoomEvents(RoomEvents),
 }
 
 /// What kind of refusal a [`Refusal`] is. Snake-case on the wire; a code this version does
@@ -452,6 +545,10 @@ struct Wire {
     key: Option<KeyInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reloaded: Option<ReloadReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    legs: Option<Vec<LegInfo>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    room_events: Option<RoomEvents>,
 }
 
 impl From<Response> for Wire {
@@ -470,6 +567,8 @@ impl From<Response> for Wire {
             Response::Ok(Answer::Offenders(o)) => Self { offenders: Some(o), ..ok },
             Response::Ok(Answer::Key(k)) => Self { key: Some(k), ..ok },
             Response::Ok(Answer::Reloaded(r)) => Self { reloaded: Some(r), ..ok },
+            Response::Ok(Answer::Legs(l)) => Self { legs: Some(l), ..ok },
+            Response::Ok(Answer::RoomEvents(e)) => Self { room_events: Some(e), ..ok },
         }
     }
 }
@@ -495,6 +594,10 @@ impl From<Wire> for Response {
             Answer::Key(k)
         } else if let Some(r) = w.reloaded {
             Answer::Reloaded(r)
+        } else if let Some(l) = w.legs {
+            Answer::Legs(l)
+        } else if let Some(e) = w.room_events {
+            Answer::RoomEvents(e)
         } else {
             Answer::Done
         })
@@ -532,6 +635,8 @@ impl Answer {
             Self::Offenders(_) => "offenders",
             Self::Key(_) => "key",
             Self::Reloaded(_) => "reloaded",
+            Self::Legs(_) => "legs",
+            Self::RoomEvents(_) => "room_events",
         }
     }
 }
@@ -583,6 +688,22 @@ impl Client {
     /// Sends `req`; its answer, or the refusal as an error.
     pub fn call(&mut self, req: &Request) -> Result<Answer, ClientError> {
         self.request(req)?.into_result().map_err(ClientError::Refused)
+    }
+
+    /// `legs`.
+    pub fn legs(&mut self) -> Result<Vec<LegInfo>, ClientError> {
+        match self.call(&Request::Legs {})? {
+            Answer::Legs(l) => Ok(l),
+            a => Err(ClientError::Unexpected { op: "legs", got: a.kind() }),
+        }
+    }
+
+    /// `room_events` after the cursor `after`.
+    pub fn room_events(&mut self, after: u64) -> Result<RoomEvents, ClientError> {
+        match self.call(&Request::RoomEvents { after })? {
+            Answer::RoomEvents(e) => Ok(e),
+            a => Err(ClientError::Unexpected { op: "room_events", got: a.kind() }),
+        }
     }
 
     /// `stats`.
@@ -672,6 +793,10 @@ impl Request {
             Self::Key {} => "key",
             Self::RotateKey { .. } => "rotate_key",
             Self::Reload {} => "reload",
+            Self::SetPeers { .. } => "set_peers",
+            Self::OpenLeg { .. } => "open_leg",
+            Self::Legs {} => "legs",
+            Self::RoomEvents { .. } => "room_events",
         }
     }
 }

@@ -305,6 +305,9 @@ enum CtlAction {
         #[arg(long)]
         limit: Option<u32>,
     },
+    /// List the cascade legs to other nodes of the cluster (relay-control opens them for rooms
+    /// with members on several nodes): room, peer, role, state and streams each way.
+    Legs,
 }
 
 fn main() -> Result<()> {
@@ -484,6 +487,7 @@ fn ctl(socket: &std::path::Path, json: bool, action: CtlAction) -> Result<()> {
         }
         CtlAction::Offenders { limit } => Request::Offenders { limit },
         CtlAction::Reload => Request::Reload {},
+        CtlAction::Legs => Request::Legs {},
     };
     let answer = client.call(&req).with_context(talking)?;
     if json {
@@ -550,6 +554,27 @@ fn ctl(socket: &std::path::Path, json: bool, action: CtlAction) -> Result<()> {
             if r.sessions_ended > 0 {
                 let _ = writeln!(t, "{} session(s) of removed apps ended", r.sessions_ended);
             }
+        }
+        Answer::Legs(legs) => {
+            for l in &legs {
+                let _ = write!(
+                    t,
+                    "app {} room {} peer {} {} {}: {} stream(s) in, {} out, {} ms",
+                    l.sdkappid, l.room, l.peer, l.role, l.state, l.streams_in, l.streams_out, l.age_ms
+                );
+                if let Some(e) = &l.last_error {
+                    let _ = write!(t, " (last error: {e})");
+                }
+                t.push('\n');
+            }
+            let _ = writeln!(t, "{} leg(s)", legs.len());
+        }
+        Answer::RoomEvents(e) => {
+            for ev in &e.events {
+                let _ =
+                    writeln!(t, "app {} room {} {}", ev.sdkappid, ev.room, if ev.local { "gained" } else { "lost" });
+            }
+            let _ = writeln!(t, "next {}{}", e.next, if e.resync { " (resync)" } else { "" });
         }
         Answer::Done | Answer::Stats(_) => {
             let _ = writeln!(t, "ok");
