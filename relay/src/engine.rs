@@ -90,7 +90,13 @@ struct Owner {
 /// One worker's replica and per-packet logic, for a sink whose destinations are `D`
 /// ([`TxSink::Dest`]).
 pub struct Engine<D = SocketAddr> {
+    /// Members by source address, cascade legs excepted.
     by_addr: HashMap<SocketAddr, usize>,
+    /// Cascade legs by (peer relay's address, SSRC): a peer's legs of several rooms share its
+    /// address, and the registry lets an SSRC ride at most one leg per peer address.
+    leg_streams: HashMap<(SocketAddr, u32), usize>,
+    /// Legs per peer address (an address here holds sessions: its control is served first).
+    leg_peers: HashMap<SocketAddr, u32>,
     by_id: HashMap<SessionId, usize>,
     members: Vec<Option<Member>>,
     /// Each member's resolved destination, by member index (beside `members`, so the
@@ -116,6 +122,8 @@ impl<D: From<SocketAddr>> Engine<D> {
     pub fn new(counters: Arc<WorkerCounters>) -> Self {
         Self {
             by_addr: HashMap::new(),
+            leg_streams: HashMap::new(),
+            leg_peers: HashMap::new(),
             by_id: HashMap::new(),
             members: Vec::new(),
             dests: Vec::new(),
@@ -143,7 +151,7 @@ impl<D: From<SocketAddr>> Engine<D> {
     /// Whether a session in this replica has the address `addr` (its control goes to the
     /// control thread's session queue). Not on the media path.
     pub fn has_session_at(&self, addr: SocketAddr) -> bool {
-        self.by_addr.contains_key(&addr)
+        self.by_addr.contains_key(&addr) || self.leg_peers.contains_key(&addr)
     }
 
     /// Rooms in this replica.
@@ -156,14 +164,23 @@ impl<D: From<SocketAddr>> Engine<D> {
         match u {
             Update::Up(info) => self.add(info.clone()),
             Update::Down(info) => self.remove(info.id),
+            Update::Streams(info) => self.restream(info.clone()),
         }
+    }
+
+    /// The streams a member receives on: its declared ones (a client declares at most
+    /// [`MAX_SSRCS`]; a leg carries what its peer announced, bounded by the registry).
+    fn streams_of(info: &SessionInfo) -> impl Iterator<Item = &crate::proto::DeclaredSsrc> {
+        info.ssrcs.iter().take(if info.leg { usize::MAX } else { MAX_SSRCS })
     }
 
     fn add(&mut self, info: Arc<SessionInfo>) {
         if self.by_id.contains_key(&info.id) {
             return;
         }
-        if let Some(&old) = self.by_addr.get(&info.addr) {
+        if info.leg {
+            // The peer's address is shared by its legs of other rooms: it replaces nothing.
+        } else if let Some(&old) = self.by_addr.get(&info.addr) {
             let old_id = self.members[old].as_ref().expect("indexed members exist").info.id;
             self.remove(old_id);
         }
@@ -181,10 +198,7 @@ impl<D: From<SocketAddr>> Engine<D> {
                 r
             }
         };
-        let streams = info
-            .ssrcs
-            .iter()
-            .take(MAX_SSRCS)
+        let streams = Self::streams_of(&info)
             .map(|d| Stream { ssrc: d.ssrc.get(), kind: d.kind, rtp: RtpReceiver::new(), rtcp: RtcpReceiver::new() })
             .collect();
         let m = Member { info: info.clone(), room, streams };
@@ -203,26 +217,78 @@ impl<D: From<SocketAddr>> Engine<D> {
                 self.members.len() - 1
             }
         };
-        for d in info.ssrcs.iter().take(MAX_SSRCS).filter(|d| d.kind != StreamKind::Rtcp) {
-            self.owners.insert((room, d.ssrc.get()), Owner { member: idx, kind: d.kind });
-        }
+        self.index_streams(idx, room, &info);
         self.rooms[room].push(idx);
-        self.by_addr.insert(info.addr, idx);
+        if info.leg {
+            *self.leg_peers.entry(info.addr).or_default() += 1;
+        } else {
+            self.by_addr.insert(info.addr, idx);
+        }
         self.by_id.insert(info.id, idx);
+    }
+
+    /// Indexes member `idx`'s streams: who sends each media SSRC of the room, and for a leg,
+    /// which leg each SSRC from its peer's address belongs to.
+    fn index_streams(&mut self, idx: usize, room: usize, info: &SessionInfo) {
+        for d in Self::streams_of(info) {
+            if d.kind != StreamKind::Rtcp {
+                self.owners.insert((room, d.ssrc.get()), Owner { member: idx, kind: d.kind });
+            }
+            if info.leg {
+                self.leg_streams.insert((info.addr, d.ssrc.get()), idx);
+            }
+        }
+    }
+
+    /// Forgets member `idx`'s stream indexes (the entries that are still its own).
+    fn unindex_streams(&mut self, idx: usize) {
+        let m = self.members[idx].as_ref().expect("indexed members exist");
+        for s in m.streams.iter() {
+            if self.owners.get(&(m.room, s.ssrc)).is_some_and(|o| o.member == idx) {
+                self.owners.remove(&(m.room, s.ssrc));
+            }
+            if m.info.leg && self.leg_streams.get(&(m.info.addr, s.ssrc)) == Some(&idx) {
+                self.leg_streams.remove(&(m.info.addr, s.ssrc));
+            }
+        }
+    }
+
+    /// A leg's new stream set: SSRCs that stay keep their ROC and replay windows (the peer
+    /// goes on with the same packet indexes), new ones start fresh, gone ones are forgotten.
+    fn restream(&mut self, info: Arc<SessionInfo>) {
+        let Some(&idx) = self.by_id.get(&info.id) else {
+            return;
+        };
+        self.unindex_streams(idx);
+        let m = self.members[idx].as_mut().expect("indexed members exist");
+        let mut old: Vec<Stream> = std::mem::take(&mut m.streams).into_vec();
+        let streams = Self::streams_of(&info)
+            .map(|d| match old.iter().position(|s| s.ssrc == d.ssrc.get()) {
+                Some(i) => Stream { kind: d.kind, ..old.swap_remove(i) },
+                None => Stream { ssrc: d.ssrc.get(), kind: d.kind, rtp: RtpReceiver::new(), rtcp: RtcpReceiver::new() },
+            })
+            .collect();
+        m.streams = streams;
+        m.info = info.clone();
+        let room = m.room;
+        self.index_streams(idx, room, &info);
     }
 
     fn remove(&mut self, id: SessionId) {
         let Some(idx) = self.by_id.remove(&id) else {
             return;
         };
+        self.unindex_streams(idx);
         let m = self.members[idx].take().expect("indexed members exist");
         self.free_members.push(idx);
-        for s in m.streams.iter() {
-            if self.owners.get(&(m.room, s.ssrc)).is_some_and(|o| o.member == idx) {
-                self.owners.remove(&(m.room, s.ssrc));
+        if m.info.leg {
+            if let Some(n) = self.leg_peers.get_mut(&m.info.addr) {
+                *n -= 1;
+                if *n == 0 {
+                    self.leg_peers.remove(&m.info.addr);
+                }
             }
-        }
-        if self.by_addr.get(&m.info.addr) == Some(&idx) {
+        } else if self.by_addr.get(&m.info.addr) == Some(&idx) {
             self.by_addr.remove(&m.info.addr);
         }
         let room = &mut self.rooms[m.room];
@@ -254,9 +320,10 @@ impl<D: From<SocketAddr>> Engine<D> {
         if proto::demux(buf) != proto::Demux::Media {
             return Dropped(DropReason::NotRelayed);
         }
-        let Some(&idx) = self.by_addr.get(&src) else {
+        let member = self.by_addr.get(&src).copied();
+        if member.is_none() && !self.leg_peers.contains_key(&src) {
             return Dropped(DropReason::UnknownSession);
-        };
+        }
         let rtcp = proto::is_rtcp(buf);
         let ssrc = if rtcp {
             RtcpPacket::new_checked(&*buf).map(|p| p.sender_ssrc())
@@ -269,6 +336,13 @@ impl<D: From<SocketAddr>> Engine<D> {
         // SSRC 0 is never declared (`Ssrc` refuses it).
         let Some(ssrc) = ssrc.map(Ssrc::get) else {
             return Dropped(DropReason::UnknownSsrc);
+        };
+        let idx = match member {
+            Some(i) => i,
+            None => match self.leg_streams.get(&(src, ssrc)) {
+                Some(&i) => i,
+                None => return Dropped(DropReason::UnknownSsrc),
+            },
         };
         let sender = self.members[idx].as_mut().expect("indexed members exist");
         let Some(stream) = sender.streams.iter_mut().find(|s| s.ssrc == ssrc) else {
@@ -296,19 +370,23 @@ impl<D: From<SocketAddr>> Engine<D> {
         let mut sent = 0;
         let mut not_sent = None;
         let members = &self.rooms[room];
+        // Split horizon: what came over a leg goes to local members only, never onto
+        // another leg, so a full mesh of legs has no loops and delivers each packet once.
+        let from_leg = self.members[idx].as_ref().expect("indexed members exist").info.leg;
+        let receives = |recv: &SessionInfo| recv.may_receive(kind) && !(from_leg && recv.leg);
         for (i, &r) in members.iter().enumerate() {
             if r == idx {
                 continue;
             }
             let recv = &self.members[r].as_ref().expect("room members exist").info;
-            if !recv.may_receive(kind) {
+            if !receives(recv) {
                 continue;
             }
             let Some(out) = tx.buffer() else {
                 // Every receiver from here on is skipped: count each.
                 let skipped = members[i..]
                     .iter()
-                    .filter(|&&m| m != idx && self.members[m].as_ref().is_some_and(|x| x.info.may_receive(kind)))
+                    .filter(|&&m| m != idx && self.members[m].as_ref().is_some_and(|x| receives(&x.info)))
                     .count() as u64;
                 self.counters.drops[DropReason::TxFull as usize].fetch_add(skipped, Relaxed);
                 not_sent = Some(DropReason::TxFull);
@@ -393,6 +471,10 @@ impl<D: From<SocketAddr>> Engine<D> {
                 return None;
             }
             let info = &members[r].as_ref().expect("room members exist").info;
+            if sender.info.leg && info.leg {
+                // Split horizon, as for media.
+                return None;
+            }
             let kind_receiver = [StreamKind::Audio, StreamKind::Video, StreamKind::Rtcp]
                 .into_iter()
                 .any(|k| kinds[k as usize] && info.may_receive(k));
@@ -509,6 +591,7 @@ mod tests {
             uplink: keys(),
             downlink: keys(),
             last_seen_ms: CacheLine(AtomicU64::new(0)),
+            leg: false,
         })
     }
 

@@ -77,6 +77,7 @@ impl Node {
                 }
                 self.flush();
                 self.send_outbox(tx);
+                self.send_leg_datagrams(tx);
                 NodeResult::Control(outcome)
             }
             Demux::Other => {
@@ -97,6 +98,27 @@ impl Node {
     pub fn tick(&mut self, now: Now, tx: &mut impl TxSink<Dest = SocketAddr>) {
         self.registry.tick(now, &mut self.outbox);
         self.send_outbox(tx);
+    }
+
+    /// Runs the cascade legs' timers ([`Registry::leg_tick`]); their datagrams go to `tx`.
+    pub fn leg_tick(&mut self, now: Now, tx: &mut impl TxSink<Dest = SocketAddr>) {
+        self.registry.leg_tick(now, &mut self.updates);
+        self.flush();
+        self.send_leg_datagrams(tx);
+    }
+
+    /// Applies a management-style change made on [`Node::registry`] directly (its updates),
+    /// and sends what the legs queued (an opened leg's join, a closing).
+    pub fn after_change(&mut self, updates: Vec<Update>, tx: &mut impl TxSink<Dest = SocketAddr>) {
+        self.updates.extend(updates);
+        self.flush();
+        self.send_leg_datagrams(tx);
+    }
+
+    fn send_leg_datagrams(&mut self, tx: &mut impl TxSink<Dest = SocketAddr>) {
+        std::mem::swap(&mut self.outbox, self.registry.leg_datagrams());
+        self.send_outbox(tx);
+        std::mem::swap(&mut self.outbox, self.registry.leg_datagrams());
     }
 
     fn send_outbox(&mut self, tx: &mut impl TxSink<Dest = SocketAddr>) {

@@ -131,8 +131,13 @@ struct Symmetric {
 
 impl Symmetric {
     fn new(prologue: &[u8], responder_static: &[u8; DH_LEN]) -> Self {
+        Self::named(PROTOCOL_NAME, prologue, responder_static)
+    }
+
+    /// `Initialize` for a pattern whose only pre-message is the responder's `s` (NK, IK).
+    fn named(name: &[u8], prologue: &[u8], responder_static: &[u8; DH_LEN]) -> Self {
         let mut h = [0u8; HASH_LEN];
-        h[..PROTOCOL_NAME.len()].copy_from_slice(PROTOCOL_NAME);
+        h[..name.len()].copy_from_slice(name);
         let mut s = Self { ck: h, h, k: None, n: 0 };
         s.mix_hash(prologue);
         // The pre-message `<- s`.
@@ -352,6 +357,137 @@ impl Responder {
         out[..DH_LEN].copy_from_slice(e.public());
         self.sym.mix_hash(e.public());
         self.sym.mix_key(&e.dh(&self.re)?);
+        out[DH_LEN..DH_LEN + payload.len()].copy_from_slice(payload);
+        let n = self.sym.encrypt_and_hash(&mut out[DH_LEN..total], payload.len())?;
+        Ok((DH_LEN + n, self.sym.split()))
+    }
+}
+
+/// The IK pattern's protocol name (cascade legs between relays).
+pub const IK_PROTOCOL_NAME: &[u8] = b"Noise_IK_25519_AESGCM_SHA256";
+
+/// Length of IK's first message around its payload: `e`, the encrypted `s`, the payload's tag.
+pub const IK_FIRST_OVERHEAD: usize = DH_LEN + DH_LEN + TAG_LEN + TAG_LEN;
+
+/// The initiator of `Noise_IK_25519_AESGCM_SHA256` (§7.5):
+///
+/// ```text
+/// IK:
+///   <- s
+///   ...
+///   -> e, es, s, ss
+///   <- e, ee, se
+/// ```
+///
+/// Both sides hold static keys: the initiator sends its own encrypted, and the answer
+/// decrypts only under keys that mix `ss` and `se`, so each side has proven its static key
+/// to the other. Relays use it for cascade legs, where both ends are registered nodes.
+pub struct IkInitiator {
+    sym: Symmetric,
+    e: DhSecret,
+}
+
+impl IkInitiator {
+    /// Writes `-> e, es, s, ss` with `payload` into `out`: `e.public ‖ AEAD(s.public) ‖
+    /// AEAD(payload)`. `s` is the initiator's static key, `e` a fresh ephemeral secret.
+    /// Returns the state and the length, [`IK_FIRST_OVERHEAD`] + `payload.len()`.
+    pub fn write_first(
+        prologue: &[u8],
+        s: &DhSecret,
+        responder_static: &[u8; DH_LEN],
+        e: [u8; 32],
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Result<(Self, usize), Error> {
+        let total = IK_FIRST_OVERHEAD + payload.len();
+        if out.len() < total {
+            return Err(Error::BufferTooSmall);
+        }
+        let e = DhSecret::new(e);
+        let mut sym = Symmetric::named(IK_PROTOCOL_NAME, prologue, responder_static);
+        out[..DH_LEN].copy_from_slice(e.public());
+        sym.mix_hash(e.public());
+        sym.mix_key(&e.dh(responder_static)?);
+        let s_at = DH_LEN;
+        out[s_at..s_at + DH_LEN].copy_from_slice(s.public());
+        let n = sym.encrypt_and_hash(&mut out[s_at..s_at + DH_LEN + TAG_LEN], DH_LEN)?;
+        sym.mix_key(&s.dh(responder_static)?);
+        let p_at = s_at + n;
+        out[p_at..p_at + payload.len()].copy_from_slice(payload);
+        let m = sym.encrypt_and_hash(&mut out[p_at..total], payload.len())?;
+        Ok((Self { sym, e }, p_at + m))
+    }
+
+    /// The handshake hash after the first message.
+    pub fn hash(&self) -> [u8; HASH_LEN] {
+        self.sym.h
+    }
+
+    /// Reads `<- e, ee, se` in place with the initiator's static key `s` (the one the first
+    /// message carried): on success the payload is `msg[DH_LEN..DH_LEN + len]`. The state is
+    /// not consumed, so a forged answer leaves it usable for the real one.
+    pub fn read_second(&self, s: &DhSecret, msg: &mut [u8]) -> Result<(usize, Split), Error> {
+        if msg.len() < DH_LEN + TAG_LEN {
+            return Err(Error::Truncated);
+        }
+        let mut sym = self.sym.clone();
+        let (re, body) = msg.split_at_mut(DH_LEN);
+        let re: [u8; DH_LEN] = (&*re).try_into().expect("split at DH_LEN");
+        sym.mix_hash(&re);
+        sym.mix_key(&self.e.dh(&re)?);
+        sym.mix_key(&s.dh(&re)?);
+        let n = sym.decrypt_and_hash(body)?;
+        Ok((n, sym.split()))
+    }
+}
+
+/// The responder of `Noise_IK_25519_AESGCM_SHA256`, between the first message and the answer.
+#[derive(Clone)]
+pub struct IkResponder {
+    sym: Symmetric,
+    re: [u8; DH_LEN],
+    rs: [u8; DH_LEN],
+}
+
+impl IkResponder {
+    /// Reads `-> e, es, s, ss` in place with the static key `s`. On success returns the state,
+    /// the initiator's static public key (the caller decides whether it knows it) and the
+    /// payload length; the payload is `msg[DH_LEN + DH_LEN + TAG_LEN..][..len]`. Costs two
+    /// X25519.
+    pub fn read_first(prologue: &[u8], s: &DhSecret, msg: &mut [u8]) -> Result<(Self, [u8; DH_LEN], usize), Error> {
+        if msg.len() < IK_FIRST_OVERHEAD {
+            return Err(Error::Truncated);
+        }
+        let mut sym = Symmetric::named(IK_PROTOCOL_NAME, prologue, s.public());
+        let (re, rest) = msg.split_at_mut(DH_LEN);
+        let re: [u8; DH_LEN] = (&*re).try_into().expect("split at DH_LEN");
+        sym.mix_hash(&re);
+        sym.mix_key(&s.dh(&re)?);
+        let (enc_s, body) = rest.split_at_mut(DH_LEN + TAG_LEN);
+        sym.decrypt_and_hash(enc_s)?;
+        let rs: [u8; DH_LEN] = enc_s[..DH_LEN].try_into().expect("DH_LEN bytes");
+        sym.mix_key(&s.dh(&rs)?);
+        let n = sym.decrypt_and_hash(body)?;
+        Ok((Self { sym, re, rs }, rs, n))
+    }
+
+    /// The handshake hash after the first message (what a replay cache remembers).
+    pub fn hash(&self) -> [u8; HASH_LEN] {
+        self.sym.h
+    }
+
+    /// Writes `<- e, ee, se` with `payload` into `out` and splits. `e` is a fresh ephemeral
+    /// secret.
+    pub fn write_second(mut self, e: [u8; 32], payload: &[u8], out: &mut [u8]) -> Result<(usize, Split), Error> {
+        let total = DH_LEN + payload.len() + TAG_LEN;
+        if out.len() < total {
+            return Err(Error::BufferTooSmall);
+        }
+        let e = DhSecret::new(e);
+        out[..DH_LEN].copy_from_slice(e.public());
+        self.sym.mix_hash(e.public());
+        self.sym.mix_key(&e.dh(&self.re)?);
+        self.sym.mix_key(&e.dh(&self.rs)?);
         out[DH_LEN..DH_LEN + payload.len()].copy_from_slice(payload);
         let n = self.sym.encrypt_and_hash(&mut out[DH_LEN..total], payload.len())?;
         Ok((DH_LEN + n, self.sym.split()))

@@ -41,7 +41,10 @@ use crate::proto::{self, DeclaredSsrc, ErrorCode, Join, JoinError, JoinOk, MsgTy
 use crate::srtp::{Profile, SessionKeys};
 use crate::usersig::{self, PrivilegeMap};
 
+mod legs;
 mod messaging;
+
+pub use legs::Peer;
 
 /// Most SSRCs a room remembers (see the module invariants).
 pub const MAX_ROOM_SSRCS: usize = 4096;
@@ -72,8 +75,13 @@ pub struct SessionInfo {
     pub addr: SocketAddr,
     /// Granted privileges.
     pub privileges: PrivilegeMap,
-    /// Declared streams.
+    /// Declared streams. For a cascade leg: the streams its peer announced (the peer's local
+    /// members' SSRCs), which change while the leg is up ([`Update::Streams`]).
     pub ssrcs: Vec<DeclaredSsrc>,
+    /// A cascade leg to another relay, not a client: what arrives on it goes to local members
+    /// only (split horizon), and its address, the peer relay's, is shared by the peer's legs
+    /// of other rooms, so its streams are found by (address, SSRC).
+    pub leg: bool,
     /// Client → relay SRTP keys.
     pub uplink: SessionKeys,
     /// Relay → client SRTP keys.
@@ -121,6 +129,9 @@ pub enum Update {
     Up(Arc<SessionInfo>),
     /// A session ended.
     Down(Arc<SessionInfo>),
+    /// A cascade leg's streams changed (the same session id, a new set of SSRCs): the
+    /// replica keeps the receive state of the SSRCs that stay.
+    Streams(Arc<SessionInfo>),
 }
 
 /// What a control message produced.
@@ -164,6 +175,9 @@ struct AppState {
 #[derive(Default)]
 struct RoomState {
     members: Vec<SessionId>,
+    /// SSRCs cascade legs brought into the room, each with the node it came from (it stays
+    /// that node's for the room's lifetime; see `registry::legs`).
+    remote_ssrcs: HashMap<u32, String>,
     ssrcs_used: HashSet<u32>,
     ssrcs_by_user: HashMap<UserId, u32>,
 }
@@ -214,6 +228,8 @@ pub struct Registry {
     /// Sessions an operator ended, with why and until when (mono ms) a keepalive for one is
     /// answered with that reason instead of `unknown_session`. At most [`ENDED_MAX`].
     ended: HashMap<SessionId, (ErrorCode, u64)>,
+    /// Cascade legs to other relays, and the room events relay-control follows.
+    cascade: legs::Cascade,
 }
 
 /// Sessions remembered as dismissed at most; beyond it the oldest reasons are forgotten
@@ -335,7 +351,11 @@ impl Registry {
             msg_members: Vec::new(),
             last_join: None,
             ended: HashMap::new(),
+            cascade: legs::Cascade::default(),
         };
+        // Room event numbers start somewhere new in every process, like session ids, so a
+        // cursor from an earlier relayd reads as one to resync.
+        r.cascade.next_event = first_session_id(&(r.secrets)());
         r.refresh_keys(0);
         r
     }
@@ -485,6 +505,9 @@ impl Registry {
             (proto::VERSION_2, MsgType::Message | MsgType::MessageAck) => {
                 return (self.message(now, src, datagram, outbox), None)
             }
+            (proto::VERSION_2, MsgType::LegJoin) => self.leg_join(now, src, datagram, reply, updates),
+            (proto::VERSION_2, MsgType::LegAnswer) => return (self.leg_answer(now, src, datagram, updates), None),
+            (proto::VERSION_2, MsgType::LegStreams) => return (self.leg_streams(now, src, datagram, updates), None),
             (_, MsgType::Join) => {
                 let r = self.join(now, src, datagram, reply, updates);
                 self.charge(r, src, now)
@@ -900,7 +923,8 @@ impl Registry {
             return Err(Refusal(ErrorCode::MemberQuota, "room member quota reached"));
         }
         if let Some(r) = room_state {
-            if j.declared().any(|d| r.ssrcs_used.contains(&d.ssrc.get())) {
+            if j.declared().any(|d| r.ssrcs_used.contains(&d.ssrc.get()) || r.remote_ssrcs.contains_key(&d.ssrc.get()))
+            {
                 return Err(Refusal(ErrorCode::SsrcConflict, "SSRC already used in this room; pick fresh SSRCs"));
             }
             if r.ssrcs_used.len() + j.declared().count() > MAX_ROOM_SSRCS {
@@ -952,9 +976,11 @@ impl Registry {
             downlink: secrets.r2c.session_keys(),
             last_seen_ms: CacheLine(AtomicU64::new(now.mono_ms)),
             ssrcs,
+            leg: false,
         });
         let app = self.apps.get_mut(&app_id).expect("admitted joins are for configured apps");
         app.sessions += 1;
+        let gained = !self.rooms.contains_key(&room);
         let r = self.rooms.entry(room.clone()).or_insert_with(|| {
             app.rooms += 1;
             RoomState::default()
@@ -963,6 +989,7 @@ impl Registry {
         r.ssrcs_used.extend(info.ssrcs.iter().map(|d| d.ssrc.get()));
         *r.ssrcs_by_user.entry(user.clone()).or_default() += n_ssrcs;
         self.by_addr.insert(src, id);
+        let room_key = room.clone();
         self.by_user.insert((room, user), id);
         self.sessions.insert(
             id,
@@ -975,6 +1002,9 @@ impl Registry {
             },
         );
         updates.push(Update::Up(info));
+        if gained {
+            self.room_changed(&room_key, true, updates);
+        }
         id
     }
 
@@ -1091,7 +1121,7 @@ impl Registry {
     /// Ends a session (leave, expiry, replacement, or an operator's removal).
     pub fn remove(&mut self, id: SessionId, updates: &mut Vec<Update>) -> bool {
         let Some(e) = self.sessions.remove(&id) else {
-            return false;
+            return self.remove_leg(id, updates);
         };
         let info = e.info;
         self.by_addr.remove(&info.addr);
@@ -1103,6 +1133,9 @@ impl Registry {
             if r.members.is_empty() {
                 self.rooms.remove(&info.room);
                 app.rooms -= 1;
+                updates.push(Update::Down(info.clone()));
+                self.room_changed(&info.room, false, updates);
+                return true;
             }
         }
         updates.push(Update::Down(info));

@@ -212,6 +212,10 @@ pub struct Snapshot {
     /// `replayed`, `bad_auth`, `given_up`, ...; see [`crate::messages::Count`]).
     #[serde(default)]
     pub messages: std::collections::BTreeMap<String, u64>,
+    /// Cascade leg counters by name (`opened`, `up`, `accepted`, `closed`, `timed_out`,
+    /// `wrong_peer_key`, `ssrc_conflicts`, ...; see `registry::legs`).
+    #[serde(default)]
+    pub legs: std::collections::BTreeMap<String, u64>,
     /// The relay's current public key (base64), as clients need it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay_key: Option<String>,

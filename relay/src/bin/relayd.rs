@@ -689,6 +689,12 @@ fn print_table(s: &Snapshot) {
     for (k, v) in &s.messages {
         let _ = writeln!(t, "  {k:<26} {v:>14}");
     }
+    if !s.legs.is_empty() {
+        let _ = writeln!(t, "cascade legs:");
+        for (k, v) in &s.legs {
+            let _ = writeln!(t, "  {k:<26} {v:>14}");
+        }
+    }
     let _ = writeln!(t, "workers under seccomp        {}", s.seccomp_workers);
     if let Some(k) = &s.relay_key {
         let _ = writeln!(t, "relay key                    {k}");

@@ -13,10 +13,11 @@ use crate::config::App;
 use crate::ids::{RoomId, RoomKey, SdkAppId, UserId};
 use crate::limits::Limits;
 use crate::mgmt::{
-    room_text, Answer, BlockInfo, KeyInfo, MemberInfo, Offender, RefusalCode, Request, Response, RoomInfo,
+    room_text, Answer, BlockInfo, KeyInfo, MemberInfo, Offender, PeerSpec, RefusalCode, Request, Response, RoomInfo,
     OFFENDERS_DEFAULT_LIMIT, ROOMS_DEFAULT_LIMIT, ROOMS_MAX_LIMIT,
 };
-use crate::registry::{Now, Registry, Update};
+use crate::proto::leg;
+use crate::registry::{Now, Peer, Registry, Update};
 use crate::usersig::PrivilegeMap as P;
 
 use super::xdp::{FilterConfig, XdpFilter};
@@ -184,11 +185,46 @@ pub fn execute(req: Request, m: Managed<'_>, updates: &mut Vec<Update>) -> Respo
                 Err(e) => failed(e),
             }
         }
-        Request::SetPeers { .. } | Request::OpenLeg { .. } | Request::Legs {} | Request::RoomEvents { .. } => {
-            // Replaced by the cascade's registry side in the next commits of this series.
-            failed("cascade legs are not built yet")
-        }
+        Request::SetPeers { node, peers } => set_peers(m, node, peers, updates),
+        Request::OpenLeg { sdkappid, room, peer } => match room_key(sdkappid, &room) {
+            Ok(k) => match m.registry.open_leg(m.now, &k, &peer) {
+                Ok(()) => Response::Ok(Answer::Done),
+                Err(e) => Response::refused(RefusalCode::NotFound, e),
+            },
+            Err(e) => invalid(e),
+        },
+        Request::Legs {} => Response::Ok(Answer::Legs(m.registry.legs(m.now.mono_ms))),
+        Request::RoomEvents { after } => Response::Ok(Answer::RoomEvents(m.registry.room_events(after))),
     }
+}
+
+/// Checks and installs the cluster's peers: ids non-empty and unique, at most
+/// [`leg::MAX_NODE_LEN`] bytes, none of them this node, none at relayd's own address.
+fn set_peers(m: Managed<'_>, node: String, peers: Vec<PeerSpec>, updates: &mut Vec<Update>) -> Response {
+    let id_ok = |n: &str| !n.is_empty() && n.len() <= leg::MAX_NODE_LEN;
+    if !id_ok(&node) {
+        return invalid(format!("node id {node:?}: 1 to {} bytes", leg::MAX_NODE_LEN));
+    }
+    let mut list: Vec<Peer> = Vec::with_capacity(peers.len());
+    for p in peers {
+        if !id_ok(&p.node) {
+            return invalid(format!("peer id {:?}: 1 to {} bytes", p.node, leg::MAX_NODE_LEN));
+        }
+        if p.node == node {
+            return invalid(format!("peer {:?} is this node", p.node));
+        }
+        if p.endpoint == m.local_addr {
+            return invalid(format!("peer {:?}: {} is this relay's own address", p.node, p.endpoint));
+        }
+        if list.iter().any(|q| q.node == p.node || q.endpoint == p.endpoint) {
+            return invalid(format!("peer {:?} ({}) given twice", p.node, p.endpoint));
+        }
+        list.push(Peer { node: p.node, endpoint: p.endpoint, key: p.public_key });
+    }
+    let n = list.len();
+    let closed = m.registry.set_peers(node, list, updates);
+    tracing::info!(peers = n, legs_closed = closed, "cascade peers set");
+    Response::Ok(Answer::Removed(closed as u64))
 }
 
 fn rooms(registry: &Registry, sdkappid: Option<u64>, limit: Option<u32>) -> Response {

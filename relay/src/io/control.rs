@@ -142,6 +142,9 @@ pub struct Control {
     /// New `control_users` uids from a reload, for the management server once it is back
     /// from handling the request that asked for it.
     pub new_allowed: Option<Vec<u32>>,
+    /// Cascade legs per peer relay address: the peer's 5-tuple is in the kernel's `sessions`
+    /// map while any of its legs is up (its legs of several rooms share it).
+    pub leg_addrs: std::collections::HashMap<SocketAddr, u32>,
 }
 
 impl Control {
@@ -152,6 +155,7 @@ impl Control {
         // What in-room messages make (copies, acks, retransmissions), reused.
         let mut outbox = Outbox::new();
         let mut last_tick = 0;
+        let mut last_leg_tick = 0;
         let mut tick_worker = 0;
         let mut last_expiry = 0;
         let mut last_purge = 0;
@@ -171,7 +175,7 @@ impl Control {
         self.wake_workers(&mut wake);
         while !self.stop.load(Relaxed) && !self.shutdown.load(Relaxed) {
             // Wake for message retransmissions while any are pending.
-            let timeout = if self.registry.has_message_work() { TICK_MS } else { 250 };
+            let timeout = if self.registry.has_message_work() || self.registry.has_legs() { TICK_MS } else { 250 };
             if let Err(e) = self.poll.poll(&mut events, Some(Duration::from_millis(timeout))) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(error = %e, "control poll failed");
@@ -210,8 +214,16 @@ impl Control {
                     wake[m.worker] = true;
                 }
                 self.send_outbox(&mut outbox, m.worker, &mut wake);
+                self.send_leg_datagrams(m.worker, &mut wake);
             }
             let now = now(self.epoch);
+            if now.mono_ms >= last_leg_tick + TICK_MS && self.registry.has_legs() {
+                last_leg_tick = now.mono_ms;
+                self.registry.leg_tick(now, &mut updates);
+                self.broadcast_all(&mut updates, &mut wake);
+                tick_worker = (tick_worker + 1) % self.workers.len();
+                self.send_leg_datagrams(tick_worker, &mut wake);
+            }
             if now.mono_ms >= last_tick + TICK_MS && self.registry.has_message_work() {
                 last_tick = now.mono_ms;
                 self.registry.tick(now, &mut outbox);
@@ -272,12 +284,42 @@ impl Control {
         for u in updates.drain(..) {
             if let Some((f, local)) = self.filter.as_mut() {
                 let r = match &u {
+                    Update::Up(info) if info.leg => {
+                        let n = self.leg_addrs.entry(info.addr).or_default();
+                        *n += 1;
+                        if *n == 1 {
+                            f.add_session(info.addr, *local, info.id.0)
+                        } else {
+                            Ok(())
+                        }
+                    }
+                    Update::Down(info) if info.leg => match self.leg_addrs.get_mut(&info.addr) {
+                        Some(n) if *n > 1 => {
+                            *n -= 1;
+                            Ok(())
+                        }
+                        _ => {
+                            self.leg_addrs.remove(&info.addr);
+                            f.remove_session(info.addr, *local)
+                        }
+                    },
                     Update::Up(info) => f.add_session(info.addr, *local, info.id.0),
                     Update::Down(info) => f.remove_session(info.addr, *local),
+                    Update::Streams(_) => Ok(()),
                 };
                 if let Err(e) = r {
                     tracing::error!(error = %e, "cannot update the XDP sessions map");
                     if let Update::Up(info) = &u {
+                        if info.leg {
+                            // Not counted as up: its Down, when the leg is taken back, must
+                            // not take the entry of another leg of the same peer with it.
+                            if let Some(n) = self.leg_addrs.get_mut(&info.addr) {
+                                *n -= 1;
+                                if *n == 0 {
+                                    self.leg_addrs.remove(&info.addr);
+                                }
+                            }
+                        }
                         failed.push(info.id);
                         continue;
                     }
@@ -299,6 +341,13 @@ impl Control {
             wake[worker] = true;
         }
         outbox.clear();
+    }
+
+    /// Sends what the cascade legs queued (announcements, joins, closings) through `worker`.
+    fn send_leg_datagrams(&mut self, worker: usize, wake: &mut [bool]) {
+        let mut out = std::mem::take(self.registry.leg_datagrams());
+        self.send_outbox(&mut out, worker, wake);
+        *self.registry.leg_datagrams() = out;
     }
 
     /// Wakes the workers marked in `wake` and clears the marks.
@@ -360,6 +409,9 @@ impl Control {
         }
         for (k, v) in self.registry.message_counts() {
             s.messages.insert(k.to_owned(), v);
+        }
+        for (k, v) in self.registry.leg_counts() {
+            s.legs.insert(k.to_owned(), v);
         }
         s.relay_key = Some(self.registry.relay_key().to_string());
         s.config_origin = Some(self.origin.name().to_owned());
@@ -511,6 +563,8 @@ impl Control {
             self.apps_pushed = true;
         }
         self.broadcast_all(&mut updates, wake);
+        // An opened leg's join, a closed one's closing announcement.
+        self.send_leg_datagrams(0, wake);
         resp
     }
 

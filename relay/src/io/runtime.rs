@@ -189,6 +189,7 @@ impl Relay {
             reloader,
             apps_pushed: false,
             new_allowed: None,
+            leg_addrs: std::collections::HashMap::new(),
         };
         match &saved {
             Some(saved) => {

@@ -28,6 +28,7 @@
 
 use crate::ids::{Error as IdError, RoomId, Ssrc};
 
+pub mod leg;
 pub mod msg;
 pub mod v2;
 
@@ -111,6 +112,12 @@ pub enum MsgType {
     /// session's address. Answered with a keepalive-ack to the sender; the session does not
     /// move.
     Hold = 11,
+    /// Relay → relay (v2): open a cascade leg ([`leg`]).
+    LegJoin = 12,
+    /// Relay → relay (v2): a leg join answered ([`leg`]).
+    LegAnswer = 13,
+    /// Relay → relay (v2, encrypted): a side's streams, and the leg's keepalive ([`leg`]).
+    LegStreams = 14,
 }
 
 impl MsgType {
@@ -127,6 +134,9 @@ impl MsgType {
             9 => Self::Message,
             10 => Self::MessageAck,
             11 => Self::Hold,
+            12 => Self::LegJoin,
+            13 => Self::LegAnswer,
+            14 => Self::LegStreams,
             _ => return None,
         })
     }
@@ -186,11 +196,14 @@ pub enum ErrorCode {
     /// The answer to a keepalive of a session that ended because an operator dismissed its
     /// room (TRTC `DismissRoom`, `relayd ctl dismiss-room`).
     RoomDismissed = 23,
+    /// A cascade leg for a room in which this relay has no local member (or for an app it
+    /// does not serve): there is nothing to carry.
+    NotHosted = 24,
 }
 
 impl ErrorCode {
     /// Every code.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         Self::Malformed,
         Self::UnsupportedVersion,
         Self::UnknownApp,
@@ -214,6 +227,7 @@ impl ErrorCode {
         Self::ClockSkew,
         Self::Banned,
         Self::RoomDismissed,
+        Self::NotHosted,
     ];
 
     /// Decodes a wire code.
@@ -247,6 +261,7 @@ impl ErrorCode {
             Self::ClockSkew => "clock_skew",
             Self::Banned => "banned",
             Self::RoomDismissed => "room_dismissed",
+            Self::NotHosted => "not_hosted",
         }
     }
 }
