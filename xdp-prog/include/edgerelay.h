@@ -113,10 +113,17 @@ struct er_session_key {
 	__u8 pad[3];
 };
 
-/* `sessions` value: opaque to the program. */
+/* `sessions` value: the relay's session id, opaque to the program except for
+ * ER_SESSION_PEER (session ids never reach bit 63). */
 struct er_session {
-	__u64 id; /* the relay's session id */
+	__u64 id; /* the relay's session id, | ER_SESSION_PEER for a peer relay */
 };
+
+/* The source is another relay of the cluster (cascade legs): its media carries
+ * a whole room's streams from one 5-tuple, so the per-source packet bucket,
+ * sized for one client, does not apply to it. It was authenticated as a
+ * registered node like any session. */
+#define ER_SESSION_PEER (1ULL << 63)
 
 /*
  * `join_buckets` / `pps_buckets` (LRU_HASH) key: the source address. Also the

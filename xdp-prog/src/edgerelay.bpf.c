@@ -548,9 +548,12 @@ int edgerelay(struct xdp_md *ctx)
 		return redirect(ctx, ER_REDIRECT_CONTROL);
 	}
 	if (payload[0] >= 128 && payload[0] <= 191) {
-		if (!bpf_map_lookup_elem(&sessions, &f.key))
+		struct er_session *s = bpf_map_lookup_elem(&sessions, &f.key);
+
+		if (!s)
 			return drop(ctx, &f, ER_UNKNOWN_SESSION);
-		if (!bucket_take(&pps_buckets, &f.key, cfg->pps_rate_per_sec, cfg->pps_burst, now))
+		if (!(s->id & ER_SESSION_PEER) &&
+		    !bucket_take(&pps_buckets, &f.key, cfg->pps_rate_per_sec, cfg->pps_burst, now))
 			return drop(ctx, &f, ER_RATE_LIMITED);
 		return redirect(ctx, ER_REDIRECT_MEDIA);
 	}

@@ -177,7 +177,11 @@ impl SessionKey {
     }
 }
 
-/// `struct er_session`: a `sessions` value, opaque to the program.
+/// `struct er_session`'s peer bit: the session is another relay's (a cascade leg), and its
+/// media skips the per-source packet bucket.
+pub const SESSION_PEER: u64 = 1 << 63;
+
+/// `struct er_session`: a `sessions` value, opaque to the program but for [`SESSION_PEER`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(C)]
 pub struct Session {

@@ -736,6 +736,24 @@ fn the_control_budget_caps_sources_that_each_have_a_full_bucket() {
 }
 
 #[test]
+fn peer_relays_skip_the_packet_bucket() {
+    let config = Config { pps_rate_per_sec: 1, pps_burst: 1, ..CONFIG };
+    let Some(prog) = Prog::load(config) else { return };
+    let mut sessions: HashMap<MapData, SessionKey, Session> = prog.open(maps::SESSIONS).try_into().expect("hash");
+    let key = SessionKey::new(sa(CLIENT_V4), sa(RELAY_V4)).unwrap();
+    sessions.insert(key, Session { id: 7 | SESSION_PEER }, 0).unwrap();
+    let media = frame(CLIENT_V4, RELAY_V4, MEDIA);
+    for _ in 0..20 {
+        prog.expect(&media, XDP_PASS, Reason::NoSocket);
+    }
+    assert_eq!(prog.stats()[Reason::RateLimited as usize].packets, 0);
+    // The same source as a client session meets its bucket.
+    sessions.insert(key, Session { id: 7 }, 0).unwrap();
+    prog.expect(&media, XDP_PASS, Reason::NoSocket);
+    prog.expect(&media, XDP_DROP, Reason::RateLimited);
+}
+
+#[test]
 fn packet_bucket_empties_and_refills_in_real_time() {
     // 10 packets/s: one token every 100 ms.
     let config = Config { pps_rate_per_sec: 10, pps_burst: 2, ..CONFIG };

@@ -288,7 +288,7 @@ impl Control {
                         let n = self.leg_addrs.entry(info.addr).or_default();
                         *n += 1;
                         if *n == 1 {
-                            f.add_session(info.addr, *local, info.id.0)
+                            f.add_peer_session(info.addr, *local, info.id.0)
                         } else {
                             Ok(())
                         }

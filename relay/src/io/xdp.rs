@@ -303,6 +303,12 @@ impl XdpFilter {
         self.sessions.insert(key, Session { id }, 0).map_err(map_err(maps::SESSIONS))
     }
 
+    /// Lets media from another relay's `src` through (its cascade legs), exempt from the
+    /// per-source packet bucket: one peer 5-tuple carries whole rooms.
+    pub fn add_peer_session(&mut self, src: SocketAddr, dst: SocketAddr, id: u64) -> Result<(), Error> {
+        self.add_session(src, dst, id | xdp_prog::SESSION_PEER)
+    }
+
     /// Stops letting media from `src` through. Removing an absent key is not an error.
     pub fn remove_session(&mut self, src: SocketAddr, dst: SocketAddr) -> Result<(), Error> {
         let key = SessionKey::new(src, dst).ok_or(Error::Family(src, dst))?;
