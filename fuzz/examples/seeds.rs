@@ -307,7 +307,33 @@ fn proto_seeds() -> Seeds {
     assert_eq!(v2::read_cookie(&cookie_key, &[0; 16], &cookie), Ok([9; v2::COOKIE_LEN]), "the target opens it");
     s.push(seed("v2-cookie", cookie));
     s.extend(msg_frames());
+    s.extend(leg_frames());
     s
+}
+
+/// Cascade leg frames under `leg::fuzz_parse`'s fixed keys: the responder's static secret
+/// [5; 32], streams under [9; 32].
+fn leg_frames() -> Seeds {
+    use relay::noise::DhSecret;
+    use relay::proto::leg;
+    let responder = DhSecret::new([5; 32]);
+    let initiator = DhSecret::new([6; 32]);
+    let payload = leg::JoinPayload {
+        timestamp_ms: 1_767_225_600_000,
+        leg: 7,
+        sdkappid: 1_400_000_000,
+        room: RoomId::Num(42),
+        node: "node-1",
+    };
+    let mut join = [0u8; MAX_LEN];
+    let (_, n) = leg::write_join(&initiator, responder.public(), [1; 32], &payload, &mut join).expect("fits");
+    let mut scratch = [0u8; MAX_LEN];
+    let (resp, _, _) = leg::read_join(&responder, &join[..n], &mut scratch).expect("the responder reads it");
+    let answer =
+        written(|o| leg::write_answer(resp, 7, [2; 32], &leg::AnswerPayload::Up { leg: 9 }, o).expect("fits").0);
+    let streams = leg::Streams { closing: false, version: 1, ssrcs: ssrcs().iter().flatten().copied().collect() };
+    let sealed = written(|o| leg::write_streams(&[9; 32], 9, 1, &streams, o).expect("fits"));
+    vec![seed("leg-join", &join[..n]), seed("leg-answer", answer), seed("leg-streams", sealed)]
 }
 
 /// `msg::fuzz_parse`'s fixed session key.

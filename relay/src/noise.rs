@@ -17,6 +17,10 @@
 //! proves possession of the static secret, and the transport keys are forward-secret: they
 //! depend on both ephemeral keys, which are discarded after the handshake.
 //!
+//! The same primitives run `Noise_IK_25519_AESGCM_SHA256` ([`IkInitiator`], [`IkResponder`]):
+//! relay-to-relay cascade legs, where both sides have registered static keys and each must
+//! prove its own.
+//!
 //! Only the two handshake messages are implemented, plus `split`; the session's keys are
 //! derived from the split by the caller ([`crate::handshake`]). Every buffer is the
 //! caller's; nothing allocates. Tested against the cacophony test vector for this
@@ -657,5 +661,33 @@ mod tests {
         let s = DhSecret::new([9u8; 32]);
         let mut m = [0u8; DH_LEN + TAG_LEN + 4];
         assert_eq!(Responder::read_first(b"p", &s, &mut m).err(), Some(Error::LowOrder));
+    }
+
+    /// IK: the responder learns the initiator's static key, both split alike, and neither a
+    /// wrong responder key, a tampered message nor an answer read with another initiator
+    /// static key passes.
+    #[test]
+    fn ik_authenticates_both_static_keys() {
+        let (i_s, r_s, other) = (DhSecret::new([1; 32]), DhSecret::new([2; 32]), DhSecret::new([3; 32]));
+        let mut m1 = [0u8; 128];
+        let (init, n) = IkInitiator::write_first(b"p", &i_s, r_s.public(), [4; 32], b"hello", &mut m1).unwrap();
+        assert_eq!(n, IK_FIRST_OVERHEAD + 5);
+        assert!(IkResponder::read_first(b"p", &other, &mut { m1 }[..n]).is_err(), "encrypted to r_s");
+        assert!(IkResponder::read_first(b"q", &r_s, &mut { m1 }[..n]).is_err(), "another prologue");
+        let mut tampered = m1;
+        tampered[DH_LEN + 3] ^= 1;
+        assert!(IkResponder::read_first(b"p", &r_s, &mut tampered[..n]).is_err(), "the encrypted static key");
+        let mut msg = m1;
+        let (resp, who, len) = IkResponder::read_first(b"p", &r_s, &mut msg[..n]).unwrap();
+        assert_eq!(&who, i_s.public());
+        assert_eq!(&msg[DH_LEN + DH_LEN + TAG_LEN..][..len], b"hello");
+        assert_eq!(resp.hash(), init.hash());
+        let mut m2 = [0u8; 64];
+        let (k, split_r) = resp.write_second([5; 32], b"ok", &mut m2).unwrap();
+        assert!(init.read_second(&other, &mut { m2 }[..k]).is_err(), "se mixes the initiator's static key");
+        let (len, split_i) = init.read_second(&i_s, &mut m2[..k]).unwrap();
+        assert_eq!(&m2[DH_LEN..DH_LEN + len], b"ok");
+        assert!(split_i == split_r);
+        assert_ne!(split_i.initiator_to_responder, split_i.responder_to_initiator);
     }
 }

@@ -754,6 +754,7 @@ impl Ticket {
 /// Runs every parser over arbitrary bytes; must never panic (fuzz entry point).
 pub fn fuzz_parse(data: &[u8]) {
     v2::fuzz_parse(data);
+    leg::fuzz_parse(data);
     msg::fuzz_parse(data);
     let _ = demux(data);
     let _ = is_rtcp(data);
