@@ -846,6 +846,18 @@ mod tests {
         round_trip(&Request::Blocklist {}, r#"{"op":"blocklist"}"#);
         round_trip(&Request::GetLimits {}, r#"{"op":"get_limits"}"#);
         round_trip(&Request::Offenders { limit: None }, r#"{"op":"offenders"}"#);
+        round_trip(&Request::Legs {}, r#"{"op":"legs"}"#);
+        round_trip(&Request::RoomEvents { after: 5 }, r#"{"op":"room_events","after":5}"#);
+        round_trip(
+            &Request::OpenLeg { sdkappid: 1, room: "42".into(), peer: "n2".into() },
+            r#"{"op":"open_leg","sdkappid":1,"room":"42","peer":"n2"}"#,
+        );
+        let key = crate::identity::RelayKey([7; 32]);
+        let peers = vec![PeerSpec { node: "n2".into(), endpoint: "198.18.0.2:7000".parse().unwrap(), public_key: key }];
+        let set = Request::SetPeers { node: "n1".into(), peers };
+        let json = serde_json::to_string(&set).unwrap();
+        assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), set);
+        assert!(serde_json::from_str::<Request>(r#"{"op":"set_peers","node":"n1","peers":[{"node":"n2","endpoint":"198.18.0.2:7000","public_key":"x","extra":1}]}"#).is_err());
         round_trip(&Request::Offenders { limit: Some(10) }, r#"{"op":"offenders","limit":10}"#);
         round_trip(&Request::Reload {}, r#"{"op":"reload"}"#);
         let limits = Limits {
