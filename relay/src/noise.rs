@@ -23,7 +23,7 @@
 //!
 //! Only the two handshake messages are implemented, plus `split`; the session's keys are
 //! derived from the split by the caller ([`crate::handshake`]). Every buffer is the
-//! caller's; nothing allocates. Tested against the cacophony test vector for this
+//! caller's; nothing allocates. Tested against the cacophony test vectors for both
 //! protocol name.
 #![forbid(unsafe_code)]
 
@@ -661,6 +661,63 @@ mod tests {
         let s = DhSecret::new([9u8; 32]);
         let mut m = [0u8; DH_LEN + TAG_LEN + 4];
         assert_eq!(Responder::read_first(b"p", &s, &mut m).err(), Some(Error::LowOrder));
+    }
+
+    /// The cacophony vector for `Noise_IK_25519_AESGCM_SHA256`: both handshake messages, the
+    /// handshake hash and the first transport messages under the split.
+    #[test]
+    fn ik_cacophony_vector() {
+        let prologue = hex::decode("4a6f686e2047616c74").unwrap();
+        let init_s = DhSecret::new(h("e61ef9919cde45dd5f82166404bd08e38bceb5dfdfded0a34c8df7ed542214d1"));
+        let init_e: [u8; 32] = h("893e28b9dc6ca8d611ab664754b8ceb7bac5117349a4439a6b0569da977c464a");
+        let resp_s = DhSecret::new(h("4a3acbfdb163dec651dfa3194dece676d437029c62a408b4c5ea9114246e4893"));
+        let resp_e: [u8; 32] = h("bbdb4cdbd309f1a1f2e1456967fe288cadd6f712d65dc7b7793d5e63da6b375b");
+        let rs: [u8; 32] = h("31e0303fd6418d2f8c0e78b91f22e8caed0fbe48656dcf4767e4834f701b8f62");
+        assert_eq!(resp_s.public(), &rs);
+
+        let p0 = hex::decode("4c756477696720766f6e204d69736573").unwrap();
+        let c0 = hex::decode("ca35def5ae56cec33dc2036731ab14896bc4c75dbb07a61f879f8e3afa4c79444e417bc55c7a8166c993356c1be41ef67818a292426f301556c7f26b21d25ddb097153891a9a956cff47b83e63ad8d701c1342c209cff1ca5ecd43402762ac249e3bd3a4c0a145fe07cb5dae28ea13a3").unwrap();
+        let mut out = [0u8; 256];
+        let (init, n) = IkInitiator::write_first(&prologue, &init_s, &rs, init_e, &p0, &mut out).unwrap();
+        assert_eq!(n, DH_LEN + DH_LEN + TAG_LEN + p0.len() + TAG_LEN);
+        assert_eq!(&out[..n], &c0[..]);
+
+        let mut msg = c0.clone();
+        let (resp, their_static, len) = IkResponder::read_first(&prologue, &resp_s, &mut msg).unwrap();
+        assert_eq!(&their_static, init_s.public());
+        assert_eq!(&msg[(DH_LEN + DH_LEN + TAG_LEN)..(DH_LEN + DH_LEN + TAG_LEN) + len], &p0[..]);
+        assert_eq!(resp.hash(), init.hash());
+
+        let p1 = hex::decode("4d757272617920526f746862617264").unwrap();
+        let c1 = hex::decode("95ebc60d2b1fa672c1f46a8aa265ef51bfe38e7ccb39ec5be34069f144808843af2ccf9972e22afc67aeafcd25162f7f98c363b7762e3e4cb7d272e39f27a5").unwrap();
+        let (n, rsplit) = resp.write_second(resp_e, &p1, &mut out).unwrap();
+        assert_eq!(&out[..n], &c1[..]);
+        let mut msg = c1.clone();
+        let (len, isplit) = init.read_second(&init_s, &mut msg).unwrap();
+        assert_eq!(&msg[DH_LEN..DH_LEN + len], &p1[..]);
+        assert!(isplit == rsplit);
+        assert_eq!(isplit.handshake_hash, h::<32>("669c8640d9e42a3cda2f232f78597ceefb01daa6e3df81181ccce6fc6b5026bf"));
+
+        let transport = [
+            ("462e20412e20486179656b", "66acfc92e3197de166809e6d4d5d003dcc819a84bc3522ca53c9d9"),
+            ("4361726c204d656e676572", "71f89aa6533a6de70b0826864dd75f60806ee40170c16290189eb3"),
+            (
+                "4a65616e2d426170746973746520536179",
+                "4795a3423550c8bf00386bd496a3e2c76c10669d2a75ab8f79b5094c5412a25705",
+            ),
+            (
+                "457567656e2042f6686d20766f6e2042617765726b",
+                "aa0bb39097555c918e40be82abc2b909eb79d9eb87adb07e268fc37323a6cf904fd01fb391",
+            ),
+        ];
+        for (i, (p, c)) in transport.iter().enumerate() {
+            let (p, c) = (hex::decode(p).unwrap(), hex::decode(c).unwrap());
+            let k = if i % 2 == 0 { &isplit.initiator_to_responder } else { &isplit.responder_to_initiator };
+            let mut buf = p.clone();
+            buf.resize(p.len() + TAG_LEN, 0);
+            seal(k, (i / 2) as u64, &[], &mut buf, p.len()).unwrap();
+            assert_eq!(buf, c, "transport message {i}");
+        }
     }
 
     /// IK: the responder learns the initiator's static key, both split alike, and neither a
