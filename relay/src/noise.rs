@@ -24,7 +24,7 @@
 //! Only the two handshake messages are implemented, plus `split`; the session's keys are
 //! derived from the split by the caller ([`crate::handshake`]). Every buffer is the
 //! caller's; nothing allocates. Tested against the cacophony test vectors for both
-//! protocol name.
+//! protocol names.
 #![forbid(unsafe_code)]
 
 use aws_lc_rs::agreement::{self, PrivateKey, UnparsedPublicKey, X25519};
