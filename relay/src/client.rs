@@ -433,10 +433,11 @@ impl Client {
         self.node().addr
     }
 
-    /// Before the first join is answered, moves to the next node (wrapping), keeping the
-    /// SSRCs (the caller's, which an external tool may be using), and returns it: for callers that drive their first join themselves
-    /// ([`join`](Self::join)) and give up on a node that does not answer. `None` (and no
-    /// move) once joined or rejoining: [`poll_session`](Self::poll_session) moves then.
+    /// Before the first join is answered, moves to the next node (wrapping) and returns it,
+    /// keeping the SSRCs (the caller's, which an external tool may be using): for callers
+    /// that drive their first join themselves ([`join`](Self::join)) and give up on a node
+    /// that does not answer. `None` (and no move) once joined or rejoining:
+    /// [`poll_session`](Self::poll_session) moves then.
     pub fn try_next_node(&mut self) -> Option<Node> {
         if self.joined.is_some() || self.rejoining.is_some() {
             return None;

@@ -53,7 +53,9 @@ enum Cmd {
     /// Join from --bind, print the SRTP params JSON line (as `run --print-srtp-params`),
     /// free --bind for an external SRTP tool (ffmpeg, GStreamer) and keep the session alive
     /// with authenticated holds from another port until SIGTERM/SIGINT or --duration; then
-    /// leave. The tool sends and receives the session's media on --bind.
+    /// leave. The tool sends and receives the session's media on --bind. With several
+    /// relays the first join moves along them; the session itself does not fail over (its
+    /// media and SSRC belong to the tool).
     Attach(AttachArgs),
 }
 
@@ -164,7 +166,9 @@ struct RunArgs {
     /// base64 (JSON), and exit without leaving.
     #[arg(long)]
     print_srtp_params: bool,
-    /// Print the report as JSON.
+    /// Print the report as JSON: counts, streams, messages, and the session's history
+    /// (`rejoins`, `lost_unknown_session`, `lost_no_answer`, `relay` joined last,
+    /// `failover_count`, `failovers: [{from, to, lost_ms, joined_ms}]` in ms since the start).
     #[arg(long)]
     json: bool,
     /// Send an in-room message: command id 1–10, a colon, the text (at most 1024 bytes).
