@@ -236,7 +236,8 @@ pub fn join(
             .map(|s| DeclaredSsrc { ssrc: s, kind: StreamKind::Video })
             .into_iter()
             .collect(),
-        relay_key: Some(key),
+        nodes: vec![relay::client::Node::new(relay, Some(key))],
+        failover_after_ms: None,
     })?;
     let mut buf = [0u8; 2048];
     sock.set_nonblocking(false)?;

@@ -80,7 +80,8 @@ fn setup(profile: Profile, fanout: usize) -> Setup {
             private_map_key: None,
             profile,
             ssrcs,
-            relay_key: Some(relay_key),
+            nodes: vec![relay::client::Node::new("127.0.0.1:7000".parse().unwrap(), Some(relay_key))],
+            failover_after_ms: None,
         })
         .unwrap();
         let addr: SocketAddr = format!("198.18.0.2:{port}").parse().unwrap();

@@ -1,6 +1,6 @@
 //! A sans-IO client session: join, protect, unprotect, keepalive, leave.
 //!
-//! With the relay's public key ([`ClientConfig::relay_key`]) the client joins with v2
+//! With the relay's public key ([`Node::key`]) the client joins with v2
 //! ([`crate::proto::v2`]): every join attempt is a fresh Noise NK handshake (the relay's
 //! replay cache refuses a retransmitted copy), a cookie reply makes the next attempt carry
 //! mac2, and only an answer that decrypts under that key counts. Without it, the client
@@ -26,11 +26,22 @@
 //! the relay refuses an SSRC declared twice in a room's lifetime (a room that outlived the
 //! session would refuse the old ones), and so that no receiver ever sees one SSRC's packet
 //! indexes start over.
+//!
+//! Failing over ([`ClientConfig::nodes`], an ordered list as relay-control's node selection
+//! gives it): the client joins the first node. An `unknown_session` answer is a restart of
+//! that node, so it is joined again. Silence past the failover deadline (no keepalive-ack,
+//! no media: [`liveness`] says why it is about a second, and how quiet clients probe) means
+//! the node is gone: the client moves to the next node in the list (wrapping), with the
+//! same credentials and fresh SSRCs, and moves on again whenever a node does not answer its
+//! joins within that deadline. Once joined there it reports [`Event::FailedOver`] and
+//! counts it ([`Client::failovers`]). The node changes, so the caller sends everything to
+//! [`Client::relay_addr`].
 #![forbid(unsafe_code)]
 
 pub mod liveness;
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 
 use crate::handshake::{KeyPair, MessageKeys, SessionSecrets};
 use crate::identity::RelayKey;
@@ -43,7 +54,7 @@ use crate::proto::{self, DeclaredSsrc, ErrorCode, Join, JoinError, JoinOk, MsgTy
 use crate::srtp::{
     self, Profile, ReplayWindow, RtcpPacket, RtcpReceiver, RtpPacket, RtpReceiver, RtpSender, SessionKeys,
 };
-use liveness::{Backoff, Liveness};
+use liveness::{Backoff, Liveness, Timers};
 
 /// Received messages the client keeps for [`Client::next_message`]; more are dropped.
 pub const MAX_READY: usize = 1024;
@@ -62,6 +73,9 @@ pub enum Error {
     /// Too many SSRCs declared.
     #[error("at most {MAX_SSRCS} SSRCs may be declared")]
     TooManySsrcs,
+    /// [`ClientConfig::nodes`] is empty.
+    #[error("no relay node to join")]
+    NoNodes,
     /// In-room messages and holds need a v2 session; this one joined with v1.
     #[error("in-room messages and holds need a v2 session")]
     NeedsV2,
@@ -91,9 +105,31 @@ pub struct ClientConfig {
     pub profile: Profile,
     /// Streams this client will send.
     pub ssrcs: Vec<DeclaredSsrc>,
-    /// The relay's static public key (`relayd key show`, or the minting API's answer):
-    /// join v2 to it. `None` sends a v1 join.
-    pub relay_key: Option<RelayKey>,
+    /// The relays to join, in order of preference (relay-control's `relays`): the first is
+    /// joined, the next after the current one stops answering. At least one.
+    pub nodes: Vec<Node>,
+    /// With several nodes, how long without an authenticated answer before the client moves
+    /// to the next one; `None` is [`liveness::DEFAULT_FAILOVER_MS`]. Never longer than the
+    /// relay's session timeout, never shorter than [`liveness::MIN_FAILOVER_MS`]. Ignored
+    /// with one node, whose deadline is [`liveness::no_answer_deadline_ms`].
+    pub failover_after_ms: Option<u64>,
+}
+
+/// A relay node a client may join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Node {
+    /// Its UDP endpoint.
+    pub addr: SocketAddr,
+    /// Its static public key (`relayd key show`, or the minting API's answer): join v2 to
+    /// it. `None` sends a v1 join.
+    pub key: Option<RelayKey>,
+}
+
+impl Node {
+    /// A node at `addr` with the static key `key` (`None`: v1 joins).
+    pub fn new(addr: SocketAddr, key: Option<RelayKey>) -> Self {
+        Self { addr, key }
+    }
 }
 
 /// What a received datagram was.
@@ -109,6 +145,19 @@ pub enum Event {
     Rejoined {
         /// The new session id.
         session: u64,
+    },
+    /// Joined another node after the session's node stopped answering
+    /// ([`Client::poll_session`]); the declared SSRCs are fresh, and everything goes to
+    /// [`Client::relay_addr`] (`to`) now.
+    FailedOver {
+        /// The new session id.
+        session: u64,
+        /// The node that stopped answering.
+        from: SocketAddr,
+        /// The node joined.
+        to: SocketAddr,
+        /// When the session was given up (the `now_ms` of that [`Client::poll_session`]).
+        lost_ms: u64,
     },
     /// The session is gone: the relay answered our keepalive with `unknown_session`.
     /// [`Client::poll_session`] joins again.
@@ -309,6 +358,10 @@ pub enum Loss {
 /// A lost session being joined again.
 struct Rejoining {
     attempts: Backoff,
+    /// The node the session was lost at, and when.
+    lost: (usize, u64),
+    /// Since when the current node has not answered a join (moved on at the deadline).
+    since_ms: u64,
 }
 
 /// A client session.
@@ -330,6 +383,10 @@ pub struct Client {
     rejoining: Option<Rejoining>,
     /// Sessions lost, by reason: unknown session, no answer.
     losses: [u64; 2],
+    /// The node in [`ClientConfig::nodes`] joined (or being joined).
+    node: usize,
+    /// Sessions joined at another node than the one lost.
+    failovers: u64,
     /// Fresh SSRCs drawn so far (the derivation's counter).
     ssrc_draws: u64,
 }
@@ -345,6 +402,9 @@ impl Client {
         if cfg.ssrcs.len() > MAX_SSRCS {
             return Err(Error::TooManySsrcs);
         }
+        if cfg.nodes.is_empty() {
+            return Err(Error::NoNodes);
+        }
         Ok(Self {
             cfg,
             key,
@@ -357,8 +417,38 @@ impl Client {
             liveness: None,
             rejoining: None,
             losses: [0; 2],
+            node: 0,
+            failovers: 0,
             ssrc_draws: 0,
         })
+    }
+
+    /// The node joined, or being joined: send everything to its address.
+    pub fn node(&self) -> Node {
+        self.cfg.nodes[self.node]
+    }
+
+    /// The address to send to ([`node`](Self::node)'s): it changes on a failover.
+    pub fn relay_addr(&self) -> SocketAddr {
+        self.node().addr
+    }
+
+    /// Before the first join is answered, moves to the next node (wrapping) and returns it,
+    /// keeping the SSRCs (the caller's, which an external tool may be using): for callers
+    /// that drive their first join themselves ([`join`](Self::join)) and give up on a node
+    /// that does not answer. `None` (and no move) once joined or rejoining:
+    /// [`poll_session`](Self::poll_session) moves then.
+    pub fn try_next_node(&mut self) -> Option<Node> {
+        if self.joined.is_some() || self.rejoining.is_some() {
+            return None;
+        }
+        self.next_node();
+        Some(self.node())
+    }
+
+    /// Sessions joined at another node than the one lost ([`Event::FailedOver`]).
+    pub fn failovers(&self) -> u64 {
+        self.failovers
     }
 
     /// The config.
@@ -378,7 +468,7 @@ impl Client {
         for (s, d) in ssrcs.iter_mut().zip(&self.cfg.ssrcs) {
             *s = Some(*d);
         }
-        if let Some(relay) = self.cfg.relay_key {
+        if let Some(relay) = self.node().key {
             let p = v2::JoinPayload {
                 timestamp_ms: now_unix_ms,
                 sdkappid: self.cfg.sdkappid,
@@ -457,12 +547,22 @@ impl Client {
             }
             return ev;
         }
+        if matches!(ev, Event::Refused { .. } | Event::Cookie) {
+            // The node answers our joins: it is alive, so no moving on yet.
+            if let Some(r) = self.rejoining.as_mut() {
+                r.since_ms = now;
+            }
+        }
         let Event::Refused { code: Some(code), .. } = ev else {
             return match ev {
-                Event::Joined { session } if self.rejoining.is_some() => {
-                    self.rejoining = None;
-                    Event::Rejoined { session }
-                }
+                Event::Joined { session } => match self.rejoining.take() {
+                    Some(Rejoining { lost: (from, lost_ms), .. }) if from != self.node => {
+                        self.failovers += 1;
+                        Event::FailedOver { session, from: self.cfg.nodes[from].addr, to: self.relay_addr(), lost_ms }
+                    }
+                    Some(_) => Event::Rejoined { session },
+                    None => ev,
+                },
                 ev => ev,
             };
         };
@@ -492,14 +592,21 @@ impl Client {
     /// [`next_session_timeout`](Self::next_session_timeout) and after each
     /// [`handle_at`](Self::handle_at). Once joined, it sends keepalives at the interval the
     /// relay gave; when the session is lost ([`Event::SessionLost`], or no answer within
-    /// [`liveness::no_answer_deadline_ms`]) it forgets it, draws fresh SSRCs and joins
-    /// again: at once, then on [`liveness::Backoff`]'s schedule until joined
-    /// ([`Event::Rejoined`]). Before the first join it does nothing.
+    /// [`liveness::no_answer_deadline_ms`], or with several nodes the failover deadline) it
+    /// forgets it, draws fresh SSRCs and joins again: at once, then on
+    /// [`liveness::Backoff`]'s schedule until joined ([`Event::Rejoined`]). After no answer,
+    /// and whenever the node joined does not answer a join within the failover deadline, it
+    /// moves to the next node first ([`Event::FailedOver`] once joined there). Before the
+    /// first join it does nothing.
     pub fn poll_session(&mut self, now_ms: u64, now_unix_ms: u64, out: &mut [u8]) -> Result<Option<Transmit>, Error> {
         self.now_ms = self.now_ms.max(now_ms);
         if self.rejoining.is_none() {
             let Some((keepalive_secs, timeout_secs)) = self.timers() else { return Ok(None) };
-            let l = *self.liveness.get_or_insert_with(|| Liveness::new(now_ms, keepalive_secs, timeout_secs));
+            let timers = match self.failover_ms() {
+                Some(f) => Timers::failover(keepalive_secs, timeout_secs, f),
+                None => Timers::single(keepalive_secs, timeout_secs),
+            };
+            let l = *self.liveness.get_or_insert_with(|| Liveness::new(now_ms, timers));
             if l.lost(now_ms) {
                 self.lose(now_ms, Loss::NoAnswer);
             } else if l.keepalive_due(now_ms) {
@@ -512,6 +619,15 @@ impl Client {
                 return Ok(None);
             }
         }
+        let failover_ms = self.failover_ms();
+        let Some(r) = self.rejoining.as_mut() else { return Ok(None) };
+        if failover_ms.is_some_and(|f| now_ms >= r.since_ms + f) {
+            // This node does not answer our joins either: try the next.
+            r.since_ms = now_ms;
+            r.attempts = Backoff::new(now_ms);
+            self.next_node();
+            self.fresh_ssrcs();
+        }
         let Some(r) = self.rejoining.as_mut() else { return Ok(None) };
         if !r.attempts.take(now_ms) {
             return Ok(None);
@@ -519,11 +635,26 @@ impl Client {
         Ok(Some(Transmit::Join(self.join_at(now_unix_ms, out)?)))
     }
 
+    /// The failover deadline, with more than one node.
+    fn failover_ms(&self) -> Option<u64> {
+        (self.cfg.nodes.len() > 1).then(|| liveness::failover_deadline_ms(self.cfg.failover_after_ms))
+    }
+
+    /// Moves to the next node (wrapping): the next join is a fresh handshake to its key.
+    fn next_node(&mut self) {
+        self.node = (self.node + 1) % self.cfg.nodes.len();
+        self.initiator = None;
+        self.cookie = None;
+    }
+
     /// When [`poll_session`](Self::poll_session) next has something to do (`None` before
     /// the first join, or before the first poll after it: poll now).
     pub fn next_session_timeout(&self) -> Option<u64> {
         match (&self.rejoining, &self.liveness) {
-            (Some(r), _) => Some(r.attempts.next_ms()),
+            (Some(r), _) => {
+                let move_on = self.failover_ms().map_or(u64::MAX, |f| r.since_ms + f);
+                Some(r.attempts.next_ms().min(move_on))
+            }
             (None, Some(l)) if self.joined.is_some() => Some(l.next_due_ms()),
             _ => None,
         }
@@ -539,15 +670,20 @@ impl Client {
         self.losses[why as usize]
     }
 
-    /// Forgets the session and starts joining again with fresh SSRCs.
+    /// Forgets the session and starts joining again with fresh SSRCs: the same node after
+    /// `unknown_session` (it restarted), the next one after no answer.
     fn lose(&mut self, now_ms: u64, why: Loss) {
         self.losses[why as usize] += 1;
         self.joined = None;
         self.liveness = None;
         self.initiator = None;
         self.cookie = None;
+        let lost = (self.node, now_ms);
+        if why == Loss::NoAnswer {
+            self.next_node();
+        }
         self.fresh_ssrcs();
-        self.rejoining = Some(Rejoining { attempts: Backoff::new(now_ms) });
+        self.rejoining = Some(Rejoining { attempts: Backoff::new(now_ms), lost, since_ms: now_ms });
     }
 
     /// Replaces every declared SSRC with a fresh one (derived from this client's key, so
@@ -631,7 +767,7 @@ impl Client {
                 }
             }
             MsgType::Cookie => {
-                let (Some(relay), Some((_, mac1))) = (self.cfg.relay_key, self.initiator.as_ref()) else {
+                let (Some(relay), Some((_, mac1))) = (self.node().key, self.initiator.as_ref()) else {
                     return Event::Ignored;
                 };
                 match v2::read_cookie(&relay, mac1, buf) {

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use relay::client::{write_rtcp_rr, write_rtp_header, Client, ClientConfig, Event, Transmit};
+use relay::client::{write_rtcp_rr, write_rtp_header, Client, ClientConfig, Event, Node as ClientNode, Transmit};
 use relay::config::{Config, Validated};
 use relay::engine::{TxSink, Verdict};
 use relay::handshake::KeyPair;
@@ -97,6 +97,11 @@ impl Sim {
         Self { node: Node::new(reg), now: Now { mono_ms: 0, unix_secs: T0 }, rng: Rng(seed) }
     }
 
+    /// The relay as its clients know it: the config's listen address and the relay's key.
+    fn nodes(&self) -> Vec<ClientNode> {
+        vec![ClientNode::new("127.0.0.1:7000".parse().unwrap(), Some(self.node.registry.relay_key()))]
+    }
+
     fn advance(&mut self, ms: u64) {
         self.now.mono_ms += ms;
         self.now.unix_secs = T0 + self.now.mono_ms / 1000;
@@ -110,7 +115,8 @@ impl Sim {
             private_map_key: None,
             profile,
             ssrcs: ssrcs.iter().map(|&(s, kind)| DeclaredSsrc { ssrc: Ssrc::new(s).unwrap(), kind }).collect(),
-            relay_key: Some(self.node.registry.relay_key()),
+            nodes: self.nodes(),
+            failover_after_ms: None,
         };
         Fake {
             addr: format!("198.18.0.1:{port}").parse().unwrap(),
@@ -596,7 +602,8 @@ fn sfu_room(seed: u64) -> SfuRoom {
         ssrcs: [(A_VIDEO, StreamKind::Video), (C_RTCP, StreamKind::Rtcp)]
             .map(|(s, kind)| DeclaredSsrc { ssrc: Ssrc::new(s).unwrap(), kind })
             .to_vec(),
-        relay_key: Some(sim.node.registry.relay_key()),
+        nodes: sim.nodes(),
+        failover_after_ms: None,
     };
     let mut x = sim.fake_with(6, x_cfg);
     for f in [&mut a, &mut b, &mut c, &mut d, &mut e, &mut x] {
@@ -824,7 +831,8 @@ fn seeded_rtcp_reaches_exactly_the_named_senders_and_never_crosses_rooms_or_apps
                 private_map_key: Some(pmk),
                 profile: p,
                 ssrcs,
-                relay_key: Some(sim.node.registry.relay_key()),
+                nodes: sim.nodes(),
+                failover_after_ms: None,
             };
             let port = 2000 + members.len() as u16;
             let mut fake = sim.fake_with(port, cfg);
@@ -978,7 +986,7 @@ fn a_client_with_another_relay_key_gets_nothing_and_no_dh_runs() {
     let mut sim = Sim::new(&cfg, 21);
     let mut f = sim.fake(1, "a", RoomId::Num(1), &[], Profile::AeadAes128Gcm);
     let mut cfg2 = f.client.config().clone();
-    cfg2.relay_key = Some(relay::identity::StaticKey::from_secret([42; 32]).public());
+    cfg2.nodes[0].key = Some(relay::identity::StaticKey::from_secret([42; 32]).public());
     f.client = Client::with_key(cfg2, sim.rng.key()).unwrap();
     let join = sim.join_bytes(&mut f);
     let (r, out) = sim.send(f.addr, &join);
@@ -1002,7 +1010,7 @@ fn v1_joins_are_refused_unless_the_app_allows_them_and_are_counted() {
         let mut sim = Sim::new(&cfg, 22);
         let mut f = sim.fake(1, "a", RoomId::Num(1), &[], Profile::AesCm128HmacSha1_80);
         let mut c = f.client.config().clone();
-        c.relay_key = None;
+        c.nodes[0].key = None;
         f.client = Client::with_key(c, sim.rng.key()).unwrap();
         let r = sim.join(&mut f);
         (r, handshake(&sim, "v1_joins"))
@@ -1172,7 +1180,7 @@ fn a_rotated_key_stays_valid_for_its_overlap_only() {
     assert_ne!(sim.node.registry.relay_key(), old);
     let mut f = sim.fake(1, "a", RoomId::Num(1), &[], Profile::AesCm128HmacSha1_80);
     let mut c = f.client.config().clone();
-    c.relay_key = Some(old);
+    c.nodes[0].key = Some(old);
     f.client = Client::with_key(c, sim.rng.key()).unwrap();
     assert!(sim.join(&mut f).is_ok(), "the old key during the overlap");
     sim.advance(60_000);
@@ -1285,7 +1293,8 @@ fn messages_reach_every_other_member_in_every_mode_and_never_cross_rooms_or_apps
             private_map_key: None,
             profile: p,
             ssrcs: vec![],
-            relay_key: Some(sim.node.registry.relay_key()),
+            nodes: sim.nodes(),
+            failover_after_ms: None,
         },
     );
     for f in [&mut a, &mut b, &mut c, &mut d, &mut e] {
@@ -1816,4 +1825,305 @@ fn a_dismissed_room_ends_its_members_sessions_for_good_and_they_never_join_again
     assert!(s.seen.got.iter().all(|(t, _)| *t <= dismissed_at + 10), "no media after the dismissal");
     assert_eq!(s.seen.rejoined, 0);
     assert_eq!(s.sim.node.registry.session_count(), 0, "nobody joined again");
+}
+
+/// Two relays (each a [`Node`] with its own key) on one virtual clock, and a publisher and a
+/// receiver whose node list is `[A, B]`, driven by [`Client::poll_session`] on a 10 ms tick.
+/// Killing a node stops delivering to it and from it (`kill -9`); nothing else changes.
+struct FailoverSim {
+    cfg: Validated,
+    nodes: [Node; 2],
+    addrs: [SocketAddr; 2],
+    alive: [bool; 2],
+    now: Now,
+    rng: Rng,
+    publisher: Fake,
+    receiver: Fake,
+    /// The publisher's packet number, carried in the payload (bytes 0..8).
+    sent: u64,
+    /// (virtual ms, packet number) of every packet the receiver verified.
+    got: Vec<(u64, u64)>,
+    /// Failovers and rejoins each client reported: (0 publisher / 1 receiver, event).
+    events: Vec<(usize, Event)>,
+    /// Keepalives each client sent.
+    keepalives: [u64; 2],
+}
+
+impl FailoverSim {
+    fn new(seed: u64) -> Self {
+        let cfg = Config::parse(&format!(
+            "listen = \"127.0.0.1:7000\"\nworkers = 1\n[timeouts]\nkeepalive_secs = 1\nsession_secs = 5\n\
+             [[app]]\nsdkappid = {APP}\nsecret = \"{SECRET}\"\n"
+        ))
+        .unwrap()
+        .validate(None)
+        .unwrap();
+        let node = |seed: u64| {
+            let mut rng = Rng(seed);
+            Node::new(Registry::with_rng(&cfg, Box::new(move || rng.key())))
+        };
+        let nodes = [node(seed ^ 0xa), node(seed ^ 0xb)];
+        assert_ne!(nodes[0].registry.relay_key(), nodes[1].registry.relay_key());
+        let addrs: [SocketAddr; 2] = ["203.0.113.1:7000".parse().unwrap(), "203.0.113.2:7000".parse().unwrap()];
+        let list: Vec<ClientNode> =
+            (0..2).map(|i| ClientNode::new(addrs[i], Some(nodes[i].registry.relay_key()))).collect();
+        let mut rng = Rng(seed);
+        let mut fake = |port: u16, user: &str, ssrcs: &[u32]| {
+            let cfg = ClientConfig {
+                sdkappid: APP,
+                room: RoomId::Num(1),
+                usersig: usersig::mint(SECRET.as_bytes(), APP.into(), user, 86400, T0, None),
+                private_map_key: None,
+                profile: Profile::AesCm128HmacSha1_80,
+                ssrcs: ssrcs
+                    .iter()
+                    .map(|&s| DeclaredSsrc { ssrc: Ssrc::new(s).unwrap(), kind: StreamKind::Video })
+                    .collect(),
+                nodes: list.clone(),
+                failover_after_ms: None,
+            };
+            Fake {
+                addr: format!("198.18.0.1:{port}").parse().unwrap(),
+                client: Client::with_key(cfg, rng.key()).unwrap(),
+                seq: 0,
+            }
+        };
+        let (publisher, receiver) = (fake(1, "pub", &[0x1111]), fake(2, "sub", &[]));
+        let mut s = Self {
+            cfg,
+            nodes,
+            addrs,
+            alive: [true; 2],
+            now: Now { mono_ms: 0, unix_secs: T0 },
+            rng,
+            publisher,
+            receiver,
+            sent: 0,
+            got: Vec::new(),
+            events: Vec::new(),
+            keepalives: [0; 2],
+        };
+        for who in [0, 1] {
+            let mut buf = [0u8; 1500];
+            let f = s.fake(who);
+            let n = f.client.join_at(T0 * 1000, &mut buf).unwrap();
+            let (from, to) = (f.addr, f.client.relay_addr());
+            assert_eq!(to, s.addrs[0], "the first node is joined first");
+            s.send(from, to, &buf[..n]);
+            assert!(s.fake(who).client.session().is_some(), "joined");
+        }
+        s
+    }
+
+    fn fake(&mut self, who: usize) -> &mut Fake {
+        if who == 0 {
+            &mut self.publisher
+        } else {
+            &mut self.receiver
+        }
+    }
+
+    fn publisher_ssrc(&self) -> u32 {
+        self.publisher.client.config().ssrcs[0].ssrc.get()
+    }
+
+    /// Sends `bytes` from `from` to the node at `to` and delivers what it emits, unless that
+    /// node is dead.
+    fn send(&mut self, from: SocketAddr, to: SocketAddr, bytes: &[u8]) {
+        let i = self.addrs.iter().position(|a| *a == to).expect("a known node");
+        if !self.alive[i] {
+            return;
+        }
+        let mut buf = bytes.to_vec();
+        let mut sink = VecSink::default();
+        self.nodes[i].handle(self.now, from, &mut buf, &mut sink);
+        let now = self.now.mono_ms;
+        for (dst, mut bytes) in sink.out {
+            let who = if dst == self.receiver.addr { 1 } else { 0 };
+            match self.fake(who).client.handle_at(now, &mut bytes) {
+                Event::Media { len, .. } if who == 1 => {
+                    assert!(len >= 12 + 8);
+                    self.got.push((now, u64::from_be_bytes(bytes[12..20].try_into().unwrap())));
+                }
+                Event::Media { .. } => panic!("the publisher got media"),
+                Event::MediaError(e) => panic!("media failed its checks at {now} ms: {e:?}"),
+                ev @ (Event::FailedOver { .. } | Event::Rejoined { .. }) => self.events.push((who, ev)),
+                _ => {}
+            }
+        }
+    }
+
+    /// A node restarts: a fresh registry with the same key (relayd with its key file).
+    fn restart(&mut self, i: usize) {
+        let identity = self.nodes[i].registry.identity().clone();
+        let mut rng = Rng(self.rng.next());
+        self.nodes[i] = Node::new(Registry::with_identity(&self.cfg, identity, Box::new(move || rng.key())));
+    }
+
+    fn run(&mut self, ms: u64) {
+        for _ in 0..ms / 10 {
+            self.now.mono_ms += 10;
+            self.now.unix_secs = T0 + self.now.mono_ms / 1000;
+            let now = self.now;
+            let mut buf = [0u8; 1500];
+            for who in [0, 1] {
+                let f = self.fake(who);
+                if let Some(t) = f.client.poll_session(now.mono_ms, now.unix_secs * 1000, &mut buf).unwrap() {
+                    let n = match t {
+                        Transmit::Keepalive(n) => {
+                            self.keepalives[who] += 1;
+                            n
+                        }
+                        Transmit::Join(n) => n,
+                    };
+                    let f = self.fake(who);
+                    let (from, to) = (f.addr, f.client.relay_addr());
+                    self.send(from, to, &buf[..n]);
+                }
+            }
+            if self.publisher.client.session().is_some() {
+                let ssrc = self.publisher_ssrc();
+                self.sent += 1;
+                let h = write_rtp_header(&mut buf, 96, self.publisher.seq, 0, ssrc);
+                self.publisher.seq = self.publisher.seq.wrapping_add(1);
+                buf[h..h + 8].copy_from_slice(&self.sent.to_be_bytes());
+                let n = self.publisher.client.protect_rtp(&mut buf, h + 8).unwrap();
+                let (from, to) = (self.publisher.addr, self.publisher.client.relay_addr());
+                self.send(from, to, &buf[..n]);
+            }
+            for i in 0..2 {
+                if self.alive[i] {
+                    self.nodes[i].expire(now);
+                }
+            }
+        }
+    }
+
+    /// Virtual ms from `since` to the receiver's first packet after it.
+    fn recovered_after(&self, since: u64) -> u64 {
+        self.got.iter().find(|(t, _)| *t > since).expect("media resumed").0 - since
+    }
+
+    fn assert_no_duplicates(&self) {
+        let mut ns: Vec<u64> = self.got.iter().map(|(_, n)| *n).collect();
+        let total = ns.len();
+        ns.sort_unstable();
+        ns.dedup();
+        assert_eq!(ns.len(), total, "a packet was delivered twice");
+    }
+}
+
+#[test]
+fn the_clients_of_a_killed_node_fail_over_to_the_next_within_the_deadline_with_fresh_ssrcs() {
+    use relay::client::liveness::DEFAULT_FAILOVER_MS;
+    use relay::client::Loss;
+    let mut s = FailoverSim::new(51);
+    s.run(2_000);
+    assert!(s.got.len() > 150, "media flows: {}", s.got.len());
+    // The receiver hears media, which answers for the relay: only the 1 s keepalives. The
+    // publisher hears nothing else, so it probes every quarter of the deadline.
+    assert!(s.keepalives[1] <= 2, "receiver keepalives: {}", s.keepalives[1]);
+    assert!(s.keepalives[0] >= 6, "publisher keepalives: {}", s.keepalives[0]);
+    let old_ssrc = s.publisher_ssrc();
+    s.alive[0] = false;
+    let killed_at = s.now.mono_ms;
+    s.run(1_100);
+    assert!(!s.receiver.client.is_rejoining(), "not before the deadline");
+    s.run(2_000);
+    let took = s.recovered_after(killed_at);
+    // The receiver's last answer is the kill's last packet: it waits the whole deadline, and
+    // joins the second node at once; the publisher, probed every 300 ms, got there first.
+    assert!(took <= DEFAULT_FAILOVER_MS + 30, "media resumed {took} ms after the kill");
+    let (a, b) = (s.addrs[0], s.addrs[1]);
+    for (who, f) in [(0, &s.publisher), (1, &s.receiver)] {
+        assert_eq!(f.client.relay_addr(), b);
+        assert_eq!(f.client.failovers(), 1);
+        assert_eq!(f.client.losses(Loss::NoAnswer), 1);
+        assert_eq!(f.client.losses(Loss::UnknownSession), 0);
+        let evs: Vec<&Event> = s.events.iter().filter(|(w, _)| *w == who).map(|(_, e)| e).collect();
+        assert!(
+            matches!(evs[..], [Event::FailedOver { from, to, lost_ms, .. }]
+                if *from == a && *to == b && *lost_ms > killed_at && *lost_ms <= killed_at + DEFAULT_FAILOVER_MS + 10),
+            "{who}: {evs:?}"
+        );
+    }
+    assert_ne!(s.publisher_ssrc(), old_ssrc, "fresh SSRCs at the next node");
+    assert_eq!(s.nodes[1].registry.session_count(), 2);
+    // Nothing was lost but what was sent while the publisher had no session: every packet
+    // sent after it joined the second node arrived, once.
+    s.assert_no_duplicates();
+    let after: Vec<u64> = s.got.iter().filter(|(t, _)| *t > killed_at).map(|(_, n)| *n).collect();
+    assert!(after.windows(2).all(|w| w[1] == w[0] + 1), "in order, no gaps, once");
+    assert_eq!(after.last(), Some(&s.sent));
+}
+
+#[test]
+fn a_restarted_node_is_rejoined_in_place_on_unknown_session_and_nobody_fails_over() {
+    use relay::client::Loss;
+    let mut s = FailoverSim::new(52);
+    s.run(2_000);
+    let old_ssrc = s.publisher_ssrc();
+    s.restart(0);
+    let restarted_at = s.now.mono_ms;
+    s.run(3_000);
+    // The publisher's next probe (≤ 300 ms) hears unknown_session; the receiver, whose media
+    // stopped, probes 300 ms later and hears it too.
+    let took = s.recovered_after(restarted_at);
+    assert!(took <= 700, "media resumed {took} ms after the restart");
+    for f in [&s.publisher, &s.receiver] {
+        assert_eq!(f.client.relay_addr(), s.addrs[0], "still the first node");
+        assert_eq!(f.client.failovers(), 0);
+        assert_eq!(f.client.losses(Loss::UnknownSession), 1);
+        assert_eq!(f.client.losses(Loss::NoAnswer), 0);
+    }
+    assert!(s.events.iter().all(|(_, e)| matches!(e, Event::Rejoined { .. })), "{:?}", s.events);
+    assert_eq!(s.events.len(), 2);
+    assert_ne!(s.publisher_ssrc(), old_ssrc);
+    assert_eq!(s.nodes[1].registry.session_count(), 0, "the second node was never joined");
+    s.assert_no_duplicates();
+}
+
+#[test]
+fn a_dismissed_room_ends_the_sessions_and_no_other_node_is_tried() {
+    let mut s = FailoverSim::new(53);
+    s.run(2_000);
+    let room = relay::ids::RoomKey { app: relay::ids::SdkAppId::new(APP.into()).unwrap(), room: RoomId::Num(1) };
+    assert_eq!(s.nodes[0].registry.dismiss_room(s.now, &room, &mut Vec::new()), 2);
+    let dismissed_at = s.now.mono_ms;
+    s.run(15_000);
+    for f in [&s.publisher, &s.receiver] {
+        assert!(f.client.session().is_none(), "the session is over");
+        assert!(!f.client.is_rejoining(), "a dismissed member never joins again, anywhere");
+        assert_eq!(f.client.next_session_timeout(), None);
+        assert_eq!(f.client.failovers(), 0);
+    }
+    assert!(s.got.iter().all(|(t, _)| *t <= dismissed_at + 10), "no media after the dismissal");
+    assert!(s.events.is_empty(), "{:?}", s.events);
+    assert_eq!(s.nodes[1].registry.session_count(), 0, "the second node was never joined");
+}
+
+#[test]
+fn joins_that_go_unanswered_move_on_along_the_list_and_wrap_around() {
+    use relay::client::liveness::DEFAULT_FAILOVER_MS;
+    let mut s = FailoverSim::new(54);
+    s.run(1_000);
+    // Both nodes die; the clients try the second, then the first again, and so on.
+    s.alive = [false, false];
+    let killed_at = s.now.mono_ms;
+    s.run(DEFAULT_FAILOVER_MS + 50);
+    assert_eq!(s.receiver.client.relay_addr(), s.addrs[1], "moved on at the deadline");
+    s.run(DEFAULT_FAILOVER_MS);
+    assert_eq!(s.receiver.client.relay_addr(), s.addrs[0], "wrapped around: no answer from the second");
+    // The first node comes back (restarted): the clients are on it, or get back to it.
+    s.restart(0);
+    s.alive[0] = true;
+    let back_at = s.now.mono_ms;
+    s.run(4_000);
+    assert!(s.recovered_after(back_at) <= 2 * DEFAULT_FAILOVER_MS + 100, "rejoined the node that came back");
+    assert!(s.got.iter().any(|(t, _)| *t > killed_at));
+    for f in [&s.publisher, &s.receiver] {
+        assert_eq!(f.client.relay_addr(), s.addrs[0]);
+        assert_eq!(f.client.failovers(), 0, "joined where the session was lost: a rejoin");
+    }
+    s.assert_no_duplicates();
 }

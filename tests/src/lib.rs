@@ -263,7 +263,8 @@ impl Relayd {
                 .map(|s| DeclaredSsrc { ssrc: Ssrc::new(s).unwrap(), kind: StreamKind::Video })
                 .into_iter()
                 .collect(),
-            relay_key: Some(self.key),
+            nodes: vec![relay::client::Node::new(self.addr, Some(self.key))],
+            failover_after_ms: None,
         }
     }
 

@@ -119,7 +119,7 @@ fn relayd_shows_and_rotates_its_key() {
     // Both keys admit joins during the overlap.
     for key in [&rotated["public_key"], &live["public_key"]] {
         let mut cfg = relayd.client_config(APP_A, SECRET_A, "u", relay::ids::RoomId::Num(3), None);
-        cfg.relay_key = Some(key.as_str().unwrap().parse().unwrap());
+        cfg.nodes[0].key = Some(key.as_str().unwrap().parse().unwrap());
         Peer::with_config(relayd.addr, cfg).join().expect("a join to either key");
     }
     // A fresh key file: generated 0600, never overwritten.

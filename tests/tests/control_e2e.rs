@@ -68,7 +68,8 @@ fn client(net: &Net, relayd: &Relayd, n: usize, usersig: &str, room: u32, ssrc: 
             .map(|s| DeclaredSsrc { ssrc: Ssrc::new(s).expect("ssrc"), kind: StreamKind::Video })
             .into_iter()
             .collect(),
-        relay_key: Some(relayd.key),
+        nodes: vec![relay::client::Node::new(relayd.addr, Some(relayd.key))],
+        failover_after_ms: None,
     };
     Peer::with_socket(net.client_socket(n), relayd.addr, cfg)
 }

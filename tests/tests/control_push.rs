@@ -150,7 +150,7 @@ fn apps_usersigs_rotation_and_dismiss_through_the_api() {
     let v1 = |user: &str| {
         let mut p = peer(&relayd, &mint(user), 45, None);
         let mut cfg = p.client.config().clone();
-        cfg.relay_key = None;
+        cfg.nodes[0].key = None;
         p.client = relay::client::Client::new(cfg).unwrap();
         p.join()
     };

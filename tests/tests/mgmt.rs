@@ -47,7 +47,8 @@ fn rooms_list_members_of_two_apps(net: &Net) {
         private_map_key: Some(pmk),
         profile: Profile::AesCm128HmacSha1_80,
         ssrcs: vec![],
-        relay_key: Some(relayd.key),
+        nodes: vec![relay::client::Node::new(relayd.addr, Some(relayd.key))],
+        failover_after_ms: None,
     };
     let mut v = net.peer_with_config(&relayd, cfg);
     v.join().unwrap();

@@ -81,7 +81,7 @@ fn refusal(p: &mut Peer) -> ErrorCode {
 }
 
 fn cfg_with(
-    key: RelayKey,
+    relayd: &Relayd,
     usersig: String,
     pmk: Option<String>,
     app: u32,
@@ -95,7 +95,8 @@ fn cfg_with(
         private_map_key: pmk,
         profile: Profile::AesCm128HmacSha1_80,
         ssrcs,
-        relay_key: Some(key),
+        nodes: vec![relay::client::Node::new(relayd.addr, Some(relayd.key))],
+        failover_after_ms: None,
     }
 }
 
@@ -106,17 +107,16 @@ fn bad_credentials_are_refused_with_the_right_code(net: &Net) {
     let video = vec![DeclaredSsrc { ssrc: Ssrc::new(77).unwrap(), kind: StreamKind::Video }];
 
     let expired = usersig::mint(SECRET_A.as_bytes(), APP_A.into(), "old", 60, now - 3600, None);
-    let mut p = net.peer_with_config(&relayd, cfg_with(relayd.key, expired, None, APP_A, room.clone(), video.clone()));
+    let mut p = net.peer_with_config(&relayd, cfg_with(&relayd, expired, None, APP_A, room.clone(), video.clone()));
     assert_eq!(refusal(&mut p), ErrorCode::Expired);
 
     let forged = usersig::mint(b"not-the-app-secret-at-all-000000", APP_A.into(), "mallory", 86400, now, None);
-    let mut p = net.peer_with_config(&relayd, cfg_with(relayd.key, forged, None, APP_A, room.clone(), video.clone()));
+    let mut p = net.peer_with_config(&relayd, cfg_with(&relayd, forged, None, APP_A, room.clone(), video.clone()));
     assert_eq!(refusal(&mut p), ErrorCode::BadSignature);
 
     // A valid UserSig of app B presented to app A.
     let wrong_app = usersig(SECRET_B, APP_B, "bob");
-    let mut p =
-        net.peer_with_config(&relayd, cfg_with(relayd.key, wrong_app, None, APP_A, room.clone(), video.clone()));
+    let mut p = net.peer_with_config(&relayd, cfg_with(&relayd, wrong_app, None, APP_A, room.clone(), video.clone()));
     assert_eq!(refusal(&mut p), ErrorCode::WrongApp);
 
     // A PrivateMapKey for room 8 used to enter room 7.
@@ -131,20 +131,13 @@ fn bad_credentials_are_refused_with_the_right_code(net: &Net) {
     );
     let mut p = net.peer_with_config(
         &relayd,
-        cfg_with(relayd.key, usersig(SECRET_A, APP_A, "carol"), Some(pmk), APP_A, room.clone(), video.clone()),
+        cfg_with(&relayd, usersig(SECRET_A, APP_A, "carol"), Some(pmk), APP_A, room.clone(), video.clone()),
     );
     assert_eq!(refusal(&mut p), ErrorCode::WrongRoom);
 
     let mut p = net.peer_with_config(
         &relayd,
-        cfg_with(
-            relayd.key,
-            usersig(SECRET_A, 1_400_000_999, "dave"),
-            None,
-            1_400_000_999,
-            room.clone(),
-            video.clone(),
-        ),
+        cfg_with(&relayd, usersig(SECRET_A, 1_400_000_999, "dave"), None, 1_400_000_999, room.clone(), video.clone()),
     );
     assert_eq!(refusal(&mut p), ErrorCode::UnknownApp);
 
@@ -160,7 +153,7 @@ fn bad_credentials_are_refused_with_the_right_code(net: &Net) {
     let mut p = Peer::with_socket(
         probe,
         relayd.addr,
-        cfg_with(relayd.key, usersig(SECRET_A, APP_A, "erin"), None, APP_A, room.clone(), vec![]),
+        cfg_with(&relayd, usersig(SECRET_A, APP_A, "erin"), None, APP_A, room.clone(), vec![]),
     );
     p.join().expect("the valid join after the junk is answered first");
     let mut p_leave = [0u8; 64];
@@ -199,13 +192,13 @@ fn receive_only_private_map_key_cannot_publish(net: &Net) {
     let video = vec![DeclaredSsrc { ssrc: Ssrc::new(2).unwrap(), kind: StreamKind::Video }];
     let mut v = net.peer_with_config(
         &relayd,
-        cfg_with(relayd.key, usersig(SECRET_A, APP_A, "viewer"), Some(pmk()), APP_A, room.clone(), video),
+        cfg_with(&relayd, usersig(SECRET_A, APP_A, "viewer"), Some(pmk()), APP_A, room.clone(), video),
     );
     assert_eq!(refusal(&mut v), ErrorCode::NoPrivilege);
     // Without streams it joins and receives.
     let mut v = net.peer_with_config(
         &relayd,
-        cfg_with(relayd.key, usersig(SECRET_A, APP_A, "viewer"), Some(pmk()), APP_A, room.clone(), vec![]),
+        cfg_with(&relayd, usersig(SECRET_A, APP_A, "viewer"), Some(pmk()), APP_A, room.clone(), vec![]),
     );
     v.join().unwrap();
     host.send_rtp(1, b"hello viewers");
@@ -232,7 +225,7 @@ fn receive_only_private_map_key_cannot_publish(net: &Net) {
     let mut v2 = net.peer_with_config(
         &relayd,
         cfg_with(
-            relayd.key,
+            &relayd,
             usersig(SECRET_A, APP_A, "viewer"),
             Some(pmk_other),
             APP_A,

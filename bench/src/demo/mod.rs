@@ -262,6 +262,7 @@ pub fn client_config(
     ssrc: Option<u32>,
     relay: &api::RelayEndpoint,
 ) -> Result<(ClientConfig, std::net::SocketAddr)> {
+    let endpoint = relay.endpoint.parse().context("the relay endpoint")?;
     let cfg = ClientConfig {
         sdkappid,
         room: RoomId::Num(room),
@@ -273,9 +274,10 @@ pub fn client_config(
             .transpose()?
             .into_iter()
             .collect(),
-        relay_key: Some(relay.public_key),
+        nodes: vec![relay::client::Node::new(endpoint, Some(relay.public_key))],
+        failover_after_ms: None,
     };
-    Ok((cfg, relay.endpoint.parse().context("the relay endpoint")?))
+    Ok((cfg, endpoint))
 }
 
 /// A client of `plan`'s app with a UserSig minted through the API, joined to its room.

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 use clap::{Args, Parser, Subcommand};
-use relay::client::{write_rtp_header, Client, ClientConfig, Event, Loss, MessageStats, ReceivedMessage, Transmit};
+use relay::client::{
+    liveness, write_rtp_header, Client, ClientConfig, Event, Loss, MessageStats, Node, ReceivedMessage, Transmit,
+};
 use relay::identity::RelayKey;
 use relay::ids::{RoomId, Ssrc};
 use relay::proto::{DeclaredSsrc, ErrorCode, StreamKind};
@@ -28,6 +30,7 @@ use std::path::PathBuf;
 relay-client usersig --sdkappid 1400000001 --secret $KEY --user alice\n  \
 relay-client run --relay 127.0.0.1:7000 --relay-key $(relayd key show -c relayd.toml | awk '/public_key/{print $2}') \\\n      --sdkappid 1400000001 --secret $KEY --user alice --room 42 --send-pps 50 --duration 10\n  \
 relay-client run --relay-info token.json --sdkappid 1400000001 --user bob --room 42 --duration 10   # JSON from relay-control\n  \
+relay-client run --relay 10.0.0.1:7000=$KEY1 --relay 10.0.0.2:7000=$KEY2 ... --json   # fails over to the second\n  \
 relay-client run ... --recv-only --send-message 1:hello --send-message 2:bye --reliable --ordered --duration 3\n  \
 relay-client run ... --bind 127.0.0.1:40000 --ssrc 1234 --print-srtp-params   # keys for ffmpeg, then exits\n  \
 relay-client attach ... --bind 127.0.0.1:40000 --ssrc 1234   # keys for ffmpeg, held until SIGTERM"
@@ -42,14 +45,17 @@ enum Cmd {
     /// Mint a UserSig, or a PrivateMapKey with --room and --privileges (for testing; the
     /// secret belongs on your app server, not in clients).
     Usersig(MintArgs),
-    /// Join a room and stream synthetic SRTP and in-room messages. A lost session (an
-    /// `unknown_session` answer after a relay restart, or no answer in time) is joined again
-    /// by itself with a fresh SSRC.
+    /// Join a room and stream synthetic SRTP and in-room messages. A lost session is joined
+    /// again by itself with a fresh SSRC: the same relay after an `unknown_session` answer
+    /// (a restart); with several relays (--relay-info's list, or --relay repeated), the
+    /// next one in order after no answer in time (--failover-after-ms), wrapping around.
     Run(RunArgs),
     /// Join from --bind, print the SRTP params JSON line (as `run --print-srtp-params`),
     /// free --bind for an external SRTP tool (ffmpeg, GStreamer) and keep the session alive
     /// with authenticated holds from another port until SIGTERM/SIGINT or --duration; then
-    /// leave. The tool sends and receives the session's media on --bind.
+    /// leave. The tool sends and receives the session's media on --bind. With several
+    /// relays the first join moves along them; the session itself does not fail over (its
+    /// media and SSRC belong to the tool).
     Attach(AttachArgs),
 }
 
@@ -78,17 +84,28 @@ struct MintArgs {
 /// What every joining subcommand takes.
 #[derive(Args)]
 struct JoinArgs {
-    /// relayd's UDP address (default: the endpoint in --relay-info).
-    #[arg(long, required_unless_present = "relay_info")]
-    relay: Option<SocketAddr>,
+    /// relayd's UDP address, as ADDR (its key from --relay-key, or from --relay-info's first
+    /// relay) or ADDR=KEY. Repeat it for an ordered list of relays: the first is joined, the
+    /// next when the current one stops answering (default: every relay in --relay-info, in
+    /// its order).
+    #[arg(long, value_name = "ADDR[=KEY]", required_unless_present = "relay_info", value_parser = parse_relay)]
+    relay: Vec<(SocketAddr, Option<RelayKey>)>,
     /// The relay's static public key (base64, as `relayd key show` prints it): join v2,
-    /// encrypted to it, and accept only answers that prove it.
+    /// encrypted to it, and accept only answers that prove it. For every --relay without
+    /// its own =KEY.
     #[arg(long, conflicts_with = "v1")]
     relay_key: Option<RelayKey>,
-    /// The JSON an app back end gets from relay-control's UserSig call (`usersig` and
-    /// `relays[0].endpoint`/`public_key`), from a file or `-` for stdin.
+    /// The JSON an app back end gets from relay-control's UserSig call (`usersig`, and
+    /// `relays`: the ordered `endpoint`/`public_key` list to join and fail over along),
+    /// from a file or `-` for stdin.
     #[arg(long, conflicts_with = "v1")]
     relay_info: Option<PathBuf>,
+    /// With several relays: move to the next after this many milliseconds without an
+    /// authenticated answer (keepalive-acks, media); a client that receives nothing else
+    /// probes with keepalives every quarter of it. Default 1200: a dead relay is left in
+    /// about a second.
+    #[arg(long, value_name = "MS")]
+    failover_after_ms: Option<u64>,
     /// Send a cleartext v1 join (relays refuse it unless the app allows v1 joins).
     #[arg(long)]
     v1: bool,
@@ -149,7 +166,9 @@ struct RunArgs {
     /// base64 (JSON), and exit without leaving.
     #[arg(long)]
     print_srtp_params: bool,
-    /// Print the report as JSON.
+    /// Print the report as JSON: counts, streams, messages, and the session's history
+    /// (`rejoins`, `lost_unknown_session`, `lost_no_answer`, `relay` joined last,
+    /// `failover_count`, `failovers: [{from, to, lost_ms, joined_ms}]` in ms since the start).
     #[arg(long)]
     json: bool,
     /// Send an in-room message: command id 1–10, a colon, the text (at most 1024 bytes).
@@ -172,6 +191,15 @@ struct AttachArgs {
     /// Leave after this many seconds (default: run until SIGTERM or SIGINT).
     #[arg(long)]
     duration: Option<f64>,
+}
+
+fn parse_relay(s: &str) -> Result<(SocketAddr, Option<RelayKey>), String> {
+    let (addr, key) = match s.split_once('=') {
+        Some((a, k)) => (a, Some(k.parse::<RelayKey>().map_err(|e| format!("the key after `=`: {e}"))?)),
+        None => (s, None),
+    };
+    let addr = addr.parse().map_err(|e| format!("{addr:?} is not an address (ADDR or ADDR=KEY): {e}"))?;
+    Ok((addr, key))
 }
 
 fn parse_message(s: &str) -> Result<(u8, String), String> {
@@ -268,6 +296,12 @@ struct Report {
     lost_unknown_session: u64,
     /// Sessions lost to silence past the no-answer deadline.
     lost_no_answer: u64,
+    /// The relay joined last.
+    relay: Option<SocketAddr>,
+    /// Sessions joined at another relay than the one lost (also counted in `rejoins`).
+    failover_count: u64,
+    /// Each failover, in order.
+    failovers: Vec<FailoverReport>,
     received: u64,
     auth_failures: u64,
     replays: u64,
@@ -279,6 +313,17 @@ struct Report {
     message_stats: MessageStats,
     #[serde(skip)]
     seen: BTreeMap<u32, std::collections::HashSet<u64>>,
+}
+
+/// One failover: milliseconds since the start of the run.
+#[derive(serde::Serialize)]
+struct FailoverReport {
+    from: SocketAddr,
+    to: SocketAddr,
+    /// When the relay `from` was given up (no answer within the failover deadline).
+    lost_ms: u64,
+    /// When the session at `to` was joined.
+    joined_ms: u64,
 }
 
 #[derive(serde::Serialize)]
@@ -304,13 +349,32 @@ impl From<ReceivedMessage> for MessageReport {
     }
 }
 
+/// Points the socket at the client's relay when that changed (a failover).
+fn follow(client: &Client, sock: &UdpSocket) -> Result<()> {
+    let to = client.relay_addr();
+    if sock.peer_addr().ok() != Some(to) {
+        sock.connect(to).with_context(|| format!("connecting to {to}"))?;
+    }
+    Ok(())
+}
+
 /// Joins: a fresh join every 250 ms (each v2 attempt is a new handshake; a cookie reply
-/// makes the next one carry it at once), for up to 5 s.
-fn join(client: &mut Client, sock: &UdpSocket, relay: SocketAddr, report: &mut Report, buf: &mut [u8]) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(5);
+/// makes the next one carry it at once), for up to 5 s; with several relays, each in turn
+/// for the failover deadline, until all were tried for 5 s together.
+fn join(client: &mut Client, sock: &UdpSocket, report: &mut Report, buf: &mut [u8]) -> Result<()> {
+    let nodes = client.config().nodes.len();
+    let per_node = if nodes > 1 {
+        Duration::from_millis(liveness::failover_deadline_ms(client.config().failover_after_ms))
+    } else {
+        Duration::from_secs(5)
+    };
+    let total = per_node.saturating_mul(nodes as u32).max(Duration::from_secs(5));
+    let deadline = Instant::now() + total;
+    let mut node_until = Instant::now() + per_node;
     let mut unverified = 0u32;
     report.session = None;
     while report.session.is_none() && report.refused.is_none() {
+        let relay = client.relay_addr();
         if Instant::now() > deadline {
             if unverified > 0 {
                 bail!(
@@ -318,13 +382,27 @@ fn join(client: &mut Client, sock: &UdpSocket, relay: SocketAddr, report: &mut R
                      whoever answers does not hold that key (check --relay-key against `relayd key show`)"
                 );
             }
-            match client.config().relay_key {
+            if nodes > 1 {
+                let all: Vec<String> = client.config().nodes.iter().map(|n| n.addr.to_string()).collect();
+                bail!(
+                    "no answer from any of the {nodes} relays ({}) within {:.1} s",
+                    all.join(", "),
+                    total.as_secs_f64()
+                );
+            }
+            match client.node().key {
                 Some(k) => bail!(
                     "no answer from relay {relay} within 5 s: is it running, and is {k} its key? (a relay drops \
                      joins encrypted to another key without answering; `relayd key show` prints its key)"
                 ),
                 None => bail!("no answer from relay {relay} within 5 s"),
             }
+        }
+        if nodes > 1 && Instant::now() > node_until {
+            let next = client.try_next_node().expect("not joined yet");
+            eprintln!("relay-client: no answer from relay {relay}: trying {}", next.addr);
+            follow(client, sock)?;
+            node_until = Instant::now() + per_node;
         }
         let n = client.join(buf)?;
         let _ = sock.send(&buf[..n]);
@@ -384,7 +462,8 @@ fn read_relay_info(path: &std::path::Path) -> Result<RelayInfo> {
     Ok(info)
 }
 
-/// A joined session: the client, its socket (connected to the relay) and its SSRC.
+/// A joined session: the client, its socket (connected to the client's relay, which
+/// [`follow`] keeps it at) and its SSRC.
 struct Session {
     client: Client,
     sock: UdpSocket,
@@ -396,19 +475,26 @@ struct Session {
 /// (as JSON with `json`) and exits with status 2.
 fn connect(a: &JoinArgs, json: bool) -> Result<Session> {
     let info = a.relay_info.as_deref().map(read_relay_info).transpose()?;
-    let relay_addr = match (a.relay, &info) {
-        (Some(r), _) => r,
-        (None, Some(i)) => i.relays[0].endpoint,
-        (None, None) => bail!("give --relay, or --relay-info"),
-    };
-    let relay_key = match (a.relay_key, &info, a.v1) {
-        (Some(k), _, _) => Some(k),
-        (None, Some(i), _) => Some(i.relays[0].public_key),
-        (None, None, true) => None,
-        (None, None, false) => bail!(
-            "give the relay's public key: --relay-key (`relayd key show` prints it) or --relay-info \
-             (relay-control's UserSig answer); --v1 sends a cleartext join, which relays refuse unless the app allows it"
-        ),
+    let nodes = match (&a.relay[..], &info) {
+        ([], Some(i)) => i.relays.iter().map(|r| Node::new(r.endpoint, Some(r.public_key))).collect(),
+        ([], None) => bail!("give --relay, or --relay-info"),
+        (relays, _) => {
+            let mut nodes = Vec::with_capacity(relays.len());
+            for &(addr, key) in relays {
+                let key = match (key.or(a.relay_key), &info, a.v1) {
+                    (Some(k), _, _) => Some(k),
+                    (None, Some(i), _) if relays.len() == 1 => Some(i.relays[0].public_key),
+                    (None, _, true) => None,
+                    (None, _, false) => bail!(
+                        "give relay {addr}'s public key: --relay ADDR=KEY, --relay-key (`relayd key show` prints \
+                         it) or --relay-info (relay-control's UserSig answer); --v1 sends a cleartext join, which \
+                         relays refuse unless the app allows it"
+                    ),
+                };
+                nodes.push(Node::new(addr, key));
+            }
+            nodes
+        }
     };
     let usersig = match (&a.usersig, &a.secret, info.as_ref().and_then(|i| i.usersig.clone())) {
         (Some(t), _, _) => t.clone(),
@@ -435,14 +521,16 @@ fn connect(a: &JoinArgs, json: bool) -> Result<Session> {
         private_map_key: a.private_map_key.clone(),
         profile: a.profile,
         ssrcs,
-        relay_key,
+        nodes,
+        failover_after_ms: a.failover_after_ms,
     };
     let mut client = Client::new(cfg)?;
     let sock = UdpSocket::bind(a.bind).with_context(|| format!("binding {}", a.bind))?;
-    sock.connect(relay_addr).with_context(|| format!("connecting to {relay_addr}"))?;
+    follow(&client, &sock)?;
     let mut report = Report::default();
     let mut buf = [0u8; 2048];
-    join(&mut client, &sock, relay_addr, &mut report, &mut buf)?;
+    join(&mut client, &sock, &mut report, &mut buf)?;
+    report.relay = Some(client.relay_addr());
     if let Some(r) = &report.refused {
         if json {
             println!("{}", serde_json::to_string(&report)?);
@@ -497,7 +585,7 @@ fn attach(a: AttachArgs) -> Result<()> {
     }
     let shutdown = relay::io::sys::shutdown_flag().context("installing the SIGTERM/SIGINT handler")?;
     let Session { mut client, sock, ssrc, .. } = connect(&a.join, false)?;
-    let relay_addr = sock.peer_addr()?;
+    let relay_addr = client.relay_addr();
     let bound = sock.local_addr()?;
     let params = srtp_params(&client, bound, ssrc);
     // Free --bind before the tool learns it may start.
@@ -589,14 +677,19 @@ fn run(a: RunArgs) -> Result<()> {
         }
         // Keepalives, and joining again when the session is lost (a relay restart).
         let was_rejoining = client.is_rejoining();
+        let was_at = client.relay_addr();
         if let Some(Transmit::Keepalive(n) | Transmit::Join(n)) =
             client.poll_session(now_ms(now), relay::time::unix_now_ms(), &mut buf)?
         {
+            follow(&client, &sock)?;
             let _ = sock.send(&buf[..n]);
         }
         if !was_rejoining && client.is_rejoining() && client.losses(Loss::NoAnswer) > report.lost_no_answer {
             report.lost_no_answer = client.losses(Loss::NoAnswer);
             eprintln!("relay-client: no answer from the relay in time: joining again with a fresh SSRC");
+        }
+        if client.relay_addr() != was_at {
+            eprintln!("relay-client: no answer from relay {was_at}: joining {}", client.relay_addr());
         }
         if let Some(iv) = interval.filter(|_| now < end) {
             if !a.join.recv_only {
@@ -652,13 +745,25 @@ fn run(a: RunArgs) -> Result<()> {
                     report.lost_unknown_session = client.losses(Loss::UnknownSession);
                     eprintln!("relay-client: the relay does not know this session (restarted?): joining again");
                 }
-                Event::Rejoined { session } => {
+                ev @ (Event::Rejoined { session } | Event::FailedOver { session, .. }) => {
                     report.rejoins += 1;
                     report.session = Some(session);
+                    report.relay = Some(client.relay_addr());
                     if let (false, Some(d)) = (a.join.recv_only, client.config().ssrcs.first()) {
                         report.sent_ssrcs.push(d.ssrc.get());
                     }
-                    eprintln!("relay-client: joined again: session {session:016x}");
+                    if let Event::FailedOver { from, to, lost_ms, .. } = ev {
+                        report.failover_count += 1;
+                        let joined_ms = now_ms(Instant::now());
+                        report.failovers.push(FailoverReport { from, to, lost_ms, joined_ms });
+                        eprintln!(
+                            "relay-client: failed over from {from} to {to} ({} ms after giving {from} up): \
+                             session {session:016x}",
+                            joined_ms.saturating_sub(lost_ms)
+                        );
+                    } else {
+                        eprintln!("relay-client: joined again: session {session:016x}");
+                    }
                 }
                 Event::Cookie if client.is_rejoining() => {
                     let n = client.join(&mut buf)?;
@@ -694,6 +799,12 @@ fn run(a: RunArgs) -> Result<()> {
         }
         if report.rejoins > 0 {
             println!("  joined again {} time(s); {} packet(s) not sent while rejoining", report.rejoins, report.unsent);
+        }
+        for f in &report.failovers {
+            println!(
+                "  failed over from {} to {}: given up at {} ms, joined at {} ms",
+                f.from, f.to, f.lost_ms, f.joined_ms
+            );
         }
         for (ssrc, s) in &report.streams {
             println!("  from SSRC {ssrc:#010x}: received {}, lost {}, duplicates {}", s.received, s.lost, s.duplicates);

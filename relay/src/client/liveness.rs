@@ -13,6 +13,19 @@
 //! covers round trips and scheduling. Waiting longer than the relay's own `timeout_secs`
 //! is pointless: by then a relay that heard nothing has expired the session anyway, and a
 //! relay that did hear us but cannot answer is no use either.
+//!
+//! **Failover** (a client with several nodes, [`Timers::failover`]): the deadline is the
+//! client's own, [`DEFAULT_FAILOVER_MS`] unless configured, because a dead node must be
+//! noticed in about a second for its clients to decode again within 3 s of its death (the
+//! rest of that budget is the join at the next node and the cross-node leg). Keepalives
+//! alone at the answer's interval (whole seconds, at least 1) cannot do that, so the client
+//! also *probes*: once nothing authenticated has come for a quarter of the deadline, it
+//! sends a keepalive every quarter deadline (300 ms at the default) until something does.
+//! Four probe periods per deadline tolerate two lost probes or acks in a row, and leave a
+//! period for the round trip and scheduling. A client that receives media (under the
+//! session's keys, which counts as an answer) never probes, so the extra keepalives cost
+//! only clients that hear nothing else, and the relay still sees the answer's interval
+//! from everyone else.
 #![forbid(unsafe_code)]
 
 /// Grace beyond two keepalive intervals before a silent relay counts as gone.
@@ -31,37 +44,88 @@ pub fn no_answer_deadline_ms(keepalive_secs: u16, timeout_secs: u16) -> u64 {
     (2 * k + ANSWER_GRACE_MS).min(t)
 }
 
+/// A client with several nodes moves to the next one after this long without an
+/// authenticated answer, unless configured otherwise (see the module doc for why).
+pub const DEFAULT_FAILOVER_MS: u64 = 1200;
+/// The shortest failover deadline a client takes: below it, probes (a quarter of it) would
+/// come faster than every 50 ms and a few lost datagrams would move the client.
+pub const MIN_FAILOVER_MS: u64 = 200;
+
+/// The failover deadline for a configured value (`None`: [`DEFAULT_FAILOVER_MS`]), clamped
+/// to [`MIN_FAILOVER_MS`].
+pub fn failover_deadline_ms(configured: Option<u64>) -> u64 {
+    configured.unwrap_or(DEFAULT_FAILOVER_MS).max(MIN_FAILOVER_MS)
+}
+
+/// When a session counts as lost, and how often it is kept alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timers {
+    /// Keepalives at least this often (the join answer's `keepalive_secs`).
+    pub interval_ms: u64,
+    /// Keepalives this often while nothing authenticated arrives (at most `interval_ms`).
+    pub probe_ms: u64,
+    /// Lost after this long without an authenticated answer.
+    pub deadline_ms: u64,
+}
+
+impl Timers {
+    /// One node: the answer's interval and [`no_answer_deadline_ms`], no probes.
+    pub fn single(keepalive_secs: u16, timeout_secs: u16) -> Self {
+        let interval_ms = u64::from(keepalive_secs.max(1)) * 1000;
+        Self { interval_ms, probe_ms: interval_ms, deadline_ms: no_answer_deadline_ms(keepalive_secs, timeout_secs) }
+    }
+
+    /// Several nodes: the failover deadline `failover_ms` (never past the relay's timeout),
+    /// probes at a quarter of it.
+    pub fn failover(keepalive_secs: u16, timeout_secs: u16, failover_ms: u64) -> Self {
+        let interval_ms = u64::from(keepalive_secs.max(1)) * 1000;
+        let deadline_ms = failover_ms.min(u64::from(timeout_secs.max(1)) * 1000);
+        Self { interval_ms, probe_ms: (deadline_ms / 4).clamp(1, interval_ms), deadline_ms }
+    }
+}
+
 /// A joined session's keepalive schedule and answer deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Liveness {
-    interval_ms: u64,
-    deadline_ms: u64,
+    timers: Timers,
     next_keepalive_ms: u64,
+    last_sent_ms: u64,
     last_answer_ms: u64,
     outstanding: bool,
 }
 
 impl Liveness {
-    /// A session that was answered at `now_ms` (joined, or first polled).
-    pub fn new(now_ms: u64, keepalive_secs: u16, timeout_secs: u16) -> Self {
-        let interval_ms = u64::from(keepalive_secs.max(1)) * 1000;
+    /// A session with `timers` that was answered at `now_ms` (joined, or first polled).
+    pub fn new(now_ms: u64, timers: Timers) -> Self {
         Self {
-            interval_ms,
-            deadline_ms: no_answer_deadline_ms(keepalive_secs, timeout_secs),
-            next_keepalive_ms: now_ms + interval_ms,
+            timers,
+            next_keepalive_ms: now_ms + timers.interval_ms,
+            last_sent_ms: now_ms,
             last_answer_ms: now_ms,
             outstanding: false,
         }
     }
 
-    /// Whether a keepalive is due at `now_ms`.
+    /// The timers.
+    pub fn timers(&self) -> Timers {
+        self.timers
+    }
+
+    /// When the next probe is due: a probe period after both the last answer and the last
+    /// keepalive.
+    fn next_probe_ms(&self) -> u64 {
+        self.last_answer_ms.max(self.last_sent_ms) + self.timers.probe_ms
+    }
+
+    /// Whether a keepalive is due at `now_ms`: the interval passed, or a probe is due.
     pub fn keepalive_due(&self, now_ms: u64) -> bool {
-        now_ms >= self.next_keepalive_ms
+        now_ms >= self.next_keepalive_ms.min(self.next_probe_ms())
     }
 
     /// A keepalive went out at `now_ms`.
     pub fn sent_keepalive(&mut self, now_ms: u64) {
-        self.next_keepalive_ms = now_ms + self.interval_ms;
+        self.next_keepalive_ms = now_ms + self.timers.interval_ms;
+        self.last_sent_ms = now_ms;
         self.outstanding = true;
     }
 
@@ -82,12 +146,12 @@ impl Liveness {
 
     /// Whether the relay has been silent past the deadline at `now_ms`.
     pub fn lost(&self, now_ms: u64) -> bool {
-        now_ms >= self.last_answer_ms + self.deadline_ms
+        now_ms >= self.last_answer_ms + self.timers.deadline_ms
     }
 
-    /// The next time something is due: a keepalive, or the deadline.
+    /// The next time something is due: a keepalive, a probe, or the deadline.
     pub fn next_due_ms(&self) -> u64 {
-        self.next_keepalive_ms.min(self.last_answer_ms + self.deadline_ms)
+        self.next_keepalive_ms.min(self.next_probe_ms()).min(self.last_answer_ms + self.timers.deadline_ms)
     }
 }
 
@@ -130,7 +194,7 @@ mod tests {
         assert_eq!(no_answer_deadline_ms(5, 30), 11_000);
         assert_eq!(no_answer_deadline_ms(1, 5), 3_000);
         assert_eq!(no_answer_deadline_ms(5, 6), 6_000);
-        let mut l = Liveness::new(0, 1, 5);
+        let mut l = Liveness::new(0, Timers::single(1, 5));
         assert!(!l.keepalive_due(999) && l.keepalive_due(1000));
         l.sent_keepalive(1000);
         assert!(l.awaiting_answer());
@@ -140,6 +204,45 @@ mod tests {
         assert!(!l.awaiting_answer());
         assert_eq!(l.next_due_ms(), 2000);
         assert!(!l.lost(4009) && l.lost(4010));
+    }
+
+    #[test]
+    fn with_failover_a_silent_relay_is_probed_and_left_at_the_failover_deadline() {
+        assert_eq!(failover_deadline_ms(None), 1200);
+        assert_eq!(failover_deadline_ms(Some(10)), MIN_FAILOVER_MS);
+        let t = Timers::failover(1, 5, 1200);
+        assert_eq!((t.interval_ms, t.probe_ms, t.deadline_ms), (1000, 300, 1200));
+        // Never past the relay's timeout, and probes never rarer than keepalives.
+        assert_eq!(Timers::failover(1, 1, 1200).deadline_ms, 1000);
+        assert_eq!(Timers::failover(1, 30, 8000).probe_ms, 1000);
+        let mut l = Liveness::new(0, t);
+        // Media every 20 ms: no probes, only the interval's keepalives.
+        let mut sent = Vec::new();
+        for now in (0..3000).step_by(10) {
+            if now % 20 == 0 {
+                l.answered(now, false);
+            }
+            if l.keepalive_due(now) {
+                l.sent_keepalive(now);
+                sent.push(now);
+            }
+        }
+        assert_eq!(sent, [1000, 2000]);
+        assert!(!l.lost(3000));
+        // Then silence after the last answer (2980): the interval's keepalive at 3000, probes
+        // every 300 ms after it, lost 1200 ms after that answer.
+        sent.clear();
+        for now in (3000..5000).step_by(10) {
+            if l.lost(now) {
+                sent.push(u64::MAX - now);
+                break;
+            }
+            if l.keepalive_due(now) {
+                l.sent_keepalive(now);
+                sent.push(now);
+            }
+        }
+        assert_eq!(sent, [3000, 3300, 3600, 3900, u64::MAX - 4180]);
     }
 
     #[test]
