@@ -514,7 +514,16 @@ impl Registry {
             }
             (_, MsgType::Keepalive | MsgType::Leave | MsgType::Hold) => {
                 let r = self.ticket(now, src, datagram, reply, updates);
-                self.charge(r, src, now)
+                // A keepalive-ack answers a MAC-verified keepalive with a fresh counter, once,
+                // no longer than it: no reflection, so it is not charged to the reply budgets,
+                // which would otherwise make clients' failover probes (every 300 ms when a
+                // session is quiet) look like a dead relay once thousands probe at once.
+                // Refusals (unknown session) are unauthenticated and stay charged.
+                if matches!(r.0, Outcome::KeptAlive(_)) {
+                    r
+                } else {
+                    self.charge(r, src, now)
+                }
             }
             _ => (Outcome::Ignored, None),
         };

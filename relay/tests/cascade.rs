@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 
-use relay::client::{write_rtcp_rr, write_rtp_header, Client, ClientConfig, Event};
+use relay::client::{self as rc, write_rtcp_rr, write_rtp_header, Client, ClientConfig, Event};
 use relay::config::{Config, Validated};
 use relay::engine::TxSink;
 use relay::handshake::KeyPair;
@@ -149,7 +149,8 @@ impl Net {
             private_map_key: None,
             profile: Profile::AesCm128HmacSha1_80,
             ssrcs,
-            relay_key: Some(self.nodes[node].2.registry.relay_key()),
+            nodes: vec![rc::Node { addr: self.nodes[node].1, key: Some(self.nodes[node].2.registry.relay_key()) }],
+            failover_after_ms: None,
         };
         let addr = SocketAddr::from(([198, 18, 2, node as u8 + 1], port));
         let mut client = Client::with_key(cfg, self.rng.key()).unwrap();
@@ -479,7 +480,8 @@ fn ssrcs_stay_unique_across_legs() {
         private_map_key: None,
         profile: Profile::AesCm128HmacSha1_80,
         ssrcs: vec![DeclaredSsrc { ssrc: Ssrc::new(0x1001).unwrap(), kind: A }],
-        relay_key: Some(net.nodes[1].2.registry.relay_key()),
+        nodes: vec![rc::Node { addr: net.nodes[1].1, key: Some(net.nodes[1].2.registry.relay_key()) }],
+        failover_after_ms: None,
     };
     let mut c = Client::with_key(cfg, net.rng.key()).unwrap();
     let mut buf = [0u8; 1500];
@@ -495,9 +497,14 @@ fn ssrcs_stay_unique_across_legs() {
     // Node 1 also refuses node 2's receiver's RTCP SSRC, which the leg announced.
     let cfg =
         ClientConfig { ssrcs: vec![DeclaredSsrc { ssrc: Ssrc::new(0x1201).unwrap(), kind: V }], ..c.config().clone() };
-    let mut c =
-        Client::with_key(ClientConfig { relay_key: Some(net.nodes[0].2.registry.relay_key()), ..cfg }, net.rng.key())
-            .unwrap();
+    let mut c = Client::with_key(
+        ClientConfig {
+            nodes: vec![rc::Node { addr: net.nodes[0].1, key: Some(net.nodes[0].2.registry.relay_key()) }],
+            ..cfg
+        },
+        net.rng.key(),
+    )
+    .unwrap();
     let n = c.join_at(net.now.unix_secs * 1000, &mut buf).unwrap();
     let mut sink = VecSink::default();
     net.nodes[0].2.handle(now, "198.18.2.1:3000".parse().unwrap(), &mut buf[..n], &mut sink);

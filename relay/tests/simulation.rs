@@ -2127,3 +2127,26 @@ fn joins_that_go_unanswered_move_on_along_the_list_and_wrap_around() {
     }
     s.assert_no_duplicates();
 }
+
+/// Keepalive-acks answer MAC-verified keepalives and are not charged to the reply budgets, so
+/// clients probing a quiet session (failover) cannot exhaust them; refusals still are.
+#[test]
+fn keepalive_acks_are_not_charged_to_the_reply_budget() {
+    let cfg = config("[join]\nreplies_per_sec = 1\nreplies_per_source_per_sec = 1\n");
+    let mut sim = Sim::new(&cfg, 31);
+    let mut a = sim.fake(1000, "alice", RoomId::Num(1), &[(0x11, StreamKind::Audio)], Profile::AesCm128HmacSha1_80);
+    sim.join(&mut a).unwrap();
+    for i in 0..20 {
+        let mut buf = [0u8; 256];
+        let n = a.client.keepalive(&mut buf).unwrap();
+        let (r, out) = sim.send(a.addr, &buf[..n]);
+        assert!(matches!(r, NodeResult::Control(Outcome::KeptAlive(_))), "keepalive {i}: {r:?}");
+        assert_eq!(out.len(), 1, "keepalive {i} answered");
+    }
+    // A keepalive for a session that does not exist is refused within the budget only.
+    let mut bogus = [0u8; 256];
+    let n = a.client.keepalive(&mut bogus).unwrap();
+    bogus[4..12].copy_from_slice(&0xdead_u64.to_be_bytes());
+    let answered = (0..5).filter(|_| !sim.send("198.18.0.9:1".parse().unwrap(), &bogus[..n]).1.is_empty()).count();
+    assert!(answered <= 1, "{answered} refusals answered with a budget of 1/s");
+}
