@@ -4,9 +4,10 @@
 //! Each run first checks the cluster works as a product: an app created through node 1, a
 //! UserSig minted on node 2 and on node 3 (the client joins the endpoint and key the
 //! answer's `relays` gives for that node), a publisher and a receiver joined at node 2 and a
-//! receiver at node 3, and media from the publisher counted at both receivers. Rooms do not
-//! span nodes yet, so the node-3 receiver is expected to get nothing; the counts are in the
-//! report, not a pass/fail.
+//! receiver at node 3, and media from the publisher counted at both receivers. The room spans
+//! nodes 2 and 3, so relay-control opens a cascade leg between them: the run waits (at most
+//! 5 s) until both relayds list it up, records how long that took from the last join
+//! (`leg_up_ms`), and fails unless both receivers get every packet.
 //!
 //! Then it measures, each time an upper bound by one poll of relayd's management socket
 //! (every poll asks all three kernels, about a tenth of a millisecond each):
@@ -87,6 +88,8 @@ pub struct Run {
     pub joins: Vec<Join>,
     /// The publisher's media at the node-2 and the node-3 receiver.
     pub media: Vec<Media>,
+    /// From the node-3 receiver's join until the room's leg is up on nodes 2 and 3.
+    pub leg_up_ms: f64,
     /// Operator entry on node 1 to every node's kernel: the median over the entries.
     pub operator_ms: f64,
     /// The slowest entry.
@@ -106,8 +109,10 @@ pub struct Run {
 /// The XDP part's report.
 #[derive(Debug, Serialize)]
 pub struct Report {
-    /// What cross-node media means for now.
+    /// How cross-node media is checked.
     pub cross_node_media: &'static str,
+    /// The product check's leg formation time (from the last join).
+    pub leg_up_ms: Option<Stat>,
     /// The autoblock threshold and the flood's rate, packets per second.
     pub autoblock_pps: u64,
     /// The flood's rate.
@@ -250,13 +255,33 @@ fn one_run(relayd: &Path, control: &Path, a: &Opts) -> Result<Run> {
     let (j_sub2, sub2) = join_at(&cl, 2, "sub-2", None, app_at);
     let (j_sub3, sub3) = join_at(&cl, 3, "sub-3", None, app_at);
     let joins = vec![j_pub, j_sub2, j_sub3];
+    let joined = Instant::now();
+    let mut mgmt = cl.nodes.iter().map(|n| n.mgmt()).collect::<Result<Vec<_>>>()?;
+    let leg_deadline = joined + Duration::from_secs(5);
+    loop {
+        let up = |m: &mut mgmt::Client| -> Result<bool> {
+            Ok(m.legs()?.iter().any(|l| l.state == "up" && l.room == ROOM.to_string()))
+        };
+        if up(&mut mgmt[1])? && up(&mut mgmt[2])? {
+            break;
+        }
+        if Instant::now() > leg_deadline {
+            bail!("the room's cascade leg between edge-2 and edge-3 is not up 5 s after the joins");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let leg_up_ms = ms(joined.elapsed());
     let media = match (publisher, sub2, sub3) {
         (Some(mut p), Some(s2), Some(s3)) => media_check(&mut p, &mut [(2, s2), (3, s3)])?,
-        _ => Vec::new(),
+        _ => bail!("a product-check join failed: {joins:?}"),
     };
+    for m in &media {
+        if m.received != m.sent {
+            bail!("edge-{}'s receiver authenticated {} of {} packets", m.node, m.received, m.sent);
+        }
+    }
 
     // Operator entries through node 1, in every kernel.
-    let mut mgmt = cl.nodes.iter().map(|n| n.mgmt()).collect::<Result<Vec<_>>>()?;
     let mut per_entry = Vec::with_capacity(a.entries);
     for k in 1..=a.entries {
         let cidr = format!("198.18.200.{k}/32");
@@ -291,6 +316,7 @@ fn one_run(relayd: &Path, control: &Path, a: &Opts) -> Result<Run> {
         setup_ms,
         joins,
         media,
+        leg_up_ms,
         operator_ms: percentile(&per_entry, 0.5),
         operator_max_ms: per_entry.last().copied().unwrap_or(f64::NAN),
         autoblock_origin_ms: ms(origin),
@@ -320,11 +346,12 @@ pub fn run(control: &Path, relayd: &Path, a: &Opts) -> Result<Report> {
         let media: Vec<String> =
             run.media.iter().map(|m| format!("edge-{} {}/{}", m.node, m.received, m.sent)).collect();
         println!(
-            "xdp run {}: up {:.0} ms; joins {}; media from pub-2 at {}; operator entry to every kernel {:.1} ms \
+            "xdp run {}: up {:.0} ms; joins {}; leg up {:.0} ms after the joins; media from pub-2 at {}; operator entry to every kernel {:.1} ms \
              (max {:.1}); autoblock: flood to edge-3's kernel {:.0} ms, then all kernels +{:.1} ms (per node {:?})",
             r + 1,
             run.setup_ms,
             joins.join(", "),
+            run.leg_up_ms,
             if media.is_empty() { "-".into() } else { media.join(", ") },
             run.operator_ms,
             run.operator_max_ms,
@@ -339,7 +366,8 @@ pub fn run(control: &Path, relayd: &Path, a: &Opts) -> Result<Report> {
     }
     let col = |f: &dyn Fn(&Run) -> f64| Stat::of(&runs.iter().map(f).collect::<Vec<_>>());
     let report = Report {
-        cross_node_media: "not supported: rooms do not span nodes yet (the node-3 receiver's count is recorded)",
+        cross_node_media: "the room spans edge-2 and edge-3 over a cascade leg: both receivers must get every packet",
+        leg_up_ms: col(&|r| r.leg_up_ms),
         autoblock_pps: AUTOBLOCK_PPS,
         flood_pps: FLOOD_PPS,
         setup_ms: col(&|r| r.setup_ms),
