@@ -32,9 +32,13 @@
 //! Redis with `appendonly yes` and `appendfsync always` so that an acknowledged change is
 //! never lost with it.
 
+pub mod cascade;
 pub mod follow;
 pub mod leases;
+pub mod legs;
 pub mod nodes;
+pub mod peers;
+pub mod presence;
 pub mod quota;
 pub mod seal;
 
@@ -315,6 +319,15 @@ impl Keys {
     pub fn node_rooms(&self, id: &str) -> String {
         format!("{}node-rooms:{id}", self.prefix)
     }
+    /// The presence set of a room (a [`nodes::room_key`]): its hosts, scored by their last
+    /// refresh in Unix milliseconds ([`presence`]).
+    pub fn room_nodes(&self, room: &str) -> String {
+        format!("{}room-nodes:{room}", self.prefix)
+    }
+    /// The pub/sub channel on which a node hears leg hints ([`presence`]).
+    pub fn leg_hints(&self, node: &str) -> String {
+        format!("{}legs:{node}", self.prefix)
+    }
     /// The sealing slot of a record.
     pub fn slot(&self, kind: Kind, field: &str) -> Vec<u8> {
         format!("{}|{}|{field}", self.prefix, kind.name()).into_bytes()
@@ -336,6 +349,8 @@ pub struct Cluster {
     link: Link,
     /// This node's quota leases, which the relayd link pushes in place of app quotas.
     pub leases: Arc<leases::Leases>,
+    /// The leg agent's counters and its view of relayd's legs ([`legs`]).
+    pub legs: Arc<legs::LegStats>,
     /// Woken when the follower applies an app change, so the heartbeat leases its quota at
     /// once.
     pub apps_changed: tokio::sync::Notify,
@@ -373,6 +388,7 @@ impl Cluster {
             store,
             link,
             leases,
+            legs: Arc::default(),
             apps_changed: tokio::sync::Notify::new(),
             applied: Mutex::new(cursor),
             applied_cv: Condvar::new(),
