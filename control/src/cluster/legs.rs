@@ -19,7 +19,9 @@
 //!
 //! With Redis unreachable nothing is withdrawn: the peer set stays as pushed, relayd keeps
 //! its legs, and errors are counted; the next refresh that reaches Redis publishes every
-//! local room again. With relayd unreachable, the agent reconnects on its next poll.
+//! local room again. A registry listing that lacks this node itself means Redis lost its
+//! data; for one node TTL after it, peers are only added to the set, never removed, so the
+//! nodes' next heartbeats fill the registry again before anything is closed. With relayd unreachable, the agent reconnects on its next poll.
 //! If relayd refuses `room_events` (an older relayd), the room set is listed in full on
 //! every refresh instead.
 
@@ -190,6 +192,7 @@ pub fn spawn(
         rooms: LocalRooms::default(),
         live: BTreeSet::new(),
         listed_at: None,
+        hold_until: None,
         events_refused: false,
         legs: None,
     };
@@ -214,6 +217,8 @@ struct Driver {
     /// Node ids in the registry at the last listing.
     live: BTreeSet<String>,
     listed_at: Option<Instant>,
+    /// Until then, peers are added to the set but not removed (see `list_registry`).
+    hold_until: Option<Instant>,
     events_refused: bool,
     /// relayd's legs at the last refresh, as (app, room, peer).
     legs: Option<BTreeSet<(u64, String, String)>>,
@@ -367,13 +372,18 @@ impl Driver {
         }
     }
 
+    /// `open_leg`, unless relayd listed that leg at the last refresh (or accepted it since).
     fn open(&mut self, room: &RoomRef, peer: &str, reason: Reason) {
+        let id = (room.sdkappid, room.room.clone(), peer.to_owned());
+        if self.legs.as_ref().is_some_and(|l| l.contains(&id)) {
+            return;
+        }
         let req = Request::OpenLeg { sdkappid: room.sdkappid, room: room.room.clone(), peer: peer.to_owned() };
         match self.call(&req) {
             Ok(_) => {
                 self.cl.legs.opens[reason as usize].fetch_add(1, Relaxed);
                 if let Some(l) = &mut self.legs {
-                    l.insert((room.sdkappid, room.room.clone(), peer.to_owned()));
+                    l.insert(id);
                 }
             }
             Err(CallError::Refused(why)) => {
@@ -395,8 +405,25 @@ impl Driver {
             Ok(n) => n,
             Err(e) => return self.redis_error(&e), // keep the last set: nothing is closed
         };
-        self.live = nodes.iter().map(|n| n.node_id.clone()).collect();
-        let specs = of_registry(&self.me, &nodes);
+        // A listing without this node is a registry Redis lost (a restart without data, a
+        // wipe): every node is missing until its next heartbeat. For one node TTL nodes are
+        // added but none removed, so a wipe closes no leg.
+        let now = Instant::now();
+        if !nodes.iter().any(|n| n.node_id == self.me) {
+            self.hold_until = Some(now + Duration::from_millis(self.cl.cfg.node_ttl_ms));
+        }
+        let holding = self.hold_until.is_some_and(|t| now < t);
+        let mut live: BTreeSet<String> = nodes.iter().map(|n| n.node_id.clone()).collect();
+        let mut specs = of_registry(&self.me, &nodes);
+        if holding {
+            live.extend(self.live.iter().cloned());
+            for old in self.peers.current() {
+                if !specs.iter().any(|s| s.node == old.node) {
+                    specs.push(old);
+                }
+            }
+        }
+        self.live = live;
         self.cl.legs.peers.store(specs.len() as u64, Relaxed);
         if self.peers.set(&self.me, specs) {
             self.cl.legs.peer_changes.fetch_add(1, Relaxed);
@@ -440,11 +467,7 @@ impl Driver {
         self.cl.legs.reconciles.fetch_add(1, Relaxed);
         for (room, hosts) in rooms.iter().zip(hosts) {
             for peer in plan(&self.me, &hosts, &self.live, now, self.cl.cfg.node_ttl_ms).open {
-                let have =
-                    self.legs.as_ref().is_some_and(|l| l.contains(&(room.sdkappid, room.room.clone(), peer.clone())));
-                if !have {
-                    self.open(room, &peer, Reason::Reconcile);
-                }
+                self.open(room, &peer, Reason::Reconcile);
             }
         }
     }

@@ -459,7 +459,10 @@ impl Cluster {
 
     /// Runs `f` on a pooled connection (once more on a fresh one if the pooled one had died);
     /// a failed connection is dropped.
+    /// A call refused because Redis is failing fast does not extend the fail-fast window, so
+    /// frequent callers cannot keep it closed after Redis is back.
     pub fn with_conn<T>(&self, f: impl Fn(&mut redis::Connection) -> redis::RedisResult<T>) -> Result<T, ClusterError> {
+        let fast = self.health.failing_fast();
         let result = self.on_conn(|c| f(c).map_err(ClusterError::from));
         match result {
             Ok((v, c)) => {
@@ -468,7 +471,9 @@ impl Cluster {
                 Ok(v)
             }
             Err(ClusterError::Unavailable(e)) => {
-                self.health.failed(&e);
+                if !fast {
+                    self.health.failed(&e);
+                }
                 Err(ClusterError::Unavailable(e))
             }
             Err(e) => Err(e),

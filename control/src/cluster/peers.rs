@@ -36,6 +36,12 @@ impl Peers {
         cur.as_ref().map(|(_, p)| p.iter().map(|s| s.node.clone()).collect()).unwrap_or_default()
     }
 
+    /// The peers in the set.
+    pub fn current(&self) -> Vec<PeerSpec> {
+        let cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        cur.as_ref().map(|(_, p)| p.clone()).unwrap_or_default()
+    }
+
     /// The `set_peers` request to push, once the registry was listed.
     pub fn request(&self) -> Option<Request> {
         let cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
