@@ -2,7 +2,7 @@
 //! JSON lines ([`relay::mgmt`]), holding only what the cascade ops need: local rooms and
 //! their events, the peer set, and legs. It records every `open_leg` and `set_peers` with
 //! its arrival time. Other requests get a neutral answer (`set_apps` removes nothing, the
-//! blocklist is empty, counters are zero).
+//! blocklist is empty, counters are zero, `key` is a fixed key per fake).
 //!
 //! [`FakeRelayd::restart`] plays a relayd restart: rooms, legs and peers are forgotten, the
 //! event counter starts again (a follower's old cursor gets `resync`), and every open
@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use relay::mgmt::{
-    Answer, LegInfo, MemberInfo, PeerSpec, RefusalCode, Request, Response, RoomEvent, RoomEvents, RoomInfo,
+    Answer, KeyInfo, LegInfo, MemberInfo, PeerSpec, RefusalCode, Request, Response, RoomEvent, RoomEvents, RoomInfo,
 };
 
 use crate::TempDir;
@@ -38,6 +38,7 @@ pub struct Open {
 
 #[derive(Default)]
 struct State {
+    key: [u8; 32],
     generation: u64,
     rooms: BTreeSet<(u64, String)>,
     seq: u64,
@@ -63,7 +64,9 @@ impl FakeRelayd {
         let dir = TempDir::new("fake-relayd").expect("temp dir");
         let path = dir.join("relayd.sock");
         let listener = UnixListener::bind(&path).expect("bind the fake relayd's socket");
-        let state = Arc::new(Mutex::new(State::default()));
+        static KEYS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(1);
+        let key = [KEYS.fetch_add(1, std::sync::atomic::Ordering::Relaxed); 32];
+        let state = Arc::new(Mutex::new(State { key, ..State::default() }));
         let s = state.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -136,7 +139,7 @@ impl FakeRelayd {
     pub fn restart(&self) {
         let mut s = self.lock();
         let generation = s.generation + 1;
-        *s = State { generation, ..State::default() };
+        *s = State { generation, key: s.key, ..State::default() };
     }
 }
 
@@ -167,6 +170,13 @@ fn answer(s: &mut State, req: Request) -> Response {
     let ok = Response::Ok;
     match req {
         Request::Stats {} => ok(Answer::Stats(Box::default())),
+        Request::Key {} => ok(Answer::Key(KeyInfo {
+            public_key: relay::identity::RelayKey(s.key),
+            fingerprint: relay::identity::RelayKey(s.key).fingerprint(),
+            previous_key: None,
+            previous_until: None,
+            listen: None,
+        })),
         Request::SetApps { .. } => ok(Answer::Removed(0)),
         Request::Blocklist {} => ok(Answer::Blocks(Vec::new())),
         Request::Rooms { .. } => ok(Answer::Rooms(

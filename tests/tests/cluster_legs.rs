@@ -12,6 +12,8 @@
 //!   the reconcile forms the leg of a room gained during the outage.
 //! - relayd restarted: the link pushes the peers again, the agent lists the rooms again and
 //!   the leg is opened again.
+//! - The daemon: two `relay-control serve` processes on fake relayds open the leg, and
+//!   `GET /v1/cluster`, `relayctl cluster status` and `/metrics` show it.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -25,7 +27,7 @@ use control::cluster::peers::Peers;
 use control::cluster::{Cluster, ClusterConfig};
 use control::server::push::Link;
 use control::store::Store;
-use edgerelay_tests::cluster::{wait_until, Redis, REDIS_USER};
+use edgerelay_tests::cluster::{wait_until, Nodes, Redis, REDIS_USER};
 use edgerelay_tests::fake_relayd::FakeRelayd;
 use edgerelay_tests::TempDir;
 
@@ -250,4 +252,52 @@ fn legs_form_again_after_redis_and_relayd_restarts() {
     n1.wait_reconciles(2);
     assert_eq!(n1.relayd.legs().len(), 1, "one leg, opened once");
     assert_eq!(n1.relayd.opens_of(APP, "before").len(), 1);
+}
+
+#[test]
+fn the_daemon_opens_legs_and_reports_them() {
+    let Some(redis) = Redis::loopback() else { return };
+    let fakes = [FakeRelayd::start(), FakeRelayd::start()];
+    // Polling loops would trip the default per-key rate limit.
+    let limits = "[rate_limits]\nper_ip_per_sec = 100000\nper_ip_burst = 100000\nper_key_per_sec = 100000\nper_key_burst = 100000\n";
+    let nodes = Nodes::start_with(
+        &redis,
+        2,
+        |_| "eu-west".into(),
+        limits,
+        |i| format!("relayd_socket = \"{}\"\n", fakes[i - 1].path.display()),
+    );
+    wait_until(Duration::from_secs(10), "each relayd has the other node as its peer", || {
+        fakes[0].peers().is_some_and(|(me, p)| me == "edge-1" && p == ["edge-2"])
+            && fakes[1].peers().is_some_and(|(me, p)| me == "edge-2" && p == ["edge-1"])
+    });
+    for f in &fakes {
+        f.join(APP, "lobby");
+    }
+    wait_until(Duration::from_secs(5), "edge-1 opens the leg", || fakes[0].opens_of(APP, "lobby") == ["edge-2"]);
+    assert!(fakes[1].opens().is_empty(), "edge-2 opens nothing");
+
+    let c = nodes.node(1).admin_client();
+    wait_until(Duration::from_secs(5), "the leg in GET /v1/cluster", || {
+        let v = c.get_ok("/v1/cluster");
+        v["legs"].as_array().is_some_and(|l| l.len() == 1 && l[0]["peer"] == "edge-2" && l[0]["state"] == "up")
+    });
+    let out = nodes.relayctl(1).args(["cluster", "status"]).output().expect("run relayctl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "relayctl cluster status: {text} {}", String::from_utf8_lossy(&out.stderr));
+    for want in ["PEER", "lobby", "initiator", "up"] {
+        assert!(text.contains(want), "relayctl cluster status lacks {want:?}:\n{text}");
+    }
+    let m = String::from_utf8_lossy(&c.call("GET", "/metrics", &serde_json::Value::Null).body).into_owned();
+    for want in
+        ["edgerelay_cluster_legs{state=\"up\"} 1", "edgerelay_cluster_peers 1", "edgerelay_cluster_local_rooms 1"]
+    {
+        assert!(m.lines().any(|l| l == want), "/metrics lacks {want:?}");
+    }
+    let opens: u64 = m
+        .lines()
+        .filter(|l| l.starts_with("edgerelay_cluster_leg_opens_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum();
+    assert_eq!(opens, 1, "one open_leg in /metrics:\n{m}");
 }

@@ -127,7 +127,8 @@ impl LegStats {
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn set_seen(&self, s: LegsSeen) {
+    /// Records relayd's legs (the agent, at each refresh).
+    pub fn set_seen(&self, s: LegsSeen) {
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = s;
     }
 
