@@ -12,6 +12,8 @@
 //!   EXEC fail and the change is decided again on fresh data.
 //! - `epoch`: a random id of this Redis dataset. A node whose recorded epoch differs (Redis
 //!   was wiped and re-seeded) resyncs in full.
+//! - `room-nodes:<sdkappid>/<room>` and the channels `legs:<node>`: which nodes host a room,
+//!   and leg hints ([`presence`]); the leg agent ([`legs`]) drives relayd's cascade legs.
 //!
 //! Each node keeps its embedded store (redb) as its working copy: every read of the API and
 //! every push to relayd comes from it, so Redis being down stops no read and no join. The
@@ -19,8 +21,8 @@
 //! the store itself (atomically with the records), so a restart or a disconnect resumes
 //! exactly where it stopped and nothing is applied twice out of order. When the log was
 //! trimmed past that position (`XINFO STREAM`'s `max-deleted-entry-id`), or the epoch
-//! changed, the node resyncs in full from one MULTI snapshot of the hashes. Pub/sub is not
-//! used: `XREAD BLOCK` wakes the follower as soon as an entry is added.
+//! changed, the node resyncs in full from one MULTI snapshot of the hashes. The follower uses
+//! no pub/sub: `XREAD BLOCK` wakes it as soon as an entry is added.
 //!
 //! A change made through this node returns once the node's own follower has applied it
 //! (read-your-writes), so a client that writes and then reads through one node sees its
