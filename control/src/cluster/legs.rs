@@ -95,7 +95,8 @@ pub struct LegStats {
     pub opens: [AtomicU64; 3],
     /// `open_leg` refused by relayd (no local member, peer not in its set, or unsupported).
     pub open_refusals: AtomicU64,
-    /// Reconcile runs (refreshes that reached Redis).
+    /// Reconcile runs: refreshes with no local room, and refreshes whose presence update
+    /// reached Redis.
     pub reconciles: AtomicU64,
     /// Redis commands of the agent that failed.
     pub redis_errors: AtomicU64,
