@@ -133,7 +133,7 @@ fn cluster(n: u8) -> Option<(Redis, TempDir, Vec<Node>)> {
 
 #[test]
 fn each_pair_opens_one_leg_from_the_lower_id_and_hints_beat_the_reconcile() {
-    let Some((_redis, _dir, nodes)) = cluster(3) else { return };
+    let Some((redis, _dir, nodes)) = cluster(3) else { return };
     let [n1, n2, n3] = &nodes[..] else { unreachable!() };
 
     // A room on one node: no leg.
@@ -163,21 +163,35 @@ fn each_pair_opens_one_leg_from_the_lower_id_and_hints_beat_the_reconcile() {
     // Hints: edge-1 hosts the room first; edge-3 gains it right after edge-1's reconcile, so
     // only the hint can open the leg before edge-1's next reconcile, a full period later.
     let period = Timings::for_ttl(NODE_TTL_MS).refresh;
-    let hinted = n1.cluster.legs.opened(Reason::Hint);
+    let l = &n1.cluster.legs;
     let mut took = Vec::new();
-    for k in 0..5 {
+    for k in 0.. {
+        assert!(k < 15, "no five clean trials in 15 (reconciles kept running during them): {took:?}");
         let room = format!("hint-{k}");
         n1.relayd.join(APP, &room);
-        n1.wait_reconciles(1); // its presence is in Redis, and a reconcile just ran
+        let key = format!("edgerelay:room-nodes:{APP}/{room}");
+        wait_until(Duration::from_secs(3), "edge-1's presence in Redis", || {
+            !redis.cli(&["ZSCORE", &key, "edge-1"]).trim().is_empty()
+        });
+        n1.wait_reconciles(1); // a reconcile just ran: the next is a period away
+        let (reconciles, hinted) = (n1.reconciles(), l.opened(Reason::Hint));
         let t0 = Instant::now();
         n3.relayd.join(APP, &room);
         wait_until(Duration::from_secs(3), "the hinted leg", || !n1.relayd.opens_of(APP, &room).is_empty());
+        if n1.reconciles() != reconciles {
+            // This thread was late (a loaded machine): the reconcile may have opened it.
+            eprintln!("trial {k}: edge-1 reconciled meanwhile; not counted");
+            continue;
+        }
         let at = n1.relayd.opens().iter().find(|o| o.room == room).expect("opened").at;
+        assert_eq!(l.opened(Reason::Hint), hinted + 1, "trial {k} was opened on the hint");
         took.push(at.duration_since(t0));
+        if took.len() == 5 {
+            break;
+        }
     }
     took.sort();
     eprintln!("hint to open_leg: {took:?} (reconcile period {period:?})");
-    assert_eq!(n1.cluster.legs.opened(Reason::Hint) - hinted, 5, "all five were opened on the hint: {took:?}");
     assert!(took[4] < period / 2, "a hinted leg opens well within the reconcile period: {took:?}");
     assert!(n3.cluster.legs.hints_sent.load(Relaxed) >= 5);
 

@@ -111,8 +111,9 @@ impl Cluster {
 
     /// Subscribes to this node's hint channel and hands each readable hint to `on_hint`,
     /// until `stop` says so (checked at least every `wake`) or the connection fails.
-    /// Reconnects after [`SILENCE`] without a message, so a connection that died silently
-    /// (a partition) is noticed.
+    /// After [`SILENCE`] without a message it PINGs, so a connection that died silently (a
+    /// partition) is noticed without resubscribing (which would lose the hints sent
+    /// meanwhile).
     pub fn follow_hints(
         &self,
         wake: std::time::Duration,
@@ -134,7 +135,9 @@ impl Cluster {
                 }
                 Err(e) if e.is_timeout() => {
                     if heard.elapsed() >= SILENCE {
-                        return Ok(());
+                        // A partition leaves a subscription silent, not closed: ask.
+                        ps.ping::<redis::Value>().map_err(|e| self.down(e))?;
+                        heard = std::time::Instant::now();
                     }
                 }
                 Err(e) => return Err(self.down(e)),
@@ -144,5 +147,5 @@ impl Cluster {
     }
 }
 
-/// A hint subscription silent this long is made again.
+/// A hint subscription silent this long is checked with a PING.
 pub const SILENCE: std::time::Duration = std::time::Duration::from_secs(10);
