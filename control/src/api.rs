@@ -271,6 +271,53 @@ pub struct ClusterStatus {
     pub applied: String,
     /// Live nodes in the registry, by id (empty while Redis is unreachable).
     pub nodes: Vec<ClusterNode>,
+    /// This node's cascade legs, as its relayd listed them at the leg agent's last refresh
+    /// (about a second old at most).
+    #[serde(default)]
+    pub legs: Vec<ClusterLeg>,
+    /// Why relayd's legs are unknown (relayd unreachable, or it refused `legs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legs_error: Option<String>,
+}
+
+/// A cascade leg of this node, in [`ClusterStatus`]: a relay-to-relay session for one room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterLeg {
+    /// The app.
+    pub sdkappid: u64,
+    /// The room, as relayd names it (digits, or a string room's name).
+    pub room: String,
+    /// The peer node's id.
+    pub peer: String,
+    /// `initiator` (this node opened it: its id is the lower) or `responder`.
+    pub role: String,
+    /// `connecting` or `up`.
+    pub state: String,
+    /// Streams the peer announced and this node accepted.
+    pub streams_in: u32,
+    /// Streams this node announces to the peer.
+    pub streams_out: u32,
+    /// Milliseconds since it was opened (or last reopened).
+    pub age_ms: u64,
+    /// The last handshake failure, while connecting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl From<relay::mgmt::LegInfo> for ClusterLeg {
+    fn from(l: relay::mgmt::LegInfo) -> Self {
+        ClusterLeg {
+            sdkappid: l.sdkappid,
+            room: l.room,
+            peer: l.peer,
+            role: l.role,
+            state: l.state,
+            streams_in: l.streams_in,
+            streams_out: l.streams_out,
+            age_ms: l.age_ms,
+            last_error: l.last_error,
+        }
+    }
 }
 
 /// The answer to node selection (`GET /v1/apps/{sdkappid}/nodes`): where a client of this

@@ -143,6 +143,69 @@ pub fn render_cluster(h: &crate::cluster::Health) -> String {
     w.out
 }
 
+/// The leg agent's families of `/metrics` (a cluster node only): relayd's legs by state
+/// (omitted while relayd did not answer `legs`), then the agent's own counters.
+pub fn render_legs(l: &crate::cluster::legs::LegStats) -> String {
+    use crate::cluster::legs::Reason;
+    let mut w = Writer { out: String::with_capacity(2048) };
+    if let Some(legs) = l.seen().legs {
+        let mut f =
+            w.family("edgerelay_cluster_legs", Kind::Gauge, "relayd's cascade legs at the last refresh, by state.");
+        // relayd's state names are not trusted as label values: anything else is `other`.
+        for state in ["connecting", "up", "other"] {
+            let n = legs
+                .iter()
+                .filter(|g| match state {
+                    "other" => g.state != "connecting" && g.state != "up",
+                    s => g.state == s,
+                })
+                .count();
+            f.sample(&[("state", state)], n);
+        }
+    }
+    let gauges = [
+        ("edgerelay_cluster_local_rooms", "Rooms with local members, as the leg agent follows them.", &l.local_rooms),
+        ("edgerelay_cluster_peers", "Peers in the set pushed to relayd (set_peers).", &l.peers),
+    ];
+    for (name, help, v) in gauges {
+        w.family(name, Kind::Gauge, help).sample(&[], v.load(Relaxed));
+    }
+    let mut f = w.family(
+        "edgerelay_cluster_leg_opens_total",
+        Kind::Counter,
+        "open_leg calls relayd accepted, by why they were sent.",
+    );
+    for r in [Reason::Gain, Reason::Hint, Reason::Reconcile] {
+        f.sample(&[("reason", r.label())], l.opened(r));
+    }
+    let counters = [
+        ("edgerelay_cluster_leg_open_refusals_total", "open_leg calls relayd refused.", &l.open_refusals),
+        ("edgerelay_cluster_leg_hints_sent_total", "Leg hints published to a lower-id peer.", &l.hints_sent),
+        ("edgerelay_cluster_leg_hints_received_total", "Leg hints heard on this node's channel.", &l.hints_received),
+        (
+            "edgerelay_cluster_leg_reconciles_total",
+            "Leg reconciles run (presence refreshes that reached Redis).",
+            &l.reconciles,
+        ),
+        ("edgerelay_cluster_leg_redis_errors_total", "Redis commands of the leg agent that failed.", &l.redis_errors),
+        (
+            "edgerelay_cluster_leg_relayd_errors_total",
+            "relayd requests of the leg agent that failed or were refused.",
+            &l.relayd_errors,
+        ),
+        (
+            "edgerelay_cluster_room_listings_total",
+            "Full listings of relayd's rooms (start, resync, new connection).",
+            &l.room_listings,
+        ),
+        ("edgerelay_cluster_peer_changes_total", "Changes of the peer set given to the relayd link.", &l.peer_changes),
+    ];
+    for (name, help, v) in counters {
+        w.family(name, Kind::Counter, help).sample(&[], v.load(Relaxed));
+    }
+    w.out
+}
+
 /// Renders the `/metrics` body. `latest` is `None` before the monitor's first poll.
 pub fn render(latest: Option<&Latest>, counters: &ControlCounters) -> String {
     let mut w = Writer { out: String::with_capacity(8192) };
@@ -492,6 +555,37 @@ mod tests {
             assert!(!text.contains("edgerelay_drops_total"));
             assert!(!text.contains("edgerelay_worker_lag_seconds"));
         }
+    }
+
+    #[test]
+    fn leg_families_count_states_and_reasons() {
+        use crate::cluster::legs::{LegStats, LegsSeen, Reason};
+        let l = LegStats::default();
+        let text = render_legs(&l);
+        parse_exposition(&text);
+        assert!(!text.contains("edgerelay_cluster_legs{"), "no leg states before relayd answered legs");
+        let leg = |state: &str| relay::mgmt::LegInfo {
+            sdkappid: 1,
+            room: "r".into(),
+            peer: "edge-2".into(),
+            role: "initiator".into(),
+            state: state.into(),
+            streams_in: 0,
+            streams_out: 0,
+            age_ms: 0,
+            last_error: None,
+        };
+        l.set_seen(LegsSeen { legs: Some(vec![leg("up"), leg("up"), leg("connecting"), leg("w\"eird")]), error: None });
+        l.opens[Reason::Hint as usize].fetch_add(3, Relaxed);
+        l.hints_received.fetch_add(4, Relaxed);
+        let samples = parse_exposition(&render_legs(&l));
+        let get = |series: &str| samples.iter().find(|s| s.1 == series).map(|s| s.2.clone());
+        assert_eq!(get("edgerelay_cluster_legs{state=\"up\"}").as_deref(), Some("2"));
+        assert_eq!(get("edgerelay_cluster_legs{state=\"connecting\"}").as_deref(), Some("1"));
+        assert_eq!(get("edgerelay_cluster_legs{state=\"other\"}").as_deref(), Some("1"));
+        assert_eq!(get("edgerelay_cluster_leg_opens_total{reason=\"hint\"}").as_deref(), Some("3"));
+        assert_eq!(get("edgerelay_cluster_leg_opens_total{reason=\"reconcile\"}").as_deref(), Some("0"));
+        assert_eq!(get("edgerelay_cluster_leg_hints_received_total").as_deref(), Some("4"));
     }
 
     #[test]

@@ -45,6 +45,15 @@ impl Redis {
         !skip_or_fail("redis-server not installed (apt-get install redis-server)")
     }
 
+    /// Redis on a free loopback port; `None` after [`skip_or_fail`] when not installed.
+    pub fn loopback() -> Option<Redis> {
+        if !Self::available() {
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        Some(Self::start(SocketAddr::from(([127, 0, 0, 1], port)), None))
+    }
+
     /// Starts Redis on `addr` (in namespace `netns` when given).
     pub fn start(addr: SocketAddr, netns: Option<&str>) -> Redis {
         Self::start_with(addr, netns, None)

@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod control;
 pub mod control_plane;
 pub mod drill;
+pub mod fake_relayd;
 pub mod net;
 
 /// Runs `relay-bench ARGS --json JSON` (the workspace's binary) and returns its output.

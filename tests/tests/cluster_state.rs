@@ -21,11 +21,7 @@ use edgerelay_tests::control::{ApiClient, Call, Credentials};
 use serde_json::{json, Value};
 
 fn loopback_redis() -> Option<Redis> {
-    if !Redis::available() {
-        return None;
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    Some(Redis::start(SocketAddr::from(([127, 0, 0, 1], port)), None))
+    Redis::loopback()
 }
 
 /// Polling loops would trip the default per-key rate limit.

@@ -15,6 +15,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use control::cluster::leases::Leases;
+use control::cluster::legs::{self, Timings};
+use control::cluster::peers::Peers;
 use control::cluster::Cluster;
 use control::keys::{ApiKey, Role};
 use control::server::{config::Config, push::Link, tls, unix_now, Server};
@@ -147,11 +149,20 @@ fn serve(config: &Path) -> anyhow::Result<()> {
     };
     let certs = Arc::new(tls::CertStore::open(cert, key)?);
     let leases = cfg.cluster.is_some().then(|| Arc::new(Leases::default()));
+    let peers = cfg.cluster.is_some().then(|| Arc::new(Peers::default()));
     let link = match &cfg.relayd_socket {
-        Some(p) => Link::spawn(p.clone(), store.clone(), leases.clone())?,
+        Some(p) => Link::spawn(p.clone(), store.clone(), leases.clone(), peers.clone())?,
         None => Link::disabled(),
     };
     let cluster = start_cluster(&cfg, &store, &link, leases.unwrap_or_default())?;
+    // Cascade legs: only with a relayd to drive.
+    let leg_agent = match (&cluster, peers, &cfg.relayd_socket) {
+        (Some(c), Some(p), Some(sock)) => {
+            let t = Timings::for_ttl(c.cfg.node_ttl_ms);
+            Some(legs::spawn(c.clone(), link.clone(), p, sock.clone(), t)?)
+        }
+        _ => None,
+    };
     let agent = cluster.clone();
     let info = certs.info();
     tracing::info!(fingerprint = %info.sha256, listen = %bound, "relay-control starting");
@@ -178,6 +189,7 @@ fn serve(config: &Path) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    drop(leg_agent);
     if let Some(c) = cluster {
         match c.leave() {
             Ok(()) => tracing::info!("left the cluster registry"),

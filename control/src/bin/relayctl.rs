@@ -1051,6 +1051,28 @@ fn cluster(api: &mut Api, cmd: &ClusterCmd) -> Result<()> {
                 .collect();
             out.push('\n');
             table(out, &["NODE", "REGION", "ENDPOINTS", "SESSIONS", "ROOMS", "PPS", "CPU%", "RELAYD", "LAG"], &rows);
+            out.push('\n');
+            if let Some(e) = &v.legs_error {
+                pairs(out, &[("legs", format!("unknown ({e})"))]);
+            } else {
+                let rows: Vec<Vec<String>> = v
+                    .legs
+                    .iter()
+                    .map(|l| {
+                        vec![
+                            l.sdkappid.to_string(),
+                            l.room.clone(),
+                            l.peer.clone(),
+                            l.role.clone(),
+                            l.state.clone(),
+                            format!("{}/{}", l.streams_in, l.streams_out),
+                            format!("{} ms", l.age_ms),
+                            l.last_error.clone().unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                table(out, &["APP", "ROOM", "PEER", "ROLE", "LEG", "STREAMS IN/OUT", "AGE", "LAST ERROR"], &rows);
+            }
         }),
         ClusterCmd::Select { sdkappid, room_id, str_room_id, region } => {
             let id = sdkappid.to_string();

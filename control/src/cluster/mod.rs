@@ -12,6 +12,8 @@
 //!   EXEC fail and the change is decided again on fresh data.
 //! - `epoch`: a random id of this Redis dataset. A node whose recorded epoch differs (Redis
 //!   was wiped and re-seeded) resyncs in full.
+//! - `room-nodes:<sdkappid>/<room>` and the channels `legs:<node>`: which nodes host a room,
+//!   and leg hints ([`presence`]); the leg agent ([`legs`]) drives relayd's cascade legs.
 //!
 //! Each node keeps its embedded store (redb) as its working copy: every read of the API and
 //! every push to relayd comes from it, so Redis being down stops no read and no join. The
@@ -19,8 +21,8 @@
 //! the store itself (atomically with the records), so a restart or a disconnect resumes
 //! exactly where it stopped and nothing is applied twice out of order. When the log was
 //! trimmed past that position (`XINFO STREAM`'s `max-deleted-entry-id`), or the epoch
-//! changed, the node resyncs in full from one MULTI snapshot of the hashes. Pub/sub is not
-//! used: `XREAD BLOCK` wakes the follower as soon as an entry is added.
+//! changed, the node resyncs in full from one MULTI snapshot of the hashes. The follower uses
+//! no pub/sub: `XREAD BLOCK` wakes it as soon as an entry is added.
 //!
 //! A change made through this node returns once the node's own follower has applied it
 //! (read-your-writes), so a client that writes and then reads through one node sees its
@@ -32,9 +34,13 @@
 //! Redis with `appendonly yes` and `appendfsync always` so that an acknowledged change is
 //! never lost with it.
 
+pub mod cascade;
 pub mod follow;
 pub mod leases;
+pub mod legs;
 pub mod nodes;
+pub mod peers;
+pub mod presence;
 pub mod quota;
 pub mod seal;
 
@@ -315,6 +321,15 @@ impl Keys {
     pub fn node_rooms(&self, id: &str) -> String {
         format!("{}node-rooms:{id}", self.prefix)
     }
+    /// The presence set of a room (a [`nodes::room_key`]): its hosts, scored by their last
+    /// refresh in Unix milliseconds ([`presence`]).
+    pub fn room_nodes(&self, room: &str) -> String {
+        format!("{}room-nodes:{room}", self.prefix)
+    }
+    /// The pub/sub channel on which a node hears leg hints ([`presence`]).
+    pub fn leg_hints(&self, node: &str) -> String {
+        format!("{}legs:{node}", self.prefix)
+    }
     /// The sealing slot of a record.
     pub fn slot(&self, kind: Kind, field: &str) -> Vec<u8> {
         format!("{}|{}|{field}", self.prefix, kind.name()).into_bytes()
@@ -336,6 +351,8 @@ pub struct Cluster {
     link: Link,
     /// This node's quota leases, which the relayd link pushes in place of app quotas.
     pub leases: Arc<leases::Leases>,
+    /// The leg agent's counters and its view of relayd's legs ([`legs`]).
+    pub legs: Arc<legs::LegStats>,
     /// Woken when the follower applies an app change, so the heartbeat leases its quota at
     /// once.
     pub apps_changed: tokio::sync::Notify,
@@ -373,6 +390,7 @@ impl Cluster {
             store,
             link,
             leases,
+            legs: Arc::default(),
             apps_changed: tokio::sync::Notify::new(),
             applied: Mutex::new(cursor),
             applied_cv: Condvar::new(),
@@ -443,7 +461,10 @@ impl Cluster {
 
     /// Runs `f` on a pooled connection (once more on a fresh one if the pooled one had died);
     /// a failed connection is dropped.
+    /// A call refused because Redis is failing fast does not extend the fail-fast window, so
+    /// frequent callers cannot keep it closed after Redis is back.
     pub fn with_conn<T>(&self, f: impl Fn(&mut redis::Connection) -> redis::RedisResult<T>) -> Result<T, ClusterError> {
+        let fast = self.health.failing_fast();
         let result = self.on_conn(|c| f(c).map_err(ClusterError::from));
         match result {
             Ok((v, c)) => {
@@ -452,7 +473,9 @@ impl Cluster {
                 Ok(v)
             }
             Err(ClusterError::Unavailable(e)) => {
-                self.health.failed(&e);
+                if !fast {
+                    self.health.failed(&e);
+                }
                 Err(ClusterError::Unavailable(e))
             }
             Err(e) => Err(e),

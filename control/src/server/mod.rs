@@ -157,6 +157,7 @@ impl Server {
         let mut text = crate::metrics::render(latest.as_deref(), &self.counters);
         if let Some(c) = &self.cluster {
             text.push_str(&crate::metrics::render_cluster(&c.health));
+            text.push_str(&crate::metrics::render_legs(&c.legs));
         }
         text
     }

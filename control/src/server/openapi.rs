@@ -170,7 +170,7 @@ fn schemas() -> Value {
             "room_id": nullable(int(1, MAX_NUM_ROOM)),
             "str_room_id": nullable(text(1, MAX_STR_ROOM_LEN, ASCII_NO_SPACE)),
             "region": nullable(text(1, 64, REGION))})),
-        "ClusterStatus": {"type": "object", "required": ["node_id", "redis_reachable", "applied", "nodes"], "properties": {
+        "ClusterStatus": {"type": "object", "required": ["node_id", "redis_reachable", "applied", "nodes", "legs"], "properties": {
             "node_id": {"type": "string"}, "redis_reachable": {"type": "boolean"},
             "redis_error": {"type": "string"}, "applied": {"type": "string"},
             "nodes": {"type": "array", "items": response_object(json!({
@@ -181,7 +181,18 @@ fn schemas() -> Value {
                     "pps": {"type": "integer"}, "cpu_percent": {"type": "number"}})),
                 "relayd_reachable": {"type": "boolean"}, "applied": {"type": "string"},
                 "lag_ms": {"type": "integer"}, "version": {"type": "string"},
-                "heartbeat_at_ms": {"type": "integer"}}))}}},
+                "heartbeat_at_ms": {"type": "integer"}}))},
+            "legs": {"type": "array", "description": "This node's cascade legs, as its relayd listed them at the last refresh (about 1 s).",
+                "items": r("ClusterLeg")},
+            "legs_error": {"type": "string", "description": "Why the legs are unknown (relayd unreachable, or it refused `legs`)."}}},
+        "ClusterLeg": {"type": "object", "required": ["sdkappid", "room", "peer", "role", "state", "streams_in", "streams_out", "age_ms"],
+            "properties": {
+                "sdkappid": {"type": "integer"}, "room": {"type": "string"},
+                "peer": {"type": "string", "description": "The peer node's id."},
+                "role": {"type": "string", "enum": ["initiator", "responder"]},
+                "state": {"type": "string", "description": "`connecting` or `up`."},
+                "streams_in": {"type": "integer"}, "streams_out": {"type": "integer"},
+                "age_ms": {"type": "integer"}, "last_error": {"type": "string"}}},
         "NodeSelection": response_object(json!({
             "nodes": {"type": "array", "items": {"type": "string"}},
             "relays": {"type": "array", "items": r("RelayEndpoint")}})),
@@ -345,7 +356,7 @@ pub fn document() -> Value {
                     query_param("str_room_id", text(1, MAX_STR_ROOM_LEN, ASCII_NO_SPACE), "The string room."),
                     query_param("region", text(1, 64, REGION), "The client's region.")]),
                 None, (200, ok("Nodes and their endpoints.", r("NodeSelection"))), &[404])},
-            "/v1/cluster": {"get": op("The edge cluster as this node sees it: Redis reachability and every live node. 404 on a node without [cluster].",
+            "/v1/cluster": {"get": op("The edge cluster as this node sees it: Redis reachability, every live node, and this node's cascade legs. 404 on a node without [cluster].",
                 "getCluster", none.clone(), None, (200, ok("Cluster status.", r("ClusterStatus"))), &[404])},
             "/v1/apps/{sdkappid}/rooms/{room}": {"delete": op("Dismiss a room: every member's session ends.", "dismissRoom",
                 json!([app, room]), None, (204, no_content()), &[403, 404, 503])},
@@ -635,6 +646,18 @@ mod tests {
                 version: "1".into(),
                 heartbeat_at_ms: 3,
             }],
+            legs: vec![api::ClusterLeg {
+                sdkappid: 1,
+                room: "42".into(),
+                peer: "edge-2".into(),
+                role: "initiator".into(),
+                state: "connecting".into(),
+                streams_in: 1,
+                streams_out: 2,
+                age_ms: 30,
+                last_error: Some("timeout".into()),
+            }],
+            legs_error: Some("relayd unreachable".into()),
         };
         let selection = api::NodeSelection { nodes: vec!["edge-1".into()], relays: vec![relay] };
         for (name, v) in [

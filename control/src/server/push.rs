@@ -14,6 +14,9 @@
 //!   it to drop anything.
 //! - **Expiring secrets**: a rotated-out app secret stops being usable at the end of its
 //!   overlap; the link pushes `set_apps` again at that moment, so relayd stops accepting it.
+//! - **Cascade peers** (a cluster node): `set_peers` from [`Peers`] in every full sync (a
+//!   restarted relayd knows no peer) and on each [`Change::Peers`]; a refusal is logged, not
+//!   fatal to the link.
 //! - Requests on the connection are answered in order and the thread is the only user, so
 //!   API calls ([`Link::call`]) and pushes are serialized; a call waits at most
 //!   [`CALL_TIMEOUT`] for relayd.
@@ -28,6 +31,7 @@ use relay::mgmt::{self, Answer, AppSpec, Request, Response};
 use relay::time::unix_now;
 
 use crate::cluster::leases::Leases;
+use crate::cluster::peers::Peers;
 use crate::store::{App, BlockEntry, Limits, Store};
 
 /// How long relayd may take to answer one request.
@@ -66,6 +70,8 @@ pub enum Change {
     All,
     /// A user was banned from (or, with no time left, kicked out of) a room.
     Ban(crate::state::Ban),
+    /// The cluster's peer set changed ([`Peers`]).
+    Peers,
 }
 
 impl Change {
@@ -126,11 +132,17 @@ impl Link {
     }
 
     /// Starts the link thread for relayd's socket at `path`.
-    /// With `leases` (a cluster node), apps are pushed with this node's quota leases.
-    pub fn spawn(path: PathBuf, store: Arc<Store>, leases: Option<Arc<Leases>>) -> std::io::Result<Self> {
+    /// With `leases` (a cluster node), apps are pushed with this node's quota leases; with
+    /// `peers`, the cascade's peer set.
+    pub fn spawn(
+        path: PathBuf,
+        store: Arc<Store>,
+        leases: Option<Arc<Leases>>,
+        peers: Option<Arc<Peers>>,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel(QUEUE_DEPTH);
         let status = Arc::new(LinkStatus::default());
-        let worker = Worker { path, store, leases, status: status.clone(), conn: None, apps_due: None };
+        let worker = Worker { path, store, leases, peers, status: status.clone(), conn: None, apps_due: None };
         std::thread::Builder::new().name("relayd-link".into()).spawn(move || worker.run(rx))?;
         Ok(Link { tx: Some(tx), status })
     }
@@ -164,6 +176,7 @@ impl Link {
 
 struct Worker {
     leases: Option<Arc<Leases>>,
+    peers: Option<Arc<Peers>>,
     path: PathBuf,
     store: Arc<Store>,
     status: Arc<LinkStatus>,
@@ -317,6 +330,14 @@ impl Worker {
             Change::Ban(b) => {
                 self.push_request(&ban_request(&b, now), "remove_user");
             }
+            Change::Peers => self.push_peers(),
+        }
+    }
+
+    /// `set_peers`, once the registry was listed.
+    fn push_peers(&mut self) {
+        if let Some(req) = self.peers.as_ref().and_then(|p| p.request()) {
+            self.push_request(&req, "set_peers");
         }
     }
 
@@ -372,6 +393,7 @@ impl Worker {
         for b in bans.iter().filter(|b| b.secs_left(now) > 0) {
             self.push_request(&ban_request(b, now), "remove_user");
         }
+        self.push_peers();
         if self.conn.is_none() {
             return Err("connection lost during sync".into());
         }

@@ -367,6 +367,7 @@ async fn cluster_status(State(st): State<Arc<Server>>) -> ApiResult {
     };
     let c = cluster.clone();
     let nodes = blocking(move || Ok(c.nodes().unwrap_or_default())).await?;
+    let seen = cluster.legs.seen();
     let h = &cluster.health;
     let out = api::ClusterStatus {
         node_id: cluster.cfg.node_id.clone(),
@@ -378,6 +379,8 @@ async fn cluster_status(State(st): State<Arc<Server>>) -> ApiResult {
         },
         applied: cluster.applied().last.to_string(),
         nodes,
+        legs: seen.legs.unwrap_or_default().into_iter().map(api::ClusterLeg::from).collect(),
+        legs_error: seen.error,
     };
     Ok(Json(out).into_response())
 }
