@@ -11,7 +11,8 @@
 //!   on that interface), the clients are .2. The client end runs the pass program, because a
 //!   frame relayd transmits by XDP is dropped unless the veth's peer runs XDP too.
 //! - The attacker ([`ATTACKER_IP`]) reaches the nodes through the client namespace, which
-//!   forwards; every node routes 198.19.0.0/24 back through its client link.
+//!   forwards; every node routes 198.19.0.0/24 back through its client link, and the other
+//!   nodes' relayds (cascade legs) by its default route, the same way.
 //!
 //! relayd is the demo's ([`edge::start_relayd`]); relay-control is started by
 //! [`control_proc`] and listens on 127.0.0.1 inside its node's namespace, so
@@ -127,6 +128,10 @@ impl EdgeCluster {
                 &[&format!("{}/24", client_ip(i))],
             )?;
             ns.ip(&["route", "add", "198.19.0.0/24", "via", &client_ip(i).to_string()])?;
+            // The other nodes' relayds (cascade legs), through the clients' namespace too: a
+            // default route, which relayd's XDP transmit path resolves (it reads on-link
+            // prefixes and default gateways from the kernel).
+            ns.ip(&["route", "add", "default", "via", &client_ip(i).to_string()])?;
             client_pass.push({
                 // Interface names follow the calling thread's namespace.
                 let _g = client_ns.enter()?;

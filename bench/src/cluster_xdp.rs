@@ -6,7 +6,7 @@
 //! answer's `relays` gives for that node), a publisher and a receiver joined at node 2 and a
 //! receiver at node 3, and media from the publisher counted at both receivers. The room spans
 //! nodes 2 and 3, so relay-control opens a cascade leg between them: the run waits (at most
-//! 5 s) until both relayds list it up, records how long that took from the last join
+//! 15 s) until both relayds list it up, records how long that took from the last join
 //! (`leg_up_ms`), and fails unless both receivers get every packet.
 //!
 //! Then it measures, each time an upper bound by one poll of relayd's management socket
@@ -257,7 +257,7 @@ fn one_run(relayd: &Path, control: &Path, a: &Opts) -> Result<Run> {
     let joins = vec![j_pub, j_sub2, j_sub3];
     let joined = Instant::now();
     let mut mgmt = cl.nodes.iter().map(|n| n.mgmt()).collect::<Result<Vec<_>>>()?;
-    let leg_deadline = joined + Duration::from_secs(5);
+    let leg_deadline = joined + Duration::from_secs(15);
     loop {
         let up = |m: &mut mgmt::Client| -> Result<bool> {
             Ok(m.legs()?.iter().any(|l| l.state == "up" && l.room == ROOM.to_string()))
@@ -266,7 +266,16 @@ fn one_run(relayd: &Path, control: &Path, a: &Opts) -> Result<Run> {
             break;
         }
         if Instant::now() > leg_deadline {
-            bail!("the room's cascade leg between edge-2 and edge-3 is not up 5 s after the joins");
+            let mut why = String::new();
+            for (i, m) in mgmt.iter_mut().enumerate() {
+                let legs = m.legs().map(|l| format!("{l:?}")).unwrap_or_else(|e| e.to_string());
+                let counts = m
+                    .stats()
+                    .map(|s| format!("{:?}; drops {:?}; xdp {:?}", s.legs, s.drops, s.xdp))
+                    .unwrap_or_else(|e| e.to_string());
+                why.push_str(&format!("\n  edge-{}: legs {legs}; counters {counts}", i + 1));
+            }
+            bail!("the room's cascade leg between edge-2 and edge-3 is not up 15 s after the joins:{why}");
         }
         std::thread::sleep(Duration::from_millis(2));
     }

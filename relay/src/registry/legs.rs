@@ -48,8 +48,15 @@ use crate::usersig::PrivilegeMap;
 pub const ANNOUNCE_MS: u64 = 500;
 /// Silence after which a leg is down: five announcements missed.
 pub const DEAD_MS: u64 = 2_500;
-/// How often a connecting leg's initiator sends a fresh handshake.
+/// How often a connecting leg's initiator sends a fresh handshake, at most.
 pub const RETRY_MS: u64 = 1_000;
+
+/// The wait before a connecting leg's next handshake: 250 ms, 500 ms, then [`RETRY_MS`]. The
+/// first join to a peer is often lost while the next hop's MAC is learned (the XDP backend
+/// asks the kernel to resolve it on the first miss), so the second comes soon.
+fn retry_after_ms(attempts: u32) -> u64 {
+    (250u64 << attempts.saturating_sub(1).min(2)).min(RETRY_MS)
+}
 /// Room events remembered for `room_events`; a caller further behind resyncs.
 pub const ROOM_EVENTS_MAX: usize = 4096;
 /// Legs' SRTP profile: AES-128-GCM, the faster of the two mandatory ones on this path.
@@ -91,9 +98,11 @@ struct Leg {
 }
 
 enum State {
+    /// `attempts` handshakes sent so far: the next one is due `retry_after_ms` later.
     Connecting {
         ik: IkInitiator,
         sent_ms: u64,
+        attempts: u32,
     },
     Up(Box<UpLeg>),
     /// Its `Down` is out already (the peer closed it, or it timed out): closing it sends and
@@ -189,7 +198,7 @@ impl Registry {
                 initiator: true,
                 opened_ms: now.mono_ms,
                 last_error: None,
-                state: State::Connecting { ik, sent_ms: now.mono_ms },
+                state: State::Connecting { ik, sent_ms: now.mono_ms, attempts: 1 },
             },
         );
         self.cascade.by_room.entry(room.clone()).or_default().push(id);
@@ -693,7 +702,7 @@ impl Registry {
                     if initiator && self.rooms.contains_key(&room) {
                         // Keep the leg id and try again: the peer may be back (a healed
                         // partition) before relay-control would ask.
-                        self.retry_leg(id, now, &room, &peer, Some("the peer went silent".into()));
+                        self.retry_leg(id, now, &room, &peer, Some("the peer went silent".into()), 1);
                     } else {
                         let l = self.cascade.legs.get_mut(&id).expect("looked up above");
                         l.state = State::Down;
@@ -701,20 +710,21 @@ impl Registry {
                     }
                 }
                 State::Up(_) => self.announce(id, now, false),
-                State::Connecting { sent_ms, .. } if now.mono_ms >= sent_ms + RETRY_MS => {
+                State::Connecting { sent_ms, attempts, .. } if now.mono_ms >= sent_ms + retry_after_ms(*attempts) => {
                     let (room, peer) = (l.room.clone(), l.peer.clone());
                     if !self.rooms.contains_key(&room) {
                         self.close_leg(id, updates);
                         continue;
                     }
-                    self.retry_leg(id, now, &room, &peer, None);
+                    let attempts = *attempts;
+                    self.retry_leg(id, now, &room, &peer, None, attempts + 1);
                 }
                 State::Connecting { .. } | State::Down => {}
             }
         }
     }
 
-    fn retry_leg(&mut self, id: SessionId, now: Now, room: &RoomKey, peer: &str, why: Option<String>) {
+    fn retry_leg(&mut self, id: SessionId, now: Now, room: &RoomKey, peer: &str, why: Option<String>, attempts: u32) {
         let Some(p) = self.cascade.peers.iter().find(|p| p.node == peer).cloned() else {
             let mut none = Vec::new();
             self.close_leg(id, &mut none);
@@ -727,7 +737,7 @@ impl Registry {
                 if why.is_some() {
                     l.last_error = why;
                 }
-                l.state = State::Connecting { ik, sent_ms: now.mono_ms };
+                l.state = State::Connecting { ik, sent_ms: now.mono_ms, attempts };
             }
             Err(e) => {
                 let l = self.cascade.legs.get_mut(&id).expect("retried legs exist");
